@@ -1,0 +1,168 @@
+//! The admin listener: `/health` (the edge's own health), `/status` (upstreams and servers).
+//!
+//! Loopback by default; validation refuses a public address without `admin_allow_public`.
+
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Serves the admin endpoints from the live snapshot.
+pub struct AdminApp {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub started: Instant,
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        let snapshot = self.snapshot.load_full();
+        let (status, body) = match path.as_str() {
+            "/health" => self.health(&snapshot),
+            "/status" => (200, status(&snapshot)),
+            _ => (404, json!({"error": "not_found", "status": 404})),
+        };
+        let body = body.to_string().into_bytes();
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("content-length", body.len())
+            .header("cache-control", "no-store")
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+impl AdminApp {
+    /// The architecture document's health format: healthy when every upstream has a usable
+    /// server, degraded otherwise (the edge itself still serves).
+    fn health(&self, snapshot: &Snapshot) -> (u16, Value) {
+        let mut checks = serde_json::Map::new();
+        let mut degraded = false;
+        let mut names: Vec<&String> = snapshot.upstreams.keys().collect();
+        names.sort();
+        for name in names {
+            let up = snapshot.upstreams[name].has_usable_server();
+            degraded |= !up;
+            checks.insert(
+                name.clone(),
+                Value::from(if up { "healthy" } else { "unhealthy" }),
+            );
+        }
+        let inflight: u32 = snapshot
+            .upstreams
+            .values()
+            .flat_map(|u| &u.servers)
+            .map(|s| s.state.inflight.load(Ordering::Relaxed))
+            .sum();
+        let body = json!({
+            "status": if degraded { "degraded" } else { "healthy" },
+            "timestamp": rfc3339_now(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "checks": checks,
+            "metadata": {
+                "uptime": self.started.elapsed().as_secs(),
+                "memory_usage": memory_usage(),
+                "active_connections": inflight,
+                "config": snapshot.source,
+            }
+        });
+        (200, body)
+    }
+}
+
+/// Every upstream and server with its state.
+fn status(snapshot: &Snapshot) -> Value {
+    let mut upstreams = serde_json::Map::new();
+    for (name, u) in &snapshot.upstreams {
+        let servers: Vec<Value> = u
+            .servers
+            .iter()
+            .map(|s| {
+                json!({
+                    "addr": s.addr_text,
+                    "resolved": s.addr.map(|a| a.to_string()),
+                    "weight": s.weight,
+                    "up": s.is_up(),
+                    "probe_up": s.state.probe_up(),
+                    "fails": s.state.fails(),
+                    "inflight": s.state.inflight.load(Ordering::Relaxed),
+                    "requests": s.state.requests.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        upstreams.insert(
+            name.clone(),
+            json!({ "balance": u.settings.balance.as_str(), "servers": servers }),
+        );
+    }
+    let routes: Vec<Value> = snapshot
+        .config
+        .routes
+        .iter()
+        .map(|r| json!({ "path": r.path, "host": r.host, "upstream": r.upstream }))
+        .collect();
+    json!({ "config": snapshot.source, "upstreams": upstreams, "routes": routes })
+}
+
+/// This process's resident memory as a share of the machine's, like "0.4%".
+fn memory_usage() -> String {
+    let read_kb = |file: &str, key: &str| -> Option<f64> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    match (
+        read_kb("/proc/self/status", "VmRSS:"),
+        read_kb("/proc/meminfo", "MemTotal:"),
+    ) {
+        (Some(rss), Some(total)) if total > 0.0 => format!("{:.1}%", rss * 100.0 / total),
+        _ => "unknown".to_string(),
+    }
+}
+
+/// Now as RFC 3339 UTC with seconds ("2024-01-15T10:30:00Z").
+pub fn rfc3339_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (Howard Hinnant's civil-from-days).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_705_314_600), "2024-01-15T10:30:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,120 @@
+//! Who the client is: its IP (socket peer, or `X-Forwarded-For` from trusted proxies) and the
+//! request id that follows the request through logs and backends.
+
+use crate::snapshot::net_contains;
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+
+/// The client's address. When the socket peer is a trusted proxy, `X-Forwarded-For` is read
+/// from the right: the first address that is not itself a trusted proxy is the client (nginx's
+/// `real_ip_recursive on`). An unparsable entry stops the walk at the last good address.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| net_contains(n, ip));
+    let peer = canonical(peer);
+    if trusted.is_empty() || !is_trusted(peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for.and_then(|h| std::str::from_utf8(h).ok()) else {
+        return peer;
+    };
+    let mut client = peer;
+    for entry in header.rsplit(',') {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = canonical(ip);
+                if !is_trusted(client) {
+                    return client;
+                }
+            }
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+/// IPv4-mapped IPv6 addresses as plain IPv4, so that limits and ip_hash see one client.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A request id: the client's `X-Request-Id` when it is sane (1 to 128 visible ASCII
+/// characters of `[A-Za-z0-9._:-]`), otherwise a new one.
+pub fn request_id(incoming: Option<&[u8]>) -> String {
+    match incoming {
+        Some(id) if valid_request_id(id) => String::from_utf8_lossy(id).into_owned(),
+        _ => new_request_id(),
+    }
+}
+
+fn valid_request_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+static ID_PREFIX: LazyLock<u64> = LazyLock::new(|| {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // Mix the start time with the pid so that replicas started together differ.
+    (nanos ^ ((std::process::id() as u64) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+});
+static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// 32 hex digits: a per-process random prefix and a counter (unique, cheap, not a secret).
+pub fn new_request_id() -> String {
+    let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}{:016x}", *ID_PREFIX, n.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client_whatever_it_forwards() {
+        let trusted = ["10.0.0.0/8".parse().expect("cidr")];
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), Some(b"1.2.3.4"), &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_ip(ip("10.1.1.1"), None, &[]), ip("10.1.1.1"));
+    }
+
+    #[test]
+    fn trusted_peer_walks_forwarded_for_from_the_right() {
+        let trusted = ["10.0.0.0/8".parse().expect("cidr")];
+        let xff = b"6.6.6.6, 198.51.100.7, 10.2.2.2";
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), Some(xff), &trusted),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), Some(b"10.3.3.3, garbage, 10.2.2.2"), &trusted),
+            ip("10.2.2.2")
+        );
+        assert_eq!(
+            client_ip(ip("::ffff:10.1.1.1"), Some(b"192.0.2.1"), &trusted),
+            ip("192.0.2.1")
+        );
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_made_otherwise() {
+        assert_eq!(request_id(Some(b"abc-123")), "abc-123");
+        let made = request_id(Some(b"bad id\n"));
+        assert_eq!(made.len(), 32);
+        assert_ne!(new_request_id(), new_request_id());
+        assert_eq!(request_id(None).len(), 32);
+    }
+}

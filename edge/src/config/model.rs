@@ -1,0 +1,245 @@
+//! The validated configuration: plain Rust values with every default applied.
+//!
+//! [`super::validate`] turns the file into these; [`crate::snapshot`] compiles them into the
+//! runtime state the proxy reads. Defaults are the named constants below; they mirror the nginx
+//! edge (`shared/reference/nginx/`) unless their comment says otherwise.
+
+use crate::units::Rate;
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
+pub const DEFAULT_HTTPS_LISTEN: &str = "0.0.0.0:443";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9180";
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(65);
+pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 100;
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CLIENT_MAX_BODY_SIZE: u64 = 10 << 20;
+/// nginx's `keepalive` keeps no idle connections unless set; every upstream of the nginx edge
+/// sets it, so the edge keeps 32 by default.
+pub const DEFAULT_UPSTREAM_KEEPALIVE: usize = 32;
+pub const DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS: u32 = 1000;
+pub const DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx waits 60 s to connect; an edge that must fail over quickly waits 5 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// 0 = no limit other than the number of servers (nginx's `proxy_next_upstream_tries 0`).
+pub const DEFAULT_NEXT_UPSTREAM_TRIES: u32 = 0;
+pub const DEFAULT_WEIGHT: u32 = 1;
+pub const DEFAULT_MAX_FAILS: u32 = 1;
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEALTH_PATH: &str = "/health";
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+pub const DEFAULT_HEALTH_FALL: u32 = 3;
+pub const DEFAULT_HEALTH_START_PERIOD: Duration = Duration::from_secs(40);
+/// nginx answers a rejected `limit_req` with 503; 429 says what happened.
+pub const DEFAULT_LIMIT_STATUS: u16 = 429;
+/// About what nginx's 10m `limit_req_zone` holds.
+pub const DEFAULT_ZONE_MAX_CLIENTS: usize = 160_000;
+pub const DEFAULT_HSTS: &str = "max-age=31536000; includeSubDomains; preload";
+pub const DEFAULT_GZIP_MIN_LENGTH: u64 = 1024;
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+pub const DEFAULT_GZIP_TYPES: &[&str] = &[
+    "text/plain",
+    "text/css",
+    "application/json",
+    "application/javascript",
+    "text/xml",
+    "application/xml",
+    "application/xml+rss",
+    "text/javascript",
+];
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/5";
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub edge: EdgeSettings,
+    pub tls: Option<TlsSettings>,
+    pub gzip: GzipSettings,
+    pub redis: RedisSettings,
+    pub zones: BTreeMap<String, ZoneSettings>,
+    pub upstreams: BTreeMap<String, UpstreamSettings>,
+    pub routes: Vec<RouteSettings>,
+}
+
+/// `[edge]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EdgeSettings {
+    /// Plain HTTP listeners.
+    pub http_listen: Vec<SocketAddr>,
+    /// TLS listeners; empty unless `[tls]` is configured.
+    pub https_listen: Vec<SocketAddr>,
+    /// The admin listener: /health, /status, /metrics, /reload.
+    pub admin_listen: SocketAddr,
+    /// Worker threads; never 0 here (0 in the file is one per core).
+    pub threads: usize,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Plain HTTP answers 308 to https (except /health) when an https listener exists.
+    pub redirect_http_to_https: bool,
+    pub access_log: AccessLog,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u32,
+    pub client_header_timeout: Duration,
+    pub client_max_body_size: u64,
+}
+
+/// Where access log lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+/// `[tls]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsSettings {
+    pub certificates: Vec<CertificatePaths>,
+    pub protocols: Vec<TlsVersion>,
+    pub ciphers: Vec<String>,
+    /// The Strict-Transport-Security value; `None` when turned off with "".
+    pub hsts: Option<String>,
+}
+
+/// One certificate chain and its private key, as PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificatePaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// `[gzip]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GzipSettings {
+    pub enabled: bool,
+    pub min_length: u64,
+    pub level: u32,
+    pub types: Vec<String>,
+}
+
+/// `[redis]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub on_error: RedisOnError,
+}
+
+/// What a `store = "redis"` zone does while Redis is unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisOnError {
+    /// Fall back to the in-process limiter.
+    Local,
+    /// Admit every request.
+    Allow,
+}
+
+/// `[zones.NAME]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZoneSettings {
+    pub rate: Rate,
+    pub max_clients: usize,
+    pub store: ZoneStore,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZoneStore {
+    Local,
+    Redis,
+}
+
+/// How an upstream picks a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// nginx's smooth weighted round robin.
+    RoundRobin,
+    /// Fewest in-flight requests relative to weight.
+    LeastConn,
+    /// nginx's ip_hash: the client's /24 (IPv4) or whole address (IPv6).
+    IpHash,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConn => "least_conn",
+            Balance::IpHash => "ip_hash",
+        }
+    }
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamSettings {
+    pub balance: Balance,
+    pub keepalive: usize,
+    pub keepalive_requests: u32,
+    pub keepalive_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+    pub next_upstream_tries: u32,
+    pub servers: Vec<ServerSettings>,
+    pub health: Option<HealthSettings>,
+}
+
+/// One server of an upstream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerSettings {
+    /// "host:port" as written; a host name is resolved when the config is compiled.
+    pub addr: String,
+    pub weight: u32,
+    /// Failures within `fail_timeout` that take the server out; 0 never does.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+}
+
+/// Active health probing of an upstream's servers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthSettings {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub start_period: Duration,
+}
+
+/// `[[routes]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteSettings {
+    /// Path prefix; the longest match wins.
+    pub path: String,
+    /// Exact host, `*.domain` wildcard, or any host.
+    pub host: Option<String>,
+    pub upstream: String,
+    pub limits: Vec<LimitSettings>,
+    pub limit_status: u16,
+    /// Client networks admitted; empty admits everyone.
+    pub allow: Vec<IpNet>,
+    /// Pass websocket upgrades through.
+    pub websocket: bool,
+}
+
+/// One zone's limit on a route (nginx's `limit_req`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitSettings {
+    pub zone: String,
+    pub burst: u32,
+    pub nodelay: bool,
+    pub dry_run: bool,
+}

@@ -1,0 +1,336 @@
+//! The request's path through the edge, top to bottom, as Pingora's `ProxyHttp` phases.
+//!
+//! request_filter: snapshot ▸ client ▸ redirect ▸ route ▸ allow ▸ body size
+//! upstream_peer: balance ▸ peer with the upstream's timeouts
+//! upstream_request_filter: forwarding headers
+//! fail_to_connect / error_while_proxy: passive failures ▸ next upstream
+//! upstream_response_filter / response_filter: success ▸ response headers
+//! fail_to_proxy: the error the client sees
+
+use crate::client;
+use crate::respond;
+use crate::route::normalize_host;
+use crate::snapshot::{Route, Snapshot};
+use crate::upstream::{Attempts, InflightGuard};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
+use pingora::{ErrorSource, ErrorType, RetryType};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+/// The edge's proxy logic; the config it follows is swapped underneath by reloads.
+pub struct EdgeProxy {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+/// What one request carries from phase to phase.
+pub struct RequestCtx {
+    /// The config this request started with; it keeps it to the end.
+    pub snapshot: Arc<Snapshot>,
+    pub request_id: String,
+    /// The client as the limits, allow lists and ip_hash see it.
+    pub client_ip: IpAddr,
+    /// The socket peer (what X-Forwarded-For is extended with).
+    pub peer_ip: IpAddr,
+    pub tls: bool,
+    pub route: Option<Arc<Route>>,
+    /// Servers tried for this request.
+    pub attempts: Attempts,
+    /// The server in use, counted in flight while held.
+    pub server: Option<(usize, InflightGuard)>,
+    /// The upstream's response header has arrived: no more retries.
+    pub response_started: bool,
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            snapshot: self.snapshot.load_full(),
+            request_id: String::new(),
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            peer_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            tls: false,
+            route: None,
+            attempts: Attempts::default(),
+            server: None,
+            response_started: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = ctx.snapshot.clone();
+        let edge = &snapshot.config.edge;
+        session.set_keepalive(Some(edge.keepalive_timeout.as_secs()));
+
+        // Who is asking.
+        ctx.tls = session
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+        ctx.peer_ip = match session.client_addr() {
+            Some(PingoraAddr::Inet(addr)) => addr.ip(),
+            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        ctx.client_ip = client::client_ip(
+            ctx.peer_ip,
+            session
+                .get_header("x-forwarded-for")
+                .map(|v| v.as_bytes()),
+            snapshot.trusted_proxies(),
+        );
+        ctx.request_id =
+            client::request_id(session.get_header("x-request-id").map(|v| v.as_bytes()));
+
+        let host = request_host(session.req_header());
+        let path = session.req_header().uri.path();
+
+        // Plain HTTP goes to https, except the health check.
+        if !ctx.tls && snapshot.redirects_to_https() && path != "/health" {
+            respond::redirect_to_https(session, &host, &ctx.request_id).await?;
+            return Ok(true);
+        }
+
+        // Which route.
+        let Some(route) = snapshot.router.find(&normalize_host(&host), path).cloned() else {
+            respond::json_error(session, 404, "no route for this path", &ctx.request_id, &[])
+                .await?;
+            return Ok(true);
+        };
+
+        // Who may use it.
+        if !route.allows(ctx.client_ip) {
+            respond::json_error(session, 403, "forbidden", &ctx.request_id, &[]).await?;
+            return Ok(true);
+        }
+
+        // How much it may send.
+        let declared = session
+            .get_header(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > edge.client_max_body_size) {
+            respond::json_error(
+                session,
+                413,
+                "request body is larger than client_max_body_size",
+                &ctx.request_id,
+                &[],
+            )
+            .await?;
+            return Ok(true);
+        }
+
+        ctx.route = Some(route);
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Chunked bodies declare no length: count what arrives.
+        if let Some(chunk) = body {
+            let limit = ctx.snapshot.config.edge.client_max_body_size as usize;
+            if _session.body_bytes_read() > limit || chunk.len() > limit {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body is larger than client_max_body_size",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
+        let upstream = &route.upstream;
+        if ctx.attempts.count >= upstream.max_attempts() {
+            return Error::e_explain(ErrorType::HTTPStatus(502), "next_upstream_tries exhausted");
+        }
+        let Some(index) = upstream.select(ctx.client_ip, &mut ctx.attempts) else {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                format!("no live servers in upstream {}", upstream.name),
+            );
+        };
+        ctx.attempts.mark(index);
+        let server = &upstream.servers[index];
+        ctx.server = Some((index, InflightGuard::new(server.state.clone())));
+        let addr = server.addr.ok_or_else(|| {
+            Error::explain(ErrorType::ConnectNoRoute, "server address does not resolve")
+        })?;
+
+        let settings = &upstream.settings;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(settings.connect_timeout);
+        peer.options.read_timeout = Some(settings.read_timeout);
+        peer.options.write_timeout = Some(settings.send_timeout);
+        peer.options.idle_timeout = Some(if settings.keepalive == 0 {
+            std::time::Duration::ZERO
+        } else {
+            settings.keepalive_timeout
+        });
+        if !route.settings.websocket {
+            peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let peer = ctx.peer_ip.to_string();
+        let forwarded_for = match session.get_header("x-forwarded-for") {
+            Some(prior) => format!("{}, {peer}", String::from_utf8_lossy(prior.as_bytes())),
+            None => peer,
+        };
+        upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
+        upstream_request.insert_header("x-real-ip", ctx.client_ip.to_string())?;
+        upstream_request.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // A connect error or timeout: count it against the server, try the next one.
+        if let (Some(route), Some((index, _))) = (&ctx.route, ctx.server.take()) {
+            route.upstream.report_failure(index);
+            e.set_retry(ctx.attempts.count < route.upstream.max_attempts());
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("server: {peer}"));
+        let safe_to_resend = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && !ctx.response_started;
+        let (Some(route), Some((index, _))) = (&ctx.route, ctx.server.take()) else {
+            e.set_retry(false);
+            return e;
+        };
+        if client_reused && matches!(e.retry, RetryType::ReusedOnly) {
+            // A pooled connection the server had already closed says nothing about the server.
+            ctx.attempts.unmark(index);
+            e.set_retry(safe_to_resend);
+            return e;
+        }
+        if !ctx.response_started {
+            route.upstream.report_failure(index);
+        }
+        e.set_retry(safe_to_resend && ctx.attempts.count < route.upstream.max_attempts());
+        e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.response_started = true;
+        if let (Some(route), Some((index, _))) = (&ctx.route, &ctx.server) {
+            route.upstream.report_success(*index);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let status = error_status(e);
+        if status > 0 && session.response_written().is_none() {
+            let message = match status {
+                502 => "the upstream server could not be reached or failed",
+                504 => "the upstream server did not answer in time",
+                413 => "request body is larger than client_max_body_size",
+                400 => "malformed request",
+                _ => respond::error_name(status),
+            };
+            if let Err(write_error) =
+                respond::json_error(session, status, message, &ctx.request_id, &[]).await
+            {
+                tracing::debug!(error = %write_error, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+/// The status the client gets for an error that ended the request (0: the client is gone).
+fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if *e.esource() == ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                ErrorType::ReadTimedout => 408,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// The request's host: the Host header, or the URI's authority (HTTP/2, absolute-form).
+fn request_host(req: &RequestHeader) -> String {
+    if let Some(host) = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+        return host.to_string();
+    }
+    req.uri.authority().map_or_else(String::new, |a| a.as_str().to_string())
+}

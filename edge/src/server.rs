@@ -1,0 +1,92 @@
+//! Starting the edge: the Pingora server, its proxy and admin services, from a config.
+
+use crate::admin::AdminApp;
+use crate::config::Validated;
+use crate::proxy::EdgeProxy;
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How to run: the config and where the process keeps its runtime files.
+pub struct RunOptions {
+    /// What the config came from, for logs and /status.
+    pub source: String,
+    pub config: Validated,
+    /// Directory for the pid file and the upgrade socket.
+    pub runtime_dir: PathBuf,
+}
+
+/// Builds the Pingora server from the config and runs it until a signal stops it.
+pub fn run(options: RunOptions) -> anyhow::Result<()> {
+    let config = options.config.config;
+    let edge = config.edge.clone();
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::compile(
+        &options.source,
+        config,
+        None,
+    )));
+
+    std::fs::create_dir_all(&options.runtime_dir)?;
+    let mut conf = ServerConf {
+        threads: edge.threads,
+        pid_file: options.runtime_dir.join("edge.pid").display().to_string(),
+        upgrade_sock: options.runtime_dir.join("edge-upgrade.sock").display().to_string(),
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..ServerConf::default()
+    };
+    let pool: usize = snapshot
+        .load()
+        .upstreams
+        .values()
+        .map(|u| u.settings.keepalive)
+        .sum();
+    conf.upstream_keepalive_pool_size = pool.max(128);
+    // Retries are bounded per upstream in the proxy (next_upstream_tries); this is only a cap.
+    conf.max_retries = 64;
+
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        EdgeProxy {
+            snapshot: snapshot.clone(),
+        },
+        "edge",
+    );
+    let mut http_options = HttpServerOptions::default();
+    http_options.keepalive_request_limit = Some(edge.keepalive_requests);
+    if let Some(app) = proxy.app_logic_mut() {
+        app.server_options = Some(http_options);
+    }
+    for addr in &edge.http_listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+
+    let mut admin = Service::new(
+        "admin".to_string(),
+        AdminApp {
+            snapshot,
+            started: Instant::now(),
+        },
+    );
+    admin.add_tcp(&edge.admin_listen.to_string());
+    server.add_service(admin);
+
+    tracing::info!(
+        config = %options.source,
+        http = ?edge.http_listen,
+        admin = %edge.admin_listen,
+        threads = edge.threads,
+        "edge starting"
+    );
+    server.run_forever();
+}

@@ -1,0 +1,129 @@
+//! The compiled runtime configuration: one immutable [`Snapshot`] behind one `ArcSwap`.
+//!
+//! A request loads the snapshot once and uses it to the end, so a reload never changes the
+//! rules under a request in flight. Compiling keeps the state that must survive a reload
+//! (each server's [`ServerState`]) by taking it from the previous snapshot.
+
+use crate::config::{Config, RouteSettings};
+use crate::route::Router;
+use crate::upstream::{Server, ServerState, Upstream};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Its name in logs and metrics: "host/path" or "path".
+    pub name: String,
+    pub settings: RouteSettings,
+    pub upstream: Arc<Upstream>,
+}
+
+impl Route {
+    /// Whether the route's `allow` list admits `client`.
+    pub fn allows(&self, client: IpAddr) -> bool {
+        let allow = &self.settings.allow;
+        allow.is_empty() || allow.iter().any(|net| net_contains(net, client))
+    }
+}
+
+/// `IpNet::contains` that also matches IPv4-mapped IPv6 clients against IPv4 networks.
+pub fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpNet::V4(n), IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_some_and(|v4| n.contains(&v4)),
+        _ => net.contains(&ip),
+    }
+}
+
+/// Everything a request needs, compiled from one config.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Config,
+    /// What the config came from (a path, or the embedded default).
+    pub source: String,
+    pub router: Router<Arc<Route>>,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+}
+
+impl Snapshot {
+    /// Compiles `config`, reusing the server state of `previous` for servers it still has.
+    pub fn compile(source: &str, config: Config, previous: Option<&Snapshot>) -> Snapshot {
+        let mut upstreams = HashMap::new();
+        for (name, settings) in &config.upstreams {
+            let servers = settings
+                .servers
+                .iter()
+                .map(|s| {
+                    let state = previous
+                        .and_then(|p| p.upstreams.get(name))
+                        .and_then(|u| u.servers.iter().find(|old| old.addr_text == s.addr))
+                        .map(|old| old.state.clone())
+                        .unwrap_or_else(|| Arc::new(ServerState::default()));
+                    Server {
+                        addr_text: s.addr.clone(),
+                        addr: resolve(name, &s.addr),
+                        weight: s.weight,
+                        max_fails: s.max_fails,
+                        fail_timeout: s.fail_timeout,
+                        state,
+                    }
+                })
+                .collect();
+            let upstream = Upstream::new(name.clone(), settings.clone(), servers);
+            upstreams.insert(name.clone(), Arc::new(upstream));
+        }
+        let mut router = Router::default();
+        for settings in &config.routes {
+            let Some(upstream) = upstreams.get(&settings.upstream) else {
+                continue; // validation guarantees every route's upstream exists
+            };
+            let name = match &settings.host {
+                Some(h) => format!("{h}{}", settings.path),
+                None => settings.path.clone(),
+            };
+            let route = Route {
+                name,
+                settings: settings.clone(),
+                upstream: upstream.clone(),
+            };
+            router.add(settings.host.as_deref(), &settings.path, Arc::new(route));
+        }
+        Snapshot {
+            config,
+            source: source.to_string(),
+            router,
+            upstreams,
+        }
+    }
+
+    /// Whether plain HTTP requests are redirected to https.
+    pub fn redirects_to_https(&self) -> bool {
+        self.config.edge.redirect_http_to_https && !self.config.edge.https_listen.is_empty()
+    }
+
+    /// The trusted proxy networks.
+    pub fn trusted_proxies(&self) -> &[IpNet] {
+        &self.config.edge.trusted_proxies
+    }
+}
+
+/// Resolves "host:port" to its first address; logs and returns `None` when it does not resolve.
+fn resolve(upstream: &str, addr: &str) -> Option<SocketAddr> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    match addr.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next(),
+        Err(e) => {
+            tracing::warn!(
+                upstream,
+                server = addr,
+                error = %e,
+                "server address does not resolve; it takes no traffic until a reload resolves it"
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Upstreams at runtime: servers, their shared state (in-flight, passive failures), selection.
+//!
+//! A [`ServerState`] outlives config reloads: it is keyed by (upstream, server addr) and handed
+//! to the new snapshot when the server is still there, so in-flight counts and failure marks
+//! carry over. Selection algorithms live in [`balance`].
+
+pub mod balance;
+
+use crate::config::{Balance, UpstreamSettings};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Milliseconds since the process started: the clock of passive failure accounting.
+pub fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+/// State of one server that is shared by every request and kept across reloads.
+#[derive(Debug)]
+pub struct ServerState {
+    /// Requests in flight to this server, across all threads (least_conn's count).
+    pub inflight: AtomicU32,
+    /// Failures since the last success (nginx's `fails`).
+    fails: AtomicU32,
+    /// When a failure was last counted, or the server last retried after `fail_timeout`.
+    checked_ms: AtomicU64,
+    /// When the server last failed.
+    accessed_ms: AtomicU64,
+    /// Whether active health probes let the server take traffic.
+    probe_up: AtomicBool,
+    /// Requests sent to this server in all (for /status and tests).
+    pub requests: AtomicU64,
+}
+
+impl Default for ServerState {
+    fn default() -> Self {
+        ServerState {
+            inflight: AtomicU32::new(0),
+            fails: AtomicU32::new(0),
+            checked_ms: AtomicU64::new(0),
+            accessed_ms: AtomicU64::new(0),
+            probe_up: AtomicBool::new(true),
+            requests: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ServerState {
+    /// Whether active health probing lets this server take traffic.
+    pub fn probe_up(&self) -> bool {
+        self.probe_up.load(Ordering::Relaxed)
+    }
+
+    /// Sets the active health verdict.
+    pub fn set_probe_up(&self, up: bool) {
+        self.probe_up.store(up, Ordering::Relaxed);
+    }
+
+    /// Failures counted since the last success.
+    pub fn fails(&self) -> u32 {
+        self.fails.load(Ordering::Relaxed)
+    }
+}
+
+/// One server of a compiled upstream.
+#[derive(Debug)]
+pub struct Server {
+    /// The address as configured ("content-manager:8000").
+    pub addr_text: String,
+    /// The resolved address; `None` while the name does not resolve.
+    pub addr: Option<SocketAddr>,
+    pub weight: u32,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub state: Arc<ServerState>,
+}
+
+impl Server {
+    /// Whether passive failure accounting has taken this server out at `now`.
+    fn failed_out(&self, now: u64) -> bool {
+        self.max_fails > 0
+            && self.state.fails.load(Ordering::Relaxed) >= self.max_fails
+            && now.saturating_sub(self.state.checked_ms.load(Ordering::Relaxed))
+                <= self.fail_timeout.as_millis() as u64
+    }
+
+    /// Whether this server may be picked at `now` (`single`: the upstream's only server, which
+    /// nginx never takes out for failures).
+    pub(crate) fn usable(&self, now: u64, single: bool) -> bool {
+        self.addr.is_some() && self.state.probe_up() && (single || !self.failed_out(now))
+    }
+
+    /// Whether passive and active health both let the server take traffic now.
+    pub fn is_up(&self) -> bool {
+        self.addr.is_some() && self.state.probe_up() && !self.failed_out(now_ms())
+    }
+}
+
+/// Per-server weights of the smooth weighted round robin.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Weights {
+    pub(crate) current: i64,
+    pub(crate) effective: i64,
+}
+
+/// A compiled upstream: its servers and how to pick one.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub settings: UpstreamSettings,
+    pub servers: Vec<Server>,
+    pub(crate) weights: Mutex<Vec<Weights>>,
+}
+
+/// What one request has tried so far on its upstream (nginx's `tried` bitmap and ip_hash state).
+#[derive(Debug, Default)]
+pub struct Attempts {
+    tried: Vec<usize>,
+    /// Attempts made, for `next_upstream_tries`.
+    pub count: u32,
+    pub(crate) ip_hash: Option<u32>,
+    pub(crate) ip_hash_tries: u32,
+}
+
+impl Attempts {
+    pub(crate) fn tried(&self, index: usize) -> bool {
+        self.tried.contains(&index)
+    }
+
+    /// Records that the request went to `index`.
+    pub fn mark(&mut self, index: usize) {
+        if !self.tried.contains(&index) {
+            self.tried.push(index);
+        }
+        self.count += 1;
+    }
+
+    /// Forgets that `index` was tried: a stale pooled connection is no verdict on the server.
+    pub fn unmark(&mut self, index: usize) {
+        self.tried.retain(|&i| i != index);
+        self.count = self.count.saturating_sub(1);
+    }
+}
+
+impl Upstream {
+    pub fn new(name: String, settings: UpstreamSettings, servers: Vec<Server>) -> Self {
+        let weights = servers
+            .iter()
+            .map(|s| Weights {
+                current: 0,
+                effective: s.weight as i64,
+            })
+            .collect();
+        Upstream {
+            name,
+            settings,
+            servers,
+            weights: Mutex::new(weights),
+        }
+    }
+
+    /// The most attempts one request may make: every server once, bounded by
+    /// `next_upstream_tries` (0 = no bound).
+    pub fn max_attempts(&self) -> u32 {
+        let servers = self.servers.len() as u32;
+        match self.settings.next_upstream_tries {
+            0 => servers,
+            n => n.min(servers),
+        }
+    }
+
+    /// Picks a server for a request from `client`, skipping what `attempts` already tried.
+    /// `None` when no server is usable (nginx's "no live upstreams").
+    pub fn select(&self, client: IpAddr, attempts: &mut Attempts) -> Option<usize> {
+        let now = now_ms();
+        let picked = match self.settings.balance {
+            Balance::RoundRobin => self.round_robin(now, attempts, |_| true),
+            Balance::LeastConn => self.least_conn(now, attempts),
+            Balance::IpHash => self.ip_hash(now, client, attempts),
+        };
+        match picked {
+            Some(index) => {
+                let server = &self.servers[index];
+                let fail_timeout = server.fail_timeout.as_millis() as u64;
+                let checked = server.state.checked_ms.load(Ordering::Relaxed);
+                if now.saturating_sub(checked) > fail_timeout {
+                    server.state.checked_ms.store(now, Ordering::Relaxed);
+                }
+                Some(index)
+            }
+            None => {
+                // nginx: when every server has failed, mark them all live again so that the
+                // next request probes them instead of failing until fail_timeout passes.
+                if attempts.count == 0 {
+                    for s in &self.servers {
+                        s.state.fails.store(0, Ordering::Relaxed);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Passive health: the request to `index` failed with an error or timeout.
+    pub fn report_failure(&self, index: usize) {
+        let Some(server) = self.servers.get(index) else {
+            return;
+        };
+        if self.servers.len() == 1 {
+            return;
+        }
+        let now = now_ms();
+        let fails = server.state.fails.fetch_add(1, Ordering::Relaxed) + 1;
+        server.state.accessed_ms.store(now, Ordering::Relaxed);
+        server.state.checked_ms.store(now, Ordering::Relaxed);
+        if server.max_fails > 0 {
+            if let Ok(mut weights) = self.weights.lock() {
+                if let Some(w) = weights.get_mut(index) {
+                    w.effective -= (server.weight / server.max_fails) as i64;
+                    w.effective = w.effective.max(0);
+                }
+            }
+            if fails == server.max_fails {
+                tracing::warn!(
+                    upstream = %self.name,
+                    server = %server.addr_text,
+                    fails,
+                    fail_timeout = ?server.fail_timeout,
+                    "server temporarily disabled"
+                );
+            }
+        }
+    }
+
+    /// Passive health: the request to `index` got a response.
+    pub fn report_success(&self, index: usize) {
+        if let Some(server) = self.servers.get(index) {
+            let state = &server.state;
+            if state.fails.load(Ordering::Relaxed) > 0
+                && state.accessed_ms.load(Ordering::Relaxed)
+                    < state.checked_ms.load(Ordering::Relaxed)
+            {
+                state.fails.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether at least one server can take traffic now.
+    pub fn has_usable_server(&self) -> bool {
+        let now = now_ms();
+        let single = self.servers.len() == 1;
+        self.servers.iter().any(|s| s.usable(now, single))
+    }
+}
+
+/// Counts a request in flight to a server until dropped, on every exit path.
+#[derive(Debug)]
+pub struct InflightGuard {
+    state: Arc<ServerState>,
+}
+
+impl InflightGuard {
+    pub fn new(state: Arc<ServerState>) -> Self {
+        state.inflight.fetch_add(1, Ordering::Relaxed);
+        state.requests.fetch_add(1, Ordering::Relaxed);
+        InflightGuard { state }
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.state.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
