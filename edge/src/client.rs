@@ -70,7 +70,11 @@ static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// 32 hex digits: a per-process random prefix and a counter (unique, cheap, not a secret).
 pub fn new_request_id() -> String {
     let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}{:016x}", *ID_PREFIX, n.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+    format!(
+        "{:016x}{:016x}",
+        *ID_PREFIX,
+        n.wrapping_mul(0xD6E8_FEB8_6659_FD93)
+    )
 }
 
 #[cfg(test)]
@@ -100,7 +104,11 @@ mod tests {
             ip("198.51.100.7")
         );
         assert_eq!(
-            client_ip(ip("10.1.1.1"), Some(b"10.3.3.3, garbage, 10.2.2.2"), &trusted),
+            client_ip(
+                ip("10.1.1.1"),
+                Some(b"10.3.3.3, garbage, 10.2.2.2"),
+                &trusted
+            ),
             ip("10.2.2.2")
         );
         assert_eq!(

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(file: &PathBuf) -> ExitCode {
+fn check(file: &std::path::Path) -> ExitCode {
     match config::load_file(file) {
         Ok(validated) => {
             print_warnings(&validated);

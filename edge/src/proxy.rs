@@ -71,18 +71,14 @@ impl ProxyHttp for EdgeProxy {
         session.set_keepalive(Some(edge.keepalive_timeout.as_secs()));
 
         // Who is asking.
-        ctx.tls = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.peer_ip = match session.client_addr() {
             Some(PingoraAddr::Inet(addr)) => addr.ip(),
             _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
         ctx.client_ip = client::client_ip(
             ctx.peer_ip,
-            session
-                .get_header("x-forwarded-for")
-                .map(|v| v.as_bytes()),
+            session.get_header("x-forwarded-for").map(|v| v.as_bytes()),
             snapshot.trusted_proxies(),
         );
         ctx.request_id =
@@ -206,7 +202,8 @@ impl ProxyHttp for EdgeProxy {
         };
         upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
         upstream_request.insert_header("x-real-ip", ctx.client_ip.to_string())?;
-        upstream_request.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        upstream_request
+            .insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
@@ -329,8 +326,14 @@ fn error_status(e: &Error) -> u16 {
 
 /// The request's host: the Host header, or the URI's authority (HTTP/2, absolute-form).
 fn request_host(req: &RequestHeader) -> String {
-    if let Some(host) = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+    if let Some(host) = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
         return host.to_string();
     }
-    req.uri.authority().map_or_else(String::new, |a| a.as_str().to_string())
+    req.uri
+        .authority()
+        .map_or_else(String::new, |a| a.as_str().to_string())
 }

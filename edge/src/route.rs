@@ -106,7 +106,8 @@ impl<T> Router<T> {
 pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let without_port = if raw.starts_with('[') {
         // [v6]:port
-        raw.split_once(']').map_or(raw, |(h, _)| &raw[..h.len() + 1])
+        raw.split_once(']')
+            .map_or(raw, |(h, _)| &raw[..h.len() + 1])
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
@@ -144,8 +145,14 @@ mod tests {
     #[test]
     fn host_groups_take_precedence_then_fall_back() {
         let r = router();
-        assert_eq!(r.find("admin.example.com", "/api/content/"), Some(&"admin-host"));
-        assert_eq!(r.find("www.example.com", "/api/content/"), Some(&"wild-api"));
+        assert_eq!(
+            r.find("admin.example.com", "/api/content/"),
+            Some(&"admin-host")
+        );
+        assert_eq!(
+            r.find("www.example.com", "/api/content/"),
+            Some(&"wild-api")
+        );
         assert_eq!(r.find("www.example.com", "/other"), Some(&"dashboard"));
         assert_eq!(r.find("example.com", "/api/x"), Some(&"api"));
     }

@@ -36,7 +36,11 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut conf = ServerConf {
         threads: edge.threads,
         pid_file: options.runtime_dir.join("edge.pid").display().to_string(),
-        upgrade_sock: options.runtime_dir.join("edge-upgrade.sock").display().to_string(),
+        upgrade_sock: options
+            .runtime_dir
+            .join("edge-upgrade.sock")
+            .display()
+            .to_string(),
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(10),
         ..ServerConf::default()
@@ -69,7 +73,21 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     for addr in &edge.http_listen {
         proxy.add_tcp(&addr.to_string());
     }
+    if let Some(tls) = &snapshot.load().config.tls {
+        if let Some(first) = tls.certificates.first() {
+            for addr in &edge.https_listen {
+                proxy
+                    .add_tls(
+                        &addr.to_string(),
+                        &first.cert.display().to_string(),
+                        &first.key.display().to_string(),
+                    )
+                    .map_err(|e| anyhow::anyhow!("TLS listener {addr}: {e}"))?;
+            }
+        }
+    }
     server.add_service(proxy);
+    warn_unbuilt(&snapshot.load().config);
 
     let mut admin = Service::new(
         "admin".to_string(),
@@ -89,4 +107,24 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         "edge starting"
     );
     server.run_forever();
+}
+
+/// Says which configured features this build accepts but does not act on yet.
+fn warn_unbuilt(config: &crate::config::Config) {
+    if config.routes.iter().any(|r| !r.limits.is_empty()) {
+        tracing::warn!("route `limit` entries are validated but rate limiting is not enforced yet");
+    }
+    if config.upstreams.values().any(|u| u.health.is_some()) {
+        tracing::warn!("upstream `health` probes are validated but not run yet");
+    }
+    if config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.certificates.len() > 1)
+    {
+        tracing::warn!("only the first [tls] certificate is served yet (no SNI selection)");
+    }
+    if config.gzip.enabled {
+        tracing::warn!("[gzip] is validated but responses are not compressed yet");
+    }
 }

@@ -47,7 +47,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         _ => (text, 1),
     };
     let value: u64 = number.trim().parse().map_err(|_| {
-        format!("`{text}` is not a size: expected a number with an optional k, m or g, like \"10m\"")
+        format!(
+            "`{text}` is not a size: expected a number with an optional k, m or g, like \"10m\""
+        )
     })?;
     value
         .checked_mul(multiplier)

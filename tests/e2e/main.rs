@@ -1,1 +1,10 @@
+//! End-to-end tests: the real edge binary in front of real backend servers, on loopback.
 
+mod support;
+
+mod balancing;
+mod check;
+mod failover;
+mod headers;
+mod routing;
+mod websocket;

@@ -31,3 +31,121 @@ pub fn load_file(path: &Path) -> Result<Validated, ConfigErrors> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPO_CONFIG: &str = include_str!("../../../upstreams.toml");
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let repo = validate("upstreams.toml", REPO_CONFIG).expect("upstreams.toml is valid");
+        assert_eq!(repo.config.upstreams.len(), 8);
+        assert_eq!(repo.config.routes.len(), 9);
+        assert_eq!(repo.config.edge.https_listen.len(), 1);
+        let cm = &repo.config.upstreams["content_manager"];
+        assert_eq!(cm.balance, Balance::LeastConn);
+        assert_eq!(cm.servers[0].max_fails, 3);
+        let local = validate(LOCAL_DEFAULT_NAME, LOCAL_DEFAULT).expect("local default is valid");
+        assert!(local.config.edge.https_listen.is_empty());
+        assert!(local
+            .config
+            .upstreams
+            .values()
+            .flat_map(|u| &u.servers)
+            .all(|s| s.addr.starts_with("127.0.0.1:")));
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_place() {
+        let text = r#"[edge]
+keepalive_timeout = "soon"
+[upstreams.app]
+servers = [ { addr = "app:80", weight = 0 } ]
+shiny = true
+[[routes]]
+path = "/"
+upstream = "nope"
+[[routes]]
+path = "/"
+upstream = "app"
+"#;
+        let errors = validate("t.toml", text).expect_err("five mistakes").errors;
+        let places: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(
+            places,
+            vec![(2, 21), (4, 41), (5, 1), (8, 12), (10, 8)],
+            "{errors:#?}"
+        );
+        assert!(errors[0].message.contains("soon"));
+        assert!(errors[1].message.contains("weight"));
+        assert!(errors[2].message.contains("unknown key `shiny`"));
+        assert!(errors[3].message.contains("unknown upstream `nope`"));
+        assert!(errors[4].message.contains("duplicate route"));
+        assert_eq!(
+            errors[0].to_string(),
+            format!("t.toml:2:21: {}", errors[0].message)
+        );
+    }
+
+    #[test]
+    fn type_errors_and_syntax_errors_have_places_too() {
+        let errors = validate("t.toml", "[edge]\nthreads = \"many\"\n")
+            .expect_err("a type error")
+            .errors;
+        assert_eq!((errors[0].line, errors[0].column), (2, 11));
+        let errors = validate("t.toml", "[edge\n")
+            .expect_err("a syntax error")
+            .errors;
+        assert_eq!(errors[0].line, 1);
+    }
+
+    #[test]
+    fn public_admin_listener_needs_an_explicit_setting() {
+        let text = "[edge]\nadmin_listen = \"0.0.0.0:9180\"\n";
+        assert!(validate("t.toml", text).is_err());
+        let text = "[edge]\nadmin_listen = \"0.0.0.0:9180\"\nadmin_allow_public = true\n";
+        assert!(validate("t.toml", text).is_ok());
+    }
+
+    #[test]
+    fn https_needs_tls_and_old_protocols_are_refused() {
+        let text = "[edge]\nhttps_listen = [\"0.0.0.0:443\"]\n";
+        assert!(validate("t.toml", text).is_err());
+        let text =
+            "[tls]\ncertificates = [{ cert = \"a\", key = \"b\" }]\nprotocols = [\"TLSv1.1\"]\n";
+        let errors = validate("t.toml", text).expect_err("TLSv1.1").errors;
+        assert!(errors[0].message.contains("never offered"));
+    }
+
+    /// A cheap deterministic fuzz: thousands of byte-level mutations of the shipped config
+    /// must each give a result, never a panic.
+    #[test]
+    fn mutated_configs_never_panic() {
+        let base = REPO_CONFIG.as_bytes();
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b"[]{}=\",.:/_-0123456789abcdefghijklmnopqrstuvwxyz \n#*'\\";
+        for _ in 0..1500 {
+            let mut bytes = base.to_vec();
+            for _ in 0..(next() % 6 + 1) {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = validate("fuzz.toml", &text);
+        }
+    }
+}

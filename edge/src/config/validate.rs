@@ -126,9 +126,9 @@ impl Validator<'_> {
                     .as_ref()
                     .and_then(|d| key_span(d.as_item(), &segments))
                     .unwrap_or(0..0);
-                let (name, parent) = segments.split_last().map_or(("?", &[][..]), |(n, p)| {
-                    (n.as_str(), p)
-                });
+                let (name, parent) = segments
+                    .split_last()
+                    .map_or(("?", &[][..]), |(n, p)| (n.as_str(), p));
                 let place = if parent.is_empty() {
                     "at the top level".to_string()
                 } else {
@@ -170,9 +170,7 @@ impl Validator<'_> {
         let mut routes = Vec::new();
         let mut seen = HashSet::new();
         for route in &file.routes {
-            if let Some(r) =
-                self.route(route, &file.upstreams, &file.zones, &mut seen)
-            {
+            if let Some(r) = self.route(route, &file.upstreams, &file.zones, &mut seen) {
                 routes.push(r);
             }
         }
@@ -230,10 +228,7 @@ impl Validator<'_> {
         let mut all: Vec<SocketAddr> = http_listen.iter().chain(&https_listen).copied().collect();
         all.sort();
         if all.windows(2).any(|w| w[0] == w[1]) {
-            let span = f
-                .https_listen
-                .as_ref()
-                .map_or(0..0, |s| s.span());
+            let span = f.https_listen.as_ref().map_or(0..0, |s| s.span());
             self.error(span, "the same address is listed twice among the listeners");
         }
         let admin_listen = match &f.admin_listen {
@@ -254,7 +249,10 @@ impl Validator<'_> {
                 Err(_) => {
                     self.error(
                         text.span(),
-                        format!("`{}` is not an address like \"127.0.0.1:9180\"", text.get_ref()),
+                        format!(
+                            "`{}` is not an address like \"127.0.0.1:9180\"",
+                            text.get_ref()
+                        ),
                     );
                     parse_default(DEFAULT_ADMIN_LISTEN)
                 }
@@ -263,7 +261,10 @@ impl Validator<'_> {
         };
         let threads = match &f.threads {
             Some(n) if *n.get_ref() < 0 || *n.get_ref() > 1024 => {
-                self.error(n.span(), "threads must be between 0 (one per core) and 1024");
+                self.error(
+                    n.span(),
+                    "threads must be between 0 (one per core) and 1024",
+                );
                 1
             }
             Some(n) if *n.get_ref() > 0 => *n.get_ref() as usize,
@@ -351,7 +352,10 @@ impl Validator<'_> {
                 "TLSv1.3" => protocols.push(TlsVersion::Tls13),
                 "TLSv1" | "TLSv1.0" | "TLSv1.1" | "SSLv3" | "SSLv2" => self.error(
                     p.span(),
-                    format!("`{}` is insecure and never offered; use TLSv1.2 and TLSv1.3", p.get_ref()),
+                    format!(
+                        "`{}` is insecure and never offered; use TLSv1.2 and TLSv1.3",
+                        p.get_ref()
+                    ),
                 ),
                 other => self.error(
                     p.span(),
@@ -375,7 +379,10 @@ impl Validator<'_> {
             Some(h) if h.get_ref().is_empty() => None,
             Some(h) => {
                 if !h.get_ref().starts_with("max-age=") {
-                    self.error(h.span(), "hsts must start with `max-age=` (or be \"\" to turn it off)");
+                    self.error(
+                        h.span(),
+                        "hsts must start with `max-age=` (or be \"\" to turn it off)",
+                    );
                 }
                 Some(h.get_ref().clone())
             }
@@ -391,7 +398,13 @@ impl Validator<'_> {
     fn gzip(&mut self, f: GzipFile) -> GzipSettings {
         GzipSettings {
             enabled: f.enabled.unwrap_or(true),
-            min_length: self.int_or(&f.min_length, DEFAULT_GZIP_MIN_LENGTH as u32, 0, u32::MAX as i64, "min_length") as u64,
+            min_length: self.int_or(
+                &f.min_length,
+                DEFAULT_GZIP_MIN_LENGTH as u32,
+                0,
+                u32::MAX as i64,
+                "min_length",
+            ) as u64,
             level: self.int_or(&f.level, DEFAULT_GZIP_LEVEL, 1, 9, "level"),
             types: match f.types {
                 Some(types) => types.into_iter().map(|t| t.into_inner()).collect(),
@@ -415,7 +428,10 @@ impl Validator<'_> {
             None | Some((_, "local")) => RedisOnError::Local,
             Some((_, "allow")) => RedisOnError::Allow,
             Some((t, other)) => {
-                self.error(t.span(), format!("on_error is \"local\" or \"allow\", not `{other}`"));
+                self.error(
+                    t.span(),
+                    format!("on_error is \"local\" or \"allow\", not `{other}`"),
+                );
                 RedisOnError::Local
             }
         };
@@ -434,16 +450,28 @@ impl Validator<'_> {
                 }
             },
             None => {
-                self.error(z.span(), format!("zone `{}` needs a `rate`, like \"10r/s\"", name));
+                self.error(
+                    z.span(),
+                    format!("zone `{}` needs a `rate`, like \"10r/s\"", name),
+                );
                 None
             }
         };
-        let max_clients = self.int_or(&f.max_clients, DEFAULT_ZONE_MAX_CLIENTS as u32, 1, 100_000_000, "max_clients") as usize;
+        let max_clients = self.int_or(
+            &f.max_clients,
+            DEFAULT_ZONE_MAX_CLIENTS as u32,
+            1,
+            100_000_000,
+            "max_clients",
+        ) as usize;
         let store = match f.store.as_ref().map(|t| (t, t.get_ref().as_str())) {
             None | Some((_, "local")) => ZoneStore::Local,
             Some((_, "redis")) => ZoneStore::Redis,
             Some((t, other)) => {
-                self.error(t.span(), format!("store is \"local\" or \"redis\", not `{other}`"));
+                self.error(
+                    t.span(),
+                    format!("store is \"local\" or \"redis\", not `{other}`"),
+                );
                 ZoneStore::Local
             }
         };
@@ -454,11 +482,7 @@ impl Validator<'_> {
         })
     }
 
-    fn upstream(
-        &mut self,
-        name: &str,
-        u: &Spanned<UpstreamFile>,
-    ) -> Option<UpstreamSettings> {
+    fn upstream(&mut self, name: &str, u: &Spanned<UpstreamFile>) -> Option<UpstreamSettings> {
         let f = u.get_ref();
         let balance = match f.balance.as_ref().map(|t| (t, t.get_ref().as_str())) {
             None | Some((_, "round_robin")) => Balance::RoundRobin,
@@ -467,7 +491,9 @@ impl Validator<'_> {
             Some((t, other)) => {
                 self.error(
                     t.span(),
-                    format!("balance is \"round_robin\", \"least_conn\" or \"ip_hash\", not `{other}`"),
+                    format!(
+                        "balance is \"round_robin\", \"least_conn\" or \"ip_hash\", not `{other}`"
+                    ),
                 );
                 Balance::RoundRobin
             }
@@ -481,7 +507,10 @@ impl Validator<'_> {
                         if !seen.insert(server.addr.clone()) {
                             self.error(
                                 s.span(),
-                                format!("server `{}` is listed twice in upstream `{}`", server.addr, name),
+                                format!(
+                                    "server `{}` is listed twice in upstream `{}`",
+                                    server.addr, name
+                                ),
                             );
                         }
                         servers.push(server);
@@ -494,7 +523,13 @@ impl Validator<'_> {
         let health = f.health.as_ref().map(|h| self.health(h));
         Some(UpstreamSettings {
             balance,
-            keepalive: self.int_or(&f.keepalive, DEFAULT_UPSTREAM_KEEPALIVE as u32, 0, 100_000, "keepalive") as usize,
+            keepalive: self.int_or(
+                &f.keepalive,
+                DEFAULT_UPSTREAM_KEEPALIVE as u32,
+                0,
+                100_000,
+                "keepalive",
+            ) as usize,
             keepalive_requests: self.int_or(
                 &f.keepalive_requests,
                 DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS,
@@ -502,7 +537,8 @@ impl Validator<'_> {
                 u32::MAX as i64,
                 "keepalive_requests",
             ),
-            keepalive_timeout: self.duration_or(&f.keepalive_timeout, DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT),
+            keepalive_timeout: self
+                .duration_or(&f.keepalive_timeout, DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT),
             connect_timeout: self.positive_duration_or(&f.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
             read_timeout: self.positive_duration_or(&f.read_timeout, DEFAULT_READ_TIMEOUT),
             send_timeout: self.positive_duration_or(&f.send_timeout, DEFAULT_SEND_TIMEOUT),
@@ -521,7 +557,10 @@ impl Validator<'_> {
     fn server(&mut self, s: &Spanned<ServerFile>) -> Option<ServerSettings> {
         let f = s.get_ref();
         let Some(addr) = &f.addr else {
-            self.error(s.span(), "a server needs an `addr` like \"content-manager:8000\"");
+            self.error(
+                s.span(),
+                "a server needs an `addr` like \"content-manager:8000\"",
+            );
             return None;
         };
         if let Err(e) = check_server_addr(addr.get_ref()) {
@@ -566,7 +605,10 @@ impl Validator<'_> {
         let f = r.get_ref();
         let path = match &f.path {
             Some(p) if !p.get_ref().starts_with('/') => {
-                self.error(p.span(), format!("route path `{}` must start with `/`", p.get_ref()));
+                self.error(
+                    p.span(),
+                    format!("route path `{}` must start with `/`", p.get_ref()),
+                );
                 None
             }
             Some(p) => Some(p),
@@ -588,7 +630,10 @@ impl Validator<'_> {
             } else {
                 self.error(
                     h.span(),
-                    format!("host `{}` is not a host name or a `*.domain` wildcard", h.get_ref()),
+                    format!(
+                        "host `{}` is not a host name or a `*.domain` wildcard",
+                        h.get_ref()
+                    ),
                 );
                 None
             }
@@ -597,7 +642,12 @@ impl Validator<'_> {
             if !seen.insert((host.clone(), p.get_ref().clone())) {
                 self.error(
                     p.span(),
-                    format!("duplicate route: path `{}` is already routed{}", p.get_ref(), host.as_ref().map_or(String::new(), |h| format!(" for host `{h}`"))),
+                    format!(
+                        "duplicate route: path `{}` is already routed{}",
+                        p.get_ref(),
+                        host.as_ref()
+                            .map_or(String::new(), |h| format!(" for host `{h}`"))
+                    ),
                 );
             }
         }
@@ -607,7 +657,11 @@ impl Validator<'_> {
                 let known: Vec<&str> = upstreams.keys().map(|k| k.as_str()).collect();
                 self.error(
                     u.span(),
-                    format!("unknown upstream `{}` (defined: {})", u.get_ref(), known.join(", ")),
+                    format!(
+                        "unknown upstream `{}` (defined: {})",
+                        u.get_ref(),
+                        known.join(", ")
+                    ),
                 );
                 None
             }
@@ -622,7 +676,14 @@ impl Validator<'_> {
             let zone = match &lf.zone {
                 Some(z) if zones.contains_key(z.get_ref().as_str()) => z.get_ref().clone(),
                 Some(z) => {
-                    self.error(z.span(), format!("unknown zone `{}`; define it as [zones.{}]", z.get_ref(), z.get_ref()));
+                    self.error(
+                        z.span(),
+                        format!(
+                            "unknown zone `{}`; define it as [zones.{}]",
+                            z.get_ref(),
+                            z.get_ref()
+                        ),
+                    );
                     continue;
                 }
                 None => {
@@ -637,7 +698,13 @@ impl Validator<'_> {
                 dry_run: lf.dry_run.unwrap_or(false),
             });
         }
-        let limit_status = self.int_or(&f.limit_status, DEFAULT_LIMIT_STATUS as u32, 400, 599, "limit_status") as u16;
+        let limit_status = self.int_or(
+            &f.limit_status,
+            DEFAULT_LIMIT_STATUS as u32,
+            400,
+            599,
+            "limit_status",
+        ) as u16;
         let allow = f
             .allow
             .iter()
@@ -701,7 +768,14 @@ impl Validator<'_> {
         })
     }
 
-    fn int_or(&mut self, t: &Option<Spanned<i64>>, default: u32, min: i64, max: i64, key: &str) -> u32 {
+    fn int_or(
+        &mut self,
+        t: &Option<Spanned<i64>>,
+        default: u32,
+        min: i64,
+        max: i64,
+        key: &str,
+    ) -> u32 {
         match t {
             Some(n) if (min..=max).contains(n.get_ref()) => {
                 u32::try_from(*n.get_ref()).unwrap_or(u32::MAX)
@@ -724,7 +798,9 @@ fn parse_default(text: &str) -> SocketAddr {
 
 /// Checks "host:port" (host a name, IPv4 or bracketed IPv6; port 1-65535).
 pub fn check_server_addr(addr: &str) -> Result<(), String> {
-    let bad = |why: &str| format!("server addr `{addr}` {why}; expected \"host:port\" like \"content-manager:8000\"");
+    let bad = |why: &str| {
+        format!("server addr `{addr}` {why}; expected \"host:port\" like \"content-manager:8000\"")
+    };
     if addr.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
@@ -735,14 +811,14 @@ pub fn check_server_addr(addr: &str) -> Result<(), String> {
     }
     let valid_host = !host.is_empty()
         && host.len() <= 253
-        && host
-            .split('.')
-            .all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            });
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
     if valid_host {
         Ok(())
     } else {

@@ -122,3 +122,148 @@ impl Upstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Attempts, Server, ServerState, Upstream};
+    use crate::config::{Balance, UpstreamSettings};
+    use std::net::IpAddr;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn upstream(balance: Balance, weights: &[u32]) -> Upstream {
+        let servers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Server {
+                addr_text: format!("10.0.0.{}:80", i + 1),
+                addr: Some(format!("10.0.0.{}:80", i + 1).parse().expect("addr")),
+                weight,
+                max_fails: 1,
+                fail_timeout: Duration::from_secs(10),
+                state: Arc::new(ServerState::default()),
+            })
+            .collect();
+        let settings = UpstreamSettings {
+            balance,
+            keepalive: 0,
+            keepalive_requests: 100,
+            keepalive_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
+            next_upstream_tries: 0,
+            servers: Vec::new(),
+            health: None,
+        };
+        Upstream::new("test".into(), settings, servers)
+    }
+
+    fn client(s: &str) -> IpAddr {
+        s.parse().expect("client")
+    }
+
+    fn picks(u: &Upstream, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                u.select(client("1.2.3.4"), &mut Attempts::default())
+                    .expect("a server")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_is_smooth_like_nginx() {
+        // nginx's documented example: weights 5, 1, 1 give a a b a c a a.
+        let u = upstream(Balance::RoundRobin, &[5, 1, 1]);
+        assert_eq!(picks(&u, 7), vec![0, 0, 1, 0, 2, 0, 0]);
+        let u = upstream(Balance::RoundRobin, &[3, 1]);
+        let counts = picks(&u, 400).iter().filter(|&&i| i == 0).count();
+        assert_eq!(counts, 300);
+    }
+
+    #[test]
+    fn round_robin_skips_tried_and_failed_servers() {
+        let u = upstream(Balance::RoundRobin, &[1, 1, 1]);
+        let mut attempts = Attempts::default();
+        let first = u.select(client("1.1.1.1"), &mut attempts).expect("server");
+        attempts.mark(first);
+        let second = u.select(client("1.1.1.1"), &mut attempts).expect("server");
+        assert_ne!(first, second);
+        u.report_failure(1);
+        assert!(picks(&u, 20).iter().all(|&i| i != 1));
+    }
+
+    #[test]
+    fn all_failed_gives_none_then_recovers_like_nginx() {
+        let u = upstream(Balance::RoundRobin, &[1, 1]);
+        u.report_failure(0);
+        u.report_failure(1);
+        assert_eq!(u.select(client("1.1.1.1"), &mut Attempts::default()), None);
+        // nginx marks every server live again after "no live upstreams".
+        assert!(u
+            .select(client("1.1.1.1"), &mut Attempts::default())
+            .is_some());
+    }
+
+    #[test]
+    fn a_single_server_is_never_taken_out() {
+        let u = upstream(Balance::RoundRobin, &[1]);
+        u.report_failure(0);
+        u.report_failure(0);
+        assert_eq!(picks(&u, 3), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn least_conn_prefers_idle_servers_relative_to_weight() {
+        let u = upstream(Balance::LeastConn, &[1, 1, 2]);
+        u.servers[0].state.inflight.store(3, Ordering::Relaxed);
+        u.servers[1].state.inflight.store(1, Ordering::Relaxed);
+        u.servers[2].state.inflight.store(4, Ordering::Relaxed);
+        // ratios 3, 1, 2
+        assert_eq!(picks(&u, 1), vec![1]);
+        u.servers[1].state.inflight.store(2, Ordering::Relaxed);
+        // ratios 3, 2, 2: a tie between 1 and 2, broken by weighted round robin
+        let p = picks(&u, 3);
+        assert!(p.iter().all(|&i| i == 1 || i == 2));
+        assert!(p.contains(&2));
+    }
+
+    #[test]
+    fn ip_hash_matches_nginx_and_is_sticky() {
+        let u = upstream(Balance::IpHash, &[1, 1, 1]);
+        // nginx: hash = 89; for 3 octets hash = (hash * 113 + octet) % 6271; server = hash % 3.
+        let mut hash: u32 = 89;
+        for b in [192u32, 168, 7] {
+            hash = (hash * 113 + b) % 6271;
+        }
+        let expected = (hash % 3) as usize;
+        for last in [1, 77, 254] {
+            let ip = client(&format!("192.168.7.{last}"));
+            assert_eq!(u.select(ip, &mut Attempts::default()), Some(expected));
+        }
+        // different /24s spread over the servers
+        let spread: std::collections::HashSet<usize> = (0..50)
+            .filter_map(|n| u.select(client(&format!("10.{n}.0.1")), &mut Attempts::default()))
+            .collect();
+        assert_eq!(spread.len(), 3);
+    }
+
+    #[test]
+    fn ip_hash_moves_only_when_its_server_is_down() {
+        let u = upstream(Balance::IpHash, &[1, 1, 1]);
+        let ip = client("172.16.5.9");
+        let home = u.select(ip, &mut Attempts::default()).expect("server");
+        u.report_failure(home);
+        let away = u.select(ip, &mut Attempts::default()).expect("server");
+        assert_ne!(home, away);
+        // Another client whose home is still up does not move.
+        let other = (0..50)
+            .map(|n| client(&format!("10.9.{n}.1")))
+            .find(|c| u.select(*c, &mut Attempts::default()) != Some(home))
+            .expect("a client elsewhere");
+        let before = u.select(other, &mut Attempts::default());
+        assert_eq!(u.select(other, &mut Attempts::default()), before);
+    }
+}

@@ -217,11 +217,10 @@ impl Upstream {
         let fails = server.state.fails.fetch_add(1, Ordering::Relaxed) + 1;
         server.state.accessed_ms.store(now, Ordering::Relaxed);
         server.state.checked_ms.store(now, Ordering::Relaxed);
-        if server.max_fails > 0 {
+        if let Some(penalty) = server.weight.checked_div(server.max_fails) {
             if let Ok(mut weights) = self.weights.lock() {
                 if let Some(w) = weights.get_mut(index) {
-                    w.effective -= (server.weight / server.max_fails) as i64;
-                    w.effective = w.effective.max(0);
+                    w.effective = (w.effective - penalty as i64).max(0);
                 }
             }
             if fails == server.max_fails {

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit tests, the services' tests and the end-to-end tests
+# in tests/ (real edge processes and real backends on ephemeral loopback ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+cargo test --workspace --all-targets "$@"

@@ -1,0 +1,75 @@
+//! `edge check`: like `nginx -t`, every mistake with file:line:col.
+
+use crate::support::edge_bin;
+use std::process::Command;
+
+#[test]
+fn the_repository_config_passes() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new(edge_bin())
+        .args(["check", "upstreams.toml"])
+        .current_dir(root)
+        .output()
+        .expect("run edge check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
+}
+
+#[test]
+fn five_mistakes_are_all_reported_and_the_exit_code_is_non_zero() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[edge]
+keepalive_timeout = "soon"
+http_listen = ["nowhere"]
+
+[upstreams.app]
+balance = "random"
+servers = [ { addr = "app:80", weight = 0 } ]
+
+[[routes]]
+path = "/api/"
+upstream = "missing"
+"#,
+    )
+    .expect("write");
+    let out = Command::new(edge_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run edge check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    for place in ["2:21", "3:16", "6:11", "7:41", "11:12"] {
+        assert!(
+            stderr.contains(&format!("{file}:{place}:")),
+            "missing {place} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("5 errors found"), "{stderr}");
+}
+
+#[test]
+fn garbage_input_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("junk.toml");
+    std::fs::write(&path, [0xffu8, 0xfe, b'[', b'[', b'=', 0]).expect("write");
+    let out = Command::new(edge_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run edge check");
+    assert_eq!(out.status.code(), Some(1));
+    let missing = Command::new(edge_bin())
+        .args(["check", "/nonexistent/upstreams.toml"])
+        .output()
+        .expect("run edge check");
+    assert_eq!(missing.status.code(), Some(1));
+}

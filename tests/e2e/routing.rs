@@ -1,0 +1,158 @@
+//! Routes: longest prefix, hosts, 404, allow lists, body size.
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn longest_prefix_and_host_pick_the_upstream_and_unrouted_paths_get_json_404() {
+    let content = backend("content").await;
+    let dashboard = backend("dashboard").await;
+    let tenant = backend("tenant").await;
+    let edge = Edge::start(
+        "",
+        &format!(
+            r#"
+[upstreams.content]
+servers = [{{ addr = "{}" }}]
+[upstreams.dashboard]
+servers = [{{ addr = "{}" }}]
+[upstreams.tenant]
+servers = [{{ addr = "{}" }}]
+[[routes]]
+path = "/api/content/"
+upstream = "content"
+[[routes]]
+path = "/app/"
+upstream = "dashboard"
+[[routes]]
+path = "/app/"
+host = "*.tenant.example"
+upstream = "tenant"
+"#,
+            content.addr, dashboard.addr, tenant.addr
+        ),
+    );
+    let c = client();
+    let (s, body) = get_json(&c, &edge.url("/api/content/items/1?x=1"), &[]).await;
+    assert_eq!((s, instance(&body)), (200, "content".to_string()));
+    assert_eq!(body["path"], "/api/content/items/1");
+    assert_eq!(body["query"], "x=1");
+    let (s, body) = get_json(&c, &edge.url("/app/page"), &[]).await;
+    assert_eq!((s, instance(&body)), (200, "dashboard".to_string()));
+    let (s, body) = get_json(
+        &c,
+        &edge.url("/app/page"),
+        &[("host", "acme.tenant.example")],
+    )
+    .await;
+    assert_eq!((s, instance(&body)), (200, "tenant".to_string()));
+
+    let (s, body) = get_json(&c, &edge.url("/nowhere"), &[]).await;
+    assert_eq!(s, 404);
+    assert_eq!(body["error"], "not_found");
+    assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_lists_answer_others_403_and_forged_forwarding_does_not_help() {
+    let grafana = backend("grafana").await;
+    let edge = Edge::start(
+        "",
+        &format!(
+            r#"
+[upstreams.grafana]
+servers = [{{ addr = "{}" }}]
+[[routes]]
+path = "/grafana/"
+upstream = "grafana"
+allow = ["10.0.0.0/8"]
+[[routes]]
+path = "/open/"
+upstream = "grafana"
+allow = ["127.0.0.0/8", "::1"]
+"#,
+            grafana.addr
+        ),
+    );
+    let c = client();
+    let (s, body) = get_json(&c, &edge.url("/grafana/d/1"), &[]).await;
+    assert_eq!(s, 403);
+    assert_eq!(body["error"], "forbidden");
+    // The peer (127.0.0.1) is not a trusted proxy: its X-Forwarded-For is not believed.
+    let (s, _) = get_json(
+        &c,
+        &edge.url("/grafana/d/1"),
+        &[("x-forwarded-for", "10.1.2.3")],
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _) = get_json(&c, &edge.url("/open/x"), &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        grafana.requests(),
+        1,
+        "denied requests never reach the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trusted_proxies_make_forwarded_clients_count() {
+    let grafana = backend("grafana").await;
+    let edge = Edge::start(
+        "trusted_proxies = [\"127.0.0.1/32\"]",
+        &format!(
+            r#"
+[upstreams.grafana]
+servers = [{{ addr = "{}" }}]
+[[routes]]
+path = "/grafana/"
+upstream = "grafana"
+allow = ["10.0.0.0/8"]
+"#,
+            grafana.addr
+        ),
+    );
+    let c = client();
+    let (s, body) = get_json(
+        &c,
+        &edge.url("/grafana/"),
+        &[("x-forwarded-for", "10.1.2.3")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(body["headers"]["x-real-ip"], "10.1.2.3");
+    let (s, _) = get_json(
+        &c,
+        &edge.url("/grafana/"),
+        &[("x-forwarded-for", "8.8.8.8")],
+    )
+    .await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_over_client_max_body_size_get_413_and_never_reach_the_backend() {
+    let app = backend("app").await;
+    let edge = Edge::start(
+        "client_max_body_size = \"1k\"",
+        &format!(
+            "[upstreams.app]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
+            app.addr
+        ),
+    );
+    let c = client();
+    let resp = c
+        .post(edge.url("/upload"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 413);
+    let resp = c
+        .post(edge.url("/upload"))
+        .body(vec![b'x'; 512])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(app.requests(), 1);
+}

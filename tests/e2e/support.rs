@@ -1,0 +1,196 @@
+//! The end-to-end harness: a real edge process and real backends, all on ephemeral loopback
+//! ports, cleaned up when dropped.
+
+use services::{RunningService, ServiceSpec};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// The edge binary built for these tests.
+pub fn edge_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_edge")
+}
+
+/// A running edge process.
+pub struct Edge {
+    child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Edge {
+    /// Starts an edge whose `[edge]` section has the test listeners plus `edge_lines`, followed
+    /// by `rest` (upstreams, routes, zones).
+    pub fn start(edge_lines: &str, rest: &str) -> Edge {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = format!(
+            "[edge]\nhttp_listen = [\"{http}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n\
+             access_log = \"off\"\n{edge_lines}\n{rest}"
+        );
+        let path = dir.path().join("upstreams.toml");
+        std::fs::write(&path, config).expect("write config");
+        let child = Command::new(edge_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .arg("--runtime-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("edge.log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("start the edge");
+        let mut edge = Edge {
+            child,
+            http,
+            admin,
+            dir,
+        };
+        edge.wait_ready();
+        edge
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the edge exited with {status}:\n{}", self.log());
+            }
+            if TcpStream::connect(self.http).is_ok() && TcpStream::connect(self.admin).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the edge did not start listening:\n{}", self.log());
+    }
+
+    /// What the edge wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("edge.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A backend service from the `services` crate on an ephemeral port.
+pub async fn backend(instance: &str) -> RunningService {
+    services::spawn(ServiceSpec::new("content-manager", instance), "127.0.0.1:0")
+        .await
+        .expect("start a backend")
+}
+
+/// A backend on a given address (to bring a server back where it was).
+pub async fn backend_at(instance: &str, addr: SocketAddr) -> RunningService {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match services::spawn(
+            ServiceSpec::new("content-manager", instance),
+            &addr.to_string(),
+        )
+        .await
+        {
+            Ok(s) => return s,
+            Err(e) if Instant::now() > deadline => panic!("rebind {addr}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// An HTTP client that does not pool connections, so each request is a fresh client.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A GET that returns (status, parsed JSON body).
+pub async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.expect("body");
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// Which backend instance answered a JSON echo.
+pub fn instance(body: &serde_json::Value) -> String {
+    body["instance"].as_str().unwrap_or("").to_string()
+}
+
+/// A server that reads a request and closes the connection without answering, counting them.
+pub struct Dropper {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicU64>,
+}
+
+pub fn dropper() -> Dropper {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            if matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            drop(stream);
+        }
+    });
+    Dropper { addr, requests }
+}
+
+/// Sends raw bytes on a new connection and returns everything the edge answers until it
+/// closes (or 5 s pass).
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The JSON body of a raw HTTP/1.1 response with Content-Length.
+pub fn raw_body_json(response: &str) -> serde_json::Value {
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
