@@ -16,3 +16,4 @@ pub mod server;
 pub mod snapshot;
 pub mod units;
 pub mod upstream;
+pub mod websocket;

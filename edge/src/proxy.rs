@@ -1,6 +1,6 @@
 //! The request's path through the edge, top to bottom, as Pingora's `ProxyHttp` phases.
 //!
-//! request_filter: snapshot ▸ client ▸ redirect ▸ route ▸ allow ▸ body size
+//! request_filter: snapshot ▸ client ▸ redirect ▸ route ▸ allow ▸ body size ▸ (websocket tunnel)
 //! upstream_peer: balance ▸ peer with the upstream's timeouts
 //! upstream_request_filter: forwarding headers
 //! fail_to_connect / error_while_proxy: passive failures ▸ next upstream
@@ -12,6 +12,7 @@ use crate::respond;
 use crate::route::normalize_host;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::{Attempts, InflightGuard};
+use crate::websocket;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -120,6 +121,13 @@ impl ProxyHttp for EdgeProxy {
                 &[],
             )
             .await?;
+            return Ok(true);
+        }
+
+        // Websocket upgrades are relayed by the edge itself (see websocket.rs).
+        if route.settings.websocket && session.is_upgrade_req() {
+            ctx.route = Some(route.clone());
+            websocket::tunnel(session, ctx, &route).await?;
             return Ok(true);
         }
 

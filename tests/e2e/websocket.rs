@@ -47,3 +47,25 @@ upstream = "grafana"
         "a route without websocket = true does not upgrade"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_upgrade_is_relayed_and_plain_requests_still_proxy() {
+    let grafana = backend("grafana").await;
+    let edge = Edge::start(
+        "",
+        &format!(
+            "[upstreams.grafana]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"grafana\"\nwebsocket = true\n",
+            grafana.addr
+        ),
+    );
+    // No Sec-WebSocket-Version: the backend answers 426, which reaches the client as is.
+    let response = raw_request(
+        edge.http,
+        b"GET /ws HTTP/1.1\r\nHost: g\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("x-request-id:"));
+    let (status, body) = get_json(&client(), &edge.url("/api/dashboards"), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(instance(&body), "grafana");
+}
