@@ -27,6 +27,13 @@ enum Command {
         #[arg(long, default_value = "/tmp/edge")]
         runtime_dir: PathBuf,
     },
+    /// Ask a running edge's admin `/health` (for container health checks; no curl needed).
+    /// Exits 0 when it answers 200, 1 otherwise.
+    Healthcheck {
+        /// The admin address to ask.
+        #[arg(long, default_value = "127.0.0.1:9180")]
+        admin: String,
+    },
     /// Validate a config file and print every error with file:line:col; exit 1 if any.
     Check {
         /// The config file to check.
@@ -46,6 +53,7 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Check { file } => check(&file),
+        Command::Healthcheck { admin } => healthcheck(&admin),
         Command::Run {
             config,
             runtime_dir,
@@ -104,4 +112,37 @@ fn report_errors(errors: &ConfigErrors) -> ExitCode {
         if errors.errors.len() == 1 { "" } else { "s" }
     );
     ExitCode::FAILURE
+}
+
+fn healthcheck(admin: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let ask = || -> std::io::Result<String> {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(admin)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /health HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    match ask() {
+        Ok(answer) if answer.starts_with("HTTP/1.1 200") => {
+            println!("{}", answer.split("\r\n\r\n").nth(1).unwrap_or(""));
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprintln!(
+                "edge healthcheck: {}",
+                answer.lines().next().unwrap_or("no answer")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("edge healthcheck: {admin}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -73,3 +73,33 @@ fn garbage_input_is_an_error_not_a_crash() {
         .expect("run edge check");
     assert_eq!(missing.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_asks_the_admin_health_endpoint() {
+    let app = crate::support::backend("app").await;
+    let edge = crate::support::Edge::start(
+        "",
+        &format!(
+            "[upstreams.app]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
+            app.addr
+        ),
+    );
+    let out = Command::new(edge_bin())
+        .args(["healthcheck", "--admin", &edge.admin.to_string()])
+        .output()
+        .expect("run healthcheck");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the health JSON");
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["checks"]["app"], "healthy");
+    let closed = format!("127.0.0.1:{}", crate::support::free_port());
+    let out = Command::new(edge_bin())
+        .args(["healthcheck", "--admin", &closed])
+        .output()
+        .expect("run healthcheck");
+    assert_eq!(out.status.code(), Some(1));
+}

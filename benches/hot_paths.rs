@@ -1,0 +1,134 @@
+//! Criterion benches of the edge's per-request hot functions: route match, balance select,
+//! client IP, and config validation + compile.
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use edge::config::{validate, Balance, UpstreamSettings};
+use edge::route::Router;
+use edge::snapshot::Snapshot;
+use edge::upstream::{Attempts, Server, ServerState, Upstream};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn router(routes: usize) -> Router<usize> {
+    let mut r = Router::default();
+    for i in 0..routes {
+        r.add(None, &format!("/api/service{i}/v1/"), i);
+    }
+    r.add(None, "/", routes);
+    r
+}
+
+fn bench_route(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_find");
+    for n in [10, 1000] {
+        let r = router(n);
+        let hit = format!("/api/service{}/v1/items/42", n / 2);
+        group.bench_with_input(BenchmarkId::new("hit", n), &hit, |b, path| {
+            b.iter(|| r.find(black_box("example.com"), black_box(path)))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("fallback", n),
+            &"/index.html",
+            |b, path| b.iter(|| r.find(black_box("example.com"), black_box(path))),
+        );
+    }
+    group.finish();
+}
+
+fn upstream(balance: Balance, n: usize) -> Upstream {
+    let servers = (0..n)
+        .map(|i| Server {
+            addr_text: format!("10.0.{}.{}:80", i / 250, i % 250 + 1),
+            addr: Some(
+                format!("10.0.{}.{}:80", i / 250, i % 250 + 1)
+                    .parse()
+                    .expect("addr"),
+            ),
+            weight: 1 + (i % 3) as u32,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            state: Arc::new(ServerState::default()),
+        })
+        .collect();
+    let settings = UpstreamSettings {
+        balance,
+        keepalive: 32,
+        keepalive_requests: 1000,
+        keepalive_timeout: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(60),
+        next_upstream_tries: 0,
+        servers: Vec::new(),
+        health: None,
+    };
+    Upstream::new("bench".into(), settings, servers)
+}
+
+fn bench_balance(c: &mut Criterion) {
+    let mut group = c.benchmark_group("balance_select");
+    let client: IpAddr = "203.0.113.77".parse().expect("ip");
+    for balance in [Balance::RoundRobin, Balance::LeastConn, Balance::IpHash] {
+        for n in [2, 100] {
+            let u = upstream(balance, n);
+            group.bench_function(BenchmarkId::new(balance.as_str(), n), |b| {
+                b.iter(|| {
+                    let mut attempts = Attempts::default();
+                    black_box(u.select(black_box(client), &mut attempts))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn bench_client_ip(c: &mut Criterion) {
+    let trusted = vec!["10.0.0.0/8".parse().expect("cidr")];
+    let peer: IpAddr = "10.1.2.3".parse().expect("ip");
+    c.bench_function("client_ip_trusted_xff", |b| {
+        b.iter(|| {
+            edge::client::client_ip(
+                black_box(peer),
+                Some(black_box(b"198.51.100.1, 10.9.9.9")),
+                &trusted,
+            )
+        })
+    });
+}
+
+fn big_config(upstreams: usize) -> String {
+    let mut text = String::new();
+    for i in 0..upstreams {
+        text.push_str(&format!(
+            "[upstreams.u{i}]\nservers = [{{ addr = \"10.0.{}.1:80\" }}, {{ addr = \"10.0.{}.2:80\" }}, {{ addr = \"10.0.{}.3:80\" }}]\n",
+            i % 250, i % 250, i % 250
+        ));
+        text.push_str(&format!(
+            "[[routes]]\npath = \"/u{i}/\"\nupstream = \"u{i}\"\n"
+        ));
+    }
+    text
+}
+
+fn bench_config(c: &mut Criterion) {
+    let text = big_config(1000);
+    let mut group = c.benchmark_group("config");
+    group.sample_size(10);
+    group.bench_function("validate_and_compile_1000x3", |b| {
+        b.iter(|| {
+            let v = validate("bench.toml", black_box(&text)).expect("valid");
+            black_box(Snapshot::compile("bench.toml", v.config, None))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_route,
+    bench_balance,
+    bench_client_ip,
+    bench_config
+);
+criterion_main!(benches);
