@@ -124,11 +124,43 @@ fn bench_config(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_limiter(c: &mut Criterion) {
+    use edge::ratelimit::LocalStore;
+    let rate = edge::units::parse_rate("10r/s").expect("rate");
+    let mut group = c.benchmark_group("limiter_check");
+    let one = LocalStore::new(160_000);
+    let client: IpAddr = "203.0.113.1".parse().expect("ip");
+    let mut now = 0u64;
+    group.bench_function("local_1_client", |b| {
+        b.iter(|| {
+            now += 1;
+            black_box(one.check(black_box(client), rate, 20, now))
+        })
+    });
+    let many = LocalStore::new(160_000);
+    let clients: Vec<IpAddr> = (0..100_000u32)
+        .map(|n| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n)))
+        .collect();
+    for (i, ip) in clients.iter().enumerate() {
+        many.check(*ip, rate, 20, i as u64 / 1000);
+    }
+    let mut i = 0usize;
+    group.bench_function("local_100k_clients", |b| {
+        b.iter(|| {
+            i = (i + 7919) % clients.len();
+            now += 1;
+            black_box(many.check(black_box(clients[i]), rate, 20, now))
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_route,
     bench_balance,
     bench_client_ip,
-    bench_config
+    bench_config,
+    bench_limiter
 );
 criterion_main!(benches);

@@ -109,7 +109,24 @@ fn status(snapshot: &Snapshot) -> Value {
         .iter()
         .map(|r| json!({ "path": r.path, "host": r.host, "upstream": r.upstream }))
         .collect();
-    json!({ "config": snapshot.source, "upstreams": upstreams, "routes": routes })
+    let mut zones = serde_json::Map::new();
+    for (name, z) in &snapshot.zones {
+        let c = &z.counters;
+        zones.insert(
+            name.clone(),
+            json!({
+                "rate": format!("{}r/{}", z.settings.rate.requests, if z.settings.rate.per.as_secs() == 60 { "m" } else { "s" }),
+                "store": if z.redis.is_some() { "redis" } else { "local" },
+                "clients": z.local.len(),
+                "passed": c.passed.load(Ordering::Relaxed),
+                "delayed": c.delayed.load(Ordering::Relaxed),
+                "rejected": c.rejected.load(Ordering::Relaxed),
+                "dry_run_rejected": c.dry_run_rejected.load(Ordering::Relaxed),
+                "redis_fallbacks": c.redis_fallbacks.load(Ordering::Relaxed),
+            }),
+        );
+    }
+    json!({ "config": snapshot.source, "upstreams": upstreams, "routes": routes, "zones": zones })
 }
 
 /// This process's resident memory as a share of the machine's, like "0.4%".

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod proxy;
+pub mod ratelimit;
 pub mod respond;
 pub mod route;
 pub mod server;

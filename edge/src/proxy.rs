@@ -1,6 +1,7 @@
 //! The request's path through the edge, top to bottom, as Pingora's `ProxyHttp` phases.
 //!
-//! request_filter: snapshot ▸ client ▸ redirect ▸ route ▸ allow ▸ body size ▸ (websocket tunnel)
+//! request_filter: snapshot ▸ client ▸ redirect ▸ route ▸ allow ▸ rate limit ▸ body size
+//!                 ▸ (websocket tunnel)
 //! upstream_peer: balance ▸ peer with the upstream's timeouts
 //! upstream_request_filter: forwarding headers
 //! fail_to_connect / error_while_proxy: passive failures ▸ next upstream
@@ -8,6 +9,7 @@
 //! fail_to_proxy: the error the client sees
 
 use crate::client;
+use crate::ratelimit::{self, Admission};
 use crate::respond;
 use crate::route::normalize_host;
 use crate::snapshot::{Route, Snapshot};
@@ -105,6 +107,16 @@ impl ProxyHttp for EdgeProxy {
         if !route.allows(ctx.client_ip) {
             respond::json_error(session, 403, "forbidden", &ctx.request_id, &[]).await?;
             return Ok(true);
+        }
+
+        // How fast it may come (nginx limit_req): every zone of the route must admit.
+        match ratelimit::admit(&route.limits, ctx.client_ip).await {
+            Admission::Pass { delay } if !delay.is_zero() => tokio::time::sleep(delay).await,
+            Admission::Pass { .. } => {}
+            Admission::Reject { zone, retry_after } => {
+                respond::rate_limited(session, &route, &zone, retry_after, &ctx.request_id).await?;
+                return Ok(true);
+            }
         }
 
         // How much it may send.

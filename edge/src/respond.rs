@@ -44,6 +44,45 @@ pub async fn json_error(
     extra_headers: &[(&'static str, String)],
 ) -> Result<()> {
     let body = error_body(status, message, request_id);
+    json_response(session, status, body, request_id, extra_headers).await
+}
+
+/// A request refused by a rate-limit zone: the route's `limit_status`, `Retry-After` in whole
+/// seconds (at least 1), and the zone's name in the body.
+pub async fn rate_limited(
+    session: &mut Session,
+    route: &crate::snapshot::Route,
+    zone: &str,
+    retry_after: std::time::Duration,
+    request_id: &str,
+) -> Result<()> {
+    let status = route.settings.limit_status;
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let body = serde_json::json!({
+        "error": error_name(status),
+        "status": status,
+        "message": format!("rate limit of zone `{zone}` exceeded"),
+        "zone": zone,
+        "request_id": request_id,
+    });
+    let headers = [("retry-after", seconds.max(1).to_string())];
+    json_response(
+        session,
+        status,
+        Bytes::from(body.to_string()),
+        request_id,
+        &headers,
+    )
+    .await
+}
+
+async fn json_response(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    request_id: &str,
+    extra_headers: &[(&'static str, String)],
+) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;

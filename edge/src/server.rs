@@ -111,9 +111,6 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 
 /// Says which configured features this build accepts but does not act on yet.
 fn warn_unbuilt(config: &crate::config::Config) {
-    if config.routes.iter().any(|r| !r.limits.is_empty()) {
-        tracing::warn!("route `limit` entries are validated but rate limiting is not enforced yet");
-    }
     if config.upstreams.values().any(|u| u.health.is_some()) {
         tracing::warn!("upstream `health` probes are validated but not run yet");
     }

@@ -5,6 +5,7 @@
 //! (each server's [`ServerState`]) by taking it from the previous snapshot.
 
 use crate::config::{Config, RouteSettings};
+use crate::ratelimit::{self, RouteLimit, Zone};
 use crate::route::Router;
 use crate::upstream::{Server, ServerState, Upstream};
 use ipnet::IpNet;
@@ -19,6 +20,8 @@ pub struct Route {
     pub name: String,
     pub settings: RouteSettings,
     pub upstream: Arc<Upstream>,
+    /// The rate-limit zones every request must pass, in order.
+    pub limits: Vec<RouteLimit>,
 }
 
 impl Route {
@@ -45,6 +48,8 @@ pub struct Snapshot {
     pub source: String,
     pub router: Router<Arc<Route>>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub zones: HashMap<String, Arc<Zone>>,
+    pub redis: Option<Arc<ratelimit::RedisStore>>,
 }
 
 impl Snapshot {
@@ -74,6 +79,23 @@ impl Snapshot {
             let upstream = Upstream::new(name.clone(), settings.clone(), servers);
             upstreams.insert(name.clone(), Arc::new(upstream));
         }
+        let redis = ratelimit::redis_store_for(
+            &config.zones,
+            &config.redis,
+            previous.and_then(|p| p.redis.as_ref()),
+        );
+        let mut zones = HashMap::new();
+        for (name, settings) in &config.zones {
+            // A zone whose rate is unchanged keeps its clients' state across a reload.
+            let kept = previous
+                .and_then(|p| p.zones.get(name))
+                .filter(|z| z.keeps_state_for(settings) && redis_unchanged(previous, &redis));
+            let zone = match kept {
+                Some(z) => z.clone(),
+                None => Arc::new(Zone::new(name, settings.clone(), redis.clone())),
+            };
+            zones.insert(name.clone(), zone);
+        }
         let mut router = Router::default();
         for settings in &config.routes {
             let Some(upstream) = upstreams.get(&settings.upstream) else {
@@ -83,10 +105,23 @@ impl Snapshot {
                 Some(h) => format!("{h}{}", settings.path),
                 None => settings.path.clone(),
             };
+            let limits = settings
+                .limits
+                .iter()
+                .filter_map(|l| {
+                    Some(RouteLimit {
+                        zone: zones.get(&l.zone)?.clone(),
+                        burst: l.burst,
+                        nodelay: l.nodelay,
+                        dry_run: l.dry_run,
+                    })
+                })
+                .collect();
             let route = Route {
                 name,
                 settings: settings.clone(),
                 upstream: upstream.clone(),
+                limits,
             };
             router.add(settings.host.as_deref(), &settings.path, Arc::new(route));
         }
@@ -95,6 +130,8 @@ impl Snapshot {
             source: source.to_string(),
             router,
             upstreams,
+            zones,
+            redis,
         }
     }
 
@@ -125,5 +162,17 @@ fn resolve(upstream: &str, addr: &str) -> Option<SocketAddr> {
             );
             None
         }
+    }
+}
+
+/// Whether the Redis store is the same object as the previous snapshot's (or absent in both).
+fn redis_unchanged(
+    previous: Option<&Snapshot>,
+    redis: &Option<Arc<ratelimit::RedisStore>>,
+) -> bool {
+    match (previous.and_then(|p| p.redis.as_ref()), redis) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }

@@ -6,5 +6,6 @@ mod balancing;
 mod check;
 mod failover;
 mod headers;
+mod ratelimit;
 mod routing;
 mod websocket;

@@ -1,0 +1,143 @@
+//! The Redis store of `store = "redis"` zones: the same leaky bucket as one Lua script, so
+//! every edge replica shares a zone's clients. One round trip per check over a multiplexed,
+//! auto-reconnecting connection; Redis's clock, so replicas agree on time.
+
+use super::Verdict;
+use crate::config::{RedisOnError, RedisSettings};
+use crate::units::Rate;
+use redis::aio::ConnectionManager;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// How long one check may take before the zone falls back.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long to wait between attempts to connect while Redis is down.
+const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// KEYS[1] = the client's key; ARGV = rate (thousandths of requests per second), burst.
+/// Returns {0, delay_ms} to pass or {1, retry_after_ms} to reject, as the local store.
+const SCRIPT: &str = r#"
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2]) * 1000
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local state = redis.call('HMGET', KEYS[1], 'excess', 'last')
+local excess = 0
+if state[1] then
+  local elapsed = now - tonumber(state[2])
+  if elapsed < 0 then elapsed = 0 end
+  excess = tonumber(state[1]) + 1000 - math.floor(rate * elapsed / 1000)
+  if excess < 0 then excess = 0 end
+end
+if excess > burst then
+  local over = excess - burst
+  return {1, math.ceil(over * 1000 / rate)}
+end
+redis.call('HSET', KEYS[1], 'excess', excess, 'last', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((excess + 1000) * 1000 / rate) + 60000)
+return {0, math.floor(excess * 1000 / rate)}
+"#;
+
+/// A lazily connected Redis client shared by the redis zones.
+pub struct RedisStore {
+    settings: RedisSettings,
+    client: Option<redis::Client>,
+    connection: OnceCell<ConnectionManager>,
+    last_attempt: Mutex<Option<Instant>>,
+    script: redis::Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.settings.url)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    pub fn new(settings: RedisSettings) -> Self {
+        let client = match redis::Client::open(settings.url.as_str()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(url = %settings.url, error = %e, "bad Redis URL");
+                None
+            }
+        };
+        RedisStore {
+            settings,
+            client,
+            connection: OnceCell::new(),
+            last_attempt: Mutex::new(None),
+            script: redis::Script::new(SCRIPT),
+        }
+    }
+
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    pub fn on_error(&self) -> RedisOnError {
+        self.settings.on_error
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, String> {
+        if let Some(c) = self.connection.get() {
+            return Ok(c.clone());
+        }
+        {
+            let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF) {
+                return Err("Redis is down (waiting to reconnect)".into());
+            }
+            *last = Some(Instant::now());
+        }
+        let client = self.client.clone().ok_or("bad Redis URL")?;
+        let connect = async {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(CHECK_TIMEOUT)
+                .set_response_timeout(CHECK_TIMEOUT)
+                .set_number_of_retries(1);
+            ConnectionManager::new_with_config(client, config).await
+        };
+        let manager = tokio::time::timeout(CHECK_TIMEOUT * 4, connect)
+            .await
+            .map_err(|_| "connecting to Redis timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(self
+            .connection
+            .get_or_init(|| async { manager })
+            .await
+            .clone())
+    }
+
+    /// One check of `client` in `zone`, in one round trip.
+    pub async fn check(
+        &self,
+        zone: &str,
+        client: IpAddr,
+        rate: Rate,
+        burst: u32,
+    ) -> Result<Verdict, String> {
+        let mut connection = self.connection().await?;
+        let key = format!("edge:limit:{zone}:{client}");
+        let rate_milli = super::rate_milli(rate);
+        let mut invocation = self.script.key(key);
+        invocation.arg(rate_milli).arg(burst);
+        let call = invocation.invoke_async::<(u8, u64)>(&mut connection);
+        let (rejected, ms) = tokio::time::timeout(CHECK_TIMEOUT, call)
+            .await
+            .map_err(|_| "Redis check timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let duration = Duration::from_millis(ms);
+        Ok(if rejected == 1 {
+            Verdict::Reject {
+                retry_after: duration,
+            }
+        } else {
+            Verdict::Pass { delay: duration }
+        })
+    }
+}
