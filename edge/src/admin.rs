@@ -2,6 +2,7 @@
 //!
 //! Loopback by default; validation refuses a public address without `admin_allow_public`.
 
+use crate::reload::{Outcome, Reloader};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -17,16 +18,23 @@ use std::time::{Instant, SystemTime};
 pub struct AdminApp {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub started: Instant,
+    pub reloader: Arc<Reloader>,
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        let post = session.req_header().method == http::Method::POST;
         let snapshot = self.snapshot.load_full();
-        let (status, body) = match path.as_str() {
-            "/health" => self.health(&snapshot),
-            "/status" => (200, status(&snapshot)),
+        let (status, body) = match (path.as_str(), post) {
+            ("/health", _) => self.health(&snapshot),
+            ("/status", _) => (200, self.status(&snapshot)),
+            ("/reload", true) => self.reload().await,
+            ("/reload", false) => (
+                405,
+                json!({"error": "method_not_allowed", "status": 405, "message": "POST /reload"}),
+            ),
             _ => (404, json!({"error": "not_found", "status": 404})),
         };
         let body = body.to_string().into_bytes();
@@ -41,6 +49,40 @@ impl ServeHttp for AdminApp {
 }
 
 impl AdminApp {
+    /// `POST /reload`: 200 with what changed, or 400 with every error (the config is kept).
+    async fn reload(&self) -> (u16, Value) {
+        let reloader = self.reloader.clone();
+        let result = tokio::task::spawn_blocking(move || reloader.reload("POST /reload")).await;
+        match result {
+            Ok(Ok(Outcome::Unchanged)) => (200, json!({"result": "unchanged"})),
+            Ok(Ok(Outcome::Applied(diff))) => (
+                200,
+                json!({"result": "applied", "changes": diff.to_string(), "needs_upgrade": diff.needs_restart}),
+            ),
+            Ok(Err(errors)) => (
+                400,
+                json!({
+                    "result": "refused",
+                    "errors": errors.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                }),
+            ),
+            Err(e) => (500, json!({"result": "failed", "error": e.to_string()})),
+        }
+    }
+
+    fn status(&self, snapshot: &Snapshot) -> Value {
+        let mut body = status(snapshot);
+        let stats = &self.reloader.stats;
+        body["reloads"] = json!({
+            "generation": stats.generation.load(Ordering::Relaxed),
+            "succeeded": stats.succeeded.load(Ordering::Relaxed),
+            "failed": stats.failed.load(Ordering::Relaxed),
+            "last_success": rfc3339(stats.last_success_unix.load(Ordering::Relaxed)),
+            "config_hash": format!("{:016x}", stats.config_hash.load(Ordering::Relaxed)),
+        });
+        body
+    }
+
     /// The architecture document's health format: healthy when every upstream has a usable
     /// server, degraded otherwise (the edge itself still serves).
     fn health(&self, snapshot: &Snapshot) -> (u16, Value) {
@@ -92,6 +134,7 @@ fn status(snapshot: &Snapshot) -> Value {
                     "weight": s.weight,
                     "up": s.is_up(),
                     "probe_up": s.state.probe_up(),
+                    "degraded": s.state.degraded(),
                     "fails": s.state.fails(),
                     "inflight": s.state.inflight.load(Ordering::Relaxed),
                     "requests": s.state.requests.load(Ordering::Relaxed),

@@ -9,8 +9,10 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod health;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod respond;
 pub mod route;
 pub mod server;

@@ -26,7 +26,13 @@ enum Command {
         /// Where the pid file and upgrade socket go.
         #[arg(long, default_value = "/tmp/edge")]
         runtime_dir: PathBuf,
+        /// Graceful binary upgrade: take the listening sockets over from the edge running with
+        /// the same --runtime-dir; then send that one SIGQUIT and it drains and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
+    /// Print what would change between two config files (the diff a reload logs).
+    Diff { old: PathBuf, new: PathBuf },
     /// Ask a running edge's admin `/health` (for container health checks; no curl needed).
     /// Exits 0 when it answers 200, 1 otherwise.
     Healthcheck {
@@ -54,17 +60,26 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { file } => check(&file),
         Command::Healthcheck { admin } => healthcheck(&admin),
+        Command::Diff { old, new } => diff(&old, &new),
         Command::Run {
             config,
             runtime_dir,
+            upgrade,
         } => {
-            let (source, loaded) = match &config {
-                Some(path) => (path.display().to_string(), config::load_file(path)),
+            let (source, text) = match &config {
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(text) => (path.display().to_string(), text),
+                    Err(e) => {
+                        eprintln!("error: {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
                 None => (
                     config::LOCAL_DEFAULT_NAME.to_string(),
-                    config::validate(config::LOCAL_DEFAULT_NAME, config::LOCAL_DEFAULT),
+                    config::LOCAL_DEFAULT.to_string(),
                 ),
             };
+            let loaded = config::validate(&source, &text);
             let validated = match loaded {
                 Ok(v) => v,
                 Err(errors) => return report_errors(&errors),
@@ -72,8 +87,11 @@ fn main() -> ExitCode {
             print_warnings(&validated);
             match edge::server::run(edge::server::RunOptions {
                 source,
+                path: config,
+                text,
                 config: validated,
                 runtime_dir,
+                upgrade,
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -145,4 +163,13 @@ fn healthcheck(admin: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn diff(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
+    let (old, new) = match (config::load_file(old), config::load_file(new)) {
+        (Ok(o), Ok(n)) => (o.config, n.config),
+        (Err(e), _) | (_, Err(e)) => return report_errors(&e),
+    };
+    println!("{}", edge::reload::Diff::between(&old, &new));
+    ExitCode::SUCCESS
 }

@@ -2,12 +2,15 @@
 
 use crate::admin::AdminApp;
 use crate::config::Validated;
+use crate::health::HealthService;
 use crate::proxy::EdgeProxy;
+use crate::reload::{reload_on_sighup, Reloader};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,9 +20,15 @@ use std::time::Instant;
 pub struct RunOptions {
     /// What the config came from, for logs and /status.
     pub source: String,
+    /// The config file, watched for reloads; `None` for the embedded default.
+    pub path: Option<PathBuf>,
+    /// The text the config was loaded from.
+    pub text: String,
     pub config: Validated,
     /// Directory for the pid file and the upgrade socket.
     pub runtime_dir: PathBuf,
+    /// Take the listening sockets over from a running edge (graceful binary upgrade).
+    pub upgrade: bool,
 }
 
 /// Builds the Pingora server from the config and runs it until a signal stops it.
@@ -55,8 +64,28 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     // Retries are bounded per upstream in the proxy (next_upstream_tries); this is only a cap.
     conf.max_retries = 64;
 
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: options.upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
+
+    // The pid file names the process to signal (SIGHUP reload, SIGQUIT upgrade, SIGTERM stop).
+    std::fs::write(
+        &server.configuration.pid_file,
+        format!("{}\n", std::process::id()),
+    )?;
+
+    let reloader = Arc::new(Reloader::new(
+        options.path.clone(),
+        snapshot.clone(),
+        &options.text,
+    ));
+    if let Err(e) = reloader.watch() {
+        tracing::error!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
+    }
+    reload_on_sighup(reloader.clone())?;
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -92,12 +121,14 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut admin = Service::new(
         "admin".to_string(),
         AdminApp {
-            snapshot,
+            snapshot: snapshot.clone(),
             started: Instant::now(),
+            reloader,
         },
     );
     admin.add_tcp(&edge.admin_listen.to_string());
     server.add_service(admin);
+    server.add_service(background_service("health", HealthService { snapshot }));
 
     tracing::info!(
         config = %options.source,
@@ -111,9 +142,6 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 
 /// Says which configured features this build accepts but does not act on yet.
 fn warn_unbuilt(config: &crate::config::Config) {
-    if config.upstreams.values().any(|u| u.health.is_some()) {
-        tracing::warn!("upstream `health` probes are validated but not run yet");
-    }
     if config
         .tls
         .as_ref()

@@ -6,6 +6,8 @@ mod balancing;
 mod check;
 mod failover;
 mod headers;
+mod health;
 mod ratelimit;
+mod reload;
 mod routing;
 mod websocket;

@@ -43,10 +43,34 @@ impl Edge {
         );
         let path = dir.path().join("upstreams.toml");
         std::fs::write(&path, config).expect("write config");
+        Edge::spawn(dir, &path, http, admin)
+    }
+
+    /// Starts an edge on an existing config file (its listeners are read from it).
+    pub fn start_with_config_path(path: &std::path::Path) -> Edge {
+        let text = std::fs::read_to_string(path).expect("read config");
+        let find = |key: &str| -> SocketAddr {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(key))
+                .expect("listener line");
+            let addr = line.split('"').nth(1).expect("quoted address");
+            addr.parse().expect("address")
+        };
+        let (http, admin) = (find("http_listen"), find("admin_listen"));
+        Edge::spawn(tempfile::tempdir().expect("temp dir"), path, http, admin)
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        path: &std::path::Path,
+        http: SocketAddr,
+        admin: SocketAddr,
+    ) -> Edge {
         let child = Command::new(edge_bin())
             .arg("run")
             .arg("--config")
-            .arg(&path)
+            .arg(path)
             .arg("--runtime-dir")
             .arg(dir.path())
             .env("RUST_LOG", "warn")
@@ -78,6 +102,11 @@ impl Edge {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("the edge did not start listening:\n{}", self.log());
+    }
+
+    /// The edge's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the edge wrote to stderr so far.

@@ -34,6 +34,10 @@ pub struct ServerState {
     probe_up: AtomicBool,
     /// Requests sent to this server in all (for /status and tests).
     pub requests: AtomicU64,
+    /// The last probe said "degraded" (still up).
+    degraded: AtomicBool,
+    /// When this server first appeared (for the health `start_period`).
+    pub created: Instant,
 }
 
 impl Default for ServerState {
@@ -45,6 +49,8 @@ impl Default for ServerState {
             accessed_ms: AtomicU64::new(0),
             probe_up: AtomicBool::new(true),
             requests: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
+            created: Instant::now(),
         }
     }
 }
@@ -58,6 +64,15 @@ impl ServerState {
     /// Sets the active health verdict.
     pub fn set_probe_up(&self, up: bool) {
         self.probe_up.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether the last probe answered "degraded".
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    pub fn set_degraded(&self, degraded: bool) {
+        self.degraded.store(degraded, Ordering::Relaxed);
     }
 
     /// Failures counted since the last success.

@@ -1,0 +1,408 @@
+//! Live reload: load ▸ validate ▸ compile (off the request path) ▸ diff ▸ one atomic swap.
+//!
+//! Triggered by the file changing (the watcher follows the directory, so editors that write a
+//! new file and rename it and Kubernetes' `..data` symlink swaps are seen), by SIGHUP, and by
+//! `POST /reload` on the admin listener. A reload whose file is byte-for-byte what is running
+//! changes nothing; an invalid file changes nothing and its errors are logged and counted.
+//! Requests in flight keep the snapshot they started with.
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Reload counters for /status and /metrics.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    /// Unix seconds of the last successful reload (or of the start).
+    pub last_success_unix: AtomicU64,
+    /// Hash of the running config file's text.
+    pub config_hash: AtomicU64,
+    /// Incremented by every swap.
+    pub generation: AtomicU64,
+}
+
+/// Reloads one config file into the live snapshot.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    pub stats: ReloadStats,
+    /// Serialises reloads from the watcher, SIGHUP and /reload.
+    lock: Mutex<()>,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The file is what is already running.
+    Unchanged,
+    /// The new config is live; the diff says what changed.
+    Applied(Box<Diff>),
+}
+
+impl Reloader {
+    /// `path` is `None` for the embedded default, which cannot change.
+    pub fn new(path: Option<PathBuf>, snapshot: Arc<ArcSwap<Snapshot>>, text: &str) -> Self {
+        let stats = ReloadStats::default();
+        stats.config_hash.store(hash_text(text), Ordering::Relaxed);
+        stats.last_success_unix.store(unix_now(), Ordering::Relaxed);
+        Reloader {
+            path,
+            snapshot,
+            stats,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Reloads from the file; `why` names the trigger in the log.
+    pub fn reload(&self, why: &str) -> Result<Outcome, ConfigErrors> {
+        let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = &self.path else {
+            return Ok(Outcome::Unchanged);
+        };
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let errors = ConfigErrors {
+                    errors: vec![config::Diagnostic {
+                        file: name,
+                        line: 0,
+                        column: 0,
+                        message: format!("cannot read the file: {e}"),
+                    }],
+                };
+                self.failed(why, &errors);
+                return Err(errors);
+            }
+        };
+        let hash = hash_text(&text);
+        if hash == self.stats.config_hash.load(Ordering::Relaxed) {
+            return Ok(Outcome::Unchanged);
+        }
+        let validated = match config::validate(&name, &text) {
+            Ok(v) => v,
+            Err(errors) => {
+                self.failed(why, &errors);
+                return Err(errors);
+            }
+        };
+        for w in &validated.warnings {
+            tracing::warn!(warning = %w, "config warning");
+        }
+        let current = self.snapshot.load_full();
+        let diff = Diff::between(&current.config, &validated.config);
+        let next = Snapshot::compile(&name, validated.config, Some(&current));
+        self.snapshot.store(Arc::new(next));
+        self.stats.config_hash.store(hash, Ordering::Relaxed);
+        self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+        self.stats.generation.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .last_success_unix
+            .store(unix_now(), Ordering::Relaxed);
+        tracing::info!(trigger = why, changes = %diff, "config reloaded");
+        for note in &diff.needs_restart {
+            tracing::warn!(
+                change = %note,
+                "this change is not applied by a reload; do a graceful binary upgrade (see README)"
+            );
+        }
+        Ok(Outcome::Applied(Box::new(diff)))
+    }
+
+    fn failed(&self, why: &str, errors: &ConfigErrors) {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        for e in &errors.errors {
+            tracing::error!(trigger = why, error = %e, "config reload refused; the running config is kept");
+        }
+    }
+
+    /// Watches the config file's directory and reloads on changes until the process ends.
+    /// Events are debounced (an editor's write, rename and chmod make one reload).
+    pub fn watch(self: &Arc<Self>) -> notify::Result<()> {
+        use notify::{RecursiveMode, Watcher};
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        })?;
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        let reloader = self.clone();
+        std::thread::Builder::new()
+            .name("config-watch".into())
+            .spawn(move || {
+                let _watcher = watcher; // kept alive by this thread
+                while let Ok(first) = rx.recv() {
+                    if let Err(e) = first {
+                        tracing::warn!(error = %e, "config watcher error");
+                    }
+                    // Debounce: take everything that arrives within 100 ms.
+                    while rx.recv_timeout(Duration::from_millis(100)).is_ok() {}
+                    let _ = reloader.reload("file changed");
+                }
+            })
+            .map_err(|e| notify::Error::generic(&e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Reloads on SIGHUP (Pingora leaves SIGHUP at its default, which would end the process).
+pub fn reload_on_sighup(reloader: Arc<Reloader>) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    tracing::error!("cannot install the SIGHUP handler");
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    let r = reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.reload("SIGHUP")).await;
+                }
+            })
+        })?;
+    Ok(())
+}
+
+fn hash_text(text: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What changed between two configs, in the config's own words.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub routes_added: Vec<String>,
+    pub routes_removed: Vec<String>,
+    pub routes_changed: Vec<String>,
+    pub upstreams_added: Vec<String>,
+    pub upstreams_removed: Vec<String>,
+    pub upstreams_changed: Vec<String>,
+    /// "upstream: addr" entries.
+    pub servers_added: Vec<String>,
+    pub servers_removed: Vec<String>,
+    pub zones_added: Vec<String>,
+    pub zones_removed: Vec<String>,
+    pub zones_changed: Vec<String>,
+    /// Changes a reload cannot apply (listeners, TLS, threads).
+    pub needs_restart: Vec<String>,
+    /// Other [edge]/[gzip]/[redis] settings that changed.
+    pub settings_changed: Vec<String>,
+}
+
+impl Diff {
+    pub fn between(old: &Config, new: &Config) -> Diff {
+        let mut d = Diff::default();
+        let route_key = |r: &config::RouteSettings| match &r.host {
+            Some(h) => format!("{h}{}", r.path),
+            None => r.path.clone(),
+        };
+        let old_routes: BTreeMap<String, &config::RouteSettings> =
+            old.routes.iter().map(|r| (route_key(r), r)).collect();
+        let new_routes: BTreeMap<String, &config::RouteSettings> =
+            new.routes.iter().map(|r| (route_key(r), r)).collect();
+        compare(
+            &old_routes,
+            &new_routes,
+            &mut d.routes_added,
+            &mut d.routes_removed,
+            &mut d.routes_changed,
+        );
+        compare(
+            &old.upstreams,
+            &new.upstreams,
+            &mut d.upstreams_added,
+            &mut d.upstreams_removed,
+            &mut d.upstreams_changed,
+        );
+        for (name, new_up) in &new.upstreams {
+            let old_addrs: BTreeSet<&str> = old
+                .upstreams
+                .get(name)
+                .map(|u| u.servers.iter().map(|s| s.addr.as_str()).collect())
+                .unwrap_or_default();
+            let new_addrs: BTreeSet<&str> =
+                new_up.servers.iter().map(|s| s.addr.as_str()).collect();
+            for a in new_addrs.difference(&old_addrs) {
+                d.servers_added.push(format!("{name}: {a}"));
+            }
+            if old.upstreams.contains_key(name) {
+                for a in old_addrs.difference(&new_addrs) {
+                    d.servers_removed.push(format!("{name}: {a}"));
+                }
+            }
+        }
+        compare(
+            &old.zones,
+            &new.zones,
+            &mut d.zones_added,
+            &mut d.zones_removed,
+            &mut d.zones_changed,
+        );
+        let (oe, ne) = (&old.edge, &new.edge);
+        if oe.http_listen != ne.http_listen {
+            d.needs_restart.push("edge.http_listen".into());
+        }
+        if oe.https_listen != ne.https_listen {
+            d.needs_restart.push("edge.https_listen".into());
+        }
+        if oe.admin_listen != ne.admin_listen {
+            d.needs_restart.push("edge.admin_listen".into());
+        }
+        if oe.threads != ne.threads {
+            d.needs_restart.push("edge.threads".into());
+        }
+        if oe.keepalive_requests != ne.keepalive_requests {
+            d.needs_restart.push("edge.keepalive_requests".into());
+        }
+        if old.tls != new.tls {
+            d.needs_restart.push("[tls]".into());
+        }
+        for (changed, name) in [
+            (
+                oe.trusted_proxies != ne.trusted_proxies,
+                "edge.trusted_proxies",
+            ),
+            (
+                oe.redirect_http_to_https != ne.redirect_http_to_https,
+                "edge.redirect_http_to_https",
+            ),
+            (oe.access_log != ne.access_log, "edge.access_log"),
+            (
+                oe.keepalive_timeout != ne.keepalive_timeout,
+                "edge.keepalive_timeout",
+            ),
+            (
+                oe.client_header_timeout != ne.client_header_timeout,
+                "edge.client_header_timeout",
+            ),
+            (
+                oe.client_max_body_size != ne.client_max_body_size,
+                "edge.client_max_body_size",
+            ),
+            (old.gzip != new.gzip, "[gzip]"),
+            (old.redis != new.redis, "[redis]"),
+        ] {
+            if changed {
+                d.settings_changed.push(name.into());
+            }
+        }
+        d
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.to_string() == "no changes"
+    }
+}
+
+fn compare<K: Ord + Clone + ToString, V: PartialEq>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    added: &mut Vec<String>,
+    removed: &mut Vec<String>,
+    changed: &mut Vec<String>,
+) {
+    for (k, v) in new {
+        match old.get(k) {
+            None => added.push(k.to_string()),
+            Some(o) if o != v => changed.push(k.to_string()),
+            _ => {}
+        }
+    }
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            removed.push(k.to_string());
+        }
+    }
+}
+
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::new();
+        for (label, items) in [
+            ("routes added", &self.routes_added),
+            ("routes removed", &self.routes_removed),
+            ("routes changed", &self.routes_changed),
+            ("upstreams added", &self.upstreams_added),
+            ("upstreams removed", &self.upstreams_removed),
+            ("upstreams changed", &self.upstreams_changed),
+            ("servers added", &self.servers_added),
+            ("servers removed", &self.servers_removed),
+            ("zones added", &self.zones_added),
+            ("zones removed", &self.zones_removed),
+            ("zones changed", &self.zones_changed),
+            ("settings changed", &self.settings_changed),
+            ("needs a binary upgrade", &self.needs_restart),
+        ] {
+            if !items.is_empty() {
+                if !out.is_empty() {
+                    out.push_str("; ");
+                }
+                let _ = write!(out, "{label}: {}", items.join(", "));
+            }
+        }
+        if out.is_empty() {
+            out.push_str("no changes");
+        }
+        f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        config::validate("t.toml", text).expect("valid").config
+    }
+
+    #[test]
+    fn diff_names_what_changed() {
+        let old = cfg(
+            "[upstreams.a]\nservers = [{ addr = \"10.0.0.1:80\" }]\n[upstreams.b]\nservers = [{ addr = \"10.0.0.2:80\" }]\n[zones.api]\nrate = \"1r/s\"\n[[routes]]\npath = \"/x/\"\nupstream = \"a\"\n[[routes]]\npath = \"/y/\"\nupstream = \"b\"\n",
+        );
+        let new = cfg(
+            "[edge]\nhttp_listen = [\"127.0.0.1:81\"]\n[upstreams.a]\nservers = [{ addr = \"10.0.0.1:80\" }, { addr = \"10.0.0.3:80\" }]\n[zones.api]\nrate = \"2r/s\"\n[[routes]]\npath = \"/x/\"\nupstream = \"a\"\n[[routes]]\npath = \"/z/\"\nupstream = \"a\"\n",
+        );
+        let d = Diff::between(&old, &new);
+        assert_eq!(d.routes_added, vec!["/z/"]);
+        assert_eq!(d.routes_removed, vec!["/y/"]);
+        assert_eq!(d.upstreams_removed, vec!["b"]);
+        assert_eq!(d.upstreams_changed, vec!["a"]);
+        assert_eq!(d.servers_added, vec!["a: 10.0.0.3:80"]);
+        assert_eq!(d.zones_changed, vec!["api"]);
+        assert_eq!(d.needs_restart, vec!["edge.http_listen"]);
+        assert!(Diff::between(&old, &old).is_empty());
+        assert!(d.to_string().contains("routes added: /z/"));
+    }
+}

@@ -1,0 +1,288 @@
+//! Live reload: file changes, SIGHUP and POST /reload; invalid files change nothing; no
+//! request fails while the config changes under load.
+
+use crate::support::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+async fn generation(edge: &Edge) -> u64 {
+    admin_json(edge, "/status").await["reloads"]["generation"]
+        .as_u64()
+        .expect("generation")
+}
+
+async fn wait_for_generation(edge: &Edge, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while generation(edge).await < want {
+        assert!(Instant::now() < deadline, "no reload to generation {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn routes_to(upstream: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        "[upstreams.{upstream}]\nservers = [{{ addr = \"{addr}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"{upstream}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_changes_sighup_and_post_reload_apply_and_a_bad_file_changes_nothing() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let edge = Edge::start("", &routes_to("one", a.addr));
+    let path = edge.dir.path().join("upstreams.toml");
+    let head = std::fs::read_to_string(&path).expect("read");
+    let head = head
+        .split("[upstreams.")
+        .next()
+        .expect("edge section")
+        .to_string();
+    let c = client();
+    assert_eq!(instance(&get_json(&c, &edge.url("/"), &[]).await.1), "a");
+
+    // An editor's rename-style write: exactly one reload.
+    write_atomically(&path, &format!("{head}{}", routes_to("two", b.addr)));
+    wait_for_generation(&edge, 1).await;
+    assert_eq!(instance(&get_json(&c, &edge.url("/"), &[]).await.1), "b");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(generation(&edge).await, 1, "one write, one reload");
+
+    // A broken file: refused with file:line:col, the running config kept.
+    write_atomically(
+        &path,
+        &format!("{head}[upstreams.three]\nservers = [{{ addr = \"nowhere\" }}]\n"),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resp = c
+        .post(format!("http://{}/reload", edge.admin))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    let error = body["errors"][0].as_str().expect("an error");
+    assert!(
+        error.contains("upstreams.toml:") && error.contains("nowhere"),
+        "{error}"
+    );
+    assert_eq!(instance(&get_json(&c, &edge.url("/"), &[]).await.1), "b");
+    let status = admin_json(&edge, "/status").await;
+    assert!(status["reloads"]["failed"].as_u64() >= Some(1));
+    assert_eq!(status["reloads"]["generation"].as_u64(), Some(1));
+
+    // SIGHUP reloads (and does not end the process): in-place write, watcher and signal race,
+    // the content hash makes it one reload.
+    std::fs::write(&path, format!("{head}{}", routes_to("one", a.addr))).expect("write");
+    let pid = std::fs::read_to_string(edge.dir.path().join("edge.pid")).expect("pid file");
+    let killed = std::process::Command::new("kill")
+        .args(["-HUP", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    wait_for_generation(&edge, 2).await;
+    assert_eq!(instance(&get_json(&c, &edge.url("/"), &[]).await.1), "a");
+
+    // POST /reload with nothing changed says so.
+    let body: serde_json::Value = c
+        .post(format!("http://{}/reload", edge.admin))
+        .send()
+        .await
+        .expect("reload")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["result"], "unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kubernetes_style_symlink_swap_triggers_one_reload() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let edge = Edge::start("", &routes_to("one", a.addr));
+    let dir = edge.dir.path();
+    let original = std::fs::read_to_string(dir.join("upstreams.toml")).expect("read");
+    let head = original
+        .split("[upstreams.")
+        .next()
+        .expect("edge")
+        .to_string();
+    // Rebuild as ConfigMap volumes look: upstreams.toml -> ..data/upstreams.toml,
+    // ..data -> ..v1; an update writes ..v2 and swaps ..data atomically.
+    let cm = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(cm.path().join("..v1")).expect("v1");
+    std::fs::write(cm.path().join("..v1/upstreams.toml"), &original).expect("write");
+    std::os::unix::fs::symlink("..v1", cm.path().join("..data")).expect("link");
+    std::os::unix::fs::symlink("..data/upstreams.toml", cm.path().join("upstreams.toml"))
+        .expect("link");
+    drop(edge);
+    let edge = Edge::start_with_config_path(&cm.path().join("upstreams.toml"));
+    assert_eq!(
+        instance(&get_json(&client(), &edge.url("/"), &[]).await.1),
+        "a"
+    );
+
+    std::fs::create_dir(cm.path().join("..v2")).expect("v2");
+    std::fs::write(
+        cm.path().join("..v2/upstreams.toml"),
+        format!("{head}{}", routes_to("two", b.addr)),
+    )
+    .expect("write");
+    std::os::unix::fs::symlink("..v2", cm.path().join("..data_tmp")).expect("link");
+    std::fs::rename(cm.path().join("..data_tmp"), cm.path().join("..data")).expect("swap");
+    wait_for_generation(&edge, 1).await;
+    assert_eq!(
+        instance(&get_json(&client(), &edge.url("/"), &[]).await.1),
+        "b"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(generation(&edge).await, 1, "one swap, one reload");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_request_fails_while_the_config_is_reloaded_every_100ms() {
+    let a1 = backend("a1").await;
+    let a2 = backend("a2").await;
+    let b1 = backend("b1").await;
+    let never = backend("never").await;
+    let config_a = format!(
+        "[upstreams.up_a]\nservers = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n[upstreams.up_b]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/api/\"\nupstream = \"up_a\"\n[[routes]]\npath = \"/\"\nupstream = \"up_b\"\n",
+        a1.addr, a2.addr, b1.addr
+    );
+    let config_b = format!(
+        "[upstreams.up_a]\nservers = [{{ addr = \"{}\" }}]\n[upstreams.up_b]\nservers = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n[[routes]]\npath = \"/api/\"\nupstream = \"up_b\"\n[[routes]]\npath = \"/\"\nupstream = \"up_a\"\n",
+        a2.addr, b1.addr, a1.addr
+    );
+    let invalid = format!(
+        "[upstreams.up_c]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/api/\"\nupstream = \"up_c\"\nbroken = yes\n",
+        never.addr
+    );
+    let edge = Edge::start("", &config_a);
+    let path = edge.dir.path().join("upstreams.toml");
+    let head = std::fs::read_to_string(&path).expect("read");
+    let head = head.split("[upstreams.").next().expect("edge").to_string();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let url = edge.url("/api/items");
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            let (mut ok, mut failed, mut seen) = (0u32, 0u32, std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let body: serde_json::Value = r.json().await.expect("json");
+                        seen.insert(instance(&body));
+                        ok += 1;
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed, seen)
+        }));
+    }
+    let started = Instant::now();
+    let mut n = 0;
+    let mut invalid_writes = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        n += 1;
+        let text = if n % 10 == 0 {
+            invalid_writes += 1;
+            &invalid
+        } else if n % 2 == 0 {
+            &config_b
+        } else {
+            &config_a
+        };
+        write_atomically(&path, &format!("{head}{text}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed, mut seen) = (0, 0, std::collections::BTreeSet::new());
+    for t in load {
+        let (o, f, s) = t.await.expect("load task");
+        ok += o;
+        failed += f;
+        seen.extend(s);
+    }
+    assert_eq!(failed, 0, "{ok} requests passed");
+    assert!(ok > 200, "the load ran: {ok}");
+    assert!(
+        !seen.contains("never"),
+        "the invalid config was never applied: {seen:?}"
+    );
+    assert!(seen.contains("b1") || seen.contains("a1"), "{seen:?}");
+    let status = admin_json(&edge, "/status").await;
+    assert!(
+        status["reloads"]["generation"].as_u64() >= Some(10),
+        "{status}"
+    );
+    assert!(
+        status["reloads"]["failed"].as_u64() >= Some(1),
+        "{invalid_writes} invalid writes"
+    );
+    drop(never);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_binary_upgrade_drops_no_request() {
+    let a = backend("a").await;
+    let old = Edge::start("", &routes_to("one", a.addr));
+    let config = old.dir.path().join("upstreams.toml");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let url = old.url("/during-upgrade");
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new binary waits for the listening sockets; SIGQUIT makes the old one hand them
+    // over and drain.
+    let mut new = std::process::Command::new(edge_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--runtime-dir")
+        .arg(old.dir.path())
+        .arg("--upgrade")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the new edge");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-QUIT", &old.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.expect("load");
+    assert_eq!(failed, 0, "{ok} passed");
+    assert!(
+        new.try_wait().expect("status").is_none(),
+        "the new edge runs"
+    );
+    let (status, _) = get_json(&client(), &old.url("/after"), &[]).await;
+    assert_eq!(status, 200, "the new edge serves on the same port");
+    let _ = new.kill();
+    let _ = new.wait();
+}
