@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod compress;
 pub mod config;
 pub mod health;
 pub mod proxy;
@@ -17,6 +18,7 @@ pub mod respond;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod units;
 pub mod upstream;
 pub mod websocket;

@@ -84,6 +84,12 @@ fn main() -> ExitCode {
                 Ok(v) => v,
                 Err(errors) => return report_errors(&errors),
             };
+            if config.is_none() {
+                if let Err(e) = ensure_dev_certificates(&validated) {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             print_warnings(&validated);
             match edge::server::run(edge::server::RunOptions {
                 source,
@@ -172,4 +178,21 @@ fn diff(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
     };
     println!("{}", edge::reload::Diff::between(&old, &new));
     ExitCode::SUCCESS
+}
+
+/// The embedded default serves HTTPS with a self-signed development certificate, generated on
+/// first run when the configured files are missing.
+fn ensure_dev_certificates(validated: &Validated) -> Result<(), String> {
+    for pair in validated.config.tls.iter().flat_map(|t| &t.certificates) {
+        if pair.cert.exists() && pair.key.exists() {
+            continue;
+        }
+        edge::tls::generate_self_signed(&["localhost", "127.0.0.1"], &pair.cert, &pair.key)?;
+        tracing::warn!(
+            cert = %pair.cert.display(),
+            key = %pair.key.display(),
+            "generated a self-signed development certificate; replace it with a real one (see README)"
+        );
+    }
+    Ok(())
 }

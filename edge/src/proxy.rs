@@ -1,14 +1,17 @@
 //! The request's path through the edge, top to bottom, as Pingora's `ProxyHttp` phases.
 //!
+//! early_request_filter: compression level
 //! request_filter: snapshot ▸ client ▸ redirect ▸ route ▸ allow ▸ rate limit ▸ body size
 //!                 ▸ (websocket tunnel)
 //! upstream_peer: balance ▸ peer with the upstream's timeouts
 //! upstream_request_filter: forwarding headers
 //! fail_to_connect / error_while_proxy: passive failures ▸ next upstream
-//! upstream_response_filter / response_filter: success ▸ response headers
+//! upstream_response_filter / response_filter: success ▸ response headers (HSTS) ▸ gzip or not
 //! fail_to_proxy: the error the client sees
 
 use crate::client;
+use crate::compress;
+use crate::config::DEFAULT_GZIP_LEVEL;
 use crate::ratelimit::{self, Admission};
 use crate::respond;
 use crate::route::normalize_host;
@@ -18,6 +21,8 @@ use crate::websocket;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -54,6 +59,11 @@ pub struct RequestCtx {
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
 
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        // Enabled here so it reads Accept-Encoding; each request sets the level it uses.
+        modules.add_module(ResponseCompressionBuilder::enable(DEFAULT_GZIP_LEVEL));
+    }
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             snapshot: self.snapshot.load_full(),
@@ -66,6 +76,22 @@ impl ProxyHttp for EdgeProxy {
             server: None,
             response_started: false,
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Compression follows [gzip]; the module reads Accept-Encoding after this.
+        let gzip = &ctx.snapshot.config.gzip;
+        if let Some(compression) = session
+            .downstream_modules_ctx
+            .get_mut::<ResponseCompression>()
+        {
+            compression.adjust_level(if gzip.enabled { gzip.level } else { 0 });
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -98,14 +124,20 @@ impl ProxyHttp for EdgeProxy {
 
         // Which route.
         let Some(route) = snapshot.router.find(&normalize_host(&host), path).cloned() else {
-            respond::json_error(session, 404, "no route for this path", &ctx.request_id, &[])
-                .await?;
+            respond::json_error(
+                session,
+                404,
+                "no route for this path",
+                &ctx.request_id,
+                &ctx.hsts(),
+            )
+            .await?;
             return Ok(true);
         };
 
         // Who may use it.
         if !route.allows(ctx.client_ip) {
-            respond::json_error(session, 403, "forbidden", &ctx.request_id, &[]).await?;
+            respond::json_error(session, 403, "forbidden", &ctx.request_id, &ctx.hsts()).await?;
             return Ok(true);
         }
 
@@ -114,7 +146,7 @@ impl ProxyHttp for EdgeProxy {
             Admission::Pass { delay } if !delay.is_zero() => tokio::time::sleep(delay).await,
             Admission::Pass { .. } => {}
             Admission::Reject { zone, retry_after } => {
-                respond::rate_limited(session, &route, &zone, retry_after, &ctx.request_id).await?;
+                respond::rate_limited(session, &route, &zone, retry_after, ctx).await?;
                 return Ok(true);
             }
         }
@@ -130,7 +162,7 @@ impl ProxyHttp for EdgeProxy {
                 413,
                 "request body is larger than client_max_body_size",
                 &ctx.request_id,
-                &[],
+                &ctx.hsts(),
             )
             .await?;
             return Ok(true);
@@ -287,11 +319,22 @@ impl ProxyHttp for EdgeProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for (name, value) in ctx.hsts() {
+            response.insert_header(name, value)?;
+        }
+        if !compress::wanted(&ctx.snapshot.config.gzip, response) {
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<ResponseCompression>()
+            {
+                c.adjust_level(0);
+            }
+        }
         Ok(())
     }
 
@@ -311,7 +354,7 @@ impl ProxyHttp for EdgeProxy {
                 _ => respond::error_name(status),
             };
             if let Err(write_error) =
-                respond::json_error(session, status, message, &ctx.request_id, &[]).await
+                respond::json_error(session, status, message, &ctx.request_id, &ctx.hsts()).await
             {
                 tracing::debug!(error = %write_error, "could not send the error response");
             }
@@ -319,6 +362,20 @@ impl ProxyHttp for EdgeProxy {
         FailToProxy {
             error_code: status,
             can_reuse_downstream: false,
+        }
+    }
+}
+
+impl RequestCtx {
+    /// Strict-Transport-Security for responses on TLS connections (none on plain HTTP).
+    pub fn hsts(&self) -> Vec<(&'static str, String)> {
+        match (&self.snapshot.config.tls, self.tls) {
+            (Some(tls), true) => tls
+                .hsts
+                .iter()
+                .map(|v| ("strict-transport-security", v.clone()))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }

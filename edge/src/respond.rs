@@ -54,8 +54,9 @@ pub async fn rate_limited(
     route: &crate::snapshot::Route,
     zone: &str,
     retry_after: std::time::Duration,
-    request_id: &str,
+    ctx: &crate::proxy::RequestCtx,
 ) -> Result<()> {
+    let request_id = ctx.request_id.as_str();
     let status = route.settings.limit_status;
     let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     let body = serde_json::json!({
@@ -65,7 +66,8 @@ pub async fn rate_limited(
         "zone": zone,
         "request_id": request_id,
     });
-    let headers = [("retry-after", seconds.max(1).to_string())];
+    let mut headers = ctx.hsts();
+    headers.push(("retry-after", seconds.max(1).to_string()));
     json_response(
         session,
         status,

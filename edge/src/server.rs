@@ -6,8 +6,11 @@ use crate::health::HealthService;
 use crate::proxy::EdgeProxy;
 use crate::reload::{reload_on_sighup, Reloader};
 use crate::snapshot::Snapshot;
+use crate::tls::{Certificates, SniResolver};
 use arc_swap::ArcSwap;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -103,20 +106,22 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         proxy.add_tcp(&addr.to_string());
     }
     if let Some(tls) = &snapshot.load().config.tls {
-        if let Some(first) = tls.certificates.first() {
-            for addr in &edge.https_listen {
-                proxy
-                    .add_tls(
-                        &addr.to_string(),
-                        &first.cert.display().to_string(),
-                        &first.key.display().to_string(),
-                    )
-                    .map_err(|e| anyhow::anyhow!("TLS listener {addr}: {e}"))?;
-            }
+        // Installed before Pingora builds its listeners, which then use this provider.
+        let provider = crate::tls::crypto_provider(tls).map_err(anyhow::Error::msg)?;
+        if provider.install_default().is_err() {
+            tracing::warn!("a TLS crypto provider was already installed; keeping it");
+        }
+        let certificates = Certificates::load(&tls.certificates).map_err(anyhow::Error::msg)?;
+        certificates.watch()?;
+        for addr in &edge.https_listen {
+            let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
+                .map_err(|e| anyhow::anyhow!("TLS listener {addr}: {e}"))?;
+            settings.set_cert_resolver(Arc::new(SniResolver(certificates.clone())));
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
         }
     }
     server.add_service(proxy);
-    warn_unbuilt(&snapshot.load().config);
 
     let mut admin = Service::new(
         "admin".to_string(),
@@ -140,16 +145,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     server.run_forever();
 }
 
-/// Says which configured features this build accepts but does not act on yet.
-fn warn_unbuilt(config: &crate::config::Config) {
-    if config
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.certificates.len() > 1)
-    {
-        tracing::warn!("only the first [tls] certificate is served yet (no SNI selection)");
-    }
-    if config.gzip.enabled {
-        tracing::warn!("[gzip] is validated but responses are not compressed yet");
-    }
-}
+/// No post-handshake hooks; Pingora's `with_callbacks` is the constructor that takes a
+/// certificate resolver instead of files.
+struct NoCallbacks;
+
+#[async_trait::async_trait]
+impl TlsAccept for NoCallbacks {}

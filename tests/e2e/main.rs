@@ -10,4 +10,5 @@ mod health;
 mod ratelimit;
 mod reload;
 mod routing;
+mod tls;
 mod websocket;

@@ -48,7 +48,12 @@ mod tests {
         assert_eq!(cm.balance, Balance::LeastConn);
         assert_eq!(cm.servers[0].max_fails, 3);
         let local = validate(LOCAL_DEFAULT_NAME, LOCAL_DEFAULT).expect("local default is valid");
-        assert!(local.config.edge.https_listen.is_empty());
+        assert_eq!(
+            local.config.edge.https_listen,
+            vec!["127.0.0.1:8443".parse().expect("addr")]
+        );
+        assert!(!local.config.edge.redirect_http_to_https);
+        assert!(local.config.edge.http_listen[0].ip().is_loopback());
         assert!(local
             .config
             .upstreams

@@ -368,12 +368,30 @@ impl Validator<'_> {
         } else if protocols.is_empty() && f.protocols.as_ref().is_some_and(|p| p.is_empty()) {
             self.error(t.span(), "`protocols` must list TLSv1.2, TLSv1.3 or both");
         }
-        let ciphers = f
+        let ciphers: Vec<String> = f
             .ciphers
             .iter()
             .flatten()
             .map(|c| c.get_ref().clone())
             .collect();
+        for c in f.ciphers.iter().flatten() {
+            for note in crate::tls::cipher_policy(std::slice::from_ref(c.get_ref())).1 {
+                self.warn(c.span(), note);
+            }
+        }
+        if !ciphers.is_empty()
+            && crate::tls::cipher_policy(&ciphers)
+                .0
+                .is_some_and(|c| c.is_empty())
+            && protocols.contains(&TlsVersion::Tls12)
+        {
+            let span = f
+                .ciphers
+                .as_ref()
+                .and_then(|c| c.first())
+                .map_or(0..0, |c| c.span());
+            self.error(span, "none of `ciphers` can be offered for TLS 1.2 (rustls offers ECDHE with AES-GCM or ChaCha20-Poly1305)");
+        }
         let hsts = match &f.hsts {
             None => Some(DEFAULT_HSTS.to_string()),
             Some(h) if h.get_ref().is_empty() => None,

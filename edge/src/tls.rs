@@ -1,0 +1,394 @@
+//! TLS: certificates chosen by SNI and reloaded when their files change, and the cipher
+//! policy (TLS 1.2 and 1.3 only; for 1.2 only ECDHE with AEAD, which is all rustls offers).
+//!
+//! The first certificate is the default for clients that send no (or an unknown) server
+//! name. A certificate renewal on disk is picked up within [`WATCH_INTERVAL`] without a
+//! restart; connections already open keep theirs, and a broken new file keeps the old
+//! certificate and logs why.
+
+use crate::config::{CertificatePaths, TlsSettings, TlsVersion};
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::SupportedCipherSuite;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How often certificate files are checked for changes.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// OpenSSL names of the TLS 1.2 suites rustls implements (all ECDHE with AEAD).
+const OPENSSL_NAMES: &[(&str, &str)] = &[
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// Maps the configured `ciphers` (OpenSSL names) to what rustls can honour: the suites to
+/// offer and a note for each name that is not honoured (CBC, DHE, RSA key exchange, ...).
+/// An empty list offers every rustls suite: ECDHE with AES-GCM or ChaCha20-Poly1305.
+pub fn cipher_policy(ciphers: &[String]) -> (Option<Vec<&'static str>>, Vec<String>) {
+    if ciphers.is_empty() {
+        return (None, Vec::new());
+    }
+    let mut chosen = Vec::new();
+    let mut notes = Vec::new();
+    for name in ciphers
+        .iter()
+        .flat_map(|c| c.split(':'))
+        .filter(|n| !n.is_empty())
+    {
+        if name.starts_with("TLS_AES_") || name.starts_with("TLS_CHACHA20_") {
+            continue; // TLS 1.3 suites are always offered
+        }
+        match OPENSSL_NAMES.iter().find(|(openssl, _)| *openssl == name) {
+            Some((_, iana)) => chosen.push(*iana),
+            None => {
+                let why = if name.starts_with("DHE-") || name.starts_with("EDH-") {
+                    "finite-field DHE is not offered"
+                } else if !name.contains("GCM") && !name.contains("CHACHA20") {
+                    "CBC and other non-AEAD suites are not offered"
+                } else {
+                    "not an ECDHE suite rustls implements"
+                };
+                notes.push(format!("cipher `{name}` is not honoured: {why}"));
+            }
+        }
+    }
+    (Some(chosen), notes)
+}
+
+/// The crypto provider for the listeners: ring's, with the suites `tls` allows.
+pub fn crypto_provider(tls: &TlsSettings) -> Result<CryptoProvider, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let (allowed, _) = cipher_policy(&tls.ciphers);
+    let tls12 = tls.protocols.contains(&TlsVersion::Tls12);
+    let tls13 = tls.protocols.contains(&TlsVersion::Tls13);
+    provider.cipher_suites.retain(|suite| match suite {
+        SupportedCipherSuite::Tls13(_) => tls13,
+        SupportedCipherSuite::Tls12(_) => {
+            let name = format!("{:?}", suite.suite());
+            tls12 && allowed.as_ref().is_none_or(|a| a.contains(&name.as_str()))
+        }
+    });
+    if provider.cipher_suites.is_empty() {
+        return Err("[tls] leaves no cipher suite to offer".into());
+    }
+    Ok(provider)
+}
+
+/// One loaded certificate and the names it serves.
+struct Loaded {
+    names: Vec<String>,
+    key: Arc<CertifiedKey>,
+}
+
+/// The certificates in use, swapped whole when a file changes.
+pub struct Certificates {
+    paths: Vec<CertificatePaths>,
+    current: ArcSwap<Vec<Loaded>>,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("paths", &self.paths)
+            .finish()
+    }
+}
+
+impl Certificates {
+    /// Loads every configured certificate; any error is fatal here (at start).
+    pub fn load(paths: &[CertificatePaths]) -> Result<Arc<Certificates>, String> {
+        let loaded = load_all(paths)?;
+        Ok(Arc::new(Certificates {
+            paths: paths.to_vec(),
+            current: ArcSwap::from_pointee(loaded),
+        }))
+    }
+
+    /// The names served by each certificate, in order (the first is the default).
+    pub fn names(&self) -> Vec<Vec<String>> {
+        self.current
+            .load()
+            .iter()
+            .map(|l| l.names.clone())
+            .collect()
+    }
+
+    /// Re-reads the files; a broken file keeps the certificates in use.
+    pub fn reload(&self) -> Result<(), String> {
+        let loaded = load_all(&self.paths)?;
+        self.current.store(Arc::new(loaded));
+        Ok(())
+    }
+
+    /// Checks the files' modification times every [`WATCH_INTERVAL`] and reloads on change.
+    pub fn watch(self: &Arc<Self>) -> std::io::Result<()> {
+        let certs = self.clone();
+        std::thread::Builder::new()
+            .name("cert-watch".into())
+            .spawn(move || {
+                let mut stamps = certs.stamps();
+                loop {
+                    std::thread::sleep(WATCH_INTERVAL);
+                    let now = certs.stamps();
+                    if now == stamps {
+                        continue;
+                    }
+                    // Let a writer finish the pair (cert and key are often written apart).
+                    std::thread::sleep(Duration::from_millis(200));
+                    stamps = certs.stamps();
+                    match certs.reload() {
+                        Ok(()) => tracing::info!(names = ?certs.names(), "TLS certificates reloaded"),
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            "TLS certificate files changed but cannot be loaded; keeping the old ones"
+                        ),
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    fn stamps(&self) -> Vec<Option<SystemTime>> {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        self.paths
+            .iter()
+            .flat_map(|p| [modified(&p.cert), modified(&p.key)])
+            .collect()
+    }
+
+    fn pick(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let all = self.current.load();
+        if let Some(name) = server_name.map(|n| n.to_ascii_lowercase()) {
+            let exact = all.iter().find(|l| l.names.contains(&name));
+            let wildcard = || {
+                all.iter().find(|l| {
+                    l.names.iter().any(|n| {
+                        n.strip_prefix('*').is_some_and(|suffix| {
+                            name.ends_with(suffix)
+                                && !name[..name.len() - suffix.len()].contains('.')
+                        })
+                    })
+                })
+            };
+            if let Some(found) = exact.or_else(wildcard) {
+                return Some(found.key.clone());
+            }
+        }
+        all.first().map(|l| l.key.clone())
+    }
+}
+
+/// rustls' hook: the certificate for a client hello.
+#[derive(Debug)]
+pub struct SniResolver(pub Arc<Certificates>);
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.pick(hello.server_name())
+    }
+}
+
+fn load_all(paths: &[CertificatePaths]) -> Result<Vec<Loaded>, String> {
+    paths.iter().map(load_one).collect()
+}
+
+fn load_one(paths: &CertificatePaths) -> Result<Loaded, String> {
+    let cert_file = paths.cert.display();
+    let key_file = paths.key.display();
+    let chain_pem = std::fs::read(&paths.cert).map_err(|e| format!("{cert_file}: {e}"))?;
+    let chain: Vec<_> = rustls_pemfile::certs(&mut chain_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{cert_file}: {e}"))?;
+    let Some(leaf) = chain.first() else {
+        return Err(format!("{cert_file}: no certificate in the file"));
+    };
+    let key_pem = std::fs::read(&paths.key).map_err(|e| format!("{key_file}: {e}"))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| format!("{key_file}: {e}"))?
+        .ok_or_else(|| format!("{key_file}: no private key in the file"))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("{key_file}: {e}"))?;
+    let certified = CertifiedKey::new(chain.clone(), signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("{cert_file} and {key_file} do not belong together: {e}"))?;
+    let names = names_of(leaf.as_ref()).map_err(|e| format!("{cert_file}: {e}"))?;
+    Ok(Loaded {
+        names,
+        key: Arc::new(certified),
+    })
+}
+
+/// The DNS names a certificate serves: its subjectAltName entries, else its common name.
+fn names_of(der: &[u8]) -> Result<Vec<String>, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        Some(d.to_ascii_lowercase())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names.extend(
+            cert.subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(|cn| cn.to_ascii_lowercase()),
+        );
+    }
+    Ok(names)
+}
+
+/// Writes a self-signed certificate for `names` (for local development and tests).
+pub fn generate_self_signed(names: &[&str], cert: &Path, key: &Path) -> Result<(), String> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    if let Some(dir) = cert.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(cert, generated.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
+    write_private(key, &generated.key_pair.serialize_pem())
+}
+
+fn write_private(path: &Path, pem: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(pem.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_nginx_cipher_list_keeps_its_ecdhe_gcm_suites_and_names_the_rest() {
+        let nginx = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:DHE-RSA-AES128-SHA256:DHE-RSA-AES256-SHA256:DHE-RSA-AES128-SHA:DHE-RSA-AES256-SHA";
+        let (chosen, notes) = cipher_policy(&[nginx.to_string()]);
+        assert_eq!(
+            chosen,
+            Some(vec![
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+            ])
+        );
+        assert_eq!(notes.len(), 8);
+        assert!(notes
+            .iter()
+            .any(|n| n.contains("DHE-RSA-AES128-SHA") && n.contains("DHE")));
+        assert!(notes
+            .iter()
+            .any(|n| n.contains("ECDHE-RSA-AES128-SHA`") && n.contains("CBC")));
+    }
+
+    #[test]
+    fn the_provider_offers_only_what_is_allowed() {
+        let tls = TlsSettings {
+            certificates: Vec::new(),
+            protocols: vec![TlsVersion::Tls12, TlsVersion::Tls13],
+            ciphers: vec!["ECDHE-RSA-AES128-GCM-SHA256".into()],
+            hsts: None,
+        };
+        let provider = crypto_provider(&tls).expect("provider");
+        let tls12: Vec<String> = provider
+            .cipher_suites
+            .iter()
+            .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert_eq!(tls12, vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]);
+        let only13 = TlsSettings {
+            protocols: vec![TlsVersion::Tls13],
+            ciphers: Vec::new(),
+            ..tls
+        };
+        let provider = crypto_provider(&only13).expect("provider");
+        assert!(provider
+            .cipher_suites
+            .iter()
+            .all(|s| matches!(s, SupportedCipherSuite::Tls13(_))));
+    }
+
+    #[test]
+    fn certificates_are_picked_by_name_with_the_first_as_default() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mk = |n: &str, names: &[&str]| {
+            let paths = CertificatePaths {
+                cert: dir.path().join(format!("{n}.crt")),
+                key: dir.path().join(format!("{n}.key")),
+            };
+            generate_self_signed(names, &paths.cert, &paths.key).expect("generate");
+            paths
+        };
+        let a = mk("a", &["a.example"]);
+        let b = mk("b", &["b.example", "*.wild.example"]);
+        let certs = Certificates::load(&[a, b]).expect("load");
+        let pick = |name: Option<&str>| {
+            let key = certs.pick(name).expect("a certificate");
+            names_of(key.end_entity_cert().expect("leaf").as_ref()).expect("names")[0].clone()
+        };
+        assert_eq!(pick(Some("a.example")), "a.example");
+        assert_eq!(pick(Some("B.EXAMPLE")), "b.example");
+        assert_eq!(pick(Some("x.wild.example")), "b.example");
+        assert_eq!(pick(Some("x.y.wild.example")), "a.example");
+        assert_eq!(pick(None), "a.example");
+    }
+
+    #[test]
+    fn a_broken_file_keeps_the_certificates_in_use() {
+        let dir = tempfile::tempdir().expect("dir");
+        let paths = CertificatePaths {
+            cert: dir.path().join("c.crt"),
+            key: dir.path().join("c.key"),
+        };
+        generate_self_signed(&["one.example"], &paths.cert, &paths.key).expect("generate");
+        let certs = Certificates::load(std::slice::from_ref(&paths)).expect("load");
+        std::fs::write(&paths.cert, "not a certificate").expect("write");
+        assert!(certs.reload().is_err());
+        assert_eq!(certs.names(), vec![vec!["one.example".to_string()]]);
+    }
+}

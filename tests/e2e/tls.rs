@@ -1,0 +1,422 @@
+//! The HTTPS front: protocols, SNI, ALPN h2, resumption, certificate reload, HSTS, redirects
+//! and gzip, seen by real TLS clients (rustls, and openssl s_client for what rustls refuses
+//! to speak).
+
+use crate::support::*;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Trusts whatever the edge presents: these tests look at which certificate it is.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn connector(alpn: &[&[u8]]) -> TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn connect(tls: &TlsConnector, addr: SocketAddr, sni: &str) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("tcp");
+    tls.connect(ServerName::try_from(sni.to_string()).expect("name"), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// The DNS names of the certificate the server presented.
+fn served_names(stream: &TlsStream<TcpStream>) -> Vec<String> {
+    let cert = &stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("a certificate")[0];
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).expect("x509");
+    let san = parsed
+        .subject_alternative_name()
+        .expect("san")
+        .expect("san");
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request on an open stream: (status line, lowercase head, body).
+async fn http1<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    path: &str,
+    extra: &str,
+) -> (String, String, Vec<u8>) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: edge.test\r\n{extra}\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status = head.lines().next().unwrap_or("").to_string();
+    let mut rest = buf[head_end..].to_vec();
+    let mut more = async |rest: &mut Vec<u8>| {
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk).await.expect("read body");
+        assert!(n > 0, "closed mid-body");
+        rest.extend_from_slice(&chunk[..n]);
+    };
+    if head.contains("transfer-encoding: chunked") {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                more(&mut rest).await;
+            };
+            let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .expect("chunk size");
+            while rest.len() < line_end + 2 + size + 2 {
+                more(&mut rest).await;
+            }
+            body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest.drain(..line_end + 2 + size + 2);
+            if size == 0 {
+                return (status, head, body);
+            }
+        }
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().expect("length"));
+    while rest.len() < length {
+        more(&mut rest).await;
+    }
+    (status, head, rest)
+}
+
+struct TlsEdge {
+    edge: Edge,
+    https: SocketAddr,
+    _app: services::RunningService,
+}
+
+fn certs(dir: &Path, name: &str, names: &[&str]) -> (String, String) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    edge::tls::generate_self_signed(names, &cert, &key).expect("certificate");
+    (cert.display().to_string(), key.display().to_string())
+}
+
+async fn tls_edge(dir: &Path, redirect: bool) -> TlsEdge {
+    let app = backend("app").await;
+    let (a_cert, a_key) = certs(dir, "a", &["a.example"]);
+    let (b_cert, b_key) = certs(dir, "b", &["b.example"]);
+    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let edge = Edge::start(
+        &format!("https_listen = [\"{https}\"]\nredirect_http_to_https = {redirect}"),
+        &format!(
+            r#"
+[tls]
+certificates = [{{ cert = "{a_cert}", key = "{a_key}" }}, {{ cert = "{b_cert}", key = "{b_key}" }}]
+[upstreams.app]
+servers = [{{ addr = "{}" }}]
+[[routes]]
+path = "/"
+upstream = "app"
+"#,
+            app.addr
+        ),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(https).is_err() {
+        assert!(std::time::Instant::now() < deadline, "https listener");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    TlsEdge {
+        edge,
+        https,
+        _app: app,
+    }
+}
+
+fn s_client(addr: SocketAddr, args: &[&str]) -> (bool, String) {
+    let mut child = std::process::Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(addr.to_string())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl (Debian's openssl package)");
+    let status = child.wait().expect("wait");
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut out);
+    }
+    (status.success() && !out.contains("Cipher is (NONE)"), out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_tls12_aead_and_tls13_are_spoken() {
+    let dir = tempfile::tempdir().expect("dir");
+    let t = tls_edge(dir.path(), false).await;
+    let (ok, out) = s_client(t.https, &["-tls1_3", "-servername", "a.example"]);
+    assert!(ok && out.contains("TLSv1.3"), "{out}");
+    let (ok, out) = s_client(
+        t.https,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256",
+        ],
+    );
+    assert!(ok && out.contains("TLSv1.2"), "{out}");
+    let (ok, out) = s_client(t.https, &["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]);
+    assert!(!ok, "TLS 1.1 must be refused: {out}");
+    let (ok, out) = s_client(
+        t.https,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA:AES128-SHA:DHE-RSA-AES128-SHA",
+        ],
+    );
+    assert!(!ok, "a CBC-only client must be refused: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sni_picks_the_certificate_h2_is_negotiated_and_sessions_resume() {
+    let dir = tempfile::tempdir().expect("dir");
+    let t = tls_edge(dir.path(), false).await;
+    let plain = connector(&[b"http/1.1"]);
+    assert_eq!(
+        served_names(&connect(&plain, t.https, "b.example").await),
+        vec!["b.example"]
+    );
+    assert_eq!(
+        served_names(&connect(&plain, t.https, "a.example").await),
+        vec!["a.example"]
+    );
+    assert_eq!(
+        served_names(&connect(&plain, t.https, "unknown.example").await),
+        vec!["a.example"],
+        "the first certificate is the default"
+    );
+
+    let h2 = connector(&[b"h2", b"http/1.1"]);
+    let stream = connect(&h2, t.https, "a.example").await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // A real HTTP/2 request over it.
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let request = http::Request::get("https://a.example/h2-check")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("h2 response");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("strict-transport-security"));
+
+    // The same connector keeps its session: the second handshake resumes.
+    let resuming = connector(&[b"http/1.1"]);
+    let first = connect(&resuming, t.https, "a.example").await;
+    let mut first = first;
+    let _ = http1(&mut first, "/warm", "").await; // TLS 1.3 tickets arrive after the handshake
+    let second = connect(&resuming, t.https, "a.example").await;
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewed_certificate_files_are_served_without_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let t = tls_edge(dir.path(), false).await;
+    let tls = connector(&[b"http/1.1"]);
+    let mut before = connect(&tls, t.https, "a.example").await;
+    assert_eq!(http1(&mut before, "/", "").await.0, "http/1.1 200 ok");
+
+    certs(dir.path(), "a", &["a.example", "renewed.a.example"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let names = served_names(&connect(&tls, t.https, "a.example").await);
+        if names.contains(&"renewed.a.example".to_string()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still serving {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        http1(&mut before, "/", "").await.0,
+        "http/1.1 200 ok",
+        "a connection opened before keeps working"
+    );
+
+    // A broken renewal keeps the certificate in use.
+    std::fs::write(dir.path().join("a.crt"), "garbage").expect("write");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let names = served_names(&connect(&tls, t.https, "a.example").await);
+    assert!(
+        names.contains(&"renewed.a.example".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        t.edge.log().contains("cannot be loaded"),
+        "{}",
+        t.edge.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hsts_only_on_https_and_plain_http_redirects_with_308_except_health() {
+    let dir = tempfile::tempdir().expect("dir");
+    let t = tls_edge(dir.path(), true).await;
+    let mut s = connect(&connector(&[b"http/1.1"]), t.https, "a.example").await;
+    let (status, head, _) = http1(&mut s, "/page", "").await;
+    assert_eq!(status, "http/1.1 200 ok");
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000; includesubdomains; preload")
+    );
+    let (status, head, _) = http1(&mut s, "/missing-route-is-routed-anyway", "").await;
+    assert!(status.starts_with("http/1.1 200"));
+    assert!(head.contains("strict-transport-security"));
+
+    let response = raw_request(
+        t.edge.http,
+        b"GET /a/b?c=d HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 308"), "{response}");
+    let lower = response.to_ascii_lowercase();
+    assert!(
+        lower.contains("location: https://shop.example/a/b?c=d"),
+        "{response}"
+    );
+    assert!(!lower.contains("strict-transport-security"));
+    let response = raw_request(
+        t.edge.http,
+        b"GET /health HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "/health is not redirected: {response}"
+    );
+    assert!(!response
+        .to_ascii_lowercase()
+        .contains("strict-transport-security"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_json_is_gzipped_and_small_json_is_not() {
+    let dir = tempfile::tempdir().expect("dir");
+    let t = tls_edge(dir.path(), false).await;
+    let mut s = connect(&connector(&[b"http/1.1"]), t.https, "a.example").await;
+    let (status, head, body) =
+        http1(&mut s, "/data?bytes=32768", "Accept-Encoding: gzip\r\n").await;
+    assert_eq!(status, "http/1.1 200 ok");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_end(&mut plain)
+        .expect("gunzip");
+    assert_eq!(plain.len(), 32768);
+    let json: serde_json::Value = serde_json::from_slice(&plain).expect("the original JSON");
+    assert_eq!(json["service"], "content-manager");
+    assert!(body.len() < 32768 / 4, "compressed to {}", body.len());
+
+    let (_, head, body) = http1(&mut s, "/data?bytes=500", "Accept-Encoding: gzip\r\n").await;
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert_eq!(body.len(), 500);
+
+    // Without Accept-Encoding, the large body comes as is.
+    let (_, head, body) = http1(&mut s, "/data?bytes=32768", "").await;
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert_eq!(body.len(), 32768);
+}
