@@ -30,6 +30,15 @@ impl ServeHttp for AdminApp {
         let (status, body) = match (path.as_str(), post) {
             ("/health", _) => self.health(&snapshot),
             ("/status", _) => (200, self.status(&snapshot)),
+            ("/metrics", _) => {
+                let text = crate::observe::metrics::render(&snapshot, &self.reloader.stats);
+                return Response::builder()
+                    .status(200)
+                    .header("content-type", "text/plain; version=0.0.4")
+                    .header("content-length", text.len())
+                    .body(text.into_bytes())
+                    .unwrap_or_else(|_| Response::new(Vec::new()));
+            }
             ("/reload", true) => self.reload().await,
             ("/reload", false) => (
                 405,
@@ -194,6 +203,19 @@ pub fn rfc3339_now() -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     rfc3339(secs)
+}
+
+/// Now as RFC 3339 UTC with milliseconds ("2024-01-15T10:30:00.123Z"), for log lines.
+pub fn rfc3339_millis_now() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = rfc3339(now.as_secs());
+    format!(
+        "{}.{:03}Z",
+        &seconds[..seconds.len() - 1],
+        now.subsec_millis()
+    )
 }
 
 /// Seconds since the epoch as RFC 3339 UTC (Howard Hinnant's civil-from-days).

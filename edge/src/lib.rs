@@ -11,6 +11,7 @@ pub mod client;
 pub mod compress;
 pub mod config;
 pub mod health;
+pub mod observe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

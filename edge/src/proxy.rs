@@ -8,10 +8,13 @@
 //! fail_to_connect / error_while_proxy: passive failures ▸ next upstream
 //! upstream_response_filter / response_filter: success ▸ response headers (HSTS) ▸ gzip or not
 //! fail_to_proxy: the error the client sees
+//! logging: metrics ▸ access log (queued to its writer thread)
 
 use crate::client;
 use crate::compress;
 use crate::config::DEFAULT_GZIP_LEVEL;
+use crate::observe::access_log;
+use crate::observe::metrics::{METRICS, UNROUTED};
 use crate::ratelimit::{self, Admission};
 use crate::respond;
 use crate::route::normalize_host;
@@ -30,6 +33,7 @@ use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::{ErrorSource, ErrorType, RetryType};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The edge's proxy logic; the config it follows is swapped underneath by reloads.
 pub struct EdgeProxy {
@@ -53,6 +57,30 @@ pub struct RequestCtx {
     pub server: Option<(usize, InflightGuard)>,
     /// The upstream's response header has arrived: no more retries.
     pub response_started: bool,
+    /// When the request started, and when its current upstream attempt started.
+    pub started: Instant,
+    pub upstream_started: Option<Instant>,
+    /// How long the upstream took to answer (its response header).
+    pub upstream_elapsed: Option<Duration>,
+    /// The rate-limit outcome, for the access log.
+    pub limit: Option<String>,
+    _in_flight: InFlight,
+}
+
+/// Counts a request in `edge_requests_in_flight` while it lives.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> InFlight {
+        METRICS.in_flight.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.in_flight.dec();
+    }
 }
 
 #[async_trait]
@@ -75,6 +103,11 @@ impl ProxyHttp for EdgeProxy {
             attempts: Attempts::default(),
             server: None,
             response_started: false,
+            started: Instant::now(),
+            upstream_started: None,
+            upstream_elapsed: None,
+            limit: None,
+            _in_flight: InFlight::new(),
         }
     }
 
@@ -135,6 +168,8 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         };
 
+        ctx.route = Some(route.clone());
+
         // Who may use it.
         if !route.allows(ctx.client_ip) {
             respond::json_error(session, 403, "forbidden", &ctx.request_id, &ctx.hsts()).await?;
@@ -142,7 +177,15 @@ impl ProxyHttp for EdgeProxy {
         }
 
         // How fast it may come (nginx limit_req): every zone of the route must admit.
-        match ratelimit::admit(&route.limits, ctx.client_ip).await {
+        let admission = ratelimit::admit(&route.limits, ctx.client_ip).await;
+        if !route.limits.is_empty() {
+            ctx.limit = Some(match &admission {
+                Admission::Pass { delay } if !delay.is_zero() => "delayed".to_string(),
+                Admission::Pass { .. } => "passed".to_string(),
+                Admission::Reject { zone, .. } => format!("rejected:{zone}"),
+            });
+        }
+        match admission {
             Admission::Pass { delay } if !delay.is_zero() => tokio::time::sleep(delay).await,
             Admission::Pass { .. } => {}
             Admission::Reject { zone, retry_after } => {
@@ -170,12 +213,9 @@ impl ProxyHttp for EdgeProxy {
 
         // Websocket upgrades are relayed by the edge itself (see websocket.rs).
         if route.settings.websocket && session.is_upgrade_req() {
-            ctx.route = Some(route.clone());
             websocket::tunnel(session, ctx, &route).await?;
             return Ok(true);
         }
-
-        ctx.route = Some(route);
         Ok(false)
     }
 
@@ -218,9 +258,13 @@ impl ProxyHttp for EdgeProxy {
                 format!("no live servers in upstream {}", upstream.name),
             );
         };
+        if ctx.attempts.count > 0 {
+            METRICS.retry(&upstream.name);
+        }
         ctx.attempts.mark(index);
         let server = &upstream.servers[index];
         ctx.server = Some((index, InflightGuard::new(server.state.clone())));
+        ctx.upstream_started = Some(Instant::now());
         let addr = server.addr.ok_or_else(|| {
             Error::explain(ErrorType::ConnectNoRoute, "server address does not resolve")
         })?;
@@ -313,6 +357,11 @@ impl ProxyHttp for EdgeProxy {
         ctx.response_started = true;
         if let (Some(route), Some((index, _))) = (&ctx.route, &ctx.server) {
             route.upstream.report_success(*index);
+            if let Some(started) = ctx.upstream_started {
+                let elapsed = started.elapsed();
+                ctx.upstream_elapsed = Some(elapsed);
+                route.metrics.observe_upstream(elapsed.as_secs_f64());
+            }
         }
         Ok(())
     }
@@ -336,6 +385,50 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        let req = session.req_header();
+        let metrics = ctx.route.as_ref().map_or(&*UNROUTED, |r| &r.metrics);
+        metrics.observe(&req.method, status, elapsed.as_secs_f64());
+        if !access_log::enabled() {
+            return;
+        }
+        let header = |name: http::header::HeaderName| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let server = ctx
+            .route
+            .as_ref()
+            .zip(ctx.server.as_ref().map(|(i, _)| *i).or(ctx.attempts.last()))
+            .and_then(|(r, i)| r.upstream.servers.get(i))
+            .map(|s| s.addr_text.clone());
+        access_log::log(access_log::Entry {
+            timestamp: crate::admin::rfc3339_millis_now(),
+            request_id: std::mem::take(&mut ctx.request_id),
+            client_ip: ctx.client_ip.to_string(),
+            method: req.method.to_string(),
+            host: request_host(req),
+            path: req.uri.path().to_string(),
+            status,
+            bytes_sent: session.body_bytes_sent(),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream: ctx.route.as_ref().map(|r| r.upstream.name.clone()),
+            server,
+            upstream_duration_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0),
+            route: ctx.route.as_ref().map(|r| r.name.clone()),
+            limit: ctx.limit.take(),
+            tls_version: session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .map(|t| t.version.to_string()),
+            user_agent: header(http::header::USER_AGENT),
+        });
     }
 
     async fn fail_to_proxy(

@@ -285,6 +285,9 @@ impl Diff {
         if oe.keepalive_requests != ne.keepalive_requests {
             d.needs_restart.push("edge.keepalive_requests".into());
         }
+        if oe.access_log != ne.access_log {
+            d.needs_restart.push("edge.access_log".into());
+        }
         if old.tls != new.tls {
             d.needs_restart.push("[tls]".into());
         }
@@ -297,7 +300,6 @@ impl Diff {
                 oe.redirect_http_to_https != ne.redirect_http_to_https,
                 "edge.redirect_http_to_https",
             ),
-            (oe.access_log != ne.access_log, "edge.access_log"),
             (
                 oe.keepalive_timeout != ne.keepalive_timeout,
                 "edge.keepalive_timeout",

@@ -45,6 +45,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     )));
 
     std::fs::create_dir_all(&options.runtime_dir)?;
+    crate::observe::access_log::start(&edge.access_log)?;
     let mut conf = ServerConf {
         threads: edge.threads,
         pid_file: options.runtime_dir.join("edge.pid").display().to_string(),

@@ -5,6 +5,7 @@
 //! (each server's [`ServerState`]) by taking it from the previous snapshot.
 
 use crate::config::{Config, RouteSettings};
+use crate::observe::metrics::RouteMetrics;
 use crate::ratelimit::{self, RouteLimit, Zone};
 use crate::route::Router;
 use crate::upstream::{Server, ServerState, Upstream};
@@ -22,6 +23,8 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     /// The rate-limit zones every request must pass, in order.
     pub limits: Vec<RouteLimit>,
+    /// Its request metrics, resolved once.
+    pub metrics: RouteMetrics,
 }
 
 impl Route {
@@ -118,6 +121,7 @@ impl Snapshot {
                 })
                 .collect();
             let route = Route {
+                metrics: RouteMetrics::new(&name, &upstream.name),
                 name,
                 settings: settings.clone(),
                 upstream: upstream.clone(),

@@ -37,9 +37,14 @@ impl Edge {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let dir = tempfile::tempdir().expect("temp dir");
+        let access_log = if edge_lines.contains("access_log") {
+            ""
+        } else {
+            "access_log = \"off\"\n"
+        };
         let config = format!(
             "[edge]\nhttp_listen = [\"{http}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n\
-             access_log = \"off\"\n{edge_lines}\n{rest}"
+             {access_log}{edge_lines}\n{rest}"
         );
         let path = dir.path().join("upstreams.toml");
         std::fs::write(&path, config).expect("write config");

@@ -34,6 +34,8 @@ pub struct ServerState {
     probe_up: AtomicBool,
     /// Requests sent to this server in all (for /status and tests).
     pub requests: AtomicU64,
+    /// Failures counted in all (for metrics).
+    failures_total: AtomicU64,
     /// The last probe said "degraded" (still up).
     degraded: AtomicBool,
     /// When this server first appeared (for the health `start_period`).
@@ -49,6 +51,7 @@ impl Default for ServerState {
             accessed_ms: AtomicU64::new(0),
             probe_up: AtomicBool::new(true),
             requests: AtomicU64::new(0),
+            failures_total: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
             created: Instant::now(),
         }
@@ -73,6 +76,11 @@ impl ServerState {
 
     pub fn set_degraded(&self, degraded: bool) {
         self.degraded.store(degraded, Ordering::Relaxed);
+    }
+
+    /// Failures counted since the start.
+    pub fn failures(&self) -> u64 {
+        self.failures_total.load(Ordering::Relaxed)
     }
 
     /// Failures counted since the last success.
@@ -107,6 +115,11 @@ impl Server {
     /// nginx never takes out for failures).
     pub(crate) fn usable(&self, now: u64, single: bool) -> bool {
         self.addr.is_some() && self.state.probe_up() && (single || !self.failed_out(now))
+    }
+
+    /// Whether passive failure accounting lets the server take traffic now.
+    pub fn passive_up(&self) -> bool {
+        !self.failed_out(now_ms())
     }
 
     /// Whether passive and active health both let the server take traffic now.
@@ -152,6 +165,11 @@ impl Attempts {
             self.tried.push(index);
         }
         self.count += 1;
+    }
+
+    /// The server tried last.
+    pub fn last(&self) -> Option<usize> {
+        self.tried.last().copied()
     }
 
     /// Forgets that `index` was tried: a stale pooled connection is no verdict on the server.
@@ -225,6 +243,7 @@ impl Upstream {
         let Some(server) = self.servers.get(index) else {
             return;
         };
+        server.state.failures_total.fetch_add(1, Ordering::Relaxed);
         if self.servers.len() == 1 {
             return;
         }

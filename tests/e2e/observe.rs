@@ -1,0 +1,286 @@
+//! Metrics and access logs move with what happens.
+
+use crate::support::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Parses the exposition into `name{labels}` -> value.
+async fn scrape(edge: &Edge) -> (String, BTreeMap<String, f64>) {
+    let text = client()
+        .get(format!("http://{}/metrics", edge.admin))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let mut series = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        if let Some((name, value)) = line.rsplit_once(' ') {
+            series.insert(name.to_string(), value.parse().unwrap_or(f64::NAN));
+        }
+    }
+    (text, series)
+}
+
+fn value(series: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    series
+        .iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name) && labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+fn observed_config(app: std::net::SocketAddr, dead: u16) -> String {
+    format!(
+        r#"
+[zones.api]
+rate = "1r/m"
+[upstreams.app]
+servers = [{{ addr = "{app}" }}]
+[upstreams.gone]
+servers = [{{ addr = "127.0.0.1:{dead}" }}, {{ addr = "127.0.0.1:{dead2}" }}]
+[[routes]]
+path = "/api/"
+upstream = "app"
+limit = [{{ zone = "api", burst = 1, nodelay = true }}]
+[[routes]]
+path = "/gone/"
+upstream = "gone"
+"#,
+        dead2 = dead + 1
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
+    let app = backend("app").await;
+    let dead = free_port();
+    let edge = Edge::start("", &observed_config(app.addr, dead));
+    let c = client();
+    for _ in 0..3 {
+        get_json(&c, &edge.url("/api/x"), &[]).await; // 2 pass, 1 rejected
+    }
+    let (status, _) = get_json(&c, &edge.url("/gone/x"), &[]).await;
+    assert_eq!(status, 502);
+    let (_, m) = scrape(&edge).await;
+    assert_eq!(
+        value(
+            &m,
+            "edge_requests_total",
+            &["route=\"/api/\"", "status_class=\"2xx\""]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "edge_requests_total",
+            &["route=\"/api/\"", "status_class=\"4xx\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "edge_requests_total",
+            &["route=\"/gone/\"", "status_class=\"5xx\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "edge_request_duration_seconds_count",
+            &["route=\"/api/\""]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "edge_upstream_response_duration_seconds_count",
+            &["upstream=\"app\""]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "edge_ratelimit_requests_total",
+            &["zone=\"api\"", "outcome=\"rejected\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "edge_ratelimit_requests_total",
+            &["zone=\"api\"", "outcome=\"passed\""]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&m, "edge_upstream_failures_total", &["upstream=\"gone\""]),
+        2.0
+    );
+    assert_eq!(
+        value(&m, "edge_upstream_retries_total", &["upstream=\"gone\""]),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "edge_upstream_server_up", &["upstream=\"app\""]),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "edge_upstream_healthy_servers", &["upstream=\"gone\""]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "edge_upstream_server_health",
+            &["upstream=\"gone\"", "check=\"passive\""]
+        ),
+        0.0
+    );
+    assert_eq!(value(&m, "edge_requests_in_flight", &[]), 0.0);
+    assert_eq!(value(&m, "edge_build_info", &[]), 1.0);
+    assert_eq!(value(&m, "edge_config_info", &[]), 1.0);
+    assert_eq!(
+        value(&m, "edge_config_reloads_total", &["result=\"success\""]),
+        0.0
+    );
+
+    // A bad reload and a good one.
+    let path = edge.dir.path().join("upstreams.toml");
+    let good = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, format!("{good}\nnonsense = 1\n")).expect("write");
+    let refused = c
+        .post(format!("http://{}/reload", edge.admin))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(refused.status().as_u16(), 400);
+    std::fs::write(&path, good.replace("rate = \"1r/m\"", "rate = \"2r/m\"")).expect("write");
+    let applied = c
+        .post(format!("http://{}/reload", edge.admin))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(applied.status().as_u16(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await; // the watcher may count the bad one too
+    let (text, m) = scrape(&edge).await;
+    assert!(value(&m, "edge_config_reloads_total", &["result=\"failure\""]) >= 1.0);
+    assert_eq!(
+        value(&m, "edge_config_reloads_total", &["result=\"success\""]),
+        1.0
+    );
+    assert!(value(&m, "edge_config_last_reload_success_timestamp_seconds", &[]) > 1.7e9);
+
+    // The exposition is valid by Prometheus' own checker.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = promtool.wait_with_output().expect("promtool");
+    let problems =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool check metrics:\n{problems}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_lines_carry_every_field() {
+    let app = backend("app").await;
+    let dead = free_port();
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let edge = Edge::start(
+        &format!("access_log = \"{}\"", log.display()),
+        &observed_config(app.addr, dead),
+    );
+    let c = client();
+    let ua = [("user-agent", "edge-test/1")];
+    get_json(&c, &edge.url("/api/ok?q=1"), &ua).await;
+    get_json(&c, &edge.url("/api/ok"), &ua).await;
+    get_json(&c, &edge.url("/api/limited"), &ua).await;
+    get_json(&c, &edge.url("/nowhere"), &ua).await;
+    get_json(&c, &edge.url("/gone/x"), &ua).await;
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+            .collect();
+        if lines.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    let fields = [
+        "timestamp",
+        "request_id",
+        "client_ip",
+        "method",
+        "host",
+        "path",
+        "status",
+        "bytes_sent",
+        "duration_ms",
+        "upstream",
+        "server",
+        "upstream_duration_ms",
+        "route",
+        "limit",
+        "tls_version",
+        "user_agent",
+    ];
+    for line in &lines {
+        for f in fields {
+            assert!(line.get(f).is_some(), "{f} missing in {line}");
+        }
+        assert_eq!(line["user_agent"], "edge-test/1");
+        assert_eq!(line["client_ip"], "127.0.0.1");
+        assert_eq!(line["request_id"].as_str().map(str::len), Some(32));
+    }
+    let by_path = |p: &str| lines.iter().find(|l| l["path"] == p).expect(p).clone();
+    let ok = by_path("/api/ok");
+    assert_eq!(
+        (ok["status"].as_u64(), ok["route"].as_str()),
+        (Some(200), Some("/api/"))
+    );
+    assert_eq!(ok["upstream"], "app");
+    assert_eq!(ok["server"], app.addr.to_string());
+    assert!(ok["upstream_duration_ms"].as_f64().is_some());
+    assert_eq!(ok["limit"], "passed");
+    assert!(ok["bytes_sent"].as_u64() > Some(0));
+    let limited = by_path("/api/limited");
+    assert_eq!(
+        (limited["status"].as_u64(), limited["limit"].as_str()),
+        (Some(429), Some("rejected:api"))
+    );
+    let missing = by_path("/nowhere");
+    assert_eq!(missing["status"], 404);
+    assert!(missing["route"].is_null());
+    let gone = by_path("/gone/x");
+    assert_eq!(gone["status"], 502);
+    assert_eq!(gone["upstream"], "gone");
+    assert!(gone["server"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("127.0.0.1:")));
+}
