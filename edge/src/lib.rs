@@ -15,6 +15,7 @@ pub mod observe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
+pub mod request;
 pub mod respond;
 pub mod route;
 pub mod server;

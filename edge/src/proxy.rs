@@ -1,7 +1,7 @@
 //! The request's path through the edge, top to bottom, as Pingora's `ProxyHttp` phases.
 //!
 //! early_request_filter: compression level
-//! request_filter: snapshot ▸ client ▸ redirect ▸ route ▸ allow ▸ rate limit ▸ body size
+//! request_filter: snapshot ▸ client ▸ framing, host and path checks ▸ redirect ▸ route ▸ allow ▸ rate limit ▸ body size
 //!                 ▸ (websocket tunnel)
 //! upstream_peer: balance ▸ peer with the upstream's timeouts
 //! upstream_request_filter: forwarding headers
@@ -16,6 +16,7 @@ use crate::config::DEFAULT_GZIP_LEVEL;
 use crate::observe::access_log;
 use crate::observe::metrics::{METRICS, UNROUTED};
 use crate::ratelimit::{self, Admission};
+use crate::request;
 use crate::respond;
 use crate::route::normalize_host;
 use crate::snapshot::{Route, Snapshot};
@@ -130,7 +131,10 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = ctx.snapshot.clone();
         let edge = &snapshot.config.edge;
-        session.set_keepalive(Some(edge.keepalive_timeout.as_secs()));
+        // Keep-alive as configured, unless the request or Pingora already ended it.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(edge.keepalive_timeout.as_secs()));
+        }
 
         // Who is asking.
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
@@ -146,8 +150,23 @@ impl ProxyHttp for EdgeProxy {
         ctx.request_id =
             client::request_id(session.get_header("x-request-id").map(|v| v.as_bytes()));
 
-        let host = request_host(session.req_header());
-        let path = session.req_header().uri.path();
+        // What it asks for: one sane Host, a path normalised for matching.
+        let raw_head = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
+        let checked = request::framing(session.req_header(), raw_head.as_deref())
+            .and_then(|()| request::host(session.req_header()))
+            .and_then(|host| {
+                let path = request::normalize_path(session.req_header().uri.path())?;
+                Ok((host.to_string(), path.into_owned()))
+            });
+        let (host, path) = match checked {
+            Ok(found) => found,
+            Err((status, why)) => {
+                // Whatever follows on this connection cannot be trusted to be a request.
+                session.set_keepalive(None);
+                respond::json_error(session, status, why, &ctx.request_id, &ctx.hsts()).await?;
+                return Ok(true);
+            }
+        };
 
         // Plain HTTP goes to https, except the health check.
         if !ctx.tls && snapshot.redirects_to_https() && path != "/health" {
@@ -156,7 +175,7 @@ impl ProxyHttp for EdgeProxy {
         }
 
         // Which route.
-        let Some(route) = snapshot.router.find(&normalize_host(&host), path).cloned() else {
+        let Some(route) = snapshot.router.find(&normalize_host(&host), &path).cloned() else {
             respond::json_error(
                 session,
                 404,
@@ -396,38 +415,39 @@ impl ProxyHttp for EdgeProxy {
         if !access_log::enabled() {
             return;
         }
-        let header = |name: http::header::HeaderName| {
-            req.headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
         let server = ctx
             .route
             .as_ref()
             .zip(ctx.server.as_ref().map(|(i, _)| *i).or(ctx.attempts.last()))
-            .and_then(|(r, i)| r.upstream.servers.get(i))
-            .map(|s| s.addr_text.clone());
-        access_log::log(access_log::Entry {
-            timestamp: crate::admin::rfc3339_millis_now(),
-            request_id: std::mem::take(&mut ctx.request_id),
-            client_ip: ctx.client_ip.to_string(),
-            method: req.method.to_string(),
-            host: request_host(req),
-            path: req.uri.path().to_string(),
+            .and_then(|(r, i)| r.upstream.servers.get(i));
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let timestamp = crate::admin::rfc3339_millis_now();
+        access_log::log(&access_log::Entry {
+            timestamp: &timestamp,
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip,
+            method: req.method.as_str(),
+            host: host.or(req.uri.host()).unwrap_or(""),
+            path: req.uri.path(),
             status,
             bytes_sent: session.body_bytes_sent(),
             duration_ms: elapsed.as_secs_f64() * 1000.0,
-            upstream: ctx.route.as_ref().map(|r| r.upstream.name.clone()),
-            server,
+            upstream: ctx.route.as_ref().map(|r| r.upstream.name.as_str()),
+            server: server.map(|s| s.addr_text.as_str()),
             upstream_duration_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0),
-            route: ctx.route.as_ref().map(|r| r.name.clone()),
-            limit: ctx.limit.take(),
+            route: ctx.route.as_ref().map(|r| r.name.as_str()),
+            limit: ctx.limit.as_deref(),
             tls_version: session
                 .digest()
                 .and_then(|d| d.ssl_digest.as_ref())
-                .map(|t| t.version.to_string()),
-            user_agent: header(http::header::USER_AGENT),
+                .map(|t| &*t.version),
+            user_agent: req
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
         });
     }
 
@@ -492,18 +512,4 @@ fn error_status(e: &Error) -> u16 {
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
     }
-}
-
-/// The request's host: the Host header, or the URI's authority (HTTP/2, absolute-form).
-fn request_host(req: &RequestHeader) -> String {
-    if let Some(host) = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
-        return host.to_string();
-    }
-    req.uri
-        .authority()
-        .map_or_else(String::new, |a| a.as_str().to_string())
 }

@@ -7,6 +7,7 @@ mod check;
 mod failover;
 mod headers;
 mod health;
+mod hostile;
 mod observe;
 mod ratelimit;
 mod reload;

@@ -296,3 +296,25 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+/// A misbehaving backend: reads each request, writes `answer` and closes (or, with
+/// `hang`, writes it and then keeps the connection open without a word more).
+pub fn scripted_backend(answer: Vec<u8>, hang: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(&answer);
+                if hang {
+                    std::thread::sleep(Duration::from_secs(30));
+                }
+            });
+        }
+    });
+    addr
+}

@@ -1,49 +1,124 @@
-//! The access log: one JSON object per request, written by a thread of its own so that a slow
-//! disk or pipe never slows a request. Lines wait in a bounded queue; when it is full a line
-//! is dropped and counted rather than blocking. A file target is reopened on SIGUSR1 (after
-//! logrotate moves it) and when the file is replaced or removed.
+//! The access log: one JSON object per request.
+//!
+//! A request formats its line into a shared buffer (a short lock, no wake-up of anything); a
+//! writer thread of its own swaps the buffer out every 100 ms (sooner when it fills) and
+//! writes it, so a slow disk or pipe never slows a request and no syscall is made per line.
+//! If the writer falls behind by more than [`MAX_PENDING`] bytes, lines are dropped and
+//! counted rather than blocking. A file target is reopened on SIGUSR1 and when the file is
+//! moved or removed (logrotate).
 
 use crate::config::AccessLog;
-use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-/// Lines that may wait for the writer.
-const QUEUE: usize = 65_536;
+/// Bytes that may wait for the writer before lines are dropped.
+const MAX_PENDING: usize = 16 << 20;
+/// A buffer this full wakes the writer early.
+const WAKE_AT: usize = 256 << 10;
 
-/// One request, as logged.
-#[derive(Debug, Serialize)]
-pub struct Entry {
-    pub timestamp: String,
-    pub request_id: String,
-    pub client_ip: String,
-    pub method: String,
-    pub host: String,
-    pub path: String,
+/// One request, as logged (borrowed from the request).
+#[derive(Debug)]
+pub struct Entry<'a> {
+    pub timestamp: &'a str,
+    pub request_id: &'a str,
+    pub client_ip: std::net::IpAddr,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
     pub status: u16,
     pub bytes_sent: usize,
     pub duration_ms: f64,
-    pub upstream: Option<String>,
-    pub server: Option<String>,
+    pub upstream: Option<&'a str>,
+    pub server: Option<&'a str>,
     pub upstream_duration_ms: Option<f64>,
-    pub route: Option<String>,
+    pub route: Option<&'a str>,
     /// The rate-limit outcome: "passed", "delayed", "rejected:ZONE", or none without limits.
-    pub limit: Option<String>,
-    pub tls_version: Option<String>,
-    pub user_agent: Option<String>,
+    pub limit: Option<&'a str>,
+    pub tls_version: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+impl Entry<'_> {
+    /// Appends the entry as one JSON line.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        out.extend_from_slice(b"{\"timestamp\":");
+        json_str(out, self.timestamp);
+        out.extend_from_slice(b",\"request_id\":");
+        json_str(out, self.request_id);
+        let _ = write!(out, ",\"client_ip\":\"{}\"", self.client_ip);
+        out.extend_from_slice(b",\"method\":");
+        json_str(out, self.method);
+        out.extend_from_slice(b",\"host\":");
+        json_str(out, self.host);
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, self.path);
+        let _ = write!(
+            out,
+            ",\"status\":{},\"bytes_sent\":{},\"duration_ms\":{:.3}",
+            self.status, self.bytes_sent, self.duration_ms
+        );
+        for (key, value) in [("upstream", self.upstream), ("server", self.server)] {
+            let _ = write!(out, ",\"{key}\":");
+            json_opt(out, value);
+        }
+        out.extend_from_slice(b",\"upstream_duration_ms\":");
+        match self.upstream_duration_ms {
+            Some(ms) => {
+                let _ = write!(out, "{ms:.3}");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        for (key, value) in [
+            ("route", self.route),
+            ("limit", self.limit),
+            ("tls_version", self.tls_version),
+            ("user_agent", self.user_agent),
+        ] {
+            let _ = write!(out, ",\"{key}\":");
+            json_opt(out, value);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+fn json_opt(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(v) => json_str(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string with the escapes JSON requires (control characters, `"` and `\`).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f | 0x7f => {
+                let _ = std::io::Write::write_fmt(out, format_args!("\\u{b:04x}"));
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
 }
 
 /// The process's access log.
-pub struct AccessLogger {
-    sender: SyncSender<Entry>,
-    pub dropped: AtomicU64,
+struct AccessLogger {
+    pending: Mutex<Vec<u8>>,
+    wake: Condvar,
+    dropped: AtomicU64,
 }
 
-static LOGGER: OnceLock<Option<AccessLogger>> = OnceLock::new();
+static LOGGER: OnceLock<Option<Arc<AccessLogger>>> = OnceLock::new();
 
 /// Starts the writer for `target` (once per process); `Off` logs nothing.
 pub fn start(target: &AccessLog) -> std::io::Result<()> {
@@ -56,18 +131,25 @@ pub fn start(target: &AccessLog) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Queues one entry; never blocks.
-pub fn log(entry: Entry) {
-    if let Some(Some(logger)) = LOGGER.get() {
-        if let Err(TrySendError::Full(_)) = logger.sender.try_send(entry) {
-            logger.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Whether an access log is being written (so requests can skip building entries).
 pub fn enabled() -> bool {
     matches!(LOGGER.get(), Some(Some(_)))
+}
+
+/// Appends one entry; never blocks on I/O.
+pub fn log(entry: &Entry<'_>) {
+    let Some(Some(logger)) = LOGGER.get() else {
+        return;
+    };
+    let mut pending = logger.pending.lock().unwrap_or_else(|p| p.into_inner());
+    if pending.len() > MAX_PENDING {
+        logger.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    entry.write_json(&mut pending);
+    if pending.len() >= WAKE_AT {
+        logger.wake.notify_one();
+    }
 }
 
 /// Lines dropped because the writer fell behind.
@@ -78,48 +160,43 @@ pub fn dropped() -> u64 {
     }
 }
 
-fn spawn(path: Option<PathBuf>) -> std::io::Result<AccessLogger> {
-    let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE);
+fn spawn(path: Option<PathBuf>) -> std::io::Result<Arc<AccessLogger>> {
+    let logger = Arc::new(AccessLogger {
+        pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
+        wake: Condvar::new(),
+        dropped: AtomicU64::new(0),
+    });
     let reopen = Arc::new(AtomicBool::new(false));
     if path.is_some() {
         signal_reopen(reopen.clone())?;
     }
     let mut out = Output::open(path)?;
+    let writer = logger.clone();
     std::thread::Builder::new()
         .name("access-log".into())
-        .spawn(move || write_loop(receiver, &mut out, &reopen))?;
-    Ok(AccessLogger {
-        sender,
-        dropped: AtomicU64::new(0),
-    })
+        .spawn(move || write_loop(&writer, &mut out, &reopen))?;
+    Ok(logger)
 }
 
-fn write_loop(receiver: Receiver<Entry>, out: &mut Output, reopen: &AtomicBool) {
-    let mut line = Vec::with_capacity(512);
-    let mut write = |out: &mut Output, entry: &Entry| {
-        line.clear();
-        if serde_json::to_writer(&mut line, entry).is_ok() {
-            line.push(b'\n');
-            out.write(&line);
-        }
-    };
+fn write_loop(logger: &AccessLogger, out: &mut Output, reopen: &AtomicBool) {
+    let mut batch = Vec::with_capacity(WAKE_AT * 2);
     loop {
-        let first = match receiver.recv_timeout(Duration::from_millis(200)) {
-            Ok(e) => Some(e),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-        };
+        {
+            let pending = logger.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut pending, _) = logger
+                .wake
+                .wait_timeout_while(pending, Duration::from_millis(100), |p| p.len() < WAKE_AT)
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::swap(&mut *pending, &mut batch);
+        }
         if reopen.swap(false, Ordering::Relaxed) || out.replaced() {
             out.reopen();
         }
-        if let Some(entry) = first {
-            write(out, &entry);
-            // Write the whole burst, then flush once: lines are never held while idle.
-            while let Ok(entry) = receiver.try_recv() {
-                write(out, &entry);
-            }
+        if !batch.is_empty() {
+            out.write(&batch);
+            out.flush();
+            batch.clear();
         }
-        out.flush();
     }
 }
 
@@ -133,14 +210,13 @@ struct Output {
 impl Output {
     fn open(path: Option<PathBuf>) -> std::io::Result<Output> {
         let (writer, inode): (Box<dyn Write + Send>, _) = match &path {
-            None => (Box::new(std::io::BufWriter::new(std::io::stdout())), None),
+            None => (Box::new(std::io::stdout()), None),
             Some(p) => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(p)?;
-                let inode = inode_of(p);
-                (Box::new(std::io::BufWriter::new(file)), inode)
+                (Box::new(file), inode_of(p))
             }
         };
         Ok(Output {
@@ -150,8 +226,10 @@ impl Output {
         })
     }
 
-    fn write(&mut self, line: &[u8]) {
-        let _ = self.writer.write_all(line);
+    fn write(&mut self, bytes: &[u8]) {
+        if let Err(e) = self.writer.write_all(bytes) {
+            tracing::error!(error = %e, "cannot write the access log");
+        }
     }
 
     fn flush(&mut self) {
@@ -198,4 +276,41 @@ fn signal_reopen(flag: Arc<AtomicBool>) -> std::io::Result<()> {
             })
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_valid_json_whatever_the_client_sent() {
+        let entry = Entry {
+            timestamp: "2026-01-01T00:00:00.000Z",
+            request_id: "abc",
+            client_ip: "203.0.113.1".parse().expect("ip"),
+            method: "GET",
+            host: "a\"b",
+            path: "/x\\y\u{1}",
+            status: 200,
+            bytes_sent: 12,
+            duration_ms: 1.5,
+            upstream: Some("app"),
+            server: None,
+            upstream_duration_ms: Some(0.25),
+            route: Some("/"),
+            limit: None,
+            tls_version: None,
+            user_agent: Some("ü\n"),
+        };
+        let mut out = Vec::new();
+        entry.write_json(&mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["host"], "a\"b");
+        assert_eq!(v["path"], "/x\\y\u{1}");
+        assert_eq!(v["user_agent"], "ü\n");
+        assert_eq!(v["server"], serde_json::Value::Null);
+        assert_eq!(v["upstream_duration_ms"], 0.25);
+        assert_eq!(v["status"], 200);
+    }
 }

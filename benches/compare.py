@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""Side-by-side load comparison: the edge against nginx 1.22, same backend, same machine,
+same run, alternating (A B A B ...). Reports medians and edge/nginx ratios of requests/s,
+p99 latency, CPU microseconds per request of the proxy's own processes (from /proc) and peak
+RSS. Run through benches/compare.sh, which installs the tools and builds the binaries."""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EDGE = os.path.join(ROOT, "target/release/edge")
+SERVICES = os.path.join(ROOT, "target/release/services")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def raise_nofile():
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65535 if hard == resource.RLIM_INFINITY else min(65535, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            pass
+    return total
+
+
+def rss_bytes(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total
+
+
+class Proxy:
+    def __init__(self, name, argv, http, https, pids):
+        self.name, self.argv, self.http, self.https, self.pids_fn = name, argv, http, https, pids
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=raise_nofile)
+        wait_port(http)
+        wait_port(https)
+        time.sleep(0.5)
+
+    def pids(self):
+        return self.pids_fn(self.proc.pid)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def nginx_config(work, http, https, backend, cert, key):
+    return f"""
+worker_processes auto;
+worker_rlimit_nofile 65535;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 16384; use epoll; multi_accept on; }}
+http {{
+    access_log {work}/nginx-access.log;
+    sendfile on; tcp_nopush on; tcp_nodelay on;
+    keepalive_timeout 65; keepalive_requests 100;
+    gzip on; gzip_vary on; gzip_min_length 1024; gzip_comp_level 6;
+    gzip_types text/plain text/css application/json application/javascript text/xml
+               application/xml application/xml+rss text/javascript;
+    limit_req_zone $binary_remote_addr zone=api:10m rate=10r/s;
+    limit_req_zone $binary_remote_addr zone=bench:10m rate=100000r/s;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+    upstream content_manager {{
+        least_conn;
+        server {backend} max_fails=3 fail_timeout=30s weight=1;
+        keepalive 32; keepalive_requests 100; keepalive_timeout 60s;
+    }}
+    server {{
+        listen {http};
+        listen {https} ssl http2;
+        ssl_certificate {cert}; ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384;
+        ssl_prefer_server_ciphers off;
+        ssl_session_cache shared:SSL:10m; ssl_session_timeout 10m;
+        add_header Strict-Transport-Security "max-age=31536000; includeSubDomains; preload" always;
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Connection "";
+        proxy_next_upstream error timeout;
+        location /api/content/ {{ proxy_pass http://content_manager; }}
+        location /limited/ {{ limit_req zone=bench burst=1000 nodelay; limit_req_status 429;
+                             proxy_pass http://content_manager; }}
+        location / {{ proxy_pass http://content_manager; }}
+    }}
+}}
+"""
+
+
+def edge_config(work, http, https, admin, backend, cert, key):
+    return f"""
+[edge]
+http_listen = ["{http}"]
+https_listen = ["{https}"]
+admin_listen = "{admin}"
+threads = 0
+redirect_http_to_https = false
+access_log = "{work}/edge-access.log"
+keepalive_timeout = "65s"
+keepalive_requests = 100
+
+[tls]
+certificates = [{{ cert = "{cert}", key = "{key}" }}]
+ciphers = ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"]
+
+[zones.api]
+rate = "10r/s"
+[zones.bench]
+rate = "100000r/s"
+
+[upstreams.content_manager]
+balance = "least_conn"
+keepalive = 32
+keepalive_requests = 100
+keepalive_timeout = "60s"
+servers = [{{ addr = "{backend}", max_fails = 3, fail_timeout = "30s" }}]
+
+[[routes]]
+path = "/api/content/"
+upstream = "content_manager"
+[[routes]]
+path = "/limited/"
+upstream = "content_manager"
+limit = [{{ zone = "bench", burst = 1000, nodelay = true }}]
+limit_status = 429
+[[routes]]
+path = "/"
+upstream = "content_manager"
+"""
+
+
+WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+WRK_P99 = re.compile(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+WRK_TOTAL = re.compile(r"(\d+) requests in")
+
+
+def run_wrk(url, duration, connections, headers=()):
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for h in headers:
+        argv += ["-H", h]
+    out = subprocess.run(argv + [url], capture_output=True, text=True).stdout
+    rps = float(WRK_RPS.search(out).group(1))
+    total = int(WRK_TOTAL.search(out).group(1))
+    m = WRK_P99.search(out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    p99 = float(m.group(1)) * scale[m.group(2)] if m else float("nan")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} non-2xx responses\n{out}")
+    return rps, p99, total
+
+
+def run_h2load(url, duration, connections):
+    # Each connection makes 100 requests, the keepalive_requests limit both proxies apply
+    # (nginx closes an h2 connection after it, and h2load does not reconnect); rounds repeat
+    # until `duration` has passed.
+    started, ok, latencies = time.time(), 0, []
+    while time.time() - started < duration:
+        argv = ["h2load", f"-n{connections * 100}", f"-c{connections}", "-m10", "-t1", url]
+        out = subprocess.run(argv, capture_output=True, text=True).stdout
+        done = int(re.search(r"status codes: (\d+) 2xx", out).group(1))
+        non_2xx = sum(int(n) for n in re.findall(r"(\d+) [345]xx", out))
+        if non_2xx or done != connections * 100:
+            raise SystemExit(f"{url}: {non_2xx} non-2xx, {done} of {connections * 100} done\n{out}")
+        ok += done
+    return ok / (time.time() - started), float("nan"), ok
+
+
+def measure(proxy, load):
+    """Runs `load` against `proxy`, sampling its processes' CPU and peak RSS."""
+    pids = proxy.pids()
+    peak = [rss_bytes(pids)]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_bytes(pids))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    before = cpu_ticks(pids)
+    rps, p99, total = load()
+    after = cpu_ticks(pids)
+    done.set()
+    sampler.join()
+    cpu_us = (after - before) * 1_000_000 / CLK_TCK / max(total, 1)
+    return {"rps": rps, "p99": p99, "cpu": cpu_us, "rss": peak[0] / 2**20}
+
+
+def idle_connections(proxy, count):
+    """Opens `count` keepalive connections that each make one request, then idle; reports the
+    proxy's RSS while they are open."""
+    socks = []
+    request = f"GET /api/content/idle HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", proxy.http))
+            s.sendall(request)
+            socks.append(s)
+        for s in socks:
+            s.settimeout(10)
+            s.recv(65536)
+        time.sleep(1.0)
+        rss = rss_bytes(proxy.pids()) / 2**20
+        return {"rps": float("nan"), "p99": float("nan"), "cpu": float("nan"), "rss": rss}
+    finally:
+        for s in socks:
+            s.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--only")
+    args = ap.parse_args()
+    raise_nofile()
+
+    work = tempfile.mkdtemp(prefix="edge-bench-")
+    cert, key = f"{work}/bench.crt", f"{work}/bench.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    backend_port = free_port()
+    backend = subprocess.Popen([SERVICES, "content-manager", "--listen", f"127.0.0.1:{backend_port}",
+                                "--instance", "bench"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
+                               preexec_fn=raise_nofile)
+    wait_port(backend_port)
+    backend_addr = f"127.0.0.1:{backend_port}"
+
+    ports = {name: (free_port(), free_port()) for name in ("edge", "nginx")}
+    with open(f"{work}/nginx.conf", "w") as f:
+        f.write(nginx_config(work, *ports["nginx"], backend_addr, cert, key))
+    admin = free_port()
+    with open(f"{work}/edge.toml", "w") as f:
+        f.write(edge_config(work, f"127.0.0.1:{ports['edge'][0]}", f"127.0.0.1:{ports['edge'][1]}",
+                            f"127.0.0.1:{admin}", backend_addr, cert, key))
+
+    proxies = {
+        "edge": Proxy("edge", [EDGE, "run", "--config", f"{work}/edge.toml", "--runtime-dir", work],
+                      *ports["edge"], lambda pid: [pid]),
+        "nginx": Proxy("nginx", ["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"],
+                       *ports["nginx"], lambda pid: [pid] + children(pid)),
+    }
+    d = args.duration
+    scenarios = {
+        "HTTP/1.1 keepalive, small GET": lambda p: run_wrk(
+            f"http://127.0.0.1:{p.http}/api/content/bench", d, 50),
+        "HTTPS keepalive, small GET": lambda p: run_wrk(
+            f"https://127.0.0.1:{p.https}/api/content/bench", d, 50),
+        "HTTPS new connection per request (handshakes/s)": lambda p: run_wrk(
+            f"https://127.0.0.1:{p.https}/api/content/bench", d, 20, ["Connection: close"]),
+        "HTTP/2 (h2load)": lambda p: run_h2load(
+            f"https://127.0.0.1:{p.https}/api/content/bench", d, 50),
+        "32 KB JSON, gzipped": lambda p: run_wrk(
+            f"http://127.0.0.1:{p.http}/api/content/bench?bytes=32768", d, 50,
+            ["Accept-Encoding: gzip"]),
+        "rate-limited route, limit not reached": lambda p: run_wrk(
+            f"http://127.0.0.1:{p.http}/limited/bench", d, 50),
+    }
+    results = {}
+    try:
+        for name, load in scenarios.items():
+            if args.only and args.only.lower() not in name.lower():
+                continue
+            for r in range(args.rounds):
+                order = ["edge", "nginx"] if r % 2 == 0 else ["nginx", "edge"]
+                for who in order:
+                    m = measure(proxies[who], lambda: load(proxies[who]))
+                    results.setdefault(name, {}).setdefault(who, []).append(m)
+                    print(f"{name} [{who}] round {r + 1}: {m['rps']:.0f} req/s, p99 {m['p99']:.2f} ms, "
+                          f"{m['cpu']:.1f} us CPU/req, {m['rss']:.1f} MB", file=sys.stderr)
+        name = "10,000 idle keepalive connections (RSS)"
+        if not args.only or args.only.lower() in name.lower():
+            for r in range(args.rounds):
+                for who in (["edge", "nginx"] if r % 2 == 0 else ["nginx", "edge"]):
+                    m = idle_connections(proxies[who], 10_000)
+                    results.setdefault(name, {}).setdefault(who, []).append(m)
+                    print(f"{name} [{who}] round {r + 1}: {m['rss']:.1f} MB", file=sys.stderr)
+    finally:
+        for p in proxies.values():
+            p.stop()
+        backend.terminate()
+
+    report = render(results, args)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    path = os.path.join(ROOT, "benches", "results", f"compare-{stamp}.md")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(report)
+    print(report)
+    print(f"written to {os.path.relpath(path, ROOT)}", file=sys.stderr)
+
+
+def render(results, args):
+    def med(runs, key):
+        values = [r[key] for r in runs if r[key] == r[key]]
+        return statistics.median(values) if values else float("nan")
+
+    def cell(v, fmt):
+        return "-" if v != v else fmt.format(v)
+
+    def ratio(a, b):
+        return "-" if a != a or b != b or b == 0 else f"{a / b:.2f}"
+
+    nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    lines = [
+        f"# edge vs nginx, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+        "",
+        f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; "
+        f"{nginx_version}; {args.rounds} alternating rounds of {args.duration} s, medians. "
+        "CPU is the proxy's own processes (nginx master + workers, the edge process) per "
+        "request; RSS is their peak resident memory during the run. Ratios are edge / nginx.",
+        "",
+        "| scenario | req/s edge | req/s nginx | ratio | CPU µs/req edge | nginx | ratio | p99 ms edge | nginx | ratio | RSS MB edge | nginx | ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, by in results.items():
+        e, n = by.get("edge", []), by.get("nginx", [])
+        row = [name]
+        for key, fmt in (("rps", "{:.0f}"), ("cpu", "{:.1f}"), ("p99", "{:.2f}"), ("rss", "{:.1f}")):
+            a, b = med(e, key), med(n, key)
+            row += [cell(a, fmt), cell(b, fmt), ratio(a, b)]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+//! Checks on what a client sent, before it is routed: unambiguous body framing (RFC 9112
+//! §6), one sane Host, a path that routes can be matched on safely. A refused request is
+//! answered 400 and its connection closed, so nothing the client sent after it is read as
+//! another request.
+
+use http::Version;
+use pingora::http::RequestHeader;
+use std::borrow::Cow;
+
+/// Why a request is refused: the status and a short reason for the client.
+pub type Refusal = (u16, &'static str);
+
+/// Body framing that two parsers could read differently is refused: Content-Length together
+/// with Transfer-Encoding, Content-Lengths that disagree, and a Transfer-Encoding whose last
+/// coding is not `chunked`. (Pingora refuses some of these itself; when both Content-Length
+/// and Transfer-Encoding arrive it drops Content-Length and reads the body as chunked, which
+/// RFC 9112 allows, so `raw_head`, the request head as received, is searched for one.)
+pub fn framing(req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Refusal> {
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && raw_head.is_some_and(has_content_length_line)
+    {
+        return Err((400, "both Content-Length and Transfer-Encoding"));
+    }
+    let lengths: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|v| v.trim_ascii())
+        .collect();
+    let codings: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|v| v.trim_ascii())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if !lengths.is_empty() && !codings.is_empty() {
+        return Err((400, "both Content-Length and Transfer-Encoding"));
+    }
+    if lengths.windows(2).any(|w| w[0] != w[1]) {
+        return Err((400, "conflicting Content-Length values"));
+    }
+    if lengths
+        .first()
+        .is_some_and(|l| l.is_empty() || !l.iter().all(u8::is_ascii_digit))
+    {
+        return Err((400, "invalid Content-Length"));
+    }
+    if let Some(last) = codings.last() {
+        if !last.eq_ignore_ascii_case(b"chunked") || req.version != Version::HTTP_11 {
+            return Err((400, "Transfer-Encoding must end in chunked (HTTP/1.1)"));
+        }
+    }
+    Ok(())
+}
+
+fn has_content_length_line(head: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length";
+    head.split(|&b| b == b'\n').any(|line| {
+        line.len() > NAME.len()
+            && line[..NAME.len()].eq_ignore_ascii_case(NAME)
+            && matches!(line[NAME.len()], b':' | b' ' | b'\t')
+    })
+}
+
+/// The request's Host, validated: exactly one Host header in HTTP/1.1 (RFC 9112 §3.2), the
+/// same host as an absolute-form target, and only host characters.
+pub fn host(req: &RequestHeader) -> Result<&str, Refusal> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err((400, "more than one Host header"));
+    }
+    // Pingora keeps only the path of an absolute-form target in the Uri; the raw target has
+    // the authority.
+    let raw = req.raw_path();
+    let absolute = [&b"http://"[..], b"https://"]
+        .iter()
+        .find_map(|scheme| raw.strip_prefix(*scheme))
+        .map(|rest| {
+            &rest[..rest
+                .iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .unwrap_or(rest.len())]
+        });
+    let authority = match absolute {
+        Some(a) => Some(std::str::from_utf8(a).map_err(|_| (400, "invalid request target"))?),
+        None => req.uri.authority().map(|a| a.as_str()),
+    };
+    let host = match (header, authority) {
+        (Some(h), target) => {
+            let h = h.to_str().map_err(|_| (400, "invalid Host header"))?;
+            if let Some(target) = target {
+                if !target.eq_ignore_ascii_case(h) {
+                    return Err((400, "Host differs from the request target's host"));
+                }
+            }
+            h
+        }
+        (None, Some(target)) => target,
+        (None, None) if req.version == Version::HTTP_11 => {
+            return Err((400, "HTTP/1.1 request without Host"));
+        }
+        (None, None) => "",
+    };
+    let valid = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
+    if valid {
+        Ok(host)
+    } else {
+        Err((400, "invalid Host header"))
+    }
+}
+
+/// The path routes are matched on: unreserved characters percent-decoded (so `%2e` is `.`),
+/// `.` and `..` segments resolved and repeated slashes merged, so that no spelling of a path
+/// reaches another route's prefix. Encoded slashes (`%2F`) stay encoded. A path that climbs
+/// above the root or has a broken escape is refused, as nginx does.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, Refusal> {
+    if !raw.starts_with('/') {
+        return if raw == "*" {
+            Ok(Cow::Borrowed(raw))
+        } else {
+            Err((400, "the request target is not a path"))
+        };
+    }
+    if !raw.contains('%') && !raw.contains("//") && !raw.contains("/.") {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let decoded = decode_unreserved(raw)?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = decoded.ends_with('/');
+    for segment in decoded.split('/') {
+        match segment {
+            "" => {}
+            "." => trailing_slash = true,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err((400, "the path climbs above the root"));
+                }
+                trailing_slash = true;
+            }
+            s => {
+                segments.push(s);
+                trailing_slash = decoded.ends_with('/');
+            }
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn decode_unreserved(raw: &str) -> Result<String, Refusal> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or((400, "broken percent escape"))?;
+            let value = std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or((400, "broken percent escape"))?;
+            if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+                out.push(value as char);
+            } else {
+                out.push_str(&raw[i..i + 3]);
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i] as char);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(p: &str) -> Result<String, u16> {
+        normalize_path(p).map(|c| c.into_owned()).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn paths_are_normalised_before_routing() {
+        assert_eq!(norm("/api/content/1"), Ok("/api/content/1".into()));
+        assert_eq!(
+            norm("/api/content/../../prometheus/"),
+            Ok("/prometheus/".into())
+        );
+        assert_eq!(
+            norm("/api/content/%2e%2e/%2E%2E/prometheus/x"),
+            Ok("/prometheus/x".into())
+        );
+        assert_eq!(norm("//grafana//d/./x"), Ok("/grafana/d/x".into()));
+        assert_eq!(norm("/api/content/.."), Ok("/api/".into()));
+        assert_eq!(norm("/a/%7euser"), Ok("/a/~user".into()));
+        assert_eq!(norm("/api%2Fcontent/x"), Ok("/api%2Fcontent/x".into()));
+        assert_eq!(norm("/.."), Err(400));
+        assert_eq!(norm("/a/%zz"), Err(400));
+        assert_eq!(norm("/a/%2"), Err(400));
+        assert_eq!(norm("/"), Ok("/".into()));
+    }
+
+    fn req(target: &str, hosts: &[&str], version: Version) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", target.as_bytes(), None).expect("request");
+        r.set_version(version);
+        for h in hosts {
+            r.append_header("host", *h).expect("host");
+        }
+        r
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let with = |headers: &[(&str, &str)]| {
+            let mut r = req("/", &["a"], Version::HTTP_11);
+            for (k, v) in headers {
+                r.append_header(k.to_string(), *v).expect("header");
+            }
+            framing(&r, None).map_err(|e| e.0)
+        };
+        assert_eq!(with(&[("content-length", "4")]), Ok(()));
+        assert_eq!(with(&[("transfer-encoding", "chunked")]), Ok(()));
+        assert_eq!(
+            with(&[("content-length", "4"), ("content-length", "4")]),
+            Ok(())
+        );
+        assert_eq!(
+            with(&[("content-length", "4"), ("transfer-encoding", "chunked")]),
+            Err(400)
+        );
+        assert_eq!(
+            with(&[("content-length", "4"), ("content-length", "5")]),
+            Err(400)
+        );
+        assert_eq!(with(&[("content-length", "4, 5")]), Err(400));
+        assert_eq!(with(&[("content-length", "-1")]), Err(400));
+        assert_eq!(with(&[("transfer-encoding", "chunked, gzip")]), Err(400));
+        assert_eq!(with(&[("transfer-encoding", "identity")]), Err(400));
+        let mut te = req("/", &["a"], Version::HTTP_11);
+        te.append_header("transfer-encoding", "chunked")
+            .expect("header");
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(framing(&te, Some(raw)).is_err());
+        assert!(framing(&te, Some(b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n")).is_ok());
+    }
+
+    #[test]
+    fn host_must_be_single_sane_and_agree_with_the_target() {
+        assert_eq!(
+            host(&req("/", &["a.example"], Version::HTTP_11)),
+            Ok("a.example")
+        );
+        assert!(host(&req("/", &[], Version::HTTP_11)).is_err());
+        assert_eq!(host(&req("/", &[], Version::HTTP_10)), Ok(""));
+        assert!(host(&req("/", &["a", "b"], Version::HTTP_11)).is_err());
+        assert!(host(&req("http://a.example/x", &["b.example"], Version::HTTP_11)).is_err());
+        assert_eq!(
+            host(&req("http://a.example/x", &["A.example"], Version::HTTP_11)),
+            Ok("A.example")
+        );
+        assert!(host(&req("/", &["a b"], Version::HTTP_11)).is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! Hostile input: malformed and ambiguous requests end at the edge with a 4xx (or a closed
+//! connection) and never reach a backend; misbehaving backends cost the client a 502/504 and
+//! the edge keeps serving.
+
+use crate::support::*;
+use std::time::{Duration, Instant};
+
+fn one_route(addr: std::net::SocketAddr) -> String {
+    format!("[upstreams.app]\nservers = [{{ addr = \"{addr}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n")
+}
+
+/// The status code of a raw exchange, or 0 when the edge closed without answering.
+fn status_of(response: &str) -> u16 {
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smuggling_and_malformed_requests_never_reach_the_backend() {
+    let app = backend("app").await;
+    let edge = Edge::start("", &one_route(app.addr));
+    let cases: &[(&str, &[u8])] = &[
+        ("CL and TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("two different CLs", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
+        ("TE not ending in chunked", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
+        ("TE identity", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\nabc"),
+        ("obs-fold", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: one\r\n two\r\n\r\n"),
+        ("space before colon", b"GET / HTTP/1.1\r\nHost: a\r\nX-A : one\r\n\r\n"),
+        ("invalid byte in a name", b"GET / HTTP/1.1\r\nHost: a\r\nX\x01A: one\r\n\r\n"),
+        ("invalid byte in a value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: o\x00ne\r\n\r\n"),
+        ("no Host in HTTP/1.1", b"GET / HTTP/1.1\r\nX-A: one\r\n\r\n"),
+        ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        ("absolute-form host differs", b"GET http://other.example/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("path above the root", b"GET /../etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("broken escape", b"GET /a%zz HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ];
+    for (name, request) in cases {
+        let response = raw_request(edge.http, request);
+        let status = status_of(&response);
+        assert!(
+            status == 0 || (400..500).contains(&status),
+            "{name}: expected a 4xx or a closed connection, got:\n{response}"
+        );
+        assert_eq!(app.requests(), 0, "{name} reached the backend:\n{response}");
+    }
+    // A malformed chunk size is found only while the body streams, after the request head
+    // went upstream (the edge does not buffer request bodies the way nginx's
+    // proxy_request_buffering does): the client still gets a 400 and its connection closed.
+    let response = raw_request(
+        edge.http,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    assert_eq!(status_of(&response), 400, "{response}");
+    assert!(
+        !response.contains("/smuggled"),
+        "nothing after it is read as a request"
+    );
+    // The edge still serves (after the backend has settled the broken request above).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = app.requests();
+    let (status, _) = get_json(&client(), &edge.url("/fine"), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.requests(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dot_segments_and_encodings_cannot_move_a_request_to_another_route() {
+    let content = backend("content").await;
+    let prometheus = backend("prometheus").await;
+    let edge = Edge::start(
+        "",
+        &format!(
+            r#"
+[upstreams.content]
+servers = [{{ addr = "{}" }}]
+[upstreams.prometheus]
+servers = [{{ addr = "{}" }}]
+[[routes]]
+path = "/api/content/"
+upstream = "content"
+[[routes]]
+path = "/prometheus/"
+upstream = "prometheus"
+allow = ["10.0.0.0/8"]
+"#,
+            content.addr, prometheus.addr
+        ),
+    );
+    for path in [
+        "/api/content/../../prometheus/api/v1/query",
+        "/api/content/%2e%2e/%2e%2e/prometheus/api",
+        "/api/content/%2E%2E/%2E%2E/prometheus/api",
+        "//prometheus//api",
+        "/api/content/./../../prometheus/",
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let response = raw_request(edge.http, request.as_bytes());
+        assert_eq!(status_of(&response), 403, "{path}:\n{response}");
+    }
+    assert_eq!(prometheus.requests(), 0);
+    assert_eq!(content.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misbehaving_backends_give_502_or_504_and_the_edge_keeps_serving() {
+    let good = backend("good").await;
+    let closes = scripted_backend(Vec::new(), false);
+    let bad_status = scripted_backend(b"HTTP/1.1 OK-ish\r\n\r\n".to_vec(), false);
+    let mut huge = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 2 << 20));
+    huge.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    let huge_header = scripted_backend(huge, false);
+    let silent = scripted_backend(Vec::new(), true);
+    let edge = Edge::start(
+        "",
+        &format!(
+            r#"
+[upstreams.good]
+servers = [{{ addr = "{}" }}]
+[upstreams.closes]
+servers = [{{ addr = "{closes}" }}]
+[upstreams.bad_status]
+servers = [{{ addr = "{bad_status}" }}]
+[upstreams.huge_header]
+servers = [{{ addr = "{huge_header}" }}]
+[upstreams.silent]
+read_timeout = "1s"
+servers = [{{ addr = "{silent}" }}]
+[[routes]]
+path = "/good/"
+upstream = "good"
+[[routes]]
+path = "/closes/"
+upstream = "closes"
+[[routes]]
+path = "/bad-status/"
+upstream = "bad_status"
+[[routes]]
+path = "/huge-header/"
+upstream = "huge_header"
+[[routes]]
+path = "/silent/"
+upstream = "silent"
+"#,
+            good.addr
+        ),
+    );
+    let c = client();
+    for (path, want) in [
+        ("/closes/x", 502),
+        ("/bad-status/x", 502),
+        ("/huge-header/x", 502),
+        ("/silent/x", 504),
+    ] {
+        let started = Instant::now();
+        let (status, body) = get_json(&c, &edge.url(path), &[]).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let (status, _) = get_json(&c, &edge.url("/good/x"), &[]).await;
+        assert_eq!(status, 200, "the edge keeps serving after {path}");
+    }
+}
