@@ -69,7 +69,7 @@ static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// 32 hex digits: a per-process random prefix and a counter (unique, cheap, not a secret).
 pub fn new_request_id() -> String {
-    let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
     format!(
         "{:016x}{:016x}",
         *ID_PREFIX,

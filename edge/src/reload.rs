@@ -141,9 +141,24 @@ impl Reloader {
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut watcher = notify::recommended_watcher(move |event| {
-            let _ = tx.send(event);
-        })?;
+        // Only the config file itself matters, and the `..data` / `..2024_...` entries of a
+        // Kubernetes ConfigMap volume that it links through; logs or other files written
+        // beside it must not cause reloads.
+        let name = path.file_name().map(|n| n.to_os_string());
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let relevant = match &event {
+                    Ok(e) => e.paths.iter().any(|p| {
+                        p.file_name().is_some_and(|f| {
+                            Some(f) == name.as_deref() || f.to_string_lossy().starts_with("..")
+                        })
+                    }),
+                    Err(_) => true,
+                };
+                if relevant {
+                    let _ = tx.send(event);
+                }
+            })?;
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         let reloader = self.clone();
         std::thread::Builder::new()

@@ -284,3 +284,74 @@ async fn access_log_lines_carry_every_field() {
         .as_str()
         .is_some_and(|s| s.starts_with("127.0.0.1:")));
 }
+
+/// Every `edge_*` metric named by the Grafana dashboard and the alert rules is one the edge
+/// exports (checked against a real scrape after traffic that creates every series).
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboards_and_alert_rules_only_use_exported_metrics() {
+    let app = backend("app").await;
+    let dead = free_port();
+    let edge = Edge::start("", &observed_config(app.addr, dead));
+    let c = client();
+    for _ in 0..3 {
+        get_json(&c, &edge.url("/api/x"), &[]).await;
+    }
+    get_json(&c, &edge.url("/gone/x"), &[]).await;
+    let (text, _) = scrape(&edge).await;
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let files = [
+        "infrastructure/monitoring/grafana/dashboards/edge.json",
+        "infrastructure/monitoring/prometheus/rules/edge.yml",
+    ];
+    for file in files {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).expect(file);
+        // YAML comments are prose, not queries.
+        let body: String = if file.ends_with(".yml") {
+            text.lines()
+                .map(|l| {
+                    if l.trim_start().starts_with('#') {
+                        ""
+                    } else {
+                        l
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            text
+        };
+        let mut used = std::collections::BTreeSet::new();
+        let bytes = body.as_bytes();
+        let mut i = 0;
+        while let Some(at) = body[i..].find("edge_") {
+            let start = i + at;
+            let before_ok = start == 0
+                || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            let end = start
+                + body[start..]
+                    .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                    .unwrap_or(body.len() - start);
+            // A bare "edge_" (as in prose: "edge_*") names no metric.
+            if before_ok && !body[start..end].ends_with('_') {
+                used.insert(body[start..end].to_string());
+            }
+            i = end.max(start + 1);
+        }
+        assert!(!used.is_empty(), "{file} uses no edge metric");
+        for name in &used {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| exported.contains(f)))
+                .unwrap_or(name);
+            assert!(
+                exported.contains(family),
+                "{file} uses {name}, which the edge does not export"
+            );
+        }
+    }
+}

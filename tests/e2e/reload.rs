@@ -286,3 +286,16 @@ async fn a_graceful_binary_upgrade_drops_no_request() {
     let _ = new.kill();
     let _ = new.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_written_beside_the_config_cause_no_reload() {
+    let a = backend("a").await;
+    let edge = Edge::start("", &routes_to("one", a.addr));
+    for n in 0..5 {
+        std::fs::write(edge.dir.path().join(format!("other-{n}.log")), "noise").expect("write");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = admin_json(&edge, "/status").await;
+    assert_eq!(status["reloads"]["failed"].as_u64(), Some(0));
+    assert_eq!(status["reloads"]["generation"].as_u64(), Some(0));
+}
