@@ -77,13 +77,7 @@ fn garbage_input_is_an_error_not_a_crash() {
 #[tokio::test(flavor = "multi_thread")]
 async fn healthcheck_asks_the_admin_health_endpoint() {
     let app = crate::support::backend("app").await;
-    let edge = crate::support::Edge::start(
-        "",
-        &format!(
-            "[upstreams.app]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
-            app.addr
-        ),
-    );
+    let edge = crate::support::Edge::start("", &crate::support::one_route(app.addr));
     let out = Command::new(edge_bin())
         .args(["healthcheck", "--admin", &edge.admin.to_string()])
         .output()

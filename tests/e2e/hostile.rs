@@ -5,10 +5,6 @@
 use crate::support::*;
 use std::time::{Duration, Instant};
 
-fn one_route(addr: std::net::SocketAddr) -> String {
-    format!("[upstreams.app]\nservers = [{{ addr = \"{addr}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n")
-}
-
 /// The status code of a raw exchange, or 0 when the edge closed without answering.
 fn status_of(response: &str) -> u16 {
     response

@@ -132,13 +132,7 @@ allow = ["10.0.0.0/8"]
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_over_client_max_body_size_get_413_and_never_reach_the_backend() {
     let app = backend("app").await;
-    let edge = Edge::start(
-        "client_max_body_size = \"1k\"",
-        &format!(
-            "[upstreams.app]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
-            app.addr
-        ),
-    );
+    let edge = Edge::start("client_max_body_size = \"1k\"", &one_route(app.addr));
     let c = client();
     let resp = c
         .post(edge.url("/upload"))

@@ -318,3 +318,8 @@ pub fn scripted_backend(answer: Vec<u8>, hang: bool) -> SocketAddr {
     });
     addr
 }
+
+/// A config with one upstream `app` (one server) routed for every path.
+pub fn one_route(addr: SocketAddr) -> String {
+    format!("[upstreams.app]\nservers = [{{ addr = \"{addr}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n")
+}
