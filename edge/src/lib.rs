@@ -19,6 +19,7 @@ pub mod request;
 pub mod respond;
 pub mod route;
 pub mod server;
+pub mod signals;
 pub mod snapshot;
 pub mod tls;
 pub mod units;

@@ -310,16 +310,9 @@ impl ProxyHttp for EdgeProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let peer = ctx.peer_ip.to_string();
-        let forwarded_for = match session.get_header("x-forwarded-for") {
-            Some(prior) => format!("{}, {peer}", String::from_utf8_lossy(prior.as_bytes())),
-            None => peer,
-        };
-        upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
-        upstream_request.insert_header("x-real-ip", ctx.client_ip.to_string())?;
-        upstream_request
-            .insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for (name, value) in ctx.forwarding_headers(session.get_header("x-forwarded-for")) {
+            upstream_request.insert_header(name, value)?;
+        }
         Ok(())
     }
 
@@ -480,6 +473,32 @@ impl ProxyHttp for EdgeProxy {
 }
 
 impl RequestCtx {
+    /// The headers the edge sets on a request it forwards: `X-Forwarded-For` (the client's
+    /// `prior` value with the socket peer appended), `X-Real-IP`, `X-Forwarded-Proto` and
+    /// `X-Request-Id`.
+    pub fn forwarding_headers(
+        &self,
+        prior: Option<&http::HeaderValue>,
+    ) -> [(&'static str, String); 4] {
+        let forwarded_for = match prior {
+            Some(p) => format!(
+                "{}, {}",
+                String::from_utf8_lossy(p.as_bytes()),
+                self.peer_ip
+            ),
+            None => self.peer_ip.to_string(),
+        };
+        [
+            ("x-forwarded-for", forwarded_for),
+            ("x-real-ip", self.client_ip.to_string()),
+            (
+                "x-forwarded-proto",
+                (if self.tls { "https" } else { "http" }).to_string(),
+            ),
+            ("x-request-id", self.request_id.clone()),
+        ]
+    }
+
     /// Strict-Transport-Security for responses on TLS connections (none on plain HTTP).
     pub fn hsts(&self) -> Vec<(&'static str, String)> {
         match (&self.snapshot.config.tls, self.tls) {

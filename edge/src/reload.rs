@@ -181,25 +181,13 @@ impl Reloader {
 
 /// Reloads on SIGHUP (Pingora leaves SIGHUP at its default, which would end the process).
 pub fn reload_on_sighup(reloader: Arc<Reloader>) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("sighup".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                use tokio::signal::unix::{signal, SignalKind};
-                let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                    tracing::error!("cannot install the SIGHUP handler");
-                    return;
-                };
-                while hup.recv().await.is_some() {
-                    let r = reloader.clone();
-                    let _ = tokio::task::spawn_blocking(move || r.reload("SIGHUP")).await;
-                }
-            })
-        })?;
-    Ok(())
+    crate::signals::on_signal(
+        tokio::signal::unix::SignalKind::hangup(),
+        "sighup",
+        move || {
+            let _ = reloader.reload("SIGHUP");
+        },
+    )
 }
 
 fn hash_text(text: &str) -> u64 {

@@ -161,36 +161,27 @@ fn handshake_request(session: &Session, ctx: &RequestCtx) -> Vec<u8> {
     let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut head = Vec::with_capacity(1024);
     head.extend_from_slice(format!("{} {} HTTP/1.1\r\n", req.method, target).as_bytes());
-    let mut forwarded_for = None;
-    for (name, value) in req.headers.iter() {
-        match name.as_str() {
-            "x-forwarded-for" => {
-                forwarded_for = Some(String::from_utf8_lossy(value.as_bytes()).into_owned());
-                continue;
-            }
-            "x-real-ip" | "x-forwarded-proto" | "x-request-id" | "keep-alive" | "te"
-            | "proxy-connection" | "trailer" | "transfer-encoding" => continue,
-            _ => {}
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
+    let forwarding = ctx.forwarding_headers(req.headers.get("x-forwarded-for"));
+    let mut put = |name: &[u8], value: &[u8]| {
+        head.extend_from_slice(name);
         head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
-    }
-    let peer = ctx.peer_ip.to_string();
-    let forwarded_for = match forwarded_for {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer,
     };
-    let proto = if ctx.tls { "https" } else { "http" };
-    head.extend_from_slice(
-        format!(
-            "x-forwarded-for: {forwarded_for}\r\nx-real-ip: {}\r\nx-forwarded-proto: {proto}\r\n\
-             x-request-id: {}\r\n\r\n",
-            ctx.client_ip, ctx.request_id
-        )
-        .as_bytes(),
-    );
+    for (name, value) in req.headers.iter() {
+        let set_by_edge = forwarding.iter().any(|(f, _)| *f == name.as_str());
+        let hop_by_hop = matches!(
+            name.as_str(),
+            "keep-alive" | "te" | "proxy-connection" | "trailer" | "transfer-encoding"
+        );
+        if !set_by_edge && !hop_by_hop {
+            put(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    for (name, value) in &forwarding {
+        put(name.as_bytes(), value.as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
     head
 }
 

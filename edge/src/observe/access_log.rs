@@ -260,22 +260,11 @@ fn inode_of(path: &std::path::Path) -> Option<u64> {
 
 /// SIGUSR1 asks the writer to reopen its file.
 fn signal_reopen(flag: Arc<AtomicBool>) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("sigusr1".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                use tokio::signal::unix::{signal, SignalKind};
-                if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
-                    while usr1.recv().await.is_some() {
-                        flag.store(true, Ordering::Relaxed);
-                    }
-                }
-            })
-        })?;
-    Ok(())
+    crate::signals::on_signal(
+        tokio::signal::unix::SignalKind::user_defined1(),
+        "sigusr1",
+        move || flag.store(true, Ordering::Relaxed),
+    )
 }
 
 #[cfg(test)]

@@ -20,19 +20,13 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 mod redis_store;
 pub use redis_store::RedisStore;
 
 const SHARDS: usize = 64;
-
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
-}
 
 /// The outcome of one zone's check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,7 +222,8 @@ impl Zone {
                 }
             }
         }
-        self.local.check(client, rate, burst, now_ms())
+        self.local
+            .check(client, rate, burst, crate::upstream::now_ms())
     }
 }
 
