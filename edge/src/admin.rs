@@ -14,6 +14,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+/// The live status page: one self-contained file that polls `/status` for JSON.
+const STATUS_PAGE: &str = include_str!("observe/status.html");
+
+/// `/status` answers HTML to browsers (`Accept: text/html`, or `?format=html`) and JSON to
+/// everyone else (`?format=json` forces it).
+fn wants_html(req: &pingora::http::RequestHeader) -> bool {
+    match req.uri.query() {
+        Some(q) if q.split('&').any(|p| p == "format=json") => return false,
+        Some(q) if q.split('&').any(|p| p == "format=html") => return true,
+        _ => {}
+    }
+    req.headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
 /// Serves the admin endpoints from the live snapshot.
 pub struct AdminApp {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
@@ -29,6 +46,19 @@ impl ServeHttp for AdminApp {
         let snapshot = self.snapshot.load_full();
         let (status, body) = match (path.as_str(), post) {
             ("/health", _) => self.health(&snapshot),
+            ("/status", _) if wants_html(session.req_header()) => {
+                return Response::builder()
+                    .status(200)
+                    .header("content-type", "text/html; charset=utf-8")
+                    .header("content-length", STATUS_PAGE.len())
+                    .header("cache-control", "no-store")
+                    .header(
+                        "content-security-policy",
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+                    )
+                    .body(STATUS_PAGE.as_bytes().to_vec())
+                    .unwrap_or_else(|_| Response::new(Vec::new()));
+            }
             ("/status", _) => (200, self.status(&snapshot)),
             ("/metrics", _) => {
                 let text = crate::observe::metrics::render(&snapshot, &self.reloader.stats);
@@ -88,7 +118,15 @@ impl AdminApp {
             "failed": stats.failed.load(Ordering::Relaxed),
             "last_success": rfc3339(stats.last_success_unix.load(Ordering::Relaxed)),
             "config_hash": format!("{:016x}", stats.config_hash.load(Ordering::Relaxed)),
+            "recent": stats.history().iter().rev().map(|e| json!({
+                "at": rfc3339(e.at),
+                "trigger": e.trigger,
+                "result": e.result,
+                "details": e.details,
+            })).collect::<Vec<_>>(),
         });
+        body["time"] = Value::from(rfc3339_now());
+        body["uptime_seconds"] = Value::from(self.started.elapsed().as_secs());
         body
     }
 
@@ -147,6 +185,7 @@ fn status(snapshot: &Snapshot) -> Value {
                     "fails": s.state.fails(),
                     "inflight": s.state.inflight.load(Ordering::Relaxed),
                     "requests": s.state.requests.load(Ordering::Relaxed),
+                    "failures": s.state.failures(),
                 })
             })
             .collect();
@@ -155,11 +194,23 @@ fn status(snapshot: &Snapshot) -> Value {
             json!({ "balance": u.settings.balance.as_str(), "servers": servers }),
         );
     }
+    let counts = crate::observe::metrics::route_counts();
     let routes: Vec<Value> = snapshot
         .config
         .routes
         .iter()
-        .map(|r| json!({ "path": r.path, "host": r.host, "upstream": r.upstream }))
+        .map(|r| {
+            let name = crate::snapshot::route_name(r.host.as_deref(), &r.path);
+            let [requests, errors] = counts.get(&name).copied().unwrap_or_default();
+            json!({
+                "name": name,
+                "path": r.path,
+                "host": r.host,
+                "upstream": r.upstream,
+                "requests": requests,
+                "errors_5xx": errors,
+            })
+        })
         .collect();
     let mut zones = serde_json::Map::new();
     for (name, z) in &snapshot.zones {

@@ -14,6 +14,7 @@ use crate::client;
 use crate::compress;
 use crate::config::DEFAULT_GZIP_LEVEL;
 use crate::observe::access_log;
+use crate::observe::connections;
 use crate::observe::metrics::{METRICS, UNROUTED};
 use crate::ratelimit::{self, Admission};
 use crate::request;
@@ -65,6 +66,8 @@ pub struct RequestCtx {
     pub upstream_elapsed: Option<Duration>,
     /// The rate-limit outcome, for the access log.
     pub limit: Option<String>,
+    /// An earlier request came on this HTTP/1 connection.
+    pub reused_connection: bool,
     _in_flight: InFlight,
 }
 
@@ -108,8 +111,27 @@ impl ProxyHttp for EdgeProxy {
             upstream_started: None,
             upstream_elapsed: None,
             limit: None,
+            reused_connection: false,
             _in_flight: InFlight::new(),
         }
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        // A marker (no allocation) so the next request on the connection knows it is not first.
+        Some(Box::new(()))
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        _previous: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        ctx.reused_connection = true;
     }
 
     async fn early_request_filter(
@@ -117,6 +139,13 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(tls) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+            if session.is_http2() {
+                connections::h2_stream(tls);
+            } else if !ctx.reused_connection {
+                connections::first_request(tls);
+            }
+        }
         // Compression follows [gzip]; the module reads Accept-Encoding after this.
         let gzip = &ctx.snapshot.config.gzip;
         if let Some(compression) = session
@@ -436,7 +465,7 @@ impl ProxyHttp for EdgeProxy {
             tls_version: session
                 .digest()
                 .and_then(|d| d.ssl_digest.as_ref())
-                .map(|t| &*t.version),
+                .map(|t| connections::tls_version_name(&t.version)),
             user_agent: req
                 .headers
                 .get(http::header::USER_AGENT)

@@ -9,7 +9,7 @@
 use crate::config::{self, Config, ConfigErrors};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -28,6 +28,40 @@ pub struct ReloadStats {
     pub config_hash: AtomicU64,
     /// Incremented by every swap.
     pub generation: AtomicU64,
+    /// The last [`HISTORY`] reloads that applied a change or were refused, newest last.
+    history: Mutex<VecDeque<ReloadEvent>>,
+}
+
+/// How many reloads `/status` remembers.
+pub const HISTORY: usize = 20;
+
+/// One reload as `/status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadEvent {
+    /// Unix seconds.
+    pub at: u64,
+    /// What triggered it: "file changed", "SIGHUP", "POST /reload".
+    pub trigger: String,
+    /// "applied" or "refused".
+    pub result: &'static str,
+    /// The changes (applied) or the errors with file:line:col (refused), one per line.
+    pub details: Vec<String>,
+}
+
+impl ReloadStats {
+    fn record(&self, event: ReloadEvent) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(event);
+    }
+
+    /// The remembered reloads, oldest first.
+    pub fn history(&self) -> Vec<ReloadEvent> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.iter().cloned().collect()
+    }
 }
 
 /// Reloads one config file into the live snapshot.
@@ -113,6 +147,12 @@ impl Reloader {
             .last_success_unix
             .store(unix_now(), Ordering::Relaxed);
         tracing::info!(trigger = why, changes = %diff, "config reloaded");
+        self.stats.record(ReloadEvent {
+            at: unix_now(),
+            trigger: why.to_string(),
+            result: "applied",
+            details: diff.to_string().split("; ").map(str::to_string).collect(),
+        });
         for note in &diff.needs_restart {
             tracing::warn!(
                 change = %note,
@@ -124,6 +164,12 @@ impl Reloader {
 
     fn failed(&self, why: &str, errors: &ConfigErrors) {
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.stats.record(ReloadEvent {
+            at: unix_now(),
+            trigger: why.to_string(),
+            result: "refused",
+            details: errors.errors.iter().map(|e| e.to_string()).collect(),
+        });
         for e in &errors.errors {
             tracing::error!(trigger = why, error = %e, "config reload refused; the running config is kept");
         }

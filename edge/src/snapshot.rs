@@ -43,6 +43,14 @@ pub fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
     }
 }
 
+/// A route's name in logs, metrics and `/status`: "host/path", or "path" without a host.
+pub fn route_name(host: Option<&str>, path: &str) -> String {
+    match host {
+        Some(h) => format!("{h}{path}"),
+        None => path.to_string(),
+    }
+}
+
 /// Everything a request needs, compiled from one config.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -104,10 +112,7 @@ impl Snapshot {
             let Some(upstream) = upstreams.get(&settings.upstream) else {
                 continue; // validation guarantees every route's upstream exists
             };
-            let name = match &settings.host {
-                Some(h) => format!("{h}{}", settings.path),
-                None => settings.path.clone(),
-            };
+            let name = route_name(settings.host.as_deref(), &settings.path);
             let limits = settings
                 .limits
                 .iter()

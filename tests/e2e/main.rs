@@ -12,5 +12,6 @@ mod observe;
 mod ratelimit;
 mod reload;
 mod routing;
+mod status_page;
 mod tls;
 mod websocket;

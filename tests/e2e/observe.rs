@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Parses the exposition into `name{labels}` -> value.
-async fn scrape(edge: &Edge) -> (String, BTreeMap<String, f64>) {
+pub async fn scrape(edge: &Edge) -> (String, BTreeMap<String, f64>) {
     let text = client()
         .get(format!("http://{}/metrics", edge.admin))
         .send()
@@ -26,7 +26,7 @@ async fn scrape(edge: &Edge) -> (String, BTreeMap<String, f64>) {
     (text, series)
 }
 
-fn value(series: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+pub fn value(series: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
     series
         .iter()
         .filter(|(k, _)| k.split('{').next() == Some(name) && labels.iter().all(|l| k.contains(l)))
@@ -354,4 +354,52 @@ async fn dashboards_and_alert_rules_only_use_exported_metrics() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_access_log_drops_lines_and_counts_them_without_slowing_requests() {
+    let app = backend("app").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let fifo = dir.path().join("access.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    // Held open and never read: once the pipe's buffer is full the writer thread blocks.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .expect("open fifo");
+    let edge = Edge::start(
+        &format!("access_log = \"{}\"", fifo.display()),
+        &one_route(app.addr),
+    );
+    let c = client();
+    // Lines of about 8 KB: 16 MiB of backlog is about 2,000 of them.
+    let agent = "x".repeat(8000);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3000 {
+        let started = std::time::Instant::now();
+        let response = c
+            .get(edge.url("/a"))
+            .header("user-agent", &agent)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a request waited {slowest:?} for the log"
+    );
+    let (_, m) = scrape(&edge).await;
+    let dropped = value(&m, "edge_access_log_dropped_total", &[]);
+    assert!(
+        dropped >= 500.0,
+        "{dropped} lines counted as dropped:\n{}",
+        edge.log()
+    );
 }

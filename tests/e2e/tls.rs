@@ -63,9 +63,16 @@ impl ServerCertVerifier for AcceptAny {
 }
 
 fn connector(alpn: &[&[u8]]) -> TlsConnector {
+    connector_for(alpn, &[&rustls::version::TLS12, &rustls::version::TLS13])
+}
+
+fn connector_for(
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> TlsConnector {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .with_protocol_versions(versions)
         .expect("versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
@@ -419,4 +426,86 @@ async fn large_json_is_gzipped_and_small_json_is_not() {
     let (_, head, body) = http1(&mut s, "/data?bytes=32768", "").await;
     assert!(!head.contains("content-encoding"), "{head}");
     assert_eq!(body.len(), 32768);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handshakes_are_counted_by_version_and_open_connections_by_listener() {
+    use crate::observe::{scrape, value};
+    let dir = tempfile::tempdir().expect("dir");
+    let t = tls_edge(dir.path(), false).await;
+    let (_, before) = scrape(&t.edge).await;
+    assert_eq!(
+        value(&before, "edge_client_connections", &["listener=\"https\""]),
+        0.0
+    );
+
+    // TLS 1.3 over HTTP/1.1: three requests on one connection are one handshake.
+    let mut h1 = connect(&connector(&[b"http/1.1"]), t.https, "a.example").await;
+    for _ in 0..3 {
+        assert!(http1(&mut h1, "/one", "").await.0.contains("200"));
+    }
+    // TLS 1.3 over HTTP/2: three streams on one connection are one handshake.
+    let h2 = connect(&connector(&[b"h2"]), t.https, "a.example").await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(h2),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let request = http::Request::get("https://a.example/two")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        assert_eq!(
+            sender.send_request(request).await.expect("h2").status(),
+            200
+        );
+    }
+    // TLS 1.2, two requests.
+    let mut old = connect(
+        &connector_for(&[b"http/1.1"], &[&rustls::version::TLS12]),
+        t.https,
+        "a.example",
+    )
+    .await;
+    for _ in 0..2 {
+        assert!(http1(&mut old, "/three", "").await.0.contains("200"));
+    }
+    // And one plain connection.
+    let mut plain = TcpStream::connect(t.edge.http).await.expect("tcp");
+    assert!(http1(&mut plain, "/four", "").await.0.contains("200"));
+
+    let (_, m) = scrape(&t.edge).await;
+    assert_eq!(
+        value(&m, "edge_tls_handshakes_total", &["version=\"TLSv1.3\""]),
+        2.0
+    );
+    assert_eq!(
+        value(&m, "edge_tls_handshakes_total", &["version=\"TLSv1.2\""]),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "edge_client_connections", &["listener=\"https\""]),
+        3.0
+    );
+    assert_eq!(
+        value(&m, "edge_client_connections", &["listener=\"http\""]),
+        1.0
+    );
+
+    drop((h1, sender, old, plain));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, m) = scrape(&t.edge).await;
+        let open = value(&m, "edge_client_connections", &[]);
+        if open == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} connections still counted after the clients closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -76,6 +76,7 @@ impl Metrics {
             Box::new(upstream_duration.clone()),
             Box::new(in_flight.clone()),
             Box::new(retries.clone()),
+            Box::new(super::connections::TLS_HANDSHAKES.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -163,6 +164,30 @@ impl RouteMetrics {
             })
             .observe(seconds);
     }
+}
+
+/// Requests per route name since start, [all, 5xx], for `/status`.
+pub fn route_counts() -> std::collections::HashMap<String, [u64; 2]> {
+    let mut counts = std::collections::HashMap::new();
+    for family in prometheus::core::Collector::collect(&METRICS.requests) {
+        for metric in family.get_metric() {
+            let label = |name: &str| {
+                metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
+            };
+            let value = metric.get_counter().value() as u64;
+            let entry: &mut [u64; 2] = counts.entry(label("route")).or_default();
+            entry[0] += value;
+            if label("status_class") == "5xx" {
+                entry[1] += value;
+            }
+        }
+    }
+    counts
 }
 
 /// Requests that matched no route.
@@ -277,6 +302,28 @@ pub fn render(snapshot: &Snapshot, reloads: &ReloadStats) -> String {
             format!("{:016x}", reloads.config_hash.load(Ordering::Relaxed)).as_str(),
         ])
         .set(1);
+    let edge = &snapshot.config.edge;
+    let listeners: Vec<(&'static str, std::net::SocketAddr)> = edge
+        .http_listen
+        .iter()
+        .map(|a| ("http", *a))
+        .chain(edge.https_listen.iter().map(|a| ("https", *a)))
+        .collect();
+    let open = gauge(
+        "edge_client_connections",
+        "Client connections open now, by listener",
+        &["listener"],
+    );
+    for (listener, count) in super::connections::open_connections(&listeners) {
+        open.with_label_values(&[listener]).set(count as i64);
+    }
+    counter(
+        "edge_access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .inc_by(super::access_log::dropped());
     gauge("edge_build_info", "The edge's version", &["version"])
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
