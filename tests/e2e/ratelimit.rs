@@ -279,3 +279,52 @@ async fn a_redis_outage_follows_on_error_and_sharing_resumes_when_it_returns() {
         "the zone is shared (and limiting) again after Redis returns"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redis_password_comes_from_the_environment_and_never_reaches_the_log() {
+    let redis = Redis::start_with_password(Some("s3cret-for-test"));
+    let app = backend("app").await;
+    // on_error = allow: if the edge could not authenticate, every request would pass.
+    let config = limited(
+        app.addr,
+        &redis_zone(&redis, "allow"),
+        "{ zone = \"api\", burst = 2, nodelay = true }",
+    );
+    let edge = Edge::start_with_env(
+        "",
+        &config,
+        &[
+            ("EDGE_REDIS_PASSWORD", "s3cret-for-test"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    let c = reqwest::Client::new();
+    let mut passed = 0;
+    for _ in 0..6 {
+        passed += u32::from(
+            c.get(edge.url("/api/x"))
+                .send()
+                .await
+                .expect("request")
+                .status()
+                == 200,
+        );
+    }
+    assert_eq!(passed, 3, "limited through the password-protected Redis");
+    let status = admin_json(&edge, "/status").await;
+    assert_eq!(status["zones"]["api"]["redis_fallbacks"].as_u64(), Some(0));
+
+    // A wrong password in the URL itself: refused by Redis, logged without the password.
+    let wrong = config.replace("redis://", "redis://:wr0ng-pass@");
+    let edge = Edge::start_with_env("", &wrong, &[("RUST_LOG", "debug")]);
+    for _ in 0..3 {
+        let _ = c.get(edge.url("/api/x")).send().await.expect("request");
+    }
+    let status = admin_json(&edge, "/status").await;
+    assert!(status["zones"]["api"]["redis_fallbacks"].as_u64() > Some(0));
+    let log = edge.log();
+    assert!(
+        !log.contains("wr0ng-pass"),
+        "the password was logged:\n{log}"
+    );
+}

@@ -34,6 +34,11 @@ impl Edge {
     /// Starts an edge whose `[edge]` section has the test listeners plus `edge_lines`, followed
     /// by `rest` (upstreams, routes, zones).
     pub fn start(edge_lines: &str, rest: &str) -> Edge {
+        Edge::start_with_env(edge_lines, rest, &[])
+    }
+
+    /// [`Edge::start`] with extra environment variables for the edge process.
+    pub fn start_with_env(edge_lines: &str, rest: &str, env: &[(&str, &str)]) -> Edge {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -48,7 +53,7 @@ impl Edge {
         );
         let path = dir.path().join("upstreams.toml");
         std::fs::write(&path, config).expect("write config");
-        Edge::spawn(dir, &path, http, admin)
+        Edge::spawn(dir, &path, http, admin, env)
     }
 
     /// Starts an edge on an existing config file (its listeners are read from it).
@@ -63,7 +68,13 @@ impl Edge {
             addr.parse().expect("address")
         };
         let (http, admin) = (find("http_listen"), find("admin_listen"));
-        Edge::spawn(tempfile::tempdir().expect("temp dir"), path, http, admin)
+        Edge::spawn(
+            tempfile::tempdir().expect("temp dir"),
+            path,
+            http,
+            admin,
+            &[],
+        )
     }
 
     fn spawn(
@@ -71,6 +82,7 @@ impl Edge {
         path: &std::path::Path,
         http: SocketAddr,
         admin: SocketAddr,
+        env: &[(&str, &str)],
     ) -> Edge {
         let child = Command::new(edge_bin())
             .arg("run")
@@ -79,6 +91,7 @@ impl Edge {
             .arg("--runtime-dir")
             .arg(dir.path())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.path().join("edge.log")).expect("log file"),
@@ -240,15 +253,22 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    password: Option<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with_password(None)
+    }
+
+    /// A server that refuses commands until AUTH with `password`.
+    pub fn start_with_password(password: Option<&str>) -> Redis {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut redis = Redis {
             child: None,
             port: free_port(),
             dir,
+            password: password.map(str::to_string),
         };
         redis.spawn();
         redis
@@ -260,6 +280,11 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_string(), p.clone()]),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -149,7 +149,10 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let _a = std::net::TcpStream::connect(addr).expect("connect");
         let _b = std::net::TcpStream::connect(addr).expect("connect");
-        let _accepted = (listener.accept().expect("accept"), listener.accept().expect("accept"));
+        let _accepted = (
+            listener.accept().expect("accept"),
+            listener.accept().expect("accept"),
+        );
         let counts = open_connections(&[("http", addr)]);
         // Both ends live in this process; only the accepted ends have the listener's port.
         assert_eq!(counts, vec![("http", 2)]);

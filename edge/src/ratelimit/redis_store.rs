@@ -49,20 +49,48 @@ pub struct RedisStore {
     script: redis::Script,
 }
 
+/// Supplies Redis's password when `[redis] url` carries none, so the secret can stay out of
+/// the config file (a ConfigMap, a file mounted into a container) and out of every log line.
+pub const PASSWORD_ENV: &str = "EDGE_REDIS_PASSWORD";
+
+/// The URL's connection settings, with the password from [`PASSWORD_ENV`] if the URL has none.
+fn connection_info(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+    let mut info: redis::ConnectionInfo = url.parse()?;
+    if info.redis.password.is_none() {
+        info.redis.password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+    }
+    Ok(info)
+}
+
+/// `url` with its password (if any) replaced by `***`, for logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &self.settings.url)
+            .field("url", &redacted(&self.settings.url))
             .finish()
     }
 }
 
 impl RedisStore {
     pub fn new(settings: RedisSettings) -> Self {
-        let client = match redis::Client::open(settings.url.as_str()) {
+        let client = match connection_info(&settings.url).and_then(redis::Client::open) {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::error!(url = %settings.url, error = %e, "bad Redis URL");
+                tracing::error!(url = %redacted(&settings.url), error = %e, "bad Redis URL");
                 None
             }
         };
@@ -139,5 +167,24 @@ impl RedisStore {
         } else {
             Verdict::Pass { delay: duration }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redacted("redis://:s3cret@redis:6379/5"),
+            "redis://:***@redis:6379/5"
+        );
+        assert_eq!(
+            redacted("rediss://edge:s3cret@redis:6379/5"),
+            "rediss://edge:***@redis:6379/5"
+        );
+        assert_eq!(redacted("redis://redis:6379/5"), "redis://redis:6379/5");
+        assert_eq!(redacted("redis://edge@redis/5"), "redis://edge@redis/5");
     }
 }
