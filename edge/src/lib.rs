@@ -10,6 +10,7 @@ pub mod admin;
 pub mod client;
 pub mod compress;
 pub mod config;
+pub mod discovery;
 pub mod health;
 pub mod observe;
 pub mod proxy;

@@ -162,6 +162,43 @@ impl Reloader {
         Ok(Outcome::Applied(Box::new(diff)))
     }
 
+    /// Compiles the running config again, for changes that come from outside the file (a
+    /// name's DNS answer): servers whose address stayed keep their state.
+    pub fn recompile(&self, why: &str) {
+        let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.snapshot.load_full();
+        let next = Snapshot::compile(&current.source, current.config.clone(), Some(&current));
+        let servers = |s: &Snapshot| -> BTreeSet<String> {
+            s.upstreams
+                .iter()
+                .flat_map(|(name, u)| {
+                    u.servers
+                        .iter()
+                        .map(move |s| format!("{name}/{}", s.addr_text))
+                })
+                .collect()
+        };
+        let (before, after) = (servers(&current), servers(&next));
+        let added: Vec<String> = after.difference(&before).cloned().collect();
+        let removed: Vec<String> = before.difference(&after).cloned().collect();
+        self.snapshot.store(Arc::new(next));
+        self.stats.generation.fetch_add(1, Ordering::Relaxed);
+        let mut details = vec![why.to_string()];
+        if !added.is_empty() {
+            details.push(format!("servers added: {}", added.join(", ")));
+        }
+        if !removed.is_empty() {
+            details.push(format!("servers removed: {}", removed.join(", ")));
+        }
+        tracing::info!(trigger = "DNS", changes = %details.join("; "), "upstream servers updated");
+        self.stats.record(ReloadEvent {
+            at: unix_now(),
+            trigger: "DNS".to_string(),
+            result: "applied",
+            details,
+        });
+    }
+
     fn failed(&self, why: &str, errors: &ConfigErrors) {
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         self.stats.record(ReloadEvent {
@@ -361,6 +398,8 @@ impl Diff {
                 oe.client_max_body_size != ne.client_max_body_size,
                 "edge.client_max_body_size",
             ),
+            (oe.resolver != ne.resolver, "edge.resolver"),
+            (oe.dns_min_ttl != ne.dns_min_ttl, "edge.dns_min_ttl"),
             (old.gzip != new.gzip, "[gzip]"),
             (old.redis != new.redis, "[redis]"),
         ] {

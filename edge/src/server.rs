@@ -91,6 +91,12 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         tracing::error!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
     }
     reload_on_sighup(reloader.clone())?;
+    let dns_reloader = Arc::downgrade(&reloader);
+    crate::discovery::global().on_change(move |what| {
+        if let Some(reloader) = dns_reloader.upgrade() {
+            reloader.recompile(what);
+        }
+    });
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

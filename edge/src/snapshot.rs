@@ -5,13 +5,14 @@
 //! (each server's [`ServerState`]) by taking it from the previous snapshot.
 
 use crate::config::{Config, RouteSettings};
+use crate::discovery::Target;
 use crate::observe::metrics::RouteMetrics;
 use crate::ratelimit::{self, RouteLimit, Zone};
 use crate::route::Router;
 use crate::upstream::{Server, ServerState, Upstream};
 use ipnet::IpNet;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// A compiled route.
@@ -66,27 +67,36 @@ pub struct Snapshot {
 impl Snapshot {
     /// Compiles `config`, reusing the server state of `previous` for servers it still has.
     pub fn compile(source: &str, config: Config, previous: Option<&Snapshot>) -> Snapshot {
+        let dns = crate::discovery::global();
+        let mut names = HashSet::new();
+        if config.upstreams.values().any(|u| {
+            u.servers
+                .iter()
+                .any(|s| matches!(Target::parse(&s.addr), Target::Name { .. }))
+        }) {
+            dns.configure(&config.edge.resolver, config.edge.dns_min_ttl);
+        }
         let mut upstreams = HashMap::new();
         for (name, settings) in &config.upstreams {
-            let servers = settings
-                .servers
-                .iter()
-                .map(|s| {
+            let mut servers = Vec::new();
+            for s in &settings.servers {
+                for (label, addr) in expand(&s.addr, dns, &mut names) {
+                    // The same address of the same upstream keeps its state across reloads.
                     let state = previous
                         .and_then(|p| p.upstreams.get(name))
-                        .and_then(|u| u.servers.iter().find(|old| old.addr_text == s.addr))
+                        .and_then(|u| u.servers.iter().find(|old| old.addr_text == label))
                         .map(|old| old.state.clone())
                         .unwrap_or_else(|| Arc::new(ServerState::default()));
-                    Server {
-                        addr_text: s.addr.clone(),
-                        addr: resolve(name, &s.addr),
+                    servers.push(Server {
+                        addr_text: label,
+                        addr,
                         weight: s.weight,
                         max_fails: s.max_fails,
                         fail_timeout: s.fail_timeout,
                         state,
-                    }
-                })
-                .collect();
+                    });
+                }
+            }
             let upstream = Upstream::new(name.clone(), settings.clone(), servers);
             upstreams.insert(name.clone(), Arc::new(upstream));
         }
@@ -134,6 +144,7 @@ impl Snapshot {
             };
             router.add(settings.host.as_deref(), &settings.path, Arc::new(route));
         }
+        dns.track(names);
         Snapshot {
             config,
             source: source.to_string(),
@@ -156,21 +167,31 @@ impl Snapshot {
 }
 
 /// Resolves "host:port" to its first address; logs and returns `None` when it does not resolve.
-fn resolve(upstream: &str, addr: &str) -> Option<SocketAddr> {
-    if let Ok(a) = addr.parse::<SocketAddr>() {
-        return Some(a);
-    }
-    match addr.to_socket_addrs() {
-        Ok(mut addrs) => addrs.next(),
-        Err(e) => {
-            tracing::warn!(
-                upstream,
-                server = addr,
-                error = %e,
-                "server address does not resolve; it takes no traffic until a reload resolves it"
-            );
-            None
+/// The servers one configured `addr` stands for, as (label, address): a literal address is
+/// itself; a name is one server per address it resolves to, labelled "name:port (ip)", or one
+/// server without an address (taking no traffic) while it resolves to none.
+fn expand(
+    addr: &str,
+    dns: &crate::discovery::Discovery,
+    names: &mut HashSet<String>,
+) -> Vec<(String, Option<SocketAddr>)> {
+    match Target::parse(addr) {
+        Target::Literal(a) => vec![(addr.to_string(), Some(a))],
+        Target::Name { host, port } => {
+            names.insert(host.to_string());
+            let ips = dns.addresses(host);
+            if ips.is_empty() {
+                tracing::warn!(
+                    server = addr,
+                    "server name has no address yet; it takes no traffic until it resolves"
+                );
+                return vec![(addr.to_string(), None)];
+            }
+            ips.into_iter()
+                .map(|ip| (format!("{addr} ({ip})"), Some(SocketAddr::new(ip, port))))
+                .collect()
         }
+        Target::Invalid => vec![(addr.to_string(), None)],
     }
 }
 

@@ -44,6 +44,8 @@ pub struct EdgeFile {
     pub keepalive_requests: Option<Int>,
     pub client_header_timeout: Option<Text>,
     pub client_max_body_size: Option<Text>,
+    pub resolver: Option<Vec<Text>>,
+    pub dns_min_ttl: Option<Text>,
 }
 
 /// `[tls]`: certificates and protocol policy.

@@ -17,6 +17,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9180";
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(65);
 pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 100;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upstream names are resolved again no sooner than this, whatever their TTL.
+pub const DEFAULT_DNS_MIN_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_CLIENT_MAX_BODY_SIZE: u64 = 10 << 20;
 /// nginx's `keepalive` keeps no idle connections unless set; every upstream of the nginx edge
 /// sets it, so the edge keeps 32 by default.
@@ -89,6 +91,10 @@ pub struct EdgeSettings {
     pub keepalive_requests: u32,
     pub client_header_timeout: Duration,
     pub client_max_body_size: u64,
+    /// DNS servers for upstream names; empty = the system's (/etc/resolv.conf, /etc/hosts).
+    pub resolver: Vec<SocketAddr>,
+    /// The shortest time an answer is kept before the name is resolved again.
+    pub dns_min_ttl: Duration,
 }
 
 /// Where access log lines go.

@@ -285,6 +285,31 @@ impl Validator<'_> {
             }
             Some((_, path)) => AccessLog::File(PathBuf::from(path)),
         };
+        let resolver = f
+            .resolver
+            .iter()
+            .flatten()
+            .filter_map(|t| {
+                let text = t.get_ref();
+                let parsed = text
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .or_else(|| text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+                if parsed.is_none() {
+                    self.error(
+                        t.span(),
+                        format!("`{text}` is not a DNS server address like \"127.0.0.11\" or \"10.0.0.2:53\""),
+                    );
+                }
+                parsed
+            })
+            .collect();
+        let dns_min_ttl = self.duration_or(&f.dns_min_ttl, DEFAULT_DNS_MIN_TTL);
+        if dns_min_ttl.is_zero() {
+            if let Some(t) = &f.dns_min_ttl {
+                self.error(t.span(), "dns_min_ttl must be at least 1s");
+            }
+        }
         let client_max_body_size = match &f.client_max_body_size {
             Some(t) => self.size(t),
             None => DEFAULT_CLIENT_MAX_BODY_SIZE,
@@ -308,6 +333,8 @@ impl Validator<'_> {
             client_header_timeout: self
                 .duration_or(&f.client_header_timeout, DEFAULT_CLIENT_HEADER_TIMEOUT),
             client_max_body_size,
+            resolver,
+            dns_min_ttl,
         }
     }
 

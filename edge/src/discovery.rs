@@ -1,0 +1,369 @@
+//! DNS discovery: a server `addr` that is a name ("content-manager:8000") becomes one server
+//! per address the name has, and the name is resolved again when its answer expires (its
+//! TTL, never sooner than `[edge] dns_min_ttl`). That is how the edge follows services scaled
+//! out behind Docker's DNS or a Kubernetes headless Service.
+//!
+//! Lookups run on a thread of their own with a small runtime (hickory's resolver), so that
+//! start-up, a reload on a blocking thread and the file watcher can all wait for an answer
+//! without being inside the proxy's runtime. When a refreshed answer differs, the change
+//! callback recompiles the running config like a reload: servers whose address stayed keep
+//! their state. A failed lookup keeps the addresses last known; a name never resolved has no
+//! address and its server takes no traffic until it resolves.
+
+use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::TokioResolver;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a caller waits for a name it has never seen before resolving it.
+const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(5);
+/// The longest an answer is kept, whatever its TTL says.
+const MAX_TTL: Duration = Duration::from_secs(3600);
+
+/// Called with a description of what changed ("app.internal: 10.0.0.1, 10.0.0.2").
+type OnChange = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The process's resolver and what it knows.
+pub struct Discovery {
+    jobs: mpsc::Sender<Job>,
+    cache: Arc<Mutex<HashMap<String, Answer>>>,
+    on_change: Arc<Mutex<Option<OnChange>>>,
+}
+
+#[derive(Clone, Debug)]
+struct Answer {
+    ips: Vec<IpAddr>,
+    refresh_at: Instant,
+}
+
+enum Job {
+    /// Use these DNS servers (empty: the system's) and this TTL floor.
+    Configure {
+        servers: Vec<SocketAddr>,
+        min_ttl: Duration,
+    },
+    /// Resolve a name now and answer on `reply`.
+    Lookup {
+        host: String,
+        reply: mpsc::Sender<Vec<IpAddr>>,
+    },
+    /// The names the running config uses; others are forgotten.
+    Track(HashSet<String>),
+}
+
+/// The process-wide discovery thread, started on first use.
+pub fn global() -> &'static Discovery {
+    static DISCOVERY: OnceLock<Discovery> = OnceLock::new();
+    DISCOVERY.get_or_init(Discovery::start)
+}
+
+/// A server address split into what to resolve: a literal socket address, or a name and port.
+pub enum Target<'a> {
+    Literal(SocketAddr),
+    Name { host: &'a str, port: u16 },
+    Invalid,
+}
+
+impl<'a> Target<'a> {
+    pub fn parse(addr: &'a str) -> Target<'a> {
+        if let Ok(a) = addr.parse::<SocketAddr>() {
+            return Target::Literal(a);
+        }
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && !host.contains(':') => {
+                match port.parse::<u16>() {
+                    Ok(port) => Target::Name { host, port },
+                    Err(_) => Target::Invalid,
+                }
+            }
+            _ => Target::Invalid,
+        }
+    }
+}
+
+impl Discovery {
+    fn start() -> Discovery {
+        let (jobs, queue) = mpsc::channel();
+        let cache = Arc::new(Mutex::new(HashMap::new()));
+        let on_change: Arc<Mutex<Option<OnChange>>> = Arc::new(Mutex::new(None));
+        let worker = Worker {
+            cache: cache.clone(),
+            on_change: on_change.clone(),
+            tracked: HashSet::new(),
+            min_ttl: crate::config::DEFAULT_DNS_MIN_TTL,
+            servers: Vec::new(),
+            resolver: None,
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("edge-dns".into())
+            .spawn(move || worker.run(queue))
+        {
+            tracing::error!(error = %e, "cannot start the DNS thread; server names will not resolve");
+        }
+        Discovery {
+            jobs,
+            cache,
+            on_change,
+        }
+    }
+
+    /// Uses `servers` (empty: /etc/resolv.conf and /etc/hosts) and the TTL floor from now on.
+    pub fn configure(&self, servers: &[SocketAddr], min_ttl: Duration) {
+        let _ = self.jobs.send(Job::Configure {
+            servers: servers.to_vec(),
+            min_ttl,
+        });
+    }
+
+    /// The addresses `host` has now: from the last answer, or resolved now (waiting up to
+    /// a few seconds) for a name not seen before. Empty when it does not resolve.
+    pub fn addresses(&self, host: &str) -> Vec<IpAddr> {
+        if let Some(answer) = self.lock_cache().get(host) {
+            return answer.ips.clone();
+        }
+        let (reply, answer) = mpsc::channel();
+        if self
+            .jobs
+            .send(Job::Lookup {
+                host: host.to_string(),
+                reply,
+            })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.recv_timeout(FIRST_LOOKUP_WAIT).unwrap_or_default()
+    }
+
+    /// The names the running config uses: they are kept fresh, others forgotten.
+    pub fn track(&self, hosts: HashSet<String>) {
+        let _ = self.jobs.send(Job::Track(hosts));
+    }
+
+    /// Sets what runs when a refreshed answer differs (recompiling the running config).
+    pub fn on_change(&self, callback: impl Fn(&str) + Send + Sync + 'static) {
+        *self.on_change.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(callback));
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Answer>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The DNS thread's state.
+struct Worker {
+    cache: Arc<Mutex<HashMap<String, Answer>>>,
+    on_change: Arc<Mutex<Option<OnChange>>>,
+    tracked: HashSet<String>,
+    min_ttl: Duration,
+    servers: Vec<SocketAddr>,
+    resolver: Option<TokioResolver>,
+}
+
+impl Worker {
+    fn run(mut self, queue: mpsc::Receiver<Job>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the DNS runtime; server names will not resolve");
+                return;
+            }
+        };
+        loop {
+            let wait = self.next_refresh().map_or(Duration::from_secs(1), |at| {
+                at.saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1))
+            });
+            match queue.recv_timeout(wait) {
+                Ok(Job::Configure { servers, min_ttl }) => {
+                    if self.resolver.is_none() || servers != self.servers {
+                        self.servers = servers;
+                        self.resolver = Some(build_resolver(&self.servers));
+                        // Answers from other servers are not this config's answers.
+                        let now = Instant::now();
+                        for answer in self.lock_cache().values_mut() {
+                            answer.refresh_at = now;
+                        }
+                    }
+                    self.min_ttl = min_ttl;
+                }
+                Ok(Job::Lookup { host, reply }) => {
+                    let ips = self.refresh(&runtime, &host).0;
+                    let _ = reply.send(ips);
+                }
+                Ok(Job::Track(hosts)) => {
+                    self.lock_cache().retain(|h, _| hosts.contains(h));
+                    self.tracked = hosts;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            self.refresh_due(&runtime);
+        }
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Answer>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn next_refresh(&self) -> Option<Instant> {
+        let cache = self.lock_cache();
+        self.tracked
+            .iter()
+            .filter_map(|h| cache.get(h).map(|a| a.refresh_at))
+            .min()
+    }
+
+    /// Resolves the tracked names whose answers expired; reports those that changed.
+    fn refresh_due(&mut self, runtime: &tokio::runtime::Runtime) {
+        let now = Instant::now();
+        let due: Vec<String> = {
+            let cache = self.lock_cache();
+            self.tracked
+                .iter()
+                .filter(|h| cache.get(*h).is_none_or(|a| a.refresh_at <= now))
+                .cloned()
+                .collect()
+        };
+        let mut changes = Vec::new();
+        for host in due {
+            let (ips, changed) = self.refresh(runtime, &host);
+            if changed {
+                let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+                changes.push(format!("{host}: {}", list.join(", ")));
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let callback = self
+            .on_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(callback) = callback {
+            // Off this thread: recompiling asks this thread for any name it has not seen.
+            let what = changes.join("; ");
+            let _ = std::thread::Builder::new()
+                .name("edge-dns-apply".into())
+                .spawn(move || callback(&what));
+        }
+    }
+
+    /// Resolves `host` now and stores the answer: (its addresses, whether they changed).
+    fn refresh(&mut self, runtime: &tokio::runtime::Runtime, host: &str) -> (Vec<IpAddr>, bool) {
+        if self.resolver.is_none() {
+            self.resolver = Some(build_resolver(&self.servers));
+        }
+        let resolver = self.resolver.as_ref().expect("built above");
+        let result = runtime.block_on(resolver.lookup_ip(host));
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = cache.get(host).map(|a| a.ips.clone());
+        match result {
+            Ok(lookup) => {
+                let mut ips: Vec<IpAddr> = lookup.iter().collect();
+                ips.sort();
+                ips.dedup();
+                let ttl = lookup
+                    .valid_until()
+                    .saturating_duration_since(now)
+                    .clamp(self.min_ttl, MAX_TTL.max(self.min_ttl));
+                let changed = previous.as_ref().is_some_and(|p| *p != ips);
+                if changed {
+                    tracing::info!(host, addresses = ?ips, "upstream name has new addresses");
+                }
+                cache.insert(
+                    host.to_string(),
+                    Answer {
+                        ips: ips.clone(),
+                        refresh_at: now + ttl,
+                    },
+                );
+                (ips, changed)
+            }
+            Err(e) => {
+                // Keep what was known; try again after the floor.
+                let ips = previous.unwrap_or_default();
+                tracing::warn!(
+                    host,
+                    error = %e,
+                    kept = ?ips,
+                    "upstream name does not resolve; keeping the addresses last known"
+                );
+                cache.insert(
+                    host.to_string(),
+                    Answer {
+                        ips: ips.clone(),
+                        refresh_at: now + self.min_ttl,
+                    },
+                );
+                (ips, false)
+            }
+        }
+    }
+}
+
+/// A resolver on `servers`, or on the system's configuration when there are none.
+fn build_resolver(servers: &[SocketAddr]) -> TokioResolver {
+    let provider = TokioConnectionProvider::default();
+    let mut builder = if servers.is_empty() {
+        match TokioResolver::builder_tokio() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the system's DNS settings; only /etc/hosts answers");
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_parts(None, Vec::new(), NameServerConfigGroup::new()),
+                    provider,
+                )
+            }
+        }
+    } else {
+        let group: Vec<NameServerConfig> = servers
+            .iter()
+            .flat_map(|a| {
+                [
+                    NameServerConfig::new(*a, Protocol::Udp),
+                    NameServerConfig::new(*a, Protocol::Tcp),
+                ]
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, Vec::new(), group),
+            provider,
+        )
+    };
+    let options = builder.options_mut();
+    options.timeout = Duration::from_secs(2);
+    options.attempts = 2;
+    builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Target;
+
+    #[test]
+    fn addresses_split_into_literals_and_names() {
+        assert!(matches!(Target::parse("10.0.0.1:80"), Target::Literal(_)));
+        assert!(matches!(Target::parse("[::1]:80"), Target::Literal(_)));
+        assert!(matches!(
+            Target::parse("content-manager:8000"),
+            Target::Name {
+                host: "content-manager",
+                port: 8000
+            }
+        ));
+        assert!(matches!(Target::parse("no-port"), Target::Invalid));
+        assert!(matches!(Target::parse("host:99999"), Target::Invalid));
+        assert!(matches!(Target::parse("::1"), Target::Invalid));
+    }
+}
