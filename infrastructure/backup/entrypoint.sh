@@ -1,7 +1,8 @@
 #!/bin/sh
 # Entrypoint of the backup service.
 #   cron (default)  make sure MinIO's buckets exist, then run backup.sh on BACKUP_SCHEDULE
-#                   (cron syntax, default "0 2 * * *")
+#                   (with supercronic, as the unprivileged postgres user;
+#                   cron syntax, default "0 2 * * *")
 #   now             run backup.sh once and exit   (docker compose run --rm backup-service now)
 #   buckets         create the MinIO buckets and exit
 set -eu
@@ -15,15 +16,13 @@ buckets)
     ;;
 cron)
     /usr/local/bin/minio-buckets.sh || echo "backup: could not prepare the MinIO buckets; backups continue"
-    # crond starts jobs with an empty environment: hand them this container's, readable by
-    # root only (it holds the passwords).
-    umask 077
-    export -p > /run/backup.env
+    # supercronic runs jobs with this container's environment (the passwords stay in memory,
+    # never written to a file).
     schedule="${BACKUP_SCHEDULE:-0 2 * * *}"
-    echo "$schedule . /run/backup.env && /usr/local/bin/backup.sh > /proc/1/fd/1 2>&1" \
-        > /etc/crontabs/root
+    crontab="$(mktemp)"
+    echo "$schedule /usr/local/bin/backup.sh" > "$crontab"
     echo "backup: scheduled \"$schedule\" (retention ${BACKUP_RETENTION_DAYS:-30} days)"
-    exec crond -f -l 6
+    exec supercronic -quiet "$crontab"
     ;;
 *)
     exec "$@"

@@ -4,6 +4,7 @@ mod support;
 
 mod balancing;
 mod check;
+mod deployment;
 mod discovery;
 mod failover;
 mod headers;

@@ -206,7 +206,7 @@ pub struct UpstreamSettings {
 /// One server of an upstream.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerSettings {
-    /// "host:port" as written; a host name is resolved when the config is compiled.
+    /// "host:port" as written; a name stands for every address it resolves to (discovery.rs).
     pub addr: String,
     pub weight: u32,
     /// Failures within `fail_timeout` that take the server out; 0 never does.
