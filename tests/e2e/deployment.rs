@@ -221,8 +221,8 @@ fn every_image_built_here_has_a_multi_stage_non_root_dockerfile() {
             );
             let user = text
                 .lines()
-                .filter_map(|l| l.strip_prefix("USER "))
-                .last()
+                .rev()
+                .find_map(|l| l.strip_prefix("USER "))
                 .unwrap_or_else(|| panic!("{}: no USER", path.display()));
             assert!(
                 !matches!(user.trim(), "root" | "0" | "0:0"),
