@@ -66,8 +66,6 @@ pub struct RequestCtx {
     pub upstream_elapsed: Option<Duration>,
     /// The rate-limit outcome, for the access log.
     pub limit: Option<String>,
-    /// An earlier request came on this HTTP/1 connection.
-    pub reused_connection: bool,
     _in_flight: InFlight,
 }
 
@@ -111,27 +109,8 @@ impl ProxyHttp for EdgeProxy {
             upstream_started: None,
             upstream_elapsed: None,
             limit: None,
-            reused_connection: false,
             _in_flight: InFlight::new(),
         }
-    }
-
-    fn persist_connection_context(
-        &self,
-        _session: &Session,
-        _ctx: &RequestCtx,
-    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
-        // A marker (no allocation) so the next request on the connection knows it is not first.
-        Some(Box::new(()))
-    }
-
-    fn on_connection_reuse(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-        _previous: Box<dyn std::any::Any + Send + Sync>,
-    ) {
-        ctx.reused_connection = true;
     }
 
     async fn early_request_filter(
@@ -139,13 +118,6 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(tls) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
-            if session.is_http2() {
-                connections::h2_stream(tls);
-            } else if !ctx.reused_connection {
-                connections::first_request(tls);
-            }
-        }
         // Compression follows [gzip]; the module reads Accept-Encoding after this.
         let gzip = &ctx.snapshot.config.gzip;
         if let Some(compression) = session
@@ -181,12 +153,17 @@ impl ProxyHttp for EdgeProxy {
 
         // What it asks for: one sane Host, a path normalised for matching.
         let raw_head = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
-        let checked = request::framing(session.req_header(), raw_head.as_deref())
-            .and_then(|()| request::host(session.req_header()))
-            .and_then(|host| {
-                let path = request::normalize_path(session.req_header().uri.path())?;
-                Ok((host.to_string(), path.into_owned()))
-            });
+        let checked = request::size(
+            session.req_header(),
+            raw_head.as_deref(),
+            edge.head_limits(),
+        )
+        .and_then(|()| request::framing(session.req_header(), raw_head.as_deref()))
+        .and_then(|()| request::host(session.req_header()))
+        .and_then(|host| {
+            let path = request::normalize_path(session.req_header().uri.path())?;
+            Ok((host.to_string(), path.into_owned()))
+        });
         let (host, path) = match checked {
             Ok(found) => found,
             Err((status, why)) => {

@@ -399,6 +399,16 @@ impl Diff {
                 "edge.client_max_body_size",
             ),
             (oe.resolver != ne.resolver, "edge.resolver"),
+            (oe.max_uri_size != ne.max_uri_size, "edge.max_uri_size"),
+            (
+                oe.max_header_size != ne.max_header_size,
+                "edge.max_header_size",
+            ),
+            (oe.max_headers != ne.max_headers, "edge.max_headers"),
+            (
+                oe.max_connections_per_client != ne.max_connections_per_client,
+                "edge.max_connections_per_client",
+            ),
             (oe.dns_min_ttl != ne.dns_min_ttl, "edge.dns_min_ttl"),
             (old.gzip != new.gzip, "[gzip]"),
             (old.redis != new.redis, "[redis]"),

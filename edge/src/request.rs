@@ -10,6 +10,44 @@ use std::borrow::Cow;
 /// Why a request is refused: the status and a short reason for the client.
 pub type Refusal = (u16, &'static str);
 
+/// How large a request head may be (nginx's `large_client_header_buffers 4 8k`).
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    /// Bytes of the request target; longer is 414.
+    pub uri: usize,
+    /// Bytes of the whole head; larger is 431.
+    pub head: usize,
+    /// Header fields; more is 431.
+    pub fields: usize,
+}
+
+/// A request head over `limits` is refused before anything else is done with it: 414 for the
+/// target, 431 for the header fields.
+pub fn size(
+    req: &RequestHeader,
+    raw_head: Option<&[u8]>,
+    limits: HeadLimits,
+) -> Result<(), Refusal> {
+    if req.raw_path().len() > limits.uri || req.uri.to_string().len() > limits.uri {
+        return Err((414, "the request target is longer than max_uri_size"));
+    }
+    if req.headers.len() > limits.fields {
+        return Err((431, "more header fields than max_headers"));
+    }
+    let head = match raw_head {
+        Some(raw) => raw.len(),
+        None => req
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum(),
+    };
+    if head > limits.head {
+        return Err((431, "the request head is larger than max_header_size"));
+    }
+    Ok(())
+}
+
 /// Body framing that two parsers could read differently is refused: Content-Length together
 /// with Transfer-Encoding, Content-Lengths that disagree, and a Transfer-Encoding whose last
 /// coding is not `chunked`. (Pingora refuses some of these itself; when both Content-Length

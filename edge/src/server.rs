@@ -2,6 +2,7 @@
 
 use crate::admin::AdminApp;
 use crate::config::Validated;
+use crate::gate::ConnectionGate;
 use crate::health::HealthService;
 use crate::proxy::EdgeProxy;
 use crate::reload::{reload_on_sighup, Reloader};
@@ -98,18 +99,23 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     });
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let mut http_proxy = pingora::proxy::http_proxy(
         &server.configuration,
         EdgeProxy {
             snapshot: snapshot.clone(),
         },
-        "edge",
     );
     let mut http_options = HttpServerOptions::default();
     http_options.keepalive_request_limit = Some(edge.keepalive_requests);
-    if let Some(app) = proxy.app_logic_mut() {
-        app.server_options = Some(http_options);
-    }
+    http_proxy.server_options = Some(http_options);
+    http_proxy.h2_options = Some(h2_options());
+    let mut proxy = Service::new(
+        "edge".to_string(),
+        ConnectionGate {
+            proxy: Arc::new(http_proxy),
+            snapshot: snapshot.clone(),
+        },
+    );
     for addr in &edge.http_listen {
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
     }
@@ -155,6 +161,16 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         "edge starting"
     );
     server.run_forever();
+}
+
+/// HTTP/2 from clients: nginx's `http2_max_concurrent_streams 128`, Pingora's bounded header
+/// list, and h2's rapid-reset guard (a client whose streams are reset before they are served
+/// more than 20 times at once gets GOAWAY ENHANCE_YOUR_CALM).
+fn h2_options() -> pingora::protocols::http::v2::server::H2Options {
+    let mut options = pingora::protocols::http::v2::server::default_h2_options();
+    options.max_concurrent_streams(128);
+    options.max_pending_accept_reset_streams(20);
+    options
 }
 
 /// No post-handshake hooks; Pingora's `with_callbacks` is the constructor that takes a

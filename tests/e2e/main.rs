@@ -10,6 +10,7 @@ mod failover;
 mod headers;
 mod health;
 mod hostile;
+mod limits;
 mod observe;
 mod ratelimit;
 mod reload;

@@ -509,3 +509,57 @@ async fn handshakes_are_counted_by_version_and_open_connections_by_listener() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_streams_are_bounded_and_a_rapid_reset_client_is_cut_off() {
+    let dir = tempfile::tempdir().expect("dir");
+    let t = tls_edge(dir.path(), false).await;
+    let stream = connect(&connector(&[b"h2"]), t.https, "a.example").await;
+    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    // Drive the connection until the edge's SETTINGS arrived.
+    let mut connection = Box::pin(connection);
+    let _ = tokio::time::timeout(Duration::from_millis(300), &mut connection).await;
+    assert_eq!(
+        connection.max_concurrent_send_streams(),
+        128,
+        "the edge advertises a stream limit"
+    );
+    let closed = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+
+    // Open and cancel streams as fast as possible (CVE-2023-44487).
+    let mut opened = 0;
+    let mut cut_off = false;
+    for _ in 0..20_000 {
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(_) => {
+                cut_off = true;
+                break;
+            }
+        };
+        let request = http::Request::get("https://a.example/reset")
+            .body(())
+            .expect("request");
+        match client.send_request(request, true) {
+            Ok((_, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                opened += 1;
+            }
+            Err(_) => {
+                cut_off = true;
+                break;
+            }
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), closed).await;
+    assert!(
+        cut_off || matches!(ended, Ok(Ok(Err(_)))),
+        "the connection survived {opened} reset streams"
+    );
+    assert!(opened < 20_000, "all {opened} resets were accepted");
+
+    // Others are still served.
+    let mut fresh = connect(&connector(&[b"http/1.1"]), t.https, "a.example").await;
+    assert!(http1(&mut fresh, "/after", "").await.0.contains("200"));
+}

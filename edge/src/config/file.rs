@@ -44,6 +44,10 @@ pub struct EdgeFile {
     pub keepalive_requests: Option<Int>,
     pub client_header_timeout: Option<Text>,
     pub client_max_body_size: Option<Text>,
+    pub max_connections_per_client: Option<Int>,
+    pub max_uri_size: Option<Text>,
+    pub max_header_size: Option<Text>,
+    pub max_headers: Option<Int>,
     pub resolver: Option<Vec<Text>>,
     pub dns_min_ttl: Option<Text>,
 }

@@ -4,6 +4,8 @@
 
 pub mod file;
 pub mod model;
+#[cfg(test)]
+mod proptests;
 pub mod validate;
 
 pub use model::*;

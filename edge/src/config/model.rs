@@ -17,6 +17,12 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9180";
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(65);
 pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 100;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request target and head limits (nginx: `large_client_header_buffers 4 8k`).
+pub const DEFAULT_MAX_URI_SIZE: u64 = 8 * 1024;
+pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 * 1024;
+pub const DEFAULT_MAX_HEADERS: u32 = 100;
+/// Connections one client address may hold at once (nginx `limit_conn`, off there).
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 256;
 /// Upstream names are resolved again no sooner than this, whatever their TTL.
 pub const DEFAULT_DNS_MIN_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_CLIENT_MAX_BODY_SIZE: u64 = 10 << 20;
@@ -91,10 +97,29 @@ pub struct EdgeSettings {
     pub keepalive_requests: u32,
     pub client_header_timeout: Duration,
     pub client_max_body_size: u64,
+    /// Connections one client address may hold; 0 = no cap. Trusted proxies are exempt.
+    pub max_connections_per_client: u32,
+    /// Request target bytes before 414.
+    pub max_uri_size: u64,
+    /// Request head bytes before 431.
+    pub max_header_size: u64,
+    /// Header fields before 431.
+    pub max_headers: u32,
     /// DNS servers for upstream names; empty = the system's (/etc/resolv.conf, /etc/hosts).
     pub resolver: Vec<SocketAddr>,
     /// The shortest time an answer is kept before the name is resolved again.
     pub dns_min_ttl: Duration,
+}
+
+impl EdgeSettings {
+    /// The request head limits as the request checks use them.
+    pub fn head_limits(&self) -> crate::request::HeadLimits {
+        crate::request::HeadLimits {
+            uri: self.max_uri_size as usize,
+            head: self.max_header_size as usize,
+            fields: self.max_headers as usize,
+        }
+    }
 }
 
 /// Where access log lines go.

@@ -141,7 +141,12 @@ impl Validator<'_> {
             Ok(file) => Some(file),
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
-                let message = e.message().trim().to_string();
+                // The parser leaves some messages empty (a lone carriage return, found by the
+                // property tests): say at least what kind of problem it is.
+                let message = match e.message().trim() {
+                    "" => "invalid TOML syntax".to_string(),
+                    m => m.to_string(),
+                };
                 self.error(span, message);
                 None
             }
@@ -333,6 +338,22 @@ impl Validator<'_> {
             client_header_timeout: self
                 .duration_or(&f.client_header_timeout, DEFAULT_CLIENT_HEADER_TIMEOUT),
             client_max_body_size,
+            max_connections_per_client: self.int_or(
+                &f.max_connections_per_client,
+                DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+                0,
+                u32::MAX as i64,
+                "max_connections_per_client",
+            ),
+            max_uri_size: f
+                .max_uri_size
+                .as_ref()
+                .map_or(DEFAULT_MAX_URI_SIZE, |t| self.size(t)),
+            max_header_size: f
+                .max_header_size
+                .as_ref()
+                .map_or(DEFAULT_MAX_HEADER_SIZE, |t| self.size(t)),
+            max_headers: self.int_or(&f.max_headers, DEFAULT_MAX_HEADERS, 1, 256, "max_headers"),
             resolver,
             dns_min_ttl,
         }

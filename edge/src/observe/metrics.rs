@@ -302,21 +302,28 @@ pub fn render(snapshot: &Snapshot, reloads: &ReloadStats) -> String {
             format!("{:016x}", reloads.config_hash.load(Ordering::Relaxed)).as_str(),
         ])
         .set(1);
-    let edge = &snapshot.config.edge;
-    let listeners: Vec<(&'static str, std::net::SocketAddr)> = edge
-        .http_listen
-        .iter()
-        .map(|a| ("http", *a))
-        .chain(edge.https_listen.iter().map(|a| ("https", *a)))
-        .collect();
     let open = gauge(
         "edge_client_connections",
         "Client connections open now, by listener",
         &["listener"],
     );
-    for (listener, count) in super::connections::open_connections(&listeners) {
-        open.with_label_values(&[listener]).set(count as i64);
+    for (listener, count) in super::connections::open_now() {
+        open.with_label_values(&[listener.as_str()]).set(count);
     }
+    counter(
+        "edge_client_connections_refused_total",
+        "Connections refused because their client held max_connections_per_client",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .inc_by(super::connections::REFUSED.load(Ordering::Relaxed));
+    counter(
+        "edge_client_header_timeouts_total",
+        "Connections closed because a request head took longer than client_header_timeout",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .inc_by(crate::gate::HEADER_TIMEOUTS.load(Ordering::Relaxed));
     counter(
         "edge_access_log_dropped_total",
         "Access log lines dropped because the writer fell behind",

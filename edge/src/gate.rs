@@ -1,0 +1,362 @@
+//! The connection gate: what happens to a client connection around its requests, where
+//! Pingora 0.9.1's proxy has no hook. It is the listeners' `ServerApp`, wrapping the proxy:
+//!
+//! - counts open connections per listener and TLS handshakes by negotiated version;
+//! - refuses a client that already holds `max_connections_per_client` connections (peers in
+//!   `trusted_proxies` are exempt: they carry many clients) with a 429 and a close;
+//! - enforces `client_header_timeout` (slowloris): a new connection must deliver its first
+//!   request head within it, and on a kept-alive connection a head must be complete within it
+//!   of its first byte (the wait for that byte is `keepalive_timeout`). Pingora's own
+//!   timeout is per read, so a client trickling a byte at a time would otherwise never end.
+//!
+//! The gate keeps the connection for its whole life (it runs Pingora's HTTP/1 keep-alive loop
+//! itself, re-arming the head clock between requests), so dropping its guard is exactly the
+//! connection closing.
+
+use crate::observe::connections::{self, Listener};
+use crate::proxy::EdgeProxy;
+use crate::snapshot::{net_contains, Snapshot};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// The listeners' application: the gate in front of the proxy.
+pub struct ConnectionGate {
+    pub proxy: Arc<HttpProxy<EdgeProxy>>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+#[async_trait]
+impl ServerApp for ConnectionGate {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let (limit, header_timeout) = {
+            let snapshot = self.snapshot.load();
+            let edge = &snapshot.config.edge;
+            let peer = peer_ip(&stream);
+            let trusted =
+                peer.is_some_and(|ip| edge.trusted_proxies.iter().any(|net| net_contains(net, ip)));
+            let limit = match edge.max_connections_per_client {
+                0 => None,
+                _ if trusted => None,
+                n => Some(n),
+            };
+            (peer.zip(limit), edge.client_header_timeout)
+        };
+        let tls = stream.get_ssl_digest();
+        if let Some(digest) = &tls {
+            connections::handshake(&digest.version);
+        }
+        let listener = if tls.is_some() {
+            Listener::Https
+        } else {
+            Listener::Http
+        };
+        let peer = peer_ip(&stream);
+        let Some(_open) = connections::open(listener, peer, limit.map(|(_, n)| n)) else {
+            refuse(&mut stream).await;
+            return None;
+        };
+
+        let clock = Arc::new(HeadClock::new(header_timeout));
+        let stream: Stream = Box::new(HeadDeadline::new(stream, clock.clone()));
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // Pingora serves the whole HTTP/2 connection in this call.
+            return self.proxy.process_new(stream, shutdown).await;
+        }
+        // HTTP/1: Pingora's own keep-alive loop, with the head clock re-armed between
+        // requests. It is looped here, so the guard lives exactly as long as the connection.
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        session.set_keepalive_reuses_remaining(
+            self.proxy
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        let mut served = self.proxy.process_new_http(session, shutdown).await;
+        while let Some((stream, persistent)) = served.map(|r| r.consume()) {
+            clock.arm(self.snapshot.load().config.edge.client_header_timeout);
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(persistent) = persistent {
+                persistent.apply_to_session(&mut session);
+            }
+            served = self.proxy.process_new_http(session, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.proxy).await;
+    }
+}
+
+fn peer_ip(stream: &Stream) -> Option<IpAddr> {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+}
+
+/// Answers a client over its connection cap (HTTP/1; an h2 client just sees the close).
+async fn refuse(stream: &mut Stream) {
+    if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        let body = r#"{"error":"too_many_connections","status":429,"message":"this client holds max_connections_per_client connections"}"#;
+        let response = format!(
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.flush().await;
+        })
+        .await;
+    }
+    Shutdown::shutdown(&mut **stream).await;
+}
+
+/// Where a connection is in reading a request head.
+const WAITING: u8 = 0; // kept alive between requests: keepalive_timeout governs
+const IN_HEAD: u8 = 1; // a head has started (or the connection is new): the clock runs
+const PASSING: u8 = 2; // the head is complete: body and response pass untimed
+
+/// Shared between the gate (which arms it between requests) and the stream wrapper.
+struct HeadClock {
+    state: AtomicU8,
+    timeout_ms: AtomicU64,
+}
+
+impl HeadClock {
+    /// A new connection: its first head is due within `timeout` from now.
+    fn new(timeout: Duration) -> HeadClock {
+        HeadClock {
+            state: AtomicU8::new(IN_HEAD),
+            timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
+        }
+    }
+
+    /// Between requests: the next head's clock starts at its first byte.
+    fn arm(&self, timeout: Duration) {
+        self.timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+        self.state.store(WAITING, Ordering::Relaxed);
+    }
+}
+
+/// Heads that ran out of `client_header_timeout`.
+pub static HEADER_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// A client stream whose reads fail once a request head takes longer than the timeout.
+#[derive(Debug)]
+struct HeadDeadline {
+    inner: Stream,
+    clock: Arc<HeadClock>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last bytes read, to find a head's end across reads.
+    tail: [u8; 3],
+}
+
+impl std::fmt::Debug for HeadClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadClock")
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl HeadDeadline {
+    fn new(inner: Stream, clock: Arc<HeadClock>) -> HeadDeadline {
+        let timeout = Duration::from_millis(clock.timeout_ms.load(Ordering::Relaxed));
+        HeadDeadline {
+            inner,
+            clock,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            tail: [0; 3],
+        }
+    }
+}
+
+/// Whether `data`, read after `tail`, completes a head (a blank line); updates `tail`.
+fn ends_head(tail: &mut [u8; 3], data: &[u8]) -> bool {
+    let mut window = *tail;
+    for &b in data {
+        if b == b'\n' && (window[2] == b'\n' || (window[2] == b'\r' && window[1] == b'\n')) {
+            *tail = [0; 3];
+            return true;
+        }
+        window = [window[1], window[2], b];
+    }
+    *tail = window;
+    false
+}
+
+impl AsyncRead for HeadDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let state = this.clock.state.load(Ordering::Relaxed);
+        if state == IN_HEAD {
+            if let Some(deadline) = this.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client_header_timeout: the request head did not arrive in time",
+                    )));
+                }
+            }
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let new = &buf.filled()[before..];
+        if new.is_empty() || state == PASSING {
+            return Poll::Ready(Ok(()));
+        }
+        if state == WAITING {
+            this.tail = [0; 3];
+        }
+        if ends_head(&mut this.tail, new) {
+            this.clock.state.store(PASSING, Ordering::Relaxed);
+            this.deadline = None;
+        } else if state == WAITING {
+            // The first bytes of a head on a kept-alive connection: its clock starts now.
+            this.clock.state.store(IN_HEAD, Ordering::Relaxed);
+            let timeout = Duration::from_millis(this.clock.timeout_ms.load(Ordering::Relaxed));
+            this.deadline = Some(Box::pin(tokio::time::sleep(timeout)));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for HeadDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadDeadline {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await;
+    }
+}
+
+impl UniqueID for HeadDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadDeadline {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for HeadDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for HeadDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_head;
+
+    #[test]
+    fn a_head_ends_at_its_blank_line_even_across_reads() {
+        let mut tail = [0; 3];
+        assert!(!ends_head(&mut tail, b"GET / HTTP/1.1\r\nHost: a\r"));
+        assert!(!ends_head(&mut tail, b"\n"));
+        assert!(!ends_head(&mut tail, b"\r"));
+        assert!(ends_head(&mut tail, b"\nbody"));
+        let mut tail = [0; 3];
+        assert!(ends_head(&mut tail, b"GET / HTTP/1.1\nHost: a\n\n"));
+        let mut tail = [0; 3];
+        for b in b"GET / HTTP/1.1\r\nX: 1\r\n" {
+            assert!(!ends_head(&mut tail, &[*b]), "one byte at a time");
+        }
+        assert!(!ends_head(&mut tail, b"\r"));
+        assert!(ends_head(&mut tail, b"\n"));
+    }
+}

@@ -1,0 +1,239 @@
+//! Limits on what one client may take: head sizes (414/431), body size for chunked bodies,
+//! the time to send a request head (slowloris), and connections per client.
+
+use crate::observe::{scrape, value};
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn status_of(response: &str) -> u16 {
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_targets_and_heads_get_414_and_431_and_never_reach_the_backend() {
+    let app = backend("app").await;
+    let edge = Edge::start("", &one_route(app.addr));
+    let get = |target: &str, headers: &str| {
+        raw_request(
+            edge.http,
+            format!("GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n{headers}\r\n")
+                .as_bytes(),
+        )
+    };
+    let long_target = format!("/{}", "a".repeat(9000));
+    let response = get(&long_target, "");
+    assert_eq!(status_of(&response), 414, "{response}");
+    assert_eq!(raw_body_json(&response)["error"], "uri_too_long");
+    let big_header = format!("X-Big: {}\r\n", "b".repeat(40_000));
+    assert_eq!(status_of(&get("/", &big_header)), 431);
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    assert_eq!(status_of(&get("/", &many)), 431);
+    let too_many_for_the_parser: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let status = status_of(&get("/", &too_many_for_the_parser));
+    assert!(status == 0 || (400..500).contains(&status), "{status}");
+    assert_eq!(
+        app.requests(),
+        0,
+        "an oversized request reached the backend"
+    );
+
+    // Just under the defaults passes.
+    let fits = format!("/{}", "a".repeat(8000));
+    let headers: String = (0..90).map(|i| format!("X-H{i}: v\r\n")).collect();
+    assert_eq!(status_of(&get(&fits, &headers)), 200);
+    assert_eq!(app.requests(), 1);
+
+    // The limits are settings.
+    let strict = Edge::start(
+        "max_uri_size = \"1k\"\nmax_header_size = \"2k\"\nmax_headers = 10",
+        &one_route(app.addr),
+    );
+    let get_strict = |target: &str, headers: &str| {
+        status_of(&raw_request(
+            strict.http,
+            format!("GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n{headers}\r\n")
+                .as_bytes(),
+        ))
+    };
+    assert_eq!(get_strict(&format!("/{}", "a".repeat(2000)), ""), 414);
+    assert_eq!(
+        get_strict("/", &format!("X-Big: {}\r\n", "b".repeat(3000))),
+        431
+    );
+    let eleven: String = (0..11).map(|i| format!("X-H{i}: v\r\n")).collect();
+    assert_eq!(get_strict("/", &eleven), 431);
+    assert_eq!(get_strict("/ok", ""), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_body_growing_past_client_max_body_size_gets_413() {
+    let app = backend("app").await;
+    let edge = Edge::start("client_max_body_size = \"1k\"", &one_route(app.addr));
+    let chunk = format!("400\r\n{}\r\n", "x".repeat(1024));
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n"
+    );
+    let response = raw_request(edge.http, request.as_bytes());
+    assert_eq!(status_of(&response), 413, "{response}");
+    // One chunk fits.
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n200\r\n{}\r\n0\r\n\r\n",
+        "y".repeat(512)
+    );
+    assert_eq!(status_of(&raw_request(edge.http, request.as_bytes())), 200);
+}
+
+/// A client that sends a request head one byte at a time, `gap` apart, from a thread.
+fn trickle(
+    addr: std::net::SocketAddr,
+    head: &'static [u8],
+    gap: Duration,
+) -> std::thread::JoinHandle<Option<Duration>> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut stream = TcpStream::connect(addr).ok()?;
+        for byte in head {
+            if stream.write_all(&[*byte]).is_err() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(gap);
+        }
+        // Sent it all without being cut off.
+        None
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_headers_are_cut_off_at_client_header_timeout_without_delaying_others() {
+    let app = backend("app").await;
+    let edge = Edge::start(
+        "client_header_timeout = \"1s\"\nmax_connections_per_client = 0",
+        &one_route(app.addr),
+    );
+    const HEAD: &[u8] = b"GET /slow HTTP/1.1\r\nHost: a\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    // 100 slowloris clients: a byte every 100 ms would take 7 s to finish a head.
+    let slow: Vec<_> = (0..100)
+        .map(|_| trickle(edge.http, HEAD, Duration::from_millis(100)))
+        .collect();
+    // And 20 that connect and send nothing.
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(edge.http).expect("connect"))
+        .collect();
+
+    // A normal client is served meanwhile, promptly.
+    let c = reqwest::Client::new();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let (status, _) = get_json(&c, &edge.url("/normal"), &[]).await;
+        assert_eq!(status, 200);
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(900),
+        "a normal request took {slowest:?}"
+    );
+
+    // Every trickler was cut off near the timeout, long before its head was done.
+    for handle in slow {
+        let cut = handle
+            .join()
+            .expect("thread")
+            .expect("the edge never cut a slow client off");
+        assert!(
+            cut >= Duration::from_millis(800) && cut < Duration::from_secs(4),
+            "cut off after {cut:?}"
+        );
+    }
+    // The idle connections were closed too.
+    for mut stream in idle {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "an idle connection got {:?}", &buf[..n]);
+    }
+    assert_eq!(
+        app.requests(),
+        20,
+        "only the normal client's requests reached the backend"
+    );
+    let (_, m) = scrape(&edge).await;
+    assert!(value(&m, "edge_client_header_timeouts_total", &[]) >= 120.0);
+
+    // On a kept-alive connection the clock starts at the next head's first byte.
+    let mut kept = TcpStream::connect(edge.http).expect("connect");
+    kept.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = kept.read(&mut buf).expect("first response");
+    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 200);
+    std::thread::sleep(Duration::from_millis(1500)); // idle longer than the header timeout: fine
+    let started = Instant::now();
+    let mut cut = None;
+    for byte in b"GET /second HTTP/1.1\r\nHost: a\r\nX-Slow: 1234567890\r\n\r\n" {
+        if kept.write_all(&[*byte]).is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cut = cut.expect("the second, trickled head was not cut off");
+    assert!(cut < Duration::from_secs(4), "{cut:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_over_its_connection_cap_gets_429_and_a_trusted_proxy_is_exempt() {
+    let app = backend("app").await;
+    let edge = Edge::start("max_connections_per_client = 5", &one_route(app.addr));
+    let open_one = |addr| {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("write");
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        (s, String::from_utf8_lossy(&buf[..n]).to_string())
+    };
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let (s, response) = open_one(edge.http);
+        assert_eq!(status_of(&response), 200, "{response}");
+        held.push(s);
+    }
+    let (_, response) = open_one(edge.http);
+    assert_eq!(status_of(&response), 429, "{response}");
+    assert_eq!(raw_body_json(&response)["error"], "too_many_connections");
+    let (_, m) = scrape(&edge).await;
+    assert_eq!(value(&m, "edge_client_connections_refused_total", &[]), 1.0);
+    assert_eq!(
+        value(&m, "edge_client_connections", &["listener=\"http\""]),
+        5.0
+    );
+
+    // One closes: there is room again.
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let (s, response) = open_one(edge.http);
+    assert_eq!(status_of(&response), 200, "{response}");
+    held.push(s);
+
+    // A trusted proxy carries many clients: no cap for it.
+    let behind_proxy = Edge::start(
+        "max_connections_per_client = 2\ntrusted_proxies = [\"127.0.0.1\"]",
+        &one_route(app.addr),
+    );
+    let many: Vec<_> = (0..6).map(|_| open_one(behind_proxy.http)).collect();
+    for (_, response) in &many {
+        assert_eq!(status_of(response), 200, "{response}");
+    }
+}
