@@ -15,7 +15,7 @@
 #                      + a YAML parse, else a YAML parse of each manifest
 #   Prometheus         promtool check config, check rules, test rules
 #   Grafana            dashboards are JSON; every metric their queries and the alert rules
-#                      use is one the edge exports (edge/src/observe/metrics.rs)
+#                      use is one the edge exports (edge/src/observe/*.rs)
 #   Loki / Promtail    YAML parse
 #   edge configs       `edge check` on upstreams.toml and on every copy under infrastructure/
 #                      (the Kubernetes ConfigMap's is extracted), and each copy differs from
@@ -205,9 +205,9 @@ sys.exit(1 if errors else 0)
 EOF
     if [ -f edge/src/observe/metrics.rs ]; then
         run "dashboards and alert rules use only metrics the edge exports" "$PY" - \
-            edge/src/observe/metrics.rs "$GRAF/dashboards/edge.json" "$PROM"/rules/*.yml << 'EOF'
+            "$(cat edge/src/observe/*.rs)" "$GRAF/dashboards/edge.json" "$PROM"/rules/*.yml << 'EOF'
 import json, re, sys, yaml
-src = open(sys.argv[1]).read()
+src = sys.argv[1]
 exported = set(re.findall(r'"(edge_[a-z0-9_]+)"', src))
 histograms = set(re.findall(r'HistogramOpts::new\(\s*"(edge_[a-z0-9_]+)"', src))
 for h in histograms:

@@ -93,8 +93,18 @@ impl ServerApp for ConnectionGate {
                 .and_then(|o| o.keepalive_request_limit),
         );
         let mut served = self.proxy.process_new_http(session, shutdown).await;
-        while let Some((stream, persistent)) = served.map(|r| r.consume()) {
-            clock.arm(self.snapshot.load().config.edge.client_header_timeout);
+        while let Some((mut stream, persistent)) = served.map(|r| r.consume()) {
+            let (keepalive, header_timeout) = {
+                let snapshot = self.snapshot.load();
+                let edge = &snapshot.config.edge;
+                (edge.keepalive_timeout, edge.client_header_timeout)
+            };
+            // Idle between requests with only this small future alive: Pingora's per-request
+            // state is built again when the next request's first bytes are here.
+            if !next_request_arrives(&mut stream, keepalive, shutdown).await {
+                return None;
+            }
+            clock.arm(header_timeout);
             let mut session = ServerSession::new_http1(stream);
             if let Some(persistent) = persistent {
                 persistent.apply_to_session(&mut session);
@@ -106,6 +116,27 @@ impl ServerApp for ConnectionGate {
 
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.proxy).await;
+    }
+}
+
+/// Waits until a kept-alive connection sends its next request (its first bytes are then
+/// stashed in the stream), or its keep-alive time ends, the client closes, or the server
+/// shuts down (false: close it).
+async fn next_request_arrives(
+    stream: &mut Stream,
+    keepalive: Duration,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow() {
+        return false;
+    }
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        arrived = tokio::time::timeout(keepalive, stream.try_peek(&mut probe)) => {
+            matches!(arrived, Ok(Ok(true)))
+        }
+        _ = shutdown.changed() => false,
     }
 }
 
@@ -172,6 +203,8 @@ struct HeadDeadline {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The last bytes read, to find a head's end across reads.
     tail: [u8; 3],
+    /// Bytes read while waiting for the next request (`try_peek`), handed out first.
+    stash: Vec<u8>,
 }
 
 impl std::fmt::Debug for HeadClock {
@@ -190,6 +223,7 @@ impl HeadDeadline {
             clock,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             tail: [0; 3],
+            stash: Vec::new(),
         }
     }
 }
@@ -228,7 +262,16 @@ impl AsyncRead for HeadDeadline {
             }
         }
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if this.stash.is_empty() {
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        } else {
+            let n = this.stash.len().min(buf.remaining());
+            buf.put_slice(&this.stash[..n]);
+            this.stash.drain(..n);
+            if this.stash.is_empty() {
+                this.stash = Vec::new(); // nothing held while idle
+            }
+        }
         let new = &buf.filled()[before..];
         if new.is_empty() || state == PASSING {
             return Poll::Ready(Ok(()));
@@ -332,12 +375,24 @@ impl GetSocketDigest for HeadDeadline {
     }
 }
 
+/// Waits for data and keeps it for the next reads: true when `buf` could be filled from it.
 #[async_trait]
 impl Peek for HeadDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        use tokio::io::AsyncReadExt;
+        while self.stash.len() < buf.len() {
+            self.stash.reserve(STASH_READ);
+            if self.inner.read_buf(&mut self.stash).await? == 0 {
+                return Ok(false);
+            }
+        }
+        buf.copy_from_slice(&self.stash[..buf.len()]);
+        Ok(true)
     }
 }
+
+/// How much one read takes while waiting for the next request (a typical request head).
+const STASH_READ: usize = 2048;
 
 #[cfg(test)]
 mod tests {

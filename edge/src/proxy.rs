@@ -132,8 +132,11 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = ctx.snapshot.clone();
         let edge = &snapshot.config.edge;
-        // Keep-alive as configured, unless the request or Pingora already ended it.
-        if session.get_keepalive().is_some() {
+        // Keep-alive as configured, unless the request or Pingora already ended it; the last
+        // of keepalive_requests says so (Connection: close), as nginx's does.
+        if session.get_keepalive_reuses_remaining() == Some(0) {
+            session.set_keepalive(None);
+        } else if session.get_keepalive().is_some() {
             session.set_keepalive(Some(edge.keepalive_timeout.as_secs()));
         }
 

@@ -106,7 +106,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         },
     );
     let mut http_options = HttpServerOptions::default();
-    http_options.keepalive_request_limit = Some(edge.keepalive_requests);
+    // Pingora counts reuses after the first request; nginx counts requests.
+    http_options.keepalive_request_limit = Some(edge.keepalive_requests.saturating_sub(1));
     http_proxy.server_options = Some(http_options);
     http_proxy.h2_options = Some(h2_options());
     let mut proxy = Service::new(
@@ -180,10 +181,12 @@ struct NoCallbacks;
 #[async_trait::async_trait]
 impl TlsAccept for NoCallbacks {}
 
-/// Read buffer of a client connection. Pingora's default is 64 KiB, allocated and zeroed for
-/// every connection: 10,000 idle keepalive clients then held about 1 GB. 16 KiB is one TLS
-/// record, so TLS reads stay whole.
-const CLIENT_READ_BUFFER: usize = 16 * 1024;
+/// No read buffer in front of a client connection: Pingora's HTTP parser and rustls read into
+/// buffers of their own, so an L4 read buffer only added a copy of every byte read and an
+/// allocation per connection that tokio zeroes (64 KiB by Pingora's default; 10,000 idle
+/// keepalive clients then held about 1 GB). The write buffer (Pingora's 1460 bytes) stays, so
+/// a small response leaves in one write.
+const CLIENT_READ_BUFFER: usize = 0;
 
 fn client_buffers() -> L4BufferSettings {
     L4BufferSettings {

@@ -237,3 +237,54 @@ async fn a_client_over_its_connection_cap_gets_429_and_a_trusted_proxy_is_exempt
         assert_eq!(status_of(response), 200, "{response}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_alive_connections_end_at_keepalive_timeout_and_keepalive_requests() {
+    let app = backend("app").await;
+    let edge = Edge::start(
+        "keepalive_timeout = \"1s\"\nkeepalive_requests = 3",
+        &one_route(app.addr),
+    );
+    let request = |s: &mut TcpStream| -> String {
+        s.write_all(b"GET /k HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("write");
+        let mut buf = vec![0u8; 8192];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    // Idle past keepalive_timeout: the edge closes it.
+    let mut idle = TcpStream::connect(edge.http).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(status_of(&request(&mut idle)), 200);
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        idle.read(&mut buf).unwrap_or(0),
+        0,
+        "closed, with nothing sent"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
+
+    // Within the timeout a connection is reused, up to keepalive_requests.
+    let mut kept = TcpStream::connect(edge.http).expect("connect");
+    kept.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    for i in 1..=3 {
+        std::thread::sleep(Duration::from_millis(300));
+        let response = request(&mut kept);
+        assert_eq!(status_of(&response), 200, "request {i}: {response}");
+        let closing = response.to_ascii_lowercase().contains("connection: close");
+        assert_eq!(closing, i == 3, "request {i}: {response}");
+    }
+    assert_eq!(
+        kept.read(&mut buf).unwrap_or(0),
+        0,
+        "closed after the third"
+    );
+    assert_eq!(app.requests(), 4);
+}

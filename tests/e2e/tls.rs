@@ -563,3 +563,140 @@ async fn http2_streams_are_bounded_and_a_rapid_reset_client_is_cut_off() {
     let mut fresh = connect(&connector(&[b"http/1.1"]), t.https, "a.example").await;
     assert!(http1(&mut fresh, "/after", "").await.0.contains("200"));
 }
+
+/// One HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A header block of literal fields (HPACK "without indexing", no Huffman), written as
+/// given, so that a malformed request can be sent at all.
+fn hpack_literal(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_http2_requests_are_refused_before_any_backend() {
+    let dir = tempfile::tempdir().expect("dir");
+    let t = tls_edge(dir.path(), false).await;
+    let valid = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":path", "/h2"),
+        (":authority", "a.example"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut fields = valid.to_vec();
+        fields.extend_from_slice(extra);
+        fields
+    };
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("connection header", with(&[("connection", "keep-alive")])),
+        (
+            "transfer-encoding",
+            with(&[("transfer-encoding", "chunked")]),
+        ),
+        ("keep-alive header", with(&[("keep-alive", "timeout=5")])),
+        ("upgrade header", with(&[("upgrade", "websocket")])),
+        ("te other than trailers", with(&[("te", "gzip")])),
+        ("uppercase name", with(&[("X-Upper", "1")])),
+        ("unknown pseudo-header", with(&[(":foo", "bar")])),
+        (
+            "pseudo-header after a regular one",
+            vec![
+                (":method", "GET"),
+                ("x-a", "1"),
+                (":scheme", "https"),
+                (":path", "/h2"),
+                (":authority", "a.example"),
+            ],
+        ),
+        (
+            "no :path",
+            vec![
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":authority", "a.example"),
+            ],
+        ),
+        ("two :path", with(&[(":path", "/other")])),
+    ];
+    for (name, fields) in cases {
+        let mut stream = connect(&connector(&[b"h2"]), t.https, "a.example").await;
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(h2_frame(4, 0, 0, &[])); // SETTINGS
+        out.extend(h2_frame(1, 0x5, 1, &hpack_literal(&fields))); // HEADERS, END_STREAM|END_HEADERS
+        stream.write_all(&out).await.expect("write");
+        // Read frames until stream 1 is answered: a reset, a GOAWAY, a response or a close.
+        let mut buf = Vec::new();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                while buf.len() >= 9 {
+                    let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+                    if buf.len() < 9 + len {
+                        break;
+                    }
+                    let (kind, id) = (
+                        buf[3],
+                        u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff,
+                    );
+                    let first = buf.get(9).copied();
+                    buf.drain(..9 + len);
+                    match (kind, id) {
+                        (3, 1) => return "RST_STREAM".to_string(),
+                        (7, _) => return "GOAWAY".to_string(),
+                        // :status from the static table: 0x88 is 200.
+                        (1, 1) => return format!("HEADERS {first:?}"),
+                        _ => {}
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return "closed".to_string(),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no answer in 5 s"));
+        assert!(
+            outcome != "HEADERS Some(136)",
+            "{name}: answered 200 ({outcome})"
+        );
+    }
+    assert_eq!(
+        t._app.requests(),
+        0,
+        "a malformed h2 request reached the backend"
+    );
+
+    // A well-formed request on a fresh connection is still served.
+    let h2 = connect(&connector(&[b"h2"]), t.https, "a.example").await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(h2),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let request = http::Request::get("https://a.example/fine")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    assert_eq!(
+        sender.send_request(request).await.expect("h2").status(),
+        200
+    );
+    assert_eq!(t._app.requests(), 1);
+}

@@ -25,14 +25,19 @@ impl Listener {
 
 /// `edge_tls_handshakes_total{version}`, registered with the request metrics.
 pub static TLS_HANDSHAKES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    IntCounterVec::new(
+    let counter = IntCounterVec::new(
         prometheus::Opts::new(
             "edge_tls_handshakes_total",
             "Completed TLS handshakes by negotiated protocol version",
         ),
         &["version"],
     )
-    .expect("valid metric")
+    .expect("valid metric");
+    // Both versions exported from the start, so rate() sees the first handshake.
+    for version in ["TLSv1.2", "TLSv1.3"] {
+        counter.with_label_values(&[version]);
+    }
+    counter
 });
 
 static OPEN_HTTP: AtomicI64 = AtomicI64::new(0);
