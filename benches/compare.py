@@ -164,6 +164,8 @@ redirect_http_to_https = false
 access_log = "{work}/edge-access.log"
 keepalive_timeout = "65s"
 keepalive_requests = 100
+# Every load generator here is one client address (loopback); nginx has no per-client cap.
+max_connections_per_client = 0
 
 [tls]
 certificates = [{{ cert = "{cert}", key = "{key}" }}]
