@@ -30,26 +30,11 @@ import sys
 import tempfile
 import time
 
+from compare import free_port, wait_port  # same directory: benches/
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDGE = os.path.join(ROOT, "target/release/edge")
 SERVICES = os.path.join(ROOT, "target/release/services")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def connect(port, source, timeout=5.0):
@@ -283,9 +268,9 @@ upstream = "content"
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "edge.log"), "w")),
     ]
     try:
-        wait_port(backend)
-        wait_port(http_port)
-        wait_port(https_port)
+        wait_port(backend, timeout=20)
+        wait_port(http_port, timeout=20)
+        wait_port(https_port, timeout=20)
         time.sleep(0.5)
 
         print(f"baseline: {args.baseline} s", file=sys.stderr)

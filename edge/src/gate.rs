@@ -49,10 +49,10 @@ impl ServerApp for ConnectionGate {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let peer = peer_ip(&stream);
         let (limit, header_timeout) = {
             let snapshot = self.snapshot.load();
             let edge = &snapshot.config.edge;
-            let peer = peer_ip(&stream);
             let trusted =
                 peer.is_some_and(|ip| edge.trusted_proxies.iter().any(|net| net_contains(net, ip)));
             let limit = match edge.max_connections_per_client {
@@ -60,7 +60,7 @@ impl ServerApp for ConnectionGate {
                 _ if trusted => None,
                 n => Some(n),
             };
-            (peer.zip(limit), edge.client_header_timeout)
+            (limit, edge.client_header_timeout)
         };
         let tls = stream.get_ssl_digest();
         if let Some(digest) = &tls {
@@ -71,8 +71,7 @@ impl ServerApp for ConnectionGate {
         } else {
             Listener::Http
         };
-        let peer = peer_ip(&stream);
-        let Some(_open) = connections::open(listener, peer, limit.map(|(_, n)| n)) else {
+        let Some(_open) = connections::open(listener, peer, limit) else {
             refuse(&mut stream).await;
             return None;
         };

@@ -5,15 +5,6 @@
 use crate::support::*;
 use std::time::{Duration, Instant};
 
-/// The status code of a raw exchange, or 0 when the edge closed without answering.
-fn status_of(response: &str) -> u16 {
-    response
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn smuggling_and_malformed_requests_never_reach_the_backend() {
     let app = backend("app").await;

@@ -7,14 +7,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn status_of(response: &str) -> u16 {
-    response
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_targets_and_heads_get_414_and_431_and_never_reach_the_backend() {
     let app = backend("app").await;

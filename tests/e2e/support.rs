@@ -236,6 +236,15 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The status code of a raw HTTP/1.1 exchange, or 0 when the edge closed without answering.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The JSON body of a raw HTTP/1.1 response with Content-Length.
 pub fn raw_body_json(response: &str) -> serde_json::Value {
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);

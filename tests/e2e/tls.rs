@@ -110,6 +110,28 @@ fn served_names(stream: &TlsStream<TcpStream>) -> Vec<String> {
         .collect()
 }
 
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// An HTTP/2 client over an established TLS stream (its connection driven in the background).
+async fn h2_client(stream: TlsStream<TcpStream>) -> H2Sender {
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// One HTTP/2 GET of `path` on a.example.
+async fn h2_get(sender: &mut H2Sender, path: &str) -> http::Response<hyper::body::Incoming> {
+    let request = http::Request::get(format!("https://a.example{path}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    sender.send_request(request).await.expect("h2 response")
+}
+
 /// One HTTP/1.1 request on an open stream: (status line, lowercase head, body).
 async fn http1<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     stream: &mut S,
@@ -293,17 +315,8 @@ async fn sni_picks_the_certificate_h2_is_negotiated_and_sessions_resume() {
     let stream = connect(&h2, t.https, "a.example").await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     // A real HTTP/2 request over it.
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
-    let request = http::Request::get("https://a.example/h2-check")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .expect("request");
-    let response = sender.send_request(request).await.expect("h2 response");
+    let mut sender = h2_client(stream).await;
+    let response = h2_get(&mut sender, "/h2-check").await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("strict-transport-security"));
 
@@ -445,22 +458,9 @@ async fn handshakes_are_counted_by_version_and_open_connections_by_listener() {
         assert!(http1(&mut h1, "/one", "").await.0.contains("200"));
     }
     // TLS 1.3 over HTTP/2: three streams on one connection are one handshake.
-    let h2 = connect(&connector(&[b"h2"]), t.https, "a.example").await;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(h2),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(connect(&connector(&[b"h2"]), t.https, "a.example").await).await;
     for _ in 0..3 {
-        let request = http::Request::get("https://a.example/two")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .expect("request");
-        assert_eq!(
-            sender.send_request(request).await.expect("h2").status(),
-            200
-        );
+        assert_eq!(h2_get(&mut sender, "/two").await.status(), 200);
     }
     // TLS 1.2, two requests.
     let mut old = connect(
@@ -683,20 +683,7 @@ async fn malformed_http2_requests_are_refused_before_any_backend() {
     );
 
     // A well-formed request on a fresh connection is still served.
-    let h2 = connect(&connector(&[b"h2"]), t.https, "a.example").await;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(h2),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
-    let request = http::Request::get("https://a.example/fine")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .expect("request");
-    assert_eq!(
-        sender.send_request(request).await.expect("h2").status(),
-        200
-    );
+    let mut sender = h2_client(connect(&connector(&[b"h2"]), t.https, "a.example").await).await;
+    assert_eq!(h2_get(&mut sender, "/fine").await.status(), 200);
     assert_eq!(t._app.requests(), 1);
 }
