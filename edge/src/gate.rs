@@ -1,5 +1,6 @@
 //! The connection gate: what happens to a client connection around its requests, where
-//! Pingora 0.9.1's proxy has no hook. It is the listeners' `ServerApp`, wrapping the proxy:
+//! Pingora 0.9.1's proxy has no hook. The listeners (`listen.rs`) hand it each connection once
+//! its TLS handshake is done; it:
 //!
 //! - counts open connections per listener and TLS handshakes by negotiated version;
 //! - refuses a client that already holds `max_connections_per_client` connections (peers in
@@ -7,7 +8,11 @@
 //! - enforces `client_header_timeout` (slowloris): a new connection must deliver its first
 //!   request head within it, and on a kept-alive connection a head must be complete within it
 //!   of its first byte (the wait for that byte is `keepalive_timeout`). Pingora's own
-//!   timeout is per read, so a client trickling a byte at a time would otherwise never end.
+//!   timeout is per read, so a client trickling a byte at a time would otherwise never end;
+//! - keeps a connection that waits for a request (its first, or the next one) out of
+//!   Pingora: the wait holds no buffer, and Pingora's per-request state is built when the
+//!   request's first bytes are in;
+//! - gathers a response's small writes into one (Pingora writes a head and a body apart).
 //!
 //! The gate keeps the connection for its whole life (it runs Pingora's HTTP/1 keep-alive loop
 //! itself, re-arming the head clock between requests), so dropping its guard is exactly the
@@ -42,13 +47,14 @@ pub struct ConnectionGate {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
 }
 
-#[async_trait]
-impl ServerApp for ConnectionGate {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+impl ConnectionGate {
+    /// How long a client has for a TLS handshake or a request head (`client_header_timeout`).
+    pub fn header_timeout(&self) -> Duration {
+        self.snapshot.load().config.edge.client_header_timeout
+    }
+
+    /// Serves one client connection (its TLS handshake done) until it closes.
+    pub async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
         let peer = peer_ip(&stream);
         let (limit, header_timeout) = {
             let snapshot = self.snapshot.load();
@@ -73,17 +79,28 @@ impl ServerApp for ConnectionGate {
         };
         let Some(_open) = connections::open(listener, peer, limit) else {
             refuse(&mut stream).await;
-            return None;
+            return;
         };
 
         let clock = Arc::new(HeadClock::new(header_timeout));
-        let stream: Stream = Box::new(HeadDeadline::new(stream, clock.clone()));
+        let mut stream: Stream = Box::new(HeadDeadline::new(stream, clock.clone()));
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             // Pingora serves the whole HTTP/2 connection in this call.
-            return self.proxy.process_new(stream, shutdown).await;
+            let _ = self.proxy.process_new(stream, shutdown).await;
+            return;
         }
         // HTTP/1: Pingora's own keep-alive loop, with the head clock re-armed between
-        // requests. It is looped here, so the guard lives exactly as long as the connection.
+        // requests. A connection waits for each request here, first one included, with only
+        // this small future alive: Pingora's per-request state is built when a request's
+        // first bytes are in.
+        match next_request_arrives(&mut stream, header_timeout, shutdown).await {
+            Arrival::Request => {}
+            Arrival::TimedOut => {
+                HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Arrival::Closed => return,
+        }
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
         session.set_keepalive_reuses_remaining(
@@ -98,44 +115,55 @@ impl ServerApp for ConnectionGate {
                 let edge = &snapshot.config.edge;
                 (edge.keepalive_timeout, edge.client_header_timeout)
             };
-            // Idle between requests with only this small future alive: Pingora's per-request
-            // state is built again when the next request's first bytes are here.
-            if !next_request_arrives(&mut stream, keepalive, shutdown).await {
-                return None;
-            }
             clock.arm(header_timeout);
+            if next_request_arrives(&mut stream, keepalive, shutdown).await != Arrival::Request {
+                return;
+            }
             let mut session = ServerSession::new_http1(stream);
             if let Some(persistent) = persistent {
                 persistent.apply_to_session(&mut session);
             }
             served = self.proxy.process_new_http(session, shutdown).await;
         }
-        None
     }
 
-    async fn cleanup(&self) {
+    /// At shutdown, after the listeners stopped: tells the proxy (requests parked in it).
+    pub async fn cleanup(&self) {
         ServerApp::cleanup(&*self.proxy).await;
     }
 }
 
-/// Waits until a kept-alive connection sends its next request (its first bytes are then
-/// stashed in the stream), or its keep-alive time ends, the client closes, or the server
-/// shuts down (false: close it).
+/// What came of waiting for a request.
+#[derive(PartialEq)]
+enum Arrival {
+    /// Its first bytes are here (stashed in the stream).
+    Request,
+    /// The wait ran out.
+    TimedOut,
+    /// The client closed, the read failed, or the server is shutting down.
+    Closed,
+}
+
+/// Waits until a connection sends its next request, its wait (`client_header_timeout` for
+/// a new connection, `keepalive_timeout` between requests) ends, the client closes, or the
+/// server shuts down.
 async fn next_request_arrives(
     stream: &mut Stream,
-    keepalive: Duration,
+    wait: Duration,
     shutdown: &ShutdownWatch,
-) -> bool {
+) -> Arrival {
     let mut shutdown = shutdown.clone();
     if *shutdown.borrow() {
-        return false;
+        return Arrival::Closed;
     }
     let mut probe = [0u8; 1];
     tokio::select! {
-        arrived = tokio::time::timeout(keepalive, stream.try_peek(&mut probe)) => {
-            matches!(arrived, Ok(Ok(true)))
-        }
-        _ = shutdown.changed() => false,
+        arrived = tokio::time::timeout(wait, stream.try_peek(&mut probe)) => match arrived {
+            Ok(Ok(true)) => Arrival::Request,
+            Ok(_) => Arrival::Closed,
+            Err(_) => Arrival::TimedOut,
+        },
+        _ = shutdown.changed() => Arrival::Closed,
     }
 }
 
@@ -204,6 +232,10 @@ struct HeadDeadline {
     tail: [u8; 3],
     /// Bytes read while waiting for the next request (`try_peek`), handed out first.
     stash: Vec<u8>,
+    /// Small writes gathered until a flush (a response's head and a small body leave in one
+    /// write); allocated when written to and freed when flushed, so an idle connection holds
+    /// none.
+    out: Vec<u8>,
 }
 
 impl std::fmt::Debug for HeadClock {
@@ -223,9 +255,26 @@ impl HeadDeadline {
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             tail: [0; 3],
             stash: Vec::new(),
+            out: Vec::new(),
         }
     }
+
+    /// Writes out what is gathered in `out`.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out.drain(..n);
+        }
+        self.out = Vec::new();
+        Poll::Ready(Ok(()))
+    }
 }
+
+/// The most a connection gathers before writing (a response head and a small body).
+const OUT_BUF: usize = 4096;
 
 /// Whether `data`, read after `tail`, completes a head (a blank line); updates `tail`.
 fn ends_head(tail: &mut [u8; 3], data: &[u8]) -> bool {
@@ -297,15 +346,18 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.out.len() + buf.len() > OUT_BUF {
+            ready!(this.poll_drain(cx))?;
+        }
+        if buf.len() >= OUT_BUF {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        if this.out.capacity() == 0 {
+            this.out.reserve_exact(OUT_BUF);
+        }
+        this.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_write_vectored(
@@ -313,17 +365,44 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if this.out.len() + len > OUT_BUF {
+            ready!(this.poll_drain(cx))?;
+        }
+        if len >= OUT_BUF {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
+        if this.out.capacity() == 0 {
+            this.out.reserve_exact(OUT_BUF);
+        }
+        for b in bufs {
+            this.out.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(len))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
 #[async_trait]
 impl Shutdown for HeadDeadline {
     async fn shutdown(&mut self) {
+        let _ = std::future::poll_fn(|cx| self.poll_drain(cx)).await;
         Shutdown::shutdown(&mut *self.inner).await;
     }
 }
@@ -375,13 +454,22 @@ impl GetSocketDigest for HeadDeadline {
 }
 
 /// Waits for data and keeps it for the next reads: true when `buf` could be filled from it.
+/// Nothing is allocated while waiting: each poll reads into a buffer on its own stack, and
+/// only what arrived is kept.
 #[async_trait]
 impl Peek for HeadDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        use tokio::io::AsyncReadExt;
         while self.stash.len() < buf.len() {
-            self.stash.reserve(STASH_READ);
-            if self.inner.read_buf(&mut self.stash).await? == 0 {
+            let (inner, stash) = (&mut self.inner, &mut self.stash);
+            let read = std::future::poll_fn(|cx| {
+                let mut space = [0u8; STASH_READ];
+                let mut space = ReadBuf::new(&mut space);
+                ready!(Pin::new(&mut *inner).poll_read(cx, &mut space))?;
+                stash.extend_from_slice(space.filled());
+                Poll::Ready(Ok::<usize, io::Error>(space.filled().len()))
+            })
+            .await?;
+            if read == 0 {
                 return Ok(false);
             }
         }
@@ -390,8 +478,9 @@ impl Peek for HeadDeadline {
     }
 }
 
-/// How much one read takes while waiting for the next request (a typical request head).
-const STASH_READ: usize = 2048;
+/// How much one read takes while waiting for a request (a typical request head; the rest
+/// of a larger one is read by Pingora).
+const STASH_READ: usize = 4096;
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod discovery;
 pub mod gate;
 pub mod health;
+pub mod listen;
 pub mod observe;
 pub mod proxy;
 pub mod ratelimit;

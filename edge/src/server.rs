@@ -4,6 +4,7 @@ use crate::admin::AdminApp;
 use crate::config::Validated;
 use crate::gate::ConnectionGate;
 use crate::health::HealthService;
+use crate::listen::{ClientListeners, Endpoint};
 use crate::proxy::EdgeProxy;
 use crate::reload::{reload_on_sighup, Reloader};
 use crate::snapshot::Snapshot;
@@ -12,7 +13,6 @@ use arc_swap::ArcSwap;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -110,37 +110,36 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     http_options.keepalive_request_limit = Some(edge.keepalive_requests.saturating_sub(1));
     http_proxy.server_options = Some(http_options);
     http_proxy.h2_options = Some(h2_options());
-    let mut proxy = Service::new(
-        "edge".to_string(),
-        ConnectionGate {
-            proxy: Arc::new(http_proxy),
-            snapshot: snapshot.clone(),
-        },
-    );
-    for addr in &edge.http_listen {
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
-    }
+    let gate = Arc::new(ConnectionGate {
+        proxy: Arc::new(http_proxy),
+        snapshot: snapshot.clone(),
+    });
+    let mut endpoints: Vec<Endpoint> = edge
+        .http_listen
+        .iter()
+        .map(|addr| Endpoint {
+            addr: addr.to_string(),
+            tls: None,
+        })
+        .collect();
     if let Some(tls) = &snapshot.load().config.tls {
-        // Installed before Pingora builds its listeners, which then use this provider.
         let provider = crate::tls::crypto_provider(tls).map_err(anyhow::Error::msg)?;
         if provider.install_default().is_err() {
             tracing::warn!("a TLS crypto provider was already installed; keeping it");
         }
         let certificates = Certificates::load(&tls.certificates).map_err(anyhow::Error::msg)?;
         certificates.watch()?;
-        for addr in &edge.https_listen {
-            let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
-                .map_err(|e| anyhow::anyhow!("TLS listener {addr}: {e}"))?;
-            settings.set_cert_resolver(Arc::new(SniResolver(certificates.clone())));
-            settings.enable_h2();
-            proxy.add_listener(
-                ListenerConfig::tcp(addr.to_string())
-                    .tls(settings)
-                    .l4_buffer(client_buffers()),
-            );
-        }
+        let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
+            .map_err(|e| anyhow::anyhow!("TLS listener: {e}"))?;
+        settings.set_cert_resolver(Arc::new(SniResolver(certificates.clone())));
+        settings.enable_h2();
+        let acceptor = Arc::new(settings.build());
+        endpoints.extend(edge.https_listen.iter().map(|addr| Endpoint {
+            addr: addr.to_string(),
+            tls: Some(acceptor.clone()),
+        }));
     }
-    server.add_service(proxy);
+    server.add_service(ClientListeners { gate, endpoints });
 
     let mut admin = Service::new(
         "admin".to_string(),
@@ -180,17 +179,3 @@ struct NoCallbacks;
 
 #[async_trait::async_trait]
 impl TlsAccept for NoCallbacks {}
-
-/// No read buffer in front of a client connection: Pingora's HTTP parser and rustls read into
-/// buffers of their own, so an L4 read buffer only added a copy of every byte read and an
-/// allocation per connection that tokio zeroes (64 KiB by Pingora's default; 10,000 idle
-/// keepalive clients then held about 1 GB). The write buffer (Pingora's 1460 bytes) stays, so
-/// a small response leaves in one write.
-const CLIENT_READ_BUFFER: usize = 0;
-
-fn client_buffers() -> L4BufferSettings {
-    L4BufferSettings {
-        read: Some(CLIENT_READ_BUFFER),
-        write: None,
-    }
-}

@@ -150,3 +150,36 @@ async fn bodies_over_client_max_body_size_get_413_and_never_reach_the_backend() 
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(app.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_response_reaches_the_client_as_it_is_produced() {
+    use std::io::{Read, Write};
+    // The backend sends the head and a first chunk, then nothing more for 30 s.
+    let app = scripted_backend(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\
+          transfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+            .to_vec(),
+        true,
+    );
+    let edge = Edge::start("", &one_route(app));
+    let mut client = std::net::TcpStream::connect(edge.http).expect("connect");
+    client
+        .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .expect("timeout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("first") {
+        match client.read(&mut buf) {
+            Ok(0) => panic!("closed after {:?}", String::from_utf8_lossy(&seen)),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "the first chunk did not arrive ({e}); got {:?}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+    assert_eq!(status_of(&String::from_utf8_lossy(&seen)), 200);
+}

@@ -211,12 +211,17 @@ fn certs(dir: &Path, name: &str, names: &[&str]) -> (String, String) {
 }
 
 async fn tls_edge(dir: &Path, redirect: bool) -> TlsEdge {
+    tls_edge_with(dir, &format!("redirect_http_to_https = {redirect}")).await
+}
+
+/// An edge with two certificates on an https listener, with `edge_lines` in its [edge].
+async fn tls_edge_with(dir: &Path, edge_lines: &str) -> TlsEdge {
     let app = backend("app").await;
     let (a_cert, a_key) = certs(dir, "a", &["a.example"]);
     let (b_cert, b_key) = certs(dir, "b", &["b.example"]);
     let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let edge = Edge::start(
-        &format!("https_listen = [\"{https}\"]\nredirect_http_to_https = {redirect}"),
+        &format!("https_listen = [\"{https}\"]\n{edge_lines}"),
         &format!(
             r#"
 [tls]
@@ -508,6 +513,47 @@ async fn handshakes_are_counted_by_version_and_open_connections_by_listener() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_tls_handshake_is_cut_off_at_client_header_timeout() {
+    use crate::observe::{scrape, value};
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("dir");
+    let t = tls_edge_with(dir.path(), "client_header_timeout = \"1s\"").await;
+    let started = std::time::Instant::now();
+    // One connects and says nothing; one sends a record header for a ClientHello that never
+    // comes.
+    let silent = std::net::TcpStream::connect(t.https).expect("connect");
+    let mut partial = std::net::TcpStream::connect(t.https).expect("connect");
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("write");
+
+    // Meanwhile a normal client is served.
+    let mut ok = connect(&connector(&[b"http/1.1"]), t.https, "a.example").await;
+    assert!(http1(&mut ok, "/normal", "").await.0.contains("200"));
+
+    for (name, mut stream) in [("silent", silent), ("partial", partial)] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(6)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        match stream.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("the {name} handshake was not cut off: {other:?}"),
+        }
+        let cut = started.elapsed();
+        assert!(
+            cut >= Duration::from_millis(800) && cut < Duration::from_secs(4),
+            "the {name} handshake was cut off after {cut:?}"
+        );
+    }
+    let (_, m) = scrape(&t.edge).await;
+    assert!(value(&m, "edge_client_header_timeouts_total", &[]) >= 2.0);
+    // The served client's connection is unharmed.
+    assert!(http1(&mut ok, "/again", "").await.0.contains("200"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,207 @@
+//! The client listeners: binding (or taking over, on a binary upgrade) the `http_listen` and
+//! `https_listen` sockets, accepting, and the TLS handshake, before the connection gate.
+//!
+//! Pingora's listening service does the same, but its task per connection holds the inline
+//! state of a TLS handshake (about 8.8 KiB) for the connection's whole life, and bounds the
+//! handshake at a fixed 60 s. Here the handshake is boxed and freed once done, so an idle
+//! keep-alive connection costs only the gate's small state, and a handshake must finish within
+//! `client_header_timeout` (as in nginx 1.22, whose handshake runs under that timer).
+//!
+//! Sockets are registered in Pingora's fd table under their address, so a graceful binary
+//! upgrade (`edge run --upgrade`, then SIGQUIT to the old process) hands them over unchanged.
+
+use crate::gate::ConnectionGate;
+use async_trait::async_trait;
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, SocketDigest};
+use pingora::server::{ListenFds, ShutdownWatch};
+use pingora::services::Service;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// One address to listen on, with its TLS acceptor when it is an `https_listen` one.
+pub struct Endpoint {
+    pub addr: String,
+    pub tls: Option<Arc<Acceptor>>,
+}
+
+/// The client-facing service: every listener of the edge, in front of one gate.
+pub struct ClientListeners {
+    pub gate: Arc<ConnectionGate>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// The listen queue, as Pingora and nginx (where the kernel allows) size it.
+const BACKLOG: i32 = 65535;
+
+#[async_trait]
+impl Service for ClientListeners {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let mut accepting = Vec::new();
+        for endpoint in self.endpoints.drain(..) {
+            let listener = match listen(&endpoint.addr, fds.as_ref()).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    // The same outcome as a listener Pingora cannot build: the edge cannot
+                    // serve what its config says, so it stops rather than run half-bound.
+                    tracing::error!(addr = %endpoint.addr, error = %e, "cannot listen");
+                    std::process::exit(1);
+                }
+            };
+            accepting.push(tokio::spawn(accept_loop(
+                listener,
+                endpoint.tls,
+                self.gate.clone(),
+                shutdown.clone(),
+            )));
+        }
+        for task in accepting {
+            let _ = task.await;
+        }
+        self.gate.cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        "edge"
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(self.endpoints.iter().map(|e| e.addr.clone()).collect())
+    }
+}
+
+/// The listening socket for `addr`: the one handed over by the previous process on an upgrade,
+/// or a new one, then recorded for the next upgrade.
+#[allow(unsafe_code)]
+async fn listen(addr: &str, fds: Option<&ListenFds>) -> io::Result<TcpListener> {
+    if let Some(fds) = fds {
+        let inherited = fds.lock().get(addr).copied();
+        if let Some(fd) = inherited {
+            // SAFETY: the fd table hands each listening socket to exactly one owner: this
+            // service, the only one that listens on `addr`.
+            let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            std.set_nonblocking(true)?;
+            return TcpListener::from_std(std);
+        }
+    }
+    let listener = bind(addr).await?;
+    if let Some(fds) = fds {
+        fds.lock().add(addr.to_string(), listener.as_raw_fd());
+    }
+    Ok(listener)
+}
+
+/// Binds `addr`, retrying for a few seconds while the address is still in use (a previous
+/// process that is going away without handing its sockets over).
+async fn bind(addr: &str) -> io::Result<TcpListener> {
+    let sockaddr: SocketAddr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+    let mut tries = 0;
+    loop {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(sockaddr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        match socket.bind(&sockaddr.into()) {
+            Ok(()) => {
+                socket.listen(BACKLOG)?;
+                return TcpListener::from_std(socket.into());
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < 10 => {
+                tries += 1;
+                tracing::warn!(%addr, "address in use, trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Accepts until shutdown; each connection gets a task of its own.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<Acceptor>>,
+    gate: Arc<ConnectionGate>,
+    mut shutdown: ShutdownWatch,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                tokio::spawn(serve(
+                    tcp,
+                    peer,
+                    tls.clone(),
+                    gate.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "accept failed");
+                // Out of file descriptors: accept would fail again at once; give
+                // connections time to close.
+                if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// One client connection: the TLS handshake if any, then the gate for its whole life.
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<Acceptor>>,
+    gate: Arc<ConnectionGate>,
+    shutdown: ShutdownWatch,
+) {
+    let _ = tcp.set_nodelay(true);
+    let mut stream = L4Stream::from(tcp);
+    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    stream.set_socket_digest(digest);
+    let stream: pingora::protocols::Stream = match tls {
+        None => Box::new(stream),
+        Some(acceptor) => {
+            // Boxed: the handshake's state is freed once it is done.
+            let handshake = Box::pin(acceptor.tls_handshake(stream));
+            match tokio::time::timeout(gate.header_timeout(), handshake).await {
+                Ok(Ok(tls)) => Box::new(tls),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    crate::gate::HEADER_TIMEOUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    gate.serve(stream, &shutdown).await;
+}
