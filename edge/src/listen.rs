@@ -151,7 +151,9 @@ async fn accept_loop(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                tokio::spawn(serve(
+                // Pingora's pick of a worker thread (one at random when each has a runtime
+                // of its own), as its own listeners do.
+                pingora_runtime::current_handle().spawn(serve(
                     tcp,
                     peer,
                     tls.clone(),

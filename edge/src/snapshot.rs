@@ -4,7 +4,7 @@
 //! rules under a request in flight. Compiling keeps the state that must survive a reload
 //! (each server's [`ServerState`]) by taking it from the previous snapshot.
 
-use crate::config::{Config, RouteSettings};
+use crate::config::{Config, RouteSettings, ZoneStore};
 use crate::discovery::Target;
 use crate::observe::metrics::RouteMetrics;
 use crate::ratelimit::{self, RouteLimit, Zone};
@@ -107,10 +107,12 @@ impl Snapshot {
         );
         let mut zones = HashMap::new();
         for (name, settings) in &config.zones {
-            // A zone whose rate is unchanged keeps its clients' state across a reload.
-            let kept = previous
-                .and_then(|p| p.zones.get(name))
-                .filter(|z| z.keeps_state_for(settings) && redis_unchanged(previous, &redis));
+            // A zone whose settings are unchanged keeps its clients' state across a reload; a
+            // Redis zone also needs the same Redis connection.
+            let kept = previous.and_then(|p| p.zones.get(name)).filter(|z| {
+                z.keeps_state_for(settings)
+                    && (settings.store == ZoneStore::Local || redis_unchanged(previous, &redis))
+            });
             let zone = match kept {
                 Some(z) => z.clone(),
                 None => Arc::new(Zone::new(name, settings.clone(), redis.clone())),
@@ -204,5 +206,64 @@ fn redis_unchanged(
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
         (None, None) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(zones: &str, previous: Option<&Snapshot>) -> Snapshot {
+        let text = format!(
+            "{zones}\n[upstreams.app]\nservers = [{{ addr = \"127.0.0.1:9\" }}]\n\
+             [[routes]]\npath = \"/\"\nupstream = \"app\"\n"
+        );
+        let validated = crate::config::validate("t.toml", &text).expect("valid");
+        Snapshot::compile("t.toml", validated.config, previous)
+    }
+
+    fn kept(old: &Snapshot, new: &Snapshot, zone: &str) -> bool {
+        Arc::ptr_eq(&old.zones[zone], &new.zones[zone])
+    }
+
+    #[test]
+    fn a_zone_keeps_its_state_only_while_its_settings_stay() {
+        let base = "[zones.a]\nrate = \"10r/s\"\n[zones.b]\nrate = \"10r/s\"\n";
+        let old = compile(base, None);
+        let same = compile(base, Some(&old));
+        assert!(kept(&old, &same, "a") && kept(&old, &same, "b"));
+
+        let rate = compile(
+            "[zones.a]\nrate = \"20r/s\"\n[zones.b]\nrate = \"10r/s\"\n",
+            Some(&same),
+        );
+        assert!(!kept(&same, &rate, "a"), "a changed rate starts afresh");
+        assert!(kept(&same, &rate, "b"), "an unchanged zone is kept");
+
+        let capacity = compile(
+            "[zones.a]\nrate = \"20r/s\"\nmax_clients = 50\n[zones.b]\nrate = \"10r/s\"\n",
+            Some(&rate),
+        );
+        assert!(
+            !kept(&rate, &capacity, "a"),
+            "a changed max_clients takes effect"
+        );
+        assert!(kept(&rate, &capacity, "b"));
+    }
+
+    #[test]
+    fn a_redis_change_resets_redis_zones_only() {
+        let zones = "[zones.local]\nrate = \"10r/s\"\n\
+                     [zones.shared]\nrate = \"10r/s\"\nstore = \"redis\"\n";
+        let old = compile(
+            &format!("{zones}[redis]\nurl = \"redis://127.0.0.1:1/0\"\n"),
+            None,
+        );
+        let new = compile(
+            &format!("{zones}[redis]\nurl = \"redis://127.0.0.1:2/0\"\n"),
+            Some(&old),
+        );
+        assert!(kept(&old, &new, "local"));
+        assert!(!kept(&old, &new, "shared"));
     }
 }

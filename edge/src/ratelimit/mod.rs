@@ -186,9 +186,10 @@ impl Zone {
         }
     }
 
-    /// Whether a reload may keep this zone's state for `settings`.
+    /// Whether a reload may keep this zone's state for `settings`: the same rate, store and
+    /// client capacity (the local store's shards are sized by `max_clients`).
     pub fn keeps_state_for(&self, settings: &ZoneSettings) -> bool {
-        self.settings.rate == settings.rate && self.settings.store == settings.store
+        self.settings == *settings
     }
 
     /// Checks (and accounts) one request from `client` against this zone with `burst`.
