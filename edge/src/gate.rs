@@ -78,7 +78,12 @@ impl ConnectionGate {
             Listener::Http
         };
         let Some(_open) = connections::open(listener, peer, limit) else {
-            refuse(&mut stream).await;
+            // Strict-Transport-Security as on every other https response.
+            let hsts = match (tls.is_some(), &self.snapshot.load().config.tls) {
+                (true, Some(settings)) => settings.hsts.clone(),
+                _ => None,
+            };
+            refuse(&mut stream, hsts.as_deref()).await;
             return;
         };
 
@@ -173,14 +178,20 @@ fn peer_ip(stream: &Stream) -> Option<IpAddr> {
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
 }
 
-/// Answers a client over its connection cap (HTTP/1; an h2 client just sees the close).
-async fn refuse(stream: &mut Stream) {
+/// Answers a client over its connection cap (HTTP/1; an h2 client just sees the close), with
+/// the headers every edge answer carries: a request id and, on https, HSTS.
+async fn refuse(stream: &mut Stream, hsts: Option<&str>) {
     if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
         let body = r#"{"error":"too_many_connections","status":429,"message":"this client holds max_connections_per_client connections"}"#;
+        let hsts = hsts
+            .map(|v| format!("strict-transport-security: {v}\r\n"))
+            .unwrap_or_default();
         let response = format!(
             "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
-            body.len()
+             content-length: {}\r\nretry-after: 1\r\nx-request-id: {}\r\n{hsts}\
+             connection: close\r\n\r\n{body}",
+            body.len(),
+            crate::client::new_request_id(),
         );
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = stream.write_all(response.as_bytes()).await;

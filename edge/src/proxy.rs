@@ -57,6 +57,9 @@ pub struct RequestCtx {
     pub attempts: Attempts,
     /// The server in use, counted in flight while held.
     pub server: Option<(usize, InflightGuard)>,
+    /// The request reached its upstream (a server was sought); false when the edge answered
+    /// it itself (403, 413, 429, a redirect, ...).
+    pub went_upstream: bool,
     /// The upstream's response header has arrived: no more retries.
     pub response_started: bool,
     /// When the request started, and when its current upstream attempt started.
@@ -104,6 +107,7 @@ impl ProxyHttp for EdgeProxy {
             route: None,
             attempts: Attempts::default(),
             server: None,
+            went_upstream: false,
             response_started: false,
             started: Instant::now(),
             upstream_started: None,
@@ -277,6 +281,7 @@ impl ProxyHttp for EdgeProxy {
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
         let upstream = &route.upstream;
+        ctx.went_upstream = true;
         if ctx.attempts.count >= upstream.max_attempts() {
             return Error::e_explain(ErrorType::HTTPStatus(502), "next_upstream_tries exhausted");
         }
@@ -437,7 +442,11 @@ impl ProxyHttp for EdgeProxy {
             status,
             bytes_sent: session.body_bytes_sent(),
             duration_ms: elapsed.as_secs_f64() * 1000.0,
-            upstream: ctx.route.as_ref().map(|r| r.upstream.name.as_str()),
+            upstream: ctx
+                .route
+                .as_ref()
+                .filter(|_| ctx.went_upstream)
+                .map(|r| r.upstream.name.as_str()),
             server: server.map(|s| s.addr_text.as_str()),
             upstream_duration_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0),
             route: ctx.route.as_ref().map(|r| r.name.as_str()),

@@ -205,6 +205,9 @@ async fn a_client_over_its_connection_cap_gets_429_and_a_trusted_proxy_is_exempt
     let (_, response) = open_one(edge.http);
     assert_eq!(status_of(&response), 429, "{response}");
     assert_eq!(raw_body_json(&response)["error"], "too_many_connections");
+    let head = response.to_ascii_lowercase();
+    assert!(head.contains("\r\nx-request-id: "), "{response}");
+    assert!(!head.contains("strict-transport-security"), "{response}");
     let (_, m) = scrape(&edge).await;
     assert_eq!(value(&m, "edge_client_connections_refused_total", &[]), 1.0);
     assert_eq!(

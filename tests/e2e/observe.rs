@@ -282,6 +282,11 @@ async fn access_log_lines_carry_every_field() {
         (limited["status"].as_u64(), limited["limit"].as_str()),
         (Some(429), Some("rejected:api"))
     );
+    // Answered by the edge: no upstream, server or upstream time.
+    assert!(limited["upstream"].is_null(), "{limited}");
+    assert!(limited["server"].is_null(), "{limited}");
+    assert!(limited["upstream_duration_ms"].is_null(), "{limited}");
+    assert_eq!(limited["route"], "/api/");
     let missing = by_path("/nowhere");
     assert_eq!(missing["status"], 404);
     assert!(missing["route"].is_null());

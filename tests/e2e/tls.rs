@@ -557,6 +557,29 @@ async fn a_stalled_tls_handshake_is_cut_off_at_client_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_over_the_connection_cap_carries_hsts_and_a_request_id() {
+    let dir = tempfile::tempdir().expect("dir");
+    let t = tls_edge_with(dir.path(), "max_connections_per_client = 1").await;
+    let tls = connector(&[b"http/1.1"]);
+    let mut first = connect(&tls, t.https, "a.example").await;
+    let (status, head, _) = http1(&mut first, "/one", "").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(head.contains("strict-transport-security: "), "{head}");
+
+    // The second connection is answered at once, before it sends anything.
+    let mut second = connect(&tls, t.https, "a.example").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 429"), "{answer}");
+    assert!(
+        answer.contains("\r\nstrict-transport-security: max-age="),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nx-request-id: "), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn http2_streams_are_bounded_and_a_rapid_reset_client_is_cut_off() {
     let dir = tempfile::tempdir().expect("dir");
     let t = tls_edge(dir.path(), false).await;
