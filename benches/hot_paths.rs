@@ -1,5 +1,7 @@
 //! Criterion benches of the edge's per-request hot functions: route match, balance select,
-//! client IP, and config validation + compile.
+//! client IP, rate-limit check, access-log line formatting, and config validation + compile.
+//! The `*_2_threads` benches run the same work split over two threads on shared state: if
+//! they took as long per operation as one thread, the state would be serialising them.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use edge::config::{validate, Balance, UpstreamSettings};
@@ -9,6 +11,12 @@ use edge::upstream::{Attempts, Server, ServerState, Upstream};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+// The edge binary's allocator, so allocation-heavy paths (config compile) cost what they
+// cost in production.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn router(routes: usize) -> Router<usize> {
     let mut r = Router::default();
@@ -21,7 +29,7 @@ fn router(routes: usize) -> Router<usize> {
 
 fn bench_route(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_find");
-    for n in [10, 1000] {
+    for n in [10, 1000, 3000] {
         let r = router(n);
         let hit = format!("/api/service{}/v1/items/42", n / 2);
         group.bench_with_input(BenchmarkId::new("hit", n), &hit, |b, path| {
@@ -97,28 +105,49 @@ fn bench_client_ip(c: &mut Criterion) {
     });
 }
 
-fn big_config(upstreams: usize) -> String {
+/// `upstreams` upstreams of 3 servers, each with `routes_each` routes.
+fn big_config(upstreams: usize, routes_each: usize) -> String {
     let mut text = String::new();
     for i in 0..upstreams {
         text.push_str(&format!(
             "[upstreams.u{i}]\nservers = [{{ addr = \"10.0.{}.1:80\" }}, {{ addr = \"10.0.{}.2:80\" }}, {{ addr = \"10.0.{}.3:80\" }}]\n",
             i % 250, i % 250, i % 250
         ));
-        text.push_str(&format!(
-            "[[routes]]\npath = \"/u{i}/\"\nupstream = \"u{i}\"\n"
-        ));
+        for r in 0..routes_each {
+            text.push_str(&format!(
+                "[[routes]]\npath = \"/u{i}/r{r}/\"\nupstream = \"u{i}\"\n"
+            ));
+        }
     }
     text
 }
 
 fn bench_config(c: &mut Criterion) {
-    let text = big_config(1000);
     let mut group = c.benchmark_group("config");
     group.sample_size(10);
-    group.bench_function("validate_and_compile_1000x3", |b| {
+    for (name, routes_each) in [
+        ("validate_and_compile_1000x3", 1),
+        ("validate_and_compile_1000x3_3000_routes", 3),
+    ] {
+        let text = big_config(1000, routes_each);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let v = validate("bench.toml", black_box(&text)).expect("valid");
+                black_box(Snapshot::compile("bench.toml", v.config, None))
+            })
+        });
+    }
+    // A reload: the same compile with the running snapshot to keep state from.
+    let text = big_config(1000, 3);
+    let running = Snapshot::compile(
+        "bench.toml",
+        validate("bench.toml", &text).expect("valid").config,
+        None,
+    );
+    group.bench_function("reload_1000x3_3000_routes", |b| {
         b.iter(|| {
             let v = validate("bench.toml", black_box(&text)).expect("valid");
-            black_box(Snapshot::compile("bench.toml", v.config, None))
+            black_box(Snapshot::compile("bench.toml", v.config, Some(&running)))
         })
     });
     group.finish();
@@ -152,7 +181,78 @@ fn bench_limiter(c: &mut Criterion) {
             black_box(many.check(black_box(clients[i]), rate, 20, now))
         })
     });
+    // Two threads checking their own clients against one store.
+    let shared = LocalStore::new(160_000);
+    group.bench_function("local_100k_clients_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let started = std::time::Instant::now();
+            std::thread::scope(|scope| {
+                for t in 0..2u64 {
+                    let (shared, clients) = (&shared, &clients);
+                    scope.spawn(move || {
+                        for n in 0..iters / 2 {
+                            let ip = clients[((n * 7919 + t * 50_000) as usize) % clients.len()];
+                            black_box(shared.check(ip, rate, 20, n));
+                        }
+                    });
+                }
+            });
+            started.elapsed()
+        })
+    });
     group.finish();
+}
+
+fn bench_least_conn_threads(c: &mut Criterion) {
+    let u = upstream(Balance::LeastConn, 100);
+    let client: IpAddr = "203.0.113.77".parse().expect("ip");
+    c.bench_function("balance_select/least_conn_100_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let started = std::time::Instant::now();
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    let u = &u;
+                    scope.spawn(move || {
+                        for _ in 0..iters / 2 {
+                            let mut attempts = Attempts::default();
+                            black_box(u.select(client, &mut attempts));
+                        }
+                    });
+                }
+            });
+            started.elapsed()
+        })
+    });
+}
+
+fn bench_access_log(c: &mut Criterion) {
+    use edge::observe::access_log::Entry;
+    let entry = Entry {
+        timestamp: "2026-11-28T23:48:00.123Z",
+        request_id: "0123456789abcdef0123456789abcdef",
+        client_ip: "203.0.113.7".parse().expect("ip"),
+        method: "GET",
+        host: "content.example.com",
+        path: "/api/content/articles/42",
+        status: 200,
+        bytes_sent: 1834,
+        duration_ms: 1.834,
+        upstream: Some("content_manager"),
+        server: Some("content-manager:8000"),
+        upstream_duration_ms: Some(1.2),
+        route: Some("/api/content/"),
+        limit: Some("passed"),
+        tls_version: Some("TLSv1.3"),
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"),
+    };
+    let mut line = Vec::with_capacity(1024);
+    c.bench_function("access_log_line", |b| {
+        b.iter(|| {
+            line.clear();
+            black_box(&entry).write_json(&mut line);
+            black_box(line.len())
+        })
+    });
 }
 
 criterion_group!(
@@ -161,6 +261,8 @@ criterion_group!(
     bench_balance,
     bench_client_ip,
     bench_config,
-    bench_limiter
+    bench_limiter,
+    bench_least_conn_threads,
+    bench_access_log
 );
 criterion_main!(benches);

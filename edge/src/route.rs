@@ -6,25 +6,87 @@
 
 use std::collections::HashMap;
 
-/// One group of routes, longest prefix first.
-#[derive(Debug, Default)]
+/// One group of routes. Small groups are scanned longest prefix first; a group of more than
+/// [`SCAN_MAX`] routes is also indexed by prefix length, so a lookup costs one hash probe per
+/// distinct length (tens at most) instead of one comparison per route (thousands).
+#[derive(Debug)]
 struct Prefixes<T> {
-    entries: Vec<(String, T)>,
+    /// (prefix, index into `values`): longest first, equal lengths in insertion order, while
+    /// the group is scanned.
+    entries: Vec<(String, usize)>,
+    values: Vec<T>,
+    /// Prefix length -> prefix bytes -> index into `values`, longest length first; built
+    /// once the group outgrows a scan.
+    by_length: Vec<(usize, PrefixIndex)>,
+}
+
+/// Prefixes of one length, to their index into `values`.
+type PrefixIndex = HashMap<Box<[u8]>, usize>;
+
+/// The most routes a group scans one by one.
+const SCAN_MAX: usize = 16;
+
+impl<T> Default for Prefixes<T> {
+    fn default() -> Self {
+        Prefixes {
+            entries: Vec::new(),
+            values: Vec::new(),
+            by_length: Vec::new(),
+        }
+    }
 }
 
 impl<T> Prefixes<T> {
     fn insert(&mut self, prefix: String, value: T) {
+        let index = self.values.len();
+        self.values.push(value);
+        if !self.by_length.is_empty() {
+            // Indexed: the scan order no longer matters (and keeping it would cost a shift
+            // per route, quadratic over thousands).
+            self.index(&prefix, index);
+            self.entries.push((prefix, index));
+            return;
+        }
         let at = self
             .entries
             .partition_point(|(p, _)| p.len() >= prefix.len());
-        self.entries.insert(at, (prefix, value));
+        self.entries.insert(at, (prefix, index));
+        if self.entries.len() > SCAN_MAX {
+            let entries = std::mem::take(&mut self.entries);
+            for (prefix, index) in &entries {
+                self.index(prefix, *index);
+            }
+            self.entries = entries;
+        }
+    }
+
+    /// Adds one prefix to the length index (the first of equal prefixes wins, as in a scan).
+    fn index(&mut self, prefix: &str, index: usize) {
+        let len = prefix.len();
+        let at = self.by_length.partition_point(|(l, _)| *l > len);
+        if self.by_length.get(at).is_none_or(|(l, _)| *l != len) {
+            self.by_length.insert(at, (len, HashMap::new()));
+        }
+        self.by_length[at]
+            .1
+            .entry(prefix.as_bytes().into())
+            .or_insert(index);
     }
 
     fn find(&self, path: &str) -> Option<&T> {
-        self.entries
-            .iter()
-            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
-            .map(|(_, v)| v)
+        let index = if self.by_length.is_empty() {
+            self.entries
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+                .map(|(_, i)| *i)
+        } else {
+            let path = path.as_bytes();
+            self.by_length
+                .iter()
+                .filter(|(len, _)| *len <= path.len())
+                .find_map(|(len, map)| map.get(&path[..*len]).copied())
+        };
+        index.map(|i| &self.values[i])
     }
 }
 
@@ -42,9 +104,7 @@ impl<T> Default for Router<T> {
         Router {
             exact: HashMap::new(),
             wildcard: Vec::new(),
-            any: Prefixes {
-                entries: Vec::new(),
-            },
+            any: Prefixes::default(),
         }
     }
 }
@@ -62,23 +122,14 @@ impl<T> Router<T> {
                             let at = self
                                 .wildcard
                                 .partition_point(|(s, _)| s.len() >= suffix.len());
-                            self.wildcard.insert(
-                                at,
-                                (
-                                    suffix.to_string(),
-                                    Prefixes {
-                                        entries: Vec::new(),
-                                    },
-                                ),
-                            );
+                            self.wildcard
+                                .insert(at, (suffix.to_string(), Prefixes::default()));
                             at
                         }
                     };
                     &mut self.wildcard[at].1
                 }
-                None => self.exact.entry(h.to_string()).or_insert_with(|| Prefixes {
-                    entries: Vec::new(),
-                }),
+                None => self.exact.entry(h.to_string()).or_default(),
             },
         };
         group.insert(prefix.to_string(), value);
@@ -155,6 +206,76 @@ mod tests {
         );
         assert_eq!(r.find("www.example.com", "/other"), Some(&"dashboard"));
         assert_eq!(r.find("example.com", "/api/x"), Some(&"api"));
+    }
+
+    /// A group large enough to be indexed by length answers exactly as a scan would,
+    /// including prefixes that end inside a multi-byte character of the path.
+    #[test]
+    fn an_indexed_group_matches_like_a_scan() {
+        let prefixes = [
+            "/",
+            "/a",
+            "/ab",
+            "/abc/",
+            "/api/",
+            "/api/v1/",
+            "/api/v1/items",
+            "/é",
+            "/éx/",
+            "/static/",
+            "/static/img/",
+            "/x/y/z/",
+            "/x/",
+            "/long/prefix/here/",
+            "/a/b/",
+            "/a/b/c/",
+            "/q",
+            "/api/v2/",
+            "/api/v1/items/special/",
+            "/api",
+        ];
+        let mut indexed: Router<usize> = Router::default();
+        for (i, p) in prefixes.iter().enumerate() {
+            indexed.add(None, p, i);
+        }
+        indexed.add(None, "/api/", 99); // a duplicate: the first one wins
+        assert!(!indexed.any.by_length.is_empty(), "the group is indexed");
+        let scan = |path: &str| {
+            let mut best: Option<(usize, usize)> = None;
+            for (i, p) in prefixes.iter().enumerate() {
+                if path.starts_with(p) && best.is_none_or(|(len, _)| p.len() > len) {
+                    best = Some((p.len(), i));
+                }
+            }
+            best.map(|(_, i)| i)
+        };
+        for path in [
+            "/",
+            "/a",
+            "/abc",
+            "/abc/d",
+            "/api",
+            "/api/",
+            "/api/v1/items/7",
+            "/api/v1/items/special/1",
+            "/api/v2",
+            "/é",
+            "/éx/1",
+            "/ê",
+            "/static/img/a.png",
+            "/x/y/z",
+            "/x/y/z/w",
+            "/long/prefix/her",
+            "/q/r",
+            "/zzz",
+        ] {
+            assert_eq!(indexed.find("h", path).copied(), scan(path), "{path}");
+        }
+        let mut no_root: Router<usize> = Router::default();
+        for (i, p) in prefixes.iter().enumerate().skip(1) {
+            no_root.add(None, p, i);
+        }
+        assert_eq!(no_root.find("h", "/zzz"), None);
     }
 
     #[test]

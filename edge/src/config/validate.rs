@@ -179,8 +179,9 @@ impl Validator<'_> {
                 routes.push(r);
             }
         }
+        let used: HashSet<&str> = routes.iter().map(|r| r.upstream.as_str()).collect();
         for (name, upstream) in &file.upstreams {
-            if !routes.iter().any(|r| &r.upstream == name) {
+            if !used.contains(name.as_str()) {
                 self.warn(
                     upstream.span(),
                     format!("upstream `{name}` is not used by any route"),
