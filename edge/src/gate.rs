@@ -53,8 +53,14 @@ impl ConnectionGate {
         self.snapshot.load().config.edge.client_header_timeout
     }
 
-    /// Serves one client connection (its TLS handshake done) until it closes.
-    pub async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+    /// Serves one client connection (its TLS handshake done) until it closes; its first
+    /// request head is due by `first_head_by`.
+    pub async fn serve(
+        &self,
+        mut stream: Stream,
+        first_head_by: tokio::time::Instant,
+        shutdown: &ShutdownWatch,
+    ) {
         let peer = peer_ip(&stream);
         let (limit, header_timeout) = {
             let snapshot = self.snapshot.load();
@@ -87,8 +93,9 @@ impl ConnectionGate {
             return;
         };
 
+        let first_wait = first_head_by.saturating_duration_since(tokio::time::Instant::now());
         let clock = Arc::new(HeadClock::new(header_timeout));
-        let mut stream: Stream = Box::new(HeadDeadline::new(stream, clock.clone()));
+        let mut stream: Stream = Box::new(HeadDeadline::new(stream, clock.clone(), first_wait));
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             // Pingora serves the whole HTTP/2 connection in this call.
             let _ = self.proxy.process_new(stream, shutdown).await;
@@ -98,7 +105,9 @@ impl ConnectionGate {
         // requests. A connection waits for each request here, first one included, with only
         // this small future alive: Pingora's per-request state is built when a request's
         // first bytes are in.
-        match next_request_arrives(&mut stream, header_timeout, shutdown).await {
+        // A shutdown does not end this wait: a client that just connected may have its
+        // request on the way, and it is served (with keep-alive off).
+        match next_request_arrives(&mut stream, first_wait, None).await {
             Arrival::Request => {}
             Arrival::TimedOut => {
                 HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
@@ -121,7 +130,9 @@ impl ConnectionGate {
                 (edge.keepalive_timeout, edge.client_header_timeout)
             };
             clock.arm(header_timeout);
-            if next_request_arrives(&mut stream, keepalive, shutdown).await != Arrival::Request {
+            if next_request_arrives(&mut stream, keepalive, Some(shutdown)).await
+                != Arrival::Request
+            {
                 return;
             }
             let mut session = ServerSession::new_http1(stream);
@@ -149,25 +160,31 @@ enum Arrival {
     Closed,
 }
 
-/// Waits until a connection sends its next request, its wait (`client_header_timeout` for
-/// a new connection, `keepalive_timeout` between requests) ends, the client closes, or the
-/// server shuts down.
+/// Waits until a connection sends its next request, its wait (what is left of
+/// `client_header_timeout` for a new connection, `keepalive_timeout` between requests) ends,
+/// the client closes, or, with `shutdown`, the server shuts down.
 async fn next_request_arrives(
     stream: &mut Stream,
     wait: Duration,
-    shutdown: &ShutdownWatch,
+    shutdown: Option<&ShutdownWatch>,
 ) -> Arrival {
+    let mut probe = [0u8; 1];
+    let arrival = async {
+        match tokio::time::timeout(wait, stream.try_peek(&mut probe)).await {
+            Ok(Ok(true)) => Arrival::Request,
+            Ok(_) => Arrival::Closed,
+            Err(_) => Arrival::TimedOut,
+        }
+    };
+    let Some(shutdown) = shutdown else {
+        return arrival.await;
+    };
     let mut shutdown = shutdown.clone();
     if *shutdown.borrow() {
         return Arrival::Closed;
     }
-    let mut probe = [0u8; 1];
     tokio::select! {
-        arrived = tokio::time::timeout(wait, stream.try_peek(&mut probe)) => match arrived {
-            Ok(Ok(true)) => Arrival::Request,
-            Ok(_) => Arrival::Closed,
-            Err(_) => Arrival::TimedOut,
-        },
+        arrived = arrival => arrived,
         _ = shutdown.changed() => Arrival::Closed,
     }
 }
@@ -258,12 +275,12 @@ impl std::fmt::Debug for HeadClock {
 }
 
 impl HeadDeadline {
-    fn new(inner: Stream, clock: Arc<HeadClock>) -> HeadDeadline {
-        let timeout = Duration::from_millis(clock.timeout_ms.load(Ordering::Relaxed));
+    /// A new connection's stream; its first head is due within `first_head`.
+    fn new(inner: Stream, clock: Arc<HeadClock>, first_head: Duration) -> HeadDeadline {
         HeadDeadline {
             inner,
             clock,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: Some(Box::pin(tokio::time::sleep(first_head))),
             tail: [0; 3],
             stash: Vec::new(),
             out: Vec::new(),
@@ -281,6 +298,17 @@ impl HeadDeadline {
         }
         self.out = Vec::new();
         Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for HeadDeadline {
+    /// One attempt, without waiting, to write out what is gathered if the stream is dropped
+    /// unflushed (as Pingora's own stream does).
+    fn drop(&mut self) {
+        if !self.out.is_empty() {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = self.poll_drain(&mut cx);
+        }
     }
 }
 
@@ -358,6 +386,9 @@ impl AsyncWrite for HeadDeadline {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         if this.out.len() + buf.len() > OUT_BUF {
             ready!(this.poll_drain(cx))?;
         }
@@ -378,6 +409,9 @@ impl AsyncWrite for HeadDeadline {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if len == 0 {
+            return Poll::Ready(Ok(0));
+        }
         if this.out.len() + len > OUT_BUF {
             ready!(this.poll_drain(cx))?;
         }

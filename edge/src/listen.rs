@@ -4,8 +4,9 @@
 //! Pingora's listening service does the same, but its task per connection holds the inline
 //! state of a TLS handshake (about 8.8 KiB) for the connection's whole life, and bounds the
 //! handshake at a fixed 60 s. Here the handshake is boxed and freed once done, so an idle
-//! keep-alive connection costs only the gate's small state, and a handshake must finish within
-//! `client_header_timeout` (as in nginx 1.22, whose handshake runs under that timer).
+//! keep-alive connection costs only the gate's small state, and the handshake and the first
+//! request head must both be done within `client_header_timeout` of the accept (as in nginx
+//! 1.22, whose handshake runs under that timer).
 //!
 //! Sockets are registered in Pingora's fd table under their address, so a graceful binary
 //! upgrade (`edge run --upgrade`, then SIGQUIT to the old process) hands them over unchanged.
@@ -101,8 +102,8 @@ async fn listen(addr: &str, fds: Option<&ListenFds>) -> io::Result<TcpListener> 
     Ok(listener)
 }
 
-/// Binds `addr`, retrying for a few seconds while the address is still in use (a previous
-/// process that is going away without handing its sockets over).
+/// Binds `addr`, retrying for up to 30 s while the address is still in use (a previous
+/// process that is going away without handing this socket over, as Pingora does).
 async fn bind(addr: &str) -> io::Result<TcpListener> {
     let sockaddr: SocketAddr = addr
         .to_socket_addrs()?
@@ -122,10 +123,10 @@ async fn bind(addr: &str) -> io::Result<TcpListener> {
                 socket.listen(BACKLOG)?;
                 return TcpListener::from_std(socket.into());
             }
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < 10 => {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < 30 => {
                 tries += 1;
                 tracing::warn!(%addr, "address in use, trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => return Err(e),
         }
@@ -181,6 +182,9 @@ async fn serve(
     gate: Arc<ConnectionGate>,
     shutdown: ShutdownWatch,
 ) {
+    // One clock from accept: the handshake and the first request head share
+    // client_header_timeout.
+    let deadline = tokio::time::Instant::now() + gate.header_timeout();
     let _ = tcp.set_nodelay(true);
     let mut stream = L4Stream::from(tcp);
     let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
@@ -191,7 +195,7 @@ async fn serve(
         Some(acceptor) => {
             // Boxed: the handshake's state is freed once it is done.
             let handshake = Box::pin(acceptor.tls_handshake(stream));
-            match tokio::time::timeout(gate.header_timeout(), handshake).await {
+            match tokio::time::timeout_at(deadline, handshake).await {
                 Ok(Ok(tls)) => Box::new(tls),
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -205,5 +209,5 @@ async fn serve(
             }
         }
     };
-    gate.serve(stream, &shutdown).await;
+    gate.serve(stream, deadline, &shutdown).await;
 }

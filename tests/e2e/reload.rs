@@ -299,3 +299,31 @@ async fn files_written_beside_the_config_cause_no_reload() {
     assert_eq!(status["reloads"]["failed"].as_u64(), Some(0));
     assert_eq!(status["reloads"]["generation"].as_u64(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_accepted_before_shutdown_still_gets_its_first_request_served() {
+    use std::io::{Read, Write};
+    let app = backend("app").await;
+    let edge = Edge::start("", &one_route(app.addr));
+    // Connected, request not yet sent, when the edge is told to stop.
+    let mut early = std::net::TcpStream::connect(edge.http).expect("connect");
+    // A request on another connection, accepted after it: so this one was accepted too.
+    let _ = get_json(&client(), &edge.url("/warm"), &[]).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &edge.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(200));
+    early
+        .write_all(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    early
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut response = Vec::new();
+    let _ = early.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    // Served, and the connection then closed (read_to_end returned).
+    assert_eq!(status_of(&response), 200, "{response}");
+}

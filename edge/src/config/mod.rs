@@ -117,6 +117,18 @@ upstream = "app"
     }
 
     #[test]
+    fn the_admin_listener_cannot_share_a_client_address() {
+        let text =
+            "[edge]\nhttp_listen = [\"127.0.0.1:8080\"]\nadmin_listen = \"127.0.0.1:8080\"\n";
+        let errors = validate("t.toml", text).expect_err("shared").errors;
+        assert!(
+            errors[0].message.contains("also a client listener"),
+            "{errors:?}"
+        );
+        assert_eq!(errors[0].line, 3);
+    }
+
+    #[test]
     fn https_needs_tls_and_old_protocols_are_refused() {
         let text = "[edge]\nhttps_listen = [\"0.0.0.0:443\"]\n";
         assert!(validate("t.toml", text).is_err());

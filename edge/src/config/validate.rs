@@ -250,6 +250,12 @@ impl Validator<'_> {
                             ),
                         );
                     }
+                    if all.contains(&addr) {
+                        self.error(
+                            text.span(),
+                            format!("admin_listen `{addr}` is also a client listener"),
+                        );
+                    }
                     addr
                 }
                 Err(_) => {
