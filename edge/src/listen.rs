@@ -21,6 +21,7 @@ use pingora::services::Service;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +36,29 @@ pub struct Endpoint {
 pub struct ClientListeners {
     pub gate: Arc<ConnectionGate>,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// The longest a shutdown or an upgrade waits for requests in flight before cutting them
+/// (Pingora's grace period); the process ends as soon as none is left.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Client connections being served (handshakes included).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one connection in [`LIVE`] while it lives.
+struct Live;
+
+impl Live {
+    fn new() -> Live {
+        LIVE.fetch_add(1, Ordering::AcqRel);
+        Live
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The listen queue, as Pingora and nginx (where the kernel allows) size it.
@@ -70,6 +94,15 @@ impl Service for ClientListeners {
             let _ = task.await;
         }
         self.gate.cleanup().await;
+        // Drain: requests in flight finish (connections idle between requests were closed by
+        // the gate at the shutdown), then the process ends, without waiting out the rest of
+        // the DRAIN_LIMIT that Pingora would otherwise sleep through.
+        while LIVE.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!("every client connection is done; exiting");
+        crate::observe::access_log::flush();
+        std::process::exit(0);
     }
 
     fn name(&self) -> &str {
@@ -154,7 +187,10 @@ async fn accept_loop(
             Ok((tcp, peer)) => {
                 // Pingora's pick of a worker thread (one at random when each has a runtime
                 // of its own), as its own listeners do.
+                // Counted from the accept, so a drain that starts now waits for it.
+                let live = Live::new();
                 pingora_runtime::current_handle().spawn(serve(
+                    live,
                     tcp,
                     peer,
                     tls.clone(),
@@ -176,6 +212,7 @@ async fn accept_loop(
 
 /// One client connection: the TLS handshake if any, then the gate for its whole life.
 async fn serve(
+    _live: Live,
     tcp: TcpStream,
     peer: SocketAddr,
     tls: Option<Arc<Acceptor>>,

@@ -56,7 +56,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             .join("edge-upgrade.sock")
             .display()
             .to_string(),
-        grace_period_seconds: Some(1),
+        // Requests in flight at a shutdown or upgrade get up to this long; the client
+        // listeners end the process as soon as they are done.
+        grace_period_seconds: Some(crate::listen::DRAIN_LIMIT.as_secs()),
         graceful_shutdown_timeout_seconds: Some(10),
         ..ServerConf::default()
     };

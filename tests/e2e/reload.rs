@@ -327,3 +327,36 @@ async fn a_connection_accepted_before_shutdown_still_gets_its_first_request_serv
     // Served, and the connection then closed (read_to_end returned).
     assert_eq!(status_of(&response), 200, "{response}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_lets_a_slow_request_finish_then_the_process_exits() {
+    let app = backend("app").await;
+    let mut edge = Edge::start("", &one_route(app.addr));
+    let url = edge.url("/slow?sleep_ms=3000");
+    let slow = tokio::spawn(async move { get_json(&client(), &url, &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &edge.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // The request in flight (longer than the old 1 s grace) is answered in full.
+    let (status, _) = slow.await.expect("task");
+    assert_eq!(status, 200);
+    // And the process ends once it is done, not at the end of the drain limit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(exit) = edge.exited() {
+            assert!(exit.success(), "{exit:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running after the drain");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
+        "exited {took:?} after SIGTERM"
+    );
+}

@@ -123,6 +123,11 @@ impl Edge {
     }
 
     /// The edge's process id.
+    /// The process's exit status, if it has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -116,6 +116,8 @@ struct AccessLogger {
     pending: Mutex<Vec<u8>>,
     wake: Condvar,
     dropped: AtomicU64,
+    /// The writer holds a batch it has not finished writing (set under the `pending` lock).
+    writing: AtomicBool,
 }
 
 static LOGGER: OnceLock<Option<Arc<AccessLogger>>> = OnceLock::new();
@@ -152,6 +154,26 @@ pub fn log(entry: &Entry<'_>) {
     }
 }
 
+/// Waits (up to a second) until every line logged so far is written: before the process exits.
+pub fn flush() {
+    let Some(Some(logger)) = LOGGER.get() else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        let idle = logger
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+            && !logger.writing.load(Ordering::Acquire);
+        if idle {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Lines dropped because the writer fell behind.
 pub fn dropped() -> u64 {
     match LOGGER.get() {
@@ -165,6 +187,7 @@ fn spawn(path: Option<PathBuf>) -> std::io::Result<Arc<AccessLogger>> {
         pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
         wake: Condvar::new(),
         dropped: AtomicU64::new(0),
+        writing: AtomicBool::new(false),
     });
     let reopen = Arc::new(AtomicBool::new(false));
     if path.is_some() {
@@ -188,6 +211,7 @@ fn write_loop(logger: &AccessLogger, out: &mut Output, reopen: &AtomicBool) {
                 .wait_timeout_while(pending, Duration::from_millis(100), |p| p.len() < WAKE_AT)
                 .unwrap_or_else(|p| p.into_inner());
             std::mem::swap(&mut *pending, &mut batch);
+            logger.writing.store(!batch.is_empty(), Ordering::Release);
         }
         if reopen.swap(false, Ordering::Relaxed) || out.replaced() {
             out.reopen();
@@ -196,6 +220,7 @@ fn write_loop(logger: &AccessLogger, out: &mut Output, reopen: &AtomicBool) {
             out.write(&batch);
             out.flush();
             batch.clear();
+            logger.writing.store(false, Ordering::Release);
         }
     }
 }
