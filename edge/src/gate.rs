@@ -287,6 +287,22 @@ impl HeadDeadline {
         }
     }
 
+    /// Makes room to gather `len` more bytes, writing out what is gathered if they would not
+    /// fit: true when they are to be gathered, false when they are a buffer's worth or more
+    /// and go straight to the stream.
+    fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
+        if self.out.len() + len > OUT_BUF {
+            ready!(self.poll_drain(cx))?;
+        }
+        if len >= OUT_BUF {
+            return Poll::Ready(Ok(false));
+        }
+        if self.out.capacity() == 0 {
+            self.out.reserve_exact(OUT_BUF);
+        }
+        Poll::Ready(Ok(true))
+    }
+
     /// Writes out what is gathered in `out`.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.out.is_empty() {
@@ -389,14 +405,8 @@ impl AsyncWrite for HeadDeadline {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if this.out.len() + buf.len() > OUT_BUF {
-            ready!(this.poll_drain(cx))?;
-        }
-        if buf.len() >= OUT_BUF {
+        if !ready!(this.poll_room(cx, buf.len()))? {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
-        }
-        if this.out.capacity() == 0 {
-            this.out.reserve_exact(OUT_BUF);
         }
         this.out.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
@@ -412,14 +422,8 @@ impl AsyncWrite for HeadDeadline {
         if len == 0 {
             return Poll::Ready(Ok(0));
         }
-        if this.out.len() + len > OUT_BUF {
-            ready!(this.poll_drain(cx))?;
-        }
-        if len >= OUT_BUF {
+        if !ready!(this.poll_room(cx, len))? {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        }
-        if this.out.capacity() == 0 {
-            this.out.reserve_exact(OUT_BUF);
         }
         for b in bufs {
             this.out.extend_from_slice(b);

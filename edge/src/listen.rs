@@ -185,9 +185,9 @@ async fn accept_loop(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                // Pingora's pick of a worker thread (one at random when each has a runtime
-                // of its own), as its own listeners do.
-                // Counted from the accept, so a drain that starts now waits for it.
+                // Counted from the accept, so a drain that starts now waits for it; spawned on
+                // Pingora's pick of a worker thread (one at random when each has a runtime of
+                // its own), as its own listeners do.
                 let live = Live::new();
                 pingora_runtime::current_handle().spawn(serve(
                     live,
@@ -239,7 +239,7 @@ async fn serve(
                     return;
                 }
                 Err(_) => {
-                    crate::gate::HEADER_TIMEOUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    crate::gate::HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "TLS handshake timed out");
                     return;
                 }

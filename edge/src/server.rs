@@ -125,6 +125,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         })
         .collect();
     if let Some(tls) = &snapshot.load().config.tls {
+        // Installed before the acceptor is built, which then uses this provider.
         let provider = crate::tls::crypto_provider(tls).map_err(anyhow::Error::msg)?;
         if provider.install_default().is_err() {
             tracing::warn!("a TLS crypto provider was already installed; keeping it");
