@@ -47,7 +47,8 @@ fn bench_route(c: &mut Criterion) {
 fn upstream(balance: Balance, n: usize) -> Upstream {
     let servers = (0..n)
         .map(|i| Server {
-            addr_text: format!("10.0.{}.{}:80", i / 250, i % 250 + 1),
+            label: format!("10.0.{}.{}:80", i / 250, i % 250 + 1),
+            host: format!("10.0.{}.{}", i / 250, i % 250 + 1),
             addr: Some(
                 format!("10.0.{}.{}:80", i / 250, i % 250 + 1)
                     .parse()

@@ -131,19 +131,30 @@ impl AdminApp {
     }
 
     /// The architecture document's health format: healthy when every upstream has a usable
-    /// server, degraded otherwise (the edge itself still serves).
+    /// server, degraded otherwise (the edge itself still serves). `unprobed` names the
+    /// upstreams with a server counted up that nothing has checked yet (no probe has
+    /// answered, no request has reached it).
     fn health(&self, snapshot: &Snapshot) -> (u16, Value) {
         let mut checks = serde_json::Map::new();
+        let mut unprobed = Vec::new();
         let mut degraded = false;
         let mut names: Vec<&String> = snapshot.upstreams.keys().collect();
         names.sort();
         for name in names {
-            let up = snapshot.upstreams[name].has_usable_server();
+            let upstream = &snapshot.upstreams[name];
+            let up = upstream.has_usable_server();
             degraded |= !up;
             checks.insert(
                 name.clone(),
                 Value::from(if up { "healthy" } else { "unhealthy" }),
             );
+            if upstream
+                .servers
+                .iter()
+                .any(|s| s.health() == "up (unprobed)")
+            {
+                unprobed.push(name.clone());
+            }
         }
         let inflight: u32 = snapshot
             .upstreams
@@ -156,6 +167,7 @@ impl AdminApp {
             "timestamp": rfc3339_now(),
             "version": env!("CARGO_PKG_VERSION"),
             "checks": checks,
+            "unprobed": unprobed,
             "metadata": {
                 "uptime": self.started.elapsed().as_secs(),
                 "memory_usage": memory_usage(),
@@ -176,9 +188,12 @@ fn status(snapshot: &Snapshot) -> Value {
             .iter()
             .map(|s| {
                 json!({
-                    "addr": s.addr_text,
+                    "addr": s.label,
                     "resolved": s.addr.map(|a| a.to_string()),
                     "weight": s.weight,
+                    "host": s.host,
+                    "state": s.health(),
+                    "checked": s.state.checked(),
                     "up": s.is_up(),
                     "probe_up": s.state.probe_up(),
                     "degraded": s.state.degraded(),

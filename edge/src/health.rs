@@ -2,6 +2,13 @@
 //! every upstream with `health`, each server on its own schedule and kept-alive connection,
 //! and takes servers out after `fall` failures and back after `rise` successes.
 //!
+//! A probe is an ordinary HTTP/1.1 request, made with hyper's client codec: `Host` is the
+//! server's configured host (and port unless 80), never its display label, so strict servers
+//! accept it; a chunked or length-delimited answer is read to its end (at most
+//! [`MAX_BODY`]), and the connection is kept for the next probe unless the server closes it.
+//! `timeout` bounds the whole exchange: connect, write and read. A kept-alive connection the
+//! server closed while idle is no verdict: the probe is made once more on a new connection.
+//!
 //! The answer is the architecture document's health JSON: `healthy` and `degraded` are up
 //! (degraded is reported as such), `unhealthy`, a non-2xx status, a timeout or a body that is
 //! not that JSON are down. A server younger than `start_period` is not taken out. The probers
@@ -13,19 +20,27 @@ use crate::snapshot::Snapshot;
 use crate::upstream::ServerState;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// How often the prober set is compared with the live snapshot.
 const SYNC_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The most of a probe's answer body that is read; a longer one is not the health JSON.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The User-Agent of probes, so that servers can tell them from clients.
+const USER_AGENT: &str = "edge-health-check";
 
 /// The probing background service.
 pub struct HealthService {
@@ -44,7 +59,10 @@ pub enum Probe {
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ProbeKey {
     upstream: String,
+    /// The server's display label, for logs.
     server: String,
+    /// The Host the probe sends.
+    host: String,
     addr: SocketAddr,
     settings: String,
 }
@@ -81,7 +99,8 @@ impl HealthService {
                 let Some(addr) = server.addr else { continue };
                 let key = ProbeKey {
                     upstream: upstream.name.clone(),
-                    server: server.addr_text.clone(),
+                    server: server.label.clone(),
+                    host: server.host.clone(),
                     addr,
                     settings: format!("{health:?}"),
                 };
@@ -105,21 +124,11 @@ impl HealthService {
 }
 
 async fn probe_loop(key: ProbeKey, settings: HealthSettings, state: Arc<ServerState>) {
-    let mut connection: Option<TcpStream> = None;
+    let mut prober = Prober::new(key.addr, &key.host, &settings.path);
     let (mut successes, mut failures) = (0u32, 0u32);
     loop {
-        let probe = match tokio::time::timeout(
-            settings.timeout,
-            probe_once(&mut connection, key.addr, &key.server, &settings.path),
-        )
-        .await
-        {
-            Ok(p) => p,
-            Err(_) => {
-                connection = None;
-                Probe::Down
-            }
-        };
+        let probe = prober.probe(settings.timeout).await;
+        state.set_checked();
         match probe {
             Probe::Healthy | Probe::Degraded => {
                 failures = 0;
@@ -149,82 +158,118 @@ async fn probe_loop(key: ProbeKey, settings: HealthSettings, state: Arc<ServerSt
     }
 }
 
-/// One `GET path` on the kept-alive connection (opened if there is none).
-async fn probe_once(
-    connection: &mut Option<TcpStream>,
+/// Probes one server over one kept-alive HTTP/1.1 connection.
+pub struct Prober {
     addr: SocketAddr,
-    host: &str,
-    path: &str,
-) -> Probe {
-    if connection.is_none() {
-        match TcpStream::connect(addr).await {
-            Ok(c) => *connection = Some(c),
-            Err(_) => return Probe::Down,
-        }
-    }
-    let Some(stream) = connection.as_mut() else {
-        return Probe::Down;
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: edge-health-check\r\nAccept: application/json\r\n\r\n"
-    );
-    let (probe, keep) = match exchange(stream, request.as_bytes()).await {
-        Some((status, body, keep)) => (judge(status, &body), keep),
-        None => (Probe::Down, false),
-    };
-    if !keep {
-        *connection = None;
-    }
-    probe
+    host: String,
+    path: String,
+    connection: Option<Connection>,
 }
 
-/// Sends a request and reads one response: (status, body, connection reusable).
-async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Option<(u16, Vec<u8>, bool)> {
-    stream.write_all(request).await.ok()?;
-    let mut buf = BytesMut::with_capacity(2048);
-    loop {
-        if stream.read_buf(&mut buf).await.ok()? == 0 {
-            return None;
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut headers);
-        let httparse::Status::Complete(head_len) = response.parse(&buf).ok()? else {
-            if buf.len() > 64 * 1024 {
-                return None;
-            }
-            continue;
-        };
-        let status = response.code?;
-        let header = |name: &str| {
-            response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-        };
-        let keep = !header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let length: Option<usize> = header("content-length").and_then(|v| v.trim().parse().ok());
-        let mut body = buf.split_off(head_len).to_vec();
-        match length {
-            Some(len) => {
-                while body.len() < len {
-                    let mut chunk = [0u8; 4096];
-                    let n = stream.read(&mut chunk).await.ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    body.extend_from_slice(&chunk[..n]);
-                }
-                body.truncate(len);
-                return Some((status, body, keep));
-            }
-            None => {
-                // No length: read to the end and do not reuse the connection.
-                stream.read_to_end(&mut body).await.ok()?;
-                return Some((status, body, false));
-            }
+/// A client connection: the request half, and the task that drives the codec.
+struct Connection {
+    sender: SendRequest<Empty<Bytes>>,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// How one exchange failed.
+enum Failed {
+    /// No byte of an answer arrived: on a reused connection, the server may simply have
+    /// closed it while idle.
+    BeforeAnswer,
+    /// The connect failed, or the answer was cut short or too long.
+    Down,
+}
+
+impl Prober {
+    /// A prober of `addr` that asks for `path` with `host` as its Host.
+    pub fn new(addr: SocketAddr, host: &str, path: &str) -> Prober {
+        Prober {
+            addr,
+            host: host.to_string(),
+            path: path.to_string(),
+            connection: None,
         }
     }
+
+    /// One probe, bounded by `timeout` for connect, write and read together.
+    pub async fn probe(&mut self, timeout: Duration) -> Probe {
+        let probe = tokio::time::timeout(timeout, self.probe_unbounded()).await;
+        probe.unwrap_or_else(|_| {
+            self.connection = None;
+            Probe::Down
+        })
+    }
+
+    async fn probe_unbounded(&mut self) -> Probe {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.sender.is_closed())
+        {
+            self.connection = None;
+        }
+        let reused = self.connection.is_some();
+        let verdict = match self.exchange().await {
+            Err(Failed::BeforeAnswer) if reused => {
+                self.connection = None;
+                self.exchange().await
+            }
+            other => other,
+        };
+        verdict.unwrap_or_else(|_| {
+            self.connection = None;
+            Probe::Down
+        })
+    }
+
+    async fn exchange(&mut self) -> Result<Probe, Failed> {
+        let connection = match &mut self.connection {
+            Some(c) => c,
+            None => self.connection.insert(connect(self.addr).await?),
+        };
+        connection
+            .sender
+            .ready()
+            .await
+            .map_err(|_| Failed::BeforeAnswer)?;
+        let request = http::Request::get(self.path.as_str())
+            .header(http::header::HOST, self.host.as_str())
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|_| Failed::Down)?;
+        let response = connection
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|_| Failed::BeforeAnswer)?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| Failed::Down)?
+            .to_bytes();
+        Ok(judge(status, &body))
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<Connection, Failed> {
+    let stream = TcpStream::connect(addr).await.map_err(|_| Failed::Down)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, codec) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| Failed::Down)?;
+    let driver = tokio::spawn(async move {
+        let _ = codec.await;
+    });
+    Ok(Connection { sender, driver })
 }
 
 /// The verdict on one answer, by the architecture document's health format.
@@ -245,6 +290,143 @@ pub fn judge(status: u16, body: &[u8]) -> Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// What a scripted server saw: the connections it accepted and the request heads.
+    #[derive(Default)]
+    struct Seen {
+        connections: usize,
+        requests: Vec<String>,
+    }
+
+    /// A server that answers the n-th request with `answers[n]` (the last one repeats), and
+    /// closes the connection after each answer when `close` is set, without saying so.
+    async fn scripted(answers: Vec<&'static [u8]>, close: bool) -> (SocketAddr, Arc<Mutex<Seen>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                log.lock().expect("seen").connections += 1;
+                let (log, answers) = (log.clone(), answers.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while stream.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                        head.push(byte[0]);
+                        if !head.ends_with(b"\r\n\r\n") {
+                            continue;
+                        }
+                        let n = {
+                            let mut seen = log.lock().expect("seen");
+                            seen.requests
+                                .push(String::from_utf8_lossy(&head).into_owned());
+                            seen.requests.len() - 1
+                        };
+                        head.clear();
+                        let answer = answers[n.min(answers.len() - 1)];
+                        if stream.write_all(answer).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    const CHUNKED_HEALTHY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+        Transfer-Encoding: chunked\r\n\r\n9\r\n{\"status\"\r\nb\r\n:\"healthy\"}\r\n0\r\n\r\n";
+    const CHUNKED_UNHEALTHY: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+        16\r\n{\"status\":\"unhealthy\"}\r\n0\r\n\r\n";
+    const LENGTH_HEALTHY: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{\"status\":\"healthy\"}";
+
+    #[tokio::test]
+    async fn chunked_answers_are_read_to_their_end_on_one_kept_alive_connection() {
+        let (addr, seen) = scripted(vec![CHUNKED_HEALTHY], false).await;
+        let mut prober = Prober::new(addr, "content-manager:8000", "/health");
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            assert_eq!(prober.probe(Duration::from_secs(5)).await, Probe::Healthy);
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "no wait for a close"
+            );
+        }
+        let seen = seen.lock().expect("seen");
+        assert_eq!(seen.connections, 1, "the connection is kept alive");
+        for request in &seen.requests {
+            assert!(request.starts_with("GET /health HTTP/1.1\r\n"), "{request}");
+            assert!(
+                request
+                    .to_ascii_lowercase()
+                    .contains("\r\nhost: content-manager:8000\r\n"),
+                "{request}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunked_unhealthy_answer_is_down() {
+        let (addr, _) = scripted(vec![CHUNKED_UNHEALTHY], false).await;
+        let mut prober = Prober::new(addr, "a", "/health");
+        assert_eq!(prober.probe(Duration::from_secs(5)).await, Probe::Down);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_no_verdict() {
+        let (addr, seen) = scripted(vec![LENGTH_HEALTHY], true).await;
+        let mut prober = Prober::new(addr, "a", "/health");
+        for _ in 0..3 {
+            assert_eq!(prober.probe(Duration::from_secs(5)).await, Probe::Healthy);
+        }
+        assert_eq!(seen.lock().expect("seen").connections, 3);
+    }
+
+    #[tokio::test]
+    async fn half_an_answer_and_silence_is_down_within_the_timeout() {
+        let (addr, _) = scripted(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{\"sta"],
+            false,
+        )
+        .await;
+        let mut prober = Prober::new(addr, "a", "/health");
+        let started = std::time::Instant::now();
+        assert_eq!(prober.probe(Duration::from_millis(300)).await, Probe::Down);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_bound_is_down() {
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        )
+        .into_bytes();
+        answer.extend(std::iter::repeat_n(b' ', MAX_BODY + 1));
+        let answer: &'static [u8] = Vec::leak(answer);
+        let (addr, _) = scripted(vec![answer], false).await;
+        let mut prober = Prober::new(addr, "a", "/health");
+        assert_eq!(prober.probe(Duration::from_secs(5)).await, Probe::Down);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_down() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let mut prober = Prober::new(addr, "a", "/health");
+        assert_eq!(prober.probe(Duration::from_secs(5)).await, Probe::Down);
+    }
 
     #[test]
     fn answers_are_judged_by_the_health_format() {

@@ -171,11 +171,7 @@ impl Reloader {
         let servers = |s: &Snapshot| -> BTreeSet<String> {
             s.upstreams
                 .iter()
-                .flat_map(|(name, u)| {
-                    u.servers
-                        .iter()
-                        .map(move |s| format!("{name}/{}", s.addr_text))
-                })
+                .flat_map(|(name, u)| u.servers.iter().map(move |s| format!("{name}/{}", s.label)))
                 .collect()
         };
         let (before, after) = (servers(&current), servers(&next));

@@ -80,15 +80,16 @@ impl Snapshot {
         for (name, settings) in &config.upstreams {
             let mut servers = Vec::new();
             for s in &settings.servers {
-                for (label, addr) in expand(&s.addr, dns, &mut names) {
+                for Expanded { label, host, addr } in expand(&s.addr, dns, &mut names) {
                     // The same address of the same upstream keeps its state across reloads.
                     let state = previous
                         .and_then(|p| p.upstreams.get(name))
-                        .and_then(|u| u.servers.iter().find(|old| old.addr_text == label))
+                        .and_then(|u| u.servers.iter().find(|old| old.label == label))
                         .map(|old| old.state.clone())
                         .unwrap_or_else(|| Arc::new(ServerState::default()));
                     servers.push(Server {
-                        addr_text: label,
+                        label,
+                        host,
                         addr,
                         weight: s.weight,
                         max_fails: s.max_fails,
@@ -168,17 +169,35 @@ impl Snapshot {
     }
 }
 
-/// Resolves "host:port" to its first address; logs and returns `None` when it does not resolve.
-/// The servers one configured `addr` stands for, as (label, address): a literal address is
-/// itself; a name is one server per address it resolves to, labelled "name:port (ip)", or one
-/// server without an address (taking no traffic) while it resolves to none.
+/// One server a configured `addr` stands for.
+struct Expanded {
+    label: String,
+    host: String,
+    addr: Option<SocketAddr>,
+}
+
+/// The servers one configured `addr` stands for: a literal address is itself; a name is one
+/// server per address it resolves to, labelled "name:port (ip)", or one server without an
+/// address (taking no traffic) while it resolves to none. Each keeps the configured host as
+/// the Host of the edge's own requests to it.
 fn expand(
     addr: &str,
     dns: &crate::discovery::Discovery,
     names: &mut HashSet<String>,
-) -> Vec<(String, Option<SocketAddr>)> {
+) -> Vec<Expanded> {
+    let unresolved = |host: String| {
+        vec![Expanded {
+            label: addr.to_string(),
+            host,
+            addr: None,
+        }]
+    };
     match Target::parse(addr) {
-        Target::Literal(a) => vec![(addr.to_string(), Some(a))],
+        Target::Literal(a) => vec![Expanded {
+            label: addr.to_string(),
+            host: host_header(&a.ip().to_string(), a.is_ipv6(), a.port()),
+            addr: Some(a),
+        }],
         Target::Name { host, port } => {
             names.insert(host.to_string());
             let ips = dns.addresses(host);
@@ -187,13 +206,32 @@ fn expand(
                     server = addr,
                     "server name has no address yet; it takes no traffic until it resolves"
                 );
-                return vec![(addr.to_string(), None)];
+                return unresolved(host_header(host, false, port));
             }
             ips.into_iter()
-                .map(|ip| (format!("{addr} ({ip})"), Some(SocketAddr::new(ip, port))))
+                .map(|ip| Expanded {
+                    label: format!("{addr} ({ip})"),
+                    host: host_header(host, false, port),
+                    addr: Some(SocketAddr::new(ip, port)),
+                })
                 .collect()
         }
-        Target::Invalid => vec![(addr.to_string(), None)],
+        Target::Invalid => unresolved(addr.to_string()),
+    }
+}
+
+/// A Host header value (RFC 9110 §7.2): the host, bracketed if it is an IPv6 address, and
+/// the port unless it is http's default.
+fn host_header(host: &str, ipv6: bool, port: u16) -> String {
+    let host = if ipv6 {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == 80 {
+        host
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -249,6 +287,21 @@ mod tests {
             "a changed max_clients takes effect"
         );
         assert!(kept(&rate, &capacity, "b"));
+    }
+
+    #[test]
+    fn the_host_of_the_edges_own_requests_is_the_configured_host_and_port() {
+        assert_eq!(
+            host_header("content-manager", false, 8000),
+            "content-manager:8000"
+        );
+        assert_eq!(host_header("grafana", false, 80), "grafana");
+        assert_eq!(host_header("127.0.0.1", false, 9), "127.0.0.1:9");
+        assert_eq!(host_header("::1", true, 8080), "[::1]:8080");
+        let dns = crate::discovery::global();
+        let literal = expand("[::1]:8080", dns, &mut HashSet::new());
+        assert_eq!(literal[0].host, "[::1]:8080");
+        assert_eq!(literal[0].label, "[::1]:8080");
     }
 
     #[test]

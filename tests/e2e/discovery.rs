@@ -4,101 +4,10 @@
 
 use crate::support::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A DNS server on loopback answering A queries for every name with the current list
-/// (TTL 1 s); `mute` makes it stop answering, like an unreachable resolver.
-struct TestDns {
-    addr: SocketAddr,
-    answers: Arc<Mutex<Vec<Ipv4Addr>>>,
-    mute: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    queries: Arc<Mutex<Vec<String>>>,
-}
-
-impl TestDns {
-    fn start(first: &[Ipv4Addr]) -> TestDns {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind dns");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
-        let dns = TestDns {
-            addr: socket.local_addr().expect("addr"),
-            answers: Arc::new(Mutex::new(first.to_vec())),
-            mute: Arc::new(AtomicBool::new(false)),
-            stop: Arc::new(AtomicBool::new(false)),
-            queries: Arc::new(Mutex::new(Vec::new())),
-        };
-        let (answers, mute, stop, queries) = (
-            dns.answers.clone(),
-            dns.mute.clone(),
-            dns.stop.clone(),
-            dns.queries.clone(),
-        );
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
-                    continue;
-                };
-                if mute.load(Ordering::Relaxed) {
-                    continue;
-                }
-                if let Some((reply, name)) = answer(&buf[..n], &answers.lock().expect("answers")) {
-                    queries.lock().expect("queries").push(name);
-                    let _ = socket.send_to(&reply, peer);
-                }
-            }
-        });
-        dns
-    }
-
-    fn set(&self, ips: &[Ipv4Addr]) {
-        *self.answers.lock().expect("answers") = ips.to_vec();
-    }
-}
-
-impl Drop for TestDns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// The response to one query: A records for qtype A, no records otherwise.
-fn answer(query: &[u8], ips: &[Ipv4Addr]) -> Option<(Vec<u8>, String)> {
-    if query.len() < 12 {
-        return None;
-    }
-    // The question: labels up to the root, then qtype and qclass.
-    let mut i = 12;
-    let mut labels = Vec::new();
-    while *query.get(i)? != 0 {
-        let len = query[i] as usize;
-        labels.push(String::from_utf8_lossy(query.get(i + 1..i + 1 + len)?).to_string());
-        i += 1 + len;
-    }
-    let question_end = i + 5;
-    let qtype = u16::from_be_bytes([*query.get(i + 1)?, *query.get(i + 2)?]);
-    let records: &[Ipv4Addr] = if qtype == 1 { ips } else { &[] };
-    let mut reply = Vec::with_capacity(512);
-    reply.extend_from_slice(&query[..2]); // id
-    reply.extend_from_slice(&[0x81, 0x80]); // response, recursion desired and available
-    reply.extend_from_slice(&[0, 1]); // one question
-    reply.extend_from_slice(&(records.len() as u16).to_be_bytes());
-    reply.extend_from_slice(&[0, 0, 0, 0]); // no authority, no additional
-    reply.extend_from_slice(query.get(12..question_end)?);
-    for ip in records {
-        reply.extend_from_slice(&[0xc0, 0x0c]); // the question's name
-        reply.extend_from_slice(&[0, 1, 0, 1]); // A, IN
-        reply.extend_from_slice(&1u32.to_be_bytes()); // TTL 1 s
-        reply.extend_from_slice(&[0, 4]);
-        reply.extend_from_slice(&ip.octets());
-    }
-    Some((reply, labels.join(".")))
-}
 
 /// Which instances served the requests made while `until` was false, and how many failed.
 #[derive(Default)]

@@ -133,3 +133,115 @@ upstream = "app"
     })
     .await;
 }
+
+/// The state `/status` gives server `index` of `upstream`.
+async fn server_state(edge: &Edge, upstream: &str, index: usize) -> String {
+    admin_json(edge, "/status").await["upstreams"][upstream]["servers"][index]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_of_servers_named_by_dns_keep_strict_backends_in_rotation() {
+    let dns = TestDns::start(&[std::net::Ipv4Addr::LOCALHOST]);
+    let a = StrictBackend::start("a").await;
+    let b = StrictBackend::start("b").await;
+    let literal = StrictBackend::start("literal").await;
+    let (pa, pb) = (a.addr.port(), b.addr.port());
+    let edge = Edge::start(
+        &format!("resolver = [\"{}\"]\ndns_min_ttl = \"1s\"", dns.addr),
+        &format!(
+            r#"
+[upstreams.app]
+servers = [{{ addr = "content-manager:{pa}" }}, {{ addr = "content-manager:{pb}" }}]
+health = {{ path = "/health", interval = "100ms", timeout = "1s", rise = 1, fall = 1, start_period = "0s" }}
+[upstreams.literal]
+servers = [{{ addr = "{literal}" }}]
+health = {{ path = "/health", interval = "100ms", timeout = "1s", rise = 1, fall = 1, start_period = "0s" }}
+[[routes]]
+path = "/literal/"
+upstream = "literal"
+[[routes]]
+path = "/"
+upstream = "app"
+"#,
+            literal = literal.addr
+        ),
+    );
+    wait_until("both servers are probed", async || {
+        a.hosts_for("/health").len() >= 3 && b.hosts_for("/health").len() >= 3
+    })
+    .await;
+    // Probes name the server as configured, never by its display label.
+    for (backend, port) in [(&a, pa), (&b, pb)] {
+        let hosts = backend.hosts_for("/health");
+        assert!(
+            hosts
+                .iter()
+                .all(|h| *h == format!("content-manager:{port}")),
+            "{hosts:?}"
+        );
+    }
+    let hosts = literal.hosts_for("/health");
+    assert!(!hosts.is_empty());
+    assert!(
+        hosts.iter().all(|h| *h == literal.addr.to_string()),
+        "{hosts:?}"
+    );
+    assert_eq!(server_state(&edge, "app", 0).await, "up");
+    assert_eq!(server_state(&edge, "app", 1).await, "up");
+
+    // Every request is served, by both servers.
+    let seen = served_by(&edge, 20).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(a.requests() + b.requests(), 20);
+
+    // A chunked `unhealthy` takes the server out after `fall`.
+    a.set_unhealthy();
+    wait_until("a is out", async || {
+        server_state(&edge, "app", 0).await == "down (active probe)"
+    })
+    .await;
+    assert_eq!(
+        served_by(&edge, 10).await,
+        BTreeSet::from(["b".to_string()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_answered_by_half_a_response_and_silence_is_down_within_its_timeout() {
+    let half = scripted_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"status\":"
+            .to_vec(),
+        true,
+    );
+    let started = Instant::now();
+    let edge = Edge::start(
+        "",
+        &format!(
+            r#"
+[upstreams.app]
+servers = [{{ addr = "{half}" }}]
+health = {{ path = "/health", interval = "100ms", timeout = "500ms", rise = 1, fall = 1, start_period = "0s" }}
+[[routes]]
+path = "/"
+upstream = "app"
+"#
+        ),
+    );
+    wait_until("the server is out", async || {
+        server_state(&edge, "app", 0).await == "down (active probe)"
+    })
+    .await;
+    // The edge's start, one sync of the probers (250 ms) and one probe's timeout, with room.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        admin_json(&edge, "/health").await["checks"]["app"],
+        "unhealthy"
+    );
+}

@@ -76,6 +76,7 @@ fn cells(row: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_status_page_shows_servers_routes_limits_and_reloads_in_a_browser() {
     let app = backend("app").await;
+    let idle = backend("idle").await;
     let (dead, dead2) = (free_port(), free_port());
     let edge = Edge::start(
         "",
@@ -94,8 +95,14 @@ limit = [{{ zone = "api", burst = 1, nodelay = true }}]
 [[routes]]
 path = "/gone/"
 upstream = "gone"
+[upstreams.idle]
+servers = [{{ addr = "{idle}" }}]
+[[routes]]
+path = "/idle/"
+upstream = "idle"
 "#,
-            app = app.addr
+            app = app.addr,
+            idle = idle.addr
         ),
     );
     let c = client();
@@ -132,6 +139,12 @@ upstream = "gone"
         up[6], "0.0",
         "req/s from two polls with no traffic between: {up:?}"
     );
+
+    // A server nothing probes and no request has reached is not called checked.
+    let unprobed = cells(row(&dom, "server", &format!("idle/{}", idle.addr)));
+    assert_eq!(unprobed[3], "up (unprobed)", "{unprobed:?}");
+    let health = admin_json(&edge, "/health").await;
+    assert_eq!(health["unprobed"], serde_json::json!(["idle"]), "{health}");
 
     let down = row(&dom, "server", &format!("gone/127.0.0.1:{dead}"));
     assert!(down.contains("data-health=\"down\""), "{down}");

@@ -1,12 +1,16 @@
 //! The end-to-end harness: a real edge process and real backends, all on ephemeral loopback
 //! ports, cleaned up when dropped.
 
+use bytes::Bytes;
+use http_body_util::{Either, Full, StreamBody};
+use hyper::body::Frame;
 use services::{RunningService, ServiceSpec};
+use std::convert::Infallible;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
@@ -361,4 +365,248 @@ pub fn scripted_backend(answer: Vec<u8>, hang: bool) -> SocketAddr {
 /// A config with one upstream `app` (one server) routed for every path.
 pub fn one_route(addr: SocketAddr) -> String {
     format!("[upstreams.app]\nservers = [{{ addr = \"{addr}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n")
+}
+
+/// A DNS server on loopback answering A queries for every name with the current list
+/// (TTL 1 s); `mute` makes it stop answering, like an unreachable resolver.
+pub struct TestDns {
+    pub addr: SocketAddr,
+    answers: Arc<Mutex<Vec<Ipv4Addr>>>,
+    pub mute: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    pub queries: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestDns {
+    pub fn start(first: &[Ipv4Addr]) -> TestDns {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind dns");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let dns = TestDns {
+            addr: socket.local_addr().expect("addr"),
+            answers: Arc::new(Mutex::new(first.to_vec())),
+            mute: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+            queries: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (answers, mute, stop, queries) = (
+            dns.answers.clone(),
+            dns.mute.clone(),
+            dns.stop.clone(),
+            dns.queries.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if mute.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if let Some((reply, name)) = answer(&buf[..n], &answers.lock().expect("answers")) {
+                    queries.lock().expect("queries").push(name);
+                    let _ = socket.send_to(&reply, peer);
+                }
+            }
+        });
+        dns
+    }
+
+    pub fn set(&self, ips: &[Ipv4Addr]) {
+        *self.answers.lock().expect("answers") = ips.to_vec();
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The response to one query: A records for qtype A, no records otherwise.
+fn answer(query: &[u8], ips: &[Ipv4Addr]) -> Option<(Vec<u8>, String)> {
+    if query.len() < 12 {
+        return None;
+    }
+    // The question: labels up to the root, then qtype and qclass.
+    let mut i = 12;
+    let mut labels = Vec::new();
+    while *query.get(i)? != 0 {
+        let len = query[i] as usize;
+        labels.push(String::from_utf8_lossy(query.get(i + 1..i + 1 + len)?).to_string());
+        i += 1 + len;
+    }
+    let question_end = i + 5;
+    let qtype = u16::from_be_bytes([*query.get(i + 1)?, *query.get(i + 2)?]);
+    let records: &[Ipv4Addr] = if qtype == 1 { ips } else { &[] };
+    let mut reply = Vec::with_capacity(512);
+    reply.extend_from_slice(&query[..2]); // id
+    reply.extend_from_slice(&[0x81, 0x80]); // response, recursion desired and available
+    reply.extend_from_slice(&[0, 1]); // one question
+    reply.extend_from_slice(&(records.len() as u16).to_be_bytes());
+    reply.extend_from_slice(&[0, 0, 0, 0]); // no authority, no additional
+    reply.extend_from_slice(query.get(12..question_end)?);
+    for ip in records {
+        reply.extend_from_slice(&[0xc0, 0x0c]); // the question's name
+        reply.extend_from_slice(&[0, 1, 0, 1]); // A, IN
+        reply.extend_from_slice(&1u32.to_be_bytes()); // TTL 1 s
+        reply.extend_from_slice(&[0, 4]);
+        reply.extend_from_slice(&ip.octets());
+    }
+    Some((reply, labels.join(".")))
+}
+
+/// A backend as strict as nginx or Go's net/http about what it is sent: one Host header of
+/// host characters and an optional port, or 400. It answers `/health` with the health JSON
+/// in a chunked body (as most frameworks stream JSON) saying `healthy` or, after
+/// [`StrictBackend::set_unhealthy`], `unhealthy`; every other path gets its name as JSON
+/// (`{"instance": ...}`) with a Content-Length. It records every Host it is sent.
+pub struct StrictBackend {
+    pub addr: SocketAddr,
+    unhealthy: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+    requests: Arc<AtomicU64>,
+}
+
+/// Whether a Host value is `host[:port]` with only the characters a host may have.
+fn strict_host(value: &str) -> bool {
+    let (host, port) = match value.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+        _ => (value, None),
+    };
+    let host_ok = !host.is_empty()
+        && (host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            || (host.starts_with('[')
+                && host.ends_with(']')
+                && host[1..host.len() - 1]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':')));
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
+}
+
+type StrictBody = Either<
+    Full<Bytes>,
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>,
+>;
+
+impl StrictBackend {
+    pub async fn start(name: &str) -> StrictBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let backend = StrictBackend {
+            addr: listener.local_addr().expect("addr"),
+            unhealthy: Arc::new(AtomicBool::new(false)),
+            seen: Arc::new(Mutex::new(Vec::new())),
+            requests: Arc::new(AtomicU64::new(0)),
+        };
+        let (unhealthy, seen, requests) = (
+            backend.unhealthy.clone(),
+            backend.seen.clone(),
+            backend.requests.clone(),
+        );
+        let name = name.to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (unhealthy, seen, requests, name) = (
+                    unhealthy.clone(),
+                    seen.clone(),
+                    requests.clone(),
+                    name.clone(),
+                );
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let hosts: Vec<String> = req
+                            .headers()
+                            .get_all(http::header::HOST)
+                            .iter()
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                            .collect();
+                        let path = req.uri().path().to_string();
+                        seen.lock()
+                            .expect("seen")
+                            .push((path.clone(), hosts.join(" | ")));
+                        let response = if hosts.len() != 1 || !strict_host(&hosts[0]) {
+                            strict_answer(400, Either::Left(Full::from("bad Host")))
+                        } else if path == "/health" {
+                            let status = if unhealthy.load(Ordering::Relaxed) {
+                                "unhealthy"
+                            } else {
+                                "healthy"
+                            };
+                            let json = format!(r#"{{"status":"{status}","checks":{{}}}}"#);
+                            let (a, b) = json.split_at(json.len() / 2);
+                            let frames = vec![
+                                Ok(Frame::data(Bytes::from(a.to_string()))),
+                                Ok(Frame::data(Bytes::from(b.to_string()))),
+                            ];
+                            strict_answer(
+                                200,
+                                Either::Right(StreamBody::new(futures_util::stream::iter(frames))),
+                            )
+                        } else {
+                            requests.fetch_add(1, Ordering::Relaxed);
+                            let json = format!(r#"{{"instance":"{name}"}}"#);
+                            strict_answer(200, Either::Left(Full::from(json)))
+                        };
+                        async move { Ok::<_, Infallible>(response) }
+                    },
+                );
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        backend
+    }
+
+    /// From now on `/health` says `unhealthy`.
+    pub fn set_unhealthy(&self) {
+        self.unhealthy.store(true, Ordering::Relaxed);
+    }
+
+    /// The Host values sent with requests for `path`.
+    pub fn hosts_for(&self, path: &str) -> Vec<String> {
+        self.seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+
+    /// Requests other than `/health` that it answered 200.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+fn strict_answer(status: u16, body: StrictBody) -> hyper::Response<StrictBody> {
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[test]
+fn the_strict_backend_knows_a_host_from_a_label() {
+    assert!(strict_host("content-manager:8000"));
+    assert!(strict_host("grafana"));
+    assert!(strict_host("127.0.0.1:9"));
+    assert!(strict_host("[::1]:8080"));
+    assert!(!strict_host("content-manager:8000 (172.18.0.5)"));
+    assert!(!strict_host("a:b"));
+    assert!(!strict_host(""));
 }

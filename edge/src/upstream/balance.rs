@@ -137,7 +137,8 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &weight)| Server {
-                addr_text: format!("10.0.0.{}:80", i + 1),
+                label: format!("10.0.0.{}:80", i + 1),
+                host: format!("10.0.0.{}", i + 1),
                 addr: Some(format!("10.0.0.{}:80", i + 1).parse().expect("addr")),
                 weight,
                 max_fails: 1,

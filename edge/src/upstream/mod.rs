@@ -38,6 +38,9 @@ pub struct ServerState {
     failures_total: AtomicU64,
     /// The last probe said "degraded" (still up).
     degraded: AtomicBool,
+    /// Something has been learnt of this server: a probe answered (or failed), or a request
+    /// to it got a response or failed. A server nothing has checked shows as "up (unprobed)".
+    checked: AtomicBool,
     /// When this server first appeared (for the health `start_period`).
     pub created: Instant,
 }
@@ -53,6 +56,7 @@ impl Default for ServerState {
             requests: AtomicU64::new(0),
             failures_total: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
+            checked: AtomicBool::new(false),
             created: Instant::now(),
         }
     }
@@ -67,6 +71,18 @@ impl ServerState {
     /// Sets the active health verdict.
     pub fn set_probe_up(&self, up: bool) {
         self.probe_up.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether a probe or a request has told anything about this server yet.
+    pub fn checked(&self) -> bool {
+        self.checked.load(Ordering::Relaxed)
+    }
+
+    /// Records that a probe or a request has told something about this server.
+    pub fn set_checked(&self) {
+        if !self.checked.load(Ordering::Relaxed) {
+            self.checked.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether the last probe answered "degraded".
@@ -89,12 +105,18 @@ impl ServerState {
     }
 }
 
-/// One server of a compiled upstream.
+/// One server of a compiled upstream. A configured `addr` that is a name stands for one
+/// server per address it resolves to; each keeps three different things apart: what was
+/// configured, where requests go, and how it is named to people.
 #[derive(Debug)]
 pub struct Server {
-    /// The address as configured ("content-manager:8000").
-    pub addr_text: String,
-    /// The resolved address; `None` while the name does not resolve.
+    /// How logs, metrics and `/status` name it: the configured address, followed by the
+    /// resolved IP for a name ("content-manager:8000 (172.18.0.5)").
+    pub label: String,
+    /// The Host the edge sends on requests of its own (health probes): the configured host,
+    /// with its port unless it is 80 ("content-manager:8000").
+    pub host: String,
+    /// Where requests go; `None` while the name does not resolve.
     pub addr: Option<SocketAddr>,
     pub weight: u32,
     pub max_fails: u32,
@@ -125,6 +147,26 @@ impl Server {
     /// Whether passive and active health both let the server take traffic now.
     pub fn is_up(&self) -> bool {
         self.addr.is_some() && self.state.probe_up() && !self.failed_out(now_ms())
+    }
+
+    /// The server's health in the words of `/status` and the status page: "up", "up
+    /// (unprobed)" (nothing has checked it yet: no probe has answered and no request has
+    /// reached it), "degraded", "down (active probe)", "down (passive)" or "down (no
+    /// address)".
+    pub fn health(&self) -> &'static str {
+        if self.addr.is_none() {
+            "down (no address)"
+        } else if !self.state.probe_up() {
+            "down (active probe)"
+        } else if self.failed_out(now_ms()) {
+            "down (passive)"
+        } else if !self.state.checked() {
+            "up (unprobed)"
+        } else if self.state.degraded() {
+            "degraded"
+        } else {
+            "up"
+        }
     }
 }
 
@@ -243,6 +285,7 @@ impl Upstream {
         let Some(server) = self.servers.get(index) else {
             return;
         };
+        server.state.set_checked();
         server.state.failures_total.fetch_add(1, Ordering::Relaxed);
         if self.servers.len() == 1 {
             return;
@@ -260,7 +303,7 @@ impl Upstream {
             if fails == server.max_fails {
                 tracing::warn!(
                     upstream = %self.name,
-                    server = %server.addr_text,
+                    server = %server.label,
                     fails,
                     fail_timeout = ?server.fail_timeout,
                     "server temporarily disabled"
@@ -273,6 +316,7 @@ impl Upstream {
     pub fn report_success(&self, index: usize) {
         if let Some(server) = self.servers.get(index) {
             let state = &server.state;
+            state.set_checked();
             if state.fails.load(Ordering::Relaxed) > 0
                 && state.accessed_ms.load(Ordering::Relaxed)
                     < state.checked_ms.load(Ordering::Relaxed)
