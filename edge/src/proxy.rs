@@ -5,10 +5,11 @@
 //!                 ▸ (websocket tunnel)
 //! upstream_peer: balance ▸ peer with the upstream's timeouts
 //! upstream_request_filter: forwarding headers
-//! fail_to_connect / error_while_proxy: passive failures ▸ next upstream
+//! fail_to_connect / error_while_proxy: passive failures ▸ next upstream (a client that left
+//!                 counts against no server and is not retried)
 //! upstream_response_filter / response_filter: success ▸ response headers (HSTS) ▸ gzip or not
 //! fail_to_proxy: the error the client sees
-//! logging: metrics ▸ access log (queued to its writer thread)
+//! logging: metrics ▸ access log (queued to its writer thread; 499 for a client that left)
 
 use crate::client;
 use crate::compress;
@@ -354,6 +355,13 @@ impl ProxyHttp for EdgeProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("server: {peer}"));
+        if *e.esource() == ErrorSource::Downstream {
+            // The client failed or left: nothing is learnt of the server, and nobody is left
+            // to retry for.
+            ctx.server.take();
+            e.set_retry(false);
+            return e;
+        }
         let safe_to_resend = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && !ctx.response_started;
@@ -413,8 +421,13 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = if e.is_some_and(client_left) {
+            METRICS.client_closed(ctx.route.as_ref().map_or("none", |r| &r.name));
+            CLIENT_CLOSED
+        } else {
+            session.response_written().map_or(0, |r| r.status.as_u16())
+        };
         let elapsed = ctx.started.elapsed();
         let req = session.req_header();
         let metrics = ctx.route.as_ref().map_or(&*UNROUTED, |r| &r.metrics);
@@ -447,7 +460,7 @@ impl ProxyHttp for EdgeProxy {
                 .as_ref()
                 .filter(|_| ctx.went_upstream)
                 .map(|r| r.upstream.name.as_str()),
-            server: server.map(|s| s.addr_text.as_str()),
+            server: server.map(|s| s.label.as_str()),
             upstream_duration_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0),
             route: ctx.route.as_ref().map(|r| r.name.as_str()),
             limit: ctx.limit.as_deref(),
@@ -530,6 +543,19 @@ impl RequestCtx {
     }
 }
 
+/// The status logged for a request whose client closed its connection before the whole
+/// response reached it (nginx's 499; no client ever sees it).
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// Whether the error is the client's connection closing or breaking under the request.
+fn client_left(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        )
+}
+
 /// The status the client gets for an error that ended the request (0: the client is gone).
 fn error_status(e: &Error) -> u16 {
     match e.etype() {
@@ -541,8 +567,8 @@ fn error_status(e: &Error) -> u16 {
         }
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
+            ErrorSource::Downstream if client_left(e) => 0,
             ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
                 ErrorType::ReadTimedout => 408,
                 _ => 400,
             },

@@ -157,3 +157,127 @@ upstream = "app"
         .sum();
     assert_eq!(total, 2, "two attempts in all");
 }
+
+/// Opens a connection, sends `request`, reads up to `read` bytes of the answer (waiting at
+/// most `wait`), and hangs up with whatever is left unread.
+fn hang_up(edge: std::net::SocketAddr, request: &[u8], read: usize, wait: Duration) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(edge).expect("connect");
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    stream.write_all(request).expect("write");
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    while got < read {
+        match stream.read(&mut buf[..(read - got).min(4096)]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    // Unread data makes the close a reset, as a client that gives up does.
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_hang_up_count_against_no_server_and_are_logged_499() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let edge = Edge::start(
+        &format!("access_log = \"{}\"", log.display()),
+        &format!(
+            r#"
+[upstreams.app]
+balance = "least_conn"
+servers = [{{ addr = "{}", max_fails = 1, fail_timeout = "30s" }}, {{ addr = "{}", max_fails = 1, fail_timeout = "30s" }}]
+[[routes]]
+path = "/"
+upstream = "app"
+"#,
+            a.addr, b.addr
+        ),
+    );
+    let http = edge.http;
+    let stages: Vec<(&str, Vec<u8>, usize, Duration)> = vec![
+        // Before the request has gone upstream whole: the body stops short.
+        (
+            "body cut short",
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc".to_vec(),
+            0,
+            Duration::from_millis(100),
+        ),
+        // While the upstream is answering.
+        (
+            "waiting for the upstream",
+            b"GET /slow?sleep_ms=600 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            1,
+            Duration::from_millis(150),
+        ),
+        // While the response is being written.
+        (
+            "reading the response",
+            b"GET /big?bytes=16000000 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            64 * 1024,
+            Duration::from_secs(5),
+        ),
+    ];
+    let mut clients = Vec::new();
+    for round in 0..4 {
+        for (_, request, read, wait) in &stages {
+            let (request, read, wait) = (request.clone(), *read, *wait);
+            clients.push(std::thread::spawn(move || {
+                hang_up(http, &request, read, wait)
+            }));
+        }
+        if round % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for c in clients {
+        c.join().expect("client");
+    }
+    // Let the edge notice every hang-up and finish with it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let status = admin_json(&edge, "/status").await;
+    for server in status["upstreams"]["app"]["servers"]
+        .as_array()
+        .expect("servers")
+    {
+        assert_eq!(server["state"], "up", "{status}");
+        assert_eq!(server["fails"], 0, "{status}");
+        assert_eq!(server["failures"], 0, "{status}");
+        assert_eq!(server["inflight"], 0, "{status}");
+    }
+    let c = reqwest::Client::new();
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (status, body) = get_json(&c, &edge.url("/after"), &[]).await;
+        assert_eq!(status, 200, "{body}");
+        served.insert(instance(&body));
+    }
+    assert_eq!(served.len(), 2, "both servers stay in rotation: {served:?}");
+
+    // Each hang-up is in the access log as 499, and counted.
+    let mut closed = 0;
+    for _ in 0..50 {
+        closed = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["status"] == 499)
+            .count();
+        if closed >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed >= 8, "499 lines: {closed}");
+    let (text, _) = crate::observe::scrape(&edge).await;
+    let counted: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("edge_client_closed_requests_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted as usize, closed, "{text}");
+}

@@ -27,6 +27,7 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     pub in_flight: IntGauge,
     retries: IntCounterVec,
+    client_closed: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -70,8 +71,17 @@ impl Metrics {
             &["upstream"],
         )
         .expect("valid metric");
+        let client_closed = IntCounterVec::new(
+            Opts::new(
+                "edge_client_closed_requests_total",
+                "Requests whose client closed the connection before the response was complete (logged as 499)",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(client_closed.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(in_flight.clone()),
@@ -87,7 +97,13 @@ impl Metrics {
             upstream_duration,
             in_flight,
             retries,
+            client_closed,
         }
+    }
+
+    /// Counts a request whose client left before its response was complete.
+    pub fn client_closed(&self, route: &str) {
+        self.client_closed.with_label_values(&[route]).inc();
     }
 
     pub fn retry(&self, upstream: &str) {
@@ -234,7 +250,7 @@ pub fn render(snapshot: &Snapshot, reloads: &ReloadStats) -> String {
     for (name, u) in &snapshot.upstreams {
         let mut usable = 0;
         for s in &u.servers {
-            let labels = [name.as_str(), s.addr_text.as_str()];
+            let labels = [name.as_str(), s.label.as_str()];
             inflight
                 .with_label_values(&labels)
                 .set(s.state.inflight.load(Ordering::Relaxed) as i64);
@@ -242,10 +258,10 @@ pub fn render(snapshot: &Snapshot, reloads: &ReloadStats) -> String {
             usable += i64::from(is_up);
             up.with_label_values(&labels).set(i64::from(is_up));
             health
-                .with_label_values(&[name.as_str(), s.addr_text.as_str(), "active"])
+                .with_label_values(&[name.as_str(), s.label.as_str(), "active"])
                 .set(i64::from(s.state.probe_up()));
             health
-                .with_label_values(&[name.as_str(), s.addr_text.as_str(), "passive"])
+                .with_label_values(&[name.as_str(), s.label.as_str(), "passive"])
                 .set(i64::from(s.passive_up()));
             failures
                 .with_label_values(&labels)
