@@ -48,17 +48,16 @@ pub fn size(
     Ok(())
 }
 
-/// Body framing that two parsers could read differently is refused: Content-Length together
-/// with Transfer-Encoding, Content-Lengths that disagree, and a Transfer-Encoding whose last
-/// coding is not `chunked`. (Pingora refuses some of these itself; when both Content-Length
-/// and Transfer-Encoding arrive it drops Content-Length and reads the body as chunked, which
-/// RFC 9112 allows, so `raw_head`, the request head as received, is searched for one.)
+/// Body framing that two parsers could read differently is refused (RFC 9112 §6, as nginx
+/// 1.22 does): a Transfer-Encoding is accepted only in an HTTP/1.1 request, on one header
+/// line, with the one coding `chunked` (no list, no other or repeated coding) and no
+/// Content-Length beside it; Content-Lengths must be digits and agree. Pingora drops a
+/// Content-Length that comes with Transfer-Encoding, so `raw_head`, the request head as
+/// received, is searched for header lines as well as the parsed headers.
 pub fn framing(req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Refusal> {
-    if req.headers.contains_key(http::header::TRANSFER_ENCODING)
-        && raw_head.is_some_and(has_content_length_line)
-    {
-        return Err((400, "both Content-Length and Transfer-Encoding"));
-    }
+    let lines = |name: &[u8]| raw_head.map_or(0, |head| header_lines(head, name));
+    let codings = req.headers.get_all(http::header::TRANSFER_ENCODING);
+    let te_fields = codings.iter().count().max(lines(b"transfer-encoding"));
     let lengths: Vec<&[u8]> = req
         .headers
         .get_all(http::header::CONTENT_LENGTH)
@@ -66,16 +65,23 @@ pub fn framing(req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Refus
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(|v| v.trim_ascii())
         .collect();
-    let codings: Vec<&[u8]> = req
-        .headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(|v| v.trim_ascii())
-        .filter(|v| !v.is_empty())
-        .collect();
-    if !lengths.is_empty() && !codings.is_empty() {
-        return Err((400, "both Content-Length and Transfer-Encoding"));
+    if te_fields > 0 {
+        if req.version != Version::HTTP_11 {
+            return Err((400, "Transfer-Encoding in a request that is not HTTP/1.1"));
+        }
+        if te_fields > 1 {
+            return Err((400, "more than one Transfer-Encoding header"));
+        }
+        let chunked = codings
+            .iter()
+            .next()
+            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if !chunked {
+            return Err((400, "Transfer-Encoding other than chunked"));
+        }
+        if !lengths.is_empty() || lines(b"content-length") > 0 {
+            return Err((400, "both Content-Length and Transfer-Encoding"));
+        }
     }
     if lengths.windows(2).any(|w| w[0] != w[1]) {
         return Err((400, "conflicting Content-Length values"));
@@ -86,21 +92,19 @@ pub fn framing(req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Refus
     {
         return Err((400, "invalid Content-Length"));
     }
-    if let Some(last) = codings.last() {
-        if !last.eq_ignore_ascii_case(b"chunked") || req.version != Version::HTTP_11 {
-            return Err((400, "Transfer-Encoding must end in chunked (HTTP/1.1)"));
-        }
-    }
     Ok(())
 }
 
-fn has_content_length_line(head: &[u8]) -> bool {
-    const NAME: &[u8] = b"content-length";
-    head.split(|&b| b == b'\n').any(|line| {
-        line.len() > NAME.len()
-            && line[..NAME.len()].eq_ignore_ascii_case(NAME)
-            && matches!(line[NAME.len()], b':' | b' ' | b'\t')
-    })
+/// How many header lines of the raw request head are named `name` (lowercase).
+fn header_lines(head: &[u8], name: &[u8]) -> usize {
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .filter(|line| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name)
+                && matches!(line[name.len()], b':' | b' ' | b'\t')
+        })
+        .count()
 }
 
 /// The request's Host, validated: exactly one Host header in HTTP/1.1 (RFC 9112 §3.2), the
@@ -290,6 +294,21 @@ mod tests {
         assert_eq!(with(&[("content-length", "-1")]), Err(400));
         assert_eq!(with(&[("transfer-encoding", "chunked, gzip")]), Err(400));
         assert_eq!(with(&[("transfer-encoding", "identity")]), Err(400));
+        assert_eq!(with(&[("transfer-encoding", "gzip, chunked")]), Err(400));
+        assert_eq!(with(&[("transfer-encoding", "chunked, chunked")]), Err(400));
+        assert_eq!(with(&[("transfer-encoding", "chunked,")]), Err(400));
+        assert_eq!(with(&[("transfer-encoding", "Chunked")]), Ok(()));
+        assert_eq!(
+            with(&[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked")
+            ]),
+            Err(400)
+        );
+        let mut old = req("/", &["a"], Version::HTTP_10);
+        old.append_header("transfer-encoding", "chunked")
+            .expect("header");
+        assert_eq!(framing(&old, None).map_err(|e| e.0), Err(400));
         let mut te = req("/", &["a"], Version::HTTP_11);
         te.append_header("transfer-encoding", "chunked")
             .expect("header");

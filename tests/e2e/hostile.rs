@@ -150,3 +150,111 @@ upstream = "silent"
         assert_eq!(status, 200, "the edge keeps serving after {path}");
     }
 }
+
+/// Sends raw bytes on a new connection: (what the edge answered, whether it then closed the
+/// connection within 3 s).
+fn exchange_then_closed(addr: std::net::SocketAddr, request: &[u8]) -> (String, bool) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    stream.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let closed = stream.read_to_end(&mut out).is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfer_encoding_other_than_one_final_chunked_is_refused_before_routing() {
+    let app = backend("app").await;
+    let edge = Edge::start(
+        "",
+        &format!(
+            "[upstreams.app]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/app/\"\nupstream = \"app\"\n",
+            app.addr
+        ),
+    );
+    let body = "5\r\nhello\r\n0\r\n\r\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "a list of two chunked",
+            "Transfer-Encoding: chunked, chunked\r\n",
+        ),
+        (
+            "chunked then another coding",
+            "Transfer-Encoding: chunked, gzip\r\n",
+        ),
+        (
+            "another coding then chunked",
+            "Transfer-Encoding: gzip, chunked\r\n",
+        ),
+        (
+            "a list with an empty member",
+            "Transfer-Encoding: chunked,\r\n",
+        ),
+        ("an unknown coding", "Transfer-Encoding: identity\r\n"),
+        (
+            "a coding that only contains chunked",
+            "Transfer-Encoding: xchunked\r\n",
+        ),
+        ("a quoted chunked", "Transfer-Encoding: \"chunked\"\r\n"),
+        (
+            "chunked with a parameter",
+            "Transfer-Encoding: chunked;q=1\r\n",
+        ),
+        (
+            "two header lines",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        ),
+        (
+            "two header lines, one of them empty",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: \r\n",
+        ),
+        (
+            "Content-Length before it",
+            "Content-Length: 14\r\nTransfer-Encoding: chunked\r\n",
+        ),
+        (
+            "Content-Length after it",
+            "Transfer-Encoding: chunked\r\nContent-Length: 14\r\n",
+        ),
+        (
+            "Content-Length 0 beside it",
+            "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n",
+        ),
+    ];
+    let mut requests: Vec<(String, String)> = cases
+        .iter()
+        .map(|(name, headers)| {
+            (
+                name.to_string(),
+                format!("POST /app/x HTTP/1.1\r\nHost: a\r\n{headers}\r\n{body}"),
+            )
+        })
+        .collect();
+    requests.push((
+        "Transfer-Encoding in HTTP/1.0".to_string(),
+        format!("POST /app/x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}"),
+    ));
+    for (name, request) in &requests {
+        for target in ["/app/x", "/no-route"] {
+            let request = request.replacen("/app/x", target, 1);
+            let (response, closed) = exchange_then_closed(edge.http, request.as_bytes());
+            assert_eq!(status_of(&response), 400, "{name} to {target}:\n{response}");
+            assert!(closed, "{name}: the connection is closed after the 400");
+            assert!(
+                !response.contains("HTTP/1.1 400 Bad Request\r\n\r\nHTTP"),
+                "{name}: one answer only"
+            );
+        }
+        assert_eq!(app.requests(), 0, "{name} reached the backend");
+    }
+    // One chunked, alone and last, is a request like any other.
+    let response = raw_request(
+        edge.http,
+        format!("POST /app/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}").as_bytes(),
+    );
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert_eq!(app.requests(), 1);
+}
