@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Side-by-side load comparison: the edge against nginx 1.22, same backend, same machine,
-same run, alternating (A B A B ...). Reports medians and edge/nginx ratios of requests/s,
-p99 latency, CPU microseconds per request of the proxy's own processes (from /proc) and peak
-RSS. Run through benches/compare.sh, which installs the tools and builds the binaries."""
+"""Side-by-side load comparison: the edge against two anchors, nginx 1.22 and HAProxy 2.6
+(Debian's), same backend, same machine, same run, the order of the three rotated each round.
+Reports medians of requests/s, p99 latency, CPU microseconds per request of the proxy's own
+processes (from /proc) and peak RSS, and for each the ratio of the edge to the better of the
+two anchors. Run through benches/compare.sh, which installs the tools and builds the
+binaries."""
 
 import argparse
 import datetime
@@ -19,6 +21,8 @@ import tempfile
 import threading
 import time
 
+PROXIES = ("edge", "nginx", "haproxy")  # the edge, then the anchors it is compared against
+ANCHORS = ("nginx", "haproxy")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDGE = os.path.join(ROOT, "target/release/edge")
 SERVICES = os.path.join(ROOT, "target/release/services")
@@ -87,12 +91,23 @@ def rss_bytes(pids):
 
 
 class Proxy:
-    def __init__(self, name, argv, http, https, pids):
+    def __init__(self, name, argv, http, https, pids, stdout=None):
+        """`stdout`: a file to append the proxy's standard output to (HAProxy writes its access
+        log there); discarded when None."""
         self.name, self.argv, self.http, self.https, self.pids_fn = name, argv, http, https, pids
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=raise_nofile)
-        wait_port(http)
-        wait_port(https)
+        out = open(stdout, "ab") if stdout else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL,
+                                         preexec_fn=raise_nofile)
+        finally:
+            if stdout:
+                out.close()  # the child holds its own descriptor
+        try:
+            wait_port(http)
+            wait_port(https)
+        except SystemExit:
+            self.proc.kill()
+            raise SystemExit(f"{name} did not start: {' '.join(argv)}")
         time.sleep(0.5)
 
     def pids(self):
@@ -150,6 +165,112 @@ http {{
         location / {{ proxy_pass http://content_manager; }}
     }}
 }}
+"""
+
+
+def haproxy_config(work, http, https, backend, cert, key):
+    """HAProxy 2.6's equivalent of `nginx_config` (same listeners, TLS, headers, gzip, rate limit,
+    keepalive on both sides, access log to a file). HAProxy takes the certificate and key in
+    one PEM, written here into `work`. HAProxy logs to its standard output, which `Proxy` sends
+    to {work}/haproxy-access.log."""
+    pem = f"{work}/haproxy.pem"
+    with open(os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        for part in (cert, key):
+            with open(part) as f:
+                out.write(f.read())
+    workers = os.cpu_count()  # nginx's `worker_processes auto`
+    types = ("text/html text/plain text/css application/json application/javascript text/xml "
+             "application/xml application/xml+rss text/javascript")  # nginx: text/html + gzip_types
+    hsts = "max-age=31536000; includeSubDomains; preload"
+    return f"""
+global
+    # One process, one thread per core (nginx: one worker process per core).
+    nbthread {workers}
+    # 10,000 idle connections plus the load. HAProxy wants 2 fds per connection (60,018 here)
+    # and refuses to start when RLIMIT_NOFILE cannot be raised that far (the script raises it
+    # to at most 65535, and the hard limit may be lower: 20,000 on the bench VM); with "no
+    # strict-limits" it warns and runs within the limit, which is enough: an idle client
+    # connection holds one fd, the backend connections are pooled.
+    maxconn 30000
+    no strict-limits
+    # The access log: one raw line per request written to fd 1, which is a file (nginx writes
+    # its access_log with one write() per request; a syslog socket would need a reader).
+    log stdout format raw local0
+    # nginx: ssl_session_timeout 10m. The session cache stays at HAProxy's default (20,000
+    # sessions; nginx's shared:SSL:10m holds about 40,000): HAProxy's cache is resident in
+    # full from the start (5 MB more RSS for 40,000), nginx's zone only as it fills.
+    tune.ssl.lifetime 600
+
+defaults
+    mode http
+    log global
+    option httplog
+    # nginx logs nothing for a connection that closes without sending a request.
+    option dontlognull
+    maxconn 30000
+    option http-keep-alive
+    # nginx: keepalive_timeout 65; the 60 s client/proxy read, send and connect timeouts.
+    timeout http-keep-alive 65s
+    timeout http-request 60s
+    timeout client 60s
+    timeout server 60s
+    timeout connect 60s
+
+frontend bench
+    bind 127.0.0.1:{http}
+    # TLS 1.2 and 1.3 (nginx: ssl_protocols TLSv1.2 TLSv1.3); the cipher list applies to 1.2;
+    # prefer-client-ciphers is nginx's ssl_prefer_server_ciphers off; h2 through ALPN.
+    bind 127.0.0.1:{https} ssl crt {pem} alpn h2,http/1.1 ssl-min-ver TLSv1.2 ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384 prefer-client-ciphers
+
+    # nginx's keepalive_requests 100: HAProxy 2.6 has no per-connection request cap for
+    # clients, so a session variable counts the connection's requests and the 100th response
+    # carries "Connection: close", on which HAProxy's HTTP/1 layer closes the connection after
+    # it. HTTP/2 has no such header and 2.6 no limit on streams per connection (nginx sends a
+    # GOAWAY after 100); h2load makes exactly 100 requests per connection here anyway.
+    http-request set-var(sess.requests) var(sess.requests,0),add(1)
+    http-after-response set-header Connection close if {{ fc_http_major 1 }} {{ var(sess.requests) -m int ge 100 }}
+
+    # nginx: Host kept, X-Real-IP, X-Forwarded-For appended, X-Forwarded-Proto.
+    option forwardfor
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]
+
+    # nginx: limit_req zone=bench (rate=100000r/s, per client address) burst=1000 nodelay,
+    # status 429. The table is looked up and updated on every /limited/ request, as nginx's
+    # zone is; the limit (rate plus burst over the last second) is never reached in the bench.
+    http-request track-sc0 src table limit_bench if {{ path_beg /limited/ }}
+    http-request deny deny_status 429 if {{ path_beg /limited/ }} {{ sc_http_req_rate(0) gt 101000 }}
+
+    # nginx adds this with `always` (also to its own error responses): http-after-response
+    # applies to HAProxy's own responses (the 429) too. On the TLS port only, as the edge does
+    # (nginx's add_header in its one server block applies to both ports).
+    http-after-response set-header Strict-Transport-Security "{hsts}" if {{ ssl_fc }}
+
+    # nginx: gzip on, the same types. HAProxy 2.6 has no minimum length (nginx's
+    # gzip_min_length 1024; only the 32 KB scenario asks for gzip) and Debian's build
+    # compresses with libslz, which has no levels (nginx: zlib level 6). HAProxy adds
+    # "Vary: Accept-Encoding" to compressed responses itself (gzip_vary on).
+    compression algo gzip
+    compression type {types}
+
+    default_backend content_manager
+
+backend content_manager
+    # nginx: least_conn; idle upstream connections shared by all clients (http-reuse safe, the
+    # default, would give the first request of each client connection a fresh one).
+    balance leastconn
+    http-reuse always
+    # nginx: keepalive 32 idle connections per worker, keepalive_timeout 60s (HAProxy instead
+    # closes half of the idle connections every pool-purge-delay). nginx's keepalive_requests
+    # 100 has no equivalent: HAProxy 2.6 does not apply "max-reuse" to HTTP/1 server
+    # connections (tried: no backend connection closed), so they stay open until purged.
+    # No "check": nginx has no active checks. Its max_fails/fail_timeout are passive; HAProxy's
+    # passive equivalent ("observe", "error-limit", "on-error") works only with "check" on.
+    server content_manager {backend} pool-max-conn {32 * workers} pool-purge-delay 60s
+
+backend limit_bench
+    # nginx's 10m zone holds about 160,000 addresses.
+    stick-table type ip size 160k expire 60s store http_req_rate(1s)
 """
 
 
@@ -219,8 +340,9 @@ def run_wrk(url, duration, connections, headers=()):
 
 
 def run_h2load(url, duration, connections):
-    # Each connection makes 100 requests, the keepalive_requests limit both proxies apply
-    # (nginx closes an h2 connection after it, and h2load does not reconnect); rounds repeat
+    # Each connection makes 100 requests, the keepalive_requests limit the edge and nginx
+    # apply (nginx closes an h2 connection after it, and h2load does not reconnect; HAProxy 2.6
+    # has no such limit on h2, so the same count keeps the runs alike); rounds repeat
     # until `duration` has passed.
     started, ok, latencies = time.time(), 0, []
     while time.time() - started < duration:
@@ -282,7 +404,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--only")
+    ap.add_argument("--proxies", default=",".join(PROXIES),
+                    help="comma-separated subset of " + ", ".join(PROXIES) + " to run")
     args = ap.parse_args()
+    names = [n for n in PROXIES if n in args.proxies.split(",")]
+    if not names:
+        raise SystemExit(f"--proxies: none of {', '.join(PROXIES)}")
     raise_nofile()
 
     work = tempfile.mkdtemp(prefix="edge-bench-")
@@ -298,20 +425,29 @@ def main():
     wait_port(backend_port)
     backend_addr = f"127.0.0.1:{backend_port}"
 
-    ports = {name: (free_port(), free_port()) for name in ("edge", "nginx")}
+    ports = {name: (free_port(), free_port()) for name in PROXIES}
     with open(f"{work}/nginx.conf", "w") as f:
         f.write(nginx_config(work, *ports["nginx"], backend_addr, cert, key))
+    with open(f"{work}/haproxy.cfg", "w") as f:
+        f.write(haproxy_config(work, *ports["haproxy"], backend_addr, cert, key))
     admin = free_port()
     with open(f"{work}/edge.toml", "w") as f:
         f.write(edge_config(work, f"127.0.0.1:{ports['edge'][0]}", f"127.0.0.1:{ports['edge'][1]}",
                             f"127.0.0.1:{admin}", backend_addr, cert, key))
 
-    proxies = {
-        "edge": Proxy("edge", [EDGE, "run", "--config", f"{work}/edge.toml", "--runtime-dir", work],
-                      *ports["edge"], lambda pid: [pid]),
-        "nginx": Proxy("nginx", ["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"],
-                       *ports["nginx"], lambda pid: [pid] + children(pid)),
+    starts = {
+        "edge": lambda: Proxy(
+            "edge", [EDGE, "run", "--config", f"{work}/edge.toml", "--runtime-dir", work],
+            *ports["edge"], lambda pid: [pid]),
+        "nginx": lambda: Proxy(
+            "nginx", ["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"],
+            *ports["nginx"], lambda pid: [pid] + children(pid)),
+        # -db: foreground, one process (no master-worker), its threads are in its /proc stat.
+        "haproxy": lambda: Proxy(
+            "haproxy", ["haproxy", "-f", f"{work}/haproxy.cfg", "-db"], *ports["haproxy"],
+            lambda pid: [pid], stdout=f"{work}/haproxy-access.log"),
     }
+    proxies = {}
     d = args.duration
     scenarios = {
         "HTTP/1.1 keepalive, small GET": lambda p: run_wrk(
@@ -328,14 +464,21 @@ def main():
         "rate-limited route, limit not reached": lambda p: run_wrk(
             f"http://127.0.0.1:{p.http}/limited/bench", d, 50),
     }
+
+    def order(r):
+        """The proxies in round r's order: rotated by one each round, so none is always first."""
+        k = r % len(names)
+        return names[k:] + names[:k]
+
     results = {}
     try:
+        for who in names:
+            proxies[who] = starts[who]()
         for name, load in scenarios.items():
             if args.only and args.only.lower() not in name.lower():
                 continue
             for r in range(args.rounds):
-                order = ["edge", "nginx"] if r % 2 == 0 else ["nginx", "edge"]
-                for who in order:
+                for who in order(r):
                     m = measure(proxies[who], lambda: load(proxies[who]))
                     results.setdefault(name, {}).setdefault(who, []).append(m)
                     print(f"{name} [{who}] round {r + 1}: {m['rps']:.0f} req/s, p99 {m['p99']:.2f} ms, "
@@ -343,7 +486,7 @@ def main():
         name = "10,000 idle keepalive connections (RSS)"
         if not args.only or args.only.lower() in name.lower():
             for r in range(args.rounds):
-                for who in (["edge", "nginx"] if r % 2 == 0 else ["nginx", "edge"]):
+                for who in order(r):
                     m = idle_connections(proxies[who], 10_000)
                     results.setdefault(name, {}).setdefault(who, []).append(m)
                     print(f"{name} [{who}] round {r + 1}: {m['rss']:.1f} MB", file=sys.stderr)
@@ -352,7 +495,7 @@ def main():
             p.stop()
         backend.terminate()
 
-    report = render(results, args)
+    report = render(results, args, names)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     path = os.path.join(ROOT, "benches", "results", f"compare-{stamp}.md")
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -362,7 +505,24 @@ def main():
     print(f"written to {os.path.relpath(path, ROOT)}", file=sys.stderr)
 
 
-def render(results, args):
+LABELS = {"edge": "edge", "nginx": "nginx", "haproxy": "HAProxy"}
+# (key, name in the table, format, whether higher is better)
+METRICS = (("rps", "req/s", "{:.0f}", True), ("cpu", "CPU µs/req", "{:.1f}", False),
+           ("p99", "p99 ms", "{:.2f}", False), ("rss", "RSS MB", "{:.1f}", False))
+
+
+def version(name):
+    """The first line of the proxy's version output (nginx prints it to stderr)."""
+    argv = {"nginx": ["nginx", "-v"], "haproxy": ["haproxy", "-v"]}[name]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True)
+    except OSError:
+        return f"{name}: not found"
+    lines = (out.stdout.strip() or out.stderr.strip()).splitlines()
+    return lines[0].split(" - ")[0] if lines else f"{name}: no version"  # haproxy: "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://..."
+
+
+def render(results, args, names=PROXIES):
     def med(runs, key):
         values = [r[key] for r in runs if r[key] == r[key]]
         return statistics.median(values) if values else float("nan")
@@ -373,25 +533,37 @@ def render(results, args):
     def ratio(a, b):
         return "-" if a != a or b != b or b == 0 else f"{a / b:.2f}"
 
-    nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    anchors = [n for n in ANCHORS if n in names]
+    versions = "; ".join(version(n) for n in anchors)
     lines = [
-        f"# edge vs nginx, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+        f"# edge vs nginx and HAProxy, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         "",
         f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; "
-        f"{nginx_version}; {args.rounds} alternating rounds of {args.duration} s, medians. "
-        "CPU is the proxy's own processes (nginx master + workers, the edge process) per "
-        "request; RSS is their peak resident memory during the run. Ratios are edge / nginx.",
+        f"{versions}; {args.rounds} rounds of {args.duration} s in rotating order, medians. "
+        "CPU is the proxy's own processes (nginx master + workers, the HAProxy process and its "
+        "threads, the edge process) per request; RSS is their peak resident memory during the "
+        "run. \"better anchor\" is the better of nginx and HAProxy for that metric (higher "
+        "req/s; lower CPU, p99 and RSS); the ratio is edge / better anchor, so above 1 is better "
+        "for the edge in req/s, below 1 in the others.",
         "",
-        "| scenario | req/s edge | req/s nginx | ratio | CPU µs/req edge | nginx | ratio | p99 ms edge | nginx | ratio | RSS MB edge | nginx | ratio |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | metric | " + " | ".join(LABELS[n] for n in names)
+        + " | better anchor | edge / better |",
+        "| --- | --- | " + " | ".join("---:" for _ in names) + " | --- | ---: |",
     ]
     for name, by in results.items():
-        e, n = by.get("edge", []), by.get("nginx", [])
-        row = [name]
-        for key, fmt in (("rps", "{:.0f}"), ("cpu", "{:.1f}"), ("p99", "{:.2f}"), ("rss", "{:.1f}")):
-            a, b = med(e, key), med(n, key)
-            row += [cell(a, fmt), cell(b, fmt), ratio(a, b)]
-        lines.append("| " + " | ".join(row) + " |")
+        first = True
+        for key, label, fmt, higher in METRICS:
+            values = {n: med(by.get(n, []), key) for n in names}
+            if all(v != v for v in values.values()):
+                continue  # e.g. p99 from h2load, everything but RSS for idle connections
+            known = [n for n in anchors if values[n] == values[n]]
+            best = (max if higher else min)(known, key=lambda n: values[n]) if known else None
+            row = [name if first else "", label] + [cell(values[n], fmt) for n in names]
+            row += [f"{LABELS[best]} {cell(values[best], fmt)}" if best else "-",
+                    ratio(values.get("edge", float("nan")),
+                          values[best] if best else float("nan"))]
+            lines.append("| " + " | ".join(row) + " |")
+            first = False
     lines.append("")
     return "\n".join(lines)
 
