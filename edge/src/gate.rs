@@ -43,7 +43,13 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The listeners' application: the gate in front of the proxy.
 pub struct ConnectionGate {
+    /// Pingora's proxy pipeline: HTTP/2 connections, and HTTP/1 ones when `own_loop` is off.
     pub proxy: Arc<HttpProxy<EdgeProxy>>,
+    /// The edge's own request loop for HTTP/1.
+    pub edge: Arc<EdgeProxy>,
+    /// Whether HTTP/1 requests go through the edge's own loop (the default) rather than
+    /// Pingora's pipeline (`EDGE_REQUEST_LOOP=pingora`, kept while the new loop settles in).
+    pub own_loop: bool,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
 }
 
@@ -115,6 +121,9 @@ impl ConnectionGate {
             }
             Arrival::Closed => return,
         }
+        if self.own_loop {
+            return self.own_loop(stream, &clock, shutdown).await;
+        }
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
         session.set_keepalive_reuses_remaining(
@@ -140,6 +149,43 @@ impl ConnectionGate {
                 persistent.apply_to_session(&mut session);
             }
             served = self.proxy.process_new_http(session, shutdown).await;
+        }
+    }
+
+    /// HTTP/1 requests in the edge's own loop until the connection ends: keepalive_requests
+    /// per connection, `keepalive_timeout` between requests, the head clock re-armed for each.
+    async fn own_loop(&self, mut stream: Stream, clock: &HeadClock, shutdown: &ShutdownWatch) {
+        let mut served = 0u32;
+        loop {
+            let (keepalive, header_timeout, max_requests) = {
+                let snapshot = self.snapshot.load();
+                let edge = &snapshot.config.edge;
+                (
+                    edge.keepalive_timeout,
+                    edge.client_header_timeout,
+                    edge.keepalive_requests,
+                )
+            };
+            if served > 0 {
+                clock.arm(header_timeout);
+                if next_request_arrives(&mut stream, keepalive, Some(shutdown)).await
+                    != Arrival::Request
+                {
+                    return;
+                }
+            }
+            served += 1;
+            let mut session = self.edge.session(stream);
+            let last = served >= max_requests || *shutdown.borrow();
+            session.set_keepalive(if last {
+                None
+            } else {
+                Some(keepalive.as_secs())
+            });
+            match self.edge.serve(session, last).await {
+                Some(reusable) => stream = reusable.into_parts().0,
+                None => return,
+            }
         }
     }
 

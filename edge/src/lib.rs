@@ -11,6 +11,7 @@ pub mod client;
 pub mod compress;
 pub mod config;
 pub mod discovery;
+pub mod forward;
 pub mod gate;
 pub mod health;
 pub mod listen;

@@ -22,7 +22,7 @@ use crate::request;
 use crate::respond;
 use crate::route::normalize_host;
 use crate::snapshot::{Route, Snapshot};
-use crate::upstream::{Attempts, InflightGuard};
+use crate::upstream::{Attempts, InflightGuard, Upstream};
 use crate::websocket;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
+use pingora::protocols::http::ReusableHttpStream;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
@@ -41,6 +42,81 @@ use std::time::{Duration, Instant};
 /// The edge's proxy logic; the config it follows is swapped underneath by reloads.
 pub struct EdgeProxy {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The response filters every client session runs (compression).
+    modules: HttpModules,
+}
+
+impl EdgeProxy {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> EdgeProxy {
+        let mut modules = HttpModules::new();
+        // Enabled here so it reads Accept-Encoding; each request sets the level it uses.
+        modules.add_module(ResponseCompressionBuilder::enable(DEFAULT_GZIP_LEVEL));
+        EdgeProxy { snapshot, modules }
+    }
+
+    /// A client session on `stream` for the edge's own loop, with the response filters.
+    pub fn session(&self, stream: pingora::protocols::Stream) -> Session {
+        Session::new_h1_with_modules(stream, &self.modules)
+    }
+
+    /// One HTTP/1 request, in the edge's own loop, top to bottom: the head ▸ the checks and
+    /// the route ([`admit`]) ▸ forward to a server and relay the answer
+    /// ([`crate::forward::forward`]) ▸ an error answer if it failed ([`fail`]) ▸ metrics and
+    /// the access log ([`log`]). `last`: the connection's last request (keepalive_requests,
+    /// or a shutdown). The connection comes back when it can carry another request.
+    pub async fn serve(&self, mut session: Session, last: bool) -> Option<ReusableHttpStream> {
+        match session.as_downstream_mut().read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    let id = client::new_request_id();
+                    let _ =
+                        respond::json_error(&mut session, 400, "malformed request", &id, &[]).await;
+                }
+                return None;
+            }
+        }
+        let mut ctx = self.new_ctx();
+        let edge = &ctx.snapshot.config.edge;
+        if last {
+            session.set_keepalive(None);
+        } else if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(edge.keepalive_timeout.as_secs()));
+        }
+        let gzip = &ctx.snapshot.config.gzip;
+        let level = if gzip.enabled { gzip.level } else { 0 };
+        if let Some(c) = session
+            .downstream_modules_ctx
+            .get_mut::<ResponseCompression>()
+        {
+            c.adjust_level(level);
+        }
+        let header = session.downstream_session.req_header_mut();
+        let result = match session
+            .downstream_modules_ctx
+            .request_header_filter(header)
+            .await
+        {
+            Err(e) => Err(e),
+            Ok(()) => match admit(&mut session, &mut ctx).await {
+                Ok(true) => Ok(()),
+                Ok(false) => match ctx.route.clone() {
+                    Some(route) => crate::forward::forward(&mut session, &mut ctx, &route).await,
+                    None => Error::e_explain(ErrorType::InternalError, "no route chosen"),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = &result {
+            fail(&mut session, e, &ctx).await;
+        }
+        log(&session, result.as_ref().err().map(|e| &**e), &ctx);
+        if result.is_err() {
+            return None;
+        }
+        session.downstream_session.finish().await.ok().flatten()
+    }
 }
 
 /// What one request carries from phase to phase.
@@ -135,121 +211,15 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let snapshot = ctx.snapshot.clone();
-        let edge = &snapshot.config.edge;
         // Keep-alive as configured, unless the request or Pingora already ended it; the last
         // of keepalive_requests says so (Connection: close), as nginx's does.
         if session.get_keepalive_reuses_remaining() == Some(0) {
             session.set_keepalive(None);
         } else if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(edge.keepalive_timeout.as_secs()));
+            let timeout = ctx.snapshot.config.edge.keepalive_timeout;
+            session.set_keepalive(Some(timeout.as_secs()));
         }
-
-        // Who is asking.
-        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        ctx.peer_ip = match session.client_addr() {
-            Some(PingoraAddr::Inet(addr)) => addr.ip(),
-            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        };
-        ctx.client_ip = client::client_ip(
-            ctx.peer_ip,
-            session.get_header("x-forwarded-for").map(|v| v.as_bytes()),
-            snapshot.trusted_proxies(),
-        );
-        ctx.request_id =
-            client::request_id(session.get_header("x-request-id").map(|v| v.as_bytes()));
-
-        // What it asks for: one sane Host, a path normalised for matching.
-        let raw_head = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
-        let checked = request::size(
-            session.req_header(),
-            raw_head.as_deref(),
-            edge.head_limits(),
-        )
-        .and_then(|()| request::framing(session.req_header(), raw_head.as_deref()))
-        .and_then(|()| request::host(session.req_header()))
-        .and_then(|host| {
-            let path = request::normalize_path(session.req_header().uri.path())?;
-            Ok((host.to_string(), path.into_owned()))
-        });
-        let (host, path) = match checked {
-            Ok(found) => found,
-            Err((status, why)) => {
-                // Whatever follows on this connection cannot be trusted to be a request.
-                session.set_keepalive(None);
-                respond::json_error(session, status, why, &ctx.request_id, &ctx.hsts()).await?;
-                return Ok(true);
-            }
-        };
-
-        // Plain HTTP goes to https, except the health check.
-        if !ctx.tls && snapshot.redirects_to_https() && path != "/health" {
-            respond::redirect_to_https(session, &host, &ctx.request_id).await?;
-            return Ok(true);
-        }
-
-        // Which route.
-        let Some(route) = snapshot.router.find(&normalize_host(&host), &path).cloned() else {
-            respond::json_error(
-                session,
-                404,
-                "no route for this path",
-                &ctx.request_id,
-                &ctx.hsts(),
-            )
-            .await?;
-            return Ok(true);
-        };
-
-        ctx.route = Some(route.clone());
-
-        // Who may use it.
-        if !route.allows(ctx.client_ip) {
-            respond::json_error(session, 403, "forbidden", &ctx.request_id, &ctx.hsts()).await?;
-            return Ok(true);
-        }
-
-        // How fast it may come (nginx limit_req): every zone of the route must admit.
-        let admission = ratelimit::admit(&route.limits, ctx.client_ip).await;
-        if !route.limits.is_empty() {
-            ctx.limit = Some(match &admission {
-                Admission::Pass { delay } if !delay.is_zero() => "delayed".to_string(),
-                Admission::Pass { .. } => "passed".to_string(),
-                Admission::Reject { zone, .. } => format!("rejected:{zone}"),
-            });
-        }
-        match admission {
-            Admission::Pass { delay } if !delay.is_zero() => tokio::time::sleep(delay).await,
-            Admission::Pass { .. } => {}
-            Admission::Reject { zone, retry_after } => {
-                respond::rate_limited(session, &route, &zone, retry_after, ctx).await?;
-                return Ok(true);
-            }
-        }
-
-        // How much it may send.
-        let declared = session
-            .get_header(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|len| len > edge.client_max_body_size) {
-            respond::json_error(
-                session,
-                413,
-                "request body is larger than client_max_body_size",
-                &ctx.request_id,
-                &ctx.hsts(),
-            )
-            .await?;
-            return Ok(true);
-        }
-
-        // Websocket upgrades are relayed by the edge itself (see websocket.rs).
-        if route.settings.websocket && session.is_upgrade_req() {
-            websocket::tunnel(session, ctx, &route).await?;
-            return Ok(true);
-        }
-        Ok(false)
+        admit(session, ctx).await
     }
 
     async fn request_body_filter(
@@ -283,19 +253,7 @@ impl ProxyHttp for EdgeProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
         let upstream = &route.upstream;
         ctx.went_upstream = true;
-        if ctx.attempts.count >= upstream.max_attempts() {
-            return Error::e_explain(ErrorType::HTTPStatus(502), "next_upstream_tries exhausted");
-        }
-        let Some(index) = upstream.select(ctx.client_ip, &mut ctx.attempts) else {
-            return Error::e_explain(
-                ErrorType::HTTPStatus(502),
-                format!("no live servers in upstream {}", upstream.name),
-            );
-        };
-        if ctx.attempts.count > 0 {
-            METRICS.retry(&upstream.name);
-        }
-        ctx.attempts.mark(index);
+        let index = pick_server(ctx, upstream)?;
         let server = &upstream.servers[index];
         ctx.server = Some((index, InflightGuard::new(server.state.clone())));
         ctx.upstream_started = Some(Instant::now());
@@ -406,73 +364,11 @@ impl ProxyHttp for EdgeProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        for (name, value) in ctx.hsts() {
-            response.insert_header(name, value)?;
-        }
-        if !compress::wanted(&ctx.snapshot.config.gzip, response) {
-            if let Some(c) = session
-                .downstream_modules_ctx
-                .get_mut::<ResponseCompression>()
-            {
-                c.adjust_level(0);
-            }
-        }
-        Ok(())
+        response_filter(session, response, ctx)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = if e.is_some_and(client_left) {
-            METRICS.client_closed(ctx.route.as_ref().map_or("none", |r| &r.name));
-            CLIENT_CLOSED
-        } else {
-            session.response_written().map_or(0, |r| r.status.as_u16())
-        };
-        let elapsed = ctx.started.elapsed();
-        let req = session.req_header();
-        let metrics = ctx.route.as_ref().map_or(&*UNROUTED, |r| &r.metrics);
-        metrics.observe(&req.method, status, elapsed.as_secs_f64());
-        if !access_log::enabled() {
-            return;
-        }
-        let server = ctx
-            .route
-            .as_ref()
-            .zip(ctx.server.as_ref().map(|(i, _)| *i).or(ctx.attempts.last()))
-            .and_then(|(r, i)| r.upstream.servers.get(i));
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok());
-        let timestamp = crate::admin::rfc3339_millis_now();
-        access_log::log(&access_log::Entry {
-            timestamp: &timestamp,
-            request_id: &ctx.request_id,
-            client_ip: ctx.client_ip,
-            method: req.method.as_str(),
-            host: host.or(req.uri.host()).unwrap_or(""),
-            path: req.uri.path(),
-            status,
-            bytes_sent: session.body_bytes_sent(),
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
-            upstream: ctx
-                .route
-                .as_ref()
-                .filter(|_| ctx.went_upstream)
-                .map(|r| r.upstream.name.as_str()),
-            server: server.map(|s| s.label.as_str()),
-            upstream_duration_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0),
-            route: ctx.route.as_ref().map(|r| r.name.as_str()),
-            limit: ctx.limit.as_deref(),
-            tls_version: session
-                .digest()
-                .and_then(|d| d.ssl_digest.as_ref())
-                .map(|t| connections::tls_version_name(&t.version)),
-            user_agent: req
-                .headers
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok()),
-        });
+        log(session, e, ctx);
     }
 
     async fn fail_to_proxy(
@@ -481,23 +377,8 @@ impl ProxyHttp for EdgeProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let status = error_status(e);
-        if status > 0 && session.response_written().is_none() {
-            let message = match status {
-                502 => "the upstream server could not be reached or failed",
-                504 => "the upstream server did not answer in time",
-                413 => "request body is larger than client_max_body_size",
-                400 => "malformed request",
-                _ => respond::error_name(status),
-            };
-            if let Err(write_error) =
-                respond::json_error(session, status, message, &ctx.request_id, &ctx.hsts()).await
-            {
-                tracing::debug!(error = %write_error, "could not send the error response");
-            }
-        }
         FailToProxy {
-            error_code: status,
+            error_code: fail(session, e, ctx).await,
             can_reuse_downstream: false,
         }
     }
@@ -541,6 +422,237 @@ impl RequestCtx {
             _ => Vec::new(),
         }
     }
+}
+
+/// The checks before a request may go upstream, in order: who asks (client IP, request id),
+/// what it asks for (head size, framing, Host, path), the https redirect, the route, its
+/// allow list, its zones, the declared body size, and websocket upgrades (relayed here).
+/// `true` when the edge has answered the request itself.
+pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    let snapshot = ctx.snapshot.clone();
+    let edge = &snapshot.config.edge;
+
+    // Who is asking.
+    ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    ctx.peer_ip = match session.client_addr() {
+        Some(PingoraAddr::Inet(addr)) => addr.ip(),
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    ctx.client_ip = client::client_ip(
+        ctx.peer_ip,
+        session.get_header("x-forwarded-for").map(|v| v.as_bytes()),
+        snapshot.trusted_proxies(),
+    );
+    ctx.request_id = client::request_id(session.get_header("x-request-id").map(|v| v.as_bytes()));
+
+    // What it asks for: one sane Host, a path normalised for matching.
+    let raw_head = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
+    let checked = request::size(
+        session.req_header(),
+        raw_head.as_deref(),
+        edge.head_limits(),
+    )
+    .and_then(|()| request::framing(session.req_header(), raw_head.as_deref()))
+    .and_then(|()| request::host(session.req_header()))
+    .and_then(|host| {
+        let path = request::normalize_path(session.req_header().uri.path())?;
+        Ok((host.to_string(), path.into_owned()))
+    });
+    let (host, path) = match checked {
+        Ok(found) => found,
+        Err((status, why)) => {
+            // Whatever follows on this connection cannot be trusted to be a request.
+            session.set_keepalive(None);
+            respond::json_error(session, status, why, &ctx.request_id, &ctx.hsts()).await?;
+            return Ok(true);
+        }
+    };
+
+    // Plain HTTP goes to https, except the health check.
+    if !ctx.tls && snapshot.redirects_to_https() && path != "/health" {
+        respond::redirect_to_https(session, &host, &ctx.request_id).await?;
+        return Ok(true);
+    }
+
+    // Which route.
+    let Some(route) = snapshot.router.find(&normalize_host(&host), &path).cloned() else {
+        respond::json_error(
+            session,
+            404,
+            "no route for this path",
+            &ctx.request_id,
+            &ctx.hsts(),
+        )
+        .await?;
+        return Ok(true);
+    };
+
+    ctx.route = Some(route.clone());
+
+    // Who may use it.
+    if !route.allows(ctx.client_ip) {
+        respond::json_error(session, 403, "forbidden", &ctx.request_id, &ctx.hsts()).await?;
+        return Ok(true);
+    }
+
+    // How fast it may come (nginx limit_req): every zone of the route must admit.
+    let admission = ratelimit::admit(&route.limits, ctx.client_ip).await;
+    if !route.limits.is_empty() {
+        ctx.limit = Some(match &admission {
+            Admission::Pass { delay } if !delay.is_zero() => "delayed".to_string(),
+            Admission::Pass { .. } => "passed".to_string(),
+            Admission::Reject { zone, .. } => format!("rejected:{zone}"),
+        });
+    }
+    match admission {
+        Admission::Pass { delay } if !delay.is_zero() => tokio::time::sleep(delay).await,
+        Admission::Pass { .. } => {}
+        Admission::Reject { zone, retry_after } => {
+            respond::rate_limited(session, &route, &zone, retry_after, ctx).await?;
+            return Ok(true);
+        }
+    }
+
+    // How much it may send.
+    let declared = session
+        .get_header(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > edge.client_max_body_size) {
+        respond::json_error(
+            session,
+            413,
+            "request body is larger than client_max_body_size",
+            &ctx.request_id,
+            &ctx.hsts(),
+        )
+        .await?;
+        return Ok(true);
+    }
+
+    // Websocket upgrades are relayed by the edge itself (see websocket.rs).
+    if route.settings.websocket && session.is_upgrade_req() {
+        websocket::tunnel(session, ctx, &route).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Picks the server for the next attempt of a request (nginx's `tried` set, bounded by
+/// `next_upstream_tries`) and records the attempt. 502 when none is left.
+pub fn pick_server(ctx: &mut RequestCtx, upstream: &Upstream) -> Result<usize> {
+    if ctx.attempts.count >= upstream.max_attempts() {
+        return Error::e_explain(ErrorType::HTTPStatus(502), "next_upstream_tries exhausted");
+    }
+    let Some(index) = upstream.select(ctx.client_ip, &mut ctx.attempts) else {
+        return Error::e_explain(
+            ErrorType::HTTPStatus(502),
+            format!("no live servers in upstream {}", upstream.name),
+        );
+    };
+    if ctx.attempts.count > 0 {
+        METRICS.retry(&upstream.name);
+    }
+    ctx.attempts.mark(index);
+    Ok(index)
+}
+
+/// What the edge adds to every upstream response: its request id, HSTS on https, and the
+/// decision whether to compress it.
+pub fn response_filter(
+    session: &mut Session,
+    response: &mut ResponseHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    response.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (name, value) in ctx.hsts() {
+        response.insert_header(name, value)?;
+    }
+    if !compress::wanted(&ctx.snapshot.config.gzip, response) {
+        if let Some(c) = session
+            .downstream_modules_ctx
+            .get_mut::<ResponseCompression>()
+        {
+            c.adjust_level(0);
+        }
+    }
+    Ok(())
+}
+
+/// Counts the finished request in its route's metrics and writes its access-log line.
+pub fn log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let status = if e.is_some_and(client_left) {
+        METRICS.client_closed(ctx.route.as_ref().map_or("none", |r| &r.name));
+        CLIENT_CLOSED
+    } else {
+        session.response_written().map_or(0, |r| r.status.as_u16())
+    };
+    let elapsed = ctx.started.elapsed();
+    let req = session.req_header();
+    let metrics = ctx.route.as_ref().map_or(&*UNROUTED, |r| &r.metrics);
+    metrics.observe(&req.method, status, elapsed.as_secs_f64());
+    if !access_log::enabled() {
+        return;
+    }
+    let server = ctx
+        .route
+        .as_ref()
+        .zip(ctx.server.as_ref().map(|(i, _)| *i).or(ctx.attempts.last()))
+        .and_then(|(r, i)| r.upstream.servers.get(i));
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let timestamp = crate::admin::rfc3339_millis_now();
+    access_log::log(&access_log::Entry {
+        timestamp: &timestamp,
+        request_id: &ctx.request_id,
+        client_ip: ctx.client_ip,
+        method: req.method.as_str(),
+        host: host.or(req.uri.host()).unwrap_or(""),
+        path: req.uri.path(),
+        status,
+        bytes_sent: session.body_bytes_sent(),
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        upstream: ctx
+            .route
+            .as_ref()
+            .filter(|_| ctx.went_upstream)
+            .map(|r| r.upstream.name.as_str()),
+        server: server.map(|s| s.label.as_str()),
+        upstream_duration_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0),
+        route: ctx.route.as_ref().map(|r| r.name.as_str()),
+        limit: ctx.limit.as_deref(),
+        tls_version: session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|t| connections::tls_version_name(&t.version)),
+        user_agent: req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    });
+}
+
+/// Answers a request that failed with the error's status, unless a response has begun or the
+/// client is gone; the status, or 0 for none.
+pub async fn fail(session: &mut Session, e: &Error, ctx: &RequestCtx) -> u16 {
+    let status = error_status(e);
+    if status > 0 && session.response_written().is_none() {
+        let message = match status {
+            502 => "the upstream server could not be reached or failed",
+            504 => "the upstream server did not answer in time",
+            413 => "request body is larger than client_max_body_size",
+            400 => "malformed request",
+            _ => respond::error_name(status),
+        };
+        if let Err(write_error) =
+            respond::json_error(session, status, message, &ctx.request_id, &ctx.hsts()).await
+        {
+            tracing::debug!(error = %write_error, "could not send the error response");
+        }
+    }
+    status
 }
 
 /// The status logged for a request whose client closed its connection before the whole

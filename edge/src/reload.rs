@@ -394,6 +394,10 @@ impl Diff {
                 oe.client_max_body_size != ne.client_max_body_size,
                 "edge.client_max_body_size",
             ),
+            (
+                oe.client_body_buffer_size != ne.client_body_buffer_size,
+                "edge.client_body_buffer_size",
+            ),
             (oe.resolver != ne.resolver, "edge.resolver"),
             (oe.max_uri_size != ne.max_uri_size, "edge.max_uri_size"),
             (

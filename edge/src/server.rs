@@ -101,12 +101,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     });
 
-    let mut http_proxy = pingora::proxy::http_proxy(
-        &server.configuration,
-        EdgeProxy {
-            snapshot: snapshot.clone(),
-        },
-    );
+    let mut http_proxy =
+        pingora::proxy::http_proxy(&server.configuration, EdgeProxy::new(snapshot.clone()));
     let mut http_options = HttpServerOptions::default();
     // Pingora counts reuses after the first request; nginx counts requests.
     http_options.keepalive_request_limit = Some(edge.keepalive_requests.saturating_sub(1));
@@ -114,6 +110,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     http_proxy.h2_options = Some(h2_options());
     let gate = Arc::new(ConnectionGate {
         proxy: Arc::new(http_proxy),
+        edge: Arc::new(EdgeProxy::new(snapshot.clone())),
+        own_loop: std::env::var("EDGE_REQUEST_LOOP").map_or(true, |v| v != "pingora"),
         snapshot: snapshot.clone(),
     });
     let mut endpoints: Vec<Endpoint> = edge

@@ -12,6 +12,7 @@ mod health;
 mod hostile;
 mod limits;
 mod observe;
+mod pools;
 mod ratelimit;
 mod reload;
 mod routing;

@@ -610,3 +610,73 @@ fn the_strict_backend_knows_a_host_from_a_label() {
     assert!(!strict_host("a:b"));
     assert!(!strict_host(""));
 }
+
+/// A backend as strict about its connections as real servers are: each connection carries at
+/// most `close_after` requests (0: no bound) and is then closed without a word, and one idle
+/// for `idle` is closed the same way; nothing says `Connection: close`. It answers every
+/// request `{}` with a Content-Length and records how many requests each connection carried.
+pub struct KeepaliveBackend {
+    pub addr: SocketAddr,
+    per_connection: Arc<Mutex<Vec<u32>>>,
+}
+
+impl KeepaliveBackend {
+    pub fn start(close_after: u32, idle: Duration) -> KeepaliveBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let per_connection = Arc::new(Mutex::new(Vec::new()));
+        let counts = per_connection.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let id = {
+                    let mut counts = counts.lock().expect("counts");
+                    counts.push(0);
+                    counts.len() - 1
+                };
+                let counts = counts.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(idle));
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        head.extend_from_slice(&buf[..n]);
+                        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            head.drain(..end + 4);
+                            let served = {
+                                let mut counts = counts.lock().expect("counts");
+                                counts[id] += 1;
+                                counts[id]
+                            };
+                            let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+                            if stream.write_all(answer).is_err() {
+                                return;
+                            }
+                            if close_after > 0 && served >= close_after {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        KeepaliveBackend {
+            addr,
+            per_connection,
+        }
+    }
+
+    /// How many requests each connection so far carried, in the order they were accepted.
+    pub fn per_connection(&self) -> Vec<u32> {
+        self.per_connection.lock().expect("counts").clone()
+    }
+
+    /// Requests received in all.
+    pub fn requests(&self) -> u32 {
+        self.per_connection().iter().sum()
+    }
+}

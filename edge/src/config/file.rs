@@ -44,6 +44,7 @@ pub struct EdgeFile {
     pub keepalive_requests: Option<Int>,
     pub client_header_timeout: Option<Text>,
     pub client_max_body_size: Option<Text>,
+    pub client_body_buffer_size: Option<Text>,
     pub max_connections_per_client: Option<Int>,
     pub max_uri_size: Option<Text>,
     pub max_header_size: Option<Text>,

@@ -26,6 +26,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 256;
 /// Upstream names are resolved again no sooner than this, whatever their TTL.
 pub const DEFAULT_DNS_MIN_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_CLIENT_MAX_BODY_SIZE: u64 = 10 << 20;
+/// nginx's `client_body_buffer_size` on 64-bit machines.
+pub const DEFAULT_CLIENT_BODY_BUFFER_SIZE: u64 = 16 << 10;
 /// nginx's `keepalive` keeps no idle connections unless set; every upstream of the nginx edge
 /// sets it, so the edge keeps 32 by default.
 pub const DEFAULT_UPSTREAM_KEEPALIVE: usize = 32;
@@ -97,6 +99,10 @@ pub struct EdgeSettings {
     pub keepalive_requests: u32,
     pub client_header_timeout: Duration,
     pub client_max_body_size: u64,
+    /// Request bodies up to this size are read whole before the request goes upstream
+    /// (nginx's `client_body_buffer_size` with `proxy_request_buffering on`); larger ones
+    /// stream.
+    pub client_body_buffer_size: u64,
     /// Connections one client address may hold; 0 = no cap. Trusted proxies are exempt.
     pub max_connections_per_client: u32,
     /// Request target bytes before 414.

@@ -59,6 +59,7 @@ fn key() -> impl Strategy<Value = String> {
         "keepalive_requests",
         "client_header_timeout",
         "client_max_body_size",
+        "client_body_buffer_size",
         "max_connections_per_client",
         "max_uri_size",
         "max_header_size",

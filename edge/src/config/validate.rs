@@ -326,6 +326,10 @@ impl Validator<'_> {
             Some(t) => self.size(t),
             None => DEFAULT_CLIENT_MAX_BODY_SIZE,
         };
+        let client_body_buffer_size = match &f.client_body_buffer_size {
+            Some(t) => self.size(t),
+            None => DEFAULT_CLIENT_BODY_BUFFER_SIZE,
+        };
         EdgeSettings {
             http_listen,
             https_listen,
@@ -345,6 +349,7 @@ impl Validator<'_> {
             client_header_timeout: self
                 .duration_or(&f.client_header_timeout, DEFAULT_CLIENT_HEADER_TIMEOUT),
             client_max_body_size,
+            client_body_buffer_size,
             max_connections_per_client: self.int_or(
                 &f.max_connections_per_client,
                 DEFAULT_MAX_CONNECTIONS_PER_CLIENT,

@@ -5,6 +5,7 @@
 //! carry over. Selection algorithms live in [`balance`].
 
 pub mod balance;
+pub mod pool;
 
 use crate::config::{Balance, UpstreamSettings};
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +42,8 @@ pub struct ServerState {
     /// Something has been learnt of this server: a probe answered (or failed), or a request
     /// to it got a response or failed. A server nothing has checked shows as "up (unprobed)".
     checked: AtomicBool,
+    /// Its idle kept-alive connections.
+    pub pool: pool::Pool,
     /// When this server first appeared (for the health `start_period`).
     pub created: Instant,
 }
@@ -57,6 +60,7 @@ impl Default for ServerState {
             failures_total: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
             checked: AtomicBool::new(false),
+            pool: pool::Pool::default(),
             created: Instant::now(),
         }
     }

@@ -1,0 +1,430 @@
+//! Forwarding a request to its upstream in the edge's own loop, as plain calls on the task of
+//! the client connection: read the body (whole when it is small), pick a server, take one of
+//! its kept-alive connections or open one, send the request, relay the answer, keep the
+//! connection for the next request. The codec is pingora-core's HTTP/1 (the same parser and
+//! framing as the client side); there are no channels, no spawned tasks and no header clones
+//! beyond the one request head sent upstream.
+//!
+//! Which failures move a request to the next server, and which count against a server,
+//! follow nginx: a failed connect always moves on; a failure after the request went out moves
+//! an idempotent request whose body can be sent again; a reused connection that fails before
+//! any answer byte is sent again on a new connection without counting; a client that left
+//! ends the request.
+
+use crate::proxy::RequestCtx;
+use crate::snapshot::Route;
+use crate::upstream::pool::Pooled;
+use crate::upstream::{InflightGuard, Upstream};
+use bytes::{Bytes, BytesMut};
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::Stream;
+use pingora::proxy::Session;
+use pingora::ErrorType;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A request body as the edge holds it before going upstream.
+pub enum Body {
+    /// No body.
+    Empty,
+    /// The whole body, read before any server was chosen: it can be sent again.
+    Whole(Bytes),
+    /// The first `client_body_buffer_size` bytes; the rest is read from the client while it
+    /// is sent, so it can go to one server only.
+    Streaming(Bytes),
+}
+
+/// Reads the request body: whole when it ends within `buffer` bytes. A body over `limit` is
+/// 413 and a malformed one 400, before anything was sent upstream.
+pub async fn read_body(session: &mut Session, buffer: u64, limit: u64) -> Result<Body> {
+    if session.as_downstream_mut().is_body_empty() {
+        return Ok(Body::Empty);
+    }
+    if expects_continue(session.req_header()) {
+        // As nginx: the edge itself asks for the body it is about to read.
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await
+            .map_err(|e| e.into_down())?;
+    }
+    let mut body = BytesMut::new();
+    loop {
+        let chunk = session
+            .as_downstream_mut()
+            .read_request_body()
+            .await
+            .map_err(|e| e.into_down())?;
+        let Some(chunk) = chunk else {
+            return Ok(Body::Whole(body.freeze()));
+        };
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > limit {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body is larger than client_max_body_size",
+            );
+        }
+        if body.len() as u64 > buffer {
+            return Ok(Body::Streaming(body.freeze()));
+        }
+    }
+}
+
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// How one attempt on one server failed.
+struct Failed {
+    error: Box<Error>,
+    /// The failure was the client's (it left, or its body broke off).
+    client: bool,
+    /// The connection was a kept-alive one and no byte of an answer arrived: the server may
+    /// simply have closed it.
+    stale: bool,
+    /// Some of a streamed body was read from the client and sent: it cannot be sent again.
+    body_spent: bool,
+}
+
+impl Failed {
+    fn upstream(error: Box<Error>) -> Failed {
+        Failed {
+            error: error.into_up(),
+            client: false,
+            stale: false,
+            body_spent: false,
+        }
+    }
+
+    fn client(error: Box<Error>) -> Failed {
+        Failed {
+            error: error.into_down(),
+            client: true,
+            stale: false,
+            body_spent: false,
+        }
+    }
+}
+
+/// Sends the request to a server of the route's upstream, moving to the next server as
+/// nginx's `proxy_next_upstream error timeout` does, and relays the answer to the client.
+pub async fn forward(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: &Arc<Route>,
+) -> Result<()> {
+    let edge = &ctx.snapshot.config.edge;
+    let mut body = read_body(
+        session,
+        edge.client_body_buffer_size,
+        edge.client_max_body_size,
+    )
+    .await?;
+    let upstream = &route.upstream;
+    ctx.went_upstream = true;
+    let idempotent = session.req_header().method.is_idempotent();
+    loop {
+        let index = crate::proxy::pick_server(ctx, upstream)?;
+        let server = &upstream.servers[index];
+        let Some(addr) = server.addr else {
+            upstream.report_failure(index);
+            ctx.server = None;
+            continue;
+        };
+        let failed = match attempt(session, ctx, upstream, addr, index, &mut body).await {
+            Ok(()) => return Ok(()),
+            Err(failed) => failed,
+        };
+        ctx.server = None;
+        if failed.client {
+            return Err(failed.error);
+        }
+        let resendable = !ctx.response_started
+            && !failed.body_spent
+            && !matches!(body, Body::Streaming(_))
+            && (idempotent || failed.stale);
+        if failed.stale && resendable {
+            // A kept-alive connection the server had closed says nothing about the server.
+            ctx.attempts.unmark(index);
+            continue;
+        }
+        if !ctx.response_started {
+            upstream.report_failure(index);
+        }
+        let connect_failed = matches!(
+            failed.error.etype(),
+            ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError
+        );
+        let may_retry = (connect_failed && !failed.body_spent) || resendable;
+        if !may_retry || ctx.attempts.count >= upstream.max_attempts() {
+            return Err(failed.error);
+        }
+    }
+}
+
+/// One attempt on server `index`: the request out, the answer back.
+async fn attempt(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    upstream: &Upstream,
+    addr: SocketAddr,
+    index: usize,
+    body: &mut Body,
+) -> Result<(), Failed> {
+    let server = &upstream.servers[index];
+    let settings = &upstream.settings;
+    ctx.server = Some((index, InflightGuard::new(server.state.clone())));
+    ctx.upstream_started = Some(Instant::now());
+    let (connection, reused) = match server.state.pool.take(settings.keepalive_timeout) {
+        Some(pooled) => (pooled, true),
+        None => (
+            Pooled {
+                stream: connect(addr, settings.connect_timeout)
+                    .await
+                    .map_err(Failed::upstream)?,
+                served: 0,
+            },
+            false,
+        ),
+    };
+    let served = connection.served;
+    let mut up = UpstreamSession::new(connection.stream);
+    up.read_timeout = Some(settings.read_timeout);
+    up.write_timeout = Some(settings.send_timeout);
+    let stale = |error: Box<Error>| Failed {
+        error: error.into_up(),
+        client: false,
+        stale: reused,
+        body_spent: false,
+    };
+
+    let request = upstream_request(session.req_header(), ctx, body).map_err(Failed::upstream)?;
+    up.write_request_header(request).await.map_err(stale)?;
+    match body {
+        Body::Empty => {}
+        Body::Whole(bytes) => {
+            up.write_body(bytes).await.map_err(stale)?;
+            up.finish_body().await.map_err(stale)?;
+        }
+        Body::Streaming(head) => {
+            up.write_body(head).await.map_err(stale)?;
+            let limit = ctx.snapshot.config.edge.client_max_body_size;
+            stream_body(session, &mut up, limit).await?;
+        }
+    }
+
+    // The answer: informational heads are relayed (100 Continue was the edge's own).
+    let mut response = loop {
+        up.read_response().await.map_err(stale)?;
+        let head = up.resp_header().ok_or_else(|| {
+            Failed::upstream(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "no response header",
+            ))
+        })?;
+        if head.status.is_informational() && head.status != 101 {
+            if head.status != 100 {
+                let info = Box::new(head.clone());
+                session
+                    .write_response_header(info, false)
+                    .await
+                    .map_err(Failed::client)?;
+            }
+            continue;
+        }
+        break Box::new(head.clone());
+    };
+    ctx.response_started = true;
+    upstream.report_success(index);
+    if let Some(started) = ctx.upstream_started {
+        let elapsed = started.elapsed();
+        ctx.upstream_elapsed = Some(elapsed);
+        if let Some(route) = &ctx.route {
+            route.metrics.observe_upstream(elapsed.as_secs_f64());
+        }
+    }
+
+    let no_body = session.req_header().method == http::Method::HEAD
+        || matches!(response.status.as_u16(), 204 | 304)
+        || up.is_body_done();
+    response_head(&mut response, no_body);
+    crate::proxy::response_filter(session, &mut response, ctx).map_err(Failed::upstream)?;
+    session
+        .write_response_header(response, no_body)
+        .await
+        .map_err(Failed::client)?;
+    if !no_body {
+        loop {
+            match up.read_body_bytes().await {
+                Ok(Some(chunk)) => session
+                    .write_response_body(Some(chunk), false)
+                    .await
+                    .map_err(Failed::client)?,
+                Ok(None) => break,
+                Err(e) => return Err(Failed::upstream(e)),
+            }
+        }
+    }
+    session
+        .write_response_body(None, true)
+        .await
+        .map_err(Failed::client)?;
+
+    // The connection is kept for the next request if both ends allow it.
+    up.respect_keepalive();
+    if let Some(stream) = up.reuse().await {
+        server.state.pool.put(
+            Pooled {
+                stream,
+                served: served + 1,
+            },
+            settings.keepalive,
+            settings.keepalive_requests,
+        );
+    }
+    Ok(())
+}
+
+/// Relays the rest of a body larger than the buffer from the client to the upstream, counting
+/// it against `limit` (`client_max_body_size`) as it arrives.
+async fn stream_body(
+    session: &mut Session,
+    up: &mut UpstreamSession,
+    limit: u64,
+) -> Result<(), Failed> {
+    let spent = |error: Box<Error>| Failed {
+        body_spent: true,
+        ..Failed::upstream(error)
+    };
+    loop {
+        let chunk = session
+            .as_downstream_mut()
+            .read_request_body()
+            .await
+            .map_err(|e| Failed {
+                body_spent: true,
+                ..Failed::client(e)
+            })?;
+        if session.as_downstream().body_bytes_read() as u64 > limit {
+            return Err(Failed {
+                body_spent: true,
+                ..Failed::client(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body is larger than client_max_body_size",
+                ))
+            });
+        }
+        match chunk {
+            Some(chunk) => up.write_body(&chunk).await.map(|_| ()).map_err(spent)?,
+            None => {
+                up.finish_body().await.map_err(spent)?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Opens a connection to `addr` within `timeout`.
+async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<Stream> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(L4Stream::from(tcp)))
+        }
+        Ok(Err(e)) => {
+            let etype = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                ErrorType::ConnectRefused
+            } else {
+                ErrorType::ConnectError
+            };
+            Error::e_because(etype, format!("connecting to {addr}"), e)
+        }
+        Err(_) => Error::e_explain(ErrorType::ConnectTimedout, format!("connecting to {addr}")),
+    }
+}
+
+/// The request head sent upstream: the client's, without its hop-by-hop fields (those the
+/// standard names and those its `Connection` nominates), `Expect` (the edge answered it),
+/// with the forwarding headers, as HTTP/1.1, and framed for the body the edge holds.
+fn upstream_request(
+    req: &RequestHeader,
+    ctx: &RequestCtx,
+    body: &Body,
+) -> Result<Box<RequestHeader>> {
+    let mut out = Box::new(req.clone());
+    let nominated: Vec<String> = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| std::str::from_utf8(name.trim_ascii()).ok())
+        .filter(|name| !name.is_empty())
+        .map(str::to_ascii_lowercase)
+        .filter(|name| {
+            !matches!(
+                name.as_str(),
+                "host" | "x-forwarded-for" | "x-forwarded-proto"
+            )
+        })
+        .collect();
+    for name in &nominated {
+        out.remove_header(name.as_str());
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::EXPECT,
+    ] {
+        out.remove_header(&name);
+    }
+    for name in ["keep-alive", "proxy-connection", "http2-settings"] {
+        out.remove_header(name);
+    }
+    out.set_version(http::Version::HTTP_11);
+    match body {
+        Body::Empty => {}
+        Body::Whole(bytes) => {
+            out.insert_header(header::CONTENT_LENGTH, bytes.len())?;
+        }
+        Body::Streaming(_) => {
+            if !out.headers.contains_key(header::CONTENT_LENGTH) {
+                out.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            }
+        }
+    }
+    for (name, value) in ctx.forwarding_headers(req.headers.get("x-forwarded-for")) {
+        out.insert_header(name, value)?;
+    }
+    Ok(out)
+}
+
+/// The upstream's response head made fit for the client: hop-by-hop fields go (the client
+/// side sets its own `Connection`), and a body without a length is sent chunked so the
+/// client connection can be kept.
+fn response_head(response: &mut ResponseHeader, no_body: bool) {
+    for name in ["keep-alive", "proxy-connection"] {
+        response.remove_header(name);
+    }
+    response.remove_header(&header::CONNECTION);
+    response.remove_header(&header::TRAILER);
+    if !no_body
+        && !response.headers.contains_key(header::TRANSFER_ENCODING)
+        && !response.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        response.set_version(http::Version::HTTP_11);
+        let _ = response.insert_header(header::TRANSFER_ENCODING, "chunked");
+    }
+}

@@ -1,0 +1,191 @@
+//! Kept-alive upstream connections, owned by the edge: a stack of idle connections per
+//! server (the most recently used is taken first, as nginx's keepalive cache does), at most
+//! the upstream's `keepalive` of them, each retired after `keepalive_requests` requests or
+//! `keepalive_timeout` idle. A connection the server closed while it sat idle is noticed
+//! when it is taken (its socket has become readable) and dropped, without a request lost.
+//!
+//! The pool lives in the server's [`super::ServerState`], so it survives reloads that keep
+//! the server, and goes with the server when a reload removes it.
+
+use pingora::protocols::Stream;
+use std::fmt;
+use std::future::Future;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// One idle connection.
+struct Idle {
+    stream: Stream,
+    /// Requests it has carried.
+    served: u32,
+    /// When it went idle.
+    since: Instant,
+}
+
+/// A connection taken from the pool or freshly opened, and the requests it has carried.
+pub struct Pooled {
+    pub stream: Stream,
+    pub served: u32,
+}
+
+/// The idle connections of one server.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool").field("idle", &self.len()).finish()
+    }
+}
+
+impl Pool {
+    /// The newest idle connection younger than `idle_timeout` that the server has not closed.
+    pub fn take(&self, idle_timeout: Duration) -> Option<Pooled> {
+        loop {
+            let idle = self.lock().pop()?;
+            if idle.since.elapsed() >= idle_timeout {
+                // Everything below it is older still.
+                self.lock().clear();
+                return None;
+            }
+            let mut stream = idle.stream;
+            if still_open(&mut stream) {
+                return Some(Pooled {
+                    stream,
+                    served: idle.served,
+                });
+            }
+        }
+    }
+
+    /// Keeps `connection` for the next request unless it has carried `max_requests` (0: no
+    /// bound) or the pool already holds `capacity` (0: keep none).
+    pub fn put(&self, connection: Pooled, capacity: usize, max_requests: u32) {
+        if capacity == 0 || (max_requests > 0 && connection.served >= max_requests) {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() >= capacity {
+            // The oldest goes: it is the likeliest to be closed by the server.
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            stream: connection.stream,
+            served: connection.served,
+            since: Instant::now(),
+        });
+    }
+
+    /// Idle connections held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes every idle connection.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether an idle connection can carry a request: nothing has arrived on it since it went
+/// idle, neither data (a server has nothing to say between requests) nor its close. One poll
+/// of a one-byte peek, answered from the reactor's readiness without waiting.
+fn still_open(stream: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    let peek = stream.try_peek(&mut byte);
+    let mut peek = std::pin::pin!(peek);
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(peek.as_mut().poll(&mut cx), Poll::Pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::protocols::l4::stream::Stream as L4Stream;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connected pair: (the edge's side as a pooled stream, the server's side).
+    async fn pair() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (Box::new(L4Stream::from(client)), server)
+    }
+
+    fn pooled(stream: Stream, served: u32) -> Pooled {
+        Pooled { stream, served }
+    }
+
+    #[tokio::test]
+    async fn the_newest_connection_is_taken_first_and_capacity_bounds_the_rest() {
+        let pool = Pool::default();
+        let mut servers = Vec::new();
+        for served in 1..=3 {
+            let (stream, server) = pair().await;
+            servers.push(server);
+            pool.put(pooled(stream, served), 2, 0);
+        }
+        assert_eq!(pool.len(), 2, "the oldest was dropped at capacity");
+        let taken = pool.take(Duration::from_secs(60)).expect("a connection");
+        assert_eq!(taken.served, 3);
+        assert_eq!(
+            pool.take(Duration::from_secs(60)).expect("one more").served,
+            2
+        );
+        assert!(pool.take(Duration::from_secs(60)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_retired_after_keepalive_requests() {
+        let pool = Pool::default();
+        let (stream, _server) = pair().await;
+        pool.put(pooled(stream, 10), 8, 10);
+        assert!(pool.is_empty());
+        let (stream, _server) = pair().await;
+        pool.put(pooled(stream, 9), 8, 10);
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn connections_idle_past_keepalive_timeout_are_not_taken() {
+        let pool = Pool::default();
+        let (stream, _server) = pair().await;
+        pool.put(pooled(stream, 1), 8, 0);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(pool.take(Duration::from_millis(50)).is_none());
+        assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_or_wrote_on_is_not_taken() {
+        let pool = Pool::default();
+        let (closed, server) = pair().await;
+        drop(server);
+        let (chatty, mut server2) = pair().await;
+        server2
+            .write_all(b"HTTP/1.1 408 x\r\n\r\n")
+            .await
+            .expect("write");
+        let (open, _server3) = pair().await;
+        pool.put(pooled(open, 1), 8, 0);
+        pool.put(pooled(closed, 2), 8, 0);
+        pool.put(pooled(chatty, 3), 8, 0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let taken = pool.take(Duration::from_secs(60)).expect("the open one");
+        assert_eq!(taken.served, 1);
+        assert!(pool.is_empty());
+    }
+}

@@ -1,0 +1,126 @@
+//! Upstream connections the edge keeps: reused within `keepalive_requests`, and a server
+//! that closes kept-alive connections whenever it likes costs no client request.
+
+use crate::support::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn upstream(backend: std::net::SocketAddr, keepalive_requests: u32) -> String {
+    format!(
+        r#"
+[upstreams.app]
+keepalive = 16
+keepalive_requests = {keepalive_requests}
+servers = [{{ addr = "{backend}" }}]
+[[routes]]
+path = "/"
+upstream = "app"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_connection_carries_at_most_keepalive_requests() {
+    let backend = KeepaliveBackend::start(0, Duration::from_secs(30));
+    let edge = Edge::start("", &upstream(backend.addr, 10));
+    let c = reqwest::Client::new();
+    for i in 0..200 {
+        let (status, _) = get_json(&c, &edge.url(&format!("/r{i}")), &[]).await;
+        assert_eq!(status, 200);
+    }
+    let per_connection = backend.per_connection();
+    assert_eq!(per_connection.iter().sum::<u32>(), 200);
+    assert!(
+        per_connection.len() >= 20,
+        "200 requests at 10 a connection need 20 connections: {per_connection:?}"
+    );
+    assert!(
+        per_connection.iter().all(|&n| n <= 10),
+        "no connection carries 11: {per_connection:?}"
+    );
+    assert!(
+        per_connection.iter().filter(|&&n| n == 10).count() >= 15,
+        "connections are reused up to the bound: {per_connection:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_closes_kept_alive_connections_costs_no_request() {
+    // It closes each connection after 5 requests, or after 1 s idle, without saying so.
+    let backend = KeepaliveBackend::start(5, Duration::from_secs(1));
+    let edge = Edge::start("", &upstream(backend.addr, 100));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    for burst in 0..2 {
+        let until = Instant::now() + Duration::from_millis(1500);
+        let mut clients = Vec::new();
+        for _ in 0..20 {
+            let (url, ok, failed) = (edge.url("/load"), ok.clone(), failed.clone());
+            clients.push(tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                while Instant::now() < until {
+                    match c.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }));
+        }
+        for c in clients {
+            c.await.expect("client");
+        }
+        if burst == 0 {
+            // Every idle connection in the pool is closed by the backend meanwhile.
+            tokio::time::sleep(Duration::from_millis(1300)).await;
+        }
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{ok} served");
+    assert!(ok > 200, "{ok} served");
+    assert!(backend.per_connection().iter().all(|&n| n <= 5));
+    let status = admin_json(&edge, "/status").await;
+    assert_eq!(
+        status["upstreams"]["app"]["servers"][0]["failures"], 0,
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_and_oversized_chunked_bodies_never_reach_the_backend() {
+    let backend = KeepaliveBackend::start(0, Duration::from_secs(30));
+    let edge = Edge::start(
+        "client_max_body_size = \"1k\"",
+        &upstream(backend.addr, 100),
+    );
+    let big = format!("800\r\n{}\r\n0\r\n\r\n", "a".repeat(0x800));
+    for (name, body, want) in [
+        (
+            "a malformed chunk size",
+            "zz\r\nabc\r\n0\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "a chunk longer than its size",
+            "3\r\nabcdef\r\n0\r\n\r\n".to_string(),
+            400,
+        ),
+        ("a body over client_max_body_size", big, 413),
+    ] {
+        let request =
+            format!("POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        let response = raw_request(edge.http, request.as_bytes());
+        assert_eq!(status_of(&response), want, "{name}:\n{response}");
+    }
+    assert_eq!(
+        backend.per_connection(),
+        Vec::<u32>::new(),
+        "the backend saw nothing"
+    );
+    // A good chunked body goes through, with its length now known.
+    let response = raw_request(
+        edge.http,
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert_eq!(backend.requests(), 1);
+}
