@@ -1,5 +1,7 @@
 //! Criterion benches of the edge's per-request hot functions: route match, balance select,
-//! client IP, rate-limit check, access-log line formatting, and config validation + compile.
+//! client IP, rate-limit check, access-log line formatting, config validation + compile, the
+//! request loop's own cost per request (no network: in-memory client and server
+//! connections), and an upstream pool's take and put.
 //! The `*_2_threads` benches run the same work split over two threads on shared state: if
 //! they took as long per operation as one thread, the state would be serialising them.
 
@@ -256,6 +258,126 @@ fn bench_access_log(c: &mut Criterion) {
     });
 }
 
+/// A kept-alive in-memory connection that answers every request head with a small JSON body,
+/// as a backend would.
+fn fake_backend(mut server: tokio::io::DuplexStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        let mut have = Vec::new();
+        loop {
+            let Ok(n) = server.read(&mut buf).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            have.extend_from_slice(&buf[..n]);
+            while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                have.drain(..end + 4);
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+                if server.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// One small GET through the edge's own loop, end to end but for the network: the client's
+/// head read, admit (checks, route), a server picked, the pooled upstream connection taken,
+/// the request written, the answer read and relayed, the connection put back, metrics.
+fn bench_request_loop(c: &mut Criterion) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let text =
+        "[edge]\naccess_log = \"off\"\n[upstreams.app]\nservers = [{ addr = \"127.0.0.1:9\" }]\n\
+                [[routes]]\npath = \"/api/\"\nupstream = \"app\"\n";
+    let config = validate("bench.toml", text).expect("valid").config;
+    let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::compile(
+        "bench.toml",
+        config,
+        None,
+    )));
+    let edge = edge::proxy::EdgeProxy::new(snapshot.clone());
+    let request = b"GET /api/items/42 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
+    let (mut client, edge_client) = runtime.block_on(async {
+        let server = &snapshot.load().upstreams["app"].servers[0];
+        let (edge_side, backend_side) = tokio::io::duplex(64 * 1024);
+        fake_backend(backend_side);
+        server.state.pool.put(
+            edge::upstream::pool::Pooled {
+                stream: Box::new(edge_side),
+                served: 0,
+            },
+            32,
+            0,
+        );
+        tokio::io::duplex(64 * 1024)
+    });
+    let mut stream: Option<pingora::protocols::Stream> = Some(Box::new(edge_client));
+    let mut answer = vec![0u8; 4096];
+    c.bench_function("request_loop_small_get", |b| {
+        b.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let started = std::time::Instant::now();
+                for _ in 0..iterations {
+                    let session = edge.session(stream.take().expect("connection"));
+                    let talk = async {
+                        client.write_all(request).await.expect("write");
+                        let mut got = 0;
+                        while !answer[..got].ends_with(b"{}") {
+                            got += client.read(&mut answer[got..]).await.expect("read");
+                        }
+                    };
+                    let (reusable, ()) = tokio::join!(edge.serve(session, false), talk);
+                    stream = Some(reusable.expect("kept alive").into_parts().0);
+                }
+                started.elapsed()
+            })
+        })
+    });
+}
+
+/// Taking a kept-alive connection from a server's pool and putting it back.
+fn bench_pool(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pool = edge::upstream::pool::Pool::default();
+    let _peers = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut peers = Vec::new();
+        for _ in 0..8 {
+            let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            peers.push(listener.accept().await.expect("accept").0);
+            pool.put(
+                edge::upstream::pool::Pooled {
+                    stream: Box::new(pingora::protocols::l4::stream::Stream::from(client)),
+                    served: 0,
+                },
+                32,
+                0,
+            );
+        }
+        peers
+    });
+    let _guard = runtime.enter();
+    c.bench_function("pool_take_put", |b| {
+        b.iter(|| {
+            let connection = pool.take(Duration::from_secs(60)).expect("a connection");
+            pool.put(connection, 32, 0);
+        })
+    });
+}
+
 criterion_group!(
     benches,
     bench_route,
@@ -264,6 +386,8 @@ criterion_group!(
     bench_config,
     bench_limiter,
     bench_least_conn_threads,
-    bench_access_log
+    bench_access_log,
+    bench_request_loop,
+    bench_pool
 );
 criterion_main!(benches);

@@ -255,7 +255,11 @@ async fn attempt(
     let no_body = session.req_header().method == http::Method::HEAD
         || matches!(response.status.as_u16(), 204 | 304)
         || up.is_body_done();
-    response_head(&mut response, no_body);
+    let client_http11 = session.req_header().version == http::Version::HTTP_11;
+    if !response_head(&mut response, no_body, client_http11) {
+        // An HTTP/1.0 client reads a body of unknown length to the close.
+        session.set_keepalive(None);
+    }
     crate::proxy::response_filter(session, &mut response, ctx).map_err(Failed::upstream)?;
     session
         .write_response_header(response, no_body)
@@ -412,19 +416,27 @@ fn upstream_request(
 }
 
 /// The upstream's response head made fit for the client: hop-by-hop fields go (the client
-/// side sets its own `Connection`), and a body without a length is sent chunked so the
-/// client connection can be kept.
-fn response_head(response: &mut ResponseHeader, no_body: bool) {
+/// side sets its own `Connection`), and a body without a length is sent chunked to an
+/// HTTP/1.1 client, so its connection can be kept. `false` when the body has no length the
+/// client can read, so only the close can end it (an HTTP/1.0 client).
+fn response_head(response: &mut ResponseHeader, no_body: bool, client_http11: bool) -> bool {
     for name in ["keep-alive", "proxy-connection"] {
         response.remove_header(name);
     }
     response.remove_header(&header::CONNECTION);
     response.remove_header(&header::TRAILER);
-    if !no_body
-        && !response.headers.contains_key(header::TRANSFER_ENCODING)
-        && !response.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        response.set_version(http::Version::HTTP_11);
-        let _ = response.insert_header(header::TRANSFER_ENCODING, "chunked");
+    let chunked = response.headers.contains_key(header::TRANSFER_ENCODING);
+    if no_body || response.headers.contains_key(header::CONTENT_LENGTH) {
+        return true;
     }
+    if client_http11 {
+        response.set_version(http::Version::HTTP_11);
+        if !chunked {
+            let _ = response.insert_header(header::TRANSFER_ENCODING, "chunked");
+        }
+        return true;
+    }
+    // HTTP/1.0 has no chunked coding: the body goes as it is, ended by the close.
+    response.remove_header(&header::TRANSFER_ENCODING);
+    false
 }

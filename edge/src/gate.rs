@@ -156,6 +156,8 @@ impl ConnectionGate {
     /// per connection, `keepalive_timeout` between requests, the head clock re-armed for each.
     async fn own_loop(&self, mut stream: Stream, clock: &HeadClock, shutdown: &ShutdownWatch) {
         let mut served = 0u32;
+        // Bytes of the next request that arrived with the previous one (pipelining).
+        let mut pipelined: Option<bytes::BytesMut> = None;
         loop {
             let (keepalive, header_timeout, max_requests) = {
                 let snapshot = self.snapshot.load();
@@ -168,14 +170,22 @@ impl ConnectionGate {
             };
             if served > 0 {
                 clock.arm(header_timeout);
-                if next_request_arrives(&mut stream, keepalive, Some(shutdown)).await
-                    != Arrival::Request
+                if pipelined.is_none()
+                    && next_request_arrives(&mut stream, keepalive, Some(shutdown)).await
+                        != Arrival::Request
                 {
                     return;
                 }
             }
             served += 1;
             let mut session = self.edge.session(stream);
+            if let ServerSession::H1(h1) = session.downstream_session.as_mut() {
+                // Pipelined requests are answered one after the other, in order.
+                h1.set_pipelining_enabled(true);
+                if let Some(prefix) = pipelined.take() {
+                    h1.set_pipelined_prefix(prefix);
+                }
+            }
             let last = served >= max_requests || *shutdown.borrow();
             session.set_keepalive(if last {
                 None
@@ -183,7 +193,7 @@ impl ConnectionGate {
                 Some(keepalive.as_secs())
             });
             match self.edge.serve(session, last).await {
-                Some(reusable) => stream = reusable.into_parts().0,
+                Some(reusable) => (stream, pipelined) = reusable.into_parts(),
                 None => return,
             }
         }

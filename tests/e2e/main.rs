@@ -4,6 +4,7 @@ mod support;
 
 mod balancing;
 mod check;
+mod clients;
 mod deployment;
 mod discovery;
 mod failover;

@@ -100,13 +100,17 @@ impl Pool {
 
 /// Whether an idle connection can carry a request: nothing has arrived on it since it went
 /// idle, neither data (a server has nothing to say between requests) nor its close. One poll
-/// of a one-byte peek, answered from the reactor's readiness without waiting.
+/// of a one-byte peek, answered from the reactor's readiness without waiting (a stream that
+/// cannot peek answers `false` at once, and is taken as open).
 fn still_open(stream: &mut Stream) -> bool {
     let mut byte = [0u8; 1];
     let peek = stream.try_peek(&mut byte);
     let mut peek = std::pin::pin!(peek);
     let mut cx = Context::from_waker(Waker::noop());
-    matches!(peek.as_mut().poll(&mut cx), Poll::Pending)
+    matches!(
+        peek.as_mut().poll(&mut cx),
+        Poll::Pending | Poll::Ready(Ok(false))
+    )
 }
 
 #[cfg(test)]

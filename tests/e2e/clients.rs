@@ -1,0 +1,149 @@
+//! What HTTP/1 clients of every kind get through the edge: `Expect: 100-continue`, HTTP/1.0,
+//! HEAD and pipelined requests on a kept-alive connection, bodies larger than the buffer, a close-delimited answer,
+//! and the compression the client prefers.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Reads from `stream` until `needle` has arrived (or 5 s pass); everything read so far.
+fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_gets_continue_before_the_body_is_sent() {
+    let app = backend("app").await;
+    let edge = Edge::start("", &one_route(app.addr));
+    let mut client = TcpStream::connect(edge.http).expect("connect");
+    client
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .expect("head");
+    let interim = read_until(&mut client, "\r\n\r\n");
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+    client.write_all(b"hello").expect("body");
+    let response = read_until(&mut client, "}");
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert_eq!(raw_body_json(&response)["body_bytes"], 5, "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_larger_than_the_buffer_stream_to_the_backend_whole() {
+    let app = backend("app").await;
+    let edge = Edge::start("", &one_route(app.addr));
+    let c = client();
+    let body = vec![b'x'; 100_000];
+    let resp = c
+        .post(edge.url("/upload"))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let json: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(json["body_bytes"], 100_000);
+
+    // The same, chunked: the client does not say how long it is.
+    let stream = futures_util::stream::iter(
+        body.chunks(7000)
+            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let resp = c
+        .post(edge.url("/upload"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let json: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(json["body_bytes"], 100_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http10_clients_and_close_delimited_answers_get_bodies_they_can_read() {
+    // The backend answers as an HTTP/1.0 server: no length, the body ends with the close.
+    let app = scripted_backend(
+        b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nhello, old world".to_vec(),
+        false,
+    );
+    let edge = Edge::start("", &one_route(app));
+    // An HTTP/1.0 client gets the body as it is, ended by the close.
+    let response = raw_request(edge.http, b"GET /old HTTP/1.0\r\n\r\n");
+    assert!(response.starts_with("HTTP/1."), "{response}");
+    assert_eq!(
+        status_of(&response.replacen("HTTP/1.0", "HTTP/1.1", 1)),
+        200
+    );
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert_eq!(body, "hello, old world", "{response}");
+    // An HTTP/1.1 client gets it chunked, on a connection that stays open.
+    let resp = client().get(edge.url("/new")).send().await.expect("get");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "hello, old world");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn head_answers_carry_no_body_and_a_pipelined_request_is_answered_after_one() {
+    let app = backend("app").await;
+    let edge = Edge::start("", &one_route(app.addr));
+    let mut client = TcpStream::connect(edge.http).expect("connect");
+    client
+        .write_all(b"HEAD /x?bytes=3000 HTTP/1.1\r\nHost: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut all = String::new();
+    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = client.read_to_string(&mut all);
+    let (head, rest) = all.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{all}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 3000"),
+        "{head}"
+    );
+    assert!(
+        rest.starts_with("HTTP/1.1 200"),
+        "no body after HEAD:\n{all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn brotli_and_zstd_are_used_when_the_client_asks_for_them() {
+    let app = backend("app").await;
+    let edge = Edge::start("", &one_route(app.addr));
+    let c = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client");
+    for coding in ["br", "zstd", "gzip"] {
+        let resp = c
+            .get(edge.url("/x?bytes=32768"))
+            .header("accept-encoding", coding)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok()),
+            Some(coding)
+        );
+        let body = resp.bytes().await.expect("body");
+        assert!(body.len() < 8000, "{coding}: {} bytes", body.len());
+    }
+}
