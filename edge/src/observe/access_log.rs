@@ -58,18 +58,17 @@ impl Entry<'_> {
         json_str(out, self.path);
         let _ = write!(
             out,
-            ",\"status\":{},\"bytes_sent\":{},\"duration_ms\":{:.3}",
-            self.status, self.bytes_sent, self.duration_ms
+            ",\"status\":{},\"bytes_sent\":{},\"duration_ms\":",
+            self.status, self.bytes_sent
         );
+        millis(out, self.duration_ms);
         for (key, value) in [("upstream", self.upstream), ("server", self.server)] {
             let _ = write!(out, ",\"{key}\":");
             json_opt(out, value);
         }
         out.extend_from_slice(b",\"upstream_duration_ms\":");
         match self.upstream_duration_ms {
-            Some(ms) => {
-                let _ = write!(out, "{ms:.3}");
-            }
+            Some(ms) => millis(out, ms),
             None => out.extend_from_slice(b"null"),
         }
         for (key, value) in [
@@ -85,6 +84,14 @@ impl Entry<'_> {
     }
 }
 
+/// Milliseconds with three decimals ("1.800"), written as integers (float formatting costs
+/// several times more).
+fn millis(out: &mut Vec<u8>, ms: f64) {
+    use std::io::Write as _;
+    let micros = (ms.max(0.0) * 1000.0).round() as u64;
+    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+}
+
 fn json_opt(out: &mut Vec<u8>, value: Option<&str>) {
     match value {
         Some(v) => json_str(out, v),
@@ -95,6 +102,13 @@ fn json_opt(out: &mut Vec<u8>, value: Option<&str>) {
 /// A JSON string with the escapes JSON requires (control characters, `"` and `\`).
 fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    let plain = |b: &u8| !matches!(b, b'"' | b'\\' | 0..=0x1f | 0x7f);
+    if s.as_bytes().iter().all(plain) {
+        // Most values (ids, methods, paths, hosts) need no escape: one copy.
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for &b in s.as_bytes() {
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
@@ -138,20 +152,30 @@ pub fn enabled() -> bool {
     matches!(LOGGER.get(), Some(Some(_)))
 }
 
-/// Appends one entry; never blocks on I/O.
+thread_local! {
+    /// The line being formatted, outside the shared buffer's lock.
+    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+}
+
+/// Appends one entry; never blocks on I/O. The line is formatted on the request's thread
+/// and only copied under the lock, so worker threads hold it for a copy.
 pub fn log(entry: &Entry<'_>) {
     let Some(Some(logger)) = LOGGER.get() else {
         return;
     };
-    let mut pending = logger.pending.lock().unwrap_or_else(|p| p.into_inner());
-    if pending.len() > MAX_PENDING {
-        logger.dropped.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    entry.write_json(&mut pending);
-    if pending.len() >= WAKE_AT {
-        logger.wake.notify_one();
-    }
+    LINE.with_borrow_mut(|line| {
+        line.clear();
+        entry.write_json(line);
+        let mut pending = logger.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() > MAX_PENDING {
+            logger.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pending.extend_from_slice(line);
+        if pending.len() >= WAKE_AT {
+            logger.wake.notify_one();
+        }
+    });
 }
 
 /// Waits (up to a second) until every line logged so far is written: before the process exits.
@@ -326,5 +350,23 @@ mod tests {
         assert_eq!(v["server"], serde_json::Value::Null);
         assert_eq!(v["upstream_duration_ms"], 0.25);
         assert_eq!(v["status"], 200);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("\"duration_ms\":1.500,"), "{text}");
+        assert!(text.contains("\"request_id\":\"abc\","), "{text}");
+    }
+
+    #[test]
+    fn durations_have_three_decimals() {
+        for (ms, text) in [
+            (0.0, "0.000"),
+            (1.8, "1.800"),
+            (0.0004, "0.000"),
+            (12.3456, "12.346"),
+            (1500.0, "1500.000"),
+        ] {
+            let mut out = Vec::new();
+            millis(&mut out, ms);
+            assert_eq!(String::from_utf8(out).expect("utf-8"), text);
+        }
     }
 }
