@@ -15,7 +15,7 @@
 #                      + a YAML parse, else a YAML parse of each manifest
 #   Prometheus         promtool check config, check rules, test rules
 #   Grafana            dashboards are JSON; every metric their queries and the alert rules
-#                      use is one the edge exports (edge/src/observe/*.rs)
+#                      use is one the edge exports (edge/src/observe/*.rs, edge/src/scrape.rs)
 #   Loki / Promtail    YAML parse
 #   edge configs       `edge check` on upstreams.toml and on every copy under infrastructure/
 #                      (the Kubernetes ConfigMap's is extracted), and each copy differs from
@@ -205,7 +205,7 @@ sys.exit(1 if errors else 0)
 EOF
     if [ -f edge/src/observe/metrics.rs ]; then
         run "dashboards and alert rules use only metrics the edge exports" "$PY" - \
-            "$(cat edge/src/observe/*.rs)" "$GRAF/dashboards/edge.json" "$PROM"/rules/*.yml << 'EOF'
+            "$(cat edge/src/observe/*.rs edge/src/scrape.rs)" "$GRAF/dashboards/edge.json" "$PROM"/rules/*.yml << 'EOF'
 import json, re, sys, yaml
 src = sys.argv[1]
 exported = set(re.findall(r'"(edge_[a-z0-9_]+)"', src))

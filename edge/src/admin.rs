@@ -2,6 +2,7 @@
 //!
 //! Loopback by default; validation refuses a public address without `admin_allow_public`.
 
+use crate::clock::{rfc3339, rfc3339_now};
 use crate::reload::{Outcome, Reloader};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
@@ -12,7 +13,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// The live status page: one self-contained file that polls `/status` for JSON.
 const STATUS_PAGE: &str = include_str!("observe/status.html");
@@ -61,7 +62,7 @@ impl ServeHttp for AdminApp {
             }
             ("/status", _) => (200, self.status(&snapshot)),
             ("/metrics", _) => {
-                let text = crate::observe::metrics::render(&snapshot, &self.reloader.stats);
+                let text = crate::scrape::render(&snapshot, &self.reloader.stats);
                 return Response::builder()
                     .status(200)
                     .header("content-type", "text/plain; version=0.0.4")
@@ -260,57 +261,5 @@ fn memory_usage() -> String {
     ) {
         (Some(rss), Some(total)) if total > 0.0 => format!("{:.1}%", rss * 100.0 / total),
         _ => "unknown".to_string(),
-    }
-}
-
-/// Now as RFC 3339 UTC with seconds ("2024-01-15T10:30:00Z").
-pub fn rfc3339_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(secs)
-}
-
-/// Now as RFC 3339 UTC with milliseconds ("2024-01-15T10:30:00.123Z"), for log lines.
-pub fn rfc3339_millis_now() -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seconds = rfc3339(now.as_secs());
-    format!(
-        "{}.{:03}Z",
-        &seconds[..seconds.len() - 1],
-        now.subsec_millis()
-    )
-}
-
-/// Seconds since the epoch as RFC 3339 UTC (Howard Hinnant's civil-from-days).
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_705_314_600), "2024-01-15T10:30:00Z");
-        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

@@ -1,11 +1,18 @@
 //! Who the client is: its IP (socket peer, or `X-Forwarded-For` from trusted proxies) and the
 //! request id that follows the request through logs and backends.
 
-use crate::snapshot::net_contains;
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
+
+/// `IpNet::contains` that also matches IPv4-mapped IPv6 clients against IPv4 networks.
+pub fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpNet::V4(n), IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_some_and(|v4| n.contains(&v4)),
+        _ => net.contains(&ip),
+    }
+}
 
 /// The client's address. When the socket peer is a trusted proxy, `X-Forwarded-For` is read
 /// from the right: the first address that is not itself a trusted proxy is the client (nginx's

@@ -11,7 +11,8 @@
 //! any answer byte is sent again on a new connection without counting; a client that left
 //! ends the request.
 
-use crate::proxy::RequestCtx;
+use crate::ctx::RequestCtx;
+use crate::observe::metrics::METRICS;
 use crate::snapshot::Route;
 use crate::upstream::pool::Pooled;
 use crate::upstream::{InflightGuard, Upstream};
@@ -114,6 +115,25 @@ impl Failed {
     }
 }
 
+/// Picks the server for the next attempt of a request (nginx's `tried` set, bounded by
+/// `next_upstream_tries`) and records the attempt. 502 when none is left.
+pub fn pick_server(ctx: &mut RequestCtx, upstream: &Upstream) -> Result<usize> {
+    if ctx.attempts.count >= upstream.max_attempts() {
+        return Error::e_explain(ErrorType::HTTPStatus(502), "next_upstream_tries exhausted");
+    }
+    let Some(index) = upstream.select(ctx.client_ip, &mut ctx.attempts) else {
+        return Error::e_explain(
+            ErrorType::HTTPStatus(502),
+            format!("no live servers in upstream {}", upstream.name),
+        );
+    };
+    if ctx.attempts.count > 0 {
+        METRICS.retry(&upstream.name);
+    }
+    ctx.attempts.mark(index);
+    Ok(index)
+}
+
 /// Sends the request to a server of the route's upstream, moving to the next server as
 /// nginx's `proxy_next_upstream error timeout` does, and relays the answer to the client.
 pub async fn forward(
@@ -132,7 +152,7 @@ pub async fn forward(
     ctx.went_upstream = true;
     let idempotent = session.req_header().method.is_idempotent();
     loop {
-        let index = crate::proxy::pick_server(ctx, upstream)?;
+        let index = pick_server(ctx, upstream)?;
         let server = &upstream.servers[index];
         let Some(addr) = server.addr else {
             upstream.report_failure(index);
@@ -260,7 +280,7 @@ async fn attempt(
         // An HTTP/1.0 client reads a body of unknown length to the close.
         session.set_keepalive(None);
     }
-    crate::proxy::response_filter(session, &mut response, ctx).map_err(Failed::upstream)?;
+    crate::respond::upstream_response(session, &mut response, ctx).map_err(Failed::upstream)?;
     session
         .write_response_header(response, no_body)
         .await

@@ -18,9 +18,10 @@
 //! itself, re-arming the head clock between requests), so dropping its guard is exactly the
 //! connection closing.
 
+use crate::client::net_contains;
 use crate::observe::connections::{self, Listener};
 use crate::proxy::EdgeProxy;
-use crate::snapshot::{net_contains, Snapshot};
+use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
@@ -116,7 +117,7 @@ impl ConnectionGate {
         match next_request_arrives(&mut stream, first_wait, None).await {
             Arrival::Request => {}
             Arrival::TimedOut => {
-                HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+                connections::HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Arrival::Closed => return,
@@ -303,9 +304,6 @@ impl HeadClock {
     }
 }
 
-/// Heads that ran out of `client_header_timeout`.
-pub static HEADER_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
-
 /// A client stream whose reads fail once a request head takes longer than the timeout.
 #[derive(Debug)]
 struct HeadDeadline {
@@ -412,7 +410,7 @@ impl AsyncRead for HeadDeadline {
         if state == IN_HEAD {
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
-                    HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+                    connections::HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "client_header_timeout: the request head did not arrive in time",

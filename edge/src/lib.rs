@@ -1,15 +1,31 @@
 //! edge: a Pingora-based gateway that replaces the AquaScene Content Engine's Nginx edge.
 //!
-//! A request goes accept ▸ route match ▸ allow ▸ upstream select ▸ proxy, reading one
-//! [`snapshot::Snapshot`] (routes, upstreams) that a reload swaps atomically. The request's
-//! path is [`proxy`]; config loading is [`config`] (file ▸ validate ▸ model) and
-//! [`snapshot`] (compile); balancing and passive health are [`upstream`]; the admin
-//! endpoints are [`admin`].
+//! A request goes accept ([`listen`]) ▸ TLS ▸ connection gate ([`gate`]) ▸ the request's
+//! path ([`proxy`]: head checks ([`request`]), route, allow, rate limit, then [`forward`]:
+//! body, server, kept-alive connection, answer, retries) ▸ log and metrics, reading one
+//! [`snapshot::Snapshot`] (routes, upstreams, zones) that a reload swaps atomically. HTTP/1
+//! runs in the edge's own loop on pingora-core's codec; HTTP/2 in Pingora's proxy pipeline.
+//!
+//! Layers, each importing only from its own layer's leaves or from below:
+//!
+//! ```text
+//! server, admin, scrape, reload      the process: wiring, the admin listener, config swaps
+//! listen, gate                       client connections: accept, TLS, limits around requests
+//! proxy, forward, ctx, request,      one request: its context, checks, answers, the phases
+//!   respond, websocket
+//! snapshot                           the compiled config, one ArcSwap
+//! route, upstream, ratelimit, tls,   runtime parts
+//!   discovery, health, compress
+//! config, observe                    file ▸ validate ▸ model; counters, access log
+//! units, clock, client, signals      leaf helpers
+//! ```
 
 pub mod admin;
 pub mod client;
+pub mod clock;
 pub mod compress;
 pub mod config;
+pub mod ctx;
 pub mod discovery;
 pub mod forward;
 pub mod gate;
@@ -22,6 +38,7 @@ pub mod reload;
 pub mod request;
 pub mod respond;
 pub mod route;
+pub mod scrape;
 pub mod server;
 pub mod signals;
 pub mod snapshot;

@@ -239,7 +239,7 @@ async fn serve(
                     return;
                 }
                 Err(_) => {
-                    crate::gate::HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+                    crate::observe::connections::HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "TLS handshake timed out");
                     return;
                 }

@@ -12,8 +12,8 @@
 //! logging: metrics ▸ access log (queued to its writer thread; 499 for a client that left)
 
 use crate::client;
-use crate::compress;
 use crate::config::DEFAULT_GZIP_LEVEL;
+use crate::ctx::RequestCtx;
 use crate::observe::access_log;
 use crate::observe::connections;
 use crate::observe::metrics::{METRICS, UNROUTED};
@@ -21,8 +21,8 @@ use crate::ratelimit::{self, Admission};
 use crate::request;
 use crate::respond;
 use crate::route::normalize_host;
-use crate::snapshot::{Route, Snapshot};
-use crate::upstream::{Attempts, InflightGuard, Upstream};
+use crate::snapshot::Snapshot;
+use crate::upstream::InflightGuard;
 use crate::websocket;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -37,7 +37,7 @@ use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::{ErrorSource, ErrorType, RetryType};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The edge's proxy logic; the config it follows is swapped underneath by reloads.
 pub struct EdgeProxy {
@@ -119,52 +119,6 @@ impl EdgeProxy {
     }
 }
 
-/// What one request carries from phase to phase.
-pub struct RequestCtx {
-    /// The config this request started with; it keeps it to the end.
-    pub snapshot: Arc<Snapshot>,
-    pub request_id: String,
-    /// The client as the limits, allow lists and ip_hash see it.
-    pub client_ip: IpAddr,
-    /// The socket peer (what X-Forwarded-For is extended with).
-    pub peer_ip: IpAddr,
-    pub tls: bool,
-    pub route: Option<Arc<Route>>,
-    /// Servers tried for this request.
-    pub attempts: Attempts,
-    /// The server in use, counted in flight while held.
-    pub server: Option<(usize, InflightGuard)>,
-    /// The request reached its upstream (a server was sought); false when the edge answered
-    /// it itself (403, 413, 429, a redirect, ...).
-    pub went_upstream: bool,
-    /// The upstream's response header has arrived: no more retries.
-    pub response_started: bool,
-    /// When the request started, and when its current upstream attempt started.
-    pub started: Instant,
-    pub upstream_started: Option<Instant>,
-    /// How long the upstream took to answer (its response header).
-    pub upstream_elapsed: Option<Duration>,
-    /// The rate-limit outcome, for the access log.
-    pub limit: Option<String>,
-    _in_flight: InFlight,
-}
-
-/// Counts a request in `edge_requests_in_flight` while it lives.
-struct InFlight;
-
-impl InFlight {
-    fn new() -> InFlight {
-        METRICS.in_flight.inc();
-        InFlight
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        METRICS.in_flight.dec();
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
@@ -175,23 +129,7 @@ impl ProxyHttp for EdgeProxy {
     }
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            snapshot: self.snapshot.load_full(),
-            request_id: String::new(),
-            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            peer_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            tls: false,
-            route: None,
-            attempts: Attempts::default(),
-            server: None,
-            went_upstream: false,
-            response_started: false,
-            started: Instant::now(),
-            upstream_started: None,
-            upstream_elapsed: None,
-            limit: None,
-            _in_flight: InFlight::new(),
-        }
+        RequestCtx::new(self.snapshot.load_full())
     }
 
     async fn early_request_filter(
@@ -253,7 +191,7 @@ impl ProxyHttp for EdgeProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
         let upstream = &route.upstream;
         ctx.went_upstream = true;
-        let index = pick_server(ctx, upstream)?;
+        let index = crate::forward::pick_server(ctx, upstream)?;
         let server = &upstream.servers[index];
         ctx.server = Some((index, InflightGuard::new(server.state.clone())));
         ctx.upstream_started = Some(Instant::now());
@@ -364,7 +302,7 @@ impl ProxyHttp for EdgeProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response_filter(session, response, ctx)
+        respond::upstream_response(session, response, ctx)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -380,46 +318,6 @@ impl ProxyHttp for EdgeProxy {
         FailToProxy {
             error_code: fail(session, e, ctx).await,
             can_reuse_downstream: false,
-        }
-    }
-}
-
-impl RequestCtx {
-    /// The headers the edge sets on a request it forwards: `X-Forwarded-For` (the client's
-    /// `prior` value with the socket peer appended), `X-Real-IP`, `X-Forwarded-Proto` and
-    /// `X-Request-Id`.
-    pub fn forwarding_headers(
-        &self,
-        prior: Option<&http::HeaderValue>,
-    ) -> [(&'static str, String); 4] {
-        let forwarded_for = match prior {
-            Some(p) => format!(
-                "{}, {}",
-                String::from_utf8_lossy(p.as_bytes()),
-                self.peer_ip
-            ),
-            None => self.peer_ip.to_string(),
-        };
-        [
-            ("x-forwarded-for", forwarded_for),
-            ("x-real-ip", self.client_ip.to_string()),
-            (
-                "x-forwarded-proto",
-                (if self.tls { "https" } else { "http" }).to_string(),
-            ),
-            ("x-request-id", self.request_id.clone()),
-        ]
-    }
-
-    /// Strict-Transport-Security for responses on TLS connections (none on plain HTTP).
-    pub fn hsts(&self) -> Vec<(&'static str, String)> {
-        match (&self.snapshot.config.tls, self.tls) {
-            (Some(tls), true) => tls
-                .hsts
-                .iter()
-                .map(|v| ("strict-transport-security", v.clone()))
-                .collect(),
-            _ => Vec::new(),
         }
     }
 }
@@ -538,47 +436,6 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> 
     Ok(false)
 }
 
-/// Picks the server for the next attempt of a request (nginx's `tried` set, bounded by
-/// `next_upstream_tries`) and records the attempt. 502 when none is left.
-pub fn pick_server(ctx: &mut RequestCtx, upstream: &Upstream) -> Result<usize> {
-    if ctx.attempts.count >= upstream.max_attempts() {
-        return Error::e_explain(ErrorType::HTTPStatus(502), "next_upstream_tries exhausted");
-    }
-    let Some(index) = upstream.select(ctx.client_ip, &mut ctx.attempts) else {
-        return Error::e_explain(
-            ErrorType::HTTPStatus(502),
-            format!("no live servers in upstream {}", upstream.name),
-        );
-    };
-    if ctx.attempts.count > 0 {
-        METRICS.retry(&upstream.name);
-    }
-    ctx.attempts.mark(index);
-    Ok(index)
-}
-
-/// What the edge adds to every upstream response: its request id, HSTS on https, and the
-/// decision whether to compress it.
-pub fn response_filter(
-    session: &mut Session,
-    response: &mut ResponseHeader,
-    ctx: &RequestCtx,
-) -> Result<()> {
-    response.insert_header("x-request-id", ctx.request_id.as_str())?;
-    for (name, value) in ctx.hsts() {
-        response.insert_header(name, value)?;
-    }
-    if !compress::wanted(&ctx.snapshot.config.gzip, response) {
-        if let Some(c) = session
-            .downstream_modules_ctx
-            .get_mut::<ResponseCompression>()
-        {
-            c.adjust_level(0);
-        }
-    }
-    Ok(())
-}
-
 /// Counts the finished request in its route's metrics and writes its access-log line.
 pub fn log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let status = if e.is_some_and(client_left) {
@@ -603,7 +460,7 @@ pub fn log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
-    let timestamp = crate::admin::rfc3339_millis_now();
+    let timestamp = crate::clock::rfc3339_millis_now();
     access_log::log(&access_log::Entry {
         timestamp: &timestamp,
         request_id: &ctx.request_id,

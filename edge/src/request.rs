@@ -3,23 +3,13 @@
 //! answered 400 and its connection closed, so nothing the client sent after it is read as
 //! another request.
 
+pub use crate::config::HeadLimits;
 use http::Version;
 use pingora::http::RequestHeader;
 use std::borrow::Cow;
 
 /// Why a request is refused: the status and a short reason for the client.
 pub type Refusal = (u16, &'static str);
-
-/// How large a request head may be (nginx's `large_client_header_buffers 4 8k`).
-#[derive(Clone, Copy, Debug)]
-pub struct HeadLimits {
-    /// Bytes of the request target; longer is 414.
-    pub uri: usize,
-    /// Bytes of the whole head; larger is 431.
-    pub head: usize,
-    /// Header fields; more is 431.
-    pub fields: usize,
-}
 
 /// A request head over `limits` is refused before anything else is done with it: 414 for the
 /// target, 431 for the header fields.

@@ -1,7 +1,10 @@
 //! Responses the edge makes itself: small JSON bodies for 404/403/413/502..., and redirects.
 
+use crate::compress;
+use crate::ctx::RequestCtx;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
@@ -54,7 +57,7 @@ pub async fn rate_limited(
     route: &crate::snapshot::Route,
     zone: &str,
     retry_after: std::time::Duration,
-    ctx: &crate::proxy::RequestCtx,
+    ctx: &RequestCtx,
 ) -> Result<()> {
     let request_id = ctx.request_id.as_str();
     let status = route.settings.limit_status;
@@ -116,4 +119,26 @@ pub async fn redirect_to_https(session: &mut Session, host: &str, request_id: &s
     header.insert_header("content-length", "0")?;
     header.insert_header("x-request-id", request_id)?;
     session.write_response_header(Box::new(header), true).await
+}
+
+/// What the edge adds to every upstream response: its request id, HSTS on https, and the
+/// decision whether to compress it.
+pub fn upstream_response(
+    session: &mut Session,
+    response: &mut ResponseHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    response.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (name, value) in ctx.hsts() {
+        response.insert_header(name, value)?;
+    }
+    if !compress::wanted(&ctx.snapshot.config.gzip, response) {
+        if let Some(c) = session
+            .downstream_modules_ctx
+            .get_mut::<ResponseCompression>()
+        {
+            c.adjust_level(0);
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! rules under a request in flight. Compiling keeps the state that must survive a reload
 //! (each server's [`ServerState`]) by taking it from the previous snapshot.
 
+use crate::client::net_contains;
 use crate::config::{Config, RouteSettings, ZoneStore};
 use crate::discovery::Target;
 use crate::observe::metrics::RouteMetrics;
@@ -33,14 +34,6 @@ impl Route {
     pub fn allows(&self, client: IpAddr) -> bool {
         let allow = &self.settings.allow;
         allow.is_empty() || allow.iter().any(|net| net_contains(net, client))
-    }
-}
-
-/// `IpNet::contains` that also matches IPv4-mapped IPv6 clients against IPv4 networks.
-pub fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
-    match (net, ip) {
-        (IpNet::V4(n), IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_some_and(|v4| n.contains(&v4)),
-        _ => net.contains(&ip),
     }
 }
 

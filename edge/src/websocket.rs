@@ -8,7 +8,7 @@
 //! upstream's answer to the client, and after a 101 copy bytes both ways until either side
 //! closes or the upstream is silent for `read_timeout`.
 
-use crate::proxy::RequestCtx;
+use crate::ctx::RequestCtx;
 use crate::snapshot::Route;
 use crate::upstream::InflightGuard;
 use bytes::{Bytes, BytesMut};

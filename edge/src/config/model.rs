@@ -119,8 +119,8 @@ pub struct EdgeSettings {
 
 impl EdgeSettings {
     /// The request head limits as the request checks use them.
-    pub fn head_limits(&self) -> crate::request::HeadLimits {
-        crate::request::HeadLimits {
+    pub fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
             uri: self.max_uri_size as usize,
             head: self.max_header_size as usize,
             fields: self.max_headers as usize,
@@ -279,4 +279,15 @@ pub struct LimitSettings {
     pub burst: u32,
     pub nodelay: bool,
     pub dry_run: bool,
+}
+
+/// How large a request head may be (nginx's `large_client_header_buffers 4 8k`).
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    /// Bytes of the request target; longer is 414.
+    pub uri: usize,
+    /// Bytes of the whole head; larger is 431.
+    pub head: usize,
+    /// Header fields; more is 431.
+    pub fields: usize,
 }

@@ -146,6 +146,9 @@ pub fn held_by(ip: IpAddr) -> u32 {
     PER_CLIENT.shard(ip).get(&ip).copied().unwrap_or(0)
 }
 
+/// Heads that ran out of `client_header_timeout`.
+pub static HEADER_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,3 +180,4 @@ mod tests {
         assert_eq!(tls_version_name("TLSv1_2"), "TLSv1.2");
     }
 }
+

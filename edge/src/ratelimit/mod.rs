@@ -224,7 +224,7 @@ impl Zone {
             }
         }
         self.local
-            .check(client, rate, burst, crate::upstream::now_ms())
+            .check(client, rate, burst, crate::clock::now_ms())
     }
 }
 

@@ -10,15 +10,10 @@ pub mod pool;
 use crate::config::{Balance, UpstreamSettings};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// Milliseconds since the process started: the clock of passive failure accounting.
-pub fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
-}
+use crate::clock::now_ms;
 
 /// State of one server that is shared by every request and kept across reloads.
 #[derive(Debug)]

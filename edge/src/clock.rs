@@ -1,0 +1,91 @@
+//! The clocks: the process's monotonic milliseconds (passive failure accounting, rate
+//! limits) and RFC 3339 UTC time for JSON and log lines. A leaf: it imports nothing of the
+//! edge.
+
+use std::sync::LazyLock;
+use std::time::{Instant, SystemTime};
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Milliseconds since the process started.
+pub fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+/// Now as RFC 3339 UTC with seconds ("2024-01-15T10:30:00Z").
+pub fn rfc3339_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+thread_local! {
+    /// The last second formatted on this thread, as (seconds, "YYYY-MM-DDTHH:MM:SS").
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Now as RFC 3339 UTC with milliseconds ("2024-01-15T10:30:00.123Z"), for log lines. The
+/// date and time of the current second are formatted once per second and thread.
+pub fn rfc3339_millis_now() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != now.as_secs() {
+            *second = now.as_secs();
+            *text = rfc3339(now.as_secs());
+            text.pop(); // the "Z"
+        }
+        let mut out = String::with_capacity(24);
+        out.push_str(text);
+        let millis = now.subsec_millis();
+        out.push('.');
+        out.push(char::from(b'0' + (millis / 100) as u8));
+        out.push(char::from(b'0' + (millis / 10 % 10) as u8));
+        out.push(char::from(b'0' + (millis % 10) as u8));
+        out.push('Z');
+        out
+    })
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (Howard Hinnant's civil-from-days).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_timestamps_have_milliseconds_and_follow_the_clock() {
+        let a = super::rfc3339_millis_now();
+        assert_eq!(a.len(), 24, "{a}");
+        assert!(a.ends_with('Z') && a.as_bytes()[19] == b'.', "{a}");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let b = super::rfc3339_millis_now();
+        assert!(b > a, "{a} then {b}");
+    }
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_705_314_600), "2024-01-15T10:30:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,118 @@
+//! One request's context: what it carries from phase to phase (its snapshot, client, route,
+//! the servers tried, timings), and what follows from it alone (forwarding headers, HSTS).
+//! The phases ([`crate::proxy`], [`crate::forward`], [`crate::respond`],
+//! [`crate::websocket`]) take it from here.
+
+use crate::observe::metrics::METRICS;
+use crate::snapshot::{Route, Snapshot};
+use crate::upstream::{Attempts, InflightGuard};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What one request carries from phase to phase.
+pub struct RequestCtx {
+    /// The config this request started with; it keeps it to the end.
+    pub snapshot: Arc<Snapshot>,
+    pub request_id: String,
+    /// The client as the limits, allow lists and ip_hash see it.
+    pub client_ip: IpAddr,
+    /// The socket peer (what X-Forwarded-For is extended with).
+    pub peer_ip: IpAddr,
+    pub tls: bool,
+    pub route: Option<Arc<Route>>,
+    /// Servers tried for this request.
+    pub attempts: Attempts,
+    /// The server in use, counted in flight while held.
+    pub server: Option<(usize, InflightGuard)>,
+    /// The request reached its upstream (a server was sought); false when the edge answered
+    /// it itself (403, 413, 429, a redirect, ...).
+    pub went_upstream: bool,
+    /// The upstream's response header has arrived: no more retries.
+    pub response_started: bool,
+    /// When the request started, and when its current upstream attempt started.
+    pub started: Instant,
+    pub upstream_started: Option<Instant>,
+    /// How long the upstream took to answer (its response header).
+    pub upstream_elapsed: Option<Duration>,
+    /// The rate-limit outcome, for the access log.
+    pub limit: Option<String>,
+    _in_flight: InFlight,
+}
+
+/// Counts a request in `edge_requests_in_flight` while it lives.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> InFlight {
+        METRICS.in_flight.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.in_flight.dec();
+    }
+}
+
+impl RequestCtx {
+    /// A request starting now on `snapshot`, counted in flight until it is dropped.
+    pub fn new(snapshot: Arc<Snapshot>) -> RequestCtx {
+        RequestCtx {
+            snapshot,
+            request_id: String::new(),
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            peer_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            tls: false,
+            route: None,
+            attempts: Attempts::default(),
+            server: None,
+            went_upstream: false,
+            response_started: false,
+            started: Instant::now(),
+            upstream_started: None,
+            upstream_elapsed: None,
+            limit: None,
+            _in_flight: InFlight::new(),
+        }
+    }
+
+    /// The headers the edge sets on a request it forwards: `X-Forwarded-For` (the client's
+    /// `prior` value with the socket peer appended), `X-Real-IP`, `X-Forwarded-Proto` and
+    /// `X-Request-Id`.
+    pub fn forwarding_headers(
+        &self,
+        prior: Option<&http::HeaderValue>,
+    ) -> [(&'static str, String); 4] {
+        let forwarded_for = match prior {
+            Some(p) => format!(
+                "{}, {}",
+                String::from_utf8_lossy(p.as_bytes()),
+                self.peer_ip
+            ),
+            None => self.peer_ip.to_string(),
+        };
+        [
+            ("x-forwarded-for", forwarded_for),
+            ("x-real-ip", self.client_ip.to_string()),
+            (
+                "x-forwarded-proto",
+                (if self.tls { "https" } else { "http" }).to_string(),
+            ),
+            ("x-request-id", self.request_id.clone()),
+        ]
+    }
+
+    /// Strict-Transport-Security for responses on TLS connections (none on plain HTTP).
+    pub fn hsts(&self) -> Vec<(&'static str, String)> {
+        match (&self.snapshot.config.tls, self.tls) {
+            (Some(tls), true) => tls
+                .hsts
+                .iter()
+                .map(|v| ("strict-transport-security", v.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
