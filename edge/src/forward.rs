@@ -93,6 +93,8 @@ struct Failed {
     stale: bool,
     /// Some of a streamed body was read from the client and sent: it cannot be sent again.
     body_spent: bool,
+    /// Some of the body went to this server: a non-idempotent request is not sent again.
+    body_sent: bool,
 }
 
 impl Failed {
@@ -102,6 +104,7 @@ impl Failed {
             client: false,
             stale: false,
             body_spent: false,
+            body_sent: false,
         }
     }
 
@@ -111,6 +114,7 @@ impl Failed {
             client: true,
             stale: false,
             body_spent: false,
+            body_sent: false,
         }
     }
 }
@@ -170,7 +174,7 @@ pub async fn forward(
         let resendable = !ctx.response_started
             && !failed.body_spent
             && !matches!(body, Body::Streaming(_))
-            && (idempotent || failed.stale);
+            && (idempotent || (failed.stale && !failed.body_sent));
         if failed.stale && resendable {
             // A kept-alive connection the server had closed says nothing about the server.
             ctx.attempts.unmark(index);
@@ -220,10 +224,13 @@ async fn attempt(
     up.read_timeout = Some(settings.read_timeout);
     up.write_timeout = Some(settings.send_timeout);
     let stale = |error: Box<Error>| Failed {
-        error: error.into_up(),
-        client: false,
         stale: reused,
-        body_spent: false,
+        ..Failed::upstream(error)
+    };
+    let after_body = |error: Box<Error>| Failed {
+        stale: reused,
+        body_sent: true,
+        ..Failed::upstream(error)
     };
 
     let request = upstream_request(session.req_header(), ctx, body).map_err(Failed::upstream)?;
@@ -231,11 +238,11 @@ async fn attempt(
     match body {
         Body::Empty => {}
         Body::Whole(bytes) => {
-            up.write_body(bytes).await.map_err(stale)?;
-            up.finish_body().await.map_err(stale)?;
+            up.write_body(bytes).await.map_err(after_body)?;
+            up.finish_body().await.map_err(after_body)?;
         }
         Body::Streaming(head) => {
-            up.write_body(head).await.map_err(stale)?;
+            up.write_body(head).await.map_err(after_body)?;
             let limit = ctx.snapshot.config.edge.client_max_body_size;
             stream_body(session, &mut up, limit).await?;
         }
@@ -243,7 +250,11 @@ async fn attempt(
 
     // The answer: informational heads are relayed (100 Continue was the edge's own).
     let mut response = loop {
-        up.read_response().await.map_err(stale)?;
+        let sent = !matches!(body, Body::Empty);
+        up.read_response().await.map_err(|e| Failed {
+            body_sent: sent,
+            ..stale(e)
+        })?;
         let head = up.resp_header().ok_or_else(|| {
             Failed::upstream(Error::explain(
                 ErrorType::InvalidHTTPHeader,

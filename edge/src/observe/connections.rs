@@ -180,4 +180,3 @@ mod tests {
         assert_eq!(tls_version_name("TLSv1_2"), "TLSv1.2");
     }
 }
-
