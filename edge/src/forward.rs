@@ -207,7 +207,13 @@ async fn attempt(
     let settings = &upstream.settings;
     ctx.server = Some((index, InflightGuard::new(server.state.clone())));
     ctx.upstream_started = Some(Instant::now());
-    let (connection, reused) = match server.state.pool.take(settings.keepalive_timeout) {
+    // A body that streams can be sent once only: it gets a new connection, never one the
+    // server may have closed while idle.
+    let pooled = match body {
+        Body::Streaming(_) => None,
+        _ => server.state.pool.take(settings.keepalive_timeout),
+    };
+    let (connection, reused) = match pooled {
         Some(pooled) => (pooled, true),
         None => (
             Pooled {
@@ -223,14 +229,15 @@ async fn attempt(
     let mut up = UpstreamSession::new(connection.stream);
     up.read_timeout = Some(settings.read_timeout);
     up.write_timeout = Some(settings.send_timeout);
+    // Only a close or a socket error on a reused connection, before any answer, is taken for
+    // a connection the server closed while idle; a timeout or a broken answer is a failure.
     let stale = |error: Box<Error>| Failed {
-        stale: reused,
+        stale: reused && closed_under_us(&error),
         ..Failed::upstream(error)
     };
     let after_body = |error: Box<Error>| Failed {
-        stale: reused,
         body_sent: true,
-        ..Failed::upstream(error)
+        ..stale(error)
     };
 
     let request = upstream_request(session.req_header(), ctx, body).map_err(Failed::upstream)?;
@@ -248,10 +255,27 @@ async fn attempt(
         }
     }
 
-    // The answer: informational heads are relayed (100 Continue was the edge's own).
+    // The answer, while watching the client: one that leaves ends the request at once (its
+    // server is not held, nor counted against, until read_timeout). Informational heads are
+    // relayed to HTTP/1.1 clients (100 Continue was the edge's own).
+    let client_http11 = session.req_header().version == http::Version::HTTP_11;
     let mut response = loop {
         let sent = !matches!(body, Body::Empty);
-        up.read_response().await.map_err(|e| Failed {
+        let read = {
+            let mut answer = std::pin::pin!(up.read_response());
+            loop {
+                tokio::select! {
+                    biased;
+                    read = &mut answer => break read,
+                    idle = session.as_downstream_mut().read_body_or_idle(true) => {
+                        if let Err(e) = idle {
+                            return Err(Failed::client(e));
+                        }
+                    }
+                }
+            }
+        };
+        read.map_err(|e| Failed {
             body_sent: sent,
             ..stale(e)
         })?;
@@ -261,8 +285,15 @@ async fn attempt(
                 "no response header",
             ))
         })?;
-        if head.status.is_informational() && head.status != 101 {
-            if head.status != 100 {
+        if head.status == 101 {
+            // Upgrades are relayed by the websocket tunnel only, on routes that allow them.
+            return Err(Failed::upstream(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "101 Switching Protocols to a request that asked for no upgrade",
+            )));
+        }
+        if head.status.is_informational() {
+            if head.status != 100 && client_http11 {
                 let info = Box::new(head.clone());
                 session
                     .write_response_header(info, false)
@@ -286,7 +317,6 @@ async fn attempt(
     let no_body = session.req_header().method == http::Method::HEAD
         || matches!(response.status.as_u16(), 204 | 304)
         || up.is_body_done();
-    let client_http11 = session.req_header().version == http::Version::HTTP_11;
     if !response_head(&mut response, no_body, client_http11) {
         // An HTTP/1.0 client reads a body of unknown length to the close.
         session.set_keepalive(None);
@@ -326,6 +356,14 @@ async fn attempt(
         );
     }
     Ok(())
+}
+
+/// Whether an error says the connection was closed or reset under the request (what a server
+/// that closed a kept-alive connection while it was idle looks like), not that it timed out
+/// or answered badly.
+fn closed_under_us(error: &Error) -> bool {
+    matches!(error.retry, pingora::RetryType::ReusedOnly)
+        || matches!(error.etype(), ErrorType::WriteError)
 }
 
 /// Relays the rest of a body larger than the buffer from the client to the upstream, counting

@@ -191,7 +191,7 @@ impl ConnectionGate {
             session.set_keepalive(if last {
                 None
             } else {
-                Some(keepalive.as_secs())
+                crate::proxy::keepalive_secs(keepalive)
             });
             // Boxed: the request's state (its sessions, the upstream exchange) is allocated
             // for the request and freed after it, so a connection waiting for its next

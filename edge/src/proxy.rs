@@ -82,10 +82,9 @@ impl EdgeProxy {
         if last {
             session.set_keepalive(None);
         } else if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(edge.keepalive_timeout.as_secs()));
+            session.set_keepalive(keepalive_secs(edge.keepalive_timeout));
         }
-        let gzip = &ctx.snapshot.config.gzip;
-        let level = if gzip.enabled { gzip.level } else { 0 };
+        let level = compression_level(&ctx.snapshot.config.gzip, session.req_header());
         if let Some(c) = session
             .downstream_modules_ctx
             .get_mut::<ResponseCompression>()
@@ -138,12 +137,12 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // Compression follows [gzip]; the module reads Accept-Encoding after this.
-        let gzip = &ctx.snapshot.config.gzip;
+        let level = compression_level(&ctx.snapshot.config.gzip, session.req_header());
         if let Some(compression) = session
             .downstream_modules_ctx
             .get_mut::<ResponseCompression>()
         {
-            compression.adjust_level(if gzip.enabled { gzip.level } else { 0 });
+            compression.adjust_level(level);
         }
         Ok(())
     }
@@ -155,7 +154,7 @@ impl ProxyHttp for EdgeProxy {
             session.set_keepalive(None);
         } else if session.get_keepalive().is_some() {
             let timeout = ctx.snapshot.config.edge.keepalive_timeout;
-            session.set_keepalive(Some(timeout.as_secs()));
+            session.set_keepalive(keepalive_secs(timeout));
         }
         admit(session, ctx).await
     }
@@ -495,7 +494,11 @@ pub fn log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
 /// client is gone; the status, or 0 for none.
 pub async fn fail(session: &mut Session, e: &Error, ctx: &RequestCtx) -> u16 {
     let status = error_status(e);
-    if status > 0 && session.response_written().is_none() {
+    // An informational head (103) may have gone out: the final answer is still owed.
+    let answered = session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational());
+    if status > 0 && !answered {
         let message = match status {
             502 => "the upstream server could not be reached or failed",
             504 => "the upstream server did not answer in time",
@@ -510,6 +513,30 @@ pub async fn fail(session: &mut Session, e: &Error, ctx: &RequestCtx) -> u16 {
         }
     }
     status
+}
+
+/// Pingora's keep-alive setting for `keepalive_timeout`: whole seconds, at least one; zero
+/// turns keep-alive off, as nginx's `keepalive_timeout 0` (Pingora reads 0 as no limit).
+pub fn keepalive_secs(timeout: std::time::Duration) -> Option<u64> {
+    if timeout.is_zero() {
+        None
+    } else {
+        Some(timeout.as_secs().max(1))
+    }
+}
+
+/// The compression level for a request: `[gzip] level` when enabled, none for HTTP/1.0
+/// clients (compressed bodies have no length, and HTTP/1.0 has no chunked coding: nginx's
+/// `gzip_http_version 1.1`).
+fn compression_level(
+    gzip: &crate::config::GzipSettings,
+    req: &pingora::http::RequestHeader,
+) -> u32 {
+    if gzip.enabled && req.version >= http::Version::HTTP_11 {
+        gzip.level
+    } else {
+        0
+    }
 }
 
 /// The status logged for a request whose client closed its connection before the whole

@@ -147,3 +147,44 @@ async fn brotli_and_zstd_are_used_when_the_client_asks_for_them() {
         assert!(body.len() < 8000, "{coding}: {} bytes", body.len());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http10_clients_get_no_compressed_body_they_cannot_frame() {
+    let app = backend("app").await;
+    let edge = Edge::start("", &one_route(app.addr));
+    let response = raw_request(
+        edge.http,
+        b"GET /x?bytes=32768 HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n",
+    );
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    let head = head.to_ascii_lowercase();
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert_eq!(body.len(), 32768, "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_hint_then_a_dead_server_still_ends_in_a_final_answer() {
+    let app = scripted_backend(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_vec(),
+        false,
+    );
+    let edge = Edge::start("", &one_route(app));
+    let response = raw_request(edge.http, b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 103"), "{response}");
+    assert!(response.contains("\r\n\r\nHTTP/1.1 502"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_101_to_a_request_that_asked_for_no_upgrade_is_a_502() {
+    let app = scripted_backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            .to_vec(),
+        true,
+    );
+    let edge = Edge::start("", &one_route(app));
+    let started = std::time::Instant::now();
+    let response = raw_request(edge.http, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(status_of(&response), 502, "{response}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

@@ -281,3 +281,102 @@ upstream = "app"
         .sum();
     assert_eq!(counted as usize, closed, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_hangs_up_while_its_server_works_frees_the_server_at_once() {
+    let app = backend("app").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let edge = Edge::start(
+        &format!("access_log = \"{}\"", log.display()),
+        &format!(
+            r#"
+[upstreams.app]
+balance = "least_conn"
+servers = [{{ addr = "{}" }}]
+[[routes]]
+path = "/"
+upstream = "app"
+"#,
+            app.addr
+        ),
+    );
+    let http = edge.http;
+    let client = std::thread::spawn(move || {
+        hang_up(
+            http,
+            b"GET /slow?sleep_ms=5000 HTTP/1.1\r\nHost: a\r\n\r\n",
+            1,
+            Duration::from_millis(300),
+        )
+    });
+    client.join().expect("client");
+    let hung_up = Instant::now();
+    loop {
+        let status = admin_json(&edge, "/status").await;
+        if status["upstreams"]["app"]["servers"][0]["inflight"] == 0 {
+            break;
+        }
+        assert!(
+            hung_up.elapsed() < Duration::from_millis(1500),
+            "the server is still held for a client that left: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("\"status\":499") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no 499 line: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_timeout_on_a_kept_alive_connection_is_a_504_not_a_silent_retry() {
+    let app = backend("app").await;
+    let edge = Edge::start(
+        "",
+        &format!(
+            r#"
+[upstreams.app]
+read_timeout = "500ms"
+servers = [{{ addr = "{}" }}]
+[[routes]]
+path = "/"
+upstream = "app"
+"#,
+            app.addr
+        ),
+    );
+    // Fill the pool with kept-alive connections.
+    let c = reqwest::Client::new();
+    let url = edge.url("/warm");
+    let warm: Vec<_> = (0..8).map(|_| get_json(&c, &url, &[])).collect();
+    for r in futures_util::future::join_all(warm).await {
+        assert_eq!(r.0, 200);
+    }
+    let attempts = async || {
+        admin_json(&edge, "/status").await["upstreams"]["app"]["servers"][0]["requests"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = attempts().await;
+    let started = Instant::now();
+    let (status, body) = get_json(&client(), &edge.url("/slow?sleep_ms=3000"), &[]).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        attempts().await - before,
+        1,
+        "the slow request was sent once"
+    );
+}
