@@ -304,20 +304,24 @@ fn bench_request_loop(c: &mut Criterion) {
     )));
     let edge = edge::proxy::EdgeProxy::new(snapshot.clone());
     let request = b"GET /api/items/42 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
-    let (mut client, edge_client) = runtime.block_on(async {
-        let server = &snapshot.load().upstreams["app"].servers[0];
-        let (edge_side, backend_side) = tokio::io::duplex(64 * 1024);
-        fake_backend(backend_side);
-        server.state.pool.put(
-            edge::upstream::pool::Pooled {
-                stream: Box::new(edge_side),
-                served: 0,
-            },
-            32,
-            0,
-        );
-        tokio::io::duplex(64 * 1024)
-    });
+    // A pooled upstream connection to an in-memory backend, and a new one whenever the pool
+    // is empty (keepalive_requests retires a connection after 1,000 requests).
+    let refill = || {
+        let pool = &snapshot.load().upstreams["app"].servers[0].state.pool;
+        if pool.is_empty() {
+            let (edge_side, backend_side) = tokio::io::duplex(64 * 1024);
+            fake_backend(backend_side);
+            pool.put(
+                edge::upstream::pool::Pooled {
+                    stream: Box::new(edge_side),
+                    served: 0,
+                },
+                32,
+                0,
+            );
+        }
+    };
+    let (mut client, edge_client) = runtime.block_on(async { tokio::io::duplex(64 * 1024) });
     let mut stream: Option<pingora::protocols::Stream> = Some(Box::new(edge_client));
     let mut answer = vec![0u8; 4096];
     c.bench_function("request_loop_small_get", |b| {
@@ -325,6 +329,7 @@ fn bench_request_loop(c: &mut Criterion) {
             runtime.block_on(async {
                 let started = std::time::Instant::now();
                 for _ in 0..iterations {
+                    refill();
                     let session = edge.session(stream.take().expect("connection"));
                     let talk = async {
                         client.write_all(request).await.expect("write");

@@ -188,3 +188,20 @@ async fn a_101_to_a_request_that_asked_for_no_upgrade_is_a_502() {
     assert_eq!(status_of(&response), 502, "{response}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keepalive_timeout_zero_turns_client_keep_alive_off() {
+    let app = backend("app").await;
+    let edge = Edge::start("keepalive_timeout = \"0s\"", &one_route(app.addr));
+    let started = std::time::Instant::now();
+    let response = raw_request(edge.http, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("connection: close"),
+        "{response}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the edge closed it"
+    );
+}
