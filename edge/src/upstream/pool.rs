@@ -88,11 +88,6 @@ impl Pool {
         self.len() == 0
     }
 
-    /// Closes every idle connection.
-    pub fn clear(&self) {
-        self.lock().clear();
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
