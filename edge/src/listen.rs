@@ -189,6 +189,15 @@ async fn accept_loop(
                 // Pingora's pick of a worker thread (one at random when each has a runtime of
                 // its own), as its own listeners do.
                 let live = Live::new();
+                // The socket moves to the worker's own reactor, so its readiness wakes that
+                // worker directly (a socket stays registered where it was first used).
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "cannot hand the connection over");
+                        continue;
+                    }
+                };
                 pingora_runtime::current_handle().spawn(serve(
                     live,
                     tcp,
@@ -213,7 +222,7 @@ async fn accept_loop(
 /// One client connection: the TLS handshake if any, then the gate for its whole life.
 async fn serve(
     _live: Live,
-    tcp: TcpStream,
+    tcp: std::net::TcpStream,
     peer: SocketAddr,
     tls: Option<Arc<Acceptor>>,
     gate: Arc<ConnectionGate>,
@@ -222,6 +231,13 @@ async fn serve(
     // One clock from accept: the handshake and the first request head share
     // client_header_timeout.
     let deadline = tokio::time::Instant::now() + gate.header_timeout();
+    let tcp = match TcpStream::from_std(tcp) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "cannot register the connection");
+            return;
+        }
+    };
     let _ = tcp.set_nodelay(true);
     let mut stream = L4Stream::from(tcp);
     let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());

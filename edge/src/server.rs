@@ -50,6 +50,10 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     crate::observe::access_log::start(&edge.access_log)?;
     let mut conf = ServerConf {
         threads: edge.threads,
+        // One single-threaded runtime per worker thread, as nginx has one event loop per
+        // worker: a connection's task, its timers and its sockets stay on one thread, so a
+        // wake-up never crosses threads.
+        work_stealing: false,
         pid_file: options.runtime_dir.join("edge.pid").display().to_string(),
         upgrade_sock: options
             .runtime_dir

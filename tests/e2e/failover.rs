@@ -244,7 +244,10 @@ upstream = "app"
         .as_array()
         .expect("servers")
     {
-        assert_eq!(server["state"], "up", "{status}");
+        // "up", or "up (unprobed)" for a server whose every request was cut off by its
+        // client: a hang-up is no verdict either way.
+        let state = server["state"].as_str().expect("state");
+        assert!(state.starts_with("up"), "{status}");
         assert_eq!(server["fails"], 0, "{status}");
         assert_eq!(server["failures"], 0, "{status}");
         assert_eq!(server["inflight"], 0, "{status}");

@@ -1,8 +1,12 @@
 //! Kept-alive upstream connections, owned by the edge: a stack of idle connections per
-//! server (the most recently used is taken first, as nginx's keepalive cache does), at most
-//! the upstream's `keepalive` of them, each retired after `keepalive_requests` requests or
+//! server and worker thread (the most recently used is taken first, as nginx's per-worker
+//! keepalive cache does), at most the upstream's `keepalive` of them on each thread, each retired after `keepalive_requests` requests or
 //! `keepalive_timeout` idle. A connection the server closed while it sat idle is noticed
 //! when it is taken (its socket has become readable) and dropped, without a request lost.
+//!
+//! A connection is only taken again on the thread that opened it: its socket is registered
+//! with that worker's reactor, and a connection used from another worker's task would have
+//! every wake-up cross threads.
 //!
 //! The pool lives in the server's [`super::ServerState`], so it survives reloads that keep
 //! the server, and goes with the server when a reload removes it.
@@ -13,6 +17,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+use thread_local::ThreadLocal;
 
 /// One idle connection.
 struct Idle {
@@ -29,10 +34,10 @@ pub struct Pooled {
     pub served: u32,
 }
 
-/// The idle connections of one server.
+/// The idle connections of one server, a stack per worker thread.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<Vec<Idle>>,
+    idle: ThreadLocal<Mutex<Vec<Idle>>>,
 }
 
 impl fmt::Debug for Pool {
@@ -79,17 +84,24 @@ impl Pool {
         });
     }
 
-    /// Idle connections held now.
+    /// Idle connections held now, on every thread.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.idle
+            .iter()
+            .map(|idle| idle.lock().map_or_else(|p| p.into_inner().len(), |v| v.len()))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// This thread's stack (uncontended: only this thread takes and puts; `len` reads).
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        self.idle
+            .get_or_default()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -145,6 +157,21 @@ mod tests {
             2
         );
         assert!(pool.take(Duration::from_secs(60)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_taken_only_on_the_thread_that_put_it() {
+        let pool = std::sync::Arc::new(Pool::default());
+        let (stream, _server) = pair().await;
+        pool.put(pooled(stream, 1), 8, 0);
+        let other = pool.clone();
+        let taken_elsewhere =
+            std::thread::spawn(move || other.take(Duration::from_secs(60)).is_some())
+                .join()
+                .expect("thread");
+        assert!(!taken_elsewhere, "another worker must open its own");
+        assert_eq!(pool.len(), 1, "len counts every thread's stack");
+        assert_eq!(pool.take(Duration::from_secs(60)).expect("here").served, 1);
     }
 
     #[tokio::test]
