@@ -6,6 +6,8 @@
 use crate::observe::metrics::METRICS;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::{Attempts, InflightGuard};
+use http::HeaderValue;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,27 +82,32 @@ impl RequestCtx {
 
     /// The headers the edge sets on a request it forwards: `X-Forwarded-For` (the client's
     /// `prior` value with the socket peer appended), `X-Real-IP`, `X-Forwarded-Proto` and
-    /// `X-Request-Id`.
+    /// `X-Request-Id`. Built as header values directly: this runs for every request.
     pub fn forwarding_headers(
         &self,
-        prior: Option<&http::HeaderValue>,
-    ) -> [(&'static str, String); 4] {
+        prior: Option<&HeaderValue>,
+    ) -> [(&'static str, HeaderValue); 4] {
+        let mut peer = IpText::default();
+        let peer = peer.format(self.peer_ip);
         let forwarded_for = match prior {
-            Some(p) => format!(
-                "{}, {}",
-                String::from_utf8_lossy(p.as_bytes()),
-                self.peer_ip
-            ),
-            None => self.peer_ip.to_string(),
+            Some(p) => {
+                let mut v = Vec::with_capacity(p.len() + 2 + peer.len());
+                v.extend_from_slice(p.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(peer);
+                header_value(&v)
+            }
+            None => header_value(peer),
         };
+        let mut client = IpText::default();
         [
             ("x-forwarded-for", forwarded_for),
-            ("x-real-ip", self.client_ip.to_string()),
+            ("x-real-ip", header_value(client.format(self.client_ip))),
             (
                 "x-forwarded-proto",
-                (if self.tls { "https" } else { "http" }).to_string(),
+                HeaderValue::from_static(if self.tls { "https" } else { "http" }),
             ),
-            ("x-request-id", self.request_id.clone()),
+            ("x-request-id", header_value(self.request_id.as_bytes())),
         ]
     }
 
@@ -113,6 +120,80 @@ impl RequestCtx {
                 .map(|v| ("strict-transport-security", v.clone()))
                 .collect(),
             _ => Vec::new(),
+        }
+    }
+}
+
+/// A header value from bytes that came from a valid header value or that the edge wrote (an
+/// address, a request id); anything else would be a bug, and is sent as empty.
+fn header_value(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// An address as text, on the stack (the longest IPv6 form is 45 bytes).
+struct IpText {
+    buf: [u8; 48],
+}
+
+impl Default for IpText {
+    fn default() -> IpText {
+        IpText { buf: [0; 48] }
+    }
+}
+
+impl IpText {
+    fn format(&mut self, ip: IpAddr) -> &[u8] {
+        let len = match ip {
+            IpAddr::V4(v4) => {
+                // Four decimal octets without the formatting machinery.
+                let mut n = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.buf[n] = b'.';
+                        n += 1;
+                    }
+                    if octet >= 100 {
+                        self.buf[n] = b'0' + octet / 100;
+                        n += 1;
+                    }
+                    if octet >= 10 {
+                        self.buf[n] = b'0' + octet / 10 % 10;
+                        n += 1;
+                    }
+                    self.buf[n] = b'0' + octet % 10;
+                    n += 1;
+                }
+                n
+            }
+            IpAddr::V6(v6) => {
+                let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
+                let _ = write!(cursor, "{v6}");
+                cursor.position() as usize
+            }
+        };
+        &self.buf[..len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "192.168.100.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ] {
+            let ip: IpAddr = ip.parse().expect("address");
+            let mut text = IpText::default();
+            assert_eq!(text.format(ip), ip.to_string().as_bytes());
         }
     }
 }

@@ -88,7 +88,10 @@ impl Pool {
     pub fn len(&self) -> usize {
         self.idle
             .iter()
-            .map(|idle| idle.lock().map_or_else(|p| p.into_inner().len(), |v| v.len()))
+            .map(|idle| {
+                idle.lock()
+                    .map_or_else(|p| p.into_inner().len(), |v| v.len())
+            })
             .sum()
     }
 
