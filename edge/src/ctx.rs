@@ -38,7 +38,7 @@ pub struct RequestCtx {
     /// How long the upstream took to answer (its response header).
     pub upstream_elapsed: Option<Duration>,
     /// The rate-limit outcome, for the access log.
-    pub limit: Option<String>,
+    pub limit: Option<std::borrow::Cow<'static, str>>,
     _in_flight: InFlight,
 }
 

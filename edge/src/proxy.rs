@@ -396,9 +396,9 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> 
     let admission = ratelimit::admit(&route.limits, ctx.client_ip).await;
     if !route.limits.is_empty() {
         ctx.limit = Some(match &admission {
-            Admission::Pass { delay } if !delay.is_zero() => "delayed".to_string(),
-            Admission::Pass { .. } => "passed".to_string(),
-            Admission::Reject { zone, .. } => format!("rejected:{zone}"),
+            Admission::Pass { delay } if !delay.is_zero() => "delayed".into(),
+            Admission::Pass { .. } => "passed".into(),
+            Admission::Reject { zone, .. } => format!("rejected:{zone}").into(),
         });
     }
     match admission {
