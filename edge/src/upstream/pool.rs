@@ -1,7 +1,7 @@
 //! Kept-alive upstream connections, owned by the edge: a stack of idle connections per
 //! server and worker thread (the most recently used is taken first, as nginx's per-worker
-//! keepalive cache does), at most the upstream's `keepalive` of them on each thread, each retired after `keepalive_requests` requests or
-//! `keepalive_timeout` idle. A connection the server closed while it sat idle is noticed
+//! keepalive cache does), at most the upstream's `keepalive` of them on each thread, each
+//! retired after `keepalive_requests` requests or `keepalive_timeout` idle. A connection the server closed while it sat idle is noticed
 //! when it is taken (its socket has become readable) and dropped, without a request lost.
 //!
 //! A connection is only taken again on the thread that opened it: its socket is registered
@@ -49,11 +49,12 @@ impl fmt::Debug for Pool {
 impl Pool {
     /// The newest idle connection younger than `idle_timeout` that the server has not closed.
     pub fn take(&self, idle_timeout: Duration) -> Option<Pooled> {
+        let stack = self.here();
         loop {
-            let idle = self.lock().pop()?;
+            let idle = lock(stack).pop()?;
             if idle.since.elapsed() >= idle_timeout {
                 // Everything below it is older still.
-                self.lock().clear();
+                lock(stack).clear();
                 return None;
             }
             let mut stream = idle.stream;
@@ -72,7 +73,7 @@ impl Pool {
         if capacity == 0 || (max_requests > 0 && connection.served >= max_requests) {
             return;
         }
-        let mut idle = self.lock();
+        let mut idle = lock(self.here());
         if idle.len() >= capacity {
             // The oldest goes: it is the likeliest to be closed by the server.
             idle.remove(0);
@@ -86,13 +87,7 @@ impl Pool {
 
     /// Idle connections held now, on every thread.
     pub fn len(&self) -> usize {
-        self.idle
-            .iter()
-            .map(|idle| {
-                idle.lock()
-                    .map_or_else(|p| p.into_inner().len(), |v| v.len())
-            })
-            .sum()
+        self.idle.iter().map(|stack| lock(stack).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,12 +95,15 @@ impl Pool {
     }
 
     /// This thread's stack (uncontended: only this thread takes and puts; `len` reads).
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle
-            .get_or_default()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    fn here(&self) -> &Mutex<Vec<Idle>> {
+        self.idle.get_or_default()
     }
+}
+
+/// A stack's lock; a panic while it was held leaves nothing half-done in a `Vec` of idle
+/// connections, so a poisoned lock is used as it is.
+fn lock(stack: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    stack.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether an idle connection can carry a request: nothing has arrived on it since it went
