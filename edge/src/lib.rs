@@ -9,6 +9,7 @@
 //! Layers, each importing only from its own layer's leaves or from below:
 //!
 //! ```text
+//! nginx                              `edge import-nginx`: a tool beside the process
 //! server, admin, scrape, reload      the process: wiring, the admin listener, config swaps
 //! listen, gate                       client connections: accept, TLS, limits around requests
 //! proxy, forward, ctx, request,      one request: its context, checks, answers, the phases
@@ -31,6 +32,7 @@ pub mod forward;
 pub mod gate;
 pub mod health;
 pub mod listen;
+pub mod nginx;
 pub mod observe;
 pub mod proxy;
 pub mod ratelimit;

@@ -41,6 +41,21 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9180")]
         admin: String,
     },
+    /// Translate an nginx configuration (and what it includes) into an upstreams.toml, and
+    /// report every directive not carried as written, with file:line:col and why. Exits 0 when
+    /// nothing needs a person's decision, 1 when something does, 2 when nginx's files cannot
+    /// be read or parsed.
+    ImportNginx {
+        /// The main nginx file (nginx.conf).
+        nginx_conf: PathBuf,
+        /// Where to write upstreams.toml; standard output without it.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// nginx's own directory: an absolute path under it that does not exist here is looked
+        /// up beside NGINX_CONF, so a copy of a server's /etc/nginx imports anywhere.
+        #[arg(long, default_value = edge::nginx::DEFAULT_NGINX_ROOT)]
+        nginx_root: PathBuf,
+    },
     /// Validate a config file and print every error with file:line:col; exit 1 if any.
     Check {
         /// The config file to check.
@@ -62,6 +77,11 @@ fn main() -> ExitCode {
         Command::Check { file } => check(&file),
         Command::Healthcheck { admin } => healthcheck(&admin),
         Command::Diff { old, new } => diff(&old, &new),
+        Command::ImportNginx {
+            nginx_conf,
+            output,
+            nginx_root,
+        } => import_nginx(&nginx_conf, output.as_deref(), &nginx_root),
         Command::Run {
             config,
             runtime_dir,
@@ -118,6 +138,55 @@ fn check(file: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => report_errors(&errors),
+    }
+}
+
+fn import_nginx(
+    nginx_conf: &std::path::Path,
+    output: Option<&std::path::Path>,
+    nginx_root: &std::path::Path,
+) -> ExitCode {
+    let imported = match edge::nginx::import(nginx_conf, nginx_root) {
+        Ok(imported) => imported,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let name = output.map_or("<imported upstreams.toml>".to_string(), |p| {
+        p.display().to_string()
+    });
+    let valid = config::validate(&name, &imported.toml);
+    match output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &imported.toml) {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+        None => print!("{}", imported.toml),
+    }
+    let decide = imported.notes.iter().filter(|n| n.decide).count();
+    eprintln!(
+        "{} directive{} not carried as written; {decide} need{} a decision (marked !):",
+        imported.notes.len(),
+        if imported.notes.len() == 1 { "" } else { "s" },
+        if decide == 1 { "s" } else { "" }
+    );
+    for note in &imported.notes {
+        eprintln!("{note}");
+    }
+    if let Err(errors) = &valid {
+        for e in &errors.errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("the imported file does not pass `edge check`: fix the errors above");
+        return ExitCode::FAILURE;
+    }
+    if imported.needs_decision() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -11,6 +11,7 @@ mod failover;
 mod headers;
 mod health;
 mod hostile;
+mod import_nginx;
 mod limits;
 mod observe;
 mod pools;

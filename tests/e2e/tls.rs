@@ -62,7 +62,7 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
-fn connector(alpn: &[&[u8]]) -> TlsConnector {
+pub(crate) fn connector(alpn: &[&[u8]]) -> TlsConnector {
     connector_for(alpn, &[&rustls::version::TLS12, &rustls::version::TLS13])
 }
 
@@ -81,7 +81,11 @@ fn connector_for(
     TlsConnector::from(Arc::new(config))
 }
 
-async fn connect(tls: &TlsConnector, addr: SocketAddr, sni: &str) -> TlsStream<TcpStream> {
+pub(crate) async fn connect(
+    tls: &TlsConnector,
+    addr: SocketAddr,
+    sni: &str,
+) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.expect("tcp");
     tls.connect(ServerName::try_from(sni.to_string()).expect("name"), tcp)
         .await
@@ -133,7 +137,7 @@ async fn h2_get(sender: &mut H2Sender, path: &str) -> http::Response<hyper::body
 }
 
 /// One HTTP/1.1 request on an open stream: (status line, lowercase head, body).
-async fn http1<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+pub(crate) async fn http1<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     stream: &mut S,
     path: &str,
     extra: &str,

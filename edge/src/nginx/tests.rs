@@ -1,0 +1,324 @@
+//! The import against the nginx edge being replaced, and directive by directive.
+
+use super::*;
+use crate::config::{self, Balance, Config};
+use std::time::Duration;
+
+const REFERENCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/nginx/nginx.conf"
+);
+
+fn reference() -> Imported {
+    import(Path::new(REFERENCE), Path::new(DEFAULT_NGINX_ROOT)).expect("the reference parses")
+}
+
+fn valid(imported: &Imported) -> Config {
+    match config::validate("imported.toml", &imported.toml) {
+        Ok(v) => v.config,
+        Err(e) => panic!("{e:?}\n{}", imported.toml),
+    }
+}
+
+fn imported(text: &str) -> Imported {
+    import_str("test.conf", text, Path::new("/nonexistent")).expect("parses")
+}
+
+fn note_for<'a>(imported: &'a Imported, directive: &str) -> &'a Note {
+    imported
+        .notes
+        .iter()
+        .find(|n| n.directive.starts_with(directive))
+        .unwrap_or_else(|| panic!("no note for `{directive}` in {:#?}", imported.notes))
+}
+
+#[test]
+fn the_reference_nginx_edge_imports_as_the_hand_translation_routes_and_limits() {
+    let imported = reference();
+    let ours = valid(&imported);
+    let hand = config::validate("upstreams.toml", include_str!("../../../upstreams.toml"))
+        .expect("the repository's upstreams.toml")
+        .config;
+    // Zones: same rates and sizes.
+    assert_eq!(ours.zones, hand.zones);
+    // Upstreams: same servers, balancing, keepalive and timeouts (the hand translation adds
+    // active health probes, which nginx has not).
+    assert_eq!(
+        ours.upstreams.keys().collect::<Vec<_>>(),
+        hand.upstreams.keys().collect::<Vec<_>>()
+    );
+    for (name, hand_up) in &hand.upstreams {
+        let up = &ours.upstreams[name];
+        assert_eq!(up.balance, hand_up.balance, "{name}");
+        assert_eq!(up.servers, hand_up.servers, "{name}");
+        assert_eq!(up.keepalive, hand_up.keepalive, "{name}");
+        assert_eq!(up.keepalive_requests, hand_up.keepalive_requests, "{name}");
+        assert_eq!(up.keepalive_timeout, hand_up.keepalive_timeout, "{name}");
+        assert_eq!(up.read_timeout, hand_up.read_timeout, "{name}");
+        assert_eq!(up.send_timeout, hand_up.send_timeout, "{name}");
+        assert_eq!(up.connect_timeout, hand_up.connect_timeout, "{name}");
+    }
+    assert_eq!(ours.upstreams["ai_processor"].balance, Balance::IpHash);
+    assert_eq!(
+        ours.upstreams["ai_processor"].read_timeout,
+        Duration::from_secs(300)
+    );
+    // Routes: the same paths to the same upstreams with the same zones and allow lists.
+    let key = |c: &Config| {
+        let mut routes: Vec<_> = c
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.path.clone(),
+                    r.upstream.clone(),
+                    r.limits.clone(),
+                    r.allow.clone(),
+                    r.websocket,
+                )
+            })
+            .collect();
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
+        routes
+    };
+    assert_eq!(key(&ours), key(&hand));
+    // nginx answers limit_req with 503 where the file does not say otherwise.
+    let grafana = ours
+        .routes
+        .iter()
+        .find(|r| r.path == "/grafana/")
+        .expect("grafana");
+    assert_eq!(grafana.limit_status, 503);
+    // The edge settings nginx set.
+    assert_eq!(ours.edge.keepalive_timeout, Duration::from_secs(65));
+    assert_eq!(ours.edge.keepalive_requests, 100);
+    assert!(ours.edge.redirect_http_to_https);
+    assert_eq!(ours.edge.http_listen, hand.edge.http_listen);
+    assert_eq!(ours.edge.https_listen, hand.edge.https_listen);
+    let tls = ours.tls.as_ref().expect("tls");
+    assert_eq!(tls.hsts, hand.tls.as_ref().expect("tls").hsts);
+    assert_eq!(
+        tls.ciphers,
+        ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"]
+    );
+    assert!(ours.gzip.enabled);
+    assert_eq!((ours.gzip.min_length, ours.gzip.level), (1024, 6));
+    assert_eq!(ours.gzip.types[0], "text/html");
+    assert_eq!(&ours.gzip.types[1..], &hand.gzip.types[..]);
+}
+
+#[test]
+fn the_reference_report_explains_every_directive_not_carried_with_its_place() {
+    let imported = reference();
+    let expect = [
+        ("worker_rlimit_nofile", Kind::Differs),
+        ("worker_connections", Kind::Differs),
+        ("use epoll", Kind::ByDefault),
+        ("multi_accept", Kind::ByDefault),
+        ("worker_aio_requests", Kind::ByDefault),
+        ("sendfile", Kind::ByDefault),
+        ("tcp_nopush", Kind::ByDefault),
+        ("tcp_nodelay", Kind::ByDefault),
+        ("gzip_vary", Kind::ByDefault),
+        ("map $http_upgrade", Kind::ByDefault),
+        ("ssl_ciphers", Kind::Differs),
+        ("ssl_prefer_server_ciphers", Kind::ByDefault),
+        ("ssl_session_cache", Kind::Differs),
+        ("ssl_session_timeout", Kind::Differs),
+        ("ssl_stapling on", Kind::NoEquivalent),
+        ("ssl_stapling_verify", Kind::NoEquivalent),
+        ("proxy_http_version", Kind::ByDefault),
+        ("proxy_set_header Host $host", Kind::ByDefault),
+        ("proxy_set_header X-Real-IP", Kind::ByDefault),
+        ("proxy_set_header X-Forwarded-For", Kind::ByDefault),
+        ("proxy_set_header X-Forwarded-Proto", Kind::ByDefault),
+        ("proxy_set_header Connection", Kind::ByDefault),
+        ("proxy_next_upstream error timeout", Kind::ByDefault),
+        ("location = /health", Kind::Differs),
+    ];
+    // /health, from the plain-HTTP server, also answers over HTTPS in the edge.
+    assert!(imported
+        .notes
+        .iter()
+        .any(|n| n.directive == "location = /health" && n.why.contains("over HTTPS too")));
+    for (directive, kind) in expect {
+        let note = note_for(&imported, directive);
+        assert_eq!(note.kind, kind, "{note}");
+        assert!(note.at.line > 0 && note.at.column > 0, "{note}");
+    }
+    // Places are the file the directive is in, and its line.
+    let stapling = note_for(&imported, "ssl_stapling on");
+    assert!(
+        stapling
+            .at
+            .file
+            .ends_with("sites-enabled/content-engine.conf"),
+        "{stapling}"
+    );
+    assert_eq!(stapling.at.line, 23);
+    let sendfile = note_for(&imported, "sendfile");
+    assert!(sendfile.at.file.ends_with("nginx.conf"));
+    assert_eq!(sendfile.at.line, 15);
+    // Stapling and the certificate files (not in the fixture) need a person.
+    assert!(imported.needs_decision());
+    // Every section names where it came from.
+    assert!(
+        imported
+            .toml
+            .contains("[upstreams.content_manager]  # nginx "),
+        "{}",
+        imported.toml
+    );
+    assert!(imported.toml.contains("upstream.conf:1"));
+    assert!(imported.toml.contains("[zones.api]  # nginx "));
+}
+
+#[test]
+fn an_upstream_with_every_server_parameter() {
+    let imported = imported(
+        "http {\n upstream app {\n  least_conn;\n  server a.internal:8080 weight=3 max_fails=5 fail_timeout=20s;\n  server 10.0.0.2 down;\n  server b.internal:8080 backup;\n  server c.internal:8080 max_conns=10;\n  server d.internal resolve;\n  keepalive 12;\n  keepalive_requests 50;\n  keepalive_timeout 1m30s;\n  zone app 64k;\n }\n server { listen 8080; location / { proxy_pass http://app; } }\n}\n",
+    );
+    let config = valid(&imported);
+    let app = &config.upstreams["app"];
+    assert_eq!(app.balance, Balance::LeastConn);
+    assert_eq!((app.keepalive, app.keepalive_requests), (12, 50));
+    assert_eq!(app.keepalive_timeout, Duration::from_secs(90));
+    let servers: Vec<(&str, u32, u32, Duration)> = app
+        .servers
+        .iter()
+        .map(|s| (s.addr.as_str(), s.weight, s.max_fails, s.fail_timeout))
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("a.internal:8080", 3, 5, Duration::from_secs(20)),
+            ("c.internal:8080", 1, 1, Duration::from_secs(10)),
+            ("d.internal:80", 1, 1, Duration::from_secs(10)),
+        ]
+    );
+    assert_eq!(
+        note_for(&imported, "server 10.0.0.2 down").kind,
+        Kind::ByDefault
+    );
+    let backup = note_for(&imported, "server b.internal:8080 backup");
+    assert!(
+        backup.decide && backup.kind == Kind::NoEquivalent,
+        "{backup}"
+    );
+    let conns = note_for(&imported, "server c.internal:8080 max_conns=10");
+    assert!(conns.decide && conns.why.contains("max_conns"), "{conns}");
+    assert_eq!(note_for(&imported, "zone app").kind, Kind::ByDefault);
+}
+
+#[test]
+fn a_regex_location_is_reported_not_dropped_silently() {
+    let imported = imported(
+        "http {\n upstream app { server a:1; }\n server {\n  listen 8080;\n  location ~ \\.php$ { proxy_pass http://app; }\n  location /api/ { proxy_pass http://app; }\n }\n}\n",
+    );
+    let config = valid(&imported);
+    assert_eq!(config.routes.len(), 1);
+    let note = note_for(&imported, "location ~");
+    assert_eq!((note.at.line, note.at.column), (5, 3));
+    assert!(note.decide && note.kind == Kind::NoEquivalent, "{note}");
+    assert!(
+        note.to_string()
+            .starts_with("! test.conf:5:3: `location ~ \\.php$`: no equivalent:"),
+        "{note}"
+    );
+    assert!(imported.needs_decision());
+}
+
+#[test]
+fn nginx_inheritance_location_lists_replace_what_they_inherit() {
+    let imported = imported(
+        "http {\n limit_req_zone $binary_remote_addr zone=z:1m rate=600r/m;\n upstream app { server a:1; keepalive 4; }\n upstream slow { server b:1; keepalive 4; }\n proxy_read_timeout 20s;\n server { listen 8080; location / { proxy_pass http://app; } }\n server {\n  listen 8080;\n  server_name example.com .example.org;\n  limit_req zone=z burst=3;\n  allow 10.0.0.0/8; deny all;\n  location /open/ { allow all; proxy_pass http://app; }\n  location /closed/ { proxy_pass http://app; }\n  location /slow/ { proxy_read_timeout 2m; limit_req zone=z nodelay; limit_req_status 444; proxy_pass http://slow; }\n }\n}\n",
+    );
+    let config = valid(&imported);
+    let route = |path: &str, host: &str| {
+        config
+            .routes
+            .iter()
+            .find(|r| r.path == path && r.host.as_deref() == Some(host))
+            .unwrap_or_else(|| panic!("no route {host}{path}"))
+    };
+    // .example.org is the domain and its subdomains; each host gets the server's routes.
+    for host in ["example.com", "example.org", "*.example.org"] {
+        assert!(route("/open/", host).allow.is_empty());
+        assert_eq!(route("/closed/", host).allow.len(), 1);
+        assert_eq!(route("/closed/", host).limits[0].burst, 3);
+        assert!(!route("/closed/", host).limits[0].nodelay);
+        let slow = route("/slow/", host);
+        assert_eq!((slow.limits[0].burst, slow.limits[0].nodelay), (0, true));
+        assert_eq!(slow.limit_status, 444);
+        assert_eq!(slow.allow.len(), 1);
+    }
+    assert_eq!(config.zones["z"].max_clients, 16_000);
+    assert_eq!(
+        config.upstreams["app"].read_timeout,
+        Duration::from_secs(20)
+    );
+    assert_eq!(
+        config.upstreams["slow"].read_timeout,
+        Duration::from_secs(120)
+    );
+    assert!(!config.gzip.enabled, "nginx's gzip is off unless turned on");
+    assert!(config.tls.is_none());
+}
+
+#[test]
+fn two_locations_that_want_different_timeouts_from_one_upstream_are_reported() {
+    let imported = imported(
+        "http {\n upstream app { server a:1; }\n server {\n  listen 8080;\n  location /a/ { proxy_read_timeout 5s; proxy_pass http://app; }\n  location /b/ { proxy_read_timeout 50s; proxy_pass http://app; }\n }\n}\n",
+    );
+    let config = valid(&imported);
+    assert_eq!(config.upstreams["app"].read_timeout, Duration::from_secs(5));
+    let note = note_for(&imported, "location /b/");
+    assert!(note.decide && note.why.contains("read_timeout"), "{note}");
+}
+
+#[test]
+fn tls_servers_redirects_and_bare_proxy_targets() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("a.crt"), "x").expect("crt");
+    std::fs::write(dir.path().join("a.key"), "x").expect("key");
+    let text = "http {\n server { listen 80; return 301 https://$host$request_uri; }\n server {\n  listen 443 ssl http2;\n  listen [::]:443 ssl;\n  ssl_certificate a.crt; ssl_certificate_key a.key;\n  ssl_protocols TLSv1 TLSv1.2;\n  ssl_ciphers HIGH:!aNULL;\n  add_header X-Frame-Options DENY;\n  location / { proxy_pass http://127.0.0.1:3000; proxy_set_header Upgrade $http_upgrade; }\n }\n}\n";
+    let imported = import_str("test.conf", text, dir.path()).expect("parses");
+    let config = valid(&imported);
+    assert!(config.edge.redirect_http_to_https);
+    assert_eq!(config.edge.https_listen.len(), 2);
+    let tls = config.tls.expect("tls");
+    assert!(tls.certificates[0].cert.ends_with("a.crt") && tls.certificates[0].cert.is_absolute());
+    assert_eq!(tls.hsts, None, "nginx sent no HSTS, so the edge sends none");
+    assert!(tls.ciphers.is_empty());
+    let upstream = &config.upstreams["127_0_0_1_3000"];
+    assert_eq!(upstream.servers[0].addr, "127.0.0.1:3000");
+    assert!(config.routes[0].websocket);
+    assert!(note_for(&imported, "add_header X-Frame-Options").decide);
+    assert_eq!(note_for(&imported, "ssl_protocols").kind, Kind::Differs);
+    let health = note_for(&imported, "return https://");
+    assert!(health.why.contains("/health"), "{health}");
+}
+
+#[test]
+fn nginx_times_are_read_as_nginx_reads_them() {
+    use translate::nginx_duration;
+    assert_eq!(nginx_duration("65"), Some(Duration::from_secs(65)));
+    assert_eq!(nginx_duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(nginx_duration("1m30s"), Some(Duration::from_secs(90)));
+    assert_eq!(nginx_duration("1h 30m"), Some(Duration::from_secs(5400)));
+    assert_eq!(nginx_duration("2d"), Some(Duration::from_secs(172_800)));
+    assert_eq!(nginx_duration("soon"), None);
+    assert_eq!(nginx_duration(""), None);
+    assert_eq!(nginx_duration("5x"), None);
+}
+
+#[test]
+fn an_unknown_directive_needs_a_decision_and_a_known_one_does_not() {
+    let imported = imported("http {\n sendfile on;\n brotli on;\n}\n");
+    assert!(!note_for(&imported, "sendfile").decide);
+    let brotli = note_for(&imported, "brotli");
+    assert!(brotli.decide && brotli.kind == Kind::NoEquivalent);
+    let quiet =
+        super::import_str("t.conf", "http { sendfile on; }\n", Path::new("/")).expect("parses");
+    assert!(!quiet.needs_decision());
+}
