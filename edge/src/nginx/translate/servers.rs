@@ -1,0 +1,461 @@
+//! `server` and `location` blocks: listeners, hosts and routes.
+
+use super::super::emit::{self, line_of, string, Section, Value};
+use super::super::parse::{Directive, Place};
+use super::super::{Kind, Note};
+use super::values::key_name;
+use super::*;
+
+impl Translator<'_> {
+    pub(super) fn server(&mut self, d: &Directive, default: bool) {
+        let mut server = Server {
+            at: d.at.clone(),
+            tls: false,
+            plain: false,
+            listens: Vec::new(),
+            default,
+            names: Vec::new(),
+            redirects: None,
+            scope: self.http_scope.clone(),
+            locations: Vec::new(),
+        };
+        let mut fresh = Fresh::default();
+        for c in d.children() {
+            match c.name.as_str() {
+                "location" => server.locations.push(c.clone()),
+                "listen" => self.listen(c, &mut server),
+                "server_name" => server
+                    .names
+                    .extend(c.args.iter().map(|n| (n.clone(), c.at.clone()))),
+                "return" if is_https_redirect(c) => server.redirects = Some(c.at.clone()),
+                "ssl" if c.args.first().is_some_and(|a| a == "on") => server.tls = true,
+                _ if self.narrowed_global(c) => {}
+                _ if self.scoped(c, &mut server.scope, &mut fresh) => {}
+                _ => self.known_or_not(c),
+            }
+        }
+        if server.listens.is_empty() {
+            server.plain = true;
+            server.listens.push("0.0.0.0:80".into());
+        }
+        for location in server.locations.clone() {
+            if is_root(&location) {
+                if let Some(ret) = location.children().iter().find(|c| is_https_redirect(c)) {
+                    server.redirects = Some(ret.at.clone());
+                    continue;
+                }
+            }
+            self.location(&location, &server);
+        }
+        self.servers.push(server);
+    }
+
+    pub(super) fn listen(&mut self, d: &Directive, server: &mut Server) {
+        let Some(first) = d.args.first() else { return };
+        if first.starts_with("unix:") {
+            self.note(d, Kind::NoEquivalent, true, "the edge listens on TCP only");
+            return;
+        }
+        let addr = listen_addr(first);
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            self.note(
+                d,
+                Kind::NoEquivalent,
+                true,
+                format!("`{first}`: the edge listens on IP addresses, not names"),
+            );
+            return;
+        }
+        let tls = d.args.iter().any(|a| a == "ssl");
+        for param in &d.args[1..] {
+            match param.split_once('=').map(|(k, _)| k).unwrap_or(param) {
+                "ssl" => {}
+                "http2" if tls => {}
+                "http2" => self.note(d, Kind::NoEquivalent, false, "the edge speaks HTTP/2 on TLS listeners only (no h2c)"),
+                "default_server" | "default" => {}
+                "proxy_protocol" => self.note(d, Kind::NoEquivalent, true, "the edge does not read the PROXY protocol; trust the proxy with trusted_proxies and X-Forwarded-For"),
+                "quic" => self.note(d, Kind::NoEquivalent, true, "the edge does not speak HTTP/3"),
+                _ => self.note(d, Kind::ByDefault, false, format!("`{param}`: the edge sets its listening sockets' options itself")),
+            }
+        }
+        if tls {
+            server.tls = true;
+        } else {
+            server.plain = true;
+        }
+        let key = if tls { "https_listen" } else { "http_listen" };
+        let mut items = match self.edge.get(key).map(|e| e.value.clone()) {
+            Some(Value::Items(items)) => items,
+            _ => Vec::new(),
+        };
+        let quoted = string(&addr);
+        if !items.iter().any(|(a, _)| *a == quoted) {
+            items.push((quoted, Some(d.at.clone())));
+        }
+        self.edge.set(key, Value::Items(items), None);
+        server.listens.push(addr);
+    }
+
+    pub(super) fn location(&mut self, d: &Directive, server: &Server) {
+        let Some((path, exact)) = self.location_path(d) else {
+            return;
+        };
+        let mut scope = server.scope.clone();
+        let mut fresh = Fresh::default();
+        let mut target = None;
+        for c in d.children() {
+            match c.name.as_str() {
+                "proxy_pass" => target = Some(c.clone()),
+                "location" => self.note(
+                    c,
+                    Kind::NoEquivalent,
+                    true,
+                    "the edge has no nested locations",
+                ),
+                "return" => self.note(
+                    c,
+                    Kind::NoEquivalent,
+                    true,
+                    "the edge answers only its HTTP-to-HTTPS redirect itself",
+                ),
+                _ if self.narrowed_global(c) => {}
+                _ if self.scoped(c, &mut scope, &mut fresh) => {}
+                _ => self.known_or_not(c),
+            }
+        }
+        let Some(target) = target else {
+            self.note(
+                d,
+                Kind::NoEquivalent,
+                true,
+                "a location without proxy_pass: the edge only proxies, so it has no route for it",
+            );
+            return;
+        };
+        let Some(upstream) = self.proxy_target(&target, &path) else {
+            return;
+        };
+        if exact {
+            self.note(d, Kind::Differs, true, format!("an exact location: the edge's route `{path}` is a prefix and also takes {path}/... and {path}x"));
+        }
+        self.upstream_settings(&upstream, &scope, d);
+        let hosts = self.hosts(server);
+        let mut route = Section::new("[[routes]]", Some(d.at.clone()));
+        route.set("path", Value::Line(string(&path)), None);
+        route.set(
+            "upstream",
+            Value::Line(string(&upstream)),
+            Some(target.at.clone()),
+        );
+        self.route_limits(&mut route, &scope);
+        if let Some(allow) = self.allow_list(&scope) {
+            route.set("allow", Value::Items(allow), None);
+        }
+        self.route_headers(&mut route, &scope);
+        if server.redirects.is_some()
+            && !server.tls
+            && path != "/health"
+            && !path.starts_with("/health/")
+        {
+            self.note(d, Kind::Differs, true, "this server redirects to HTTPS: the edge redirects every plain-HTTP request but /health, so this location is reached over HTTPS only");
+        } else if !server.tls && self.any_tls {
+            self.note(d, Kind::Differs, false, "the edge has one route table for every listener: this route answers over HTTPS too");
+        }
+        self.add_routes(d, &route, hosts);
+    }
+
+    /// A location's path and whether it is exact (`=`); regex and named ones are reported.
+    fn location_path(&mut self, d: &Directive) -> Option<(String, bool)> {
+        let path = match d.args.as_slice() {
+            [path] if path.starts_with('@') => {
+                self.note(
+                    d,
+                    Kind::NoEquivalent,
+                    true,
+                    "the edge has no named locations",
+                );
+                return None;
+            }
+            [path] => (path.clone(), false),
+            [m, path] if m == "^~" => (path.clone(), false),
+            [m, path] if m == "=" => (path.clone(), true),
+            [m, _] if m == "~" || m == "~*" => {
+                self.note(d, Kind::NoEquivalent, true, "the edge matches path prefixes, not regular expressions: this location is not carried");
+                return None;
+            }
+            _ => {
+                self.note(
+                    d,
+                    Kind::NoEquivalent,
+                    true,
+                    "not a location the edge can express",
+                );
+                return None;
+            }
+        };
+        Some(path)
+    }
+
+    /// The route once per host, unless another server already routes that host and path.
+    fn add_routes(&mut self, d: &Directive, route: &Section, hosts: Vec<Option<String>>) {
+        for host in hosts {
+            let mut r = route.clone();
+            if let Some(host) = host {
+                r.entries.insert(
+                    1,
+                    emit::Entry {
+                        key: "host",
+                        value: Value::Line(string(&host)),
+                        from: None,
+                        comment: None,
+                    },
+                );
+            }
+            let same_key = |other: &Section| {
+                other.get("path") == r.get("path")
+                    && other.get("host").map(|e| &e.value) == r.get("host").map(|e| &e.value)
+            };
+            match self.routes.iter().find(|o| same_key(o)) {
+                Some(other)
+                    if other
+                        .entries
+                        .iter()
+                        .map(|e| &e.value)
+                        .eq(r.entries.iter().map(|e| &e.value)) => {}
+                Some(other) => {
+                    let place = other.from.as_ref().map(line_of).unwrap_or_default();
+                    self.note(d, Kind::Differs, true, format!("the edge has one route table for every listener, and {place} already routes this host and path: this location is not carried"));
+                }
+                None => self.routes.push(r),
+            }
+        }
+    }
+
+    pub(super) fn route_limits(&mut self, route: &mut Section, scope: &Scope) {
+        let mut limits = Vec::new();
+        for limit in &scope.limits {
+            if !self
+                .zones
+                .iter()
+                .any(|z| z.header == format!("[zones.{}]", key_name(&limit.zone)))
+            {
+                self.notes.insert(Note {
+                    at: limit.at.clone(),
+                    directive: format!("limit_req zone={}", limit.zone),
+                    kind: Kind::NoEquivalent,
+                    decide: true,
+                    why: "no limit_req_zone declares this zone".into(),
+                });
+                continue;
+            }
+            let mut entry = format!("{{ zone = {}", string(&limit.zone));
+            if limit.burst > 0 {
+                entry.push_str(&format!(", burst = {}", limit.burst));
+            }
+            if limit.nodelay {
+                entry.push_str(", nodelay = true");
+            }
+            if scope.dry_run {
+                entry.push_str(", dry_run = true");
+            }
+            entry.push_str(" }");
+            limits.push((entry, Some(limit.at.clone())));
+        }
+        if limits.is_empty() {
+            return;
+        }
+        route.set("limit", Value::Items(limits), None);
+        match &scope.limit_status {
+            Some((code, at)) => route.set(
+                "limit_status",
+                Value::Line(code.to_string()),
+                Some(at.clone()),
+            ),
+            None => route.set_commented(
+                "limit_status",
+                Value::Line("503".into()),
+                None,
+                Some("nginx's default for limit_req".into()),
+            ),
+        }
+    }
+
+    /// nginx's allow/deny list as the edge's allow list, where it can be one.
+    pub(super) fn allow_list(&mut self, scope: &Scope) -> Option<Vec<(String, Option<Place>)>> {
+        let mut allow = Vec::new();
+        for (admit, who, at) in &scope.access {
+            let directive = format!("{} {who}", if *admit { "allow" } else { "deny" });
+            match (*admit, who.as_str()) {
+                (true, "all") => return None,
+                (false, "all") => return Some(allow),
+                (true, who) => allow.push((string(who), Some(at.clone()))),
+                (false, _) => {
+                    self.notes.insert(Note {
+                        at: at.clone(),
+                        directive,
+                        kind: Kind::NoEquivalent,
+                        decide: true,
+                        why: "the edge has allow lists only: a deny before the end is not carried"
+                            .into(),
+                    });
+                }
+            }
+        }
+        if let Some((_, _, at)) = scope.access.first() {
+            self.notes.insert(Note {
+                at: at.clone(),
+                directive: "allow".into(),
+                kind: Kind::ByDefault,
+                decide: false,
+                why: "without a final `deny all` nginx admits every client, and so does the edge"
+                    .into(),
+            });
+        }
+        None
+    }
+
+    /// proxy_set_header: what the edge already sends, websocket upgrades, or not carried.
+    pub(super) fn route_headers(&mut self, route: &mut Section, scope: &Scope) {
+        for (name, value, at) in &scope.headers {
+            let directive = format!("proxy_set_header {name} {value}");
+            let (kind, decide, why) = match (name.to_ascii_lowercase().as_str(), value.as_str()) {
+                ("host", "$host" | "$http_host" | "$host:$server_port") => {
+                    self.host_header_set = true;
+                    (Kind::ByDefault, false, "the edge passes the client's Host")
+                }
+                ("host", _) => (Kind::NoEquivalent, true, "the edge passes the client's Host unchanged"),
+                ("x-real-ip", "$remote_addr") => (Kind::ByDefault, false, "the edge sets X-Real-IP to the client address"),
+                ("x-forwarded-for", "$proxy_add_x_forwarded_for" | "$remote_addr") => (Kind::ByDefault, false, "the edge appends the peer to X-Forwarded-For"),
+                ("x-forwarded-proto", "$scheme") => (Kind::ByDefault, false, "the edge sets X-Forwarded-Proto"),
+                ("x-request-id", "$request_id") => (Kind::ByDefault, false, "the edge sets X-Request-Id (keeping a client's valid one)"),
+                ("connection", "" | "$connection_upgrade" | "upgrade" | "close") => (Kind::ByDefault, false, "the edge manages Connection itself: kept-alive upstream connections, upgrades on websocket routes"),
+                ("upgrade", "$http_upgrade") => {
+                    route.set("websocket", Value::Line("true".into()), Some(at.clone()));
+                    continue;
+                }
+                _ => (Kind::NoEquivalent, true, "the edge sets no request headers of its own choosing"),
+            };
+            self.notes.insert(Note {
+                at: at.clone(),
+                directive,
+                kind,
+                decide,
+                why: why.into(),
+            });
+        }
+    }
+
+    /// The route hosts of a server: `None` for a default or catch-all server.
+    pub(super) fn hosts(&mut self, server: &Server) -> Vec<Option<String>> {
+        let is_default = server.default
+            || server.names.is_empty()
+            || server.names.iter().any(|(n, _)| n == "_" || n.is_empty());
+        if is_default {
+            return vec![None];
+        }
+        let mut hosts = Vec::new();
+        for (name, at) in server.names.clone() {
+            if name.starts_with('~') || name.ends_with(".*") {
+                let d = Directive {
+                    name: "server_name".into(),
+                    args: vec![name.clone()],
+                    block: None,
+                    at,
+                };
+                self.note(
+                    &d,
+                    Kind::NoEquivalent,
+                    true,
+                    "the edge matches exact hosts and *.domain wildcards only",
+                );
+            } else if let Some(domain) = name.strip_prefix('.') {
+                hosts.push(Some(domain.to_string()));
+                hosts.push(Some(format!("*.{domain}")));
+            } else {
+                hosts.push(Some(name.to_ascii_lowercase()));
+            }
+        }
+        hosts.dedup();
+        hosts
+    }
+}
+
+/// Which servers take the requests no `server_name` claims: for each listen address, the one
+/// marked `default_server`, else the first that listens there (nginx's rule).
+pub(super) fn default_servers(servers: &[&Directive]) -> Vec<bool> {
+    let listens = |d: &Directive| -> Vec<(String, bool)> {
+        let found: Vec<(String, bool)> = d
+            .children()
+            .iter()
+            .filter(|c| c.name == "listen")
+            .filter_map(|c| {
+                let addr = listen_addr(c.args.first()?);
+                Some((
+                    addr,
+                    c.args
+                        .iter()
+                        .any(|a| a == "default_server" || a == "default"),
+                ))
+            })
+            .collect();
+        if found.is_empty() {
+            vec![("0.0.0.0:80".to_string(), false)]
+        } else {
+            found
+        }
+    };
+    let all: Vec<Vec<(String, bool)>> = servers.iter().map(|d| listens(d)).collect();
+    let mut defaults = vec![false; servers.len()];
+    let mut addrs: Vec<&String> = all.iter().flatten().map(|(a, _)| a).collect();
+    addrs.sort();
+    addrs.dedup();
+    for addr in addrs {
+        let marked = all
+            .iter()
+            .position(|l| l.iter().any(|(a, d)| a == addr && *d));
+        let first = all.iter().position(|l| l.iter().any(|(a, _)| a == addr));
+        if let Some(i) = marked.or(first) {
+            defaults[i] = true;
+        }
+    }
+    defaults
+}
+
+/// Whether a location is `location /`.
+pub(super) fn is_root(d: &Directive) -> bool {
+    d.args == ["/"] || d.args == ["^~", "/"]
+}
+
+/// `return 301|302|307|308 https://$host$request_uri` (or `$server_name`).
+pub(super) fn is_https_redirect(d: &Directive) -> bool {
+    d.name == "return"
+        && matches!(
+            d.args.first().map(String::as_str),
+            Some("301" | "302" | "307" | "308")
+        )
+        && d.args.get(1).is_some_and(|u| {
+            matches!(
+                u.as_str(),
+                "https://$host$request_uri"
+                    | "https://$server_name$request_uri"
+                    | "https://$http_host$request_uri"
+            )
+        })
+}
+
+/// nginx's `listen` address as a socket address: `80`, `*:80`, `[::]:443`, `10.0.0.1`.
+pub(super) fn listen_addr(text: &str) -> String {
+    if text.chars().all(|c| c.is_ascii_digit()) {
+        return format!("0.0.0.0:{text}");
+    }
+    if let Some(port) = text.strip_prefix("*:") {
+        return format!("0.0.0.0:{port}");
+    }
+    if text.parse::<std::net::SocketAddr>().is_ok() {
+        return text.to_string();
+    }
+    if let Ok(ip) = text.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return std::net::SocketAddr::new(ip, 80).to_string();
+    }
+    text.to_string()
+}

@@ -1,0 +1,302 @@
+//! `upstream` blocks and `limit_req_zone`s, and the per-location settings that move to an upstream.
+
+use super::super::emit::{line_of, string, Section, Value};
+use super::super::parse::{Directive, Place};
+use super::super::Kind;
+use super::values::{key_name, with_port};
+use super::*;
+
+impl Translator<'_> {
+    pub(super) fn zone(&mut self, d: &Directive) {
+        let mut name = None;
+        let mut rate = None;
+        let mut size = None;
+        for arg in &d.args[d.args.len().min(1)..] {
+            if let Some(zone) = arg.strip_prefix("zone=") {
+                let (n, s) = zone.split_once(':').unwrap_or((zone, ""));
+                name = Some(n.to_string());
+                size = crate::units::parse_size(s).ok();
+            } else if let Some(r) = arg.strip_prefix("rate=") {
+                rate = Some(r.to_string());
+            } else if arg == "sync" {
+                self.note(
+                    d,
+                    Kind::Differs,
+                    false,
+                    "zones shared between replicas use store = \"redis\" (see [redis])",
+                );
+            }
+        }
+        let key = d.args.first().map(String::as_str).unwrap_or("");
+        if !matches!(key, "$binary_remote_addr" | "$remote_addr") {
+            self.note(
+                d,
+                Kind::NoEquivalent,
+                true,
+                format!("the edge keys every zone by client address, not by `{key}`"),
+            );
+        }
+        let (Some(name), Some(rate)) = (name, rate) else {
+            self.note(
+                d,
+                Kind::NoEquivalent,
+                true,
+                "expected zone=NAME:SIZE and rate=",
+            );
+            return;
+        };
+        if crate::units::parse_rate(&rate).is_err() {
+            self.note(
+                d,
+                Kind::NoEquivalent,
+                true,
+                format!("rate `{rate}`: the edge takes r/s or r/m"),
+            );
+            return;
+        }
+        let mut section = Section::new(format!("[zones.{}]", key_name(&name)), Some(d.at.clone()));
+        section.set("rate", Value::Line(string(&rate)), None);
+        if let Some(bytes) = size {
+            // nginx: one megabyte holds about 16 thousand 64-byte states.
+            let clients = (bytes * 16_000 / (1 << 20)).max(1);
+            section.set_commented(
+                "max_clients",
+                Value::Line(clients.to_string()),
+                None,
+                Some(format!(
+                    "about what nginx's {} zone holds",
+                    d.args
+                        .iter()
+                        .find_map(|a| a.strip_prefix("zone="))
+                        .and_then(|z| z.split_once(':'))
+                        .map(|(_, s)| s)
+                        .unwrap_or("")
+                )),
+            );
+        }
+        self.zones.push(section);
+    }
+
+    pub(super) fn upstream(&mut self, d: &Directive) {
+        let Some(name) = d.args.first() else {
+            self.note(d, Kind::NoEquivalent, true, "an upstream needs a name");
+            return;
+        };
+        let mut section = Section::new(
+            format!("[upstreams.{}]", key_name(name)),
+            Some(d.at.clone()),
+        );
+        let mut servers = Vec::new();
+        let mut backups = Vec::new();
+        let mut keepalive = false;
+        for c in d.children() {
+            let first = c.args.first().map(String::as_str).unwrap_or("");
+            let at = Some(c.at.clone());
+            match c.name.as_str() {
+                "least_conn" => section.set("balance", Value::Line(string("least_conn")), at),
+                "ip_hash" => section.set("balance", Value::Line(string("ip_hash")), at),
+                "keepalive" => {
+                    keepalive = true;
+                    if let Some(n) = self.number(c, first) {
+                        section.set("keepalive", Value::Line(n.to_string()), at);
+                    }
+                }
+                "keepalive_requests" => {
+                    if let Some(n) = self.number(c, first) {
+                        section.set("keepalive_requests", Value::Line(n.to_string()), at);
+                    }
+                }
+                "keepalive_timeout" => {
+                    if let Some(v) = self.duration(c, first) {
+                        section.set("keepalive_timeout", Value::Line(v), at);
+                    }
+                }
+                "server" => match self.server_entry(c) {
+                    Some((entry, false)) => servers.push((entry, at)),
+                    Some((entry, true)) => backups.push((entry, at)),
+                    None => {}
+                },
+                _ => self.known_or_not(c),
+            }
+        }
+        if !keepalive {
+            section.comment = Some("nginx kept no idle connections to this upstream (no `keepalive`); the edge keeps 32".into());
+        }
+        if servers.is_empty() && !backups.is_empty() {
+            servers = backups;
+            self.note(
+                d,
+                Kind::Differs,
+                true,
+                "every server is a backup: they are carried as ordinary servers",
+            );
+        }
+        section.set("servers", Value::Items(servers), None);
+        self.upstreams.push(section);
+        self.uses.push(UpstreamUse {
+            name: name.clone(),
+            settings: None,
+        });
+    }
+
+    /// One `server` line of an upstream as an inline table, and whether it is a backup.
+    pub(super) fn server_entry(&mut self, d: &Directive) -> Option<(String, bool)> {
+        let Some(addr) = d.args.first() else {
+            self.note(d, Kind::NoEquivalent, true, "a server needs an address");
+            return None;
+        };
+        if addr.starts_with("unix:") {
+            self.note(
+                d,
+                Kind::NoEquivalent,
+                true,
+                "the edge connects to upstreams over TCP only",
+            );
+            return None;
+        }
+        let addr = with_port(addr);
+        let mut entry = format!("{{ addr = {}", string(&addr));
+        let mut backup = false;
+        for param in &d.args[1..] {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            match key {
+                "weight" | "max_fails" => match value.parse::<u32>() {
+                    Ok(n) => entry.push_str(&format!(", {key} = {n}")),
+                    Err(_) => self.note(
+                        d,
+                        Kind::NoEquivalent,
+                        true,
+                        format!("`{param}` is not a number"),
+                    ),
+                },
+                "fail_timeout" => {
+                    if let Some(v) = self.duration(d, value) {
+                        entry.push_str(&format!(", fail_timeout = {v}"));
+                    }
+                }
+                "down" => {
+                    self.note(
+                        d,
+                        Kind::ByDefault,
+                        false,
+                        "a server marked down is left out",
+                    );
+                    return None;
+                }
+                "backup" => {
+                    self.note(d, Kind::NoEquivalent, true, "the edge has no backup servers: this one is left out (add it as a server if it should take traffic)");
+                    backup = true;
+                }
+                "resolve" => self.note(
+                    d,
+                    Kind::ByDefault,
+                    false,
+                    "the edge resolves server names again as their TTL expires",
+                ),
+                _ => self.note(
+                    d,
+                    Kind::NoEquivalent,
+                    true,
+                    format!(
+                        "`{param}`: the edge's servers take weight, max_fails and fail_timeout"
+                    ),
+                ),
+            }
+        }
+        entry.push_str(" }");
+        Some((entry, backup))
+    }
+
+    /// The upstream a `proxy_pass` names, declaring one for a bare `host:port`.
+    pub(super) fn proxy_target(&mut self, d: &Directive, location: &str) -> Option<String> {
+        let url = d.args.first().map(String::as_str).unwrap_or("");
+        if url.contains('$') {
+            self.note(
+                d,
+                Kind::NoEquivalent,
+                true,
+                "the edge has no variables: the target must be an upstream or host:port",
+            );
+            return None;
+        }
+        let Some(rest) = url.strip_prefix("http://") else {
+            self.note(
+                d,
+                Kind::NoEquivalent,
+                true,
+                "the edge talks plain HTTP to upstreams",
+            );
+            return None;
+        };
+        let (host, uri) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if !uri.is_empty() && uri != location {
+            self.note(d, Kind::NoEquivalent, true, format!("nginx replaces `{location}` with `{uri}` in the path; the edge passes the path unchanged"));
+        }
+        if self.uses.iter().any(|u| u.name == host) {
+            return Some(host.to_string());
+        }
+        let addr = with_port(host);
+        let name = key_name(&addr.replace([':', '.', '-'], "_"));
+        if !self.uses.iter().any(|u| u.name == name) {
+            let mut section = Section::new(format!("[upstreams.{name}]"), Some(d.at.clone()));
+            section.comment = Some(format!("declared for `proxy_pass {url}`; nginx kept no idle connections to it, the edge keeps 32"));
+            section.set(
+                "servers",
+                Value::Items(vec![(
+                    format!("{{ addr = {} }}", string(&addr)),
+                    Some(d.at.clone()),
+                )]),
+                None,
+            );
+            self.upstreams.push(section);
+            self.uses.push(UpstreamUse {
+                name: name.clone(),
+                settings: None,
+            });
+        }
+        Some(name)
+    }
+
+    /// Timeouts and retries nginx sets per location, moved to the upstream: the first location
+    /// that proxies to it decides, and a later one that wants otherwise is reported.
+    pub(super) fn upstream_settings(
+        &mut self,
+        upstream: &str,
+        scope: &Scope,
+        location: &Directive,
+    ) {
+        let Some(index) = self.uses.iter().position(|u| u.name == upstream) else {
+            return;
+        };
+        let wanted = scope.upstream_settings.clone();
+        let Some(decided) = self.uses[index].settings.clone() else {
+            let header = format!("[upstreams.{}]", key_name(upstream));
+            if let Some(section) = self.upstreams.iter_mut().find(|s| s.header == header) {
+                for (slot, (key, _)) in LOCATION_TO_UPSTREAM.iter().enumerate() {
+                    if let Some((value, at)) = &wanted[slot] {
+                        section.set(key, Value::Line(value.clone()), Some(at.clone()));
+                    }
+                }
+            }
+            self.uses[index].settings = Some((location.at.clone(), wanted));
+            return;
+        };
+        let (first, decided) = decided;
+        for (slot, (key, directive)) in LOCATION_TO_UPSTREAM.iter().enumerate() {
+            let value = |v: &Option<(String, Place)>| v.as_ref().map(|(v, _)| v.clone());
+            if value(&decided[slot]) != value(&wanted[slot]) {
+                let shown = |v: Option<String>| v.unwrap_or_else(|| "nginx's default".into());
+                let why = format!(
+                    "nginx sets {directive} per location, the edge per upstream: the location at {} gives `{upstream}` {key} {}; this one's {} is not carried",
+                    line_of(&first),
+                    shown(value(&decided[slot])),
+                    shown(value(&wanted[slot])),
+                );
+                self.note(location, Kind::Differs, true, why);
+            }
+        }
+    }
+}
