@@ -1,4 +1,5 @@
-//! The admin listener: `/health` (the edge's own health), `/status` (upstreams and servers).
+//! The admin listener: `/health` (the edge's own health), `/status` (upstreams and servers),
+//! `/metrics`, `POST /reload`, and `/explain` (what the edge would do with a request).
 //!
 //! Loopback by default; validation refuses a public address without `admin_allow_public`.
 
@@ -69,6 +70,18 @@ impl ServeHttp for AdminApp {
                     .header("content-length", text.len())
                     .body(text.into_bytes())
                     .unwrap_or_else(|_| Response::new(Vec::new()));
+            }
+            ("/explain", _) => {
+                let query = session.req_header().uri.query().unwrap_or("");
+                match crate::explain::Question::from_query(query)
+                    .and_then(|q| crate::explain::explain(&snapshot, &q, true))
+                {
+                    Ok(explanation) => (200, json!(explanation)),
+                    Err(message) => (
+                        400,
+                        json!({"error": "bad_request", "status": 400, "message": message}),
+                    ),
+                }
             }
             ("/reload", true) => self.reload().await,
             ("/reload", false) => (

@@ -446,7 +446,7 @@ fn hop_by_hop(name: &str) -> bool {
 /// The request head sent upstream: the client's, without its hop-by-hop fields (those the
 /// standard names and those its `Connection` nominates), `Expect` (the edge answered it),
 /// with the forwarding headers, as HTTP/1.1, and framed for the body the edge holds.
-fn upstream_request(
+pub fn upstream_request(
     req: &RequestHeader,
     ctx: &RequestCtx,
     body: &Body,

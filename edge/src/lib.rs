@@ -10,7 +10,8 @@
 //!
 //! ```text
 //! nginx                              `edge import-nginx`: a tool beside the process
-//! server, admin, scrape, reload      the process: wiring, the admin listener, config swaps
+//! server, admin, scrape, reload,     the process: wiring, the admin listener, config swaps,
+//!   explain                          and what the edge would do with a request
 //! listen, gate                       client connections: accept, TLS, limits around requests
 //! proxy, forward, ctx, request,      one request: its context, checks, answers, the phases
 //!   respond, websocket
@@ -28,6 +29,7 @@ pub mod compress;
 pub mod config;
 pub mod ctx;
 pub mod discovery;
+pub mod explain;
 pub mod forward;
 pub mod gate;
 pub mod health;

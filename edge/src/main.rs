@@ -56,6 +56,29 @@ enum Command {
         #[arg(long, default_value = edge::nginx::DEFAULT_NGINX_ROOT)]
         nginx_root: PathBuf,
     },
+    /// Say what the edge would do with a request and why: the route (and the routes it beat),
+    /// the allow list, the zones (with the client's standing on a running edge), the server
+    /// the balancer would pick, the head sent upstream, redirect, refusal and compression.
+    Explain {
+        /// `[METHOD] URL`, e.g. `POST https://edge.test/api/content/items` (GET if left out).
+        #[arg(required = true, num_args = 1..=2, value_name = "[METHOD] URL")]
+        request: Vec<String>,
+        /// Explain against this config file (default upstreams.toml; no live state).
+        #[arg(long, conflicts_with = "admin")]
+        config: Option<PathBuf>,
+        /// Ask the running edge whose admin listener is here (GET /explain).
+        #[arg(long)]
+        admin: Option<String>,
+        /// The address the request comes from.
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: std::net::IpAddr,
+        /// A request header, as `Name: value` (repeat it for more).
+        #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The answer as JSON (as /explain gives it).
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file and print every error with file:line:col; exit 1 if any.
     Check {
         /// The config file to check.
@@ -65,18 +88,39 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The tools beside `run` say what they have to say themselves; their logs are errors only.
+    let level = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "error",
+    };
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Check { file } => check(&file),
         Command::Healthcheck { admin } => healthcheck(&admin),
         Command::Diff { old, new } => diff(&old, &new),
+        Command::Explain {
+            request,
+            config,
+            admin,
+            client_ip,
+            headers,
+            json,
+        } => explain(
+            &request,
+            config,
+            admin.as_deref(),
+            client_ip,
+            &headers,
+            json,
+        ),
         Command::ImportNginx {
             nginx_conf,
             output,
@@ -139,6 +183,92 @@ fn check(file: &std::path::Path) -> ExitCode {
         }
         Err(errors) => report_errors(&errors),
     }
+}
+
+fn explain(
+    request: &[String],
+    config: Option<PathBuf>,
+    admin: Option<&str>,
+    client_ip: std::net::IpAddr,
+    headers: &[String],
+    json: bool,
+) -> ExitCode {
+    let (method, url) = match request {
+        [url] => ("GET", url.as_str()),
+        [method, url] => (method.as_str(), url.as_str()),
+        _ => unreachable!("clap takes one or two"),
+    };
+    let mut question = edge::explain::Question::new(method, url);
+    question.peer = client_ip;
+    for header in headers {
+        match edge::explain::query::parse_header(header) {
+            Ok(h) => question.headers.push(h),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let explained = match admin {
+        Some(addr) => ask_admin(addr, &question),
+        None => {
+            let file = config.unwrap_or_else(|| PathBuf::from("upstreams.toml"));
+            match config::load_file(&file) {
+                Ok(validated) => {
+                    let snapshot = std::sync::Arc::new(edge::snapshot::Snapshot::compile(
+                        &file.display().to_string(),
+                        validated.config,
+                        None,
+                    ));
+                    edge::explain::explain(&snapshot, &question, false)
+                }
+                Err(errors) => return report_errors(&errors),
+            }
+        }
+    };
+    match explained {
+        Ok(e) if json => {
+            println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(e) => {
+            print!("{}", edge::explain::render(&e));
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `GET /explain?...` on a running edge's admin listener.
+fn ask_admin(
+    admin: &str,
+    question: &edge::explain::Question,
+) -> Result<edge::explain::Explanation, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).map_err(|e| format!("{admin}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let request = format!(
+        "GET /explain?{} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n",
+        question.to_query()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("{admin}: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("{admin}: {e}"))?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let body: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("{admin}: not a JSON answer: {e}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(body["message"].as_str().unwrap_or(head).to_string());
+    }
+    serde_json::from_value(body).map_err(|e| format!("{admin}: unexpected answer: {e}"))
 }
 
 fn import_nginx(

@@ -7,6 +7,7 @@ mod check;
 mod clients;
 mod deployment;
 mod discovery;
+mod explain;
 mod failover;
 mod headers;
 mod health;

@@ -107,6 +107,37 @@ impl LocalStore {
     }
 }
 
+/// A client's standing in a zone, without counting a request (`edge explain`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Standing {
+    /// Requests above the rate the client has now (nginx's `excess`, drained to now).
+    pub excess: f64,
+    /// What one more request with the route's `burst` would get.
+    pub next: Verdict,
+}
+
+impl LocalStore {
+    /// Where `key` stands at `now`, and what its next request would get; nothing is stored.
+    pub fn peek(&self, key: IpAddr, rate: Rate, burst: u32, now: u64) -> Standing {
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
+        let entry = shard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied();
+        let rate_milli = rate_milli(rate);
+        let excess = entry.map_or(0, |e| {
+            e.excess
+                .saturating_sub(rate_milli * now.saturating_sub(e.last) / 1000)
+        });
+        let (next, _) = leak_and_add(entry, rate_milli, burst, now);
+        Standing {
+            excess: excess as f64 / 1000.0,
+            next,
+        }
+    }
+}
+
 /// Requests per 1000 seconds, nginx's unit for `rate` (10r/s = 10000).
 fn rate_milli(rate: Rate) -> u64 {
     (rate.requests as u64 * 1_000_000 / rate.per.as_millis().max(1) as u64).max(1)
@@ -190,6 +221,18 @@ impl Zone {
     /// client capacity (the local store's shards are sized by `max_clients`).
     pub fn keeps_state_for(&self, settings: &ZoneSettings) -> bool {
         self.settings == *settings
+    }
+
+    /// Where `client` stands in this zone now; `None` for a zone kept in Redis (its state is
+    /// shared by every replica and not read here).
+    pub fn peek(&self, client: IpAddr, burst: u32) -> Option<Standing> {
+        if self.redis.is_some() {
+            return None;
+        }
+        Some(
+            self.local
+                .peek(client, self.settings.rate, burst, crate::clock::now_ms()),
+        )
     }
 
     /// Checks (and accounts) one request from `client` against this zone with `burst`.

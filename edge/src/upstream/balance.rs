@@ -20,11 +20,18 @@ impl Upstream {
         eligible: impl Fn(usize) -> bool,
     ) -> Option<usize> {
         let single = self.servers.len() == 1;
-        let mut weights = self.weights.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.weights.lock().unwrap_or_else(|p| p.into_inner());
+        let mut copy;
+        let weights: &mut [super::Weights] = if attempts.preview {
+            copy = guard.clone();
+            &mut copy
+        } else {
+            &mut guard
+        };
         let mut best: Option<usize> = None;
         let mut total: i64 = 0;
         for (i, server) in self.servers.iter().enumerate() {
-            if attempts.tried(i) || !eligible(i) || !server.usable(now, single) {
+            if attempts.tried(i) || !eligible(i) || !attempts.usable(server, now, single) {
                 continue;
             }
             let w = &mut weights[i];
@@ -51,7 +58,7 @@ impl Upstream {
         let mut ties = 0usize;
         let mut first = 0usize;
         for (i, server) in self.servers.iter().enumerate() {
-            if attempts.tried(i) || !server.usable(now, single) {
+            if attempts.tried(i) || !attempts.usable(server, now, single) {
                 continue;
             }
             let conns = server.state.inflight.load(Ordering::Relaxed) as u64;
@@ -112,7 +119,7 @@ impl Upstream {
                 index += 1;
             }
             attempts.ip_hash = Some(hash);
-            if !attempts.tried(index) && self.servers[index].usable(now, single) {
+            if !attempts.tried(index) && attempts.usable(&self.servers[index], now, single) {
                 return Some(index);
             }
             attempts.ip_hash_tries += 1;

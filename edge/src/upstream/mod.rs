@@ -193,9 +193,19 @@ pub struct Attempts {
     pub count: u32,
     pub(crate) ip_hash: Option<u32>,
     pub(crate) ip_hash_tries: u32,
+    /// A preview (`edge explain`): round robin works on a copy of the weights, so asking
+    /// which server would be picked changes nothing.
+    pub(crate) preview: bool,
+    /// A preview from a config file (no running edge): every server counts as usable.
+    pub(crate) assume_up: bool,
 }
 
 impl Attempts {
+    /// Whether `server` may be picked (always, for a preview from a config file).
+    pub(crate) fn usable(&self, server: &Server, now: u64, single: bool) -> bool {
+        self.assume_up || server.usable(now, single)
+    }
+
     pub(crate) fn tried(&self, index: usize) -> bool {
         self.tried.contains(&index)
     }
@@ -276,6 +286,23 @@ impl Upstream {
                 }
                 None
             }
+        }
+    }
+
+    /// The server a request from `client` would be sent to now, without counting it as sent
+    /// (no weights move, no failure state is reset). `None`: no server is usable.
+    /// With `assume_up` (no running edge) every server counts as usable.
+    pub fn preview(&self, client: IpAddr, assume_up: bool) -> Option<usize> {
+        let now = now_ms();
+        let mut attempts = Attempts {
+            preview: true,
+            assume_up,
+            ..Attempts::default()
+        };
+        match self.settings.balance {
+            Balance::RoundRobin => self.round_robin(now, &attempts, |_| true),
+            Balance::LeastConn => self.least_conn(now, &attempts),
+            Balance::IpHash => self.ip_hash(now, client, &mut attempts),
         }
     }
 

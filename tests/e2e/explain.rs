@@ -1,0 +1,143 @@
+//! `edge explain` against a running edge (admin `GET /explain`): it sees the zones' live state
+//! without counting, and predicts the server the real request then reaches.
+
+use crate::support::*;
+use std::process::Command;
+
+fn explain_cli(edge: &Edge, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(edge_bin())
+        .args(["explain", "--admin", &edge.admin.to_string(), "--json"])
+        .args(args)
+        .output()
+        .expect("run edge explain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_predicts_the_ip_hash_server_and_a_zone_rejection_without_counting() {
+    let backends = [backend("a").await, backend("b").await, backend("c").await];
+    let by_addr = |label: &str| {
+        backends
+            .iter()
+            .position(|b| b.addr.to_string() == label)
+            .map(|i| ["a", "b", "c"][i])
+            .unwrap_or_else(|| panic!("no backend at {label}"))
+    };
+    let servers: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ addr = \"{}\" }}", b.addr))
+        .collect();
+    let edge = Edge::start(
+        "trusted_proxies = [\"127.0.0.0/8\"]",
+        &format!(
+            "[zones.z]\nrate = \"1r/m\"\n[upstreams.sticky]\nbalance = \"ip_hash\"\nservers = [{}]\n\
+             [[routes]]\npath = \"/\"\nupstream = \"sticky\"\n\
+             [[routes]]\npath = \"/limited/\"\nupstream = \"sticky\"\nlimit = [ {{ zone = \"z\", burst = 1, nodelay = true }} ]\n",
+            servers.join(", ")
+        ),
+    );
+    let http = client();
+
+    // ip_hash: the server explain names is the one the request reaches, client by client.
+    let mut reached = std::collections::HashSet::new();
+    for client_ip in [
+        "10.1.2.3",
+        "10.9.8.7",
+        "172.16.0.1",
+        "192.168.3.4",
+        "10.200.1.1",
+        "172.31.9.9",
+    ] {
+        let xff = format!("X-Forwarded-For: {client_ip}");
+        let said = explain_cli(
+            &edge,
+            &["GET", &format!("http://{}/items", edge.http), "-H", &xff],
+        );
+        assert_eq!(said["request"]["client"], client_ip, "{said}");
+        assert_eq!(said["balance"]["balance"], "ip_hash");
+        let pick = said["balance"]["pick"]
+            .as_str()
+            .expect("a pick")
+            .to_string();
+        let response = http
+            .get(edge.url("/items"))
+            .header("x-forwarded-for", client_ip)
+            .send()
+            .await
+            .expect("request");
+        let served = response.headers()["x-served-by"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert_eq!(served, by_addr(&pick), "{client_ip}: explain said {pick}");
+        reached.insert(served);
+    }
+    assert!(
+        reached.len() > 1,
+        "the clients spread over the servers: {reached:?}"
+    );
+
+    // A zone: explaining counts nothing; two requests fill 1r/m with burst 1, and then explain
+    // says the zone rejects this client, as the real request finds.
+    let url = format!("http://{}/limited/x", edge.http);
+    for _ in 0..3 {
+        let said = explain_cli(&edge, &[&url]);
+        assert_eq!(said["zones"][0]["standing"]["next"], "pass", "{said}");
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            http.get(edge.url("/limited/x"))
+                .send()
+                .await
+                .expect("req")
+                .status(),
+            200
+        );
+    }
+    let said = admin_json(
+        &edge,
+        &format!(
+            "/explain?url={}",
+            url.replace(':', "%3A").replace('/', "%2F")
+        ),
+    )
+    .await;
+    assert_eq!(said["verdict"]["status"], 429, "{said}");
+    assert_eq!(said["zones"][0]["zone"], "z");
+    assert_eq!(said["zones"][0]["standing"]["next"], "reject");
+    assert!(said["zones"][0]["standing"]["retry_after_ms"].as_u64() > Some(0));
+    assert_eq!(
+        http.get(edge.url("/limited/x"))
+            .send()
+            .await
+            .expect("req")
+            .status(),
+        429
+    );
+    // Another client still passes, and the human form says why.
+    let out = Command::new(edge_bin())
+        .args([
+            "explain",
+            "--admin",
+            &edge.admin.to_string(),
+            &url,
+            "-H",
+            "X-Forwarded-For: 10.7.7.7",
+        ])
+        .output()
+        .expect("run edge explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("=> proxy to `sticky`"), "{text}");
+    assert!(
+        text.contains("zone z: 1r/m burst 1 nodelay (local store)"),
+        "{text}"
+    );
+    // A bad question is a 400 with a message.
+    let bad = admin_json(&edge, "/explain?nope=1").await;
+    assert_eq!(bad["status"], 400, "{bad}");
+}
