@@ -197,3 +197,67 @@ async fn the_imported_nginx_edge_routes_balances_and_limits_as_nginx_did() {
     drop(edge);
     drop(backends);
 }
+
+#[test]
+fn a_syntax_error_exits_2_with_its_place_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("conf.d/a.conf"),
+        "upstream a { server a:1; }\n",
+    )
+    .expect("a");
+    std::fs::write(
+        dir.path().join("conf.d/b.conf"),
+        "upstream b {\n  server b:1\n}\n",
+    )
+    .expect("b");
+    std::fs::write(
+        dir.path().join("nginx.conf"),
+        "http {\n  include conf.d/*.conf;\n}\n",
+    )
+    .expect("main");
+    let out_file = dir.path().join("out.toml");
+    let out = Command::new(edge_bin())
+        .arg("import-nginx")
+        .arg(dir.path().join("nginx.conf"))
+        .arg("-o")
+        .arg(&out_file)
+        .output()
+        .expect("run import-nginx");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("conf.d/b.conf:3:1: unexpected \"}\""),
+        "{stderr}"
+    );
+    assert!(!out_file.exists());
+    // Fixed, the glob's files are both read, and nothing needs a decision.
+    std::fs::write(
+        dir.path().join("conf.d/b.conf"),
+        "upstream b {\n  server b:1;\n}\n",
+    )
+    .expect("b");
+    std::fs::write(
+        dir.path().join("nginx.conf"),
+        "http {\n  include conf.d/*.conf;\n  server { listen 8080; location / { proxy_pass http://b; } }\n}\n",
+    )
+    .expect("main");
+    let out = Command::new(edge_bin())
+        .arg("import-nginx")
+        .arg(dir.path().join("nginx.conf"))
+        .output()
+        .expect("run import-nginx");
+    let toml = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        toml.contains("[upstreams.a]") && toml.contains("[upstreams.b]"),
+        "{toml}"
+    );
+    assert!(toml.contains("conf.d/b.conf:1"), "{toml}");
+}
