@@ -89,15 +89,12 @@ async fn explain_predicts_the_ip_hash_server_and_a_zone_rejection_without_counti
         let said = explain_cli(&edge, &[&url]);
         assert_eq!(said["zones"][0]["standing"]["next"], "pass", "{said}");
     }
+    let limited = async || {
+        let response = http.get(edge.url("/limited/x")).send().await;
+        response.expect("request").status().as_u16()
+    };
     for _ in 0..2 {
-        assert_eq!(
-            http.get(edge.url("/limited/x"))
-                .send()
-                .await
-                .expect("req")
-                .status(),
-            200
-        );
+        assert_eq!(limited().await, 200);
     }
     let said = admin_json(
         &edge,
@@ -111,14 +108,7 @@ async fn explain_predicts_the_ip_hash_server_and_a_zone_rejection_without_counti
     assert_eq!(said["zones"][0]["zone"], "z");
     assert_eq!(said["zones"][0]["standing"]["next"], "reject");
     assert!(said["zones"][0]["standing"]["retry_after_ms"].as_u64() > Some(0));
-    assert_eq!(
-        http.get(edge.url("/limited/x"))
-            .send()
-            .await
-            .expect("req")
-            .status(),
-        429
-    );
+    assert_eq!(limited().await, 429);
     // Another client still passes, and the human form says why.
     let out = Command::new(edge_bin())
         .args([
