@@ -17,9 +17,10 @@
 //!   respond, websocket
 //! snapshot                           the compiled config, one ArcSwap
 //! route, upstream, ratelimit, tls,   runtime parts
-//!   discovery, health, compress
+//!   ocsp, discovery, health, compress
 //! config, observe                    file ▸ validate ▸ model; counters, access log
-//! units, clock, client, signals      leaf helpers
+//! units, clock, client, signals,     leaf helpers
+//!   der
 //! ```
 
 pub mod admin;
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod compress;
 pub mod config;
 pub mod ctx;
+pub mod der;
 pub mod discovery;
 pub mod explain;
 pub mod forward;
@@ -36,6 +38,7 @@ pub mod health;
 pub mod listen;
 pub mod nginx;
 pub mod observe;
+pub mod ocsp;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

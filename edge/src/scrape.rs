@@ -146,6 +146,7 @@ pub fn render(snapshot: &Snapshot, reloads: &ReloadStats) -> String {
     )
     .with_label_values::<&str>(&[])
     .inc_by(crate::observe::access_log::dropped());
+    ocsp(&gauge, &counter);
     gauge("edge_build_info", "The edge's version", &["version"])
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
@@ -158,4 +159,52 @@ pub fn render(snapshot: &Snapshot, reloads: &ReloadStats) -> String {
         tracing::error!(error = %e, "cannot encode metrics");
     }
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// `edge_ocsp_*`: each certificate's stapling (ocsp.rs).
+fn ocsp(
+    gauge: &dyn Fn(&str, &str, &[&str]) -> IntGaugeVec,
+    counter: &dyn Fn(&str, &str, &[&str]) -> IntCounterVec,
+) {
+    let stats = crate::ocsp::STATS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if stats.is_empty() {
+        return;
+    }
+    let labels = &["certificate"];
+    let stapled = gauge(
+        "edge_ocsp_stapled",
+        "1 while a verified OCSP response is stapled",
+        labels,
+    );
+    let success = gauge(
+        "edge_ocsp_last_success_timestamp_seconds",
+        "When the last good OCSP response was fetched (Unix seconds; 0: never)",
+        labels,
+    );
+    let next = gauge(
+        "edge_ocsp_next_update_timestamp_seconds",
+        "When the stapled OCSP response expires (its nextUpdate; 0: none stapled)",
+        labels,
+    );
+    let failures = counter(
+        "edge_ocsp_fetch_failures_total",
+        "OCSP fetches that failed (unreachable responder, bad or unverifiable answer)",
+        labels,
+    );
+    let revoked = counter(
+        "edge_ocsp_revoked_total",
+        "OCSP answers that said the certificate is revoked",
+        labels,
+    );
+    for (cert, s) in &stats {
+        let l = [cert.as_str()];
+        stapled.with_label_values(&l).set(i64::from(s.stapled));
+        success.with_label_values(&l).set(s.last_success);
+        next.with_label_values(&l).set(s.next_update);
+        failures.with_label_values(&l).inc_by(s.failures);
+        revoked.with_label_values(&l).inc_by(s.revoked);
+    }
 }

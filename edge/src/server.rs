@@ -134,6 +134,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         }
         let certificates = Certificates::load(&tls.certificates).map_err(anyhow::Error::msg)?;
         certificates.watch()?;
+        certificates.staple(tls.ocsp_refresh)?;
         let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
             .map_err(|e| anyhow::anyhow!("TLS listener: {e}"))?;
         settings.set_cert_resolver(Arc::new(SniResolver(certificates.clone())));

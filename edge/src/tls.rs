@@ -4,16 +4,18 @@
 //! The first certificate is the default for clients that send no (or an unknown) server
 //! name. A certificate renewal on disk is picked up within [`WATCH_INTERVAL`] without a
 //! restart; connections already open keep theirs, and a broken new file keeps the old
-//! certificate and logs why.
+//! certificate and logs why. Each certificate's OCSP response is stapled as [`crate::ocsp`]
+//! keeps it.
 
-use crate::config::{CertificatePaths, TlsSettings, TlsVersion};
+use crate::config::{CertificatePaths, OcspSource, TlsSettings, TlsVersion};
+use crate::ocsp::stapler::{CertView, Staple};
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::SupportedCipherSuite;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// How often certificate files are checked for changes.
@@ -101,15 +103,19 @@ pub fn crypto_provider(tls: &TlsSettings) -> Result<CryptoProvider, String> {
 }
 
 /// One loaded certificate and the names it serves.
+#[derive(Clone)]
 struct Loaded {
     names: Vec<String>,
+    /// What handshakes get: the chain, the key, and the stapled OCSP response if any.
     key: Arc<CertifiedKey>,
 }
 
-/// The certificates in use, swapped whole when a file changes.
+/// The certificates in use, swapped whole when a file changes or a staple does.
 pub struct Certificates {
     paths: Vec<CertificatePaths>,
     current: ArcSwap<Vec<Loaded>>,
+    /// Per certificate: the leaf a stapled OCSP response is for, and the response.
+    staples: Mutex<Vec<Option<Staple>>>,
 }
 
 impl std::fmt::Debug for Certificates {
@@ -127,6 +133,7 @@ impl Certificates {
         Ok(Arc::new(Certificates {
             paths: paths.to_vec(),
             current: ArcSwap::from_pointee(loaded),
+            staples: Mutex::new(vec![None; paths.len()]),
         }))
     }
 
@@ -142,7 +149,57 @@ impl Certificates {
     /// Re-reads the files; a broken file keeps the certificates in use.
     pub fn reload(&self) -> Result<(), String> {
         let loaded = load_all(&self.paths)?;
-        self.current.store(Arc::new(loaded));
+        let staples = self.staples.lock().unwrap_or_else(|p| p.into_inner());
+        self.current.store(Arc::new(with_staples(loaded, &staples)));
+        Ok(())
+    }
+
+    /// Staples `staple` (the leaf it is for, and the DER response) to certificate `index`
+    /// from the next handshake on; `None` stops stapling it.
+    pub fn set_staple(&self, index: usize, staple: Option<Staple>) {
+        let mut staples = self.staples.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = staples.get_mut(index) {
+            *slot = staple;
+        }
+        let loaded = self.current.load().as_ref().clone();
+        self.current.store(Arc::new(with_staples(loaded, &staples)));
+    }
+
+    /// Keeps each certificate's OCSP response stapled (ocsp.rs), on a thread of its own so
+    /// that no handshake ever waits for a responder.
+    pub fn staple(self: &Arc<Self>, refresh: Duration) -> std::io::Result<()> {
+        if self.paths.iter().all(|p| p.ocsp == OcspSource::Off) {
+            return Ok(());
+        }
+        let certs = self.clone();
+        std::thread::Builder::new()
+            .name("ocsp".into())
+            .spawn(move || {
+                let mut stapler = crate::ocsp::stapler::Stapler::new(refresh);
+                let names: Vec<String> = certs
+                    .paths
+                    .iter()
+                    .map(|p| p.cert.display().to_string())
+                    .collect();
+                loop {
+                    let loaded = certs.current.load_full();
+                    let views: Vec<CertView<'_>> = loaded
+                        .iter()
+                        .zip(&certs.paths)
+                        .zip(&names)
+                        .map(|((l, p), name)| CertView {
+                            name,
+                            source: &p.ocsp,
+                            leaf: l.key.cert.first().map_or(&[][..], |c| c.as_ref()),
+                            issuer: l.key.cert.get(1).map(|c| c.as_ref()),
+                        })
+                        .collect();
+                    for change in stapler.tick(&views, crate::ocsp::unix_now()) {
+                        certs.set_staple(change.index, change.staple);
+                    }
+                    std::thread::sleep(WATCH_INTERVAL);
+                }
+            })?;
         Ok(())
     }
 
@@ -212,6 +269,23 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.0.pick(hello.server_name())
     }
+}
+
+/// The loaded certificates with each one's stapled response, where it is for that leaf.
+fn with_staples(mut loaded: Vec<Loaded>, staples: &[Option<Staple>]) -> Vec<Loaded> {
+    for (l, staple) in loaded.iter_mut().zip(staples) {
+        let leaf = l.key.cert.first().map(|c| c.as_ref());
+        let ocsp = staple
+            .as_ref()
+            .filter(|(for_leaf, _)| Some(for_leaf.as_slice()) == leaf)
+            .map(|(_, der)| der.clone());
+        if l.key.ocsp != ocsp {
+            let mut key = CertifiedKey::new(l.key.cert.clone(), l.key.key.clone());
+            key.ocsp = ocsp;
+            l.key = Arc::new(key);
+        }
+    }
+    loaded
 }
 
 fn load_all(paths: &[CertificatePaths]) -> Result<Vec<Loaded>, String> {
@@ -332,6 +406,7 @@ mod tests {
             protocols: vec![TlsVersion::Tls12, TlsVersion::Tls13],
             ciphers: vec!["ECDHE-RSA-AES128-GCM-SHA256".into()],
             hsts: None,
+            ocsp_refresh: Duration::from_secs(3600),
         };
         let provider = crypto_provider(&tls).expect("provider");
         let tls12: Vec<String> = provider
@@ -360,6 +435,7 @@ mod tests {
             let paths = CertificatePaths {
                 cert: dir.path().join(format!("{n}.crt")),
                 key: dir.path().join(format!("{n}.key")),
+                ocsp: OcspSource::Auto,
             };
             generate_self_signed(names, &paths.cert, &paths.key).expect("generate");
             paths
@@ -384,6 +460,7 @@ mod tests {
         let paths = CertificatePaths {
             cert: dir.path().join("c.crt"),
             key: dir.path().join("c.key"),
+            ocsp: OcspSource::Auto,
         };
         generate_self_signed(&["one.example"], &paths.cert, &paths.key).expect("generate");
         let certs = Certificates::load(std::slice::from_ref(&paths)).expect("load");

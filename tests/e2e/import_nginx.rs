@@ -43,10 +43,12 @@ async fn the_imported_nginx_edge_routes_balances_and_limits_as_nginx_did() {
         .output()
         .expect("run import-nginx");
     let report = String::from_utf8_lossy(&out.stderr);
-    // OCSP stapling has no equivalent yet: a person must decide, so the exit status is 1.
+    // `location = /health` becomes a prefix route: a person must decide, so the exit status
+    // is 1.
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(
-        report.contains("content-engine.conf:23:5: `ssl_stapling on`: no equivalent"),
+        report.contains("! ")
+            && report.contains("content-engine.conf:8:5: `location = /health`: differs"),
         "{report}"
     );
     assert!(

@@ -15,6 +15,7 @@ mod hostile;
 mod import_nginx;
 mod limits;
 mod observe;
+mod ocsp;
 mod pools;
 mod ratelimit;
 mod reload;

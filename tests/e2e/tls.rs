@@ -251,7 +251,7 @@ upstream = "app"
     }
 }
 
-fn s_client(addr: SocketAddr, args: &[&str]) -> (bool, String) {
+pub(crate) fn s_client(addr: SocketAddr, args: &[&str]) -> (bool, String) {
     let mut child = std::process::Command::new("openssl")
         .arg("s_client")
         .arg("-connect")

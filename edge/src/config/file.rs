@@ -61,6 +61,7 @@ pub struct TlsFile {
     pub protocols: Option<Vec<Text>>,
     pub ciphers: Option<Vec<Text>>,
     pub hsts: Option<Text>,
+    pub ocsp_refresh: Option<Text>,
 }
 
 /// One `{ cert, key }` pair of PEM files.
@@ -68,6 +69,7 @@ pub struct TlsFile {
 pub struct CertificateFile {
     pub cert: Option<Text>,
     pub key: Option<Text>,
+    pub ocsp: Option<Text>,
 }
 
 /// `[gzip]`: response compression.

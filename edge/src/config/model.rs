@@ -52,6 +52,8 @@ pub const DEFAULT_HEALTH_START_PERIOD: Duration = Duration::from_secs(40);
 pub const DEFAULT_LIMIT_STATUS: u16 = 429;
 /// About what nginx's 10m `limit_req_zone` holds.
 pub const DEFAULT_ZONE_MAX_CLIENTS: usize = 160_000;
+/// nginx refreshes a stapled response about hourly.
+pub const DEFAULT_OCSP_REFRESH: Duration = Duration::from_secs(3600);
 pub const DEFAULT_HSTS: &str = "max-age=31536000; includeSubDomains; preload";
 pub const DEFAULT_GZIP_MIN_LENGTH: u64 = 1024;
 pub const DEFAULT_GZIP_LEVEL: u32 = 6;
@@ -144,6 +146,9 @@ pub struct TlsSettings {
     pub ciphers: Vec<String>,
     /// The Strict-Transport-Security value; `None` when turned off with "".
     pub hsts: Option<String>,
+    /// The longest time between two OCSP fetches (responses are also refreshed at half
+    /// their validity).
+    pub ocsp_refresh: Duration,
 }
 
 /// One certificate chain and its private key, as PEM files.
@@ -151,6 +156,20 @@ pub struct TlsSettings {
 pub struct CertificatePaths {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Where its stapled OCSP response comes from.
+    pub ocsp: OcspSource,
+}
+
+/// A certificate's `ocsp` key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum OcspSource {
+    /// From the responder named in the certificate (nginx's `ssl_stapling on`).
+    #[default]
+    Auto,
+    /// No stapling.
+    Off,
+    /// A DER response in this file, kept fresh by another tool.
+    File(PathBuf),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -389,6 +389,29 @@ impl Validator<'_> {
             .collect()
     }
 
+    /// A certificate's `ocsp`: "auto", "off", or a file holding a DER OCSP response.
+    fn ocsp(&mut self, t: &Spanned<String>) -> OcspSource {
+        match t.get_ref().as_str() {
+            "auto" => OcspSource::Auto,
+            "off" => OcspSource::Off,
+            path => {
+                let problem = match std::fs::read(path) {
+                    Err(e) => Some(format!("cannot read the OCSP response file `{path}`: {e}")),
+                    Ok(bytes) => crate::der::is_successful_ocsp_response(&bytes)
+                        .err()
+                        .map(|e| format!("`{path}` is not a usable OCSP response: {e}")),
+                };
+                if let Some(problem) = problem {
+                    self.error(
+                        t.span(),
+                        format!("{problem} (ocsp is \"auto\", \"off\" or a file)"),
+                    );
+                }
+                OcspSource::File(PathBuf::from(path))
+            }
+        }
+    }
+
     fn tls(&mut self, t: &Spanned<TlsFile>) -> TlsSettings {
         let f = t.get_ref();
         if f.certificates.is_empty() {
@@ -397,10 +420,16 @@ impl Validator<'_> {
         let mut certificates = Vec::new();
         for c in &f.certificates {
             let (cert, key) = (&c.get_ref().cert, &c.get_ref().key);
+            let ocsp = c
+                .get_ref()
+                .ocsp
+                .as_ref()
+                .map_or(OcspSource::Auto, |o| self.ocsp(o));
             match (cert, key) {
                 (Some(cert), Some(key)) => certificates.push(CertificatePaths {
                     cert: PathBuf::from(cert.get_ref()),
                     key: PathBuf::from(key.get_ref()),
+                    ocsp,
                 }),
                 _ => self.error(c.span(), "a certificate needs both `cert` and `key`"),
             }
@@ -470,6 +499,7 @@ impl Validator<'_> {
             protocols,
             ciphers,
             hsts,
+            ocsp_refresh: self.duration_or(&f.ocsp_refresh, DEFAULT_OCSP_REFRESH),
         }
     }
 

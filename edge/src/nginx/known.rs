@@ -83,9 +83,8 @@ const KNOWN: &[(&str, Kind, &str)] = &[
     ("ssl_session_tickets", Kind::Differs, "the edge issues TLS 1.3 session tickets"),
     ("ssl_dhparam", Kind::ByDefault, "the edge offers no finite-field DHE suites, so it needs no DH parameters"),
     ("ssl_ecdh_curve", Kind::ByDefault, "rustls offers X25519, P-256 and P-384"),
-    ("ssl_stapling", Kind::NoEquivalent, "the edge does not staple OCSP responses yet; clients ask the CA themselves"),
-    ("ssl_stapling_verify", Kind::NoEquivalent, "the edge does not staple OCSP responses yet; clients ask the CA themselves"),
-    ("ssl_trusted_certificate", Kind::NoEquivalent, "the edge does not staple OCSP responses or verify client certificates"),
+    ("ssl_stapling_responder", Kind::NoEquivalent, "the edge asks the responder the certificate names (or reads ocsp = FILE)"),
+    ("ssl_trusted_certificate", Kind::Differs, "the edge verifies OCSP responses with the issuer that follows the leaf in the certificate file: keep the chain there"),
     ("ssl_client_certificate", Kind::NoEquivalent, "the edge does not verify client certificates"),
     ("ssl_verify_client", Kind::NoEquivalent, "the edge does not verify client certificates"),
     ("ssl_buffer_size", Kind::ByDefault, "rustls sizes its TLS records itself"),
@@ -128,7 +127,7 @@ mod tests {
         assert_eq!(before, names.len(), "a directive is listed twice");
         assert_eq!(lookup("sendfile").map(|(k, _)| k), Some(Kind::ByDefault));
         assert_eq!(
-            lookup("ssl_stapling").map(|(k, _)| k),
+            lookup("proxy_cache").map(|(k, _)| k),
             Some(Kind::NoEquivalent)
         );
         assert!(

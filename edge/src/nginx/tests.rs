@@ -125,8 +125,7 @@ fn the_reference_report_explains_every_directive_not_carried_with_its_place() {
         ("ssl_prefer_server_ciphers", Kind::ByDefault),
         ("ssl_session_cache", Kind::Differs),
         ("ssl_session_timeout", Kind::Differs),
-        ("ssl_stapling on", Kind::NoEquivalent),
-        ("ssl_stapling_verify", Kind::NoEquivalent),
+        ("ssl_stapling_verify", Kind::ByDefault),
         ("proxy_http_version", Kind::ByDefault),
         ("proxy_set_header Host $host", Kind::ByDefault),
         ("proxy_set_header X-Real-IP", Kind::ByDefault),
@@ -147,19 +146,25 @@ fn the_reference_report_explains_every_directive_not_carried_with_its_place() {
         assert!(note.at.line > 0 && note.at.column > 0, "{note}");
     }
     // Places are the file the directive is in, and its line.
-    let stapling = note_for(&imported, "ssl_stapling on");
+    let verify = note_for(&imported, "ssl_stapling_verify");
     assert!(
-        stapling
+        verify
             .at
             .file
             .ends_with("sites-enabled/content-engine.conf"),
-        "{stapling}"
+        "{verify}"
     );
-    assert_eq!(stapling.at.line, 23);
+    assert_eq!((verify.at.line, verify.at.column), (24, 5));
+    // `ssl_stapling on` is carried: the certificate staples (ocsp = "auto", the default).
+    assert!(!imported
+        .notes
+        .iter()
+        .any(|n| n.directive.starts_with("ssl_stapling on")));
+    assert!(!imported.toml.contains("ocsp ="), "{}", imported.toml);
     let sendfile = note_for(&imported, "sendfile");
     assert!(sendfile.at.file.ends_with("nginx.conf"));
     assert_eq!(sendfile.at.line, 15);
-    // Stapling and the certificate files (not in the fixture) need a person.
+    // The exact /health location and the certificate files (not in the fixture) need a person.
     assert!(imported.needs_decision());
     // Every section names where it came from.
     assert!(

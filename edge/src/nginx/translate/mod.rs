@@ -43,6 +43,9 @@ struct Scope {
     key: Option<(String, Place)>,
     protocols: Option<(Vec<String>, Place)>,
     ciphers: Option<(String, Place)>,
+    /// `ssl_stapling on` (nginx's default is off), and `ssl_stapling_file`.
+    stapling: bool,
+    stapling_file: Option<String>,
 }
 
 #[derive(Clone)]

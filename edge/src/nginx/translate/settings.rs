@@ -289,6 +289,20 @@ impl Translator<'_> {
             "ssl_certificate_key" => scope.key = Some((first.to_string(), at)),
             "ssl_protocols" => scope.protocols = Some((d.args.clone(), at)),
             "ssl_ciphers" => scope.ciphers = Some((first.to_string(), at)),
+            "ssl_stapling" => scope.stapling = first == "on",
+            "ssl_stapling_file" => scope.stapling_file = Some(first.to_string()),
+            "ssl_stapling_verify" if first == "on" => self.note(
+                d,
+                Kind::ByDefault,
+                false,
+                "the edge always verifies a response (signature and signer, certificate, status, time) before stapling it",
+            ),
+            "ssl_stapling_verify" => self.note(
+                d,
+                Kind::Differs,
+                false,
+                "the edge always verifies a response before stapling it",
+            ),
             _ => return false,
         }
         true

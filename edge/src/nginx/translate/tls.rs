@@ -96,8 +96,13 @@ impl Translator<'_> {
                     ));
                 }
             }
+            let ocsp = match (&scope.stapling_file, scope.stapling) {
+                (Some(file), true) => format!(", ocsp = {}", string(&self.file(file))),
+                (None, true) => String::new(), // "auto", the edge's default
+                (_, false) => ", ocsp = \"off\"".to_string(),
+            };
             let item = format!(
-                "{{ cert = {}, key = {} }}",
+                "{{ cert = {}, key = {}{ocsp} }}",
                 string(&cert_path),
                 string(&key_path)
             );

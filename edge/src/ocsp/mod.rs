@@ -1,0 +1,161 @@
+//! OCSP stapling (nginx's `ssl_stapling on; ssl_stapling_verify on;`).
+//!
+//! One background thread keeps a verified OCSP response for each certificate: fetched from
+//! the responder in the leaf's Authority Information Access (`ocsp = "auto"`) or read from a
+//! file another tool keeps fresh (`ocsp = "FILE"`, as HAProxy's `.ocsp` files). A handshake
+//! never waits for it: [`crate::tls`] staples whatever response is current. Responses are
+//! refreshed at half their validity (or every `ocsp_refresh`, if sooner); a failed refresh
+//! keeps the last good response until its `nextUpdate`, and a revoked status stops stapling.
+
+pub mod response;
+pub mod stapler;
+
+use response::{Good, OcspError, Query};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long one fetch may take (connect, send, answer).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a failed fetch waits before the next try.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+/// The largest response accepted.
+const MAX_RESPONSE: usize = 64 << 10;
+
+/// Per certificate, for `/metrics` (`edge_ocsp_*`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Unix seconds of the last good response (0: none yet).
+    pub last_success: i64,
+    /// The stapled response's nextUpdate (0: none stapled).
+    pub next_update: i64,
+    pub failures: u64,
+    pub revoked: u64,
+    pub stapled: bool,
+}
+
+/// Stats by certificate file.
+pub static STATS: LazyLock<Mutex<BTreeMap<String, Stats>>> = LazyLock::new(Default::default);
+
+/// Updates the stats of `cert` with `change`.
+pub fn record(cert: &str, change: impl FnOnce(&mut Stats)) {
+    let mut all = STATS.lock().unwrap_or_else(|p| p.into_inner());
+    change(all.entry(cert.to_string()).or_default());
+}
+
+/// The time now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// When a good response should be refreshed: at half its validity, and no later than
+/// `refresh` from now (at least a second from now).
+pub fn refresh_in(good: &Good, now: i64, refresh: Duration) -> Duration {
+    let half = good
+        .next_update
+        .map(|next| ((next - good.this_update) / 2 + good.this_update - now).max(1) as u64)
+        .map(Duration::from_secs)
+        .unwrap_or(refresh);
+    half.min(refresh).max(Duration::from_secs(1))
+}
+
+/// When a stapled response stops being stapled: its nextUpdate, or an hour after its
+/// thisUpdate when it names none.
+pub fn expires(good: &Good) -> i64 {
+    good.next_update.unwrap_or(good.this_update + 3600)
+}
+
+/// Asks the responder at `url` (plain HTTP, as RFC 6960 responders are) about `query`.
+pub fn fetch(url: &str, query: &Query) -> Result<Vec<u8>, OcspError> {
+    let fail = |what: String| OcspError::Fetch(format!("{url}: {what}"));
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| fail("only http:// responders are fetched".into()))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addrs: Vec<SocketAddr> = with_port
+        .to_socket_addrs()
+        .map_err(|e| fail(format!("cannot resolve: {e}")))?
+        .collect();
+    let mut stream = addrs
+        .iter()
+        .find_map(|a| TcpStream::connect_timeout(a, FETCH_TIMEOUT).ok())
+        .ok_or_else(|| fail("cannot connect".into()))?;
+    let _ = stream.set_read_timeout(Some(FETCH_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(FETCH_TIMEOUT));
+    let head = format!(
+        "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/ocsp-request\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        query.request.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(&query.request))
+        .map_err(|e| fail(format!("cannot send: {e}")))?;
+    let mut answer = Vec::new();
+    stream
+        .take(MAX_RESPONSE as u64 + 4096)
+        .read_to_end(&mut answer)
+        .map_err(|e| fail(format!("no answer: {e}")))?;
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| fail("not an HTTP answer".into()))?;
+    let status_line = String::from_utf8_lossy(&answer[..end]);
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(fail(format!("HTTP {status}")));
+    }
+    let body = answer[end + 4..].to_vec();
+    if body.is_empty() || body.len() > MAX_RESPONSE {
+        return Err(fail(format!("a body of {} bytes", body.len())));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refreshes_come_at_half_the_validity_or_sooner() {
+        let good = |this, next| Good {
+            der: Vec::new(),
+            this_update: this,
+            next_update: next,
+        };
+        let hour = Duration::from_secs(3600);
+        // Valid for 4 days from 1000: refresh at 2 days, but no later than the hour.
+        assert_eq!(
+            refresh_in(&good(1000, Some(1000 + 4 * 86_400)), 1000, hour),
+            hour
+        );
+        // Valid for 60 s: half is 30 s.
+        assert_eq!(
+            refresh_in(&good(1000, Some(1060)), 1000, hour),
+            Duration::from_secs(30)
+        );
+        // Past half already: as soon as possible, a second from now.
+        assert_eq!(
+            refresh_in(&good(1000, Some(1060)), 1050, hour),
+            Duration::from_secs(1)
+        );
+        assert_eq!(refresh_in(&good(1000, None), 1000, hour), hour);
+        assert_eq!(expires(&good(1000, None)), 4600);
+        assert_eq!(expires(&good(1000, Some(2000))), 2000);
+    }
+}

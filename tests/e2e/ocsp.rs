@@ -1,0 +1,435 @@
+//! OCSP stapling against a real responder on loopback (`openssl ocsp`), with a test CA whose
+//! leaf names that responder in its Authority Information Access.
+
+use crate::support::*;
+use crate::tls::{connect, connector, s_client};
+use edge::config::OcspSource;
+use edge::ocsp::response::{OcspError, Query};
+use edge::ocsp::stapler::{CertView, Stapler};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian's openssl package)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a leaf for ocsp.test whose responder is http://127.0.0.1:`port`.
+struct Pki {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("dir");
+        let port = free_port();
+        let d = dir.path();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            d,
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-subj",
+                    "/CN=Edge Test OCSP CA",
+                    "-days",
+                    "2",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            d,
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "leaf.key",
+                    "-out",
+                    "leaf.csr",
+                    "-subj",
+                    "/CN=ocsp.test",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            d.join("leaf.ext"),
+            format!("subjectAltName=DNS:ocsp.test\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:{port}\n"),
+        )
+        .expect("ext");
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "0x1001",
+                "-days",
+                "1",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "leaf.crt",
+            ],
+        );
+        let chain = [
+            std::fs::read(d.join("leaf.crt")).expect("leaf"),
+            std::fs::read(d.join("ca.crt")).expect("ca"),
+        ]
+        .concat();
+        std::fs::write(d.join("chain.pem"), chain).expect("chain");
+        let pki = Pki { dir, port };
+        pki.set_status(false);
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The responder's database: the leaf good, or revoked.
+    fn set_status(&self, revoked: bool) {
+        let line = if revoked {
+            "R\t301231235959Z\t261201000000Z\t1001\tunknown\t/CN=ocsp.test\n"
+        } else {
+            "V\t301231235959Z\t\t1001\tunknown\t/CN=ocsp.test\n"
+        };
+        std::fs::write(self.path("index.txt"), line).expect("index");
+    }
+
+    /// A response made offline (as another tool would keep it in a file), valid for `validity`.
+    fn response(&self, name: &str, validity: &[&str]) -> PathBuf {
+        let d = self.dir.path();
+        openssl(
+            d,
+            &[
+                "ocsp",
+                "-issuer",
+                "ca.crt",
+                "-cert",
+                "leaf.crt",
+                "-no_nonce",
+                "-reqout",
+                "req.der",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                &[
+                    "ocsp",
+                    "-index",
+                    "index.txt",
+                    "-rsigner",
+                    "ca.crt",
+                    "-rkey",
+                    "ca.key",
+                    "-CA",
+                    "ca.crt",
+                    "-reqin",
+                    "req.der",
+                    "-respout",
+                    name,
+                ][..],
+                validity,
+            ]
+            .concat(),
+        );
+        self.path(name)
+    }
+
+    fn der(&self, name: &str) -> Vec<u8> {
+        let pem = std::fs::read(self.path(name)).expect("pem");
+        let mut slice = pem.as_slice();
+        let mut certs = rustls_pemfile::certs(&mut slice);
+        certs.next().expect("a cert").expect("pem").to_vec()
+    }
+
+    /// `openssl ocsp` answering on the leaf's responder port (responses valid a minute). It
+    /// serves one connection at a time, so readiness is its own word on stderr, not a probe
+    /// connection (which it would wait on).
+    fn responder(&self) -> Child {
+        let mut child = Command::new("openssl")
+            .args([
+                "ocsp",
+                "-index",
+                "index.txt",
+                "-port",
+                &self.port.to_string(),
+                "-rsigner",
+                "ca.crt",
+                "-rkey",
+                "ca.key",
+                "-CA",
+                "ca.crt",
+                "-nmin",
+                "1",
+                "-ignore_err",
+            ])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("openssl ocsp");
+        let stderr = child.stderr.take().expect("stderr");
+        let (ready, waiting) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("waiting for OCSP client connections") {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        waiting
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the responder starts");
+        child
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn edge_with(pki: &Pki, ocsp: &str) -> (Edge, SocketAddr, services::RunningService) {
+    let app = backend("app").await;
+    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let edge = Edge::start(
+        &format!("https_listen = [\"{https}\"]\nredirect_http_to_https = false"),
+        &format!(
+            "[tls]\nocsp_refresh = \"1s\"\ncertificates = [ {{ cert = \"{}\", key = \"{}\"{ocsp} }} ]\n{}",
+            pki.path("chain.pem").display(),
+            pki.path("leaf.key").display(),
+            one_route(app.addr)
+        ),
+    );
+    (edge, https, app)
+}
+
+/// What `openssl s_client -status` says about the stapled response.
+fn stapled(https: SocketAddr) -> String {
+    let (_, out) = s_client(https, &["-servername", "ocsp.test", "-status"]);
+    if out.contains("OCSP response: no response sent") {
+        return "none".into();
+    }
+    let good =
+        out.contains("OCSP Response Status: successful") && out.contains("Cert Status: good");
+    if good {
+        "good".into()
+    } else {
+        out
+    }
+}
+
+fn wait_for(what: &str, edge: &Edge, https: SocketAddr, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = stapled(https);
+        if now == what {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stapling is not `{what}` after {within:?}: {now}\n{}",
+            edge.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+async fn metric(edge: &Edge, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", edge.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_responders_answer_is_stapled_kept_while_it_is_down_and_dropped_when_revoked() {
+    let pki = Pki::new();
+    let responder = pki.responder();
+    let (edge, https, _app) = edge_with(&pki, "").await;
+    wait_for("good", &edge, https, Duration::from_secs(15));
+    assert_eq!(metric(&edge, "edge_ocsp_stapled").await, 1.0);
+    assert!(metric(&edge, "edge_ocsp_next_update_timestamp_seconds").await > 0.0);
+
+    // The responder hangs (accepts, never answers): the refresh waits out its timeout on its
+    // own thread while handshakes go on as fast as before, with the last good response.
+    stop(responder);
+    let hanging = std::net::TcpListener::bind(("127.0.0.1", pki.port)).expect("take the port");
+    let (held, _) = tokio::task::spawn_blocking(move || hanging.accept())
+        .await
+        .expect("join")
+        .expect("the edge's next refresh connects");
+    let tls = connector(&[b"http/1.1"]);
+    for _ in 0..10 {
+        let started = Instant::now();
+        drop(connect(&tls, https, "ocsp.test").await);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a handshake waited: {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stapled(https), "good");
+    drop(held);
+    // Refused outright: failures are counted and the last good response is still stapled.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&edge, "edge_ocsp_fetch_failures_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "no failure counted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stapled(https), "good");
+
+    // The CA revokes the leaf: at the next refresh the edge stops stapling and counts it.
+    pki.set_status(true);
+    let responder = pki.responder();
+    wait_for("none", &edge, https, Duration::from_secs(20));
+    assert!(metric(&edge, "edge_ocsp_revoked_total").await >= 1.0);
+    assert_eq!(metric(&edge, "edge_ocsp_stapled").await, 0.0);
+    stop(responder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_from_a_file_is_stapled_and_edge_check_validates_the_file() {
+    let pki = Pki::new();
+    let file = pki.response("leaf.ocsp", &["-ndays", "1"]);
+    let (edge, https, _app) = edge_with(&pki, &format!(", ocsp = \"{}\"", file.display())).await;
+    wait_for("good", &edge, https, Duration::from_secs(10));
+    // `edge check` refuses a file that is not an OCSP response, at its place.
+    let bad = pki.path("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[upstreams.a]\nservers = [{{ addr = \"127.0.0.1:1\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"a\"\n[tls]\ncertificates = [ {{ cert = \"c\", key = \"k\", ocsp = \"{}\" }} ]\n",
+            pki.path("leaf.crt").display()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(edge_bin())
+        .arg("check")
+        .arg(&bad)
+        .output()
+        .expect("check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml:7:") && stderr.contains("not a usable OCSP response"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn responses_are_verified_before_they_are_stapled() {
+    let pki = Pki::new();
+    let (leaf, ca) = (pki.der("leaf.crt"), pki.der("ca.crt"));
+    let query = Query::new(&leaf, &ca).expect("query");
+    assert_eq!(
+        query.url.as_deref(),
+        Some(format!("http://127.0.0.1:{}", pki.port).as_str())
+    );
+    let good = std::fs::read(pki.response("good.der", &["-nmin", "1"])).expect("response");
+    let now = edge::ocsp::unix_now();
+    let checked = query.check(&good, now).expect("a good response");
+    assert!(checked
+        .next_update
+        .is_some_and(|n| n > now && n <= now + 61));
+    assert_eq!(query.check(&good, now + 120), Err(OcspError::Expired));
+    // A changed digit in the signed data (producedAt's last second) is caught.
+    let mut forged = good.clone();
+    let produced = forged
+        .windows(2)
+        .position(|w| w == [0x18, 0x0f])
+        .expect("producedAt");
+    forged[produced + 15] ^= 1;
+    assert_eq!(query.check(&forged, now), Err(OcspError::BadSignature));
+    // A response signed by another CA does not verify with this issuer.
+    let other = Pki::new();
+    let foreign = std::fs::read(other.response("other.der", &["-nmin", "1"])).expect("response");
+    assert!(query.check(&foreign, now).is_err());
+    // Revoked.
+    pki.set_status(true);
+    let revoked = std::fs::read(pki.response("revoked.der", &["-nmin", "1"])).expect("response");
+    assert_eq!(query.check(&revoked, now), Err(OcspError::Revoked));
+
+    // The schedule: a file's response is stapled, kept while the file is unreadable, and
+    // dropped once it expires.
+    pki.set_status(false);
+    let file = pki.response("file.der", &["-nmin", "1"]);
+    let source = OcspSource::File(file.clone());
+    let view = [CertView {
+        name: "test",
+        source: &source,
+        leaf: &leaf,
+        issuer: Some(&ca),
+    }];
+    let mut stapler = Stapler::new(Duration::from_secs(3600));
+    let first = stapler.tick(&view, now);
+    assert_eq!(first.len(), 1);
+    assert!(first[0].staple.is_some());
+    std::fs::remove_file(&file).expect("remove");
+    assert!(
+        stapler.tick(&view, now + 30).is_empty(),
+        "a failed refresh keeps the last good"
+    );
+    let expired = stapler.tick(&view, now + 61);
+    assert_eq!(expired.len(), 1);
+    assert!(expired[0].staple.is_none(), "stapling stops at nextUpdate");
+    // A certificate without an issuer in its file is not stapled (and never fetched).
+    let alone = [CertView {
+        name: "alone",
+        source: &OcspSource::Auto,
+        leaf: &leaf,
+        issuer: None,
+    }];
+    assert!(Stapler::new(Duration::from_secs(1))
+        .tick(&alone, now)
+        .is_empty());
+}
