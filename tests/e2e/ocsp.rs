@@ -422,6 +422,51 @@ fn responses_are_verified_before_they_are_stapled() {
     let expired = stapler.tick(&view, now + 61);
     assert_eq!(expired.len(), 1);
     assert!(expired[0].staple.is_none(), "stapling stops at nextUpdate");
+    // A renewed certificate (another leaf from the same CA): the old staple goes at once,
+    // and the response, which is about the old leaf, is not stapled to the new one.
+    std::fs::write(
+        &file,
+        std::fs::read(pki.response("file.der", &["-nmin", "1"])).expect("again"),
+    )
+    .expect("write");
+    assert!(stapler
+        .tick(&view, now + 20)
+        .iter()
+        .any(|c| c.staple.is_some()));
+    openssl(
+        pki.dir.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "0x1002",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "renewed.crt",
+        ],
+    );
+    let renewed = pki.der("renewed.crt");
+    let view = [CertView {
+        name: "test",
+        source: &source,
+        leaf: &renewed,
+        issuer: Some(&ca),
+    }];
+    let changes = stapler.tick(&view, now + 21);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0].staple.is_none(),
+        "a response for the old leaf is not stapled to the new"
+    );
     // A certificate without an issuer in its file is not stapled (and never fetched).
     let alone = [CertView {
         name: "alone",

@@ -99,6 +99,7 @@ impl Stapler {
             }
             slot.file_stamp = stamp;
             let outcome = Self::attempt(slot, cert, now);
+            tracing::debug!(certificate = cert.name, outcome = ?outcome.as_ref().map(|g| g.next_update), "OCSP fetch");
             match outcome {
                 Ok(good) => {
                     if slot.good.as_ref().is_none_or(|g| g.der != good.der) {
