@@ -31,9 +31,10 @@ struct Pki {
 }
 
 impl Pki {
-    fn new() -> Pki {
+    /// A CA and its leaf; with `responding`, an `openssl ocsp` responder on a port it picked
+    /// itself (named in the leaf), else the leaf names the discard port, never asked.
+    fn new(responding: bool) -> (Pki, Option<Child>) {
         let dir = tempfile::tempdir().expect("dir");
-        let port = free_port();
         let d = dir.path();
         let ec = [
             "-newkey",
@@ -64,6 +65,13 @@ impl Pki {
             ]
             .concat(),
         );
+        std::fs::write(d.join("index.txt"), GOOD).expect("index");
+        let (responder, port) = if responding {
+            let (child, port) = responder(d, 0);
+            (Some(child), port)
+        } else {
+            (None, 9)
+        };
         openssl(
             d,
             &[
@@ -112,9 +120,7 @@ impl Pki {
         ]
         .concat();
         std::fs::write(d.join("chain.pem"), chain).expect("chain");
-        let pki = Pki { dir, port };
-        pki.set_status(false);
-        pki
+        (Pki { dir, port }, responder)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -123,11 +129,7 @@ impl Pki {
 
     /// The responder's database: the leaf good, or revoked.
     fn set_status(&self, revoked: bool) {
-        let line = if revoked {
-            "R\t301231235959Z\t261201000000Z\t1001\tunknown\t/CN=ocsp.test\n"
-        } else {
-            "V\t301231235959Z\t\t1001\tunknown\t/CN=ocsp.test\n"
-        };
+        let line = if revoked { REVOKED } else { GOOD };
         std::fs::write(self.path("index.txt"), line).expect("index");
     }
 
@@ -179,50 +181,63 @@ impl Pki {
         certs.next().expect("a cert").expect("pem").to_vec()
     }
 
-    /// `openssl ocsp` answering on the leaf's responder port (responses valid a minute). It
-    /// serves one connection at a time, so readiness is its own word on stderr, not a probe
-    /// connection (which it would wait on).
+    /// The responder again, on the port the leaf names.
     fn responder(&self) -> Child {
-        let mut child = Command::new("openssl")
-            .args([
-                "ocsp",
-                "-index",
-                "index.txt",
-                "-port",
-                &self.port.to_string(),
-                "-rsigner",
-                "ca.crt",
-                "-rkey",
-                "ca.key",
-                "-CA",
-                "ca.crt",
-                "-nmin",
-                "1",
-                "-ignore_err",
-            ])
-            .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("openssl ocsp");
-        let stderr = child.stderr.take().expect("stderr");
-        let (ready, waiting) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("waiting for OCSP client connections") {
-                    let _ = ready.send(());
-                }
-            }
-        });
-        waiting
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the responder starts");
-        child
+        responder(self.dir.path(), self.port).0
     }
+}
+
+/// The responder's database lines for the leaf (serial 1001).
+const GOOD: &str = "V\t301231235959Z\t\t1001\tunknown\t/CN=ocsp.test\n";
+const REVOKED: &str = "R\t301231235959Z\t261201000000Z\t1001\tunknown\t/CN=ocsp.test\n";
+
+/// `openssl ocsp` on `port` (0: one it picks), answering from dir/index.txt with responses
+/// valid a minute, and the port it listens on (its `ACCEPT [::]:PORT` line).
+fn responder(dir: &Path, port: u16) -> (Child, u16) {
+    let mut child = Command::new("openssl")
+        .args([
+            "ocsp",
+            "-index",
+            "index.txt",
+            "-port",
+            &port.to_string(),
+            "-rsigner",
+            "ca.crt",
+            "-rkey",
+            "ca.key",
+            "-CA",
+            "ca.crt",
+            "-nmin",
+            "1",
+            "-ignore_err",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl ocsp");
+    let stdout = child.stdout.take().expect("stdout");
+    let (ready, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(port) = line
+                .strip_prefix("ACCEPT ")
+                .and_then(|a| a.split_whitespace().next())
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+            {
+                let _ = ready.send(port);
+            }
+        }
+    });
+    let port = listening
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the responder listens");
+    (child, port)
 }
 
 fn stop(mut child: Child) {
@@ -292,8 +307,8 @@ async fn metric(edge: &Edge, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_responders_answer_is_stapled_kept_while_it_is_down_and_dropped_when_revoked() {
-    let pki = Pki::new();
-    let responder = pki.responder();
+    let (pki, responder) = Pki::new(true);
+    let responder = responder.expect("a responder");
     let (edge, https, _app) = edge_with(&pki, "").await;
     wait_for("good", &edge, https, Duration::from_secs(15));
     assert_eq!(metric(&edge, "edge_ocsp_stapled").await, 1.0);
@@ -339,7 +354,7 @@ async fn the_responders_answer_is_stapled_kept_while_it_is_down_and_dropped_when
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_from_a_file_is_stapled_and_edge_check_validates_the_file() {
-    let pki = Pki::new();
+    let (pki, _) = Pki::new(false);
     let file = pki.response("leaf.ocsp", &["-ndays", "1"]);
     let (edge, https, _app) = edge_with(&pki, &format!(", ocsp = \"{}\"", file.display())).await;
     wait_for("good", &edge, https, Duration::from_secs(10));
@@ -368,13 +383,10 @@ async fn a_response_from_a_file_is_stapled_and_edge_check_validates_the_file() {
 
 #[test]
 fn responses_are_verified_before_they_are_stapled() {
-    let pki = Pki::new();
+    let (pki, _) = Pki::new(false);
     let (leaf, ca) = (pki.der("leaf.crt"), pki.der("ca.crt"));
     let query = Query::new(&leaf, &ca).expect("query");
-    assert_eq!(
-        query.url.as_deref(),
-        Some(format!("http://127.0.0.1:{}", pki.port).as_str())
-    );
+    assert_eq!(query.url.as_deref(), Some("http://127.0.0.1:9"));
     let good = std::fs::read(pki.response("good.der", &["-nmin", "1"])).expect("response");
     let now = edge::ocsp::unix_now();
     let checked = query.check(&good, now).expect("a good response");
@@ -391,7 +403,7 @@ fn responses_are_verified_before_they_are_stapled() {
     forged[produced + 15] ^= 1;
     assert_eq!(query.check(&forged, now), Err(OcspError::BadSignature));
     // A response signed by another CA does not verify with this issuer.
-    let other = Pki::new();
+    let (other, _) = Pki::new(false);
     let foreign = std::fs::read(other.response("other.der", &["-nmin", "1"])).expect("response");
     assert!(query.check(&foreign, now).is_err());
     // Revoked.
