@@ -242,6 +242,8 @@ async fn attempt(
 
     let request = upstream_request(session.req_header(), ctx, body).map_err(Failed::upstream)?;
     up.write_request_header(request).await.map_err(stale)?;
+    // Set when the server answered before it took the whole body.
+    let mut answered_early = false;
     match body {
         Body::Empty => {}
         Body::Whole(bytes) => {
@@ -249,9 +251,25 @@ async fn attempt(
             up.finish_body().await.map_err(after_body)?;
         }
         Body::Streaming(head) => {
-            up.write_body(head).await.map_err(after_body)?;
             let limit = ctx.snapshot.config.edge.client_max_body_size;
-            stream_body(session, &mut up, limit).await?;
+            let sent = match up.write_body(head).await {
+                Ok(_) => stream_body(session, &mut up, limit).await,
+                Err(e) => Err(Failed {
+                    body_spent: true,
+                    ..after_body(e)
+                }),
+            };
+            if let Err(failed) = sent {
+                // A server may refuse a large upload (413, 401) before reading it and stop
+                // reading or close: what it said is already in the socket. It is relayed, as
+                // nginx does, instead of a 502 counted against the server.
+                answered_early = !failed.client && early_answer(&mut up).await;
+                if !answered_early {
+                    return Err(failed);
+                }
+                // The client's body is not read to its end: its connection ends here.
+                session.set_keepalive(None);
+            }
         }
     }
 
@@ -259,9 +277,12 @@ async fn attempt(
     // server is not held, nor counted against, until read_timeout). Informational heads are
     // relayed to HTTP/1.1 clients (100 Continue was the edge's own).
     let client_http11 = session.req_header().version == http::Version::HTTP_11;
+    let cut_short = answered_early;
     let mut response = loop {
         let sent = !matches!(body, Body::Empty);
-        let read = {
+        if std::mem::take(&mut answered_early) {
+            // The head was read while the body was being sent.
+        } else {
             let mut answer = std::pin::pin!(up.read_response());
             loop {
                 tokio::select! {
@@ -274,11 +295,11 @@ async fn attempt(
                     }
                 }
             }
-        };
-        read.map_err(|e| Failed {
-            body_sent: sent,
-            ..stale(e)
-        })?;
+            .map_err(|e| Failed {
+                body_sent: sent,
+                ..stale(e)
+            })?;
+        }
         let head = up.resp_header().ok_or_else(|| {
             Failed::upstream(Error::explain(
                 ErrorType::InvalidHTTPHeader,
@@ -343,8 +364,13 @@ async fn attempt(
         .await
         .map_err(Failed::client)?;
 
-    // The connection is kept for the next request if both ends allow it.
+    // The connection is kept for the next request if both ends allow it (never one whose
+    // request body was cut short by an early answer).
     up.respect_keepalive();
+    if cut_short {
+        drain_client_body(session).await;
+        return Ok(());
+    }
     if let Some(stream) = up.reuse().await {
         server.state.pool.put(
             Pooled {
@@ -356,6 +382,35 @@ async fn attempt(
         );
     }
     Ok(())
+}
+
+/// After an early answer, the rest of the client's body is read and dropped (nginx's
+/// lingering close), so that a client still sending sees the answer instead of a reset:
+/// for at most this long in all, and this long between two reads.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(30);
+const LINGER_READ: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn drain_client_body(session: &mut Session) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while tokio::time::Instant::now() < deadline {
+        let read = session.as_downstream_mut().read_request_body();
+        match tokio::time::timeout(LINGER_READ, read).await {
+            Ok(Ok(Some(_))) => {}
+            _ => return,
+        }
+    }
+}
+
+/// How long a server whose body upload broke off gets to show the answer it sent first.
+const EARLY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether the server answered before the body upload broke off: a response head is (or
+/// arrives very soon) in the socket.
+async fn early_answer(up: &mut UpstreamSession) -> bool {
+    matches!(
+        tokio::time::timeout(EARLY_ANSWER_WAIT, up.read_response()).await,
+        Ok(Ok(_))
+    ) && up.resp_header().is_some()
 }
 
 /// Whether an error says the connection was closed or reset under the request (what a server

@@ -283,3 +283,37 @@ async fn kept_alive_connections_end_at_keepalive_timeout_and_keepalive_requests(
     );
     assert_eq!(app.requests(), 4);
 }
+
+/// A strict server refuses a large upload as soon as it has the head (413, and it stops
+/// reading: closes, or keeps the connection without a word more). The client gets the
+/// server's answer, as from nginx, not a 502 or 504, and the server is not counted as failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_an_upload_before_reading_it_is_relayed_not_a_502() {
+    for hang in [false, true] {
+        let app = scripted_backend(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large".to_vec(),
+            hang,
+        );
+        let edge = Edge::start(
+            "",
+            &format!(
+                "[upstreams.app]\nsend_timeout = \"1s\"\nservers = [{{ addr = \"{app}\" }}]\n\
+                 [[routes]]\npath = \"/\"\nupstream = \"app\"\n"
+            ),
+        );
+        // 4 MiB: far over the 16 KiB read whole, so it streams, and over what the sockets
+        // between the edge and the server hold.
+        let body = vec![b'x'; 4 << 20];
+        let response = client()
+            .post(edge.url("/upload"))
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("hang={hang}: no answer: {e:?}\n{}", edge.log()));
+        assert_eq!(response.status(), 413, "hang={hang}");
+        assert_eq!(response.text().await.expect("body"), "too large");
+        let status = admin_json(&edge, "/status").await;
+        let server = &status["upstreams"]["app"]["servers"][0];
+        assert_eq!(server["failures"], 0, "hang={hang}: {server}");
+    }
+}
