@@ -149,7 +149,8 @@ pub fn explain(
         snapshot.trusted_proxies(),
     );
     // The checks of `proxy::admit`, in its order; the first refusal is the verdict.
-    let checked = request::framing(&req, None)
+    let checked = request::size(&req, None, snapshot.config.edge.head_limits())
+        .and_then(|()| request::framing(&req, None))
         .and_then(|()| request::host(&req))
         .and_then(|host| {
             Ok((
