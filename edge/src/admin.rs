@@ -73,9 +73,11 @@ impl ServeHttp for AdminApp {
             }
             ("/explain", _) => {
                 let query = session.req_header().uri.query().unwrap_or("");
-                match crate::explain::Question::from_query(query)
-                    .and_then(|q| crate::explain::explain(&snapshot, &q, true))
-                {
+                let answer = match crate::explain::Question::from_query(query) {
+                    Ok(q) => crate::explain::explain(&snapshot, &q, true).await,
+                    Err(e) => Err(e),
+                };
+                match answer {
                     Ok(explanation) => (200, json!(explanation)),
                     Err(message) => (
                         400,

@@ -220,7 +220,15 @@ fn explain(
                         validated.config,
                         None,
                     ));
-                    edge::explain::explain(&snapshot, &question, false)
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => {
+                            runtime.block_on(edge::explain::explain(&snapshot, &question, false))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
                 }
                 Err(errors) => return report_errors(&errors),
             }

@@ -328,3 +328,53 @@ async fn the_redis_password_comes_from_the_environment_and_never_reaches_the_log
         "the password was logged:\n{log}"
     );
 }
+
+/// `/explain` reads a Redis zone as every replica sees it: requests through one edge show up
+/// in the standing another edge explains, and explaining counts none.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_on_one_edge_sees_what_another_spent_in_a_redis_zone() {
+    let redis = Redis::start();
+    let app = backend("app").await;
+    let config = limited(
+        app.addr,
+        &redis_zone(&redis, "local"),
+        "{ zone = \"api\", burst = 1, nodelay = true }",
+    );
+    let (one, two) = (Edge::start("", &config), Edge::start("", &config));
+    let explain = |edge: &Edge| {
+        let path = format!("/explain?url=http%3A%2F%2F{}%2Fapi%2Fx", edge.http);
+        let edge_admin = edge.admin;
+        async move {
+            let url = format!("http://{edge_admin}{path}");
+            get_json(&client(), &url, &[]).await.1
+        }
+    };
+    for _ in 0..3 {
+        let said = explain(&two).await;
+        assert_eq!(said["zones"][0]["store"], "redis", "{said}");
+        assert_eq!(said["zones"][0]["standing"]["next"], "pass", "{said}");
+    }
+    for _ in 0..2 {
+        let status = client()
+            .get(one.url("/api/x"))
+            .send()
+            .await
+            .expect("request")
+            .status();
+        assert_eq!(status, 200);
+    }
+    let said = explain(&two).await;
+    assert_eq!(said["zones"][0]["standing"]["next"], "reject", "{said}");
+    assert!(
+        said["zones"][0]["standing"]["excess"].as_f64() > Some(0.9),
+        "{said}"
+    );
+    assert_eq!(said["verdict"]["status"], 429, "{said}");
+    let status = client()
+        .get(two.url("/api/x"))
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, 429);
+}

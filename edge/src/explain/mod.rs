@@ -91,8 +91,10 @@ pub struct ZoneCheck {
     pub nodelay: bool,
     pub dry_run: bool,
     pub store: String,
-    /// The client's standing now (a running edge's local zones only).
+    /// The client's standing now (a running edge only).
     pub standing: Option<ZoneStanding>,
+    /// Why the standing could not be read (Redis unreachable).
+    pub unread: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -135,7 +137,7 @@ pub struct Compression {
 }
 
 /// Explains `question` against `snapshot`; `live` when the snapshot is a running edge's.
-pub fn explain(
+pub async fn explain(
     snapshot: &Arc<Snapshot>,
     question: &Question,
     live: bool,
@@ -211,7 +213,7 @@ pub fn explain(
         winner_why(&route.settings, &normalized),
     ));
     e.beaten = beaten(snapshot, Some(&route.settings), &normalized, &path);
-    e.allow_and_zones(&route, client_ip);
+    e.allow_and_zones(&route, client_ip).await;
     let declared = req
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -279,7 +281,7 @@ impl Explanation {
     }
 
     /// The route's allow list and zones (with the client's standing on a running edge).
-    fn allow_and_zones(&mut self, route: &Route, client_ip: IpAddr) {
+    async fn allow_and_zones(&mut self, route: &Route, client_ip: IpAddr) {
         if !route.settings.allow.is_empty() {
             let matched = route
                 .settings
@@ -296,7 +298,7 @@ impl Explanation {
                 self.refuse(403, format!("{client_ip} is not in the route's allow list"));
             }
         }
-        self.zones = zones(route, client_ip, self.live);
+        self.zones = zones(route, client_ip, self.live).await;
         let rejected = self
             .zones
             .iter()
@@ -424,51 +426,53 @@ fn beaten(
     out.into_iter().map(|(_, _, c)| c).collect()
 }
 
-fn zones(route: &Route, client: IpAddr, live: bool) -> Vec<ZoneCheck> {
-    route
-        .limits
-        .iter()
-        .map(|limit| {
-            let rate = limit.zone.settings.rate;
-            let standing = if live {
-                limit.zone.peek(client, limit.burst)
-            } else {
-                None
-            };
-            ZoneCheck {
-                zone: limit.zone.name.clone(),
-                rate: if rate.per.as_secs() == 60 {
-                    format!("{}r/m", rate.requests)
-                } else {
-                    format!("{}r/s", rate.requests)
-                },
-                burst: limit.burst,
-                nodelay: limit.nodelay,
-                dry_run: limit.dry_run,
-                store: match limit.zone.settings.store {
-                    ZoneStore::Local => "local".into(),
-                    ZoneStore::Redis => "redis".into(),
-                },
-                standing: standing.map(|s| {
-                    let (next, delay_ms, retry_after_ms) = match s.next {
-                        Verdict::Reject { retry_after } => {
-                            ("reject", 0, retry_after.as_millis() as u64)
-                        }
-                        Verdict::Pass { delay } if !delay.is_zero() && !limit.nodelay => {
-                            ("delay", delay.as_millis() as u64, 0)
-                        }
-                        Verdict::Pass { .. } => ("pass", 0, 0),
-                    };
-                    ZoneStanding {
-                        excess: s.excess,
-                        next: next.into(),
-                        delay_ms,
-                        retry_after_ms,
-                    }
-                }),
+async fn zones(route: &Route, client: IpAddr, live: bool) -> Vec<ZoneCheck> {
+    let mut out = Vec::new();
+    for limit in &route.limits {
+        let rate = limit.zone.settings.rate;
+        let (standing, unread) = if live {
+            match limit.zone.peek(client, limit.burst).await {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e)),
             }
-        })
-        .collect()
+        } else {
+            (None, None)
+        };
+        out.push(ZoneCheck {
+            zone: limit.zone.name.clone(),
+            rate: if rate.per.as_secs() == 60 {
+                format!("{}r/m", rate.requests)
+            } else {
+                format!("{}r/s", rate.requests)
+            },
+            burst: limit.burst,
+            nodelay: limit.nodelay,
+            dry_run: limit.dry_run,
+            store: match limit.zone.settings.store {
+                ZoneStore::Local => "local".into(),
+                ZoneStore::Redis => "redis".into(),
+            },
+            standing: standing.map(|s| {
+                let (next, delay_ms, retry_after_ms) = match s.next {
+                    Verdict::Reject { retry_after } => {
+                        ("reject", 0, retry_after.as_millis() as u64)
+                    }
+                    Verdict::Pass { delay } if !delay.is_zero() && !limit.nodelay => {
+                        ("delay", delay.as_millis() as u64, 0)
+                    }
+                    Verdict::Pass { .. } => ("pass", 0, 0),
+                };
+                ZoneStanding {
+                    excess: s.excess,
+                    next: next.into(),
+                    delay_ms,
+                    retry_after_ms,
+                }
+            }),
+            unread,
+        });
+    }
+    out
 }
 
 fn balance(route: &Route, client: IpAddr, live: bool) -> BalanceCheck {

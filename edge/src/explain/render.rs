@@ -113,7 +113,10 @@ fn zone(out: &mut String, z: &super::ZoneCheck, live: bool) {
                 let _ = write!(out, " (retry after {} ms)", s.retry_after_ms);
             }
         }
-        None if live => out.push_str("\n  standing: kept in Redis, not read"),
+        None if live => {
+            let why = z.unread.as_deref().unwrap_or("not read");
+            let _ = write!(out, "\n  standing: unknown ({why})");
+        }
         None => {}
     }
     out.push('\n');

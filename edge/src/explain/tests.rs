@@ -36,14 +36,15 @@ upstream = "admin"
 allow = ["10.0.0.0/8"]
 "#;
 
-#[test]
-fn the_longest_prefix_wins_and_the_routes_it_beat_are_named() {
+#[tokio::test]
+async fn the_longest_prefix_wins_and_the_routes_it_beat_are_named() {
     let s = snapshot(CONFIG);
     let e = explain(
         &s,
         &Question::new("GET", "http://edge.test/api/items"),
         false,
     )
+    .await
     .expect("explains");
     let route = e.route.as_ref().expect("route");
     assert_eq!(
@@ -69,6 +70,7 @@ fn the_longest_prefix_wins_and_the_routes_it_beat_are_named() {
         &Question::new("GET", "http://tenant.example/api/x"),
         false,
     )
+    .await
     .expect("explains");
     assert_eq!(
         e.route.as_ref().map(|r| r.upstream.as_str()),
@@ -88,12 +90,12 @@ fn the_longest_prefix_wins_and_the_routes_it_beat_are_named() {
     assert!(text.contains("beat /api/:"), "{text}");
 }
 
-#[test]
-fn an_allow_list_refusal_names_the_client_and_the_list() {
+#[tokio::test]
+async fn an_allow_list_refusal_names_the_client_and_the_list() {
     let s = snapshot(CONFIG);
     let mut q = Question::new("GET", "http://edge.test/admin/x");
     q.peer = "192.168.1.5".parse().expect("ip");
-    let e = explain(&s, &q, false).expect("explains");
+    let e = explain(&s, &q, false).await.expect("explains");
     assert_eq!(
         (e.verdict.action.as_str(), e.verdict.status),
         ("refuse", Some(403))
@@ -101,7 +103,7 @@ fn an_allow_list_refusal_names_the_client_and_the_list() {
     let allow = e.allow.as_ref().expect("allow");
     assert!(!allow.admitted && allow.allow == ["10.0.0.0/8"]);
     q.peer = "10.9.9.9".parse().expect("ip");
-    let e = explain(&s, &q, false).expect("explains");
+    let e = explain(&s, &q, false).await.expect("explains");
     assert_eq!(
         e.allow.as_ref().and_then(|a| a.matched.as_deref()),
         Some("10.0.0.0/8")
@@ -115,7 +117,7 @@ async fn a_live_zone_shows_the_standing_and_would_reject_without_counting() {
     let route = s.router.find("edge.test", "/api/").cloned().expect("route");
     let client: IpAddr = "127.0.0.1".parse().expect("ip");
     let q = Question::new("GET", "http://edge.test/api/x");
-    let first = explain(&s, &q, true).expect("explains");
+    let first = explain(&s, &q, true).await.expect("explains");
     assert_eq!(
         first.zones[0].standing.as_ref().map(|z| z.next.as_str()),
         Some("pass")
@@ -128,7 +130,7 @@ async fn a_live_zone_shows_the_standing_and_would_reject_without_counting() {
         ));
     }
     for _ in 0..3 {
-        let e = explain(&s, &q, true).expect("explains");
+        let e = explain(&s, &q, true).await.expect("explains");
         let standing = e.zones[0].standing.as_ref().expect("standing");
         assert_eq!(standing.next, "reject");
         assert!(
@@ -144,19 +146,23 @@ async fn a_live_zone_shows_the_standing_and_would_reject_without_counting() {
     let mut other = q.clone();
     other.peer = "10.0.0.1".parse().expect("ip");
     assert_eq!(
-        explain(&s, &other, true).expect("explains").verdict.action,
+        explain(&s, &other, true)
+            .await
+            .expect("explains")
+            .verdict
+            .action,
         "proxy"
     );
 }
 
-#[test]
-fn the_balancer_preview_is_the_pick_and_moves_nothing() {
+#[tokio::test]
+async fn the_balancer_preview_is_the_pick_and_moves_nothing() {
     let s = snapshot(CONFIG);
     let sticky = s.upstreams["sticky"].clone();
     for ip in ["10.1.2.3", "172.16.5.4", "192.168.77.1"] {
         let mut q = Question::new("GET", "http://tenant.example/api/x");
         q.peer = ip.parse().expect("ip");
-        let e = explain(&s, &q, true).expect("explains");
+        let e = explain(&s, &q, true).await.expect("explains");
         let mut attempts = crate::upstream::Attempts::default();
         let real = sticky.select(q.peer, &mut attempts).expect("a server");
         let b = e.balance.as_ref().expect("balance");
@@ -181,14 +187,14 @@ fn the_balancer_preview_is_the_pick_and_moves_nothing() {
     }
 }
 
-#[test]
-fn redirects_body_limits_forwarded_headers_and_compression() {
+#[tokio::test]
+async fn redirects_body_limits_forwarded_headers_and_compression() {
     let s = snapshot(&CONFIG.replace(
         "admin_listen = \"127.0.0.1:2\"",
         "admin_listen = \"127.0.0.1:2\"\nhttps_listen = [\"127.0.0.1:3\"]\n[tls]\ncertificates = [ { cert = \"a.crt\", key = \"a.key\" } ]\n[edge.x]",
     ).replace("[edge.x]\n", ""));
     let mut q = Question::new("GET", "http://edge.test/api/x?y=1");
-    let e = explain(&s, &q, false).expect("explains");
+    let e = explain(&s, &q, false).await.expect("explains");
     assert_eq!(
         (e.verdict.action.as_str(), e.verdict.status),
         ("redirect", Some(308))
@@ -203,7 +209,7 @@ fn redirects_body_limits_forwarded_headers_and_compression() {
         ("Accept-Encoding".into(), "br;q=0, gzip".into()),
         ("Connection".into(), "keep-alive".into()),
     ];
-    let e = explain(&s, &q, false).expect("explains");
+    let e = explain(&s, &q, false).await.expect("explains");
     assert_eq!(e.verdict.status, Some(413));
     assert_eq!(e.compression.accepted, ["gzip"]);
     let names: Vec<&str> = e.upstream_headers.iter().map(|(n, _)| n.as_str()).collect();
@@ -231,6 +237,7 @@ fn redirects_body_limits_forwarded_headers_and_compression() {
         &Question::new("GET", "https://edge.test/nothing-here"),
         false,
     )
+    .await
     .expect("explains");
     assert_eq!(e.route.as_ref().map(|r| r.path.as_str()), Some("/"));
 }

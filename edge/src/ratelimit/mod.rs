@@ -223,16 +223,17 @@ impl Zone {
         self.settings == *settings
     }
 
-    /// Where `client` stands in this zone now; `None` for a zone kept in Redis (its state is
-    /// shared by every replica and not read here).
-    pub fn peek(&self, client: IpAddr, burst: u32) -> Option<Standing> {
-        if self.redis.is_some() {
-            return None;
+    /// Where `client` stands in this zone now, without counting a request (for a Redis zone,
+    /// as every replica sees it); an error when Redis cannot be asked.
+    pub async fn peek(&self, client: IpAddr, burst: u32) -> Result<Standing, String> {
+        if let Some(redis) = &self.redis {
+            return redis
+                .peek(&self.name, client, self.settings.rate, burst)
+                .await;
         }
-        Some(
-            self.local
-                .peek(client, self.settings.rate, burst, crate::clock::now_ms()),
-        )
+        Ok(self
+            .local
+            .peek(client, self.settings.rate, burst, crate::clock::now_ms()))
     }
 
     /// Checks (and accounts) one request from `client` against this zone with `burst`.

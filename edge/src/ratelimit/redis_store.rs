@@ -40,6 +40,30 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((excess + 1000) * 1000 / rate) + 60000)
 return {0, math.floor(excess * 1000 / rate)}
 "#;
 
+/// The same bucket read without a request (`edge explain`): nothing is written. Returns
+/// {rejected, delay_or_retry_ms, excess_now}.
+const PEEK_SCRIPT: &str = r#"
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2]) * 1000
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local state = redis.call('HMGET', KEYS[1], 'excess', 'last')
+local drained = 0
+local excess = 0
+if state[1] then
+  local elapsed = now - tonumber(state[2])
+  if elapsed < 0 then elapsed = 0 end
+  drained = tonumber(state[1]) - math.floor(rate * elapsed / 1000)
+  if drained < 0 then drained = 0 end
+  excess = tonumber(state[1]) + 1000 - math.floor(rate * elapsed / 1000)
+  if excess < 0 then excess = 0 end
+end
+if excess > burst then
+  return {1, math.ceil((excess - burst) * 1000 / rate), drained}
+end
+return {0, math.floor(excess * 1000 / rate), drained}
+"#;
+
 /// A lazily connected Redis client shared by the redis zones.
 pub struct RedisStore {
     settings: RedisSettings,
@@ -47,6 +71,7 @@ pub struct RedisStore {
     connection: OnceCell<ConnectionManager>,
     last_attempt: Mutex<Option<Instant>>,
     script: redis::Script,
+    peek_script: redis::Script,
 }
 
 /// Supplies Redis's password when `[redis] url` carries none, so the secret can stay out of
@@ -100,6 +125,7 @@ impl RedisStore {
             connection: OnceCell::new(),
             last_attempt: Mutex::new(None),
             script: redis::Script::new(SCRIPT),
+            peek_script: redis::Script::new(PEEK_SCRIPT),
         }
     }
 
@@ -166,6 +192,37 @@ impl RedisStore {
             }
         } else {
             Verdict::Pass { delay: duration }
+        })
+    }
+}
+
+impl RedisStore {
+    /// Where `client` stands in `zone`, without counting a request.
+    pub async fn peek(
+        &self,
+        zone: &str,
+        client: IpAddr,
+        rate: Rate,
+        burst: u32,
+    ) -> Result<super::Standing, String> {
+        let mut connection = self.connection().await?;
+        let mut invocation = self.peek_script.key(format!("edge:limit:{zone}:{client}"));
+        invocation.arg(super::rate_milli(rate)).arg(burst);
+        let call = invocation.invoke_async::<(u8, u64, u64)>(&mut connection);
+        let (rejected, ms, excess) = tokio::time::timeout(CHECK_TIMEOUT, call)
+            .await
+            .map_err(|_| "Redis check timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let duration = Duration::from_millis(ms);
+        Ok(super::Standing {
+            excess: excess as f64 / 1000.0,
+            next: if rejected == 1 {
+                Verdict::Reject {
+                    retry_after: duration,
+                }
+            } else {
+                Verdict::Pass { delay: duration }
+            },
         })
     }
 }
