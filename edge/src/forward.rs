@@ -555,6 +555,9 @@ pub fn upstream_request(
 /// HTTP/1.1 client, so its connection can be kept. `false` when the body has no length the
 /// client can read, so only the close can end it (an HTTP/1.0 client).
 fn response_head(response: &mut ResponseHeader, no_body: bool, client_http11: bool) -> bool {
+    // The edge speaks HTTP/1.1 to its clients whatever the server spoke (an HTTP/1.0 status
+    // line would make a client downgrade its next request), as nginx does.
+    response.set_version(http::Version::HTTP_11);
     for name in ["keep-alive", "proxy-connection"] {
         response.remove_header(name);
     }
@@ -565,7 +568,6 @@ fn response_head(response: &mut ResponseHeader, no_body: bool, client_http11: bo
         return true;
     }
     if client_http11 {
-        response.set_version(http::Version::HTTP_11);
         if !chunked {
             let _ = response.insert_header(header::TRANSFER_ENCODING, "chunked");
         }

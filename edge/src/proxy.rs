@@ -367,7 +367,9 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> 
 
     // Plain HTTP goes to https, except the health check.
     if !ctx.tls && snapshot.redirects_to_https() && path != "/health" {
-        respond::redirect_to_https(session, &host, &ctx.request_id).await?;
+        let target = session.req_header().uri.path_and_query();
+        let location = snapshot.https_location(&host, target.map_or("/", |pq| pq.as_str()));
+        respond::redirect_to_https(session, &location, &ctx.request_id).await?;
         return Ok(true);
     }
 

@@ -106,14 +106,12 @@ async fn json_response(
     Ok(())
 }
 
-/// 308 to the same URL on https.
-pub async fn redirect_to_https(session: &mut Session, host: &str, request_id: &str) -> Result<()> {
-    let target = session
-        .req_header()
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str());
-    let location = format!("https://{host}{target}");
+/// 308 to `location`, the same URL on https.
+pub async fn redirect_to_https(
+    session: &mut Session,
+    location: &str,
+    request_id: &str,
+) -> Result<()> {
     let mut header = ResponseHeader::build(308, Some(4))?;
     header.insert_header("location", location)?;
     header.insert_header("content-length", "0")?;

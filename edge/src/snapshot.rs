@@ -156,6 +156,17 @@ impl Snapshot {
         self.config.edge.redirect_http_to_https && !self.config.edge.https_listen.is_empty()
     }
 
+    /// Where a plain-HTTP request for `host` and `target` (path and query) is redirected:
+    /// the same host without its port (nginx's `$host`), on the first https listener's port
+    /// when that is not 443.
+    pub fn https_location(&self, host: &str, target: &str) -> String {
+        let host = crate::route::normalize_host(host);
+        match self.config.edge.https_listen.first().map(|a| a.port()) {
+            Some(443) | None => format!("https://{host}{target}"),
+            Some(port) => format!("https://{host}:{port}{target}"),
+        }
+    }
+
     /// The trusted proxy networks.
     pub fn trusted_proxies(&self) -> &[IpNet] {
         &self.config.edge.trusted_proxies

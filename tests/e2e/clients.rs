@@ -205,3 +205,29 @@ async fn keepalive_timeout_zero_turns_client_keep_alive_off() {
         "the edge closed it"
     );
 }
+
+/// A server that answers in HTTP/1.0 (Python's http.server, old appliances): the client still
+/// gets an HTTP/1.1 status line, so it does not downgrade its next request, and its
+/// connection is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http10_server_answer_reaches_the_client_as_http11() {
+    let app = scripted_backend(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        false,
+    );
+    let edge = Edge::start("", &one_route(app));
+    let mut stream = std::net::TcpStream::connect(edge.http).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /a HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+            .expect("write");
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).expect("read");
+        let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+    }
+}

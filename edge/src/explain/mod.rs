@@ -200,7 +200,7 @@ pub async fn explain(
             "plain HTTP is redirected to https (all but /health)".into(),
         );
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        e.verdict.location = Some(format!("https://{host}{target}"));
+        e.verdict.location = Some(snapshot.https_location(&host, target));
     }
     let normalized = normalize_host(&host).into_owned();
     let Some(route) = snapshot.router.find(&normalized, &path).cloned() else {

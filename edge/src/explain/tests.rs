@@ -201,7 +201,7 @@ async fn redirects_body_limits_forwarded_headers_and_compression() {
     );
     assert_eq!(
         e.verdict.location.as_deref(),
-        Some("https://edge.test/api/x?y=1")
+        Some("https://edge.test:3/api/x?y=1")
     );
     q.url = "https://edge.test/api/x".into();
     q.headers = vec![
