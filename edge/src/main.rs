@@ -44,15 +44,16 @@ enum Command {
     /// Translate an nginx configuration (and what it includes) into an upstreams.toml, and
     /// report every directive not carried as written, with file:line:col and why. Exits 0 when
     /// nothing needs a person's decision, 1 when something does, 2 when nginx's files cannot
-    /// be read or parsed.
+    /// be read or parsed (or the output cannot be written).
     ImportNginx {
         /// The main nginx file (nginx.conf).
         nginx_conf: PathBuf,
         /// Where to write upstreams.toml; standard output without it.
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// nginx's own directory: an absolute path under it that does not exist here is looked
-        /// up beside NGINX_CONF, so a copy of a server's /etc/nginx imports anywhere.
+        /// nginx's own directory: when NGINX_CONF is not in it, an absolute path (or link
+        /// target) under it is read from beside NGINX_CONF where the copy has it, so a copy of a
+        /// server's /etc/nginx imports anywhere.
         #[arg(long, default_value = edge::nginx::DEFAULT_NGINX_ROOT)]
         nginx_root: PathBuf,
     },

@@ -243,6 +243,15 @@ pub async fn explain(
             })
             .collect();
     }
+    // A websocket route relays an upgrade itself (websocket.rs), keeping the client's
+    // Connection and Upgrade.
+    let text = |name: &str| header(name).map(|v| String::from_utf8_lossy(v).into_owned());
+    let upgrading = text("connection").is_some_and(|c| c.to_ascii_lowercase().contains("upgrade"));
+    if let (true, true, Some(upgrade)) = (route.settings.websocket, upgrading, text("upgrade")) {
+        let connection = text("connection").unwrap_or_default();
+        e.upstream_headers.push(("connection".into(), connection));
+        e.upstream_headers.push(("upgrade".into(), upgrade));
+    }
     e.settle(&route.upstream.name);
     Ok(e)
 }

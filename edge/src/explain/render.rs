@@ -52,7 +52,7 @@ pub fn render(e: &Explanation) -> String {
                 a.allow.join(", "),
                 match &a.matched {
                     Some(net) => format!("admitted by {net}"),
-                    None => format!("{} is refused (403)", r.client),
+                    None => format!("{} is not in it (403)", r.client),
                 }
             );
         }

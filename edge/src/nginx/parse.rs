@@ -96,6 +96,26 @@ impl Paths {
     }
 }
 
+impl Paths {
+    /// Where a file really is: symbolic links followed (Debian's sites-enabled links into
+    /// sites-available), an absolute link target under `nginx_root` taken from the copy as
+    /// [`Paths::resolve`] does. The last path is returned even if it does not exist.
+    pub fn follow(&self, path: &Path) -> PathBuf {
+        let mut at = path.to_path_buf();
+        for _ in 0..8 {
+            let Ok(target) = std::fs::read_link(&at) else {
+                break;
+            };
+            at = if target.is_relative() {
+                at.parent().map_or(target.clone(), |dir| dir.join(&target))
+            } else {
+                self.resolve(&target.to_string_lossy())
+            };
+        }
+        at
+    }
+}
+
 /// The part of a path before its first glob character: what must exist for it to match.
 fn literal_part(path: &Path) -> PathBuf {
     path.components()
@@ -109,7 +129,17 @@ pub fn parse_file(main: &Path, paths: &Paths) -> Result<Vec<Directive>, ParseErr
 }
 
 fn read_file(file: &Path, paths: &Paths, depth: usize) -> Result<Vec<Directive>, ParseError> {
-    let name = file.display().to_string();
+    read_named(file, file, paths, depth)
+}
+
+/// Reads `file`, naming its places by `shown` (the path the configuration used).
+fn read_named(
+    file: &Path,
+    shown: &Path,
+    paths: &Paths,
+    depth: usize,
+) -> Result<Vec<Directive>, ParseError> {
+    let name = shown.display().to_string();
     let text = std::fs::read_to_string(file).map_err(|error| ParseError::Read {
         file: name.clone(),
         error,
@@ -206,7 +236,7 @@ impl Parser<'_> {
             let mut found: Vec<PathBuf> = glob::glob(&text)
                 .map_err(|e| syntax(directive.at.clone(), format!("bad include pattern: {e}")))?
                 .filter_map(Result::ok)
-                .filter(|p| p.is_file())
+                .filter(|p| p.is_file() || p.is_symlink())
                 .collect();
             found.sort();
             found
@@ -215,15 +245,26 @@ impl Parser<'_> {
         };
         let mut directives = Vec::new();
         for file in files {
-            directives.extend(read_file(&file, self.paths, self.depth + 1).map_err(
-                |e| match e {
+            let real = self.paths.follow(&file);
+            if !real.is_file() {
+                return Err(syntax(
+                    directive.at.clone(),
+                    format!(
+                        "cannot include {}: it leads to {}, which is not a file here",
+                        file.display(),
+                        real.display()
+                    ),
+                ));
+            }
+            directives.extend(
+                read_named(&real, &file, self.paths, self.depth + 1).map_err(|e| match e {
                     ParseError::Read { file, error } => syntax(
                         directive.at.clone(),
                         format!("cannot include {file}: {error}"),
                     ),
                     other => other,
-                },
-            )?);
+                })?,
+            );
         }
         Ok(directives)
     }
@@ -510,6 +551,42 @@ mod tests {
         std::fs::write(dir.path().join("loop.conf"), "include loop.conf;\n").expect("loop");
         let err = parse_file(&dir.path().join("loop.conf"), &paths(dir.path())).expect_err("loop");
         assert!(err.to_string().contains("include loop"), "{err}");
+    }
+
+    #[test]
+    fn debian_links_into_sites_available_are_followed_into_the_copy() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("sites-available")).expect("mkdir");
+        std::fs::create_dir_all(d.join("sites-enabled")).expect("mkdir");
+        std::fs::write(d.join("sites-available/app"), "server { listen 8080; }\n").expect("app");
+        // As Debian makes them: absolute links into /etc/nginx.
+        std::os::unix::fs::symlink(
+            "/etc/nginx/sites-available/app",
+            d.join("sites-enabled/app"),
+        )
+        .expect("link");
+        std::fs::write(
+            d.join("nginx.conf"),
+            "http {\n include /etc/nginx/sites-enabled/*;\n}\n",
+        )
+        .expect("main");
+        let tree = parse_file(&d.join("nginx.conf"), &paths(d)).expect("parses");
+        let server = &tree[0].children()[0];
+        assert_eq!(server.children()[0].args, ["8080"]);
+        assert!(
+            server.at.file.ends_with("sites-enabled/app"),
+            "{}",
+            server.at
+        );
+        // A dangling link is an error, as for nginx.
+        std::os::unix::fs::symlink(
+            "/etc/nginx/sites-available/gone",
+            d.join("sites-enabled/gone"),
+        )
+        .expect("link");
+        let err = parse_file(&d.join("nginx.conf"), &paths(d)).expect_err("dangling");
+        assert!(err.to_string().contains("sites-enabled/gone"), "{err}");
     }
 
     #[test]

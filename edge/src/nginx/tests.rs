@@ -277,8 +277,110 @@ fn two_locations_that_want_different_timeouts_from_one_upstream_are_reported() {
     );
     let config = valid(&imported);
     assert_eq!(config.upstreams["app"].read_timeout, Duration::from_secs(5));
-    let note = note_for(&imported, "location /b/");
-    assert!(note.decide && note.why.contains("read_timeout"), "{note}");
+    let note = imported
+        .notes
+        .iter()
+        .find(|n| n.directive.starts_with("location /b/") && n.why.contains("read_timeout"))
+        .expect("the conflict is reported");
+    assert!(note.decide, "{note}");
+}
+
+#[test]
+fn deny_all_admits_nobody_and_a_deny_only_location_does_not_fall_through() {
+    let imported = imported(
+        "http {\n upstream app { server a:1; }\n server {\n  listen 8080;\n  location / { proxy_pass http://app; }\n  location /.git { deny all; }\n  location /closed/ { deny all; proxy_pass http://app; }\n }\n}\n",
+    );
+    let config = valid(&imported);
+    let nobody: Vec<ipnet::IpNet> = vec![
+        "0.0.0.0/32".parse().expect("net"),
+        "::/128".parse().expect("net"),
+    ];
+    for path in ["/.git", "/closed/"] {
+        let route = config
+            .routes
+            .iter()
+            .find(|r| r.path == path)
+            .unwrap_or_else(|| panic!("{path} is a route"));
+        assert_eq!(route.allow, nobody, "{path}: nobody is admitted");
+    }
+}
+
+#[test]
+fn default_servers_keep_their_names_and_one_of_them_takes_unknown_hosts() {
+    let imported = imported(
+        "http {\n upstream pub { server p:1; }\n upstream adm { server a:1; }\n upstream int { server i:1; }\n server { listen 80; server_name www.example.com; location / { proxy_pass http://pub; } }\n server { listen 8080; server_name admin.example.com; location / { proxy_pass http://adm; } }\n server { listen 127.0.0.1:81; server_name internal.example.com; location / { proxy_pass http://int; } }\n}\n",
+    );
+    let config = valid(&imported);
+    let routes: Vec<(Option<&str>, &str)> = config
+        .routes
+        .iter()
+        .map(|r| (r.host.as_deref(), r.upstream.as_str()))
+        .collect();
+    assert!(
+        routes.contains(&(Some("www.example.com"), "pub")),
+        "{routes:?}"
+    );
+    assert!(
+        routes.contains(&(Some("admin.example.com"), "adm")),
+        "{routes:?}"
+    );
+    assert!(
+        routes.contains(&(Some("internal.example.com"), "int")),
+        "{routes:?}"
+    );
+    // Every server is a default of its address and has names: the first takes unknown hosts.
+    assert!(routes.contains(&(None, "pub")), "{routes:?}");
+    assert_eq!(
+        routes.iter().filter(|(h, _)| h.is_none()).count(),
+        1,
+        "{routes:?}"
+    );
+}
+
+#[test]
+fn unix_sockets_odd_names_and_a_missing_semicolon_are_reported_and_the_output_still_checks() {
+    let imported = imported(
+        "http {\n upstream sock { server unix:/run/app.sock; }\n upstream named.backend { server n:1; }\n upstream Mixed { server m:1; }\n server {\n  listen 80\n  server_name a.example.com;\n  location /sock/ { proxy_pass http://sock; }\n  location /gunicorn/ { proxy_pass http://unix:/run/gunicorn.sock; }\n  location /named/ { proxy_pass http://named.backend; }\n  location /mixed/ { proxy_pass http://mixed; }\n  location /v6/ { proxy_pass http://[::1]:8600; }\n }\n}\n",
+    );
+    let config = valid(&imported);
+    let upstream_of = |path: &str| {
+        config
+            .routes
+            .iter()
+            .find(|r| r.path == path)
+            .map(|r| r.upstream.clone())
+    };
+    assert_eq!(upstream_of("/named/").as_deref(), Some("named_backend"));
+    assert_eq!(
+        upstream_of("/mixed/").as_deref(),
+        Some("Mixed"),
+        "nginx matches upstream names in any case"
+    );
+    assert_eq!(
+        config.upstreams[&upstream_of("/v6/").expect("v6 route")].servers[0].addr,
+        "[::1]:8600"
+    );
+    assert_eq!(upstream_of("/sock/"), None);
+    assert_eq!(upstream_of("/gunicorn/"), None);
+    assert!(!config.upstreams.contains_key("sock"));
+    assert!(
+        note_for(&imported, "listen 80 server_name").decide,
+        "a missing `;` is not an edge default"
+    );
+    assert!(imported.needs_decision());
+}
+
+#[test]
+fn the_tls_policy_comes_from_a_server_with_a_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("a.crt"), "x").expect("crt");
+    std::fs::write(dir.path().join("a.key"), "x").expect("key");
+    let text = "http {\n upstream app { server a:1; }\n server { listen 443 ssl default_server; ssl_reject_handshake on; }\n server {\n  listen 443 ssl;\n  server_name a.example.com;\n  ssl_certificate a.crt; ssl_certificate_key a.key;\n  add_header Strict-Transport-Security \"max-age=63072000\" always;\n  location / { proxy_pass http://app; }\n }\n}\n";
+    let imported = import_str("test.conf", text, dir.path()).expect("parses");
+    let config = valid(&imported);
+    let tls = config.tls.expect("tls");
+    assert_eq!(tls.hsts.as_deref(), Some("max-age=63072000"));
+    assert_eq!(tls.certificates.len(), 1);
 }
 
 #[test]

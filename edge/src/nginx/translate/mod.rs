@@ -17,7 +17,7 @@ use super::parse::{Directive, Paths, Place};
 use super::{known, Imported, Kind, Note};
 use std::collections::BTreeSet;
 
-use servers::default_servers;
+use servers::{catch_all_owners, default_servers};
 pub(super) use values::nginx_duration;
 
 /// The per-upstream settings nginx sets per location: (edge key, nginx directive).
@@ -46,6 +46,8 @@ struct Scope {
     /// `ssl_stapling on` (nginx's default is off), and `ssl_stapling_file`.
     stapling: bool,
     stapling_file: Option<String>,
+    /// `ssl_reject_handshake on`: a TLS server that serves no certificate.
+    reject_handshake: bool,
 }
 
 #[derive(Clone)]
@@ -70,6 +72,10 @@ struct Server {
     at: Place,
     tls: bool,
     plain: bool,
+    /// Some location of it became a route.
+    proxied: bool,
+    /// It takes the requests no server name claims (see `hosts`).
+    owns_catch_all: bool,
     listens: Vec<String>,
     default: bool,
     names: Vec<(String, Place)>,
@@ -80,7 +86,12 @@ struct Server {
 
 /// An upstream, and the per-location settings the first location that uses it decided.
 struct UpstreamUse {
+    /// As nginx spells it (nginx matches upstream names without regard to case).
     name: String,
+    /// As the edge's config names it.
+    edge_name: String,
+    /// Whether it has a server the edge can reach (else routes to it are not carried).
+    usable: bool,
     settings: Option<(Place, UpstreamSettings)>,
 }
 
@@ -104,7 +115,6 @@ struct Translator<'a> {
     servers: Vec<Server>,
     /// Defaults the edge applies where nginx's differ and the file set nothing.
     unset_defaults: Vec<String>,
-    host_header_set: bool,
     /// Whether any server listens with TLS (known before the servers are read).
     any_tls: bool,
 }
@@ -127,7 +137,6 @@ pub fn translate(source: &str, tree: &[Directive], paths: &Paths) -> Imported {
         real_ip_recursive: false,
         servers: Vec::new(),
         unset_defaults: Vec::new(),
-        host_header_set: false,
         any_tls: false,
     };
     for d in tree {
@@ -197,12 +206,13 @@ impl Translator<'_> {
             .filter(|d| d.name == "server")
             .collect();
         let defaults = default_servers(&servers);
+        let owners = catch_all_owners(&servers, &defaults);
         self.any_tls = servers.iter().flat_map(|s| s.children()).any(|c| {
             (c.name == "listen" && c.args.iter().any(|a| a == "ssl"))
                 || (c.name == "ssl" && c.args == ["on"])
         });
-        for (d, default) in servers.into_iter().zip(defaults) {
-            self.server(d, default);
+        for ((d, default), owns) in servers.into_iter().zip(defaults).zip(owners) {
+            self.server(d, default, owns);
         }
     }
 
@@ -317,6 +327,25 @@ impl Translator<'_> {
                 });
             }
         }
+        if !redirect_on {
+            return;
+        }
+        // One switch for every plain listener: a plain server that proxies is redirected too.
+        let serving: Vec<Place> = self
+            .servers
+            .iter()
+            .filter(|s| s.plain && s.redirects.is_none() && s.proxied)
+            .map(|s| s.at.clone())
+            .collect();
+        for at in serving {
+            self.notes.insert(Note {
+                at,
+                directive: "server".into(),
+                kind: Kind::Differs,
+                decide: true,
+                why: "this plain-HTTP server serves requests, but another redirects to https: the edge's redirect_http_to_https is one switch for every plain listener, so these requests (but /health) will get 308".into(),
+            });
+        }
     }
 
     /// What nginx does by default with gzip on that the edge's defaults would not.
@@ -392,8 +421,5 @@ impl Translator<'_> {
             "max_connections_per_client: nginx has no cap without limit_conn, the edge's is 256"
                 .into(),
         );
-        if !self.host_header_set && !self.routes.is_empty() {
-            self.unset_defaults.push("Host: nginx sends the upstream's name without `proxy_set_header Host $host`; the edge passes the client's Host".into());
-        }
     }
 }

@@ -6,12 +6,17 @@ use super::super::{Kind, Note};
 use super::values::key_name;
 use super::*;
 
+/// TOML array items with the places they came from.
+type Items = Vec<(String, Option<Place>)>;
+
 impl Translator<'_> {
-    pub(super) fn server(&mut self, d: &Directive, default: bool) {
+    pub(super) fn server(&mut self, d: &Directive, default: bool, owns_catch_all: bool) {
         let mut server = Server {
             at: d.at.clone(),
             tls: false,
             plain: false,
+            proxied: false,
+            owns_catch_all,
             listens: Vec::new(),
             default,
             names: Vec::new(),
@@ -45,7 +50,7 @@ impl Translator<'_> {
                     continue;
                 }
             }
-            self.location(&location, &server);
+            server.proxied |= self.location(&location, &server);
         }
         self.servers.push(server);
     }
@@ -75,7 +80,9 @@ impl Translator<'_> {
                 "default_server" | "default" => {}
                 "proxy_protocol" => self.note(d, Kind::NoEquivalent, true, "the edge does not read the PROXY protocol; trust the proxy with trusted_proxies and X-Forwarded-For"),
                 "quic" => self.note(d, Kind::NoEquivalent, true, "the edge does not speak HTTP/3"),
-                _ => self.note(d, Kind::ByDefault, false, format!("`{param}`: the edge sets its listening sockets' options itself")),
+                "reuseport" | "backlog" | "rcvbuf" | "sndbuf" | "deferred" | "bind" | "ipv6only"
+                | "so_keepalive" | "fastopen" | "accept_filter" | "setfib" => self.note(d, Kind::ByDefault, false, format!("`{param}`: the edge sets its listening sockets' options itself")),
+                _ => self.note(d, Kind::NoEquivalent, true, format!("`{param}` is not a listen parameter (nginx -t refuses it; a missing `;`?)")),
             }
         }
         if tls {
@@ -96,9 +103,11 @@ impl Translator<'_> {
         server.listens.push(addr);
     }
 
-    pub(super) fn location(&mut self, d: &Directive, server: &Server) {
+    /// A location as a route; `true` when one was added. A location the edge cannot carry
+    /// is reported with where its requests go instead (the next shorter prefix).
+    pub(super) fn location(&mut self, d: &Directive, server: &Server) -> bool {
         let Some((path, exact)) = self.location_path(d) else {
-            return;
+            return false;
         };
         let mut scope = server.scope.clone();
         let mut fresh = Fresh::default();
@@ -106,52 +115,54 @@ impl Translator<'_> {
         for c in d.children() {
             match c.name.as_str() {
                 "proxy_pass" => target = Some(c.clone()),
-                "location" => self.note(
-                    c,
-                    Kind::NoEquivalent,
-                    true,
-                    "the edge has no nested locations",
-                ),
-                "return" => self.note(
-                    c,
-                    Kind::NoEquivalent,
-                    true,
-                    "the edge answers only its HTTP-to-HTTPS redirect itself",
-                ),
+                "location" => self.note(c, Kind::NoEquivalent, true, format!("the edge has no nested locations: these requests take the route for `{path}`")),
+                "return" => self.note(c, Kind::NoEquivalent, true, "the edge answers only its HTTP-to-HTTPS redirect itself"),
                 _ if self.narrowed_global(c) => {}
                 _ if self.scoped(c, &mut scope, &mut fresh) => {}
                 _ => self.known_or_not(c),
             }
         }
-        let Some(target) = target else {
-            self.note(
-                d,
-                Kind::NoEquivalent,
-                true,
-                "a location without proxy_pass: the edge only proxies, so it has no route for it",
-            );
-            return;
-        };
-        let Some(upstream) = self.proxy_target(&target, &path) else {
-            return;
+        let (allow, nobody) = self.allow_list(&scope);
+        let upstream = match &target {
+            Some(target) => match self.proxy_target(target, &path) {
+                Some(upstream) => upstream,
+                None => return false,
+            },
+            // `deny all` and nothing else: a route that admits no client (403), so that
+            // these requests do not fall through to a shorter prefix.
+            None if nobody => match self.uses.first() {
+                Some(any) => any.edge_name.clone(),
+                None => return false,
+            },
+            None => {
+                self.note(d, Kind::NoEquivalent, true, format!("a location without proxy_pass: the edge only proxies, so requests for `{path}` take the route of the next shorter prefix"));
+                return false;
+            }
         };
         if exact {
-            self.note(d, Kind::Differs, true, format!("an exact location: the edge's route `{path}` is a prefix and also takes {path}/... and {path}x"));
+            self.note(d, Kind::Differs, true, format!("an exact location: the edge's route `{path}` is a prefix, so it also takes every path that starts with `{path}`"));
         }
-        self.upstream_settings(&upstream, &scope, d);
+        if target.is_some() {
+            self.upstream_settings(&upstream, &scope, d);
+        }
         let hosts = self.hosts(server);
         let mut route = Section::new("[[routes]]", Some(d.at.clone()));
         route.set("path", Value::Line(string(&path)), None);
         route.set(
             "upstream",
             Value::Line(string(&upstream)),
-            Some(target.at.clone()),
+            target.as_ref().map(|t| t.at.clone()),
         );
         self.route_limits(&mut route, &scope);
-        if let Some(allow) = self.allow_list(&scope) {
+        if let Some(allow) = allow {
             route.set("allow", Value::Items(allow), None);
         }
-        self.route_headers(&mut route, &scope);
+        if nobody {
+            route.comment = Some(
+                "nginx `deny all`: no client is admitted (403); the upstream is never asked".into(),
+            );
+        }
+        self.route_headers(&mut route, &scope, d);
         if server.redirects.is_some()
             && !server.tls
             && path != "/health"
@@ -161,7 +172,7 @@ impl Translator<'_> {
         } else if !server.tls && self.any_tls {
             self.note(d, Kind::Differs, false, "the edge has one route table for every listener: this route answers over HTTPS too");
         }
-        self.add_routes(d, &route, hosts);
+        self.add_routes(d, &route, hosts)
     }
 
     /// A location's path and whether it is exact (`=`); regex and named ones are reported.
@@ -197,8 +208,10 @@ impl Translator<'_> {
     }
 
     /// The route once per host, unless another server already routes that host and path.
-    fn add_routes(&mut self, d: &Directive, route: &Section, hosts: Vec<Option<String>>) {
+    fn add_routes(&mut self, d: &Directive, route: &Section, hosts: Vec<Option<String>>) -> bool {
+        let mut added = false;
         for host in hosts {
+            let shown = host.clone().unwrap_or_else(|| "any host".into());
             let mut r = route.clone();
             if let Some(host) = host {
                 r.entries.insert(
@@ -224,11 +237,15 @@ impl Translator<'_> {
                         .eq(r.entries.iter().map(|e| &e.value)) => {}
                 Some(other) => {
                     let place = other.from.as_ref().map(line_of).unwrap_or_default();
-                    self.note(d, Kind::Differs, true, format!("the edge has one route table for every listener, and {place} already routes this host and path: this location is not carried"));
+                    self.note(d, Kind::Differs, true, format!("the edge has one route table for every listener, and the location at {place} already routes this path for {shown}: this one is not carried for {shown}"));
                 }
-                None => self.routes.push(r),
+                None => {
+                    self.routes.push(r);
+                    added = true;
+                }
             }
         }
+        added
     }
 
     pub(super) fn route_limits(&mut self, route: &mut Section, scope: &Scope) {
@@ -248,7 +265,7 @@ impl Translator<'_> {
                 });
                 continue;
             }
-            let mut entry = format!("{{ zone = {}", string(&limit.zone));
+            let mut entry = format!("{{ zone = {}", string(&key_name(&limit.zone)));
             if limit.burst > 0 {
                 entry.push_str(&format!(", burst = {}", limit.burst));
             }
@@ -281,13 +298,23 @@ impl Translator<'_> {
     }
 
     /// nginx's allow/deny list as the edge's allow list, where it can be one.
-    pub(super) fn allow_list(&mut self, scope: &Scope) -> Option<Vec<(String, Option<Place>)>> {
+    /// nginx's allow/deny list as the edge's allow list, where it can be one, and whether it
+    /// admits nobody (`deny all` with no allow before it: written as the unspecified
+    /// addresses, which no client has).
+    pub(super) fn allow_list(&mut self, scope: &Scope) -> (Option<Items>, bool) {
         let mut allow = Vec::new();
         for (admit, who, at) in &scope.access {
             let directive = format!("{} {who}", if *admit { "allow" } else { "deny" });
             match (*admit, who.as_str()) {
-                (true, "all") => return None,
-                (false, "all") => return Some(allow),
+                (true, "all") => return (None, false),
+                (false, "all") if allow.is_empty() => {
+                    let nobody = vec![
+                        (string("0.0.0.0/32"), Some(at.clone())),
+                        (string("::/128"), Some(at.clone())),
+                    ];
+                    return (Some(nobody), true);
+                }
+                (false, "all") => return (Some(allow), false),
                 (true, who) => allow.push((string(who), Some(at.clone()))),
                 (false, _) => {
                     self.notes.insert(Note {
@@ -311,16 +338,27 @@ impl Translator<'_> {
                     .into(),
             });
         }
-        None
+        (None, false)
     }
 
     /// proxy_set_header: what the edge already sends, websocket upgrades, or not carried.
-    pub(super) fn route_headers(&mut self, route: &mut Section, scope: &Scope) {
+    pub(super) fn route_headers(
+        &mut self,
+        route: &mut Section,
+        scope: &Scope,
+        location: &Directive,
+    ) {
+        if !scope
+            .headers
+            .iter()
+            .any(|(n, _, _)| n.eq_ignore_ascii_case("host"))
+        {
+            self.note(location, Kind::Differs, false, "no `proxy_set_header Host` applies here: nginx sends the upstream's name (`$proxy_host`) as Host, the edge sends the client's Host");
+        }
         for (name, value, at) in &scope.headers {
             let directive = format!("proxy_set_header {name} {value}");
             let (kind, decide, why) = match (name.to_ascii_lowercase().as_str(), value.as_str()) {
                 ("host", "$host" | "$http_host" | "$host:$server_port") => {
-                    self.host_header_set = true;
                     (Kind::ByDefault, false, "the edge passes the client's Host")
                 }
                 ("host", _) => (Kind::NoEquivalent, true, "the edge passes the client's Host unchanged"),
@@ -345,37 +383,44 @@ impl Translator<'_> {
         }
     }
 
-    /// The route hosts of a server: `None` for a default or catch-all server.
+    /// The route hosts of a server: its names (exact, `*.domain`, `.domain` as both), and
+    /// `None` (any host) for the server that takes the requests no name claims: a default
+    /// server without names, or, when every default server has names, the first of them.
     pub(super) fn hosts(&mut self, server: &Server) -> Vec<Option<String>> {
-        let is_default = server.default
-            || server.names.is_empty()
-            || server.names.iter().any(|(n, _)| n == "_" || n.is_empty());
-        if is_default {
-            return vec![None];
-        }
         let mut hosts = Vec::new();
         for (name, at) in server.names.clone() {
-            if name.starts_with('~') || name.ends_with(".*") {
-                let d = Directive {
-                    name: "server_name".into(),
-                    args: vec![name.clone()],
-                    block: None,
-                    at,
-                };
-                self.note(
-                    &d,
-                    Kind::NoEquivalent,
-                    true,
-                    "the edge matches exact hosts and *.domain wildcards only",
-                );
+            let d = Directive {
+                name: "server_name".into(),
+                args: vec![name.clone()],
+                block: None,
+                at,
+            };
+            if name == "_" {
+                continue;
+            } else if name.is_empty() {
+                self.note(&d, Kind::Differs, false, "\"\" (requests without a Host) has no route of its own in the edge: such requests take the routes for any host");
+            } else if name.starts_with('~') || name.ends_with(".*") {
+                self.note(&d, Kind::NoEquivalent, true, "the edge matches exact hosts and *.domain wildcards only: requests for these names take the routes for any host");
             } else if let Some(domain) = name.strip_prefix('.') {
-                hosts.push(Some(domain.to_string()));
-                hosts.push(Some(format!("*.{domain}")));
+                hosts.push(Some(domain.to_ascii_lowercase()));
+                hosts.push(Some(format!("*.{}", domain.to_ascii_lowercase())));
             } else {
                 hosts.push(Some(name.to_ascii_lowercase()));
             }
         }
         hosts.dedup();
+        let nameless = hosts.is_empty();
+        if server.default && (nameless || server.owns_catch_all) {
+            hosts.push(None);
+        } else if nameless {
+            let d = Directive {
+                name: "server".into(),
+                args: Vec::new(),
+                block: None,
+                at: server.at.clone(),
+            };
+            self.note(&d, Kind::Differs, false, "a server with no name the edge can route and not the default of its address: nginx gives it no request either, so its locations are not carried");
+        }
         hosts
     }
 }
@@ -419,6 +464,30 @@ pub(super) fn default_servers(servers: &[&Directive]) -> Vec<bool> {
         }
     }
     defaults
+}
+
+/// When every default server has names, the first of them also takes the requests no name
+/// claims (the edge has one set of routes for any host); otherwise the nameless default
+/// servers do, and nobody is marked here.
+pub(super) fn catch_all_owners(servers: &[&Directive], defaults: &[bool]) -> Vec<bool> {
+    let named = |d: &Directive| {
+        d.children()
+            .iter()
+            .filter(|c| c.name == "server_name")
+            .flat_map(|c| &c.args)
+            .any(|n| n != "_" && !n.is_empty())
+    };
+    let mut owners = vec![false; servers.len()];
+    let nameless_default = servers
+        .iter()
+        .zip(defaults)
+        .any(|(d, &default)| default && !named(d));
+    if !nameless_default {
+        if let Some(first) = defaults.iter().position(|&d| d) {
+            owners[first] = true;
+        }
+    }
+    owners
 }
 
 /// Whether a location is `location /`.

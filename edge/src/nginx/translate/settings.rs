@@ -290,6 +290,10 @@ impl Translator<'_> {
             "ssl_protocols" => scope.protocols = Some((d.args.clone(), at)),
             "ssl_ciphers" => scope.ciphers = Some((first.to_string(), at)),
             "ssl_stapling" => scope.stapling = first == "on",
+            "ssl_reject_handshake" => {
+                scope.reject_handshake = first == "on";
+                self.note(d, Kind::Differs, false, "the edge has no handshake refusal: a client naming an unknown host gets the first certificate (the default)");
+            }
             "ssl_stapling_file" => scope.stapling_file = Some(first.to_string()),
             "ssl_stapling_verify" if first == "on" => self.note(
                 d,

@@ -19,6 +19,10 @@ impl Translator<'_> {
         }
         servers.sort_by_key(|s| !s.1);
         self.certificates(&servers);
+        // The policy of the first server that has a certificate: a default server that only
+        // refuses handshakes (`ssl_reject_handshake on`) sets none.
+        let policy_at = servers.iter().position(|s| s.2.cert.is_some()).unwrap_or(0);
+        servers.swap(0, policy_at);
         let first = servers[0].2.clone();
         self.protocols(&first);
         self.ciphers(&first);
@@ -56,6 +60,9 @@ impl Translator<'_> {
         let mut certs: Vec<(String, Option<Place>)> = Vec::new();
         let mut notes = Vec::new();
         for (server_at, _, scope) in servers {
+            if scope.reject_handshake {
+                continue;
+            }
             let (Some((cert, cert_at)), Some((key, key_at))) = (&scope.cert, &scope.key) else {
                 notes.push((
                     server_at.clone(),

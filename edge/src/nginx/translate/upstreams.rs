@@ -82,10 +82,8 @@ impl Translator<'_> {
             self.note(d, Kind::NoEquivalent, true, "an upstream needs a name");
             return;
         };
-        let mut section = Section::new(
-            format!("[upstreams.{}]", key_name(name)),
-            Some(d.at.clone()),
-        );
+        let edge_name = self.free_name(name);
+        let mut section = Section::new(format!("[upstreams.{edge_name}]"), Some(d.at.clone()));
         let mut servers = Vec::new();
         let mut backups = Vec::new();
         let mut keepalive = false;
@@ -131,12 +129,31 @@ impl Translator<'_> {
                 "every server is a backup: they are carried as ordinary servers",
             );
         }
-        section.set("servers", Value::Items(servers), None);
-        self.upstreams.push(section);
+        let usable = !servers.is_empty();
+        if usable {
+            section.set("servers", Value::Items(servers), None);
+            self.upstreams.push(section);
+        } else {
+            self.note(d, Kind::NoEquivalent, true, "no server of this upstream is one the edge can reach (TCP host:port): it is not carried, nor are the locations that proxy to it");
+        }
         self.uses.push(UpstreamUse {
             name: name.clone(),
+            edge_name,
+            usable,
             settings: None,
         });
+    }
+
+    /// The edge name for nginx's `name`, not taken by another upstream.
+    fn free_name(&self, name: &str) -> String {
+        let base = key_name(name);
+        let mut candidate = base.clone();
+        let mut n = 2;
+        while self.uses.iter().any(|u| u.edge_name == candidate) {
+            candidate = format!("{base}_{n}");
+            n += 1;
+        }
+        candidate
     }
 
     /// One `server` line of an upstream as an inline table, and whether it is a backup.
@@ -219,6 +236,10 @@ impl Translator<'_> {
             );
             return None;
         }
+        if url.starts_with("http://unix:") {
+            self.note(d, Kind::NoEquivalent, true, "the edge connects to upstreams over TCP only (no unix sockets): this location is not carried");
+            return None;
+        }
         let Some(rest) = url.strip_prefix("http://") else {
             self.note(
                 d,
@@ -235,12 +256,20 @@ impl Translator<'_> {
         if !uri.is_empty() && uri != location {
             self.note(d, Kind::NoEquivalent, true, format!("nginx replaces `{location}` with `{uri}` in the path; the edge passes the path unchanged"));
         }
-        if self.uses.iter().any(|u| u.name == host) {
-            return Some(host.to_string());
+        if let Some(found) = self.uses.iter().find(|u| u.name.eq_ignore_ascii_case(host)) {
+            if found.usable {
+                return Some(found.edge_name.clone());
+            }
+            let why = format!("upstream `{host}` is not carried (no server the edge can reach): neither is this location");
+            self.note(d, Kind::NoEquivalent, true, why);
+            return None;
         }
         let addr = with_port(host);
-        let name = key_name(&addr.replace([':', '.', '-'], "_"));
-        if !self.uses.iter().any(|u| u.name == name) {
+        if let Some(found) = self.uses.iter().find(|u| u.name == addr) {
+            return Some(found.edge_name.clone());
+        }
+        let name = self.free_name(&addr);
+        {
             let mut section = Section::new(format!("[upstreams.{name}]"), Some(d.at.clone()));
             section.comment = Some(format!("declared for `proxy_pass {url}`; nginx kept no idle connections to it, the edge keeps 32"));
             section.set(
@@ -253,7 +282,9 @@ impl Translator<'_> {
             );
             self.upstreams.push(section);
             self.uses.push(UpstreamUse {
-                name: name.clone(),
+                name: addr,
+                edge_name: name.clone(),
+                usable: true,
                 settings: None,
             });
         }
@@ -268,12 +299,12 @@ impl Translator<'_> {
         scope: &Scope,
         location: &Directive,
     ) {
-        let Some(index) = self.uses.iter().position(|u| u.name == upstream) else {
+        let Some(index) = self.uses.iter().position(|u| u.edge_name == upstream) else {
             return;
         };
         let wanted = scope.upstream_settings.clone();
         let Some(decided) = self.uses[index].settings.clone() else {
-            let header = format!("[upstreams.{}]", key_name(upstream));
+            let header = format!("[upstreams.{upstream}]");
             if let Some(section) = self.upstreams.iter_mut().find(|s| s.header == header) {
                 for (slot, (key, _)) in LOCATION_TO_UPSTREAM.iter().enumerate() {
                     if let Some((value, at)) = &wanted[slot] {
@@ -288,9 +319,14 @@ impl Translator<'_> {
         for (slot, (key, directive)) in LOCATION_TO_UPSTREAM.iter().enumerate() {
             let value = |v: &Option<(String, Place)>| v.as_ref().map(|(v, _)| v.clone());
             if value(&decided[slot]) != value(&wanted[slot]) {
-                let shown = |v: Option<String>| v.unwrap_or_else(|| "nginx's default".into());
+                let default = if *key == "next_upstream_tries" {
+                    "nginx's default (0: no limit)"
+                } else {
+                    "nginx's default (60s)"
+                };
+                let shown = |v: Option<String>| v.unwrap_or_else(|| default.into());
                 let why = format!(
-                    "nginx sets {directive} per location, the edge per upstream: the location at {} gives `{upstream}` {key} {}; this one's {} is not carried",
+                    "nginx sets {directive} per location, the edge per upstream: the location at {} gives `{upstream}` {key} = {}; this location wants {}, which is not carried",
                     line_of(&first),
                     shown(value(&decided[slot])),
                     shown(value(&wanted[slot])),

@@ -1,6 +1,5 @@
 //! nginx's values as the edge writes them: times, addresses, names.
 
-use super::super::emit::string;
 use std::time::Duration;
 
 /// `host` or `host:port`, with nginx's default port 80.
@@ -18,16 +17,22 @@ pub(super) fn with_port(addr: &str) -> String {
     }
 }
 
-/// A name as a TOML bare key (quoted when it is not one).
+/// A name as the edge takes it for an upstream or zone: letters, digits, `_` and `-`, other
+/// characters turned into `_` (runs of them into one).
 pub(super) fn key_name(name: &str) -> String {
-    if !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        name.to_string()
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let out = out.trim_matches('_').to_string();
+    if out.is_empty() {
+        "upstream".into()
     } else {
-        string(name)
+        out
     }
 }
 
