@@ -127,7 +127,7 @@ fn the_reference_report_explains_every_directive_not_carried_with_its_place() {
         ("ssl_session_timeout", Kind::Differs),
         ("ssl_stapling_verify", Kind::ByDefault),
         ("proxy_http_version", Kind::ByDefault),
-        ("proxy_set_header Host $host", Kind::ByDefault),
+        ("proxy_set_header Host $host", Kind::Differs),
         ("proxy_set_header X-Real-IP", Kind::ByDefault),
         ("proxy_set_header X-Forwarded-For", Kind::ByDefault),
         ("proxy_set_header X-Forwarded-Proto", Kind::ByDefault),

@@ -358,9 +358,8 @@ impl Translator<'_> {
         for (name, value, at) in &scope.headers {
             let directive = format!("proxy_set_header {name} {value}");
             let (kind, decide, why) = match (name.to_ascii_lowercase().as_str(), value.as_str()) {
-                ("host", "$host" | "$http_host" | "$host:$server_port") => {
-                    (Kind::ByDefault, false, "the edge passes the client's Host")
-                }
+                ("host", "$http_host") => (Kind::ByDefault, false, "the edge passes the client's Host as sent"),
+                ("host", "$host" | "$host:$server_port") => (Kind::Differs, false, "the edge passes the client's Host as sent (nginx's $http_host): a port and upper case stay, where $host has neither"),
                 ("host", _) => (Kind::NoEquivalent, true, "the edge passes the client's Host unchanged"),
                 ("x-real-ip", "$remote_addr") => (Kind::ByDefault, false, "the edge sets X-Real-IP to the client address"),
                 ("x-forwarded-for", "$proxy_add_x_forwarded_for" | "$remote_addr") => (Kind::ByDefault, false, "the edge appends the peer to X-Forwarded-For"),

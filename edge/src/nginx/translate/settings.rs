@@ -242,7 +242,10 @@ impl Translator<'_> {
                     if let Some(zone) = arg.strip_prefix("zone=") {
                         limit.zone = zone.to_string();
                     } else if let Some(burst) = arg.strip_prefix("burst=") {
-                        limit.burst = burst.parse().unwrap_or(0);
+                        match burst.parse() {
+                            Ok(n) => limit.burst = n,
+                            Err(_) => self.note(d, Kind::NoEquivalent, true, format!("burst=`{burst}` is not a number (nginx -t refuses it): burst 0 is written")),
+                        }
                     } else if arg == "nodelay" {
                         limit.nodelay = true;
                     } else if let Some(delay) = arg.strip_prefix("delay=") {
