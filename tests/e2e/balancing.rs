@@ -56,10 +56,27 @@ async fn least_conn_sends_new_requests_away_from_a_server_holding_slow_ones() {
             (1, 1),
         ),
     );
-    let slow_url = edge.url("/slow?sleep_ms=2500");
+    // Slow enough to outlast the fast ones on a loaded machine; the test waits for it to be
+    // in flight (least_conn's own count, in /status) rather than for a fixed time.
+    let slow_url = edge.url("/slow?sleep_ms=8000");
     let slow = tokio::spawn(async move { get_json(&client(), &slow_url, &[]).await });
-    // Let the slow request reach its server.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = admin_json(&edge, "/status").await;
+        let servers = status["upstreams"]["app"]["servers"].as_array().cloned();
+        if servers
+            .unwrap_or_default()
+            .iter()
+            .any(|s| s["inflight"] == 1)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow request never got in flight: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let c = client();
     let mut fast = Vec::new();
     for _ in 0..10 {
