@@ -24,6 +24,30 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Signs leaf.csr with the CA as `out`, with `serial` and the responder in leaf.ext.
+fn issue_leaf(dir: &Path, serial: &str, out: &str) {
+    let args = [
+        "x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+    ];
+    openssl(
+        dir,
+        &[
+            &args[..],
+            &[
+                "-set_serial",
+                serial,
+                "-days",
+                "1",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                out,
+            ],
+        ]
+        .concat(),
+    );
+}
+
 /// A CA, and a leaf for ocsp.test whose responder is http://127.0.0.1:`port`.
 struct Pki {
     dir: tempfile::TempDir,
@@ -93,27 +117,7 @@ impl Pki {
             format!("subjectAltName=DNS:ocsp.test\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:{port}\n"),
         )
         .expect("ext");
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "leaf.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-set_serial",
-                "0x1001",
-                "-days",
-                "1",
-                "-extfile",
-                "leaf.ext",
-                "-out",
-                "leaf.crt",
-            ],
-        );
+        issue_leaf(d, "0x1001", "leaf.crt");
         let chain = [
             std::fs::read(d.join("leaf.crt")).expect("leaf"),
             std::fs::read(d.join("ca.crt")).expect("ca"),
@@ -445,27 +449,7 @@ fn responses_are_verified_before_they_are_stapled() {
         .tick(&view, now + 20)
         .iter()
         .any(|c| c.staple.is_some()));
-    openssl(
-        pki.dir.path(),
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "0x1002",
-            "-days",
-            "1",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "renewed.crt",
-        ],
-    );
+    issue_leaf(pki.dir.path(), "0x1002", "renewed.crt");
     let renewed = pki.der("renewed.crt");
     let view = [CertView {
         name: "test",
