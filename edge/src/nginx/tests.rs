@@ -371,6 +371,18 @@ fn unix_sockets_odd_names_and_a_missing_semicolon_are_reported_and_the_output_st
 }
 
 #[test]
+fn http_level_tls_settings_without_a_tls_server_are_reported_not_dropped() {
+    let imported = imported(
+        "http {\n ssl_protocols TLSv1 TLSv1.1 TLSv1.2;\n ssl_prefer_server_ciphers on;\n upstream app { server a:1; }\n server { listen 80; location / { proxy_pass http://app; } }\n}\n",
+    );
+    assert_eq!(note_for(&imported, "ssl_protocols").kind, Kind::ByDefault);
+    assert!(note_for(&imported, "ssl_protocols")
+        .why
+        .contains("no server listens with TLS"));
+    assert!(valid(&imported).tls.is_none());
+}
+
+#[test]
 fn the_tls_policy_comes_from_a_server_with_a_certificate() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("a.crt"), "x").expect("crt");

@@ -200,6 +200,32 @@ impl Translator<'_> {
             }
         }
         self.http_scope = scope;
+        let tls_server = http
+            .children()
+            .iter()
+            .filter(|d| d.name == "server")
+            .any(|server| {
+                server.children().iter().any(|c| {
+                    (c.name == "listen" && c.args.iter().any(|a| a == "ssl"))
+                        || (c.name == "ssl" && c.args == ["on"])
+                })
+            });
+        if !tls_server {
+            // Debian's nginx.conf sets ssl_protocols at the http level for servers that may
+            // never come: say so rather than drop them silently.
+            for d in http
+                .children()
+                .iter()
+                .filter(|d| d.name.starts_with("ssl_"))
+            {
+                self.note(
+                    d,
+                    Kind::ByDefault,
+                    false,
+                    "no server listens with TLS: nothing uses it",
+                );
+            }
+        }
         let servers: Vec<&Directive> = http
             .children()
             .iter()
