@@ -28,6 +28,17 @@ const LOCATION_TO_UPSTREAM: [(&str, &str); 4] = [
     ("next_upstream_tries", "proxy_next_upstream_tries"),
 ];
 
+/// The http-level TLS directives the translation hands to TLS servers (others are in the
+/// table of known directives).
+const TLS_SERVER_SETTINGS: [&str; 6] = [
+    "ssl_certificate",
+    "ssl_certificate_key",
+    "ssl_protocols",
+    "ssl_ciphers",
+    "ssl_stapling",
+    "ssl_stapling_file",
+];
+
 /// What a location inherits.
 #[derive(Clone, Default)]
 struct Scope {
@@ -216,7 +227,7 @@ impl Translator<'_> {
             for d in http
                 .children()
                 .iter()
-                .filter(|d| d.name.starts_with("ssl_"))
+                .filter(|d| TLS_SERVER_SETTINGS.contains(&d.name.as_str()))
             {
                 self.note(
                     d,
