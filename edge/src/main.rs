@@ -199,6 +199,10 @@ fn explain(
         [method, url] => (method.as_str(), url.as_str()),
         _ => unreachable!("clap takes one or two"),
     };
+    if !method.bytes().all(|b| b.is_ascii_alphabetic()) || method.is_empty() {
+        eprintln!("error: `{method}` is not a method (was a URL with a space in it split in two?)");
+        return ExitCode::FAILURE;
+    }
     let mut question = edge::explain::Question::new(method, url);
     question.peer = client_ip;
     for header in headers {

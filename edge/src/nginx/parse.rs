@@ -39,12 +39,21 @@ impl Directive {
         let mut text = self.name.clone();
         for arg in &self.args {
             text.push(' ');
-            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == ';') {
-                text.push('"');
+            let plain = !arg.is_empty()
+                && !arg.contains(|c: char| {
+                    c.is_whitespace() || matches!(c, ';' | '"' | '\'' | '{' | '}' | '#')
+                });
+            if plain {
                 text.push_str(arg);
-                text.push('"');
             } else {
-                text.push_str(arg);
+                text.push('"');
+                for c in arg.chars() {
+                    if matches!(c, '"' | '\\') {
+                        text.push('\\');
+                    }
+                    text.push(c);
+                }
+                text.push('"');
             }
         }
         text
@@ -84,6 +93,9 @@ impl Paths {
     pub fn resolve(&self, written: &str) -> PathBuf {
         let path = Path::new(written);
         if path.is_relative() {
+            if self.prefix == Path::new(".") {
+                return path.to_path_buf();
+            }
             return self.prefix.join(path);
         }
         if let Ok(rest) = path.strip_prefix(&self.nginx_root) {
@@ -479,6 +491,16 @@ mod tests {
         assert_eq!(children[1].args, ["308", "https://$host$request_uri"]);
         assert_eq!(children[2].args, ["$a", "${b}x"]);
         assert_eq!(children[2].children()[0].args, ["it's"]);
+    }
+
+    #[test]
+    fn a_directive_is_shown_as_it_could_be_written_back() {
+        let tree = parse("add_header X-Note \"a \\\"quoted\\\" value\" always;\n").expect("parses");
+        assert_eq!(tree[0].args[1], "a \"quoted\" value");
+        assert_eq!(
+            tree[0].text(),
+            "add_header X-Note \"a \\\"quoted\\\" value\" always"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ impl Translator<'_> {
                     .names
                     .extend(c.args.iter().map(|n| (n.clone(), c.at.clone()))),
                 "return" if is_https_redirect(c) => server.redirects = Some(c.at.clone()),
+                "return" => self.note(c, Kind::NoEquivalent, true, "the edge answers only its HTTP-to-HTTPS redirect itself: requests for this server's names take its routes, and a host no route knows gets 404"),
                 "ssl" if c.args.first().is_some_and(|a| a == "on") => server.tls = true,
                 _ if self.narrowed_global(c) => {}
                 _ if self.scoped(c, &mut server.scope, &mut fresh) => {}
