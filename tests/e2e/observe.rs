@@ -304,7 +304,29 @@ async fn access_log_lines_carry_every_field() {
 async fn dashboards_and_alert_rules_only_use_exported_metrics() {
     let app = backend("app").await;
     let dead = free_port();
-    let edge = Edge::start("", &observed_config(app.addr, dead));
+    // A certificate too, so that the edge_ocsp_* series exist (a self-signed one: never
+    // stapled, shown as such).
+    let certs = tempfile::tempdir().expect("dir");
+    let (cert, key) = (certs.path().join("c.crt"), certs.path().join("c.key"));
+    edge::tls::generate_self_signed(&["edge.test"], &cert, &key).expect("certificate");
+    let https = free_port();
+    let edge = Edge::start(
+        &format!("https_listen = [\"127.0.0.1:{https}\"]\nredirect_http_to_https = false"),
+        &format!(
+            "{}\n[tls]\ncertificates = [ {{ cert = \"{}\", key = \"{}\" }} ]\n",
+            observed_config(app.addr, dead),
+            cert.display(),
+            key.display()
+        ),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !scrape(&edge).await.0.contains("edge_ocsp_stapled") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no edge_ocsp_* series"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let c = client();
     for _ in 0..3 {
         get_json(&c, &edge.url("/api/x"), &[]).await;

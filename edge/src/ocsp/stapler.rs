@@ -77,6 +77,10 @@ impl Stapler {
             if *cert.source == OcspSource::Off {
                 continue;
             }
+            if slot.next_at == 0 {
+                // First sight: the metrics show the certificate, unstapled, from the start.
+                record(cert.name, |s| s.stapled = slot.good.is_some());
+            }
             if slot.good.as_ref().is_some_and(|g| expires(g) <= now) {
                 tracing::warn!(
                     certificate = cert.name,
