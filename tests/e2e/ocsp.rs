@@ -9,6 +9,7 @@ use edge::ocsp::stapler::{CertView, Stapler};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -58,6 +59,16 @@ impl Pki {
     /// A CA and its leaf; with `responding`, an `openssl ocsp` responder on a port it picked
     /// itself (named in the leaf), else the leaf names the discard port, never asked.
     fn new(responding: bool) -> (Pki, Option<Child>) {
+        Pki::build(if responding { None } else { Some(9) })
+    }
+
+    /// A CA and a leaf whose responder is at `port` (something the test runs itself).
+    fn naming(port: u16) -> Pki {
+        Pki::build(Some(port)).0
+    }
+
+    /// With `port` None, an `openssl ocsp` responder on a port it picks.
+    fn build(port: Option<u16>) -> (Pki, Option<Child>) {
         let dir = tempfile::tempdir().expect("dir");
         let d = dir.path();
         let ec = [
@@ -90,11 +101,12 @@ impl Pki {
             .concat(),
         );
         std::fs::write(d.join("index.txt"), GOOD).expect("index");
-        let (responder, port) = if responding {
-            let (child, port) = responder(d, 0);
-            (Some(child), port)
-        } else {
-            (None, 9)
+        let (responder, port) = match port {
+            None => {
+                let (child, port) = responder(d, 0);
+                (Some(child), port)
+            }
+            Some(port) => (None, port),
         };
         openssl(
             d,
@@ -473,4 +485,123 @@ fn responses_are_verified_before_they_are_stapled() {
     assert!(Stapler::new(Duration::from_secs(1))
         .tick(&alone, now)
         .is_empty());
+}
+
+/// A responder that answers each request with what `answer` holds then and keeps the
+/// connection open (`drip`: sends it a byte a second instead, never finishing).
+fn odd_responder(drip: bool) -> (std::net::TcpListener, Arc<Mutex<Vec<u8>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let accepting = listener.try_clone().expect("clone");
+    let answer = Arc::new(Mutex::new(b"HTTP/1.1 200 OK\r\n".to_vec()));
+    let shared = answer.clone();
+    std::thread::spawn(move || {
+        for stream in accepting.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let answer = shared.lock().expect("answer").clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                if drip {
+                    for byte in answer.iter().cycle().take(60) {
+                        if stream.write_all(&[*byte]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                } else {
+                    let _ = stream.write_all(&answer);
+                    std::thread::sleep(Duration::from_secs(30));
+                }
+            });
+        }
+    });
+    (listener, answer)
+}
+
+#[test]
+fn a_slow_responder_delays_no_other_certificate_and_answers_are_read_to_their_length() {
+    // Certificate 0's responder drips a byte a second; certificate 1's answers at once with
+    // a Content-Length and keeps the connection open.
+    let (dripping, _) = odd_responder(true);
+    let slow = Pki::naming(dripping.local_addr().expect("addr").port());
+    let (kept_open, answer) = odd_responder(false);
+    let quick = Pki::naming(kept_open.local_addr().expect("addr").port());
+    let der = std::fs::read(quick.response("quick.der", &["-ndays", "1"])).expect("response");
+    let mut http = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: {}\r\n\r\n",
+        der.len()
+    )
+    .into_bytes();
+    http.extend_from_slice(&der);
+    *answer.lock().expect("answer") = http;
+    let (slow_leaf, slow_ca) = (slow.der("leaf.crt"), slow.der("ca.crt"));
+    let (quick_leaf, quick_ca) = (quick.der("leaf.crt"), quick.der("ca.crt"));
+    let views = [
+        CertView {
+            name: "slow",
+            source: &OcspSource::Auto,
+            leaf: &slow_leaf,
+            issuer: Some(&slow_ca),
+        },
+        CertView {
+            name: "quick",
+            source: &OcspSource::Auto,
+            leaf: &quick_leaf,
+            issuer: Some(&quick_ca),
+        },
+    ];
+    let started = Instant::now();
+    let changes = Stapler::new(Duration::from_secs(3600)).tick(&views, edge::ocsp::unix_now());
+    // The dripping fetch is cut at its deadline (10 s), not after 60 bytes at a byte a second.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].index, 1);
+    assert!(
+        changes[0].staple.is_some(),
+        "the quick certificate is stapled"
+    );
+}
+
+#[test]
+fn a_chain_fixed_in_place_starts_stapling_and_metrics_follow_what_is_stapled() {
+    let (pki, _) = Pki::new(false);
+    let (leaf, ca) = (pki.der("leaf.crt"), pki.der("ca.crt"));
+    let file = pki.response("chain-fix.der", &["-nmin", "1"]);
+    let source = OcspSource::File(file);
+    let name = format!("chain-fix-{}", pki.dir.path().display());
+    let mut stapler = Stapler::new(Duration::from_secs(3600));
+    let now = edge::ocsp::unix_now();
+    // The file held the leaf alone: nothing to verify with, nothing stapled.
+    let alone = [CertView {
+        name: &name,
+        source: &source,
+        leaf: &leaf,
+        issuer: None,
+    }];
+    assert!(stapler.tick(&alone, now).is_empty());
+    let stats = |name: &str| edge::ocsp::STATS.lock().expect("stats")[name].clone();
+    assert!(!stats(&name).stapled);
+    // Rewritten with its chain (same leaf): stapled at the next round, without a restart.
+    let fixed = [CertView {
+        name: &name,
+        source: &source,
+        leaf: &leaf,
+        issuer: Some(&ca),
+    }];
+    assert!(stapler
+        .tick(&fixed, now + 1)
+        .iter()
+        .any(|c| c.staple.is_some()));
+    assert!(stats(&name).stapled && stats(&name).next_update > now);
+    // Expired: the metrics say nothing is stapled, and no nextUpdate.
+    assert!(stapler
+        .tick(&fixed, now + 120)
+        .iter()
+        .any(|c| c.staple.is_none()));
+    assert_eq!((stats(&name).stapled, stats(&name).next_update), (false, 0));
 }

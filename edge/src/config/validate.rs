@@ -499,7 +499,15 @@ impl Validator<'_> {
             protocols,
             ciphers,
             hsts,
-            ocsp_refresh: self.duration_or(&f.ocsp_refresh, DEFAULT_OCSP_REFRESH),
+            ocsp_refresh: {
+                let refresh = self.duration_or(&f.ocsp_refresh, DEFAULT_OCSP_REFRESH);
+                if refresh < Duration::from_secs(1) {
+                    if let Some(t) = &f.ocsp_refresh {
+                        self.error(t.span(), "ocsp_refresh must be at least 1s");
+                    }
+                }
+                refresh
+            },
         }
     }
 

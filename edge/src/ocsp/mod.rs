@@ -53,20 +53,30 @@ pub fn unix_now() -> i64 {
 }
 
 /// When a good response should be refreshed: at half its validity, and no later than
-/// `refresh` from now (at least a second from now).
+/// `refresh` from now. Past half its validity already (a caching responder serving an ageing
+/// answer), every minute or half the time left, whichever is longer, still within
+/// `refresh`; never sooner than a second.
 pub fn refresh_in(good: &Good, now: i64, refresh: Duration) -> Duration {
-    let half = good
-        .next_update
-        .map(|next| ((next - good.this_update) / 2 + good.this_update - now).max(1) as u64)
-        .map(Duration::from_secs)
-        .unwrap_or(refresh);
-    half.min(refresh).max(Duration::from_secs(1))
+    let next = match good.next_update {
+        None => refresh,
+        Some(next) => {
+            let half = good.this_update + (next - good.this_update) / 2;
+            if half > now {
+                Duration::from_secs((half - now) as u64)
+            } else {
+                Duration::from_secs(((next - now) / 2).max(60) as u64)
+            }
+        }
+    };
+    next.min(refresh).max(Duration::from_secs(1))
 }
 
-/// When a stapled response stops being stapled: its nextUpdate, or an hour after its
-/// thisUpdate when it names none.
-pub fn expires(good: &Good) -> i64 {
-    good.next_update.unwrap_or(good.this_update + 3600)
+/// When a stapled response stops being stapled: its nextUpdate; for one that names none
+/// (RFC 6960: newer information is always available), a minute after the next refresh is
+/// due, so it is stapled as long as refreshes succeed.
+pub fn expires(good: &Good, refresh: Duration) -> i64 {
+    good.next_update
+        .unwrap_or(good.fetched + refresh.as_secs() as i64 + 60)
 }
 
 /// Asks the responder at `url` (plain HTTP, as RFC 6960 responders are) about `query`.
@@ -91,11 +101,12 @@ pub fn fetch(url: &str, query: &Query) -> Result<Vec<u8>, OcspError> {
         .to_socket_addrs()
         .map_err(|e| fail(format!("cannot resolve: {e}")))?
         .collect();
+    let deadline = std::time::Instant::now() + FETCH_TIMEOUT;
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
     let mut stream = addrs
         .iter()
-        .find_map(|a| TcpStream::connect_timeout(a, FETCH_TIMEOUT).ok())
+        .find_map(|a| TcpStream::connect_timeout(a, left().max(Duration::from_millis(1))).ok())
         .ok_or_else(|| fail("cannot connect".into()))?;
-    let _ = stream.set_read_timeout(Some(FETCH_TIMEOUT));
     let _ = stream.set_write_timeout(Some(FETCH_TIMEOUT));
     let head = format!(
         "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/ocsp-request\r\n\
@@ -106,21 +117,48 @@ pub fn fetch(url: &str, query: &Query) -> Result<Vec<u8>, OcspError> {
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(&query.request))
         .map_err(|e| fail(format!("cannot send: {e}")))?;
+    // Read until the body is whole (Content-Length) or the responder closes, within one
+    // deadline for the whole fetch: a responder that drips bytes cannot hold it longer.
     let mut answer = Vec::new();
-    stream
-        .take(MAX_RESPONSE as u64 + 4096)
-        .read_to_end(&mut answer)
-        .map_err(|e| fail(format!("no answer: {e}")))?;
-    let end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| fail("not an HTTP answer".into()))?;
-    let status_line = String::from_utf8_lossy(&answer[..end]);
+    let mut chunk = [0u8; 8192];
+    let body_at = loop {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| answer.len() >= end + 4 + len) {
+                answer.truncate(end + 4 + length.unwrap_or(0));
+                break end + 4;
+            }
+        }
+        if answer.len() > MAX_RESPONSE + 4096 {
+            return Err(fail("an answer over 64 KiB".into()));
+        }
+        let wait = left();
+        if wait.is_zero() {
+            return Err(fail(format!(
+                "no whole answer within {}s",
+                FETCH_TIMEOUT.as_secs()
+            )));
+        }
+        let _ = stream.set_read_timeout(Some(wait));
+        match stream.read(&mut chunk) {
+            Ok(0) => match answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(end) => break end + 4,
+                None => return Err(fail("not an HTTP answer".into())),
+            },
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(fail(format!("no answer: {e}"))),
+        }
+    };
+    let status_line = String::from_utf8_lossy(&answer[..body_at]);
     let status = status_line.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
         return Err(fail(format!("HTTP {status}")));
     }
-    let body = answer[end + 4..].to_vec();
+    let body = answer[body_at..].to_vec();
     if body.is_empty() || body.len() > MAX_RESPONSE {
         return Err(fail(format!("a body of {} bytes", body.len())));
     }
@@ -137,6 +175,7 @@ mod tests {
             der: Vec::new(),
             this_update: this,
             next_update: next,
+            fetched: 1000,
         };
         let hour = Duration::from_secs(3600);
         // Valid for 4 days from 1000: refresh at 2 days, but no later than the hour.
@@ -149,13 +188,18 @@ mod tests {
             refresh_in(&good(1000, Some(1060)), 1000, hour),
             Duration::from_secs(30)
         );
-        // Past half already: as soon as possible, a second from now.
+        // Past half already: not every second, but a minute (or half the time left).
         assert_eq!(
             refresh_in(&good(1000, Some(1060)), 1050, hour),
-            Duration::from_secs(1)
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            refresh_in(&good(0, Some(4000)), 3000, hour),
+            Duration::from_secs(500)
         );
         assert_eq!(refresh_in(&good(1000, None), 1000, hour), hour);
-        assert_eq!(expires(&good(1000, None)), 4600);
-        assert_eq!(expires(&good(1000, Some(2000))), 2000);
+        // Without a nextUpdate: stapled while refreshes succeed, a minute of grace after.
+        assert_eq!(expires(&good(1000, None), hour), 1000 + 3600 + 60);
+        assert_eq!(expires(&good(1000, Some(2000)), hour), 2000);
     }
 }

@@ -67,6 +67,8 @@ pub struct Good {
     /// Unix seconds.
     pub this_update: i64,
     pub next_update: Option<i64>,
+    /// When it was checked (fetched or read).
+    pub fetched: i64,
 }
 
 fn sha1(data: &[u8]) -> Vec<u8> {
@@ -152,6 +154,7 @@ impl Query {
                 der: response.to_vec(),
                 this_update: single.this_update,
                 next_update: single.next_update,
+                fetched: now,
             }),
             Status::Revoked => Err(OcspError::Revoked),
             Status::Unknown => Err(OcspError::Unknown),
@@ -170,8 +173,10 @@ impl Query {
     ) -> Result<(), OcspError> {
         let issuer = parse(&self.issuer)?;
         let issuer_key = issuer.public_key().raw;
-        if verify(issuer_key, algorithm, tbs, signature).is_ok() {
-            return Ok(());
+        match verify(issuer_key, algorithm, tbs, signature) {
+            Ok(()) => return Ok(()),
+            Err(OcspError::UnsupportedAlgorithm) => return Err(OcspError::UnsupportedAlgorithm),
+            Err(_) => {}
         }
         let Some(certs) = certs else {
             return Err(OcspError::BadSignature);

@@ -3,7 +3,7 @@
 //! use and says what changed; the caller swaps the stapled responses.
 
 use super::response::{Good, OcspError, Query};
-use super::{expires, fetch, record, refresh_in, RETRY_AFTER_FAILURE};
+use super::{expires, fetch, record, refresh_in, Stats, RETRY_AFTER_FAILURE};
 use crate::config::OcspSource;
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +29,7 @@ pub struct Change {
 #[derive(Default)]
 struct Slot {
     leaf: Vec<u8>,
+    issuer: Option<Vec<u8>>,
     query: Option<Query>,
     good: Option<Good>,
     /// Unix seconds of the next fetch.
@@ -45,26 +46,33 @@ pub struct Stapler {
 }
 
 impl Stapler {
-    /// `refresh`: the longest time between two fetches.
+    /// `refresh`: the longest time between two fetches (at least a second).
     pub fn new(refresh: Duration) -> Stapler {
         Stapler {
-            refresh,
+            refresh: refresh.max(Duration::from_secs(1)),
             slots: Vec::new(),
         }
     }
 
-    /// One round at `now` (Unix seconds); fetches what is due. Blocking: run it on its own
-    /// thread, never on a handshake.
+    /// One round at `now` (Unix seconds): what is due is fetched, each certificate on a
+    /// thread of its own so that a slow responder delays no other certificate (each fetch
+    /// ends within [`super::FETCH_TIMEOUT`]). Blocking: run it on its own thread, never on a
+    /// handshake.
     pub fn tick(&mut self, certs: &[CertView<'_>], now: i64) -> Vec<Change> {
         self.slots.resize_with(certs.len(), Slot::default);
         let mut changes = Vec::new();
+        let mut due = vec![false; certs.len()];
         for (index, cert) in certs.iter().enumerate() {
             let slot = &mut self.slots[index];
-            if slot.leaf != cert.leaf {
-                // A new certificate (renewal): nothing of the old one applies; fetch at once.
+            if slot.leaf != cert.leaf || slot.issuer.as_deref() != cert.issuer || slot.next_at == 0
+            {
+                // A new certificate or chain (a renewal, a fixed chain file): nothing of the
+                // old one applies; fetch at once.
                 let had = slot.good.is_some();
                 *slot = Slot {
                     leaf: cert.leaf.to_vec(),
+                    issuer: cert.issuer.map(<[u8]>::to_vec),
+                    next_at: now,
                     ..Slot::default()
                 };
                 if had {
@@ -73,21 +81,24 @@ impl Stapler {
                         staple: None,
                     });
                 }
+                if *cert.source != OcspSource::Off {
+                    record(cert.name, unstapled);
+                }
             }
             if *cert.source == OcspSource::Off {
                 continue;
             }
-            if slot.next_at == 0 {
-                // First sight: the metrics show the certificate, unstapled, from the start.
-                record(cert.name, |s| s.stapled = slot.good.is_some());
-            }
-            if slot.good.as_ref().is_some_and(|g| expires(g) <= now) {
+            if slot
+                .good
+                .as_ref()
+                .is_some_and(|g| expires(g, self.refresh) <= now)
+            {
                 tracing::warn!(
                     certificate = cert.name,
                     "OCSP response expired and could not be refreshed; no longer stapled"
                 );
                 slot.good = None;
-                record(cert.name, |s| s.stapled = false);
+                record(cert.name, unstapled);
                 changes.push(Change {
                     index,
                     staple: None,
@@ -98,72 +109,105 @@ impl Stapler {
                 _ => None,
             };
             let file_changed = stamp.is_some() && stamp != slot.file_stamp;
-            if now < slot.next_at && !file_changed {
-                continue;
-            }
+            due[index] = now >= slot.next_at || file_changed;
             slot.file_stamp = stamp;
-            let outcome = Self::attempt(slot, cert, now);
-            tracing::debug!(certificate = cert.name, outcome = ?outcome.as_ref().map(|g| g.next_update), "OCSP fetch");
-            match outcome {
-                Ok(good) => {
-                    if slot.good.as_ref().is_none_or(|g| g.der != good.der) {
-                        if slot.good.is_none() {
-                            tracing::info!(certificate = cert.name, next_update = ?good.next_update, "OCSP response verified; stapled");
-                        }
-                        changes.push(Change {
-                            index,
-                            staple: Some((cert.leaf.to_vec(), good.der.clone())),
-                        });
+        }
+        let outcomes: Vec<Option<Result<Good, OcspError>>> = std::thread::scope(|scope| {
+            let running: Vec<_> = self
+                .slots
+                .iter_mut()
+                .zip(certs)
+                .zip(&due)
+                .map(|((slot, cert), &due)| {
+                    due.then(|| scope.spawn(move || Self::attempt(slot, cert, now)))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|handle| {
+                    handle.map(|h| {
+                        h.join()
+                            .unwrap_or(Err(OcspError::Fetch("the fetch panicked".into())))
+                    })
+                })
+                .collect()
+        });
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            if let Some(outcome) = outcome {
+                self.settle(index, &certs[index], outcome, now, &mut changes);
+            }
+        }
+        changes
+    }
+
+    /// What one fetch's outcome changes: the staple, the schedule, the log and the counts.
+    fn settle(
+        &mut self,
+        index: usize,
+        cert: &CertView<'_>,
+        outcome: Result<Good, OcspError>,
+        now: i64,
+        changes: &mut Vec<Change>,
+    ) {
+        let refresh = self.refresh;
+        let slot = &mut self.slots[index];
+        tracing::debug!(certificate = cert.name, outcome = ?outcome.as_ref().map(|g| g.next_update), "OCSP fetch");
+        let error = outcome.as_ref().err().map(|e| e.to_string());
+        let repeated = error.is_some() && slot.last_error == error;
+        slot.last_error = error;
+        match outcome {
+            Ok(good) => {
+                if slot.good.as_ref().is_none_or(|g| g.der != good.der) {
+                    if slot.good.is_none() {
+                        tracing::info!(certificate = cert.name, next_update = ?good.next_update, "OCSP response verified; stapled");
                     }
-                    record(cert.name, |s| {
-                        s.last_success = now;
-                        s.next_update = expires(&good);
-                        s.stapled = true;
+                    changes.push(Change {
+                        index,
+                        staple: Some((cert.leaf.to_vec(), good.der.clone())),
                     });
-                    slot.next_at = now + refresh_in(&good, now, self.refresh).as_secs() as i64;
-                    slot.good = Some(good);
-                    slot.last_error = None;
                 }
-                Err(OcspError::Revoked) => {
+                record(cert.name, |s| {
+                    s.last_success = now;
+                    s.next_update = expires(&good, refresh);
+                    s.stapled = true;
+                });
+                slot.next_at = now + refresh_in(&good, now, refresh).as_secs() as i64;
+                slot.good = Some(good);
+            }
+            Err(OcspError::Revoked) => {
+                if !repeated {
                     tracing::error!(
                         certificate = cert.name,
                         "OCSP responder says the certificate is REVOKED; not stapled"
                     );
-                    record(cert.name, |s| {
-                        s.revoked += 1;
-                        s.stapled = false;
-                        s.next_update = 0;
+                }
+                record(cert.name, |s| {
+                    s.revoked += 1;
+                    unstapled(s);
+                });
+                if slot.good.take().is_some() {
+                    changes.push(Change {
+                        index,
+                        staple: None,
                     });
-                    if slot.good.take().is_some() {
-                        changes.push(Change {
-                            index,
-                            staple: None,
-                        });
-                    }
-                    slot.next_at = now + self.refresh.as_secs() as i64;
                 }
-                Err(
-                    e @ (OcspError::NoResponder | OcspError::NoIssuer | OcspError::Certificate(_)),
-                ) => {
-                    // Nothing will change until the certificate does.
-                    if slot.last_error.as_deref() != Some(&e.to_string()) {
-                        tracing::info!(certificate = cert.name, reason = %e, "no OCSP stapling for this certificate");
-                    }
-                    slot.last_error = Some(e.to_string());
-                    slot.next_at = i64::MAX;
+                slot.next_at = now + refresh.as_secs() as i64;
+            }
+            Err(e @ (OcspError::NoResponder | OcspError::NoIssuer | OcspError::Certificate(_))) => {
+                // Nothing changes until the certificate file does (which resets the slot).
+                tracing::info!(certificate = cert.name, reason = %e, "no OCSP stapling for this certificate");
+                record(cert.name, unstapled);
+                slot.next_at = i64::MAX;
+            }
+            Err(e) => {
+                if !repeated {
+                    tracing::warn!(certificate = cert.name, error = %e, stapling_last_good = slot.good.is_some(), "OCSP refresh failed");
                 }
-                Err(e) => {
-                    if slot.last_error.as_deref() != Some(&e.to_string()) {
-                        tracing::warn!(certificate = cert.name, error = %e, stapling_last_good = slot.good.is_some(), "OCSP refresh failed");
-                    }
-                    record(cert.name, |s| s.failures += 1);
-                    slot.last_error = Some(e.to_string());
-                    let retry = self.refresh.min(RETRY_AFTER_FAILURE).as_secs().max(1) as i64;
-                    slot.next_at = now + retry;
-                }
+                record(cert.name, |s| s.failures += 1);
+                let retry = refresh.min(RETRY_AFTER_FAILURE).as_secs().max(1) as i64;
+                slot.next_at = now + retry;
             }
         }
-        changes
     }
 
     /// One fetch (or read) and check of a certificate's response.
@@ -183,4 +227,10 @@ impl Stapler {
         };
         query.check(&bytes, now)
     }
+}
+
+/// Nothing stapled (and so no nextUpdate).
+fn unstapled(s: &mut Stats) {
+    s.stapled = false;
+    s.next_update = 0;
 }
