@@ -252,24 +252,7 @@ async fn attempt(
         }
         Body::Streaming(head) => {
             let limit = ctx.snapshot.config.edge.client_max_body_size;
-            let sent = match up.write_body(head).await {
-                Ok(_) => stream_body(session, &mut up, limit).await,
-                Err(e) => Err(Failed {
-                    body_spent: true,
-                    ..after_body(e)
-                }),
-            };
-            if let Err(failed) = sent {
-                // A server may refuse a large upload (413, 401) before reading it and stop
-                // reading or close: what it said is already in the socket. It is relayed, as
-                // nginx does, instead of a 502 counted against the server.
-                answered_early = !failed.client && early_answer(&mut up).await;
-                if !answered_early {
-                    return Err(failed);
-                }
-                // The client's body is not read to its end: its connection ends here.
-                session.set_keepalive(None);
-            }
+            answered_early = stream_upload(session, &mut up, head, limit, reused).await?;
         }
     }
 
@@ -399,6 +382,37 @@ async fn drain_client_body(session: &mut Session) {
             _ => return,
         }
     }
+}
+
+/// Sends a body larger than the buffer: `head`, then the rest as the client sends it.
+/// `Ok(true)` when the server answered before it took it all (a 413, a 401) and stopped
+/// reading or closed: what it said is already in the socket, and it is relayed, as nginx
+/// does, instead of a 502 counted against the server. The client's body is then not read to
+/// its end, so its connection ends with this request.
+async fn stream_upload(
+    session: &mut Session,
+    up: &mut UpstreamSession,
+    head: &Bytes,
+    limit: u64,
+    reused: bool,
+) -> Result<bool, Failed> {
+    let sent = match up.write_body(head).await {
+        Ok(_) => stream_body(session, up, limit).await,
+        Err(e) => Err(Failed {
+            stale: reused && closed_under_us(&e),
+            body_spent: true,
+            body_sent: true,
+            ..Failed::upstream(e)
+        }),
+    };
+    let Err(failed) = sent else {
+        return Ok(false);
+    };
+    if failed.client || !early_answer(up).await {
+        return Err(failed);
+    }
+    session.set_keepalive(None);
+    Ok(true)
 }
 
 /// How long a server whose body upload broke off gets to show the answer it sent first.

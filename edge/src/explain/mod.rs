@@ -226,13 +226,30 @@ pub async fn explain(
         );
     }
     e.balance = Some(balance(&route, client_ip, live));
+    e.upstream_headers = upstream_headers(snapshot, &req, question.peer, client_ip, tls, &route);
+    e.settle(&route.upstream.name);
+    Ok(e)
+}
+
+/// The request head the upstream would receive (`forward::upstream_request` itself), with
+/// the Connection and Upgrade a websocket route relays.
+fn upstream_headers(
+    snapshot: &Arc<Snapshot>,
+    req: &RequestHeader,
+    peer: IpAddr,
+    client_ip: IpAddr,
+    tls: bool,
+    route: &Route,
+) -> Vec<(String, String)> {
+    let header = |name: &str| req.headers.get(name).map(|v| v.as_bytes());
+    let mut headers = Vec::new();
     let mut ctx = RequestCtx::new(snapshot.clone());
     ctx.tls = tls;
-    ctx.peer_ip = question.peer;
+    ctx.peer_ip = peer;
     ctx.client_ip = client_ip;
     ctx.request_id = client::request_id(header("x-request-id"));
-    if let Ok(out) = forward::upstream_request(&req, &ctx, &forward::Body::Empty) {
-        e.upstream_headers = out
+    if let Ok(out) = forward::upstream_request(req, &ctx, &forward::Body::Empty) {
+        headers = out
             .headers
             .iter()
             .map(|(n, v)| {
@@ -249,11 +266,10 @@ pub async fn explain(
     let upgrading = text("connection").is_some_and(|c| c.to_ascii_lowercase().contains("upgrade"));
     if let (true, true, Some(upgrade)) = (route.settings.websocket, upgrading, text("upgrade")) {
         let connection = text("connection").unwrap_or_default();
-        e.upstream_headers.push(("connection".into(), connection));
-        e.upstream_headers.push(("upgrade".into(), upgrade));
+        headers.push(("connection".into(), connection));
+        headers.push(("upgrade".into(), upgrade));
     }
-    e.settle(&route.upstream.name);
-    Ok(e)
+    headers
 }
 
 /// The request head the question describes, and its scheme.

@@ -7,6 +7,7 @@
 
 mod emit;
 mod known;
+mod lex;
 pub mod parse;
 mod translate;
 

@@ -288,6 +288,16 @@ impl Translator<'_> {
                     self.note(d, Kind::NoEquivalent, true, "the edge adds no response headers of its own choosing (only Strict-Transport-Security, [tls] hsts)");
                 }
             }
+            _ => return self.tls_scoped(d, scope),
+        }
+        true
+    }
+
+    /// The TLS directives a level passes down to its servers.
+    fn tls_scoped(&mut self, d: &Directive, scope: &mut Scope) -> bool {
+        let first = d.args.first().map(String::as_str).unwrap_or("");
+        let at = d.at.clone();
+        match d.name.as_str() {
             "ssl_certificate" => scope.cert = Some((first.to_string(), at)),
             "ssl_certificate_key" => scope.key = Some((first.to_string(), at)),
             "ssl_protocols" => scope.protocols = Some((d.args.clone(), at)),
