@@ -90,7 +90,7 @@ async fn healthcheck_asks_the_admin_health_endpoint() {
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the health JSON");
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["checks"]["app"], "healthy");
-    let closed = format!("127.0.0.1:{}", crate::support::free_port());
+    let closed = format!("127.0.0.1:{}", crate::support::dead_port(6));
     let out = Command::new(edge_bin())
         .args(["healthcheck", "--admin", &closed])
         .output()

@@ -51,8 +51,7 @@ upstream = "app"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn all_servers_down_gives_a_json_502_within_the_connect_timeout() {
-    let dead1 = free_port();
-    let dead2 = free_port();
+    let (dead1, dead2) = (dead_port(0), dead_port(1));
     let edge = Edge::start(
         "",
         &format!(

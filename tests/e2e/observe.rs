@@ -51,14 +51,14 @@ limit = [{{ zone = "api", burst = 1, nodelay = true }}]
 path = "/gone/"
 upstream = "gone"
 "#,
-        dead2 = dead + 1
+        dead2 = dead_port(3)
     )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
     let app = backend("app").await;
-    let dead = free_port();
+    let dead = dead_port(2);
     let edge = Edge::start("", &observed_config(app.addr, dead));
     let c = client();
     for _ in 0..3 {
@@ -213,7 +213,7 @@ async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn access_log_lines_carry_every_field() {
     let app = backend("app").await;
-    let dead = free_port();
+    let dead = dead_port(2);
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("access.log");
     let edge = Edge::start(
@@ -303,7 +303,7 @@ async fn access_log_lines_carry_every_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboards_and_alert_rules_only_use_exported_metrics() {
     let app = backend("app").await;
-    let dead = free_port();
+    let dead = dead_port(2);
     // A certificate too, so that the edge_ocsp_* series exist (a self-signed one: never
     // stapled, shown as such).
     let certs = tempfile::tempdir().expect("dir");

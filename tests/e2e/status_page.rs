@@ -77,7 +77,7 @@ fn cells(row: &str) -> Vec<String> {
 async fn the_status_page_shows_servers_routes_limits_and_reloads_in_a_browser() {
     let app = backend("app").await;
     let idle = backend("idle").await;
-    let (dead, dead2) = (free_port(), free_port());
+    let (dead, dead2) = (dead_port(4), dead_port(5));
     let edge = Edge::start(
         "",
         &format!(

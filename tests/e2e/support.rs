@@ -21,6 +21,20 @@ pub fn free_port() -> u16 {
         .expect("an ephemeral port")
 }
 
+/// A port where nothing listens and no test can start listening: below 1024, so never handed
+/// out for port 0 (a released ephemeral port, as `free_port` gives, can be taken by another
+/// test running at the same time), and none of the well-known services. `n` picks one of a
+/// few.
+pub fn dead_port(n: usize) -> u16 {
+    const UNASSIGNED: [u16; 8] = [4, 6, 8, 10, 12, 14, 16, 26];
+    let port = UNASSIGNED[n % UNASSIGNED.len()];
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something listens on 127.0.0.1:{port}"
+    );
+    port
+}
+
 /// The edge binary built for these tests.
 pub fn edge_bin() -> &'static str {
     env!("CARGO_BIN_EXE_edge")
