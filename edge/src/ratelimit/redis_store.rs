@@ -16,33 +16,11 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long to wait between attempts to connect while Redis is down.
 const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// KEYS[1] = the client's key; ARGV = rate (thousandths of requests per second), burst.
-/// Returns {0, delay_ms} to pass or {1, retry_after_ms} to reject, as the local store.
+/// KEYS[1] = the client's key; ARGV = rate (thousandths of requests per second), burst, and
+/// 1 to only look (`edge explain`: nothing is written). Returns {0, delay_ms, excess_now} to
+/// pass or {1, retry_after_ms, excess_now} to reject, as the local store; excess_now is the
+/// client's excess drained to now, before this request.
 const SCRIPT: &str = r#"
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2]) * 1000
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local state = redis.call('HMGET', KEYS[1], 'excess', 'last')
-local excess = 0
-if state[1] then
-  local elapsed = now - tonumber(state[2])
-  if elapsed < 0 then elapsed = 0 end
-  excess = tonumber(state[1]) + 1000 - math.floor(rate * elapsed / 1000)
-  if excess < 0 then excess = 0 end
-end
-if excess > burst then
-  local over = excess - burst
-  return {1, math.ceil(over * 1000 / rate)}
-end
-redis.call('HSET', KEYS[1], 'excess', excess, 'last', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil((excess + 1000) * 1000 / rate) + 60000)
-return {0, math.floor(excess * 1000 / rate)}
-"#;
-
-/// The same bucket read without a request (`edge explain`): nothing is written. Returns
-/// {rejected, delay_or_retry_ms, excess_now}.
-const PEEK_SCRIPT: &str = r#"
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2]) * 1000
 local t = redis.call('TIME')
@@ -53,13 +31,19 @@ local excess = 0
 if state[1] then
   local elapsed = now - tonumber(state[2])
   if elapsed < 0 then elapsed = 0 end
-  drained = tonumber(state[1]) - math.floor(rate * elapsed / 1000)
+  local leaked = math.floor(rate * elapsed / 1000)
+  drained = tonumber(state[1]) - leaked
   if drained < 0 then drained = 0 end
-  excess = tonumber(state[1]) + 1000 - math.floor(rate * elapsed / 1000)
+  excess = tonumber(state[1]) + 1000 - leaked
   if excess < 0 then excess = 0 end
 end
 if excess > burst then
-  return {1, math.ceil((excess - burst) * 1000 / rate), drained}
+  local over = excess - burst
+  return {1, math.ceil(over * 1000 / rate), drained}
+end
+if ARGV[3] ~= '1' then
+  redis.call('HSET', KEYS[1], 'excess', excess, 'last', now)
+  redis.call('PEXPIRE', KEYS[1], math.ceil((excess + 1000) * 1000 / rate) + 60000)
 end
 return {0, math.floor(excess * 1000 / rate), drained}
 "#;
@@ -71,7 +55,6 @@ pub struct RedisStore {
     connection: OnceCell<ConnectionManager>,
     last_attempt: Mutex<Option<Instant>>,
     script: redis::Script,
-    peek_script: redis::Script,
 }
 
 /// Supplies Redis's password when `[redis] url` carries none, so the secret can stay out of
@@ -125,7 +108,6 @@ impl RedisStore {
             connection: OnceCell::new(),
             last_attempt: Mutex::new(None),
             script: redis::Script::new(SCRIPT),
-            peek_script: redis::Script::new(PEEK_SCRIPT),
         }
     }
 
@@ -175,28 +157,11 @@ impl RedisStore {
         rate: Rate,
         burst: u32,
     ) -> Result<Verdict, String> {
-        let mut connection = self.connection().await?;
-        let key = format!("edge:limit:{zone}:{client}");
-        let rate_milli = super::rate_milli(rate);
-        let mut invocation = self.script.key(key);
-        invocation.arg(rate_milli).arg(burst);
-        let call = invocation.invoke_async::<(u8, u64)>(&mut connection);
-        let (rejected, ms) = tokio::time::timeout(CHECK_TIMEOUT, call)
+        self.run(zone, client, rate, burst, false)
             .await
-            .map_err(|_| "Redis check timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        let duration = Duration::from_millis(ms);
-        Ok(if rejected == 1 {
-            Verdict::Reject {
-                retry_after: duration,
-            }
-        } else {
-            Verdict::Pass { delay: duration }
-        })
+            .map(|s| s.next)
     }
-}
 
-impl RedisStore {
     /// Where `client` stands in `zone`, without counting a request.
     pub async fn peek(
         &self,
@@ -205,9 +170,25 @@ impl RedisStore {
         rate: Rate,
         burst: u32,
     ) -> Result<super::Standing, String> {
+        self.run(zone, client, rate, burst, true).await
+    }
+
+    /// The script, counting the request unless `peek`.
+    async fn run(
+        &self,
+        zone: &str,
+        client: IpAddr,
+        rate: Rate,
+        burst: u32,
+        peek: bool,
+    ) -> Result<super::Standing, String> {
         let mut connection = self.connection().await?;
-        let mut invocation = self.peek_script.key(format!("edge:limit:{zone}:{client}"));
-        invocation.arg(super::rate_milli(rate)).arg(burst);
+        let key = format!("edge:limit:{zone}:{client}");
+        let mut invocation = self.script.key(key);
+        invocation
+            .arg(super::rate_milli(rate))
+            .arg(burst)
+            .arg(u8::from(peek));
         let call = invocation.invoke_async::<(u8, u64, u64)>(&mut connection);
         let (rejected, ms, excess) = tokio::time::timeout(CHECK_TIMEOUT, call)
             .await
