@@ -84,10 +84,14 @@ impl LocalStore {
         self.len() == 0
     }
 
+    /// The shard that keeps `key`.
+    fn shard(&self, key: IpAddr) -> &Mutex<HashMap<IpAddr, Entry>> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
     /// nginx's `ngx_http_limit_req_lookup` with accounting, at `now` (ms).
     pub fn check(&self, key: IpAddr, rate: Rate, burst: u32, now: u64) -> Verdict {
-        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
         let rate_milli = rate_milli(rate);
         if let Some(entry) = map.get_mut(&key) {
             let (verdict, next) = leak_and_add(Some(*entry), rate_milli, burst, now);
@@ -119,8 +123,8 @@ pub struct Standing {
 impl LocalStore {
     /// Where `key` stands at `now`, and what its next request would get; nothing is stored.
     pub fn peek(&self, key: IpAddr, rate: Rate, burst: u32, now: u64) -> Standing {
-        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
-        let entry = shard
+        let entry = self
+            .shard(key)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
