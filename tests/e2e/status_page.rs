@@ -87,7 +87,7 @@ rate = "1r/m"
 [upstreams.app]
 servers = [{{ addr = "{app}" }}]
 [upstreams.gone]
-servers = [{{ addr = "127.0.0.1:{dead}", max_fails = 1 }}, {{ addr = "127.0.0.1:{dead2}", max_fails = 1 }}]
+servers = [{{ addr = "127.0.0.1:{dead}", max_fails = 1, fail_timeout = "10m" }}, {{ addr = "127.0.0.1:{dead2}", max_fails = 1, fail_timeout = "10m" }}]
 [[routes]]
 path = "/api/"
 upstream = "app"
