@@ -34,7 +34,9 @@ pub fn value(series: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64
         .sum()
 }
 
-fn observed_config(app: std::net::SocketAddr, dead: u16) -> String {
+/// The config of these tests: `app` behind a limited route, and an upstream of two dead
+/// servers.
+fn observed_config(app: std::net::SocketAddr) -> String {
     format!(
         r#"
 [zones.api]
@@ -51,6 +53,7 @@ limit = [{{ zone = "api", burst = 1, nodelay = true }}]
 path = "/gone/"
 upstream = "gone"
 "#,
+        dead = dead_port(2),
         dead2 = dead_port(3)
     )
 }
@@ -58,8 +61,7 @@ upstream = "gone"
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
     let app = backend("app").await;
-    let dead = dead_port(2);
-    let edge = Edge::start("", &observed_config(app.addr, dead));
+    let edge = Edge::start("", &observed_config(app.addr));
     let c = client();
     for _ in 0..3 {
         get_json(&c, &edge.url("/api/x"), &[]).await; // 2 pass, 1 rejected
@@ -213,12 +215,11 @@ async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn access_log_lines_carry_every_field() {
     let app = backend("app").await;
-    let dead = dead_port(2);
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("access.log");
     let edge = Edge::start(
         &format!("access_log = \"{}\"", log.display()),
-        &observed_config(app.addr, dead),
+        &observed_config(app.addr),
     );
     let c = client();
     let ua = [("user-agent", "edge-test/1")];
@@ -303,7 +304,6 @@ async fn access_log_lines_carry_every_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboards_and_alert_rules_only_use_exported_metrics() {
     let app = backend("app").await;
-    let dead = dead_port(2);
     // A certificate too, so that the edge_ocsp_* series exist (a self-signed one: never
     // stapled, shown as such).
     let certs = tempfile::tempdir().expect("dir");
@@ -314,7 +314,7 @@ async fn dashboards_and_alert_rules_only_use_exported_metrics() {
         &format!("https_listen = [\"127.0.0.1:{https}\"]\nredirect_http_to_https = false"),
         &format!(
             "{}\n[tls]\ncertificates = [ {{ cert = \"{}\", key = \"{}\" }} ]\n",
-            observed_config(app.addr, dead),
+            observed_config(app.addr),
             cert.display(),
             key.display()
         ),
