@@ -6,7 +6,7 @@
 use crate::observe::metrics::METRICS;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::{Attempts, InflightGuard};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -86,7 +86,7 @@ impl RequestCtx {
     pub fn forwarding_headers(
         &self,
         prior: Option<&HeaderValue>,
-    ) -> [(&'static str, HeaderValue); 4] {
+    ) -> [(HeaderName, HeaderValue); 4] {
         let mut peer = IpText::default();
         let peer = peer.format(self.peer_ip);
         let forwarded_for = match prior {
@@ -101,13 +101,13 @@ impl RequestCtx {
         };
         let mut client = IpText::default();
         [
-            ("x-forwarded-for", forwarded_for),
-            ("x-real-ip", header_value(client.format(self.client_ip))),
+            (X_FORWARDED_FOR, forwarded_for),
+            (X_REAL_IP, header_value(client.format(self.client_ip))),
             (
-                "x-forwarded-proto",
+                X_FORWARDED_PROTO,
                 HeaderValue::from_static(if self.tls { "https" } else { "http" }),
             ),
-            ("x-request-id", header_value(self.request_id.as_bytes())),
+            (X_REQUEST_ID, header_value(self.request_id.as_bytes())),
         ]
     }
 
@@ -123,6 +123,13 @@ impl RequestCtx {
         }
     }
 }
+
+// The names of the forwarding headers, as constants: a name built from a string is parsed,
+// and one that is not a standard header is copied into an allocation, each time.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A header value from bytes that came from a valid header value or that the edge wrote (an
 /// address, a request id); anything else would be a bug, and is sent as empty.

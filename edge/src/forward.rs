@@ -515,17 +515,24 @@ fn hop_by_hop(name: &str) -> bool {
 /// The request head sent upstream: the client's, without its hop-by-hop fields (those the
 /// standard names and those its `Connection` nominates), `Expect` (the edge answered it),
 /// with the forwarding headers, as HTTP/1.1, and framed for the body the edge holds.
+///
+/// Built fresh rather than cloned from the client's head: one header map sized for the
+/// fields it will hold, the client's fields copied into it (reference counts, no copies),
+/// the edge's own set by their constant names. A clone would copy pingora's second map of
+/// the names' original spelling too, grow both for the edge's fields and parse each of
+/// those names again (4.6% of a small request's CPU, against 0.9% this way). So names go
+/// upstream in their canonical spelling (title case for the standard ones, lower case for
+/// the rest, as HAProxy sends them): HTTP field names are case-insensitive (RFC 9110 5.1).
 pub fn upstream_request(
     req: &RequestHeader,
     ctx: &RequestCtx,
     body: &Body,
 ) -> Result<Box<RequestHeader>> {
-    let mut out = Box::new(req.clone());
-    // Most requests carry no hop-by-hop field: one pass over the names finds out, instead of
-    // a removal (two hash lookups) per field the edge never forwards.
-    if req.headers.keys().any(|name| hop_by_hop(name.as_str())) {
-        let nominated: Vec<String> = req
-            .headers
+    let forwarding = ctx.forwarding_headers(req.headers.get("x-forwarded-for"));
+    // Most requests carry no hop-by-hop field: one pass over the names finds out.
+    let has_hop_by_hop = req.headers.keys().any(|name| hop_by_hop(name.as_str()));
+    let nominated: Vec<String> = if has_hop_by_hop {
+        req.headers
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
@@ -538,28 +545,46 @@ pub fn upstream_request(
                     "host" | "x-forwarded-for" | "x-forwarded-proto"
                 )
             })
-            .collect();
-        for name in &nominated {
-            out.remove_header(name.as_str());
-        }
-        for name in HOP_BY_HOP {
-            out.remove_header(name);
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut headers = http::HeaderMap::with_capacity(req.headers.len() + forwarding.len() + 1);
+    for (name, value) in &req.headers {
+        let dropped = (has_hop_by_hop
+            && (hop_by_hop(name.as_str()) || nominated.iter().any(|n| n == name.as_str())))
+            || forwarding.iter().any(|(set, _)| set == name);
+        if !dropped {
+            headers.append(name.clone(), value.clone());
         }
     }
-    out.set_version(http::Version::HTTP_11);
     match body {
         Body::Empty => {}
         Body::Whole(bytes) => {
-            out.insert_header(header::CONTENT_LENGTH, bytes.len())?;
+            headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
         }
         Body::Streaming(_) => {
-            if !out.headers.contains_key(header::CONTENT_LENGTH) {
-                out.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            if !headers.contains_key(header::CONTENT_LENGTH) {
+                headers.insert(
+                    header::TRANSFER_ENCODING,
+                    http::HeaderValue::from_static("chunked"),
+                );
             }
         }
     }
-    for (name, value) in ctx.forwarding_headers(req.headers.get("x-forwarded-for")) {
-        out.insert_header(name, value)?;
+    for (name, value) in forwarding {
+        headers.insert(name, value);
+    }
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = req.method.clone();
+    parts.uri = req.uri.clone();
+    parts.version = http::Version::HTTP_11;
+    parts.headers = headers;
+    let mut out = Box::new(RequestHeader::from(parts));
+    // A target the URI does not give back byte for byte (absolute-form, bytes that are not
+    // UTF-8) goes as the client sent it, as it did when the head was cloned.
+    if out.raw_path() != req.raw_path() {
+        out.set_raw_path(req.raw_path())?;
     }
     Ok(out)
 }

@@ -169,7 +169,7 @@ fn handshake_request(session: &Session, ctx: &RequestCtx) -> Vec<u8> {
         head.extend_from_slice(b"\r\n");
     };
     for (name, value) in req.headers.iter() {
-        let set_by_edge = forwarding.iter().any(|(f, _)| *f == name.as_str());
+        let set_by_edge = forwarding.iter().any(|(f, _)| f == name);
         let hop_by_hop = matches!(
             name.as_str(),
             "keep-alive" | "te" | "proxy-connection" | "trailer" | "transfer-encoding"
@@ -179,7 +179,7 @@ fn handshake_request(session: &Session, ctx: &RequestCtx) -> Vec<u8> {
         }
     }
     for (name, value) in &forwarding {
-        put(name.as_bytes(), value.as_bytes());
+        put(name.as_str().as_bytes(), value.as_bytes());
     }
     head.extend_from_slice(b"\r\n");
     head
