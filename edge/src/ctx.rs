@@ -3,11 +3,11 @@
 //! The phases ([`crate::proxy`], [`crate::forward`], [`crate::respond`],
 //! [`crate::websocket`]) take it from here.
 
+use crate::client::IpText;
 use crate::observe::metrics::METRICS;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::{Attempts, InflightGuard};
 use http::{HeaderName, HeaderValue};
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,70 +137,3 @@ fn header_value(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// An address as text, on the stack (the longest IPv6 form is 45 bytes).
-struct IpText {
-    buf: [u8; 48],
-}
-
-impl Default for IpText {
-    fn default() -> IpText {
-        IpText { buf: [0; 48] }
-    }
-}
-
-impl IpText {
-    fn format(&mut self, ip: IpAddr) -> &[u8] {
-        let len = match ip {
-            IpAddr::V4(v4) => {
-                // Four decimal octets without the formatting machinery.
-                let mut n = 0;
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        self.buf[n] = b'.';
-                        n += 1;
-                    }
-                    if octet >= 100 {
-                        self.buf[n] = b'0' + octet / 100;
-                        n += 1;
-                    }
-                    if octet >= 10 {
-                        self.buf[n] = b'0' + octet / 10 % 10;
-                        n += 1;
-                    }
-                    self.buf[n] = b'0' + octet % 10;
-                    n += 1;
-                }
-                n
-            }
-            IpAddr::V6(v6) => {
-                let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
-                let _ = write!(cursor, "{v6}");
-                cursor.position() as usize
-            }
-        };
-        &self.buf[..len]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_are_written_as_display_writes_them() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.30.40",
-            "192.168.100.9",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::8a2e:370:7334",
-            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
-        ] {
-            let ip: IpAddr = ip.parse().expect("address");
-            let mut text = IpText::default();
-            assert_eq!(text.format(ip), ip.to_string().as_bytes());
-        }
-    }
-}
