@@ -136,4 +136,3 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 fn header_value(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
-

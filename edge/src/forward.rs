@@ -261,7 +261,7 @@ async fn attempt(
     // relayed to HTTP/1.1 clients (100 Continue was the edge's own).
     let client_http11 = session.req_header().version == http::Version::HTTP_11;
     let cut_short = answered_early;
-    let mut response = loop {
+    loop {
         let sent = !matches!(body, Body::Empty);
         if std::mem::take(&mut answered_early) {
             // The head was read while the body was being sent.
@@ -283,12 +283,7 @@ async fn attempt(
                 ..stale(e)
             })?;
         }
-        let head = up.resp_header().ok_or_else(|| {
-            Failed::upstream(Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "no response header",
-            ))
-        })?;
+        let head = response_header(&up)?;
         if head.status == 101 {
             // Upgrades are relayed by the websocket tunnel only, on routes that allow them.
             return Err(Failed::upstream(Error::explain(
@@ -306,8 +301,8 @@ async fn attempt(
             }
             continue;
         }
-        break Box::new(head.clone());
-    };
+        break;
+    }
     ctx.response_started = true;
     upstream.report_success(index);
     if let Some(started) = ctx.upstream_started {
@@ -318,14 +313,18 @@ async fn attempt(
         }
     }
 
+    let body_done = up.is_body_done();
+    let head = response_header(&up)?;
     let no_body = session.req_header().method == http::Method::HEAD
-        || matches!(response.status.as_u16(), 204 | 304)
-        || up.is_body_done();
-    if !response_head(&mut response, no_body, client_http11) {
+        || matches!(head.status.as_u16(), 204 | 304)
+        || body_done;
+    let (response, framed) =
+        client_response(head, no_body, client_http11, ctx).map_err(Failed::upstream)?;
+    if !framed {
         // An HTTP/1.0 client reads a body of unknown length to the close.
         session.set_keepalive(None);
     }
-    crate::respond::upstream_response(session, &mut response, ctx).map_err(Failed::upstream)?;
+    crate::respond::choose_compression(session, &response, ctx);
     session
         .write_response_header(response, no_body)
         .await
@@ -365,6 +364,16 @@ async fn attempt(
         );
     }
     Ok(())
+}
+
+/// The response head the server sent (read just before).
+fn response_header(up: &UpstreamSession) -> Result<&ResponseHeader, Failed> {
+    up.resp_header().ok_or_else(|| {
+        Failed::upstream(Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "no response header",
+        ))
+    })
 }
 
 /// After an early answer, the rest of the client's body is read and dropped (nginx's
@@ -591,28 +600,58 @@ pub fn upstream_request(
 
 /// The upstream's response head made fit for the client: hop-by-hop fields go (the client
 /// side sets its own `Connection`), and a body without a length is sent chunked to an
-/// HTTP/1.1 client, so its connection can be kept. `false` when the body has no length the
-/// client can read, so only the close can end it (an HTTP/1.0 client).
-fn response_head(response: &mut ResponseHeader, no_body: bool, client_http11: bool) -> bool {
+/// HTTP/1.1 client, so its connection can be kept. The flag is `false` when the body has no
+/// length the client can read, so only the close can end it (an HTTP/1.0 client).
+///
+/// Built fresh, as the upstream request is, rather than cloned and then trimmed: one map
+/// sized for the fields and the edge's own ([`crate::respond::edge_fields`]), without
+/// pingora's map of original spellings.
+fn client_response(
+    upstream: &ResponseHeader,
+    no_body: bool,
+    client_http11: bool,
+    ctx: &RequestCtx,
+) -> Result<(Box<ResponseHeader>, bool)> {
+    let mut headers = http::HeaderMap::with_capacity(upstream.headers.len() + RESPONSE_ROOM);
+    for (name, value) in &upstream.headers {
+        let hop_by_hop = matches!(
+            name.as_str(),
+            "connection" | "keep-alive" | "proxy-connection" | "trailer"
+        );
+        if !hop_by_hop {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in crate::respond::edge_fields(ctx) {
+        headers.insert(name, value);
+    }
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    let framed = if no_body || headers.contains_key(header::CONTENT_LENGTH) {
+        true
+    } else if client_http11 {
+        if !chunked {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                http::HeaderValue::from_static("chunked"),
+            );
+        }
+        true
+    } else {
+        // HTTP/1.0 has no chunked coding: the body goes as it is, ended by the close.
+        headers.remove(header::TRANSFER_ENCODING);
+        false
+    };
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = upstream.status;
     // The edge speaks HTTP/1.1 to its clients whatever the server spoke (an HTTP/1.0 status
     // line would make a client downgrade its next request), as nginx does.
-    response.set_version(http::Version::HTTP_11);
-    for name in ["keep-alive", "proxy-connection"] {
-        response.remove_header(name);
-    }
-    response.remove_header(&header::CONNECTION);
-    response.remove_header(&header::TRAILER);
-    let chunked = response.headers.contains_key(header::TRANSFER_ENCODING);
-    if no_body || response.headers.contains_key(header::CONTENT_LENGTH) {
-        return true;
-    }
-    if client_http11 {
-        if !chunked {
-            let _ = response.insert_header(header::TRANSFER_ENCODING, "chunked");
-        }
-        return true;
-    }
-    // HTTP/1.0 has no chunked coding: the body goes as it is, ended by the close.
-    response.remove_header(&header::TRANSFER_ENCODING);
-    false
+    parts.version = http::Version::HTTP_11;
+    parts.headers = headers;
+    let mut response = Box::new(ResponseHeader::from(parts));
+    response.set_reason_phrase(upstream.get_reason_phrase())?;
+    Ok((response, framed))
 }
+
+/// Room in a client response's map for the fields the edge adds (request id, HSTS,
+/// framing, compression's).
+const RESPONSE_ROOM: usize = 4;

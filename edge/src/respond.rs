@@ -3,6 +3,7 @@
 use crate::compress;
 use crate::ctx::RequestCtx;
 use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
@@ -126,10 +127,34 @@ pub fn upstream_response(
     response: &mut ResponseHeader,
     ctx: &RequestCtx,
 ) -> Result<()> {
-    response.insert_header("x-request-id", ctx.request_id.as_str())?;
-    for (name, value) in ctx.hsts() {
+    for (name, value) in edge_fields(ctx) {
         response.insert_header(name, value)?;
     }
+    choose_compression(session, response, ctx);
+    Ok(())
+}
+
+/// The fields the edge sets on every upstream response: its request id, and HSTS on https.
+pub fn edge_fields(ctx: &RequestCtx) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+    let id = HeaderValue::from_str(&ctx.request_id).ok();
+    let hsts = match (&ctx.snapshot.config.tls, ctx.tls) {
+        (Some(tls), true) => tls.hsts.as_deref(),
+        _ => None,
+    }
+    .and_then(|v| HeaderValue::from_str(v).ok());
+    let fields = [
+        (X_REQUEST_ID, id),
+        (header::STRICT_TRANSPORT_SECURITY, hsts),
+    ];
+    fields
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Turns compression off for a response it does not suit ([`compress::wanted`]).
+pub fn choose_compression(session: &mut Session, response: &ResponseHeader, ctx: &RequestCtx) {
     if !compress::wanted(&ctx.snapshot.config.gzip, response) {
         if let Some(c) = session
             .downstream_modules_ctx
@@ -138,5 +163,4 @@ pub fn upstream_response(
             c.adjust_level(0);
         }
     }
-    Ok(())
 }
