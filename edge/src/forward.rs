@@ -325,6 +325,13 @@ async fn attempt(
         session.set_keepalive(None);
     }
     crate::respond::choose_compression(session, &response, ctx);
+    // The server is done with the request once its answer is all in: it leaves the
+    // in-flight count (least_conn's, /status's) before the client has the last byte, so the
+    // client's next request is balanced without it, as nginx frees its peer. The access
+    // log still names it (the attempt's last server).
+    if no_body {
+        ctx.server = None;
+    }
     session
         .write_response_header(response, no_body)
         .await
@@ -332,14 +339,20 @@ async fn attempt(
     if !no_body {
         loop {
             match up.read_body_bytes().await {
-                Ok(Some(chunk)) => session
-                    .write_response_body(Some(chunk), false)
-                    .await
-                    .map_err(Failed::client)?,
+                Ok(Some(chunk)) => {
+                    if up.is_body_done() {
+                        ctx.server = None;
+                    }
+                    session
+                        .write_response_body(Some(chunk), false)
+                        .await
+                        .map_err(Failed::client)?
+                }
                 Ok(None) => break,
                 Err(e) => return Err(Failed::upstream(e)),
             }
         }
+        ctx.server = None;
     }
     session
         .write_response_body(None, true)
