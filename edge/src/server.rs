@@ -47,7 +47,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     )));
 
     std::fs::create_dir_all(&options.runtime_dir)?;
-    crate::observe::access_log::start(&edge.access_log, edge.threads)?;
+    crate::observe::access_log::start(&edge.access_log)?;
     let mut conf = ServerConf {
         threads: edge.threads,
         // One single-threaded runtime per worker thread, as nginx has one event loop per

@@ -1,12 +1,10 @@
 //! The access log: one JSON object per request.
 //!
-//! A request formats its line into its worker thread's buffer (a lock no other request
-//! takes, no wake-up of anything); a writer thread of its own swaps the buffers out every
-//! 100 ms (sooner when one fills) and writes them, so a slow disk or pipe never slows a
-//! request and no syscall is made per line. A thread's lines keep their order; lines of two
-//! threads within the same 100 ms are written a thread's batch after the other's (each line
-//! carries its timestamp). If the writer falls behind by more than [`MAX_PENDING`] bytes
-//! (a thread's share of them), lines are dropped and counted rather than blocking. A file target is reopened on SIGUSR1 and when the file is
+//! A request formats its line into a shared buffer (a short lock, no wake-up of anything); a
+//! writer thread of its own swaps the buffer out every 100 ms (sooner when it fills) and
+//! writes it, so a slow disk or pipe never slows a request and no syscall is made per line.
+//! If the writer falls behind by more than [`MAX_PENDING`] bytes, lines are dropped and
+//! counted rather than blocking. A file target is reopened on SIGUSR1 and when the file is
 //! moved or removed (logrotate).
 
 use crate::client::IpText;
@@ -16,10 +14,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
-use thread_local::ThreadLocal;
 
-/// Bytes that may wait for the writer before lines are dropped, shared out among the
-/// worker threads.
+/// Bytes that may wait for the writer before lines are dropped.
 const MAX_PENDING: usize = 16 << 20;
 /// A buffer this full wakes the writer early.
 const WAKE_AT: usize = 256 << 10;
@@ -142,30 +138,21 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 
 /// The process's access log.
 struct AccessLogger {
-    /// Lines waiting for the writer, a buffer per thread that logs: a request appends to its
-    /// own thread's, which nothing else touches but the writer's swap every 100 ms (one
-    /// buffer shared by the worker threads cost a contended lock per request).
-    pending: ThreadLocal<Mutex<Vec<u8>>>,
-    /// The most one thread's buffer holds before its lines are dropped.
-    limit: usize,
-    /// Set (and `wake` notified) when a buffer reaches [`WAKE_AT`].
-    woken: Mutex<bool>,
+    pending: Mutex<Vec<u8>>,
     wake: Condvar,
     dropped: AtomicU64,
-    /// The writer is taking or writing batches (set before it takes the first).
+    /// The writer holds a batch it has not finished writing (set under the `pending` lock).
     writing: AtomicBool,
 }
 
 static LOGGER: OnceLock<Option<Arc<AccessLogger>>> = OnceLock::new();
 
-/// Starts the writer for `target` (once per process), for requests on `threads` worker
-/// threads (each may queue its share of [`MAX_PENDING`]); `Off` logs nothing.
-pub fn start(target: &AccessLog, threads: usize) -> std::io::Result<()> {
-    let limit = MAX_PENDING / threads.max(1);
+/// Starts the writer for `target` (once per process); `Off` logs nothing.
+pub fn start(target: &AccessLog) -> std::io::Result<()> {
     let logger = match target {
         AccessLog::Off => None,
-        AccessLog::Stdout => Some(spawn(None, limit)?),
-        AccessLog::File(path) => Some(spawn(Some(path.clone()), limit)?),
+        AccessLog::Stdout => Some(spawn(None)?),
+        AccessLog::File(path) => Some(spawn(Some(path.clone()))?),
     };
     let _ = LOGGER.set(logger);
     Ok(())
@@ -182,7 +169,7 @@ thread_local! {
 }
 
 /// Appends one entry; never blocks on I/O. The line is formatted on the request's thread
-/// and copied into that thread's buffer.
+/// and only copied under the lock, so worker threads hold it for a copy.
 pub fn log(entry: &Entry<'_>) {
     let Some(Some(logger)) = LOGGER.get() else {
         return;
@@ -190,15 +177,13 @@ pub fn log(entry: &Entry<'_>) {
     LINE.with_borrow_mut(|line| {
         line.clear();
         entry.write_json(line);
-        let mut pending = lock(logger.pending.get_or_default());
-        if pending.len() > logger.limit {
+        let mut pending = logger.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() > MAX_PENDING {
             logger.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         pending.extend_from_slice(line);
         if pending.len() >= WAKE_AT {
-            drop(pending);
-            *lock(&logger.woken) = true;
             logger.wake.notify_one();
         }
     });
@@ -211,7 +196,11 @@ pub fn flush() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     while std::time::Instant::now() < deadline {
-        let idle = logger.pending.iter().all(|p| lock(p).is_empty())
+        let idle = logger
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
             && !logger.writing.load(Ordering::Acquire);
         if idle {
             return;
@@ -228,11 +217,9 @@ pub fn dropped() -> u64 {
     }
 }
 
-fn spawn(path: Option<PathBuf>, limit: usize) -> std::io::Result<Arc<AccessLogger>> {
+fn spawn(path: Option<PathBuf>) -> std::io::Result<Arc<AccessLogger>> {
     let logger = Arc::new(AccessLogger {
-        pending: ThreadLocal::new(),
-        limit,
-        woken: Mutex::new(false),
+        pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
         wake: Condvar::new(),
         dropped: AtomicU64::new(0),
         writing: AtomicBool::new(false),
@@ -250,41 +237,27 @@ fn spawn(path: Option<PathBuf>, limit: usize) -> std::io::Result<Arc<AccessLogge
 }
 
 fn write_loop(logger: &AccessLogger, out: &mut Output, reopen: &AtomicBool) {
-    let mut batch = Vec::new();
+    let mut batch = Vec::with_capacity(WAKE_AT * 2);
     loop {
         {
-            let woken = lock(&logger.woken);
-            let (mut woken, _) = logger
+            let pending = logger.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut pending, _) = logger
                 .wake
-                .wait_timeout_while(woken, Duration::from_millis(100), |w| !*w)
+                .wait_timeout_while(pending, Duration::from_millis(100), |p| p.len() < WAKE_AT)
                 .unwrap_or_else(|p| p.into_inner());
-            *woken = false;
+            std::mem::swap(&mut *pending, &mut batch);
+            logger.writing.store(!batch.is_empty(), Ordering::Release);
         }
-        logger.writing.store(true, Ordering::SeqCst);
         if reopen.swap(false, Ordering::Relaxed) || out.replaced() {
             out.reopen();
         }
-        let mut wrote = false;
-        for pending in logger.pending.iter() {
-            // The thread's buffer and the written batch trade places, so each keeps the
-            // room it grew to.
-            std::mem::swap(&mut *lock(pending), &mut batch);
-            if !batch.is_empty() {
-                out.write(&batch);
-                batch.clear();
-                wrote = true;
-            }
-        }
-        if wrote {
+        if !batch.is_empty() {
+            out.write(&batch);
             out.flush();
+            batch.clear();
+            logger.writing.store(false, Ordering::Release);
         }
-        logger.writing.store(false, Ordering::Release);
     }
-}
-
-/// A buffer's lock; a panic while it was held leaves at worst a partial line.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Where lines go: stdout or a file that can be reopened.
