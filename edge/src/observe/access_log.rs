@@ -64,23 +64,27 @@ impl Entry<'_> {
         number(out, self.bytes_sent as u64);
         out.extend_from_slice(b",\"duration_ms\":");
         millis(out, self.duration_ms);
-        out.extend_from_slice(b",\"upstream\":");
-        json_opt(out, self.upstream);
-        out.extend_from_slice(b",\"server\":");
-        json_opt(out, self.server);
+        for (key, value) in [
+            (&b",\"upstream\":"[..], self.upstream),
+            (b",\"server\":", self.server),
+        ] {
+            out.extend_from_slice(key);
+            json_opt(out, value);
+        }
         out.extend_from_slice(b",\"upstream_duration_ms\":");
         match self.upstream_duration_ms {
             Some(ms) => millis(out, ms),
             None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(b",\"route\":");
-        json_opt(out, self.route);
-        out.extend_from_slice(b",\"limit\":");
-        json_opt(out, self.limit);
-        out.extend_from_slice(b",\"tls_version\":");
-        json_opt(out, self.tls_version);
-        out.extend_from_slice(b",\"user_agent\":");
-        json_opt(out, self.user_agent);
+        for (key, value) in [
+            (&b",\"route\":"[..], self.route),
+            (b",\"limit\":", self.limit),
+            (b",\"tls_version\":", self.tls_version),
+            (b",\"user_agent\":", self.user_agent),
+        ] {
+            out.extend_from_slice(key);
+            json_opt(out, value);
+        }
         out.extend_from_slice(b"}\n");
     }
 }
