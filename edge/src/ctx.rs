@@ -107,20 +107,30 @@ impl RequestCtx {
                 X_FORWARDED_PROTO,
                 HeaderValue::from_static(if self.tls { "https" } else { "http" }),
             ),
-            (X_REQUEST_ID, header_value(self.request_id.as_bytes())),
+            (X_REQUEST_ID, self.request_id_value()),
         ]
+    }
+
+    /// The request id as a header value (sent upstream and back to the client).
+    pub fn request_id_value(&self) -> HeaderValue {
+        header_value(self.request_id.as_bytes())
+    }
+
+    /// The Strict-Transport-Security value for this request's responses: the configured one
+    /// on TLS connections, none on plain HTTP.
+    pub fn hsts_value(&self) -> Option<&str> {
+        match (&self.snapshot.config.tls, self.tls) {
+            (Some(tls), true) => tls.hsts.as_deref(),
+            _ => None,
+        }
     }
 
     /// Strict-Transport-Security for responses on TLS connections (none on plain HTTP).
     pub fn hsts(&self) -> Vec<(&'static str, String)> {
-        match (&self.snapshot.config.tls, self.tls) {
-            (Some(tls), true) => tls
-                .hsts
-                .iter()
-                .map(|v| ("strict-transport-security", v.clone()))
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.hsts_value()
+            .map(|v| ("strict-transport-security", v.to_string()))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -129,7 +139,7 @@ impl RequestCtx {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A header value from bytes that came from a valid header value or that the edge wrote (an
 /// address, a request id); anything else would be a bug, and is sent as empty.

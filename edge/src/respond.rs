@@ -1,7 +1,7 @@
 //! Responses the edge makes itself: small JSON bodies for 404/403/413/502..., and redirects.
 
 use crate::compress;
-use crate::ctx::RequestCtx;
+use crate::ctx::{RequestCtx, X_REQUEST_ID};
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
@@ -136,22 +136,12 @@ pub fn upstream_response(
 
 /// The fields the edge sets on every upstream response: its request id, and HSTS on https.
 pub fn edge_fields(ctx: &RequestCtx) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
-    let id = HeaderValue::from_str(&ctx.request_id).ok();
-    let hsts = match (&ctx.snapshot.config.tls, ctx.tls) {
-        (Some(tls), true) => tls.hsts.as_deref(),
-        _ => None,
-    }
-    .and_then(|v| HeaderValue::from_str(v).ok());
-    let fields = [
-        (X_REQUEST_ID, id),
-        (header::STRICT_TRANSPORT_SECURITY, hsts),
-    ];
-    fields
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value?)))
+    let hsts = ctx
+        .hsts_value()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+        .map(|v| (header::STRICT_TRANSPORT_SECURITY, v));
+    std::iter::once((X_REQUEST_ID, ctx.request_id_value())).chain(hsts)
 }
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Turns compression off for a response it does not suit ([`compress::wanted`]).
 pub fn choose_compression(session: &mut Session, response: &ResponseHeader, ctx: &RequestCtx) {
