@@ -312,10 +312,7 @@ fn bench_request_loop(c: &mut Criterion) {
             let (edge_side, backend_side) = tokio::io::duplex(64 * 1024);
             fake_backend(backend_side);
             pool.put(
-                edge::upstream::pool::Pooled {
-                    stream: Box::new(edge_side),
-                    served: 0,
-                },
+                edge::upstream::h1::Connection::new(Box::new(edge_side)),
                 32,
                 0,
             );
@@ -364,10 +361,9 @@ fn bench_pool(c: &mut Criterion) {
             let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
             peers.push(listener.accept().await.expect("accept").0);
             pool.put(
-                edge::upstream::pool::Pooled {
-                    stream: Box::new(pingora::protocols::l4::stream::Stream::from(client)),
-                    served: 0,
-                },
+                edge::upstream::h1::Connection::new(Box::new(
+                    pingora::protocols::l4::stream::Stream::from(client),
+                )),
                 32,
                 0,
             );

@@ -1,9 +1,10 @@
 //! Forwarding a request to its upstream in the edge's own loop, as plain calls on the task of
 //! the client connection: read the body (whole when it is small), pick a server, take one of
 //! its kept-alive connections or open one, send the request, relay the answer, keep the
-//! connection for the next request. The codec is pingora-core's HTTP/1 (the same parser and
-//! framing as the client side); there are no channels, no spawned tasks and no header clones
-//! beyond the one request head sent upstream.
+//! connection for the next request. Toward the client the codec is pingora-core's HTTP/1;
+//! toward the server it is the edge's own ([`crate::upstream::h1`]): the request head is
+//! written as bytes from the client's head, the answer's head parsed straight into the map
+//! the client's response is built from. There are no channels and no spawned tasks.
 //!
 //! Which failures move a request to the next server, and which count against a server,
 //! follow nginx: a failed connect always moves on; a failure after the request went out moves
@@ -14,13 +15,12 @@
 use crate::ctx::RequestCtx;
 use crate::observe::metrics::METRICS;
 use crate::snapshot::Route;
-use crate::upstream::pool::Pooled;
+use crate::upstream::h1::{self, Connection, Exchange, Upload};
 use crate::upstream::{InflightGuard, Upstream};
 use bytes::{Bytes, BytesMut};
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::proxy::Session;
@@ -216,74 +216,70 @@ async fn attempt(
     let (connection, reused) = match pooled {
         Some(pooled) => (pooled, true),
         None => (
-            Pooled {
-                stream: connect(addr, settings.connect_timeout)
+            Connection::new(
+                connect(addr, settings.connect_timeout)
                     .await
                     .map_err(Failed::upstream)?,
-                served: 0,
-            },
+            ),
             false,
         ),
     };
-    let served = connection.served;
-    let mut up = UpstreamSession::new(connection.stream);
-    up.read_timeout = Some(settings.read_timeout);
-    up.write_timeout = Some(settings.send_timeout);
+    let mut up = Exchange::new(connection, settings.read_timeout, settings.send_timeout);
     // Only a close or a socket error on a reused connection, before any answer, is taken for
     // a connection the server closed while idle; a timeout or a broken answer is a failure.
     let stale = |error: Box<Error>| Failed {
         stale: reused && closed_under_us(&error),
         ..Failed::upstream(error)
     };
-    let after_body = |error: Box<Error>| Failed {
-        body_sent: true,
-        ..stale(error)
-    };
 
-    let request = upstream_request(session.req_header(), ctx, body).map_err(Failed::upstream)?;
-    up.write_request_header(request).await.map_err(stale)?;
-    // Set when the server answered before it took the whole body.
-    let mut answered_early = false;
-    match body {
-        Body::Empty => {}
-        Body::Whole(bytes) => {
-            up.write_body(bytes).await.map_err(after_body)?;
-            up.finish_body().await.map_err(after_body)?;
-        }
-        Body::Streaming(head) => {
-            let limit = ctx.snapshot.config.edge.client_max_body_size;
-            answered_early = stream_upload(session, &mut up, head, limit, reused).await?;
-        }
+    let req = session.req_header();
+    let head_request = req.method == http::Method::HEAD;
+    let upload = upstream_request(req, ctx, body, up.head_buffer()).map_err(Failed::upstream)?;
+    let whole = match body {
+        Body::Whole(bytes) => Some(&bytes[..]),
+        _ => None,
+    };
+    up.send_head(upload, head_request, whole)
+        .await
+        .map_err(|e| Failed {
+            body_sent: whole.is_some(),
+            ..stale(e)
+        })?;
+    // The answer when the server gave it before it took the whole body.
+    let mut early = None;
+    if let Body::Streaming(head) = body {
+        let limit = ctx.snapshot.config.edge.client_max_body_size;
+        early = stream_upload(session, &mut up, head, limit, reused).await?;
     }
+    let cut_short = early.is_some();
 
     // The answer, while watching the client: one that leaves ends the request at once (its
     // server is not held, nor counted against, until read_timeout). Informational heads are
     // relayed to HTTP/1.1 clients (100 Continue was the edge's own).
     let client_http11 = session.req_header().version == http::Version::HTTP_11;
-    let cut_short = answered_early;
-    loop {
-        let sent = !matches!(body, Body::Empty);
-        if std::mem::take(&mut answered_early) {
-            // The head was read while the body was being sent.
-        } else {
-            let mut answer = std::pin::pin!(up.read_response());
-            loop {
-                tokio::select! {
-                    biased;
-                    read = &mut answer => break read,
-                    idle = session.as_downstream_mut().read_body_or_idle(true) => {
-                        if let Err(e) = idle {
-                            return Err(Failed::client(e));
+    let sent = !matches!(body, Body::Empty);
+    let head = loop {
+        let head = match early.take() {
+            Some(head) => head,
+            None => {
+                let mut answer = std::pin::pin!(up.read_response());
+                loop {
+                    tokio::select! {
+                        biased;
+                        read = &mut answer => break read,
+                        idle = session.as_downstream_mut().read_body_or_idle(true) => {
+                            if let Err(e) = idle {
+                                return Err(Failed::client(e));
+                            }
                         }
                     }
                 }
+                .map_err(|e| Failed {
+                    body_sent: sent,
+                    ..stale(e)
+                })?
             }
-            .map_err(|e| Failed {
-                body_sent: sent,
-                ..stale(e)
-            })?;
-        }
-        let head = response_header(&up)?;
+        };
         if head.status == 101 {
             // Upgrades are relayed by the websocket tunnel only, on routes that allow them.
             return Err(Failed::upstream(Error::explain(
@@ -293,7 +289,7 @@ async fn attempt(
         }
         if head.status.is_informational() {
             if head.status != 100 && client_http11 {
-                let info = Box::new(head.clone());
+                let info = informational(head).map_err(Failed::upstream)?;
                 session
                     .write_response_header(info, false)
                     .await
@@ -301,8 +297,8 @@ async fn attempt(
             }
             continue;
         }
-        break;
-    }
+        break head;
+    };
     ctx.response_started = true;
     upstream.report_success(index);
     if let Some(started) = ctx.upstream_started {
@@ -313,11 +309,7 @@ async fn attempt(
         }
     }
 
-    let body_done = up.is_body_done();
-    let head = response_header(&up)?;
-    let no_body = session.req_header().method == http::Method::HEAD
-        || matches!(head.status.as_u16(), 204 | 304)
-        || body_done;
+    let no_body = head_request || up.is_body_done();
     let (response, framed) =
         client_response(head, no_body, client_http11, ctx).map_err(Failed::upstream)?;
     if !framed {
@@ -338,7 +330,7 @@ async fn attempt(
         .map_err(Failed::client)?;
     if !no_body {
         loop {
-            match up.read_body_bytes().await {
+            match up.read_body().await {
                 Ok(Some(chunk)) => {
                     if up.is_body_done() {
                         ctx.server = None;
@@ -361,32 +353,28 @@ async fn attempt(
 
     // The connection is kept for the next request if both ends allow it (never one whose
     // request body was cut short by an early answer).
-    up.respect_keepalive();
     if cut_short {
         drain_client_body(session).await;
         return Ok(());
     }
-    if let Some(stream) = up.reuse().await {
-        server.state.pool.put(
-            Pooled {
-                stream,
-                served: served + 1,
-            },
-            settings.keepalive,
-            settings.keepalive_requests,
-        );
+    if let Some(connection) = up.into_reusable() {
+        server
+            .state
+            .pool
+            .put(connection, settings.keepalive, settings.keepalive_requests);
     }
     Ok(())
 }
 
-/// The response head the server sent (read just before).
-fn response_header(up: &UpstreamSession) -> Result<&ResponseHeader, Failed> {
-    up.resp_header().ok_or_else(|| {
-        Failed::upstream(Error::explain(
-            ErrorType::InvalidHTTPHeader,
-            "no response header",
-        ))
-    })
+/// An informational head (103 Early Hints, say) as the client gets it.
+fn informational(head: h1::Response) -> Result<Box<ResponseHeader>> {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = head.status;
+    let reason = head.reason().map(str::to_owned);
+    parts.headers = head.headers;
+    let mut info = Box::new(ResponseHeader::from(parts));
+    info.set_reason_phrase(reason.as_deref())?;
+    Ok(info)
 }
 
 /// After an early answer, the rest of the client's body is read and dropped (nginx's
@@ -407,19 +395,19 @@ async fn drain_client_body(session: &mut Session) {
 }
 
 /// Sends a body larger than the buffer: `head`, then the rest as the client sends it.
-/// `Ok(true)` when the server answered before it took it all (a 413, a 401) and stopped
+/// `Some(answer)` when the server answered before it took it all (a 413, a 401) and stopped
 /// reading or closed: what it said is already in the socket, and it is relayed, as nginx
 /// does, instead of a 502 counted against the server. The client's body is then not read to
 /// its end, so its connection ends with this request.
 async fn stream_upload(
     session: &mut Session,
-    up: &mut UpstreamSession,
+    up: &mut Exchange,
     head: &Bytes,
     limit: u64,
     reused: bool,
-) -> Result<bool, Failed> {
+) -> Result<Option<h1::Response>, Failed> {
     let sent = match up.write_body(head).await {
-        Ok(_) => stream_body(session, up, limit).await,
+        Ok(()) => stream_body(session, up, limit).await,
         Err(e) => Err(Failed {
             stale: reused && closed_under_us(&e),
             body_spent: true,
@@ -428,25 +416,28 @@ async fn stream_upload(
         }),
     };
     let Err(failed) = sent else {
-        return Ok(false);
+        return Ok(None);
     };
-    if failed.client || !early_answer(up).await {
+    if failed.client {
         return Err(failed);
     }
+    let Some(answer) = early_answer(up).await else {
+        return Err(failed);
+    };
     session.set_keepalive(None);
-    Ok(true)
+    Ok(Some(answer))
 }
 
 /// How long a server whose body upload broke off gets to show the answer it sent first.
 const EARLY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Whether the server answered before the body upload broke off: a response head is (or
+/// The answer the server sent before the body upload broke off, if a response head is (or
 /// arrives very soon) in the socket.
-async fn early_answer(up: &mut UpstreamSession) -> bool {
-    matches!(
-        tokio::time::timeout(EARLY_ANSWER_WAIT, up.read_response()).await,
-        Ok(Ok(_))
-    ) && up.resp_header().is_some()
+async fn early_answer(up: &mut Exchange) -> Option<h1::Response> {
+    match tokio::time::timeout(EARLY_ANSWER_WAIT, up.read_response()).await {
+        Ok(Ok(answer)) => Some(answer),
+        _ => None,
+    }
 }
 
 /// Whether an error says the connection was closed or reset under the request (what a server
@@ -459,11 +450,7 @@ fn closed_under_us(error: &Error) -> bool {
 
 /// Relays the rest of a body larger than the buffer from the client to the upstream, counting
 /// it against `limit` (`client_max_body_size`) as it arrives.
-async fn stream_body(
-    session: &mut Session,
-    up: &mut UpstreamSession,
-    limit: u64,
-) -> Result<(), Failed> {
+async fn stream_body(session: &mut Session, up: &mut Exchange, limit: u64) -> Result<(), Failed> {
     let spent = |error: Box<Error>| Failed {
         body_spent: true,
         ..Failed::upstream(error)
@@ -487,7 +474,7 @@ async fn stream_body(
             });
         }
         match chunk {
-            Some(chunk) => up.write_body(&chunk).await.map(|_| ()).map_err(spent)?,
+            Some(chunk) => up.write_body(&chunk).await.map_err(spent)?,
             None => {
                 up.finish_body().await.map_err(spent)?;
                 return Ok(());
@@ -534,22 +521,31 @@ fn hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)
 }
 
-/// The request head sent upstream: the client's, without its hop-by-hop fields (those the
-/// standard names and those its `Connection` nominates), `Expect` (the edge answered it),
-/// with the forwarding headers, as HTTP/1.1, and framed for the body the edge holds.
+/// Writes the request head sent upstream into `out`: the client's, without its hop-by-hop
+/// fields (those the standard names and those its `Connection` nominates) and `Expect` (the
+/// edge answered it), with the forwarding headers, as HTTP/1.1, and framed for the body the
+/// edge holds; the framing is returned.
 ///
-/// Built fresh rather than cloned from the client's head: one header map sized for the
-/// fields it will hold, the client's fields copied into it (reference counts, no copies),
-/// the edge's own set by their constant names. A clone would copy pingora's second map of
-/// the names' original spelling too, grow both for the edge's fields and parse each of
-/// those names again (4.6% of a small request's CPU, against 1.9% this way). So names go
-/// upstream in their canonical spelling (title case for the standard ones, lower case for
-/// the rest, as HAProxy sends them): HTTP field names are case-insensitive (RFC 9110 5.1).
+/// Written as bytes straight from the client's head: no second header map is built for it
+/// (a map built and then serialised cost 1.9% of a small request's CPU, a cloned one 4.6%).
+/// Names go upstream in their usual spelling ([`h1::write_field`]): HTTP field names are
+/// case-insensitive (RFC 9110 5.1). The target goes as the client sent it.
 pub fn upstream_request(
     req: &RequestHeader,
     ctx: &RequestCtx,
     body: &Body,
-) -> Result<Box<RequestHeader>> {
+    out: &mut Vec<u8>,
+) -> Result<Upload> {
+    let target = req.raw_path();
+    if target
+        .iter()
+        .any(|&b| matches!(b, 0x00 | b'\n' | b'\r' | b' '))
+    {
+        return Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            "a request target with a byte HTTP/1.1 forbids there",
+        );
+    }
     let forwarding = ctx.forwarding_headers(req.headers.get("x-forwarded-for"));
     // Most requests carry no hop-by-hop field: one pass over the names finds out.
     let has_hop_by_hop = req.headers.keys().any(|name| hop_by_hop(name.as_str()));
@@ -571,70 +567,66 @@ pub fn upstream_request(
     } else {
         Vec::new()
     };
-    let mut headers = http::HeaderMap::with_capacity(req.headers.len() + forwarding.len() + 1);
+    let reframed = matches!(body, Body::Whole(_));
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut length = None;
     for (name, value) in &req.headers {
         let dropped = (has_hop_by_hop
             && (hop_by_hop(name.as_str()) || nominated.iter().any(|n| n == name.as_str())))
-            || forwarding.iter().any(|(set, _)| set == name);
-        if !dropped {
-            headers.append(name.clone(), value.clone());
+            || forwarding.iter().any(|(set, _)| set == name)
+            || (reframed && name == header::CONTENT_LENGTH);
+        if dropped {
+            continue;
         }
+        if name == header::CONTENT_LENGTH {
+            length = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+        }
+        h1::write_field(out, name, value.as_bytes());
     }
-    match body {
-        Body::Empty => {}
+    let upload = match body {
+        Body::Empty => Upload::Length(0),
         Body::Whole(bytes) => {
-            headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+            let mut digits = itoa::Buffer::new();
+            let len = digits.format(bytes.len());
+            h1::write_field(out, &header::CONTENT_LENGTH, len.as_bytes());
+            Upload::Length(bytes.len() as u64)
         }
-        Body::Streaming(_) => {
-            if !headers.contains_key(header::CONTENT_LENGTH) {
-                headers.insert(
-                    header::TRANSFER_ENCODING,
-                    http::HeaderValue::from_static("chunked"),
-                );
+        Body::Streaming(_) => match length {
+            Some(length) => Upload::Length(length),
+            None => {
+                h1::write_field(out, &header::TRANSFER_ENCODING, b"chunked");
+                Upload::Chunked
             }
-        }
+        },
+    };
+    for (name, value) in &forwarding {
+        h1::write_field(out, name, value.as_bytes());
     }
-    for (name, value) in forwarding {
-        headers.insert(name, value);
-    }
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = req.method.clone();
-    parts.uri = req.uri.clone();
-    parts.version = http::Version::HTTP_11;
-    parts.headers = headers;
-    let mut out = Box::new(RequestHeader::from(parts));
-    // A target the URI does not give back byte for byte (absolute-form, bytes that are not
-    // UTF-8) goes as the client sent it, as it did when the head was cloned.
-    if out.raw_path() != req.raw_path() {
-        out.set_raw_path(req.raw_path())?;
-    }
-    Ok(out)
+    out.extend_from_slice(b"\r\n");
+    Ok(upload)
 }
 
-/// The upstream's response head made fit for the client: hop-by-hop fields go (the client
-/// side sets its own `Connection`), and a body without a length is sent chunked to an
-/// HTTP/1.1 client, so its connection can be kept. The flag is `false` when the body has no
-/// length the client can read, so only the close can end it (an HTTP/1.0 client).
+/// The upstream's response head made fit for the client: the edge's own fields are added
+/// ([`crate::respond::edge_fields`]; the exchange has already left out the hop-by-hop
+/// ones, and the client side sets its own `Connection`), and a body without a length is
+/// sent chunked to an HTTP/1.1 client, so its connection can be kept. The flag is `false`
+/// when the body has no length the client can read, so only the close can end it (an
+/// HTTP/1.0 client).
 ///
-/// Built fresh, as the upstream request is, rather than cloned and then trimmed: one map
-/// sized for the fields and the edge's own ([`crate::respond::edge_fields`]), without
-/// pingora's map of original spellings.
+/// The map is the one the server's head was parsed into, moved, not copied.
 fn client_response(
-    upstream: &ResponseHeader,
+    upstream: h1::Response,
     no_body: bool,
     client_http11: bool,
     ctx: &RequestCtx,
 ) -> Result<(Box<ResponseHeader>, bool)> {
-    let mut headers = http::HeaderMap::with_capacity(upstream.headers.len() + RESPONSE_ROOM);
-    for (name, value) in &upstream.headers {
-        let hop_by_hop = matches!(
-            name.as_str(),
-            "connection" | "keep-alive" | "proxy-connection" | "trailer"
-        );
-        if !hop_by_hop {
-            headers.append(name.clone(), value.clone());
-        }
-    }
+    let reason = std::str::from_utf8(&upstream.reason).ok();
+    let mut headers = upstream.headers;
     for (name, value) in crate::respond::edge_fields(ctx) {
         headers.insert(name, value);
     }
@@ -661,10 +653,6 @@ fn client_response(
     parts.version = http::Version::HTTP_11;
     parts.headers = headers;
     let mut response = Box::new(ResponseHeader::from(parts));
-    response.set_reason_phrase(upstream.get_reason_phrase())?;
+    response.set_reason_phrase(reason)?;
     Ok((response, framed))
 }
-
-/// Room in a client response's map for the fields the edge adds (request id, HSTS,
-/// framing, compression's).
-const RESPONSE_ROOM: usize = 4;

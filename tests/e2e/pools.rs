@@ -124,3 +124,93 @@ async fn malformed_and_oversized_chunked_bodies_never_reach_the_backend() {
     assert_eq!(status_of(&response), 200, "{response}");
     assert_eq!(backend.requests(), 1);
 }
+
+/// A kept-alive backend that answers by path: `/chunked` in chunks (with an extension and a
+/// trailer, each piece its own write), `/close` with `Connection: close` (then it closes),
+/// anything else with a length. It counts the connections it accepted.
+fn framing_backend() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicU64::new(0));
+    let accepted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            accepted.fetch_add(1, Ordering::Relaxed);
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    head.extend_from_slice(&buf[..n]);
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let request = String::from_utf8_lossy(&head[..end]).into_owned();
+                        head.drain(..end + 4);
+                        let pieces: Vec<&[u8]> = if request.starts_with("GET /chunked") {
+                            vec![
+                                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                b"6;note=x\r\nhello,",
+                                b"\r\n7\r\n world!\r\n",
+                                b"0\r\nX-Checksum: 1\r\n\r\n",
+                            ]
+                        } else if request.starts_with("GET /close") {
+                            vec![b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye"]
+                        } else {
+                            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+                        };
+                        for piece in &pieces {
+                            if stream.write_all(piece).is_err() {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        if request.starts_with("GET /close") {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_answers_keep_their_connection_and_a_connection_close_is_honoured() {
+    let (backend, connections) = framing_backend();
+    let edge = Edge::start("", &upstream(backend, 100));
+    let c = reqwest::Client::new();
+    for _ in 0..5 {
+        let response = c.get(edge.url("/chunked")).send().await.expect("get");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.expect("body"), "hello, world!");
+    }
+    assert_eq!(
+        connections.load(Ordering::Relaxed),
+        1,
+        "a chunked answer read to its last chunk leaves the connection reusable"
+    );
+    for _ in 0..3 {
+        let response = c.get(edge.url("/close")).send().await.expect("get");
+        assert_eq!(response.status(), 200);
+        assert!(
+            response
+                .headers()
+                .get("connection")
+                .is_none_or(|v| v != "close"),
+            "the server's Connection field stays with its connection"
+        );
+        assert_eq!(response.text().await.expect("body"), "bye");
+    }
+    // The first /close reused the kept connection; the next two each needed a new one.
+    assert_eq!(connections.load(Ordering::Relaxed), 3);
+    let status = admin_json(&edge, "/status").await;
+    assert_eq!(
+        status["upstreams"]["app"]["servers"][0]["failures"], 0,
+        "{status}"
+    );
+}

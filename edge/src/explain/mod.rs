@@ -248,17 +248,9 @@ fn upstream_headers(
     ctx.peer_ip = peer;
     ctx.client_ip = client_ip;
     ctx.request_id = client::request_id(header("x-request-id"));
-    if let Ok(out) = forward::upstream_request(req, &ctx, &forward::Body::Empty) {
-        headers = out
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+    let mut out = Vec::new();
+    if forward::upstream_request(req, &ctx, &forward::Body::Empty, &mut out).is_ok() {
+        headers = head_fields(&out);
     }
     // A websocket route relays an upgrade itself (websocket.rs), keeping the client's
     // Connection and Upgrade.
@@ -270,6 +262,25 @@ fn upstream_headers(
         headers.push(("upgrade".into(), upgrade));
     }
     headers
+}
+
+/// The fields of a request head as written (names in lower case, as `http` spells them).
+fn head_fields(head: &[u8]) -> Vec<(String, String)> {
+    let mut fields = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Request::new(&mut fields);
+    if parsed.parse(head).is_err() {
+        return Vec::new();
+    }
+    parsed
+        .headers
+        .iter()
+        .map(|f| {
+            (
+                f.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(f.value).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// The request head the question describes, and its scheme.

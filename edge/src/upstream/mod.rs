@@ -5,6 +5,7 @@
 //! carry over. Selection algorithms live in [`balance`].
 
 pub mod balance;
+pub mod h1;
 pub mod pool;
 
 use crate::config::{Balance, UpstreamSettings};

@@ -11,6 +11,7 @@
 //! The pool lives in the server's [`super::ServerState`], so it survives reloads that keep
 //! the server, and goes with the server when a reload removes it.
 
+use super::h1::Connection;
 use pingora::protocols::Stream;
 use std::fmt;
 use std::future::Future;
@@ -21,17 +22,9 @@ use thread_local::ThreadLocal;
 
 /// One idle connection.
 struct Idle {
-    stream: Stream,
-    /// Requests it has carried.
-    served: u32,
+    connection: Connection,
     /// When it went idle.
     since: Instant,
-}
-
-/// A connection taken from the pool or freshly opened, and the requests it has carried.
-pub struct Pooled {
-    pub stream: Stream,
-    pub served: u32,
 }
 
 /// The idle connections of one server, a stack per worker thread.
@@ -48,7 +41,7 @@ impl fmt::Debug for Pool {
 
 impl Pool {
     /// The newest idle connection younger than `idle_timeout` that the server has not closed.
-    pub fn take(&self, idle_timeout: Duration) -> Option<Pooled> {
+    pub fn take(&self, idle_timeout: Duration) -> Option<Connection> {
         let stack = self.here();
         loop {
             let idle = lock(stack).pop()?;
@@ -57,19 +50,16 @@ impl Pool {
                 lock(stack).clear();
                 return None;
             }
-            let mut stream = idle.stream;
-            if still_open(&mut stream) {
-                return Some(Pooled {
-                    stream,
-                    served: idle.served,
-                });
+            let mut connection = idle.connection;
+            if still_open(&mut connection.stream) {
+                return Some(connection);
             }
         }
     }
 
     /// Keeps `connection` for the next request unless it has carried `max_requests` (0: no
     /// bound) or the pool already holds `capacity` (0: keep none).
-    pub fn put(&self, connection: Pooled, capacity: usize, max_requests: u32) {
+    pub fn put(&self, connection: Connection, capacity: usize, max_requests: u32) {
         if capacity == 0 || (max_requests > 0 && connection.served >= max_requests) {
             return;
         }
@@ -79,8 +69,7 @@ impl Pool {
             idle.remove(0);
         }
         idle.push(Idle {
-            stream: connection.stream,
-            served: connection.served,
+            connection,
             since: Instant::now(),
         });
     }
@@ -137,8 +126,8 @@ mod tests {
         (Box::new(L4Stream::from(client)), server)
     }
 
-    fn pooled(stream: Stream, served: u32) -> Pooled {
-        Pooled { stream, served }
+    fn pooled(stream: Stream, served: u32) -> Connection {
+        Connection::with_served(stream, served)
     }
 
     #[tokio::test]

@@ -1,0 +1,557 @@
+//! The edge's HTTP/1.1 client toward its servers: one request and its answer at a time on a
+//! kept-alive connection, with the connection's buffers kept from one request to the next.
+//!
+//! A request head goes out as the bytes the caller wrote into the connection's own buffer (a
+//! small whole body in the same write); an answer's head is parsed (httparse) straight into
+//! the header map the client's response is built from, its values slices of the bytes read,
+//! and its body comes back as slices of the read buffer, not copies. Per request this costs
+//! one header map and no buffer allocation once the connection has carried a request,
+//! where pingora-core's client session costs a session, a digest, a read buffer, a head with
+//! its map of original name spellings and a copy of every body chunk.
+//!
+//! Framing follows RFC 9112 6.3, as pingora's and nginx's clients do: no body for a HEAD
+//! request, 1xx, 204 and 304; chunked when it is the last transfer coding (Content-Length is
+//! then ignored and dropped); another transfer coding, or neither field, reads to the close;
+//! Content-Length values must agree. A connection is kept only when its answer ended where
+//! its framing said, with nothing after it, and neither side asked for the close.
+//!
+//! Errors are pingora's error types, as the rest of the request path classifies them: a
+//! close or a socket error before any answer byte is marked `ReusedOnly` (what a server that
+//! closed a kept-alive connection looks like), timeouts are `ReadTimedout`/`WriteTimedout`,
+//! a broken answer is `InvalidHTTPHeader`.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Version};
+use pingora::protocols::Stream;
+use pingora::{Error, ErrorType, Result, RetryType};
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod framing;
+use framing::{
+    bad_chunk, chunk_size, connection_only, memchr, parse, Head, Parsed, Reader, MAX_CHUNK_LINE,
+};
+
+/// The largest response head the edge reads (nginx's `proxy_buffer_size` is 4-8 KiB; an
+/// answer with a larger head is a 502 there as here).
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Header lines parsed on the stack; a head with more is parsed again with room for this
+/// many.
+const FEW_FIELDS: usize = 32;
+const MAX_FIELDS: usize = 256;
+
+/// What a read asks the socket for at least.
+const READ_CHUNK: usize = 4096;
+/// The most a body read asks for at once.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// A connection to a server, and what it has carried.
+pub struct Connection {
+    pub stream: Stream,
+    /// Requests it has carried.
+    pub served: u32,
+    /// Bytes read and not yet consumed; empty between requests, its allocation kept.
+    read: BytesMut,
+    /// The request head being written; its allocation kept.
+    write: Vec<u8>,
+}
+
+impl Connection {
+    pub fn new(stream: Stream) -> Connection {
+        Connection::with_served(stream, 0)
+    }
+
+    pub fn with_served(stream: Stream, served: u32) -> Connection {
+        Connection {
+            stream,
+            served,
+            read: BytesMut::new(),
+            write: Vec::new(),
+        }
+    }
+}
+
+/// A response head as the edge relays it. The fields that concern only the connection it
+/// came on (`Connection`, `Keep-Alive`, `Proxy-Connection`, `Trailer`) have been read by the
+/// exchange and are not in `headers`, nor is a `Content-Length` that `Transfer-Encoding`
+/// overrides.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub version: Version,
+    /// The reason phrase the server sent.
+    pub reason: Bytes,
+    pub headers: HeaderMap,
+}
+
+impl Response {
+    /// The reason phrase, when it is text.
+    pub fn reason(&self) -> Option<&str> {
+        std::str::from_utf8(&self.reason).ok()
+    }
+}
+
+/// How the request body goes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upload {
+    /// Exactly this many bytes (0: no body).
+    Length(u64),
+    Chunked,
+}
+
+/// One request and its answer on `connection`.
+pub struct Exchange {
+    connection: Connection,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    upload: Upload,
+    /// The request was HEAD: the answer has no body whatever it says.
+    head_request: bool,
+    reader: Reader,
+    /// Both sides allow another request on the connection (known with the final head).
+    keepalive: bool,
+    /// The body bytes of the answer read so far.
+    received: u64,
+}
+
+impl Exchange {
+    pub fn new(connection: Connection, read_timeout: Duration, write_timeout: Duration) -> Self {
+        Exchange {
+            connection,
+            read_timeout,
+            write_timeout,
+            upload: Upload::Length(0),
+            head_request: false,
+            reader: Reader::Head,
+            keepalive: false,
+            received: 0,
+        }
+    }
+
+    /// The buffer to write the request head into (emptied).
+    pub fn head_buffer(&mut self) -> &mut Vec<u8> {
+        let buffer = &mut self.connection.write;
+        buffer.clear();
+        buffer
+    }
+
+    /// Sends the head written into [`Self::head_buffer`], and `body` with it when it is the
+    /// whole body (one write for both). `upload` is the framing the head declared.
+    pub async fn send_head(
+        &mut self,
+        upload: Upload,
+        head_request: bool,
+        body: Option<&[u8]>,
+    ) -> Result<()> {
+        self.upload = upload;
+        self.head_request = head_request;
+        if let Some(body) = body {
+            self.connection.write.extend_from_slice(body);
+            self.count_upload(body.len());
+        }
+        let timeout = self.write_timeout;
+        let Connection { stream, write, .. } = &mut self.connection;
+        let sent = within(timeout, async {
+            stream.write_all(write).await?;
+            stream.flush().await
+        })
+        .await;
+        sent.map_err(|e| write_error(e, "writing the request head"))
+    }
+
+    fn count_upload(&mut self, len: usize) {
+        if let Upload::Length(left) = &mut self.upload {
+            *left = left.saturating_sub(len as u64);
+        }
+    }
+
+    /// Sends a piece of the request body, in the framing the head declared (bytes past a
+    /// declared length are not sent).
+    pub async fn write_body(&mut self, bytes: &[u8]) -> Result<()> {
+        let bytes = match self.upload {
+            Upload::Length(left) => &bytes[..bytes.len().min(left as usize)],
+            Upload::Chunked => bytes,
+        };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let chunked = self.upload == Upload::Chunked;
+        self.count_upload(bytes.len());
+        let timeout = self.write_timeout;
+        let stream = &mut self.connection.stream;
+        within(timeout, async {
+            if chunked {
+                stream
+                    .write_all(format!("{:x}\r\n", bytes.len()).as_bytes())
+                    .await?;
+                stream.write_all(bytes).await?;
+                stream.write_all(b"\r\n").await?;
+            } else {
+                stream.write_all(bytes).await?;
+            }
+            stream.flush().await
+        })
+        .await
+        .map_err(|e| write_error(e, "writing the request body"))
+    }
+
+    /// Ends the request body: the last chunk of a chunked one. A body shorter than its
+    /// declared length is an error (the server would wait for the rest).
+    pub async fn finish_body(&mut self) -> Result<()> {
+        match self.upload {
+            Upload::Length(0) => Ok(()),
+            Upload::Length(left) => Error::e_explain(
+                ErrorType::WriteError,
+                format!("the request body ended {left} bytes short of its length"),
+            ),
+            Upload::Chunked => {
+                self.upload = Upload::Length(0);
+                let timeout = self.write_timeout;
+                let stream = &mut self.connection.stream;
+                within(timeout, async {
+                    stream.write_all(b"0\r\n\r\n").await?;
+                    stream.flush().await
+                })
+                .await
+                .map_err(|e| write_error(e, "ending the request body"))
+            }
+        }
+    }
+
+    /// Reads the next response head: an informational one (1xx, read again for the final
+    /// one) or the final one, after which the body can be read.
+    pub async fn read_response(&mut self) -> Result<Response> {
+        if !matches!(self.reader, Reader::Head) {
+            return Error::e_explain(ErrorType::InternalError, "the final head was already read");
+        }
+        let mut first = self.connection.read.is_empty();
+        loop {
+            if !self.connection.read.is_empty() {
+                if let Some(response) = self.parse_head()? {
+                    return Ok(response);
+                }
+                if self.connection.read.len() > MAX_HEAD {
+                    return Error::e_explain(
+                        ErrorType::InvalidHTTPHeader,
+                        format!("response head larger than {MAX_HEAD} bytes"),
+                    );
+                }
+            }
+            let got = self.fill(READ_CHUNK).await.map_err(|e| match e {
+                Filled::Error(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    Error::explain(ErrorType::ReadTimedout, "while reading the response head")
+                }
+                Filled::Error(e) => {
+                    let os_error = e.raw_os_error().is_some();
+                    let mut error =
+                        Error::because(ErrorType::ReadError, "while reading the response head", e);
+                    if os_error && first {
+                        error.retry = RetryType::ReusedOnly;
+                    }
+                    error
+                }
+                Filled::Closed => {
+                    let mut error = Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "the server closed the connection before a response head",
+                    );
+                    if first {
+                        error.retry = RetryType::ReusedOnly;
+                    }
+                    error
+                }
+            })?;
+            debug_assert!(got > 0);
+            first = false;
+        }
+    }
+
+    /// Parses a complete head at the start of the read buffer, if there is one.
+    fn parse_head(&mut self) -> Result<Option<Response>> {
+        let parsed = {
+            let mut few = [httparse::EMPTY_HEADER; FEW_FIELDS];
+            match parse(&self.connection.read, &mut few, self.head_request)? {
+                Parsed::TooMany => {
+                    let mut many = vec![httparse::EMPTY_HEADER; MAX_FIELDS];
+                    parse(&self.connection.read, &mut many, self.head_request)?
+                }
+                parsed => parsed,
+            }
+        };
+        match parsed {
+            Parsed::Partial => Ok(None),
+            Parsed::Complete(head) => self.take_head(head).map(Some),
+            Parsed::TooMany => Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("response head with more than {MAX_FIELDS} fields"),
+            ),
+        }
+    }
+
+    /// Takes the head's bytes off the read buffer and builds the response from them.
+    fn take_head(&mut self, head: Head) -> Result<Response> {
+        let bytes = self.connection.read.split_to(head.len).freeze();
+        let base = bytes.as_ptr() as usize;
+        let mut headers = HeaderMap::with_capacity(head.fields.len() + RESPONSE_ROOM);
+        for field in &head.fields {
+            let name = &bytes[field.name.0 - base..field.name.1 - base];
+            let Ok(name) = HeaderName::from_bytes(name) else {
+                return Error::e_explain(ErrorType::InvalidHTTPHeader, "a bad response field name");
+            };
+            if connection_only(&name) || (head.chunked.is_some() && name == header::CONTENT_LENGTH)
+            {
+                continue;
+            }
+            let value = bytes.slice(field.value.0 - base..field.value.1 - base);
+            let Ok(value) = HeaderValue::from_maybe_shared(value) else {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "a bad response field value",
+                );
+            };
+            headers.append(name, value);
+        }
+        let reason = bytes.slice(head.reason.0 - base..head.reason.1 - base);
+        let response = Response {
+            status: head.status,
+            version: head.version,
+            reason,
+            headers,
+        };
+        if !response.status.is_informational() || response.status == StatusCode::SWITCHING_PROTOCOLS
+        {
+            self.reader = head.reader;
+            self.keepalive = head.keepalive;
+        }
+        Ok(response)
+    }
+
+    /// Whether the answer's body has been read to its end.
+    pub fn is_body_done(&self) -> bool {
+        matches!(self.reader, Reader::Done)
+    }
+
+    /// The answer's body bytes read so far.
+    pub fn body_bytes_received(&self) -> u64 {
+        self.received
+    }
+
+    /// The next piece of the answer's body, `None` at its end.
+    pub async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            match &mut self.reader {
+                Reader::Head => {
+                    return Error::e_explain(ErrorType::InternalError, "no response head read")
+                }
+                Reader::Done => return Ok(None),
+                Reader::Length(0) => {
+                    self.reader = Reader::Done;
+                    return Ok(None);
+                }
+                Reader::Length(left) => {
+                    let left = *left;
+                    if self.connection.read.is_empty() {
+                        let want = (left as usize).clamp(1, BODY_CHUNK);
+                        self.fill_body(want, "the body ended before its length")
+                            .await?;
+                    }
+                    let take = self.connection.read.len().min(left as usize);
+                    let piece = self.connection.read.split_to(take).freeze();
+                    self.reader = match left - take as u64 {
+                        0 => Reader::Done,
+                        rest => Reader::Length(rest),
+                    };
+                    self.received += take as u64;
+                    return Ok(Some(piece));
+                }
+                Reader::Close => {
+                    if self.connection.read.is_empty() {
+                        match self.fill(BODY_CHUNK).await {
+                            Ok(_) => {}
+                            Err(Filled::Closed) => {
+                                self.reader = Reader::Done;
+                                self.keepalive = false;
+                                return Ok(None);
+                            }
+                            Err(Filled::Error(e)) => return Err(body_error(e)),
+                        }
+                    }
+                    let piece = self.connection.read.split().freeze();
+                    self.received += piece.len() as u64;
+                    return Ok(Some(piece));
+                }
+                Reader::Chunked(Some(0)) => {
+                    // The CRLF that ends a chunk's data.
+                    self.need(2).await?;
+                    if &self.connection.read[..2] != b"\r\n" {
+                        return bad_chunk("a chunk's data is not followed by CRLF");
+                    }
+                    self.connection.read.advance(2);
+                    self.reader = Reader::Chunked(None);
+                }
+                Reader::Chunked(Some(left)) => {
+                    let left = *left;
+                    if self.connection.read.is_empty() {
+                        let want = (left as usize).clamp(1, BODY_CHUNK);
+                        self.fill_body(want, "the body ended inside a chunk")
+                            .await?;
+                    }
+                    let take = self.connection.read.len().min(left as usize);
+                    let piece = self.connection.read.split_to(take).freeze();
+                    self.reader = Reader::Chunked(Some(left - take as u64));
+                    self.received += take as u64;
+                    return Ok(Some(piece));
+                }
+                Reader::Chunked(None) => {
+                    let line = self.line().await?;
+                    let size = chunk_size(&self.connection.read[..line])?;
+                    self.connection.read.advance(line + 2);
+                    if size > 0 {
+                        self.reader = Reader::Chunked(Some(size));
+                        continue;
+                    }
+                    // The last chunk: trailer fields (dropped) up to an empty line.
+                    loop {
+                        let line = self.line().await?;
+                        self.connection.read.advance(line + 2);
+                        if line == 0 {
+                            break;
+                        }
+                    }
+                    self.reader = Reader::Done;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// The length of the line at the start of the read buffer, without its CRLF, once the
+    /// whole line is in.
+    async fn line(&mut self) -> Result<usize> {
+        loop {
+            if let Some(end) = memchr(b'\n', &self.connection.read) {
+                if end == 0 || self.connection.read[end - 1] != b'\r' {
+                    return bad_chunk("a chunked body line not ended by CRLF");
+                }
+                return Ok(end - 1);
+            }
+            if self.connection.read.len() > MAX_CHUNK_LINE {
+                return bad_chunk("a chunk-size line too long");
+            }
+            self.fill_body(READ_CHUNK, "the body ended inside its chunked framing")
+                .await?;
+        }
+    }
+
+    /// Reads until the buffer holds at least `n` bytes.
+    async fn need(&mut self, n: usize) -> Result<()> {
+        while self.connection.read.len() < n {
+            self.fill_body(READ_CHUNK, "the body ended inside its chunked framing")
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn fill_body(&mut self, want: usize, closed: &'static str) -> Result<()> {
+        match self.fill(want).await {
+            Ok(_) => Ok(()),
+            Err(Filled::Closed) => Error::e_explain(ErrorType::ConnectionClosed, closed),
+            Err(Filled::Error(e)) => Err(body_error(e)),
+        }
+    }
+
+    /// One read of at least room for `want` bytes, within `read_timeout`.
+    async fn fill(&mut self, want: usize) -> Result<usize, Filled> {
+        let Connection { stream, read, .. } = &mut self.connection;
+        read.reserve(want.max(READ_CHUNK));
+        match within(self.read_timeout, stream.read_buf(read)).await {
+            Ok(0) => Err(Filled::Closed),
+            Ok(n) => Ok(n),
+            Err(e) => Err(Filled::Error(e)),
+        }
+    }
+
+    /// The connection, when it can carry another request: the answer was read to the end its
+    /// framing gave, nothing followed it, and neither side asked for the close.
+    pub fn into_reusable(self) -> Option<Connection> {
+        let done = matches!(self.reader, Reader::Done);
+        if !(done && self.keepalive && self.connection.read.is_empty()) {
+            return None;
+        }
+        let mut connection = self.connection;
+        connection.served += 1;
+        Some(connection)
+    }
+}
+
+/// Room in a response's map for the fields the edge adds (request id, HSTS, framing,
+/// compression's).
+pub const RESPONSE_ROOM: usize = 4;
+
+/// Runs `io` within `limit`. Pingora's timer wheel, as pingora-core's own sessions use: it
+/// sets no timer for an operation the socket can do at once, and registering one wakes no
+/// thread (a tokio timer earlier than the runtime's next wake-up writes to its eventfd,
+/// measured as a syscall per upstream read).
+async fn within<T>(limit: Duration, io: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    match pingora::prelude::fast_timeout::fast_timeout(limit, io).await {
+        Ok(done) => done,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Writes a field line `name: value` for the request head; names in their usual spelling
+/// (title case for the common standard ones, the lower case of `http` for the rest: field
+/// names are case-insensitive, RFC 9110 5.1).
+pub fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
+    out.extend_from_slice(spelling(name).as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn spelling(name: &HeaderName) -> &str {
+    match *name {
+        header::HOST => "Host",
+        header::CONTENT_LENGTH => "Content-Length",
+        header::CONTENT_TYPE => "Content-Type",
+        header::TRANSFER_ENCODING => "Transfer-Encoding",
+        header::CONNECTION => "Connection",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::CONTENT_ENCODING => "Content-Encoding",
+        header::DATE => "Date",
+        header::ACCEPT_RANGES => "Accept-Ranges",
+        header::AGE => "Age",
+        header::SERVER => "Server",
+        header::SET_COOKIE => "Set-Cookie",
+        _ => name.as_str(),
+    }
+}
+
+/// Why a read gave nothing.
+enum Filled {
+    Closed,
+    Error(io::Error),
+}
+
+fn body_error(e: io::Error) -> Box<Error> {
+    if e.kind() == io::ErrorKind::TimedOut {
+        Error::explain(ErrorType::ReadTimedout, "while reading the response body")
+    } else {
+        Error::because(ErrorType::ReadError, "while reading the response body", e)
+    }
+}
+
+fn write_error(e: io::Error, what: &'static str) -> Box<Error> {
+    if e.kind() == io::ErrorKind::TimedOut {
+        Error::explain(ErrorType::WriteTimedout, what)
+    } else {
+        Error::because(ErrorType::WriteError, what, e)
+    }
+}
+
+#[cfg(test)]
+mod tests;

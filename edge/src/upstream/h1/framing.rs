@@ -1,0 +1,186 @@
+//! Reading what a server sent: a response head and the framing of the body after it, and
+//! the chunk-size lines of a chunked body.
+
+use http::header::{self, HeaderName};
+use http::{StatusCode, Version};
+use pingora::{Error, ErrorType, Result};
+
+/// Where the answer's body reading stands.
+#[derive(Debug)]
+pub(super) enum Reader {
+    /// No final head read yet.
+    Head,
+    Length(u64),
+    /// In a chunked body: the bytes left of the current chunk (then its CRLF), or `None`
+    /// before a chunk-size line.
+    Chunked(Option<u64>),
+    /// Read to the close.
+    Close,
+    Done,
+}
+
+/// The longest chunk-size line (with extensions) the edge reads.
+pub(super) const MAX_CHUNK_LINE: usize = 4096;
+
+pub(super) fn bad_chunk<T>(why: &'static str) -> Result<T> {
+    Error::e_explain(ErrorType::InvalidHTTPHeader, why)
+}
+
+/// The size of a chunk from its chunk-size line (hex digits, then optional extensions after
+/// `;`, which are ignored).
+pub(super) fn chunk_size(line: &[u8]) -> Result<u64> {
+    let digits = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let rest = &line[digits..];
+    let rest_ok = rest.is_empty() || rest.trim_ascii_start().first() == Some(&b';');
+    if digits == 0 || digits > 15 || !rest_ok {
+        return bad_chunk("a bad chunk-size line");
+    }
+    let text = std::str::from_utf8(&line[..digits]).expect("hex digits are ASCII");
+    u64::from_str_radix(text, 16).or_else(|_| bad_chunk("a bad chunk size"))
+}
+
+pub(super) fn memchr(byte: u8, bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == byte)
+}
+
+/// Fields that concern only the connection the head came on (RFC 9110 7.6.1).
+pub(super) fn connection_only(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection" | "trailer")
+}
+
+/// A field's name and value as addresses in the read buffer (start, end).
+pub(super) struct Field {
+    pub(super) name: (usize, usize),
+    pub(super) value: (usize, usize),
+}
+
+/// What a complete head says, with its fields as addresses into the buffer it was parsed in.
+pub(super) struct Head {
+    pub(super) len: usize,
+    pub(super) status: StatusCode,
+    pub(super) version: Version,
+    pub(super) reason: (usize, usize),
+    pub(super) fields: Vec<Field>,
+    /// `Some` when Transfer-Encoding is present: whether chunked is its last coding.
+    pub(super) chunked: Option<bool>,
+    /// How the body that follows is read.
+    pub(super) reader: Reader,
+    pub(super) keepalive: bool,
+}
+
+pub(super) enum Parsed {
+    Partial,
+    TooMany,
+    Complete(Head),
+}
+
+fn span(part: &[u8]) -> (usize, usize) {
+    let start = part.as_ptr() as usize;
+    (start, start + part.len())
+}
+
+/// Parses a response head at the start of `buffer` and decides its body's framing and
+/// whether the connection may be kept after it.
+pub(super) fn parse<'b>(
+    buffer: &'b [u8],
+    fields: &mut [httparse::Header<'b>],
+    head_request: bool,
+) -> Result<Parsed> {
+    let mut config = httparse::ParserConfig::default();
+    config.allow_spaces_after_header_name_in_responses(true);
+    let mut response = httparse::Response::new(fields);
+    let len = match config.parse_response(&mut response, buffer) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Ok(Parsed::TooMany),
+        Err(e) => {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("a malformed response head ({e})"),
+            )
+        }
+    };
+    let code = response.code.unwrap_or(0);
+    let Ok(status) = StatusCode::from_u16(code) else {
+        return Error::e_explain(ErrorType::InvalidHTTPHeader, "a bad response status");
+    };
+    let version = match response.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    let mut head = Head {
+        len,
+        status,
+        version,
+        reason: span(response.reason.unwrap_or("").as_bytes()),
+        fields: Vec::with_capacity(response.headers.len()),
+        chunked: None,
+        reader: Reader::Done,
+        keepalive: false,
+    };
+    let mut length: Option<u64> = None;
+    let mut length_bad = false;
+    let (mut close, mut keep_alive) = (false, false);
+    for field in response.headers.iter() {
+        let name = field.name.as_bytes();
+        head.fields.push(Field {
+            name: span(name),
+            value: span(field.value),
+        });
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // The last coding of the last field is what frames the body.
+            let last = field.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            head.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            for token in field.value.split(|&b| b == b',') {
+                match parse_length(token.trim_ascii()) {
+                    Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                    _ => length_bad = true,
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in field.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    // HTTP/1.1 keeps the connection unless told otherwise, HTTP/1.0 only when asked.
+    head.keepalive = !close && (version == Version::HTTP_11 || keep_alive);
+    if head.chunked.is_some() && version == Version::HTTP_10 {
+        // RFC 9112 6.1: a transfer coding in an HTTP/1.0 message ends the connection.
+        head.keepalive = false;
+    }
+    head.reader = if head_request || matches!(code, 100..=199 | 204 | 304) {
+        Reader::Done
+    } else {
+        match (head.chunked, length) {
+            (Some(true), _) => Reader::Chunked(None),
+            (Some(false), _) => Reader::Close,
+            (None, _) if length_bad => {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "a response Content-Length that is not one number",
+                )
+            }
+            (None, Some(n)) => Reader::Length(n),
+            (None, None) => Reader::Close,
+        }
+    };
+    if matches!(head.reader, Reader::Close) {
+        head.keepalive = false;
+    }
+    Ok(Parsed::Complete(head))
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
