@@ -569,8 +569,10 @@ impl Peek for HeadDeadline {
         while self.stash.len() < buf.len() {
             let (inner, stash) = (&mut self.inner, &mut self.stash);
             let read = std::future::poll_fn(|cx| {
-                let mut space = [0u8; STASH_READ];
-                let mut space = ReadBuf::new(&mut space);
+                // Uninitialised: zeroing 4 KiB on every poll of every waiting connection
+                // was 0.3% of the CPU of small requests.
+                let mut space = [std::mem::MaybeUninit::<u8>::uninit(); STASH_READ];
+                let mut space = ReadBuf::uninit(&mut space);
                 ready!(Pin::new(&mut *inner).poll_read(cx, &mut space))?;
                 stash.extend_from_slice(space.filled());
                 Poll::Ready(Ok::<usize, io::Error>(space.filled().len()))
