@@ -129,7 +129,7 @@ async fn malformed_and_oversized_chunked_bodies_never_reach_the_backend() {
 /// trailer, each piece its own write), `/close` with `Connection: close` (then it closes),
 /// anything else with a length. It counts the connections it accepted.
 fn framing_backend() -> (std::net::SocketAddr, Arc<AtomicU64>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let connections = Arc::new(AtomicU64::new(0));
@@ -139,40 +139,29 @@ fn framing_backend() -> (std::net::SocketAddr, Arc<AtomicU64>) {
             let Ok(mut stream) = stream else { return };
             accepted.fetch_add(1, Ordering::Relaxed);
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let n = match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
+                each_request_head(&mut stream, |stream, request| {
+                    let pieces: Vec<&[u8]> = if request.starts_with("GET /chunked") {
+                        vec![
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                            b"6;note=x\r\nhello,",
+                            b"\r\n7\r\n world!\r\n",
+                            b"0\r\nX-Checksum: 1\r\n\r\n",
+                        ]
+                    } else if request.starts_with("GET /close") {
+                        vec![
+                            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye",
+                        ]
+                    } else {
+                        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
                     };
-                    head.extend_from_slice(&buf[..n]);
-                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let request = String::from_utf8_lossy(&head[..end]).into_owned();
-                        head.drain(..end + 4);
-                        let pieces: Vec<&[u8]> = if request.starts_with("GET /chunked") {
-                            vec![
-                                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-                                b"6;note=x\r\nhello,",
-                                b"\r\n7\r\n world!\r\n",
-                                b"0\r\nX-Checksum: 1\r\n\r\n",
-                            ]
-                        } else if request.starts_with("GET /close") {
-                            vec![b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye"]
-                        } else {
-                            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
-                        };
-                        for piece in &pieces {
-                            if stream.write_all(piece).is_err() {
-                                return;
-                            }
-                            std::thread::sleep(Duration::from_millis(2));
+                    for piece in &pieces {
+                        if stream.write_all(piece).is_err() {
+                            return false;
                         }
-                        if request.starts_with("GET /close") {
-                            return;
-                        }
+                        std::thread::sleep(Duration::from_millis(2));
                     }
-                }
+                    !request.starts_with("GET /close")
+                });
             });
         }
     });

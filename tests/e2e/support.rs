@@ -625,6 +625,30 @@ fn the_strict_backend_knows_a_host_from_a_label() {
     assert!(!strict_host(""));
 }
 
+/// Reads request heads (bodies are not expected) from `stream` until it closes, fails or
+/// `answer` returns `false`; `answer` gets each head's text, without its blank line.
+pub fn each_request_head(
+    stream: &mut std::net::TcpStream,
+    mut answer: impl FnMut(&mut std::net::TcpStream, &str) -> bool,
+) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        head.extend_from_slice(&buf[..n]);
+        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&head[..end]).into_owned();
+            head.drain(..end + 4);
+            if !answer(stream, &text) {
+                return;
+            }
+        }
+    }
+}
+
 /// A backend as strict about its connections as real servers are: each connection carries at
 /// most `close_after` requests (0: no bound) and is then closed without a word, and one idle
 /// for `idle` is closed the same way; nothing says `Connection: close`. It answers every
@@ -651,30 +675,16 @@ impl KeepaliveBackend {
                 let counts = counts.clone();
                 std::thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(idle));
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        let n = match stream.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
+                    each_request_head(&mut stream, |stream, _head| {
+                        let served = {
+                            let mut counts = counts.lock().expect("counts");
+                            counts[id] += 1;
+                            counts[id]
                         };
-                        head.extend_from_slice(&buf[..n]);
-                        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                            head.drain(..end + 4);
-                            let served = {
-                                let mut counts = counts.lock().expect("counts");
-                                counts[id] += 1;
-                                counts[id]
-                            };
-                            let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
-                            if stream.write_all(answer).is_err() {
-                                return;
-                            }
-                            if close_after > 0 && served >= close_after {
-                                return;
-                            }
-                        }
-                    }
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+                        stream.write_all(answer).is_ok()
+                            && (close_after == 0 || served < close_after)
+                    });
                 });
             }
         });

@@ -354,18 +354,11 @@ impl Exchange {
                 }
                 Reader::Length(left) => {
                     let left = *left;
-                    if self.connection.read.is_empty() {
-                        let want = (left as usize).clamp(1, BODY_CHUNK);
-                        self.fill_body(want, "the body ended before its length")
-                            .await?;
-                    }
-                    let take = self.connection.read.len().min(left as usize);
-                    let piece = self.connection.read.split_to(take).freeze();
-                    self.reader = match left - take as u64 {
+                    let piece = self.piece(left, "the body ended before its length").await?;
+                    self.reader = match left - piece.len() as u64 {
                         0 => Reader::Done,
                         rest => Reader::Length(rest),
                     };
-                    self.received += take as u64;
                     return Ok(Some(piece));
                 }
                 Reader::Close => {
@@ -395,15 +388,8 @@ impl Exchange {
                 }
                 Reader::Chunked(Some(left)) => {
                     let left = *left;
-                    if self.connection.read.is_empty() {
-                        let want = (left as usize).clamp(1, BODY_CHUNK);
-                        self.fill_body(want, "the body ended inside a chunk")
-                            .await?;
-                    }
-                    let take = self.connection.read.len().min(left as usize);
-                    let piece = self.connection.read.split_to(take).freeze();
-                    self.reader = Reader::Chunked(Some(left - take as u64));
-                    self.received += take as u64;
+                    let piece = self.piece(left, "the body ended inside a chunk").await?;
+                    self.reader = Reader::Chunked(Some(left - piece.len() as u64));
                     return Ok(Some(piece));
                 }
                 Reader::Chunked(None) => {
@@ -427,6 +413,23 @@ impl Exchange {
                 }
             }
         }
+    }
+
+    /// Up to `left` bytes of body: what the buffer holds, or what one read brings.
+    async fn piece(&mut self, left: u64, closed: &'static str) -> Result<Bytes> {
+        if self.connection.read.is_empty() {
+            let want = usize::try_from(left)
+                .unwrap_or(BODY_CHUNK)
+                .clamp(1, BODY_CHUNK);
+            self.fill_body(want, closed).await?;
+        }
+        let take = self
+            .connection
+            .read
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        self.received += take as u64;
+        Ok(self.connection.read.split_to(take).freeze())
     }
 
     /// The length of the line at the start of the read buffer, without its CRLF, once the
