@@ -171,7 +171,9 @@ fn framing_backend() -> (std::net::SocketAddr, Arc<AtomicU64>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn chunked_answers_keep_their_connection_and_a_connection_close_is_honoured() {
     let (backend, connections) = framing_backend();
-    let edge = Edge::start("", &upstream(backend, 100));
+    // One worker: kept connections are pooled per worker, and the counts below are of one
+    // pool.
+    let edge = Edge::start("threads = 1", &upstream(backend, 100));
     let c = reqwest::Client::new();
     for _ in 0..5 {
         let response = c.get(edge.url("/chunked")).send().await.expect("get");

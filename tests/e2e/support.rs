@@ -65,8 +65,13 @@ impl Edge {
         } else {
             "access_log = \"off\"\n"
         };
+        let threads = if edge_lines.contains("threads") {
+            ""
+        } else {
+            "threads = 2\n"
+        };
         let config = format!(
-            "[edge]\nhttp_listen = [\"{http}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n\
+            "[edge]\nhttp_listen = [\"{http}\"]\nadmin_listen = \"{admin}\"\n{threads}\
              {access_log}{edge_lines}\n{rest}"
         );
         let path = dir.path().join("upstreams.toml");
