@@ -289,7 +289,7 @@ async fn attempt(
         }
         if head.status.is_informational() {
             if head.status != 100 && client_http11 {
-                let info = informational(head).map_err(Failed::upstream)?;
+                let info = client_head(head).map_err(Failed::upstream)?;
                 session
                     .write_response_header(info, false)
                     .await
@@ -366,15 +366,17 @@ async fn attempt(
     Ok(())
 }
 
-/// An informational head (103 Early Hints, say) as the client gets it.
-fn informational(head: h1::Response) -> Result<Box<ResponseHeader>> {
+/// A head from the server as the client gets it: its status, reason phrase and fields, as
+/// HTTP/1.1 whatever the server spoke (an HTTP/1.0 status line would make a client
+/// downgrade its next request), as nginx does.
+fn client_head(mut head: h1::Response) -> Result<Box<ResponseHeader>> {
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = head.status;
-    let reason = head.reason().map(str::to_owned);
-    parts.headers = head.headers;
-    let mut info = Box::new(ResponseHeader::from(parts));
-    info.set_reason_phrase(reason.as_deref())?;
-    Ok(info)
+    parts.version = http::Version::HTTP_11;
+    parts.headers = std::mem::take(&mut head.headers);
+    let mut out = Box::new(ResponseHeader::from(parts));
+    out.set_reason_phrase(head.reason())?;
+    Ok(out)
 }
 
 /// After an early answer, the rest of the client's body is read and dropped (nginx's
@@ -567,42 +569,41 @@ pub fn upstream_request(
     } else {
         Vec::new()
     };
-    let reframed = matches!(body, Body::Whole(_));
+    // A body the edge holds or streams goes with the framing the edge writes for it.
+    let reframed = !matches!(body, Body::Empty);
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut length = None;
     for (name, value) in &req.headers {
         let dropped = (has_hop_by_hop
             && (hop_by_hop(name.as_str()) || nominated.iter().any(|n| n == name.as_str())))
             || forwarding.iter().any(|(set, _)| set == name)
             || (reframed && name == header::CONTENT_LENGTH);
-        if dropped {
-            continue;
+        if !dropped {
+            h1::write_field(out, name, value.as_bytes());
         }
-        if name == header::CONTENT_LENGTH {
-            length = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-        }
-        h1::write_field(out, name, value.as_bytes());
     }
-    let upload = match body {
-        Body::Empty => Upload::Length(0),
-        Body::Whole(bytes) => {
+    let length = match body {
+        Body::Empty => None,
+        Body::Whole(bytes) => Some(bytes.len() as u64),
+        Body::Streaming(_) => crate::request::declared_length(req),
+    };
+    let upload = match (body, length) {
+        (Body::Empty, _) => Upload::Length(0),
+        (_, Some(length)) => {
             let mut digits = itoa::Buffer::new();
-            let len = digits.format(bytes.len());
-            h1::write_field(out, &header::CONTENT_LENGTH, len.as_bytes());
-            Upload::Length(bytes.len() as u64)
+            h1::write_field(
+                out,
+                &header::CONTENT_LENGTH,
+                digits.format(length).as_bytes(),
+            );
+            Upload::Length(length)
         }
-        Body::Streaming(_) => match length {
-            Some(length) => Upload::Length(length),
-            None => {
-                h1::write_field(out, &header::TRANSFER_ENCODING, b"chunked");
-                Upload::Chunked
-            }
-        },
+        (_, None) => {
+            h1::write_field(out, &header::TRANSFER_ENCODING, b"chunked");
+            Upload::Chunked
+        }
     };
     for (name, value) in &forwarding {
         h1::write_field(out, name, value.as_bytes());
@@ -620,13 +621,12 @@ pub fn upstream_request(
 ///
 /// The map is the one the server's head was parsed into, moved, not copied.
 fn client_response(
-    upstream: h1::Response,
+    mut upstream: h1::Response,
     no_body: bool,
     client_http11: bool,
     ctx: &RequestCtx,
 ) -> Result<(Box<ResponseHeader>, bool)> {
-    let reason = std::str::from_utf8(&upstream.reason).ok();
-    let mut headers = upstream.headers;
+    let headers = &mut upstream.headers;
     for (name, value) in crate::respond::edge_fields(ctx) {
         headers.insert(name, value);
     }
@@ -646,13 +646,70 @@ fn client_response(
         headers.remove(header::TRANSFER_ENCODING);
         false
     };
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = upstream.status;
-    // The edge speaks HTTP/1.1 to its clients whatever the server spoke (an HTTP/1.0 status
-    // line would make a client downgrade its next request), as nginx does.
-    parts.version = http::Version::HTTP_11;
-    parts.headers = headers;
-    let mut response = Box::new(ResponseHeader::from(parts));
-    response.set_reason_phrase(reason)?;
-    Ok((response, framed))
+    Ok((client_head(upstream)?, framed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> RequestCtx {
+        let text = "[upstreams.app]\nservers = [{ addr = \"127.0.0.1:9\" }]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n";
+        let config = crate::config::validate("test.toml", text)
+            .expect("valid")
+            .config;
+        let snapshot = crate::snapshot::Snapshot::compile("test.toml", config, None);
+        RequestCtx::new(Arc::new(snapshot))
+    }
+
+    fn head_for(fields: &[(&str, &str)], body: &Body) -> (String, Upload) {
+        let mut req = RequestHeader::build("POST", b"/up", None).expect("head");
+        for (name, value) in fields {
+            req.append_header(name.to_string(), *value).expect("field");
+        }
+        let mut out = Vec::new();
+        let upload = upstream_request(&req, &ctx(), body, &mut out).expect("written");
+        (String::from_utf8(out).expect("text"), upload)
+    }
+
+    #[test]
+    fn a_body_goes_upstream_with_the_one_framing_the_edge_writes_for_it() {
+        let streaming = Body::Streaming(Bytes::from_static(b"first part"));
+        // Identical lengths in a list (framing lets them through) become one length.
+        let (head, upload) = head_for(&[("content-length", "20000, 20000")], &streaming);
+        assert_eq!(upload, Upload::Length(20000));
+        assert_eq!(
+            head.matches("Content-Length: 20000\r\n").count(),
+            1,
+            "{head}"
+        );
+        assert!(
+            !head.contains("20000, 20000") && !head.contains("chunked"),
+            "{head}"
+        );
+        // A chunked body of unknown length streams chunked.
+        let (head, upload) = head_for(&[("transfer-encoding", "chunked")], &streaming);
+        assert_eq!(upload, Upload::Chunked);
+        assert_eq!(
+            head.matches("Transfer-Encoding: chunked\r\n").count(),
+            1,
+            "{head}"
+        );
+        assert!(!head.contains("Content-Length"), "{head}");
+        // A whole body is sent with its length, whatever the client declared.
+        let whole = Body::Whole(Bytes::from_static(b"abc"));
+        let (head, upload) = head_for(&[("transfer-encoding", "chunked")], &whole);
+        assert_eq!(upload, Upload::Length(3));
+        assert!(
+            head.contains("Content-Length: 3\r\n") && !head.contains("chunked"),
+            "{head}"
+        );
+        // No body: the client's own fields go as they were.
+        let (head, upload) = head_for(&[("content-length", "0")], &Body::Empty);
+        assert_eq!(upload, Upload::Length(0));
+        assert!(
+            head.starts_with("POST /up HTTP/1.1\r\n") && head.contains("Content-Length: 0\r\n")
+        );
+        assert!(head.ends_with("\r\n\r\n"));
+    }
 }

@@ -413,10 +413,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> 
     }
 
     // How much it may send.
-    let declared = session
-        .get_header(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = request::declared_length(session.req_header());
     if declared.is_some_and(|len| len > edge.client_max_body_size) {
         respond::json_error(
             session,

@@ -85,6 +85,23 @@ pub fn framing(req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Refus
     Ok(())
 }
 
+/// The body length the request declares: its Content-Length values, over every field and
+/// comma list, when they are numbers that agree (what [`framing`] lets through); `None`
+/// without one.
+pub fn declared_length(req: &RequestHeader) -> Option<u64> {
+    let mut declared = None;
+    for value in req.headers.get_all(http::header::CONTENT_LENGTH) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let n = std::str::from_utf8(token.trim_ascii()).ok()?.parse().ok()?;
+            if declared.is_some_and(|d| d != n) {
+                return None;
+            }
+            declared = Some(n);
+        }
+    }
+    declared
+}
+
 /// How many header lines of the raw request head are named `name` (lowercase).
 fn header_lines(head: &[u8], name: &[u8]) -> usize {
     head.split(|&b| b == b'\n')

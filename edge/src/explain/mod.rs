@@ -266,7 +266,9 @@ fn upstream_headers(
 
 /// The fields of a request head as written (names in lower case, as `http` spells them).
 fn head_fields(head: &[u8]) -> Vec<(String, String)> {
-    let mut fields = [httparse::EMPTY_HEADER; 128];
+    // Room for every line of it, so no field is left out.
+    let lines = head.iter().filter(|&&b| b == b'\n').count();
+    let mut fields = vec![httparse::EMPTY_HEADER; lines];
     let mut parsed = httparse::Request::new(&mut fields);
     if parsed.parse(head).is_err() {
         return Vec::new();

@@ -22,7 +22,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{StatusCode, Version};
+use http::StatusCode;
 use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result, RetryType};
 use std::future::Future;
@@ -82,7 +82,6 @@ impl Connection {
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
-    pub version: Version,
     /// The reason phrase the server sent.
     pub reason: Bytes,
     pub headers: HeaderMap,
@@ -114,8 +113,6 @@ pub struct Exchange {
     reader: Reader,
     /// Both sides allow another request on the connection (known with the final head).
     keepalive: bool,
-    /// The body bytes of the answer read so far.
-    received: u64,
 }
 
 impl Exchange {
@@ -128,7 +125,6 @@ impl Exchange {
             head_request: false,
             reader: Reader::Head,
             keepalive: false,
-            received: 0,
         }
     }
 
@@ -318,7 +314,6 @@ impl Exchange {
         let reason = bytes.slice(head.reason.0 - base..head.reason.1 - base);
         let response = Response {
             status: head.status,
-            version: head.version,
             reason,
             headers,
         };
@@ -335,11 +330,6 @@ impl Exchange {
         matches!(self.reader, Reader::Done)
     }
 
-    /// The answer's body bytes read so far.
-    pub fn body_bytes_received(&self) -> u64 {
-        self.received
-    }
-
     /// The next piece of the answer's body, `None` at its end.
     pub async fn read_body(&mut self) -> Result<Option<Bytes>> {
         loop {
@@ -348,10 +338,6 @@ impl Exchange {
                     return Error::e_explain(ErrorType::InternalError, "no response head read")
                 }
                 Reader::Done => return Ok(None),
-                Reader::Length(0) => {
-                    self.reader = Reader::Done;
-                    return Ok(None);
-                }
                 Reader::Length(left) => {
                     let left = *left;
                     let piece = self.piece(left, "the body ended before its length").await?;
@@ -373,9 +359,7 @@ impl Exchange {
                             Err(Filled::Error(e)) => return Err(body_error(e)),
                         }
                     }
-                    let piece = self.connection.read.split().freeze();
-                    self.received += piece.len() as u64;
-                    return Ok(Some(piece));
+                    return Ok(Some(self.connection.read.split().freeze()));
                 }
                 Reader::Chunked(Some(0)) => {
                     // The CRLF that ends a chunk's data.
@@ -428,7 +412,6 @@ impl Exchange {
             .read
             .len()
             .min(usize::try_from(left).unwrap_or(usize::MAX));
-        self.received += take as u64;
         Ok(self.connection.read.split_to(take).freeze())
     }
 

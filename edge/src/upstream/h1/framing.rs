@@ -10,6 +10,7 @@ use pingora::{Error, ErrorType, Result};
 pub(super) enum Reader {
     /// No final head read yet.
     Head,
+    /// The bytes left of a body of known length (never 0: that is `Done`).
     Length(u64),
     /// In a chunked body: the bytes left of the current chunk (then its CRLF), or `None`
     /// before a chunk-size line.
@@ -62,7 +63,6 @@ pub(super) struct Field {
 pub(super) struct Head {
     pub(super) len: usize,
     pub(super) status: StatusCode,
-    pub(super) version: Version,
     pub(super) reason: (usize, usize),
     pub(super) fields: Vec<Field>,
     /// `Some` when Transfer-Encoding is present: whether chunked is its last coding.
@@ -115,7 +115,6 @@ pub(super) fn parse<'b>(
     let mut head = Head {
         len,
         status,
-        version,
         reason: span(response.reason.unwrap_or("").as_bytes()),
         fields: Vec::with_capacity(response.headers.len()),
         chunked: None,
@@ -168,6 +167,7 @@ pub(super) fn parse<'b>(
                     "a response Content-Length that is not one number",
                 )
             }
+            (None, Some(0)) => Reader::Done,
             (None, Some(n)) => Reader::Length(n),
             (None, None) => Reader::Close,
         }

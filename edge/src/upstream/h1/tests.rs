@@ -66,7 +66,6 @@ async fn a_length_framed_answer_read_in_pieces_keeps_the_connection() {
     assert_eq!(response.headers["content-type"], "text/plain");
     assert_eq!(response.headers["content-length"], "11");
     assert_eq!(body(&mut exchange).await.expect("body"), b"hello world");
-    assert_eq!(exchange.body_bytes_received(), 11);
     let connection = exchange.into_reusable().expect("kept");
     assert_eq!(connection.served, 1);
 }
@@ -116,12 +115,13 @@ async fn a_transfer_coding_other_than_chunked_reads_to_the_close() {
 }
 
 #[tokio::test]
-async fn head_204_and_304_answers_have_no_body_whatever_they_declare() {
+async fn head_204_304_and_zero_length_answers_have_no_body_to_read() {
     for (method, reply) in [
         (
-            "HEAD",
-            &b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"[..],
+            "GET",
+            &b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"[..],
         ),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"),
         (
             "GET",
             b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n",
