@@ -21,7 +21,6 @@ use bytes::{Bytes, BytesMut};
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::proxy::Session;
 use pingora::ErrorType;
@@ -488,10 +487,7 @@ async fn stream_body(session: &mut Session, up: &mut Exchange, limit: u64) -> Re
 /// Opens a connection to `addr` within `timeout`.
 async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<Stream> {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(tcp)) => {
-            let _ = tcp.set_nodelay(true);
-            Ok(Box::new(L4Stream::from(tcp)))
-        }
+        Ok(Ok(tcp)) => Ok(crate::tcp::Tcp::boxed(tcp, addr)),
         Ok(Err(e)) => {
             let etype = if e.kind() == std::io::ErrorKind::ConnectionRefused {
                 ErrorType::ConnectRefused

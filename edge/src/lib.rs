@@ -20,7 +20,7 @@
 //!   ocsp, discovery, health, compress
 //! config, observe                    file ▸ validate ▸ model; counters, access log
 //! units, clock, client, signals,     leaf helpers
-//!   der
+//!   der, tcp
 //! ```
 
 pub mod admin;
@@ -49,6 +49,7 @@ pub mod scrape;
 pub mod server;
 pub mod signals;
 pub mod snapshot;
+pub mod tcp;
 pub mod tls;
 pub mod units;
 pub mod upstream;

@@ -238,14 +238,15 @@ async fn serve(
             return;
         }
     };
-    let _ = tcp.set_nodelay(true);
-    let mut stream = L4Stream::from(tcp);
-    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
-    let _ = digest.peer_addr.set(Some(peer.into()));
-    stream.set_socket_digest(digest);
     let stream: pingora::protocols::Stream = match tls {
-        None => Box::new(stream),
+        // Plain HTTP reads and writes the socket itself (see tcp.rs).
+        None => crate::tcp::Tcp::boxed(tcp, peer),
         Some(acceptor) => {
+            let _ = tcp.set_nodelay(true);
+            let mut stream = L4Stream::from(tcp);
+            let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+            let _ = digest.peer_addr.set(Some(peer.into()));
+            stream.set_socket_digest(digest);
             // Boxed: the handshake's state is freed once it is done.
             let handshake = Box::pin(acceptor.tls_handshake(stream));
             match tokio::time::timeout_at(deadline, handshake).await {

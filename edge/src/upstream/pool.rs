@@ -113,17 +113,17 @@ fn still_open(stream: &mut Stream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pingora::protocols::l4::stream::Stream as L4Stream;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
-    /// A connected pair: (the edge's side as a pooled stream, the server's side).
+    /// A connected pair: (the edge's side as a pooled stream, the same type as
+    /// `forward::connect` opens, the server's side).
     async fn pair() -> (Stream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client = TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        (Box::new(L4Stream::from(client)), server)
+        (crate::tcp::Tcp::boxed(client, addr), server)
     }
 
     fn pooled(stream: Stream, served: u32) -> Connection {

@@ -1,0 +1,192 @@
+//! A plain TCP connection as the edge's HTTP/1 codecs use it: the socket itself, with the
+//! address digest Pingora's session asks for. A leaf: it imports nothing of the edge.
+//!
+//! Pingora's own `l4::Stream` wraps a socket in a buffered reader and writer and reads the
+//! clock around every read and write that waits (its pending-time accounting), and every
+//! session built on it allocates a timing digest. On a small kept-alive request that is four
+//! clock reads, two buffer layers and an allocation the edge never uses, on each side of the
+//! proxy. This type passes reads and writes straight to the socket. TLS connections keep
+//! Pingora's stream, which its TLS layer is built on.
+
+use async_trait::async_trait;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A TCP connection, unbuffered, with its peer's address.
+#[derive(Debug)]
+pub struct Tcp {
+    socket: TcpStream,
+    digest: Arc<SocketDigest>,
+}
+
+impl Tcp {
+    /// `socket`, with `nodelay` set (a response's last piece must not wait for an ACK), and
+    /// its peer recorded as `peer`.
+    pub fn new(socket: TcpStream, peer: SocketAddr) -> Tcp {
+        let _ = socket.set_nodelay(true);
+        let digest = SocketDigest::from_raw_fd(socket.as_raw_fd());
+        let _ = digest.peer_addr.set(Some(peer.into()));
+        Tcp {
+            socket,
+            digest: Arc::new(digest),
+        }
+    }
+
+    /// Boxed as the stream Pingora's sessions and the edge's codecs take.
+    pub fn boxed(socket: TcpStream, peer: SocketAddr) -> pingora::protocols::Stream {
+        Box::new(Tcp::new(socket, peer))
+    }
+}
+
+impl AsyncRead for Tcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Tcp {
+    async fn shutdown(&mut self) {
+        if let Err(e) = AsyncWriteExt::shutdown(&mut self.socket).await {
+            tracing::debug!(error = %e, "shutting down a connection");
+        }
+    }
+}
+
+impl UniqueID for Tcp {
+    fn id(&self) -> UniqueIDType {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl Ssl for Tcp {}
+
+impl GetTimingDigest for Tcp {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        Vec::new()
+    }
+}
+
+impl GetProxyDigest for Tcp {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        None
+    }
+}
+
+impl GetSocketDigest for Tcp {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        Some(self.digest.clone())
+    }
+}
+
+/// Waits for data without taking it (what the upstream pool asks of an idle connection:
+/// has the server said anything, or closed it). A closed connection is an error, as a read
+/// of it would be.
+#[async_trait]
+impl Peek for Tcp {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        let seen = self.socket.peek(buf).await?;
+        if seen == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tcp;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn bytes_pass_both_ways_and_the_peer_is_known() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::spawn(async move {
+            let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            socket.write_all(b"ping").await.expect("write");
+            let mut answer = [0u8; 4];
+            socket.read_exact(&mut answer).await.expect("read");
+            answer
+        });
+        let (socket, peer) = listener.accept().await.expect("accept");
+        let mut stream = Tcp::boxed(socket, peer);
+        let mut got = [0u8; 4];
+        stream.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"ping");
+        stream.write_all(b"pong").await.expect("write");
+        stream.flush().await.expect("flush");
+        assert_eq!(&client.await.expect("client"), b"pong");
+        let digest = stream.get_socket_digest().expect("digest");
+        let seen = digest.peer_addr().and_then(|a| a.as_inet()).copied();
+        assert_eq!(seen, Some(peer));
+    }
+
+    #[tokio::test]
+    async fn a_peek_sees_data_without_taking_it_and_a_close_as_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (socket, peer) = listener.accept().await.expect("accept");
+        let mut stream = Tcp::boxed(socket, peer);
+        client.write_all(b"x").await.expect("write");
+        let mut byte = [0u8; 1];
+        assert!(stream.try_peek(&mut byte).await.expect("peek"));
+        let mut got = [0u8; 1];
+        stream
+            .read_exact(&mut got)
+            .await
+            .expect("the byte is still there");
+        assert_eq!(&got, b"x");
+        drop(client);
+        assert!(stream.try_peek(&mut byte).await.is_err(), "closed");
+    }
+}
