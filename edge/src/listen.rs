@@ -36,6 +36,8 @@ pub struct Endpoint {
 pub struct ClientListeners {
     pub gate: Arc<ConnectionGate>,
     pub endpoints: Vec<Endpoint>,
+    /// The worker threads the connections are spread over (`threads`).
+    pub threads: usize,
 }
 
 /// The longest a shutdown or an upgrade waits for requests in flight before cutting them
@@ -45,19 +47,76 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// Client connections being served (handshakes included).
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts one connection in [`LIVE`] while it lives.
-struct Live;
+/// Counts one connection in [`LIVE`], and in its worker's count, while it lives.
+struct Live {
+    worker: Arc<AtomicUsize>,
+}
 
 impl Live {
-    fn new() -> Live {
+    fn new(worker: Arc<AtomicUsize>) -> Live {
         LIVE.fetch_add(1, Ordering::AcqRel);
-        Live
+        worker.fetch_add(1, Ordering::Relaxed);
+        Live { worker }
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
+        self.worker.fetch_sub(1, Ordering::Relaxed);
         LIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The worker threads' runtimes, each with the connections it serves now. A new connection
+/// goes to the worker that serves the fewest (HAProxy spreads its connections the same
+/// way): Pingora's pick is a random worker, which with 50 connections on two workers leaves
+/// one with about a third more than the other at any moment, and the busier one's clients
+/// wait longer (the p99 of the keep-alive benchmarks).
+struct Workers {
+    runtimes: Vec<(tokio::runtime::Handle, Arc<AtomicUsize>)>,
+    /// Where the search for the least busy starts, turned by one each time, so that ties
+    /// are spread too.
+    next: AtomicUsize,
+}
+
+impl Workers {
+    /// Finds each worker's runtime: Pingora hands out a random worker's handle, so handles are
+    /// drawn until a task spawned on them has run on `threads` different threads (or enough
+    /// draws were made that any missing worker just gets no connections from this spread).
+    async fn find(threads: usize) -> Workers {
+        let mut runtimes = Vec::with_capacity(threads);
+        let mut seen = Vec::with_capacity(threads);
+        for _ in 0..threads.max(1) * 64 {
+            if seen.len() >= threads {
+                break;
+            }
+            let handle = pingora_runtime::current_handle();
+            let Ok(thread) = handle.spawn(async { std::thread::current().id() }).await else {
+                continue;
+            };
+            if !seen.contains(&thread) {
+                seen.push(thread);
+                runtimes.push((handle, Arc::new(AtomicUsize::new(0))));
+            }
+        }
+        Workers {
+            runtimes,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The least busy worker's runtime, and its count for the new connection's [`Live`].
+    fn pick(&self) -> (tokio::runtime::Handle, Arc<AtomicUsize>) {
+        let n = self.runtimes.len();
+        if n == 0 {
+            return (pingora_runtime::current_handle(), Arc::default());
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let (handle, count) = (0..n)
+            .map(|i| &self.runtimes[(start + i) % n])
+            .min_by_key(|(_, count)| count.load(Ordering::Relaxed))
+            .unwrap_or(&self.runtimes[start]);
+        (handle.clone(), count.clone())
     }
 }
 
@@ -72,6 +131,7 @@ impl Service for ClientListeners {
         shutdown: ShutdownWatch,
         _listeners_per_fd: usize,
     ) {
+        let workers = Arc::new(Workers::find(self.threads).await);
         let mut accepting = Vec::new();
         for endpoint in self.endpoints.drain(..) {
             let listener = match listen(&endpoint.addr, fds.as_ref()).await {
@@ -87,6 +147,7 @@ impl Service for ClientListeners {
                 listener,
                 endpoint.tls,
                 self.gate.clone(),
+                workers.clone(),
                 shutdown.clone(),
             )));
         }
@@ -171,6 +232,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<Acceptor>>,
     gate: Arc<ConnectionGate>,
+    workers: Arc<Workers>,
     mut shutdown: ShutdownWatch,
 ) {
     loop {
@@ -186,9 +248,9 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 // Counted from the accept, so a drain that starts now waits for it; spawned on
-                // Pingora's pick of a worker thread (one at random when each has a runtime of
-                // its own), as its own listeners do.
-                let live = Live::new();
+                // the worker thread that serves the fewest connections.
+                let (worker, count) = workers.pick();
+                let live = Live::new(count);
                 // The socket moves to the worker's own reactor, so its readiness wakes that
                 // worker directly (a socket stays registered where it was first used).
                 let tcp = match tcp.into_std() {
@@ -198,7 +260,7 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                pingora_runtime::current_handle().spawn(serve(
+                worker.spawn(serve(
                     live,
                     tcp,
                     peer,
@@ -264,4 +326,56 @@ async fn serve(
         }
     };
     gate.serve(stream, deadline, &shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Live, Workers};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn every_worker_thread_is_found() {
+        let runtime = pingora_runtime::Runtime::new_no_steal(3, "placement-test");
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.get_handle().spawn(async move {
+            let workers = Workers::find(3).await;
+            let _ = tx.send(workers.runtimes.len());
+        });
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("found");
+        assert_eq!(found, 3);
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_new_connection_goes_to_the_worker_that_serves_the_fewest() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let workers = Workers {
+            runtimes: (0..2)
+                .map(|_| (runtime.handle().clone(), Arc::new(AtomicUsize::new(0))))
+                .collect(),
+            next: AtomicUsize::new(0),
+        };
+        let counts = |w: &Workers| -> Vec<usize> {
+            w.runtimes
+                .iter()
+                .map(|(_, c)| c.load(Ordering::Relaxed))
+                .collect()
+        };
+        let mut live: Vec<Live> = (0..4).map(|_| Live::new(workers.pick().1)).collect();
+        assert_eq!(counts(&workers), [2, 2], "spread evenly");
+        // Two connections of the first worker close: the next two go there.
+        let first = workers.runtimes[0].1.clone();
+        live.retain(|l| !Arc::ptr_eq(&l.worker, &first));
+        assert_eq!(counts(&workers), [0, 2]);
+        live.push(Live::new(workers.pick().1));
+        live.push(Live::new(workers.pick().1));
+        assert_eq!(counts(&workers), [2, 2]);
+        drop(live);
+        assert_eq!(counts(&workers), [0, 0], "every close is counted");
+    }
 }

@@ -145,7 +145,11 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             tls: Some(acceptor.clone()),
         }));
     }
-    server.add_service(ClientListeners { gate, endpoints });
+    server.add_service(ClientListeners {
+        gate,
+        endpoints,
+        threads: edge.threads,
+    });
 
     let mut admin = Service::new(
         "admin".to_string(),
