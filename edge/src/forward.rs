@@ -13,6 +13,7 @@
 //! ends the request.
 
 use crate::ctx::RequestCtx;
+use crate::downstream::Downstream;
 use crate::observe::metrics::METRICS;
 use crate::snapshot::Route;
 use crate::upstream::h1::{self, Connection, Exchange, Upload};
@@ -22,7 +23,6 @@ use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::Stream;
-use pingora::proxy::Session;
 use pingora::ErrorType;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,25 +41,17 @@ pub enum Body {
 
 /// Reads the request body: whole when it ends within `buffer` bytes. A body over `limit` is
 /// 413 and a malformed one 400, before anything was sent upstream.
-pub async fn read_body(session: &mut Session, buffer: u64, limit: u64) -> Result<Body> {
-    if session.as_downstream_mut().is_body_empty() {
+pub async fn read_body(session: &mut impl Downstream, buffer: u64, limit: u64) -> Result<Body> {
+    if session.is_body_empty() {
         return Ok(Body::Empty);
     }
     if expects_continue(session.req_header()) {
         // As nginx: the edge itself asks for the body it is about to read.
-        session
-            .as_downstream_mut()
-            .write_continue_response()
-            .await
-            .map_err(|e| e.into_down())?;
+        session.write_continue().await.map_err(|e| e.into_down())?;
     }
     let mut body = BytesMut::new();
     loop {
-        let chunk = session
-            .as_downstream_mut()
-            .read_request_body()
-            .await
-            .map_err(|e| e.into_down())?;
+        let chunk = session.read_body().await.map_err(|e| e.into_down())?;
         let Some(chunk) = chunk else {
             return Ok(Body::Whole(body.freeze()));
         };
@@ -140,7 +132,7 @@ pub fn pick_server(ctx: &mut RequestCtx, upstream: &Upstream) -> Result<usize> {
 /// Sends the request to a server of the route's upstream, moving to the next server as
 /// nginx's `proxy_next_upstream error timeout` does, and relays the answer to the client.
 pub async fn forward(
-    session: &mut Session,
+    session: &mut impl Downstream,
     ctx: &mut RequestCtx,
     route: &Arc<Route>,
 ) -> Result<()> {
@@ -195,7 +187,7 @@ pub async fn forward(
 
 /// One attempt on server `index`: the request out, the answer back.
 async fn attempt(
-    session: &mut Session,
+    session: &mut impl Downstream,
     ctx: &mut RequestCtx,
     upstream: &Upstream,
     addr: SocketAddr,
@@ -261,19 +253,17 @@ async fn attempt(
         let head = match early.take() {
             Some(head) => head,
             None => {
-                let mut answer = std::pin::pin!(up.read_response());
-                loop {
-                    tokio::select! {
-                        biased;
-                        read = &mut answer => break read,
-                        idle = session.as_downstream_mut().read_body_or_idle(true) => {
-                            if let Err(e) = idle {
-                                return Err(Failed::client(e));
-                            }
-                        }
+                let read = tokio::select! {
+                    biased;
+                    read = up.read_response() => read,
+                    idle = session.watch_idle() => {
+                        let e = idle.err().unwrap_or_else(|| {
+                            Error::explain(ErrorType::ConnectionClosed, "the client went idle")
+                        });
+                        return Err(Failed::client(e));
                     }
-                }
-                .map_err(|e| Failed {
+                };
+                read.map_err(|e| Failed {
                     body_sent: sent,
                     ..stale(e)
                 })?
@@ -290,7 +280,7 @@ async fn attempt(
             if head.status != 100 && client_http11 {
                 let info = client_head(head).map_err(Failed::upstream)?;
                 session
-                    .write_response_header(info, false)
+                    .write_head(info, false)
                     .await
                     .map_err(Failed::client)?;
             }
@@ -313,7 +303,7 @@ async fn attempt(
         client_response(head, no_body, client_http11, ctx).map_err(Failed::upstream)?;
     if !framed {
         // An HTTP/1.0 client reads a body of unknown length to the close.
-        session.set_keepalive(None);
+        session.set_keepalive_off();
     }
     crate::respond::choose_compression(session, &response, ctx);
     // The server is done with the request once its answer is all in: it leaves the
@@ -324,7 +314,7 @@ async fn attempt(
         ctx.server = None;
     }
     session
-        .write_response_header(response, no_body)
+        .write_head(response, no_body)
         .await
         .map_err(Failed::client)?;
     if !no_body {
@@ -335,7 +325,7 @@ async fn attempt(
                         ctx.server = None;
                     }
                     session
-                        .write_response_body(Some(chunk), false)
+                        .write_body(Some(chunk), false)
                         .await
                         .map_err(Failed::client)?
                 }
@@ -346,7 +336,7 @@ async fn attempt(
         ctx.server = None;
     }
     session
-        .write_response_body(None, true)
+        .write_body(None, true)
         .await
         .map_err(Failed::client)?;
 
@@ -384,10 +374,10 @@ fn client_head(mut head: h1::Response) -> Result<Box<ResponseHeader>> {
 const LINGER: std::time::Duration = std::time::Duration::from_secs(30);
 const LINGER_READ: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn drain_client_body(session: &mut Session) {
+async fn drain_client_body(session: &mut impl Downstream) {
     let deadline = tokio::time::Instant::now() + LINGER;
     while tokio::time::Instant::now() < deadline {
-        let read = session.as_downstream_mut().read_request_body();
+        let read = session.read_body();
         match tokio::time::timeout(LINGER_READ, read).await {
             Ok(Ok(Some(_))) => {}
             _ => return,
@@ -401,7 +391,7 @@ async fn drain_client_body(session: &mut Session) {
 /// does, instead of a 502 counted against the server. The client's body is then not read to
 /// its end, so its connection ends with this request.
 async fn stream_upload(
-    session: &mut Session,
+    session: &mut impl Downstream,
     up: &mut Exchange,
     head: &Bytes,
     limit: u64,
@@ -425,7 +415,7 @@ async fn stream_upload(
     let Some(answer) = early_answer(up).await else {
         return Err(failed);
     };
-    session.set_keepalive(None);
+    session.set_keepalive_off();
     Ok(Some(answer))
 }
 
@@ -451,21 +441,21 @@ fn closed_under_us(error: &Error) -> bool {
 
 /// Relays the rest of a body larger than the buffer from the client to the upstream, counting
 /// it against `limit` (`client_max_body_size`) as it arrives.
-async fn stream_body(session: &mut Session, up: &mut Exchange, limit: u64) -> Result<(), Failed> {
+async fn stream_body(
+    session: &mut impl Downstream,
+    up: &mut Exchange,
+    limit: u64,
+) -> Result<(), Failed> {
     let spent = |error: Box<Error>| Failed {
         body_spent: true,
         ..Failed::upstream(error)
     };
     loop {
-        let chunk = session
-            .as_downstream_mut()
-            .read_request_body()
-            .await
-            .map_err(|e| Failed {
-                body_spent: true,
-                ..Failed::client(e)
-            })?;
-        if session.as_downstream().body_bytes_read() as u64 > limit {
+        let chunk = session.read_body().await.map_err(|e| Failed {
+            body_spent: true,
+            ..Failed::client(e)
+        })?;
+        if session.body_bytes_read() as u64 > limit {
             return Err(Failed {
                 body_spent: true,
                 ..Failed::client(Error::explain(

@@ -19,6 +19,7 @@
 //! connection closing.
 
 use crate::client::net_contains;
+use crate::downstream::h1;
 use crate::observe::connections::{self, Listener};
 use crate::proxy::EdgeProxy;
 use crate::snapshot::Snapshot;
@@ -51,6 +52,10 @@ pub struct ConnectionGate {
     /// Whether HTTP/1 requests go through the edge's own loop (the default) rather than
     /// Pingora's pipeline (`EDGE_REQUEST_LOOP=pingora`, kept while the new loop settles in).
     pub own_loop: bool,
+    /// Whether the own loop serves the common request on the edge's own HTTP/1.1 session
+    /// (the default) rather than Pingora's (`EDGE_H1_SESSION=pingora`, kept while the own
+    /// session settles in).
+    pub own_session: bool,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
 }
 
@@ -170,6 +175,8 @@ impl ConnectionGate {
         let mut served = 0u32;
         // Bytes of the next request that arrived with the previous one (pipelining).
         let mut pipelined: Option<bytes::BytesMut> = None;
+        // What the own session needs of the connection, found at its first request.
+        let mut conn: Option<h1::Conn> = None;
         loop {
             let (keepalive, header_timeout, max_requests) = {
                 let snapshot = self.snapshot.load();
@@ -201,6 +208,43 @@ impl ConnectionGate {
                 }
             }
             served += 1;
+            let last = served >= max_requests || *shutdown.borrow();
+            // The common request (a whole HTTP/1.1 head, no body, no upgrade) on the edge's
+            // own session; anything else on Pingora's, which reads it from the same bytes.
+            let own = if self.own_session {
+                pipelined.take()
+            } else {
+                None
+            };
+            if let Some(mut buf) = own {
+                match h1::parse(&mut buf) {
+                    h1::Head::Own(req, raw, close) => {
+                        let keepalive = !last && !close && !keepalive.is_zero();
+                        let level = self.edge.gzip_level(&req);
+                        let conn = conn.get_or_insert_with(|| h1::Conn::of(&stream));
+                        let mut session = h1::Session::new(
+                            &mut stream,
+                            conn,
+                            &mut buf,
+                            req,
+                            raw,
+                            keepalive,
+                            level,
+                        );
+                        // Boxed, as below.
+                        let reusable = Box::pin(self.edge.serve_own(&mut session)).await;
+                        if !reusable {
+                            Shutdown::shutdown(&mut *stream).await;
+                            return;
+                        }
+                        if !buf.is_empty() {
+                            pipelined = Some(buf);
+                        }
+                        continue;
+                    }
+                    h1::Head::Pingora => pipelined = Some(buf),
+                }
+            }
             let mut session = self.edge.session(stream);
             if let ServerSession::H1(h1) = session.downstream_session.as_mut() {
                 // Pipelined requests are answered one after the other, in order.
@@ -209,7 +253,6 @@ impl ConnectionGate {
                     h1.set_pipelined_prefix(prefix);
                 }
             }
-            let last = served >= max_requests || *shutdown.borrow();
             session.set_keepalive(if last {
                 None
             } else {

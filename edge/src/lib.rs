@@ -13,8 +13,8 @@
 //! server, admin, scrape, reload,     the process: wiring, the admin listener, config swaps,
 //!   explain                          and what the edge would do with a request
 //! listen, gate                       client connections: accept, TLS, limits around requests
-//! proxy, forward, ctx, request,      one request: its context, checks, answers, the phases
-//!   respond, websocket
+//! proxy, forward, ctx, request,      one request: its context, checks, answers, the phases,
+//!   respond, websocket, downstream     and the client side they run on
 //! snapshot                           the compiled config, one ArcSwap
 //! route, upstream, ratelimit, tls,   runtime parts
 //!   ocsp, discovery, health, compress
@@ -31,6 +31,7 @@ pub mod config;
 pub mod ctx;
 pub mod der;
 pub mod discovery;
+pub mod downstream;
 pub mod explain;
 pub mod forward;
 pub mod gate;

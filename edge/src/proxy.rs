@@ -14,6 +14,7 @@
 use crate::client;
 use crate::config::DEFAULT_GZIP_LEVEL;
 use crate::ctx::RequestCtx;
+use crate::downstream::{h1, Downstream};
 use crate::observe::access_log;
 use crate::observe::connections;
 use crate::observe::metrics::{METRICS, UNROUTED};
@@ -31,7 +32,6 @@ use pingora::modules::http::compression::{ResponseCompression, ResponseCompressi
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::http::ReusableHttpStream;
-use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::{ErrorSource, ErrorType, RetryType};
@@ -99,11 +99,13 @@ impl EdgeProxy {
         {
             Err(e) => Err(e),
             Ok(()) => match admit(&mut session, &mut ctx).await {
-                Ok(true) => Ok(()),
-                Ok(false) => match ctx.route.clone() {
-                    Some(route) => crate::forward::forward(&mut session, &mut ctx, &route).await,
-                    None => Error::e_explain(ErrorType::InternalError, "no route chosen"),
-                },
+                Ok(Verdict::Answered) => Ok(()),
+                Ok(Verdict::Upgrade(route)) => {
+                    websocket::tunnel(&mut session, &mut ctx, &route).await
+                }
+                Ok(Verdict::Forward(route)) => {
+                    crate::forward::forward(&mut session, &mut ctx, &route).await
+                }
                 Err(e) => Err(e),
             },
         };
@@ -115,6 +117,32 @@ impl EdgeProxy {
             return None;
         }
         session.downstream_session.finish().await.ok().flatten()
+    }
+
+    /// One HTTP/1.1 request on the edge's own session ([`h1::Session`]), the same phases as
+    /// [`Self::serve`]: admit ▸ forward ▸ fail ▸ log. Whether the connection can carry the
+    /// next request.
+    pub async fn serve_own(&self, session: &mut h1::Session<'_>) -> bool {
+        let mut ctx = self.new_ctx();
+        let result = match admit(session, &mut ctx).await {
+            Ok(Verdict::Answered) => Ok(()),
+            Ok(Verdict::Forward(route)) => crate::forward::forward(session, &mut ctx, &route).await,
+            // The own session takes no upgrade requests (they go to Pingora's).
+            Ok(Verdict::Upgrade(_)) => {
+                Error::e_explain(ErrorType::InternalError, "upgrade on the own session")
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            fail(session, e, &ctx).await;
+        }
+        log(session, result.as_ref().err().map(|e| &**e), &ctx);
+        result.is_ok() && session.reusable()
+    }
+
+    /// The compression level for an HTTP/1.1 request on the current config.
+    pub fn gzip_level(&self, req: &RequestHeader) -> u32 {
+        compression_level(&self.snapshot.load().config.gzip, req)
     }
 }
 
@@ -156,7 +184,14 @@ impl ProxyHttp for EdgeProxy {
             let timeout = ctx.snapshot.config.edge.keepalive_timeout;
             session.set_keepalive(keepalive_secs(timeout));
         }
-        admit(session, ctx).await
+        match admit(session, ctx).await? {
+            Verdict::Answered => Ok(true),
+            Verdict::Forward(_) => Ok(false),
+            Verdict::Upgrade(route) => {
+                websocket::tunnel(session, ctx, &route).await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn request_body_filter(
@@ -321,29 +356,36 @@ impl ProxyHttp for EdgeProxy {
     }
 }
 
+/// What [`admit`] decided.
+pub enum Verdict {
+    /// The edge has answered the request itself.
+    Answered,
+    /// To the route's upstream.
+    Forward(Arc<crate::snapshot::Route>),
+    /// A websocket upgrade on a route that allows it: relayed by [`websocket::tunnel`].
+    Upgrade(Arc<crate::snapshot::Route>),
+}
+
 /// The checks before a request may go upstream, in order: who asks (client IP, request id),
 /// what it asks for (head size, framing, Host, path), the https redirect, the route, its
-/// allow list, its zones, the declared body size, and websocket upgrades (relayed here).
-/// `true` when the edge has answered the request itself.
-pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+/// allow list, its zones, the declared body size, and websocket upgrades.
+pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Result<Verdict> {
     let snapshot = ctx.snapshot.clone();
     let edge = &snapshot.config.edge;
 
     // Who is asking.
-    ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    ctx.peer_ip = match session.client_addr() {
-        Some(PingoraAddr::Inet(addr)) => addr.ip(),
-        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    };
+    ctx.tls = session.ssl_digest().is_some();
+    ctx.peer_ip = session.peer_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let headers = &session.req_header().headers;
     ctx.client_ip = client::client_ip(
         ctx.peer_ip,
-        session.get_header("x-forwarded-for").map(|v| v.as_bytes()),
+        headers.get("x-forwarded-for").map(|v| v.as_bytes()),
         snapshot.trusted_proxies(),
     );
-    ctx.request_id = client::request_id(session.get_header("x-request-id").map(|v| v.as_bytes()));
+    ctx.request_id = client::request_id(headers.get("x-request-id").map(|v| v.as_bytes()));
 
     // What it asks for: one sane Host, a path normalised for matching.
-    let raw_head = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
+    let raw_head = session.raw_head();
     let checked = request::size(
         session.req_header(),
         raw_head.as_deref(),
@@ -359,9 +401,9 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> 
         Ok(found) => found,
         Err((status, why)) => {
             // Whatever follows on this connection cannot be trusted to be a request.
-            session.set_keepalive(None);
+            session.set_keepalive_off();
             respond::json_error(session, status, why, &ctx.request_id, &ctx.hsts()).await?;
-            return Ok(true);
+            return Ok(Verdict::Answered);
         }
     };
 
@@ -370,7 +412,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> 
         let target = session.req_header().uri.path_and_query();
         let location = snapshot.https_location(&host, target.map_or("/", |pq| pq.as_str()));
         respond::redirect_to_https(session, &location, &ctx.request_id).await?;
-        return Ok(true);
+        return Ok(Verdict::Answered);
     }
 
     // Which route.
@@ -383,7 +425,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> 
             &ctx.hsts(),
         )
         .await?;
-        return Ok(true);
+        return Ok(Verdict::Answered);
     };
 
     ctx.route = Some(route.clone());
@@ -391,7 +433,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> 
     // Who may use it.
     if !route.allows(ctx.client_ip) {
         respond::json_error(session, 403, "forbidden", &ctx.request_id, &ctx.hsts()).await?;
-        return Ok(true);
+        return Ok(Verdict::Answered);
     }
 
     // How fast it may come (nginx limit_req): every zone of the route must admit.
@@ -408,7 +450,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> 
         Admission::Pass { .. } => {}
         Admission::Reject { zone, retry_after } => {
             respond::rate_limited(session, &route, &zone, retry_after, ctx).await?;
-            return Ok(true);
+            return Ok(Verdict::Answered);
         }
     }
 
@@ -423,24 +465,23 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> 
             &ctx.hsts(),
         )
         .await?;
-        return Ok(true);
+        return Ok(Verdict::Answered);
     }
 
     // Websocket upgrades are relayed by the edge itself (see websocket.rs).
     if route.settings.websocket && session.is_upgrade_req() {
-        websocket::tunnel(session, ctx, &route).await?;
-        return Ok(true);
+        return Ok(Verdict::Upgrade(route));
     }
-    Ok(false)
+    Ok(Verdict::Forward(route))
 }
 
 /// Counts the finished request in its route's metrics and writes its access-log line.
-pub fn log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+pub fn log(session: &impl Downstream, e: Option<&Error>, ctx: &RequestCtx) {
     let status = if e.is_some_and(client_left) {
         METRICS.client_closed(ctx.route.as_ref().map_or("none", |r| &r.name));
         CLIENT_CLOSED
     } else {
-        session.response_written().map_or(0, |r| r.status.as_u16())
+        session.response_status().map_or(0, |s| s.as_u16())
     };
     let elapsed = ctx.started.elapsed();
     let req = session.req_header();
@@ -479,8 +520,7 @@ pub fn log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         route: ctx.route.as_ref().map(|r| r.name.as_str()),
         limit: ctx.limit.as_deref(),
         tls_version: session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
+            .ssl_digest()
             .map(|t| connections::tls_version_name(&t.version)),
         user_agent: req
             .headers
@@ -491,12 +531,12 @@ pub fn log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
 
 /// Answers a request that failed with the error's status, unless a response has begun or the
 /// client is gone; the status, or 0 for none.
-pub async fn fail(session: &mut Session, e: &Error, ctx: &RequestCtx) -> u16 {
+pub async fn fail(session: &mut impl Downstream, e: &Error, ctx: &RequestCtx) -> u16 {
     let status = error_status(e);
     // An informational head (103) may have gone out: the final answer is still owed.
     let answered = session
-        .response_written()
-        .is_some_and(|r| !r.status.is_informational());
+        .response_status()
+        .is_some_and(|s| !s.is_informational());
     if status > 0 && !answered {
         let message = match status {
             502 => "the upstream server could not be reached or failed",

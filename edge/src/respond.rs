@@ -2,12 +2,11 @@
 
 use crate::compress;
 use crate::ctx::{RequestCtx, X_REQUEST_ID};
+use crate::downstream::Downstream;
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
-use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
-use pingora::proxy::Session;
 
 /// The short machine-readable name of an error status.
 pub fn error_name(status: u16) -> &'static str {
@@ -41,7 +40,7 @@ pub fn error_body(status: u16, message: &str, request_id: &str) -> Bytes {
 
 /// Writes a complete JSON error response.
 pub async fn json_error(
-    session: &mut Session,
+    session: &mut impl Downstream,
     status: u16,
     message: &str,
     request_id: &str,
@@ -54,7 +53,7 @@ pub async fn json_error(
 /// A request refused by a rate-limit zone: the route's `limit_status`, `Retry-After` in whole
 /// seconds (at least 1), and the zone's name in the body.
 pub async fn rate_limited(
-    session: &mut Session,
+    session: &mut impl Downstream,
     route: &crate::snapshot::Route,
     zone: &str,
     retry_after: std::time::Duration,
@@ -83,7 +82,7 @@ pub async fn rate_limited(
 }
 
 async fn json_response(
-    session: &mut Session,
+    session: &mut impl Downstream,
     status: u16,
     body: Bytes,
     request_id: &str,
@@ -98,18 +97,16 @@ async fn json_response(
         header.insert_header(*name, value.as_str())?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(header), head_only)
-        .await?;
+    session.write_head(Box::new(header), head_only).await?;
     if !head_only {
-        session.write_response_body(Some(body), true).await?;
+        session.write_body(Some(body), true).await?;
     }
     Ok(())
 }
 
 /// 308 to `location`, the same URL on https.
 pub async fn redirect_to_https(
-    session: &mut Session,
+    session: &mut impl Downstream,
     location: &str,
     request_id: &str,
 ) -> Result<()> {
@@ -117,13 +114,14 @@ pub async fn redirect_to_https(
     header.insert_header("location", location)?;
     header.insert_header("content-length", "0")?;
     header.insert_header("x-request-id", request_id)?;
-    session.write_response_header(Box::new(header), true).await
+    session.write_head(Box::new(header), true).await?;
+    session.write_body(None, true).await
 }
 
 /// What the edge adds to every upstream response: its request id, HSTS on https, and the
 /// decision whether to compress it.
 pub fn upstream_response(
-    session: &mut Session,
+    session: &mut impl Downstream,
     response: &mut ResponseHeader,
     ctx: &RequestCtx,
 ) -> Result<()> {
@@ -144,13 +142,12 @@ pub fn edge_fields(ctx: &RequestCtx) -> impl Iterator<Item = (HeaderName, Header
 }
 
 /// Turns compression off for a response it does not suit ([`compress::wanted`]).
-pub fn choose_compression(session: &mut Session, response: &ResponseHeader, ctx: &RequestCtx) {
+pub fn choose_compression(
+    session: &mut impl Downstream,
+    response: &ResponseHeader,
+    ctx: &RequestCtx,
+) {
     if !compress::wanted(&ctx.snapshot.config.gzip, response) {
-        if let Some(c) = session
-            .downstream_modules_ctx
-            .get_mut::<ResponseCompression>()
-        {
-            c.adjust_level(0);
-        }
+        session.compression_off();
     }
 }

@@ -116,6 +116,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         proxy: Arc::new(http_proxy),
         edge: Arc::new(EdgeProxy::new(snapshot.clone())),
         own_loop: std::env::var("EDGE_REQUEST_LOOP").map_or(true, |v| v != "pingora"),
+        own_session: std::env::var("EDGE_H1_SESSION").map_or(true, |v| v != "pingora"),
         snapshot: snapshot.clone(),
     });
     let mut endpoints: Vec<Endpoint> = edge
