@@ -284,30 +284,43 @@ fn fake_backend(mut server: tokio::io::DuplexStream) {
     });
 }
 
-/// One small GET through the edge's own loop, end to end but for the network: the client's
-/// head read, admit (checks, route), a server picked, the pooled upstream connection taken,
-/// the request written, the answer read and relayed, the connection put back, metrics.
-fn bench_request_loop(c: &mut Criterion) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let text =
-        "[edge]\naccess_log = \"off\"\n[upstreams.app]\nservers = [{ addr = \"127.0.0.1:9\" }]\n\
-                [[routes]]\npath = \"/api/\"\nupstream = \"app\"\n";
-    let config = validate("bench.toml", text).expect("valid").config;
-    let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::compile(
-        "bench.toml",
-        config,
-        None,
-    )));
-    let edge = edge::proxy::EdgeProxy::new(snapshot.clone());
-    let request = b"GET /api/items/42 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
-    // A pooled upstream connection to an in-memory backend, and a new one whenever the pool
-    // is empty (keepalive_requests retires a connection after 1,000 requests).
-    let refill = || {
-        let pool = &snapshot.load().upstreams["app"].servers[0].state.pool;
+/// The edge's state for the request-loop benches: an edge on a one-route config whose
+/// upstream's pool is refilled with in-memory connections to [`fake_backend`].
+struct LoopBench {
+    runtime: tokio::runtime::Runtime,
+    snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
+    edge: edge::proxy::EdgeProxy,
+}
+
+const SMALL_GET: &[u8] =
+    b"GET /api/items/42 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
+
+impl LoopBench {
+    fn new() -> LoopBench {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let text = "[edge]\naccess_log = \"off\"\n[upstreams.app]\nservers = [{ addr = \"127.0.0.1:9\" }]\n\
+                    [[routes]]\npath = \"/api/\"\nupstream = \"app\"\n";
+        let config = validate("bench.toml", text).expect("valid").config;
+        let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::compile(
+            "bench.toml",
+            config,
+            None,
+        )));
+        let edge = edge::proxy::EdgeProxy::new(snapshot.clone());
+        LoopBench {
+            runtime,
+            snapshot,
+            edge,
+        }
+    }
+
+    /// A pooled upstream connection to an in-memory backend whenever the pool is empty
+    /// (keepalive_requests retires a connection after 1,000 requests).
+    fn refill(&self) {
+        let pool = &self.snapshot.load().upstreams["app"].servers[0].state.pool;
         if pool.is_empty() {
             let (edge_side, backend_side) = tokio::io::duplex(64 * 1024);
             fake_backend(backend_side);
@@ -317,26 +330,82 @@ fn bench_request_loop(c: &mut Criterion) {
                 0,
             );
         }
-    };
-    let (mut client, edge_client) = runtime.block_on(async { tokio::io::duplex(64 * 1024) });
+    }
+}
+
+/// The client's half of one small GET: the request out, the whole answer in.
+async fn small_get(client: &mut tokio::io::DuplexStream, answer: &mut [u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    client.write_all(SMALL_GET).await.expect("write");
+    let mut got = 0;
+    while !answer[..got].ends_with(b"{}") {
+        got += client.read(&mut answer[got..]).await.expect("read");
+    }
+}
+
+/// One small GET through the edge's own loop on Pingora's HTTP/1 session (what serves
+/// requests with a body, upgrades and HTTP/1.0), end to end but for the network: the
+/// client's head read, admit (checks, route), a server picked, the pooled upstream
+/// connection taken, the request written, the answer read and relayed, the connection put
+/// back, metrics.
+fn bench_request_loop(c: &mut Criterion) {
+    let bench = LoopBench::new();
+    let (mut client, edge_client) = bench
+        .runtime
+        .block_on(async { tokio::io::duplex(64 * 1024) });
     let mut stream: Option<pingora::protocols::Stream> = Some(Box::new(edge_client));
     let mut answer = vec![0u8; 4096];
     c.bench_function("request_loop_small_get", |b| {
         b.iter_custom(|iterations| {
-            runtime.block_on(async {
+            bench.runtime.block_on(async {
                 let started = std::time::Instant::now();
                 for _ in 0..iterations {
-                    refill();
-                    let session = edge.session(stream.take().expect("connection"));
-                    let talk = async {
-                        client.write_all(request).await.expect("write");
-                        let mut got = 0;
-                        while !answer[..got].ends_with(b"{}") {
-                            got += client.read(&mut answer[got..]).await.expect("read");
-                        }
-                    };
-                    let (reusable, ()) = tokio::join!(edge.serve(session, false), talk);
+                    bench.refill();
+                    let session = bench.edge.session(stream.take().expect("connection"));
+                    let (reusable, ()) = tokio::join!(
+                        bench.edge.serve(session, false),
+                        small_get(&mut client, &mut answer)
+                    );
                     stream = Some(reusable.expect("kept alive").into_parts().0);
+                }
+                started.elapsed()
+            })
+        })
+    });
+}
+
+/// The same small GET on the edge's own HTTP/1.1 session (what serves a request without a
+/// body): its first bytes read, the head parsed, the same phases, the answer written.
+fn bench_request_loop_own_session(c: &mut Criterion) {
+    use edge::downstream::h1;
+    use tokio::io::AsyncReadExt;
+    let bench = LoopBench::new();
+    let (mut client, edge_client) = bench
+        .runtime
+        .block_on(async { tokio::io::duplex(64 * 1024) });
+    let mut stream: pingora::protocols::Stream = Box::new(edge_client);
+    let conn = h1::Conn::of(&stream);
+    let mut answer = vec![0u8; 4096];
+    c.bench_function("request_loop_small_get_own_session", |b| {
+        b.iter_custom(|iterations| {
+            bench.runtime.block_on(async {
+                let started = std::time::Instant::now();
+                for _ in 0..iterations {
+                    bench.refill();
+                    let serve = async {
+                        let mut buf = bytes::BytesMut::with_capacity(4096);
+                        while !buf.ends_with(b"\r\n\r\n") {
+                            stream.read_buf(&mut buf).await.expect("read");
+                        }
+                        let h1::Head::Own(req, raw, _) = h1::parse(&mut buf) else {
+                            panic!("a small GET is the own session's");
+                        };
+                        let mut session =
+                            h1::Session::new(&mut stream, &conn, &mut buf, req, raw, true, 0);
+                        bench.edge.serve_own(&mut session).await
+                    };
+                    let (reusable, ()) = tokio::join!(serve, small_get(&mut client, &mut answer));
+                    assert!(reusable, "kept alive");
                 }
                 started.elapsed()
             })
@@ -389,6 +458,7 @@ criterion_group!(
     bench_least_conn_threads,
     bench_access_log,
     bench_request_loop,
+    bench_request_loop_own_session,
     bench_pool
 );
 criterion_main!(benches);
