@@ -1,10 +1,11 @@
 //! Forwarding a request to its upstream in the edge's own loop, as plain calls on the task of
 //! the client connection: read the body (whole when it is small), pick a server, take one of
 //! its kept-alive connections or open one, send the request, relay the answer, keep the
-//! connection for the next request. Toward the client the codec is pingora-core's HTTP/1;
-//! toward the server it is the edge's own ([`crate::upstream::h1`]): the request head is
-//! written as bytes from the client's head, the answer's head parsed straight into the map
-//! the client's response is built from. There are no channels and no spawned tasks.
+//! connection for the next request. Toward the client the codec is whichever session
+//! carries the request ([`crate::downstream`]); toward the server it is the edge's own
+//! ([`crate::upstream::h1`]): the request head is written as bytes from the client's head,
+//! the answer's head parsed straight into the map the client's response is built from.
+//! There are no channels and no spawned tasks.
 //!
 //! Which failures move a request to the next server, and which count against a server,
 //! follow nginx: a failed connect always moves on; a failure after the request went out moves

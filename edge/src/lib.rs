@@ -4,7 +4,8 @@
 //! path ([`proxy`]: head checks ([`request`]), route, allow, rate limit, then [`forward`]:
 //! body, server, kept-alive connection, answer, retries) ▸ log and metrics, reading one
 //! [`snapshot::Snapshot`] (routes, upstreams, zones) that a reload swaps atomically. HTTP/1
-//! runs in the edge's own loop on pingora-core's codec; HTTP/2 in Pingora's proxy pipeline.
+//! runs in the edge's own loop, the common request on the edge's own HTTP/1.1 session
+//! ([`downstream::h1`]) and the rest on pingora-core's; HTTP/2 in Pingora's proxy pipeline.
 //!
 //! Layers, each importing only from its own layer's leaves or from below:
 //!

@@ -1,4 +1,10 @@
-//! The request's path through the edge, top to bottom, as Pingora's `ProxyHttp` phases.
+//! The request's path through the edge, top to bottom.
+//!
+//! HTTP/1, in the edge's own loop ([`EdgeProxy::serve_own`] on the edge's own session,
+//! [`EdgeProxy::serve`] on Pingora's): admit (the checks below, route, allow, rate limit) ▸
+//! forward ([`crate::forward`]) ▸ fail (the error the client sees) ▸ log.
+//!
+//! HTTP/2, as Pingora's `ProxyHttp` phases, on the same admit and log:
 //!
 //! early_request_filter: compression level
 //! request_filter: snapshot ▸ client ▸ framing, host and path checks ▸ redirect ▸ route ▸ allow ▸ rate limit ▸ body size
