@@ -124,11 +124,18 @@ pub async fn tunnel(session: &mut Session, ctx: &mut RequestCtx, route: &Arc<Rou
     }
     let (mut up_read, mut up_write) = stream.into_split();
     let mut chunk = vec![0u8; 16 * 1024];
+    // Each direction has its own idle deadline, the upstream's read_timeout from the last
+    // byte that came that way: traffic one way does not keep a side that went silent open.
+    let idle = settings.read_timeout;
+    session.downstream_session.set_read_timeout(None);
+    let mut client_quiet_by = tokio::time::Instant::now() + idle;
+    let mut upstream_quiet_by = client_quiet_by;
     loop {
         tokio::select! {
             from_client = session.downstream_session.read_request_body() => {
                 match from_client {
                     Ok(Some(data)) => {
+                        client_quiet_by = tokio::time::Instant::now() + idle;
                         if up_write.write_all(&data).await.is_err() {
                             break;
                         }
@@ -136,9 +143,10 @@ pub async fn tunnel(session: &mut Session, ctx: &mut RequestCtx, route: &Arc<Rou
                     _ => break,
                 }
             }
-            from_upstream = tokio::time::timeout(settings.read_timeout, up_read.read(&mut chunk)) => {
+            from_upstream = up_read.read(&mut chunk) => {
                 match from_upstream {
-                    Ok(Ok(n)) if n > 0 => {
+                    Ok(n) if n > 0 => {
+                        upstream_quiet_by = tokio::time::Instant::now() + idle;
                         let data = Bytes::copy_from_slice(&chunk[..n]);
                         if session.write_response_body(Some(data), false).await.is_err() {
                             break;
@@ -146,6 +154,10 @@ pub async fn tunnel(session: &mut Session, ctx: &mut RequestCtx, route: &Arc<Rou
                     }
                     _ => break,
                 }
+            }
+            () = tokio::time::sleep_until(client_quiet_by.min(upstream_quiet_by)) => {
+                tracing::debug!("websocket tunnel idle for read_timeout one way; closing");
+                break;
             }
         }
     }

@@ -69,3 +69,94 @@ async fn a_refused_upgrade_is_relayed_and_plain_requests_still_proxy() {
     assert_eq!(status, 200);
     assert_eq!(instance(&body), "grafana");
 }
+
+/// A websocket backend that completes the handshake, then either reads and never answers
+/// (`push` false) or sends a message every 100 ms and reads nothing (`push` true).
+async fn one_sided_backend(push: bool) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                if push {
+                    while ws.send(Message::text("tick")).await.is_ok() {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                } else {
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn one_sided_edge(backend: std::net::SocketAddr) -> Edge {
+    Edge::start(
+        "",
+        &format!(
+            "[upstreams.live]\nservers = [{{ addr = \"{backend}\" }}]\nread_timeout = \"1s\"\n\
+             [[routes]]\npath = \"/\"\nupstream = \"live\"\nwebsocket = true\n"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_upstream_is_closed_after_read_timeout_though_the_client_keeps_talking() {
+    let edge = one_sided_edge(one_sided_backend(false).await);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live", edge.http))
+        .await
+        .expect("handshake");
+    let started = std::time::Instant::now();
+    // The client talks every 100 ms; the upstream never answers.
+    let closed = loop {
+        if started.elapsed() > std::time::Duration::from_secs(5) {
+            break false;
+        }
+        if ws.send(Message::text("ping")).await.is_err() {
+            break true;
+        }
+        match tokio::time::timeout(std::time::Duration::from_millis(100), ws.next()).await {
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break true,
+            _ => {}
+        }
+    };
+    assert!(closed, "the tunnel outlived its silent upstream");
+    let after = started.elapsed();
+    assert!(
+        after >= std::time::Duration::from_millis(900),
+        "closed after {after:?}, before read_timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_client_is_closed_after_read_timeout_though_the_upstream_keeps_talking() {
+    let edge = one_sided_edge(one_sided_backend(true).await);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live", edge.http))
+        .await
+        .expect("handshake");
+    let started = std::time::Instant::now();
+    let mut ticks = 0;
+    // The upstream talks every 100 ms; the client only listens.
+    let closed = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => ticks += 1,
+            Ok(Some(Ok(_))) => {}
+            Ok(None) | Ok(Some(Err(_))) => break true,
+            Err(_) => break false,
+        }
+        if started.elapsed() > std::time::Duration::from_secs(5) {
+            break false;
+        }
+    };
+    assert!(closed, "the tunnel outlived its silent client");
+    assert!(
+        ticks >= 5,
+        "the upstream's messages came through until then ({ticks})"
+    );
+}
