@@ -535,7 +535,7 @@ pub fn upstream_request(
             "a request target with a byte HTTP/1.1 forbids there",
         );
     }
-    let forwarding = ctx.forwarding_headers(req.headers.get("x-forwarded-for"));
+    let forwarding = ctx.forwarding_headers(req.headers.get(crate::ctx::X_FORWARDED_FOR));
     // Most requests carry no hop-by-hop field: one pass over the names finds out.
     let has_hop_by_hop = req.headers.keys().any(|name| hop_by_hop(name.as_str()));
     let nominated: Vec<String> = if has_hop_by_hop {

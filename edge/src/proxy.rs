@@ -385,10 +385,13 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
     let headers = &session.req_header().headers;
     ctx.client_ip = client::client_ip(
         ctx.peer_ip,
-        headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+        headers
+            .get(crate::ctx::X_FORWARDED_FOR)
+            .map(|v| v.as_bytes()),
         snapshot.trusted_proxies(),
     );
-    ctx.request_id = client::request_id(headers.get("x-request-id").map(|v| v.as_bytes()));
+    ctx.request_id =
+        client::request_id(headers.get(crate::ctx::X_REQUEST_ID).map(|v| v.as_bytes()));
 
     // What it asks for: one sane Host, a path normalised for matching.
     let raw_head = session.raw_head();
