@@ -1,7 +1,7 @@
 //! Checks on what a client sent, before it is routed: unambiguous body framing (RFC 9112
-//! §6), one sane Host, a path that routes can be matched on safely. A refused request is
-//! answered 400 and its connection closed, so nothing the client sent after it is read as
-//! another request.
+//! §6), one sane Host, a path that routes can be matched on safely, a head within the size
+//! limits. A refused request is answered 400 (414 or 431 for a head over the limits) and its
+//! connection closed, so nothing the client sent after it is read as another request.
 
 pub use crate::config::HeadLimits;
 use http::Version;
@@ -18,7 +18,7 @@ pub fn size(
     raw_head: Option<&[u8]>,
     limits: HeadLimits,
 ) -> Result<(), Refusal> {
-    if req.raw_path().len() > limits.uri || req.uri.to_string().len() > limits.uri {
+    if req.raw_path().len() > limits.uri || uri_len(&req.uri) > limits.uri {
         return Err((414, "the request target is longer than max_uri_size"));
     }
     if req.headers.len() > limits.fields {
@@ -36,6 +36,15 @@ pub fn size(
         return Err((431, "the request head is larger than max_header_size"));
     }
     Ok(())
+}
+
+/// The length of `uri` as written out (`Uri`'s `Display`), without writing it: this runs for
+/// every request.
+fn uri_len(uri: &http::Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
 }
 
 /// Body framing that two parsers could read differently is refused (RFC 9112 §6, as nginx
@@ -239,6 +248,22 @@ fn decode_unreserved(raw: &str) -> Result<String, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uri_is_measured_as_it_is_written_out() {
+        for text in [
+            "/",
+            "/api/x?y=1&z",
+            "/a?",
+            "http://example.com/p?q",
+            "https://example.com:8443",
+            "example.com:443",
+            "*",
+        ] {
+            let uri: http::Uri = text.parse().expect("a uri");
+            assert_eq!(uri_len(&uri), uri.to_string().len(), "{text}");
+        }
+    }
 
     fn norm(p: &str) -> Result<String, u16> {
         normalize_path(p).map(|c| c.into_owned()).map_err(|e| e.0)
