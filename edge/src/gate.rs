@@ -383,16 +383,19 @@ fn peer_ip(stream: &Stream) -> Option<IpAddr> {
 /// the headers every edge answer carries: a request id and, on https, HSTS.
 async fn refuse(stream: &mut Stream, hsts: Option<&str>) {
     if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-        let body = r#"{"error":"too_many_connections","status":429,"message":"this client holds max_connections_per_client connections"}"#;
+        // The id in the body too, as in every other error the edge answers itself.
+        let request_id = crate::client::new_request_id();
+        let body = format!(
+            r#"{{"error":"too_many_connections","status":429,"message":"this client holds max_connections_per_client connections","request_id":"{request_id}"}}"#
+        );
         let hsts = hsts
             .map(|v| format!("strict-transport-security: {v}\r\n"))
             .unwrap_or_default();
         let response = format!(
             "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\nretry-after: 1\r\nx-request-id: {}\r\n{hsts}\
+             content-length: {}\r\nretry-after: 1\r\nx-request-id: {request_id}\r\n{hsts}\
              connection: close\r\n\r\n{body}",
             body.len(),
-            crate::client::new_request_id(),
         );
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = stream.write_all(response.as_bytes()).await;

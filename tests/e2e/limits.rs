@@ -204,9 +204,16 @@ async fn a_client_over_its_connection_cap_gets_429_and_a_trusted_proxy_is_exempt
     }
     let (_, response) = open_one(edge.http);
     assert_eq!(status_of(&response), 429, "{response}");
-    assert_eq!(raw_body_json(&response)["error"], "too_many_connections");
+    let body = raw_body_json(&response);
+    assert_eq!(body["error"], "too_many_connections");
     let head = response.to_ascii_lowercase();
-    assert!(head.contains("\r\nx-request-id: "), "{response}");
+    let id = body["request_id"]
+        .as_str()
+        .expect("a request id in the body");
+    assert!(
+        head.contains(&format!("\r\nx-request-id: {id}\r\n")),
+        "the same id in the head and the body: {response}"
+    );
     assert!(!head.contains("strict-transport-security"), "{response}");
     let (_, m) = scrape(&edge).await;
     assert_eq!(value(&m, "edge_client_connections_refused_total", &[]), 1.0);
