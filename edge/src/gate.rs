@@ -234,7 +234,10 @@ impl ConnectionGate {
                         // Boxed, as below.
                         let reusable = Box::pin(self.edge.serve_own(&mut session)).await;
                         if !reusable {
-                            Shutdown::shutdown(&mut *stream).await;
+                            // Whatever is gathered goes out, then the FIN; a client that
+                            // stopped reading does not hold the connection for it.
+                            let close = Shutdown::shutdown(&mut *stream);
+                            let _ = tokio::time::timeout(CLOSE_WAIT, close).await;
                             return;
                         }
                         if !buf.is_empty() {
@@ -274,6 +277,10 @@ impl ConnectionGate {
         ServerApp::cleanup(&*self.proxy).await;
     }
 }
+
+/// How long a connection that ends after its answer waits for the answer's last bytes to be
+/// taken and its FIN sent.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// What came of waiting for a request.
 #[derive(PartialEq)]
