@@ -207,9 +207,11 @@ async fn attempt(
     };
     let (connection, reused) = match pooled {
         Some(pooled) => (pooled, true),
+        // Boxed: a connect is rare on kept-alive traffic, and its state would otherwise
+        // be part of every request's future.
         None => (
             Connection::new(
-                connect(addr, settings.connect_timeout)
+                Box::pin(connect(addr, settings.connect_timeout))
                     .await
                     .map_err(Failed::upstream)?,
             ),
@@ -241,7 +243,8 @@ async fn attempt(
     let mut early = None;
     if let Body::Streaming(head) = body {
         let limit = ctx.snapshot.config.edge.client_max_body_size;
-        early = stream_upload(session, &mut up, head, limit, reused).await?;
+        // Boxed: only a body larger than the buffer streams.
+        early = Box::pin(stream_upload(session, &mut up, head, limit, reused)).await?;
     }
     let cut_short = early.is_some();
 

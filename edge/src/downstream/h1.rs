@@ -374,8 +374,8 @@ impl Downstream for Session<'_> {
     }
 
     async fn watch_idle(&mut self) -> Result<()> {
-        let mut space = [0u8; 1024];
-        match self.stream.read(&mut space).await {
+        // Read straight into `rest`: a buffer here would be part of every request's future.
+        match self.stream.read_buf(self.rest).await {
             Ok(0) => {
                 self.closed = true;
                 Error::e_explain(
@@ -387,9 +387,8 @@ impl Downstream for Session<'_> {
                     },
                 )
             }
-            Ok(n) => {
+            Ok(_) => {
                 // A pipelined request: it waits for this one's answer.
-                self.rest.extend_from_slice(&space[..n]);
                 std::future::pending().await
             }
             Err(e) => {
