@@ -96,23 +96,29 @@ async fn one_sided_backend(push: bool) -> std::net::SocketAddr {
     addr
 }
 
-fn one_sided_edge(backend: std::net::SocketAddr) -> Edge {
-    Edge::start(
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// An edge (upstream read_timeout 1s) in front of a [`one_sided_backend`], a websocket
+/// client through it, and when the tunnel opened.
+async fn one_sided_tunnel(push: bool) -> (Edge, Client, std::time::Instant) {
+    let backend = one_sided_backend(push).await;
+    let edge = Edge::start(
         "",
         &format!(
             "[upstreams.live]\nservers = [{{ addr = \"{backend}\" }}]\nread_timeout = \"1s\"\n\
              [[routes]]\npath = \"/\"\nupstream = \"live\"\nwebsocket = true\n"
         ),
-    )
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live", edge.http))
+        .await
+        .expect("handshake");
+    (edge, ws, std::time::Instant::now())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_upstream_is_closed_after_read_timeout_though_the_client_keeps_talking() {
-    let edge = one_sided_edge(one_sided_backend(false).await);
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live", edge.http))
-        .await
-        .expect("handshake");
-    let started = std::time::Instant::now();
+    let (_edge, mut ws, started) = one_sided_tunnel(false).await;
     // The client talks every 100 ms; the upstream never answers.
     let closed = loop {
         if started.elapsed() > std::time::Duration::from_secs(5) {
@@ -136,11 +142,7 @@ async fn a_silent_upstream_is_closed_after_read_timeout_though_the_client_keeps_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_client_is_closed_after_read_timeout_though_the_upstream_keeps_talking() {
-    let edge = one_sided_edge(one_sided_backend(true).await);
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live", edge.http))
-        .await
-        .expect("handshake");
-    let started = std::time::Instant::now();
+    let (_edge, mut ws, started) = one_sided_tunnel(true).await;
     let mut ticks = 0;
     // The upstream talks every 100 ms; the client only listens.
     let closed = loop {
