@@ -397,11 +397,11 @@ fn bench_request_loop_own_session(c: &mut Criterion) {
                         while !buf.ends_with(b"\r\n\r\n") {
                             stream.read_buf(&mut buf).await.expect("read");
                         }
-                        let h1::Head::Own(req, raw, _) = h1::parse(&mut buf) else {
+                        let h1::Head::Own(request) = h1::parse(&mut buf) else {
                             panic!("a small GET is the own session's");
                         };
                         let mut session =
-                            h1::Session::new(&mut stream, &conn, &mut buf, req, raw, true, 0);
+                            h1::Session::new(&mut stream, &conn, &mut buf, request, false);
                         bench.edge.serve_own(&mut session).await
                     };
                     let (reusable, ()) = tokio::join!(serve, small_get(&mut client, &mut answer));

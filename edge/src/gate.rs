@@ -218,19 +218,11 @@ impl ConnectionGate {
             };
             if let Some(mut buf) = own {
                 match h1::parse(&mut buf) {
-                    h1::Head::Own(req, raw, close) => {
-                        let keepalive = !last && !close && !keepalive.is_zero();
-                        let level = self.edge.gzip_level(&req);
+                    h1::Head::Own(request) => {
                         let conn = conn.get_or_insert_with(|| h1::Conn::of(&stream));
-                        let mut session = h1::Session::new(
-                            &mut stream,
-                            conn,
-                            &mut buf,
-                            req,
-                            raw,
-                            keepalive,
-                            level,
-                        );
+                        let last = last || keepalive.is_zero();
+                        let mut session =
+                            h1::Session::new(&mut stream, conn, &mut buf, request, last);
                         // Boxed, as below.
                         let reusable = Box::pin(self.edge.serve_own(&mut session)).await;
                         if !reusable {
@@ -302,23 +294,15 @@ async fn next_request_arrives(
     shutdown: Option<&ShutdownWatch>,
 ) -> Arrival {
     let mut probe = [0u8; 1];
-    let arrival = async {
-        match tokio::time::timeout(wait, stream.try_peek(&mut probe)).await {
-            Ok(Ok(true)) => Arrival::Request,
-            Ok(_) => Arrival::Closed,
-            Err(_) => Arrival::TimedOut,
+    let peek = async {
+        match stream.try_peek(&mut probe).await {
+            Ok(true) => Ok(()),
+            _ => Err(Arrival::Closed),
         }
     };
-    let Some(shutdown) = shutdown else {
-        return arrival.await;
-    };
-    let mut shutdown = shutdown.clone();
-    if *shutdown.borrow() {
-        return Arrival::Closed;
-    }
-    tokio::select! {
-        arrived = arrival => arrived,
-        _ = shutdown.changed() => Arrival::Closed,
+    match within(peek, wait, shutdown).await {
+        Ok(()) => Arrival::Request,
+        Err(arrival) => arrival,
     }
 }
 
@@ -335,26 +319,32 @@ async fn first_bytes(
     {
         return read;
     }
-    let arrival = async {
-        match tokio::time::timeout(
-            wait,
-            std::future::poll_fn(|cx| poll_first_bytes(stream, cx)),
-        )
-        .await
-        {
-            Ok(read) => read,
+    let read = std::future::poll_fn(|cx| poll_first_bytes(stream, cx));
+    within(read, wait, shutdown).await
+}
+
+/// `arrival` if it comes within `wait` (else [`Arrival::TimedOut`]) and, with `shutdown`,
+/// before the server shuts down (else [`Arrival::Closed`]).
+async fn within<T>(
+    arrival: impl std::future::Future<Output = Result<T, Arrival>>,
+    wait: Duration,
+    shutdown: Option<&ShutdownWatch>,
+) -> Result<T, Arrival> {
+    let timed = async {
+        match tokio::time::timeout(wait, arrival).await {
+            Ok(arrived) => arrived,
             Err(_) => Err(Arrival::TimedOut),
         }
     };
     let Some(shutdown) = shutdown else {
-        return arrival.await;
+        return timed.await;
     };
     let mut shutdown = shutdown.clone();
     if *shutdown.borrow() {
         return Err(Arrival::Closed);
     }
     tokio::select! {
-        arrived = arrival => arrived,
+        arrived = timed => arrived,
         _ = shutdown.changed() => Err(Arrival::Closed),
     }
 }

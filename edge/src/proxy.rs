@@ -130,6 +130,10 @@ impl EdgeProxy {
     /// next request.
     pub async fn serve_own(&self, session: &mut h1::Session<'_>) -> bool {
         let mut ctx = self.new_ctx();
+        session.compress(compression_level(
+            &ctx.snapshot.config.gzip,
+            session.req_header(),
+        ));
         let result = match admit(session, &mut ctx).await {
             Ok(Verdict::Answered) => Ok(()),
             Ok(Verdict::Forward(route)) => crate::forward::forward(session, &mut ctx, &route).await,
@@ -144,11 +148,6 @@ impl EdgeProxy {
         }
         log(session, result.as_ref().err().map(|e| &**e), &ctx);
         result.is_ok() && session.reusable()
-    }
-
-    /// The compression level for an HTTP/1.1 request on the current config.
-    pub fn gzip_level(&self, req: &RequestHeader) -> u32 {
-        compression_level(&self.snapshot.load().config.gzip, req)
     }
 }
 

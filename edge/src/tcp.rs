@@ -137,47 +137,45 @@ impl Peek for Tcp {
     }
 }
 
+/// A connected pair for tests: this type on one end (as the edge holds it), a plain socket on
+/// the other (the client or server it talks to).
+#[cfg(test)]
+pub(crate) async fn test_pair() -> (pingora::protocols::Stream, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let other = TcpStream::connect(addr).await.expect("connect");
+    let (socket, peer) = listener.accept().await.expect("accept");
+    (Tcp::boxed(socket, peer), other)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Tcp;
+    use super::test_pair;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn bytes_pass_both_ways_and_the_peer_is_known() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = tokio::spawn(async move {
-            let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            socket.write_all(b"ping").await.expect("write");
-            let mut answer = [0u8; 4];
-            socket.read_exact(&mut answer).await.expect("read");
-            answer
-        });
-        let (socket, peer) = listener.accept().await.expect("accept");
-        let mut stream = Tcp::boxed(socket, peer);
+        let (mut stream, mut other) = test_pair().await;
+        other.write_all(b"ping").await.expect("write");
         let mut got = [0u8; 4];
         stream.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"ping");
         stream.write_all(b"pong").await.expect("write");
         stream.flush().await.expect("flush");
-        assert_eq!(&client.await.expect("client"), b"pong");
+        let mut answer = [0u8; 4];
+        other.read_exact(&mut answer).await.expect("read");
+        assert_eq!(&answer, b"pong");
         let digest = stream.get_socket_digest().expect("digest");
         let seen = digest.peer_addr().and_then(|a| a.as_inet()).copied();
-        assert_eq!(seen, Some(peer));
+        assert_eq!(seen, Some(other.local_addr().expect("addr")));
     }
 
     #[tokio::test]
     async fn a_peek_sees_data_without_taking_it_and_a_close_as_an_error() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (socket, peer) = listener.accept().await.expect("accept");
-        let mut stream = Tcp::boxed(socket, peer);
-        client.write_all(b"x").await.expect("write");
+        let (mut stream, mut other) = test_pair().await;
+        other.write_all(b"x").await.expect("write");
         let mut byte = [0u8; 1];
         assert!(stream.try_peek(&mut byte).await.expect("peek"));
         let mut got = [0u8; 1];
@@ -186,7 +184,7 @@ mod tests {
             .await
             .expect("the byte is still there");
         assert_eq!(&got, b"x");
-        drop(client);
+        drop(other);
         assert!(stream.try_peek(&mut byte).await.is_err(), "closed");
     }
 }

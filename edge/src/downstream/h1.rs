@@ -47,10 +47,19 @@ impl Conn {
     }
 }
 
+/// A request head the own session serves.
+pub struct Request {
+    pub head: Box<RequestHeader>,
+    /// The head as it arrived.
+    pub raw: Bytes,
+    /// The client asked to close after this request (`Connection: close`).
+    pub close: bool,
+}
+
 /// What the bytes at the start of a connection's buffer are.
 pub enum Head {
-    /// A request the own session serves: its head, and whether the client asked to close.
-    Own(Box<RequestHeader>, Bytes, bool),
+    /// A request the own session serves.
+    Own(Request),
     /// Anything else, for Pingora's session.
     Pingora,
 }
@@ -108,17 +117,16 @@ pub fn parse(buf: &mut BytesMut) -> Head {
         *place = (at(field.name.as_bytes()), at(field.value));
     }
     let head = buf.split_to(len).freeze();
-    let piece = |(start, len): (usize, usize)| head.slice(start..start + len);
-    let Ok(mut request) =
-        RequestHeader::build_no_case(method, &head[target.0..target.0 + target.1], Some(count))
+    let piece = |(start, len): (usize, usize)| start..start + len;
+    let Ok(mut request) = RequestHeader::build_no_case(method, &head[piece(target)], Some(count))
     else {
         return pingora_after_all(buf, head);
     };
     request.set_version(Version::HTTP_11);
     for &(name, value) in &places[..count] {
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&piece(name)),
-            HeaderValue::from_maybe_shared(piece(value)),
+            HeaderName::from_bytes(&head[piece(name)]),
+            HeaderValue::from_maybe_shared(head.slice(piece(value))),
         ) else {
             return pingora_after_all(buf, head);
         };
@@ -126,7 +134,11 @@ pub fn parse(buf: &mut BytesMut) -> Head {
             return pingora_after_all(buf, head);
         }
     }
-    Head::Own(Box::new(request), head, close)
+    Head::Own(Request {
+        head: Box::new(request),
+        raw: head,
+        close,
+    })
 }
 
 /// Puts a head back in front of the buffer for Pingora's session.
@@ -172,35 +184,38 @@ pub struct Session<'c> {
 }
 
 impl<'c> Session<'c> {
-    /// A request whose head was parsed by [`parse`]; `keepalive`: the connection may carry
-    /// another request after it. `gzip_level` 0 leaves compression off.
+    /// A request [`parse`] found for the own session, without compression until
+    /// [`Self::compress`]; the connection may carry another request after it unless
+    /// `last` or the client asked to close.
     pub fn new(
         stream: &'c mut Stream,
         conn: &'c Conn,
         rest: &'c mut BytesMut,
-        req: Box<RequestHeader>,
-        raw: Bytes,
-        keepalive: bool,
-        gzip_level: u32,
+        request: Request,
+        last: bool,
     ) -> Session<'c> {
-        let compression = (gzip_level > 0).then(|| {
-            let mut c = ResponseCompressionCtx::new(gzip_level, false, false);
-            c.request_filter(&req);
-            c
-        });
         Session {
             stream,
             conn,
             rest,
-            req,
-            raw,
-            keepalive,
+            keepalive: !last && !request.close,
+            req: request.head,
+            raw: request.raw,
             status: None,
             framing: Framing::Unset,
             body_sent: 0,
-            compression,
+            compression: None,
             closed: false,
         }
+    }
+
+    /// Compresses the response at `level` (0: not at all) in the coding the client prefers.
+    pub fn compress(&mut self, level: u32) {
+        self.compression = (level > 0).then(|| {
+            let mut c = ResponseCompressionCtx::new(level, false, false);
+            c.request_filter(&self.req);
+            c
+        });
     }
 
     /// Whether the connection can carry the next request: keep-alive, a whole response sent.
@@ -423,7 +438,7 @@ mod tests {
     fn own(text: &[u8]) -> (Box<RequestHeader>, Bytes, bool, BytesMut) {
         let mut buf = BytesMut::from(text);
         match parse(&mut buf) {
-            Head::Own(req, raw, close) => (req, raw, close, buf),
+            Head::Own(r) => (r.head, r.raw, r.close, buf),
             Head::Pingora => panic!("not own: {}", String::from_utf8_lossy(text)),
         }
     }

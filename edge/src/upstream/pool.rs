@@ -114,17 +114,8 @@ fn still_open(stream: &mut Stream) -> bool {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// A connected pair: (the edge's side as a pooled stream, the same type as
-    /// `forward::connect` opens, the server's side).
-    async fn pair() -> (Stream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = TcpStream::connect(addr).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        (crate::tcp::Tcp::boxed(client, addr), server)
-    }
+    // (the edge's side, as forward::connect opens it, and the server's side)
+    use crate::tcp::test_pair as pair;
 
     fn pooled(stream: Stream, served: u32) -> Connection {
         Connection::with_served(stream, served)
