@@ -406,6 +406,8 @@ def main():
     ap.add_argument("--only")
     ap.add_argument("--proxies", default=",".join(PROXIES),
                     help="comma-separated subset of " + ", ".join(PROXIES) + " to run")
+    ap.add_argument("--edge", default=EDGE,
+                    help="the edge binary to run (an older build, for an A/B of two commits)")
     args = ap.parse_args()
     names = [n for n in PROXIES if n in args.proxies.split(",")]
     if not names:
@@ -437,7 +439,7 @@ def main():
 
     starts = {
         "edge": lambda: Proxy(
-            "edge", [EDGE, "run", "--config", f"{work}/edge.toml", "--runtime-dir", work],
+            "edge", [args.edge, "run", "--config", f"{work}/edge.toml", "--runtime-dir", work],
             *ports["edge"], lambda pid: [pid]),
         "nginx": lambda: Proxy(
             "nginx", ["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"],

@@ -561,18 +561,39 @@ pub fn upstream_request(
     };
     // A body the edge holds or streams goes with the framing the edge writes for it.
     let reframed = !matches!(body, Body::Empty);
+    // HTTP/2 carries the host in `:authority` (the codec has checked that a Host beside it
+    // agrees) and may split `Cookie` into several fields: HTTP/1.1 wants one Host and one
+    // Cookie (RFC 9113 8.3.1, 8.2.3).
+    let h2 = req.version == http::Version::HTTP_2;
+    let authority = req.uri.authority().filter(|_| h2);
+    let cookies = h2 && req.headers.get_all(header::COOKIE).iter().nth(1).is_some();
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(authority) = authority {
+        h1::write_field(out, &header::HOST, authority.as_str().as_bytes());
+    }
     for (name, value) in &req.headers {
         let dropped = (has_hop_by_hop
             && (hop_by_hop(name.as_str()) || nominated.iter().any(|n| n == name.as_str())))
             || forwarding.iter().any(|(set, _)| set == name)
-            || (reframed && name == header::CONTENT_LENGTH);
+            || (reframed && name == header::CONTENT_LENGTH)
+            || (authority.is_some() && name == header::HOST)
+            || (cookies && name == header::COOKIE);
         if !dropped {
             h1::write_field(out, name, value.as_bytes());
         }
+    }
+    if cookies {
+        let mut joined = Vec::new();
+        for (i, value) in req.headers.get_all(header::COOKIE).iter().enumerate() {
+            if i > 0 {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(value.as_bytes());
+        }
+        h1::write_field(out, &header::COOKIE, &joined);
     }
     let length = match body {
         Body::Empty => None,

@@ -19,7 +19,7 @@
 //! connection closing.
 
 use crate::client::net_contains;
-use crate::downstream::h1;
+use crate::downstream::{h1, h2};
 use crate::observe::connections::{self, Listener};
 use crate::proxy::EdgeProxy;
 use crate::snapshot::Snapshot;
@@ -45,12 +45,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The listeners' application: the gate in front of the proxy.
 pub struct ConnectionGate {
-    /// Pingora's proxy pipeline: HTTP/2 connections, and HTTP/1 ones when `own_loop` is off.
+    /// Pingora's proxy pipeline when `own_loop` is off (and the h2 settings it holds).
     pub proxy: Arc<HttpProxy<EdgeProxy>>,
     /// The edge's own request loop for HTTP/1.
     pub edge: Arc<EdgeProxy>,
-    /// Whether HTTP/1 requests go through the edge's own loop (the default) rather than
-    /// Pingora's pipeline (`EDGE_REQUEST_LOOP=pingora`, kept while the new loop settles in).
+    /// Whether requests (HTTP/1 and HTTP/2) go through the edge's own loop (the default)
+    /// rather than Pingora's pipeline (`EDGE_REQUEST_LOOP=pingora`, kept while the new loop settles in).
     pub own_loop: bool,
     /// Whether the own loop serves the common request on the edge's own HTTP/1.1 session
     /// (the default) rather than Pingora's (`EDGE_H1_SESSION=pingora`, kept while the own
@@ -109,8 +109,23 @@ impl ConnectionGate {
         let clock = Arc::new(HeadClock::new(header_timeout));
         let mut stream: Stream = Box::new(HeadDeadline::new(stream, clock.clone(), first_wait));
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // Pingora serves the whole HTTP/2 connection in this call.
-            let _ = self.proxy.process_new(stream, shutdown).await;
+            if !self.own_loop {
+                // Pingora serves the whole HTTP/2 connection in this call.
+                let _ = self.proxy.process_new(stream, shutdown).await;
+                return;
+            }
+            // Each stream runs on the same phases as an HTTP/1 request, in a task of its own
+            // on a worker drawn at random, as Pingora places them: kept on the connection's
+            // thread, a connection's streams lose the other core (measured in BENCHMARKS.md).
+            let options = HttpServerApp::h2_options(&*self.proxy);
+            h2::serve_connection(stream, options, shutdown, |mut session| {
+                let edge = self.edge.clone();
+                pingora_runtime::current_handle().spawn(async move {
+                    edge.serve_h2(&mut session).await;
+                    session.finish().await;
+                });
+            })
+            .await;
             return;
         }
         if self.own_loop {

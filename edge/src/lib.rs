@@ -5,7 +5,8 @@
 //! body, server, kept-alive connection, answer, retries) ▸ log and metrics, reading one
 //! [`snapshot::Snapshot`] (routes, upstreams, zones) that a reload swaps atomically. HTTP/1
 //! runs in the edge's own loop, the common request on the edge's own HTTP/1.1 session
-//! ([`downstream::h1`]) and the rest on pingora-core's; HTTP/2 in Pingora's proxy pipeline.
+//! ([`downstream::h1`]) and the rest on pingora-core's; HTTP/2 streams on the same phases, on
+//! pingora-core's h2 codec ([`downstream::h2`]).
 //!
 //! Layers, each importing only from its own layer's leaves or from below:
 //!

@@ -4,7 +4,10 @@
 //! [`EdgeProxy::serve`] on Pingora's): admit (the checks below, route, allow, rate limit) ▸
 //! forward ([`crate::forward`]) ▸ fail (the error the client sees) ▸ log.
 //!
-//! HTTP/2, as Pingora's `ProxyHttp` phases, on the same admit and log:
+//! HTTP/2 ([`EdgeProxy::serve_h2`]): the same phases on each stream.
+//!
+//! With `EDGE_REQUEST_LOOP=pingora`, every request goes through Pingora's `ProxyHttp` phases
+//! instead, on the same admit and log:
 //!
 //! early_request_filter: compression level
 //! request_filter: snapshot ▸ client ▸ framing, host and path checks ▸ redirect ▸ route ▸ allow ▸ rate limit ▸ body size
@@ -20,7 +23,7 @@
 use crate::client;
 use crate::config::DEFAULT_GZIP_LEVEL;
 use crate::ctx::RequestCtx;
-use crate::downstream::{h1, Downstream};
+use crate::downstream::{h1, h2, Downstream};
 use crate::observe::access_log;
 use crate::observe::connections;
 use crate::observe::metrics::{METRICS, UNROUTED};
@@ -148,6 +151,27 @@ impl EdgeProxy {
         }
         log(session, result.as_ref().err().map(|e| &**e), &ctx);
         result.is_ok() && session.reusable()
+    }
+    /// One HTTP/2 request stream, the same phases again: admit ▸ forward ▸ fail ▸ log.
+    pub async fn serve_h2(&self, session: &mut h2::Session) {
+        let mut ctx = self.new_ctx();
+        session.compress(compression_level(
+            &ctx.snapshot.config.gzip,
+            session.req_header(),
+        ));
+        let result = match admit(session, &mut ctx).await {
+            Ok(Verdict::Answered) => Ok(()),
+            Ok(Verdict::Forward(route)) => crate::forward::forward(session, &mut ctx, &route).await,
+            // An HTTP/2 request asks for no upgrade (is_upgrade_req is false).
+            Ok(Verdict::Upgrade(_)) => {
+                Error::e_explain(ErrorType::InternalError, "upgrade on an HTTP/2 stream")
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            fail(session, e, &ctx).await;
+        }
+        log(session, result.as_ref().err().map(|e| &**e), &ctx);
     }
 }
 

@@ -768,3 +768,185 @@ async fn malformed_http2_requests_are_refused_before_any_backend() {
     assert_eq!(h2_get(&mut sender, "/fine").await.status(), 200);
     assert_eq!(t._app.requests(), 1);
 }
+
+/// An edge with one certificate (a.example) on an https listener, `rest` for its upstreams
+/// and routes, and `edge_lines` in its [edge].
+async fn https_edge(dir: &Path, edge_lines: &str, rest: &str) -> (Edge, SocketAddr) {
+    let (cert, key) = certs(dir, "a", &["a.example"]);
+    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let edge = Edge::start(
+        &format!("https_listen = [\"{https}\"]\n{edge_lines}"),
+        &format!("[tls]\ncertificates = [{{ cert = \"{cert}\", key = \"{key}\" }}]\n{rest}"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(https).is_err() {
+        assert!(std::time::Instant::now() < deadline, "https listener");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (edge, https)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_requests_reach_an_http11_server_with_one_host_and_one_cookie() {
+    // A server that keeps every head it is sent and answers each with a small JSON.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                each_request_head(&mut stream, |stream, head| {
+                    seen.lock().expect("heads").push(head.to_string());
+                    use std::io::Write;
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
+                        .is_ok()
+                });
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let (_edge, https) = https_edge(dir.path(), "", &one_route(upstream)).await;
+
+    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let mut sender = h2_client(stream).await;
+    // HTTP/2 lets a client split Cookie into one field per pair (RFC 9113 8.2.3).
+    let request = http::Request::get("https://a.example/h2?x=1")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("h2 response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert!(response.headers().contains_key("strict-transport-security"));
+    assert!(response.headers().contains_key("x-request-id"));
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"{\"ok\":true}");
+
+    let heads = heads.lock().expect("heads").clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let head = heads[0].to_ascii_lowercase();
+    assert!(head.starts_with("get /h2?x=1 http/1.1\r\n"), "{head}");
+    let fields = |name: &str| -> Vec<String> {
+        head.lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    };
+    assert_eq!(fields("host"), vec!["a.example"], "{head}");
+    assert_eq!(fields("cookie"), vec!["a=1; b=2"], "{head}");
+    assert_eq!(fields("x-forwarded-proto"), vec!["https"], "{head}");
+    assert_eq!(fields("x-real-ip"), vec!["127.0.0.1"], "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_requests_share_the_upstream_pool_and_its_keepalive_requests() {
+    let backend = KeepaliveBackend::start(0, Duration::from_secs(30));
+    let dir = tempfile::tempdir().expect("dir");
+    let (_edge, https) = https_edge(
+        dir.path(),
+        "threads = 1",
+        &format!(
+            "[upstreams.app]\nkeepalive_requests = 5\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
+            backend.addr
+        ),
+    )
+    .await;
+    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let mut sender = h2_client(stream).await;
+    for i in 0..30 {
+        let response = h2_get(&mut sender, &format!("/n/{i}")).await;
+        assert_eq!(response.status(), 200, "request {i}");
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body");
+    }
+    let counts = backend.per_connection();
+    assert_eq!(counts.iter().sum::<u32>(), 30, "{counts:?}");
+    assert!(
+        counts.iter().all(|&n| n <= 5),
+        "keepalive_requests: {counts:?}"
+    );
+    assert!(counts.len() <= 7, "connections are reused: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_stream_reset_while_its_server_works_is_logged_499_and_frees_the_server() {
+    let app = backend("app").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let (edge, https) = https_edge(
+        dir.path(),
+        &format!("access_log = \"{}\"", log.display()),
+        &format!(
+            "[upstreams.app]\nservers = [{{ addr = \"{}\", max_fails = 1 }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
+            app.addr
+        ),
+    )
+    .await;
+    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get("https://a.example/slow?sleep_ms=3000")
+        .body(())
+        .expect("request");
+    let (_response, mut stream) = client.send_request(request, true).expect("send");
+    // The request is with the server when the client gives up on it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = admin_json(&edge, "/status").await;
+        if status["upstreams"]["app"]["servers"][0]["inflight"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never in flight: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stream.send_reset(h2::Reason::CANCEL);
+
+    // Freed at once, not after the server's 3 s, and counted against nothing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let line = loop {
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = logged
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["path"].as_str().is_some_and(|u| u.starts_with("/slow")))
+        {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(line["status"], 499, "{line}");
+    let status = admin_json(&edge, "/status").await;
+    let server = &status["upstreams"]["app"]["servers"][0];
+    assert_eq!(server["inflight"], 0, "{status}");
+    assert_eq!(server["fails"], 0, "{status}");
+    assert!(
+        server["state"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("up")),
+        "{status}"
+    );
+
+    // The connection's other streams go on.
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get("https://a.example/after")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    assert_eq!(response.await.expect("response").status(), 200);
+}

@@ -1,13 +1,14 @@
 //! The client side of one request, as the request's phases ([`crate::proxy`],
 //! [`crate::forward`], [`crate::respond`]) use it, whichever codec carries it: the edge's own
-//! HTTP/1.1 server session ([`h1`]) for the common request, or Pingora's session for HTTP/2
-//! and for what the own one leaves to Pingora's parser (bodies, upgrades, HTTP/1.0, anything
-//! unusual in a head).
+//! HTTP/1.1 server session ([`h1`]) for the common request, an HTTP/2 stream on pingora-core's
+//! h2 codec ([`h2`]), or Pingora's session for what the own HTTP/1.1 one leaves to Pingora's
+//! parser (bodies, upgrades, HTTP/1.0, anything unusual in a head).
 //!
 //! Static dispatch: each phase is generic over [`Downstream`], so no call on the request's
 //! path is boxed.
 
 pub mod h1;
+pub mod h2;
 
 use bytes::Bytes;
 use http::StatusCode;
