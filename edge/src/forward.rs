@@ -641,15 +641,23 @@ fn client_response(
     for (name, value) in crate::respond::edge_fields(ctx) {
         headers.insert(name, value);
     }
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     let framed = if no_body || headers.contains_key(header::CONTENT_LENGTH) {
         true
     } else if client_http11 {
-        if !chunked {
-            headers.insert(
-                header::TRANSFER_ENCODING,
-                http::HeaderValue::from_static("chunked"),
-            );
+        // Relayed chunked; a coding the server applied (`gzip`) stays, with chunked after it
+        // as the coding the body now travels in.
+        let coded = match crate::downstream::h1::ends_chunked(headers) {
+            Some(true) => None,
+            Some(false) => headers
+                .get(header::TRANSFER_ENCODING)
+                .map(|v| [v.as_bytes(), b", chunked"].concat()),
+            None => Some(b"chunked".to_vec()),
+        };
+        if let Some(coding) = coded {
+            let value = http::HeaderValue::from_bytes(&coding).map_err(|_| {
+                Error::explain(ErrorType::InvalidHTTPHeader, "a bad Transfer-Encoding")
+            })?;
+            headers.insert(header::TRANSFER_ENCODING, value);
         }
         true
     } else {

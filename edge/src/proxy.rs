@@ -80,8 +80,7 @@ impl EdgeProxy {
             Err(e) => {
                 if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
                     let id = client::new_request_id();
-                    let _ =
-                        respond::json_error(&mut session, 400, "malformed request", &id, &[]).await;
+                    let _ = respond::malformed_request(&mut session.downstream_session, &id).await;
                 }
                 return None;
             }
@@ -570,6 +569,8 @@ pub async fn fail(session: &mut impl Downstream, e: &Error, ctx: &RequestCtx) ->
         .response_status()
         .is_some_and(|s| !s.is_informational());
     if status > 0 && !answered {
+        // The connection ends after an error answer: the answer says so.
+        session.set_keepalive_off();
         let message = match status {
             502 => "the upstream server could not be reached or failed",
             504 => "the upstream server did not answer in time",

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
 
 /// The short machine-readable name of an error status.
 pub fn error_name(status: u16) -> &'static str {
@@ -81,13 +82,21 @@ pub async fn rate_limited(
     .await
 }
 
-async fn json_response(
-    session: &mut impl Downstream,
+/// The 400 for a request head the parser refused: there is no request to answer by the
+/// phases (no method, no route), so it goes out through the codec's own error path, which
+/// also ends the connection.
+pub async fn malformed_request(session: &mut ServerSession, request_id: &str) -> Result<()> {
+    let body = error_body(400, "malformed request", request_id);
+    let header = json_head(400, &body, request_id, &[])?;
+    session.write_error_response(header, body).await
+}
+
+fn json_head(
     status: u16,
-    body: Bytes,
+    body: &Bytes,
     request_id: &str,
     extra_headers: &[(&'static str, String)],
-) -> Result<()> {
+) -> Result<ResponseHeader> {
     let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
@@ -96,6 +105,17 @@ async fn json_response(
     for (name, value) in extra_headers {
         header.insert_header(*name, value.as_str())?;
     }
+    Ok(header)
+}
+
+async fn json_response(
+    session: &mut impl Downstream,
+    status: u16,
+    body: Bytes,
+    request_id: &str,
+    extra_headers: &[(&'static str, String)],
+) -> Result<()> {
+    let header = json_head(status, &body, request_id, extra_headers)?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session.write_head(Box::new(header), head_only).await?;
     if !head_only {

@@ -240,6 +240,21 @@ impl<'c> Session<'c> {
     }
 }
 
+/// `Some` when the fields have a Transfer-Encoding: whether chunked is the last coding of the
+/// last one, the coding that frames the body (RFC 9112 6.3).
+pub fn ends_chunked(headers: &http::HeaderMap) -> Option<bool> {
+    let value = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()?;
+    let last = value
+        .as_bytes()
+        .rsplit(|&b| b == b',')
+        .next()
+        .unwrap_or(b"");
+    Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
 /// Writes a response head as Pingora's session does: for a final head, `Date` and
 /// `Connection` set by the edge (replacing the server's); the status line; the fields in
 /// their usual spelling (`Content-Type`), or as the edge spelled those it wrote itself.
@@ -332,7 +347,7 @@ impl Downstream for Session<'_> {
             Framing::None
         } else if head.headers.contains_key(header::CONTENT_LENGTH) {
             Framing::Length
-        } else if head.headers.contains_key(header::TRANSFER_ENCODING) {
+        } else if ends_chunked(&head.headers) == Some(true) {
             Framing::Chunked
         } else {
             Framing::Close

@@ -293,13 +293,36 @@ impl Exchange {
         let bytes = self.connection.read.split_to(head.len).freeze();
         let base = bytes.as_ptr() as usize;
         let mut headers = HeaderMap::with_capacity(head.fields.len() + RESPONSE_ROOM);
+        let upgrade = head.status == StatusCode::SWITCHING_PROTOCOLS;
+        // A response without a body carries no framing of one (RFC 9110 8.6, RFC 9112 6.1;
+        // a 304's Content-Length describes the representation and stays).
+        let bodiless = head.status.is_informational() || head.status == StatusCode::NO_CONTENT;
+        let unframed = bodiless || head.status == StatusCode::NOT_MODIFIED;
+        // Fields `Connection` names concern only the connection to the server (rare: found
+        // only when framing saw such a name).
+        let nominated: Vec<HeaderName> = if head.nominates && !upgrade {
+            head.fields
+                .iter()
+                .filter(|f| {
+                    bytes[f.name.0 - base..f.name.1 - base].eq_ignore_ascii_case(b"connection")
+                })
+                .flat_map(|f| bytes[f.value.0 - base..f.value.1 - base].split(|&b| b == b','))
+                .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
         for field in &head.fields {
             let name = &bytes[field.name.0 - base..field.name.1 - base];
             let Ok(name) = HeaderName::from_bytes(name) else {
                 return Error::e_explain(ErrorType::InvalidHTTPHeader, "a bad response field name");
             };
-            if connection_only(&name) || (head.chunked.is_some() && name == header::CONTENT_LENGTH)
-            {
+            let dropped = connection_only(&name)
+                || (name == header::CONTENT_LENGTH && (head.chunked.is_some() || bodiless))
+                || (name == header::TRANSFER_ENCODING && unframed)
+                || (name == header::UPGRADE && !upgrade)
+                || nominated.contains(&name);
+            if dropped {
                 continue;
             }
             let value = bytes.slice(field.value.0 - base..field.value.1 - base);

@@ -70,6 +70,9 @@ pub(super) struct Head {
     /// How the body that follows is read.
     pub(super) reader: Reader,
     pub(super) keepalive: bool,
+    /// `Connection` names a field other than close and keep-alive (that field concerns only
+    /// this connection and is not relayed).
+    pub(super) nominates: bool,
 }
 
 pub(super) enum Parsed {
@@ -78,7 +81,14 @@ pub(super) enum Parsed {
     Complete(Head),
 }
 
-fn span(part: &[u8]) -> (usize, usize) {
+/// Where `part` lies, as addresses; an empty part is placed at the buffer's start, since the
+/// parser may hand out an empty slice that is not in the buffer (a status line without a
+/// reason phrase).
+fn span(buffer: &[u8], part: &[u8]) -> (usize, usize) {
+    if part.is_empty() {
+        let start = buffer.as_ptr() as usize;
+        return (start, start);
+    }
     let start = part.as_ptr() as usize;
     (start, start + part.len())
 }
@@ -115,11 +125,12 @@ pub(super) fn parse<'b>(
     let mut head = Head {
         len,
         status,
-        reason: span(response.reason.unwrap_or("").as_bytes()),
+        reason: span(buffer, response.reason.unwrap_or("").as_bytes()),
         fields: Vec::with_capacity(response.headers.len()),
         chunked: None,
         reader: Reader::Done,
         keepalive: false,
+        nominates: false,
     };
     let mut length: Option<u64> = None;
     let mut length_bad = false;
@@ -127,8 +138,8 @@ pub(super) fn parse<'b>(
     for field in response.headers.iter() {
         let name = field.name.as_bytes();
         head.fields.push(Field {
-            name: span(name),
-            value: span(field.value),
+            name: span(buffer, name),
+            value: span(buffer, field.value),
         });
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // The last coding of the last field is what frames the body.
@@ -144,8 +155,13 @@ pub(super) fn parse<'b>(
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in field.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let (c, k) = (
+                    token.eq_ignore_ascii_case(b"close"),
+                    token.eq_ignore_ascii_case(b"keep-alive"),
+                );
+                close |= c;
+                keep_alive |= k;
+                head.nominates |= !c && !k && !token.is_empty();
             }
         }
     }
