@@ -395,7 +395,7 @@ fn diff(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
 
 /// The embedded default serves HTTPS with a self-signed development certificate, generated on
 /// first run when the configured files are missing.
-fn ensure_dev_certificates(validated: &Validated) -> Result<(), String> {
+fn ensure_dev_certificates(validated: &Validated) -> Result<(), edge::tls::TlsError> {
     for pair in validated.config.tls.iter().flat_map(|t| &t.certificates) {
         if pair.cert.exists() && pair.key.exists() {
             continue;

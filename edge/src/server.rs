@@ -129,11 +129,11 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         .collect();
     if let Some(tls) = &snapshot.load().config.tls {
         // Installed before the acceptor is built, which then uses this provider.
-        let provider = crate::tls::crypto_provider(tls).map_err(anyhow::Error::msg)?;
+        let provider = crate::tls::crypto_provider(tls)?;
         if provider.install_default().is_err() {
             tracing::warn!("a TLS crypto provider was already installed; keeping it");
         }
-        let certificates = Certificates::load(&tls.certificates).map_err(anyhow::Error::msg)?;
+        let certificates = Certificates::load(&tls.certificates)?;
         certificates.watch()?;
         certificates.staple(tls.ocsp_refresh)?;
         let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))

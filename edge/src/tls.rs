@@ -83,8 +83,49 @@ pub fn cipher_policy(ciphers: &[String]) -> (Option<Vec<&'static str>>, Vec<Stri
     (Some(chosen), notes)
 }
 
+/// Why certificates or the TLS settings cannot be used; the text names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("[tls] leaves no cipher suite to offer")]
+    NoCipherSuite,
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: no certificate in the file")]
+    NoCertificate { path: String },
+    #[error("{path}: no private key in the file")]
+    NoKey { path: String },
+    /// PEM, key or X.509 contents the parsers refuse.
+    #[error("{path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{cert} and {key} do not belong together: {reason}")]
+    Mismatch {
+        cert: String,
+        key: String,
+        reason: String,
+    },
+    #[error("cannot generate a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn unreadable<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> TlsError + '_ {
+    move |e| TlsError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
 /// The crypto provider for the listeners: ring's, with the suites `tls` allows.
-pub fn crypto_provider(tls: &TlsSettings) -> Result<CryptoProvider, String> {
+pub fn crypto_provider(tls: &TlsSettings) -> Result<CryptoProvider, TlsError> {
     let mut provider = rustls::crypto::ring::default_provider();
     let (allowed, _) = cipher_policy(&tls.ciphers);
     let tls12 = tls.protocols.contains(&TlsVersion::Tls12);
@@ -97,7 +138,7 @@ pub fn crypto_provider(tls: &TlsSettings) -> Result<CryptoProvider, String> {
         }
     });
     if provider.cipher_suites.is_empty() {
-        return Err("[tls] leaves no cipher suite to offer".into());
+        return Err(TlsError::NoCipherSuite);
     }
     Ok(provider)
 }
@@ -128,7 +169,7 @@ impl std::fmt::Debug for Certificates {
 
 impl Certificates {
     /// Loads every configured certificate; any error is fatal here (at start).
-    pub fn load(paths: &[CertificatePaths]) -> Result<Arc<Certificates>, String> {
+    pub fn load(paths: &[CertificatePaths]) -> Result<Arc<Certificates>, TlsError> {
         let loaded = load_all(paths)?;
         Ok(Arc::new(Certificates {
             paths: paths.to_vec(),
@@ -147,7 +188,7 @@ impl Certificates {
     }
 
     /// Re-reads the files; a broken file keeps the certificates in use.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), TlsError> {
         let loaded = load_all(&self.paths)?;
         let staples = self.staples.lock().unwrap_or_else(|p| p.into_inner());
         self.current.store(Arc::new(with_staples(loaded, &staples)));
@@ -288,31 +329,36 @@ fn with_staples(mut loaded: Vec<Loaded>, staples: &[Option<Staple>]) -> Vec<Load
     loaded
 }
 
-fn load_all(paths: &[CertificatePaths]) -> Result<Vec<Loaded>, String> {
+fn load_all(paths: &[CertificatePaths]) -> Result<Vec<Loaded>, TlsError> {
     paths.iter().map(load_one).collect()
 }
 
-fn load_one(paths: &CertificatePaths) -> Result<Loaded, String> {
-    let cert_file = paths.cert.display();
-    let key_file = paths.key.display();
-    let chain_pem = std::fs::read(&paths.cert).map_err(|e| format!("{cert_file}: {e}"))?;
+fn load_one(paths: &CertificatePaths) -> Result<Loaded, TlsError> {
+    let (cert_file, key_file) = (paths.cert.as_path(), paths.key.as_path());
+    let chain_pem = std::fs::read(cert_file).map_err(io_error(cert_file))?;
     let chain: Vec<_> = rustls_pemfile::certs(&mut chain_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{cert_file}: {e}"))?;
+        .map_err(unreadable(cert_file))?;
     let Some(leaf) = chain.first() else {
-        return Err(format!("{cert_file}: no certificate in the file"));
+        return Err(TlsError::NoCertificate {
+            path: cert_file.display().to_string(),
+        });
     };
-    let key_pem = std::fs::read(&paths.key).map_err(|e| format!("{key_file}: {e}"))?;
+    let key_pem = std::fs::read(key_file).map_err(io_error(key_file))?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("{key_file}: {e}"))?
-        .ok_or_else(|| format!("{key_file}: no private key in the file"))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("{key_file}: {e}"))?;
+        .map_err(unreadable(key_file))?
+        .ok_or_else(|| TlsError::NoKey {
+            path: key_file.display().to_string(),
+        })?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(unreadable(key_file))?;
     let certified = CertifiedKey::new(chain.clone(), signing);
-    certified
-        .keys_match()
-        .map_err(|e| format!("{cert_file} and {key_file} do not belong together: {e}"))?;
-    let names = names_of(leaf.as_ref()).map_err(|e| format!("{cert_file}: {e}"))?;
+    certified.keys_match().map_err(|e| TlsError::Mismatch {
+        cert: cert_file.display().to_string(),
+        key: key_file.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let names = names_of(leaf.as_ref()).map_err(unreadable(cert_file))?;
     Ok(Loaded {
         names,
         key: Arc::new(certified),
@@ -320,8 +366,10 @@ fn load_one(paths: &CertificatePaths) -> Result<Loaded, String> {
 }
 
 /// The DNS names a certificate serves: its subjectAltName entries, else its common name.
-fn names_of(der: &[u8]) -> Result<Vec<String>, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+fn names_of(
+    der: &[u8],
+) -> Result<Vec<String>, x509_parser::nom::Err<x509_parser::error::X509Error>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)?;
     let mut names: Vec<String> = cert
         .subject_alternative_name()
         .ok()
@@ -351,17 +399,17 @@ fn names_of(der: &[u8]) -> Result<Vec<String>, String> {
 }
 
 /// Writes a self-signed certificate for `names` (for local development and tests).
-pub fn generate_self_signed(names: &[&str], cert: &Path, key: &Path) -> Result<(), String> {
+pub fn generate_self_signed(names: &[&str], cert: &Path, key: &Path) -> Result<(), TlsError> {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    let generated = rcgen::generate_simple_self_signed(names)?;
     if let Some(dir) = cert.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
-    std::fs::write(cert, generated.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
+    std::fs::write(cert, generated.cert.pem()).map_err(io_error(cert))?;
     write_private(key, &generated.key_pair.serialize_pem())
 }
 
-fn write_private(path: &Path, pem: &str) -> Result<(), String> {
+fn write_private(path: &Path, pem: &str) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -370,9 +418,8 @@ fn write_private(path: &Path, pem: &str) -> Result<(), String> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(pem.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(io_error(path))?;
+    file.write_all(pem.as_bytes()).map_err(io_error(path))
 }
 
 #[cfg(test)]

@@ -2,22 +2,43 @@
 
 use std::time::Duration;
 
+/// Why a config value is not the unit it should be; the text says so in the words the
+/// config's diagnostics show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("`{0}` is not a duration: expected a number and a unit, like \"30s\" or \"500ms\"")]
+    DurationWithoutNumber(String),
+    #[error("`{text}` is not a duration: `{number}` is not a number")]
+    DurationNumber { text: String, number: String },
+    #[error("`{text}` is not a duration: unknown unit `{unit}` (use ms, s, m, h or d)")]
+    DurationUnit { text: String, unit: String },
+    #[error("`{0}` is too long a duration")]
+    DurationTooLong(String),
+    #[error("`{0}` is not a size: expected a number with an optional k, m or g, like \"10m\"")]
+    Size(String),
+    #[error("`{0}` is too large a size")]
+    SizeTooLarge(String),
+    #[error("`{0}` is not a rate: expected like \"10r/s\" or \"600r/m\"")]
+    Rate(String),
+    #[error("`{0}`: a rate must be at least 1 request")]
+    RateZero(String),
+}
+
 /// Parses a duration such as `"500ms"`, `"30s"`, `"5m"`, `"1h"` or `"2d"`.
 /// A bare number is seconds, as in nginx.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     if number.is_empty() {
-        return Err(format!(
-            "`{text}` is not a duration: expected a number and a unit, like \"30s\" or \"500ms\""
-        ));
+        return Err(UnitError::DurationWithoutNumber(text.to_string()));
     }
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: `{number}` is not a number"))?;
+    let value: f64 = number.parse().map_err(|_| UnitError::DurationNumber {
+        text: text.to_string(),
+        number: number.to_string(),
+    })?;
     let seconds_per_unit = match unit.trim() {
         "ms" => 0.001,
         "" | "s" => 1.0,
@@ -25,20 +46,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         "d" => 86_400.0,
         other => {
-            return Err(format!(
-                "`{text}` is not a duration: unknown unit `{other}` (use ms, s, m, h or d)"
-            ))
+            return Err(UnitError::DurationUnit {
+                text: text.to_string(),
+                unit: other.to_string(),
+            })
         }
     };
     let seconds = value * seconds_per_unit;
     if !seconds.is_finite() || seconds > 10.0 * 365.0 * 86_400.0 {
-        return Err(format!("`{text}` is too long a duration"));
+        return Err(UnitError::DurationTooLong(text.to_string()));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Parses a size such as `"10m"`, `"512k"`, `"1g"` or a bare number of bytes (nginx's units).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let text = text.trim();
     let (number, multiplier) = match text.as_bytes().last() {
         Some(b'k' | b'K') => (&text[..text.len() - 1], 1u64 << 10),
@@ -46,14 +68,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         Some(b'g' | b'G') => (&text[..text.len() - 1], 1u64 << 30),
         _ => (text, 1),
     };
-    let value: u64 = number.trim().parse().map_err(|_| {
-        format!(
-            "`{text}` is not a size: expected a number with an optional k, m or g, like \"10m\""
-        )
-    })?;
+    let value: u64 = number
+        .trim()
+        .parse()
+        .map_err(|_| UnitError::Size(text.to_string()))?;
     value
         .checked_mul(multiplier)
-        .ok_or_else(|| format!("`{text}` is too large a size"))
+        .ok_or_else(|| UnitError::SizeTooLarge(text.to_string()))
 }
 
 /// A request rate: so many requests per so many seconds.
@@ -73,12 +94,12 @@ impl Rate {
 }
 
 /// Parses a rate such as `"10r/s"` or `"600r/m"`, as nginx's `limit_req_zone rate=`.
-pub fn parse_rate(text: &str) -> Result<Rate, String> {
-    let bad = || format!("`{text}` is not a rate: expected like \"10r/s\" or \"600r/m\"");
+pub fn parse_rate(text: &str) -> Result<Rate, UnitError> {
+    let bad = || UnitError::Rate(text.to_string());
     let (count, unit) = text.trim().split_once("r/").ok_or_else(bad)?;
     let requests: u32 = count.trim().parse().map_err(|_| bad())?;
     if requests == 0 {
-        return Err(format!("`{text}`: a rate must be at least 1 request"));
+        return Err(UnitError::RateZero(text.to_string()));
     }
     let per = match unit.trim() {
         "s" => Duration::from_secs(1),
@@ -103,6 +124,12 @@ mod tests {
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("1e400s").is_err());
+        assert_eq!(
+            parse_duration("10 parsecs")
+                .expect_err("not a duration")
+                .to_string(),
+            "`10 parsecs` is not a duration: unknown unit `parsecs` (use ms, s, m, h or d)"
+        );
     }
 
     #[test]

@@ -561,7 +561,7 @@ impl Validator<'_> {
             Some(r) => match parse_rate(r.get_ref()) {
                 Ok(rate) => Some(rate),
                 Err(e) => {
-                    self.error(r.span(), e);
+                    self.error(r.span(), e.to_string());
                     None
                 }
             },
@@ -858,7 +858,7 @@ impl Validator<'_> {
             Some(t) => match parse_duration(t.get_ref()) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.error(t.span(), e);
+                    self.error(t.span(), e.to_string());
                     default
                 }
             },
@@ -879,7 +879,7 @@ impl Validator<'_> {
 
     fn size(&mut self, t: &Spanned<String>) -> u64 {
         parse_size(t.get_ref()).unwrap_or_else(|e| {
-            self.error(t.span(), e);
+            self.error(t.span(), e.to_string());
             0
         })
     }
