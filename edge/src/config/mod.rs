@@ -97,6 +97,33 @@ upstream = "app"
     }
 
     #[test]
+    fn a_value_outside_its_choices_is_named_with_the_choices_and_its_place() {
+        let text = "[redis]\non_error = \"deny\"\n[zones.z]\nrate = \"1r/s\"\nstore = \"disk\"\n\
+                    [upstreams.app]\nbalance = \"random\"\nservers = [ { addr = \"app:80\" } ]\n";
+        let errors = validate("t.toml", text).expect_err("three choices").errors;
+        let found: Vec<(usize, usize, &str)> = errors
+            .iter()
+            .map(|e| (e.line, e.column, e.message.as_str()))
+            .collect();
+        assert!(
+            found.contains(&(2, 12, "on_error is \"local\" or \"allow\", not `deny`")),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&(5, 9, "store is \"local\" or \"redis\", not `disk`")),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&(
+                7,
+                11,
+                "balance is \"round_robin\", \"least_conn\" or \"ip_hash\", not `random`"
+            )),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn type_errors_and_syntax_errors_have_places_too() {
         let errors = validate("t.toml", "[edge]\nthreads = \"many\"\n")
             .expect_err("a type error")

@@ -1,0 +1,117 @@
+//! `[upstreams.NAME]`: balancing, servers, keep-alive and health checks.
+
+use super::*;
+
+impl Validator<'_> {
+    pub(super) fn upstream(
+        &mut self,
+        name: &str,
+        u: &Spanned<UpstreamFile>,
+    ) -> Option<UpstreamSettings> {
+        let f = u.get_ref();
+        let balance = self.choice(
+            "balance",
+            &f.balance,
+            &[
+                ("round_robin", Balance::RoundRobin),
+                ("least_conn", Balance::LeastConn),
+                ("ip_hash", Balance::IpHash),
+            ],
+        );
+        let mut servers = Vec::new();
+        match &f.servers {
+            Some(list) if !list.get_ref().is_empty() => {
+                let mut seen = HashSet::new();
+                for s in list.get_ref() {
+                    if let Some(server) = self.server(s) {
+                        if !seen.insert(server.addr.clone()) {
+                            self.error(
+                                s.span(),
+                                format!(
+                                    "server `{}` is listed twice in upstream `{}`",
+                                    server.addr, name
+                                ),
+                            );
+                        }
+                        servers.push(server);
+                    }
+                }
+            }
+            Some(list) => self.error(list.span(), format!("upstream `{}` has no servers", name)),
+            None => self.error(u.span(), format!("upstream `{}` needs `servers`", name)),
+        }
+        let health = f.health.as_ref().map(|h| self.health(h));
+        Some(UpstreamSettings {
+            balance,
+            keepalive: self.int_or(
+                &f.keepalive,
+                DEFAULT_UPSTREAM_KEEPALIVE as u32,
+                0,
+                100_000,
+                "keepalive",
+            ) as usize,
+            keepalive_requests: self.int_or(
+                &f.keepalive_requests,
+                DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS,
+                1,
+                u32::MAX as i64,
+                "keepalive_requests",
+            ),
+            keepalive_timeout: self
+                .duration_or(&f.keepalive_timeout, DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT),
+            connect_timeout: self.positive_duration_or(&f.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+            read_timeout: self.positive_duration_or(&f.read_timeout, DEFAULT_READ_TIMEOUT),
+            send_timeout: self.positive_duration_or(&f.send_timeout, DEFAULT_SEND_TIMEOUT),
+            next_upstream_tries: self.int_or(
+                &f.next_upstream_tries,
+                DEFAULT_NEXT_UPSTREAM_TRIES,
+                0,
+                1000,
+                "next_upstream_tries",
+            ),
+            servers,
+            health,
+        })
+    }
+
+    fn server(&mut self, s: &Spanned<ServerFile>) -> Option<ServerSettings> {
+        let f = s.get_ref();
+        let Some(addr) = &f.addr else {
+            self.error(
+                s.span(),
+                "a server needs an `addr` like \"content-manager:8000\"",
+            );
+            return None;
+        };
+        if let Err(e) = check_server_addr(addr.get_ref()) {
+            self.error(addr.span(), e);
+        }
+        let weight = self.int_or(&f.weight, DEFAULT_WEIGHT, 1, 1_000_000, "weight");
+        Some(ServerSettings {
+            addr: addr.get_ref().clone(),
+            weight,
+            max_fails: self.int_or(&f.max_fails, DEFAULT_MAX_FAILS, 0, 1_000_000, "max_fails"),
+            fail_timeout: self.duration_or(&f.fail_timeout, DEFAULT_FAIL_TIMEOUT),
+        })
+    }
+
+    fn health(&mut self, h: &Spanned<HealthFile>) -> HealthSettings {
+        let f = h.get_ref();
+        let path = match &f.path {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                self.error(p.span(), "a health `path` starts with `/`");
+                DEFAULT_HEALTH_PATH.to_string()
+            }
+            Some(p) => p.get_ref().clone(),
+            None => DEFAULT_HEALTH_PATH.to_string(),
+        };
+        HealthSettings {
+            path,
+            interval: self.positive_duration_or(&f.interval, DEFAULT_HEALTH_INTERVAL),
+            timeout: self.positive_duration_or(&f.timeout, DEFAULT_HEALTH_TIMEOUT),
+            rise: self.int_or(&f.rise, DEFAULT_HEALTH_RISE, 1, 1000, "rise"),
+            fall: self.int_or(&f.fall, DEFAULT_HEALTH_FALL, 1, 1000, "fall"),
+            start_period: self.duration_or(&f.start_period, DEFAULT_HEALTH_START_PERIOD),
+        }
+    }
+}
