@@ -13,21 +13,26 @@
 //! any answer byte is sent again on a new connection without counting; a client that left
 //! ends the request.
 
+mod heads;
+
 use crate::ctx::RequestCtx;
 use crate::downstream::Downstream;
 use crate::observe::metrics::METRICS;
 use crate::snapshot::Route;
-use crate::upstream::h1::{self, Connection, Exchange, Upload};
+use crate::upstream::h1::{self, Connection, Exchange};
 use crate::upstream::{InflightGuard, Upstream};
 use bytes::{Bytes, BytesMut};
 use http::header;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::protocols::Stream;
 use pingora::ErrorType;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+pub use heads::upstream_request;
+use heads::{client_head, client_response};
 
 /// A request body as the edge holds it before going upstream.
 pub enum Body {
@@ -199,25 +204,7 @@ async fn attempt(
     let settings = &upstream.settings;
     ctx.server = Some((index, InflightGuard::new(server.state.clone())));
     ctx.upstream_started = Some(Instant::now());
-    // A body that streams can be sent once only: it gets a new connection, never one the
-    // server may have closed while idle.
-    let pooled = match body {
-        Body::Streaming(_) => None,
-        _ => server.state.pool.take(settings.keepalive_timeout),
-    };
-    let (connection, reused) = match pooled {
-        Some(pooled) => (pooled, true),
-        // Boxed: a connect is rare on kept-alive traffic, and its state would otherwise
-        // be part of every request's future.
-        None => (
-            Connection::new(
-                Box::pin(connect(addr, settings.connect_timeout))
-                    .await
-                    .map_err(Failed::upstream)?,
-            ),
-            false,
-        ),
-    };
+    let (connection, reused) = connection_for(server, settings, addr, body).await?;
     let mut up = Exchange::new(connection, settings.read_timeout, settings.send_timeout);
     // Only a close or a socket error on a reused connection, before any answer, is taken for
     // a connection the server closed while idle; a timeout or a broken answer is a failure.
@@ -248,50 +235,18 @@ async fn attempt(
     }
     let cut_short = early.is_some();
 
-    // The answer, while watching the client: one that leaves ends the request at once (its
-    // server is not held, nor counted against, until read_timeout). Informational heads are
-    // relayed to HTTP/1.1 clients (100 Continue was the edge's own).
     let client_http11 = session.req_header().version == http::Version::HTTP_11;
     let sent = !matches!(body, Body::Empty);
-    let head = loop {
-        let head = match early.take() {
-            Some(head) => head,
-            None => {
-                let read = tokio::select! {
-                    biased;
-                    read = up.read_response() => read,
-                    idle = session.watch_idle() => {
-                        let e = idle.err().unwrap_or_else(|| {
-                            Error::explain(ErrorType::ConnectionClosed, "the client went idle")
-                        });
-                        return Err(Failed::client(e));
-                    }
-                };
-                read.map_err(|e| Failed {
-                    body_sent: sent,
-                    ..stale(e)
-                })?
-            }
-        };
-        if head.status == 101 {
-            // Upgrades are relayed by the websocket tunnel only, on routes that allow them.
-            return Err(Failed::upstream(Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "101 Switching Protocols to a request that asked for no upgrade",
-            )));
-        }
-        if head.status.is_informational() {
-            if head.status != 100 && client_http11 {
-                let info = client_head(head).map_err(Failed::upstream)?;
-                session
-                    .write_head(info, false)
-                    .await
-                    .map_err(Failed::client)?;
-            }
-            continue;
-        }
-        break head;
-    };
+    let head = final_head(session, &mut up, early, client_http11)
+        .await
+        .map_err(|e| match e {
+            Answer::Client(e) => Failed::client(e),
+            Answer::Upstream(e) => Failed::upstream(e),
+            Answer::Read(e) => Failed {
+                body_sent: sent,
+                ..stale(e)
+            },
+        })?;
     ctx.response_started = true;
     upstream.report_success(index);
     if let Some(started) = ctx.upstream_started {
@@ -317,6 +272,117 @@ async fn attempt(
     if no_body {
         ctx.server = None;
     }
+    relay(session, ctx, &mut up, response, no_body).await?;
+
+    // The connection is kept for the next request if both ends allow it (never one whose
+    // request body was cut short by an early answer).
+    if cut_short {
+        drain_client_body(session).await;
+        return Ok(());
+    }
+    if let Some(connection) = up.into_reusable() {
+        server
+            .state
+            .pool
+            .put(connection, settings.keepalive, settings.keepalive_requests);
+    }
+    Ok(())
+}
+
+/// A kept-alive connection to `server` or a new one, and whether it was kept. A body that
+/// streams can be sent once only: it gets a new connection, never one the server may have
+/// closed while idle.
+async fn connection_for(
+    server: &crate::upstream::Server,
+    settings: &crate::config::UpstreamSettings,
+    addr: SocketAddr,
+    body: &Body,
+) -> Result<(Connection, bool), Failed> {
+    let pooled = match body {
+        Body::Streaming(_) => None,
+        _ => server.state.pool.take(settings.keepalive_timeout),
+    };
+    Ok(match pooled {
+        Some(pooled) => (pooled, true),
+        // Boxed: a connect is rare on kept-alive traffic, and its state would otherwise
+        // be part of every request's future.
+        None => (
+            Connection::new(
+                Box::pin(connect(addr, settings.connect_timeout))
+                    .await
+                    .map_err(Failed::upstream)?,
+            ),
+            false,
+        ),
+    })
+}
+
+/// How waiting for the final head failed: the client left or its connection broke, the
+/// server's answer could not be read (which may be a stale connection), or what it answered
+/// cannot be relayed.
+enum Answer {
+    Client(Box<Error>),
+    Read(Box<Error>),
+    Upstream(Box<Error>),
+}
+
+/// The server's final head (`early`, if it answered before it took the whole body), read
+/// while watching the client: one that leaves ends the request at once (its server is not
+/// held, nor counted against, until read_timeout). Informational heads are relayed to
+/// HTTP/1.1 clients (100 Continue was the edge's own).
+async fn final_head(
+    session: &mut impl Downstream,
+    up: &mut Exchange,
+    mut early: Option<h1::Response>,
+    client_http11: bool,
+) -> Result<h1::Response, Answer> {
+    loop {
+        let head = match early.take() {
+            Some(head) => head,
+            None => {
+                let read = tokio::select! {
+                    biased;
+                    read = up.read_response() => read,
+                    idle = session.watch_idle() => {
+                        let e = idle.err().unwrap_or_else(|| {
+                            Error::explain(ErrorType::ConnectionClosed, "the client went idle")
+                        });
+                        return Err(Answer::Client(e));
+                    }
+                };
+                read.map_err(Answer::Read)?
+            }
+        };
+        if head.status == 101 {
+            // Upgrades are relayed by the websocket tunnel only, on routes that allow them.
+            return Err(Answer::Upstream(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "101 Switching Protocols to a request that asked for no upgrade",
+            )));
+        }
+        if head.status.is_informational() {
+            if head.status != 100 && client_http11 {
+                let info = client_head(head).map_err(Answer::Upstream)?;
+                session
+                    .write_head(info, false)
+                    .await
+                    .map_err(Answer::Client)?;
+            }
+            continue;
+        }
+        return Ok(head);
+    }
+}
+
+/// Sends the final head to the client and relays the body after it; the server leaves the
+/// in-flight count once its answer is all in.
+async fn relay(
+    session: &mut impl Downstream,
+    ctx: &mut RequestCtx,
+    up: &mut Exchange,
+    response: Box<pingora::http::ResponseHeader>,
+    no_body: bool,
+) -> Result<(), Failed> {
     session
         .write_head(response, no_body)
         .await
@@ -343,33 +409,7 @@ async fn attempt(
         .write_body(None, true)
         .await
         .map_err(Failed::client)?;
-
-    // The connection is kept for the next request if both ends allow it (never one whose
-    // request body was cut short by an early answer).
-    if cut_short {
-        drain_client_body(session).await;
-        return Ok(());
-    }
-    if let Some(connection) = up.into_reusable() {
-        server
-            .state
-            .pool
-            .put(connection, settings.keepalive, settings.keepalive_requests);
-    }
     Ok(())
-}
-
-/// A head from the server as the client gets it: its status, reason phrase and fields, as
-/// HTTP/1.1 whatever the server spoke (an HTTP/1.0 status line would make a client
-/// downgrade its next request), as nginx does.
-fn client_head(mut head: h1::Response) -> Result<Box<ResponseHeader>> {
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = head.status;
-    parts.version = http::Version::HTTP_11;
-    parts.headers = std::mem::take(&mut head.headers);
-    let mut out = Box::new(ResponseHeader::from(parts));
-    out.set_reason_phrase(head.reason())?;
-    Ok(out)
 }
 
 /// After an early answer, the rest of the client's body is read and dropped (nginx's
@@ -491,244 +531,5 @@ async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<Strea
             Error::e_because(etype, format!("connecting to {addr}"), e)
         }
         Err(_) => Error::e_explain(ErrorType::ConnectTimedout, format!("connecting to {addr}")),
-    }
-}
-
-/// Request fields that end at the edge (RFC 9110 7.6.1, and the ones nginx also drops).
-const HOP_BY_HOP: [&str; 11] = [
-    "connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "expect",
-    "keep-alive",
-    "proxy-connection",
-    "http2-settings",
-];
-
-fn hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.contains(&name)
-}
-
-/// Writes the request head sent upstream into `out`: the client's, without its hop-by-hop
-/// fields (those the standard names and those its `Connection` nominates) and `Expect` (the
-/// edge answered it), with the forwarding headers, as HTTP/1.1, and framed for the body the
-/// edge holds; the framing is returned.
-///
-/// Written as bytes straight from the client's head: no second header map is built for it
-/// (a map built and then serialised cost 1.9% of a small request's CPU, a cloned one 4.6%).
-/// Names go upstream in their usual spelling ([`h1::write_field`]): HTTP field names are
-/// case-insensitive (RFC 9110 5.1). The target goes as the client sent it.
-pub fn upstream_request(
-    req: &RequestHeader,
-    ctx: &RequestCtx,
-    body: &Body,
-    out: &mut Vec<u8>,
-) -> Result<Upload> {
-    let target = req.raw_path();
-    if target
-        .iter()
-        .any(|&b| matches!(b, 0x00 | b'\n' | b'\r' | b' '))
-    {
-        return Error::e_explain(
-            ErrorType::InvalidHTTPHeader,
-            "a request target with a byte HTTP/1.1 forbids there",
-        );
-    }
-    let forwarding = ctx.forwarding_headers(req.headers.get(crate::ctx::X_FORWARDED_FOR));
-    // Most requests carry no hop-by-hop field: one pass over the names finds out.
-    let has_hop_by_hop = req.headers.keys().any(|name| hop_by_hop(name.as_str()));
-    let nominated: Vec<String> = if has_hop_by_hop {
-        req.headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .filter_map(|name| std::str::from_utf8(name.trim_ascii()).ok())
-            .filter(|name| !name.is_empty())
-            .map(str::to_ascii_lowercase)
-            .filter(|name| {
-                !matches!(
-                    name.as_str(),
-                    "host" | "x-forwarded-for" | "x-forwarded-proto"
-                )
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    // A body the edge holds or streams goes with the framing the edge writes for it.
-    let reframed = !matches!(body, Body::Empty);
-    // HTTP/2 carries the host in `:authority` (the codec has checked that a Host beside it
-    // agrees) and may split `Cookie` into several fields: HTTP/1.1 wants one Host and one
-    // Cookie (RFC 9113 8.3.1, 8.2.3).
-    let h2 = req.version == http::Version::HTTP_2;
-    let authority = req.uri.authority().filter(|_| h2);
-    let cookies = h2 && req.headers.get_all(header::COOKIE).iter().nth(1).is_some();
-    out.extend_from_slice(req.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target);
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    if let Some(authority) = authority {
-        h1::write_field(out, &header::HOST, authority.as_str().as_bytes());
-    }
-    for (name, value) in &req.headers {
-        let dropped = (has_hop_by_hop
-            && (hop_by_hop(name.as_str()) || nominated.iter().any(|n| n == name.as_str())))
-            || forwarding.iter().any(|(set, _)| set == name)
-            || (reframed && name == header::CONTENT_LENGTH)
-            || (authority.is_some() && name == header::HOST)
-            || (cookies && name == header::COOKIE);
-        if !dropped {
-            h1::write_field(out, name, value.as_bytes());
-        }
-    }
-    if cookies {
-        let mut joined = Vec::new();
-        for (i, value) in req.headers.get_all(header::COOKIE).iter().enumerate() {
-            if i > 0 {
-                joined.extend_from_slice(b"; ");
-            }
-            joined.extend_from_slice(value.as_bytes());
-        }
-        h1::write_field(out, &header::COOKIE, &joined);
-    }
-    let length = match body {
-        Body::Empty => None,
-        Body::Whole(bytes) => Some(bytes.len() as u64),
-        Body::Streaming(_) => crate::request::declared_length(req),
-    };
-    let upload = match (body, length) {
-        (Body::Empty, _) => Upload::Length(0),
-        (_, Some(length)) => {
-            let mut digits = itoa::Buffer::new();
-            h1::write_field(
-                out,
-                &header::CONTENT_LENGTH,
-                digits.format(length).as_bytes(),
-            );
-            Upload::Length(length)
-        }
-        (_, None) => {
-            h1::write_field(out, &header::TRANSFER_ENCODING, b"chunked");
-            Upload::Chunked
-        }
-    };
-    for (name, value) in &forwarding {
-        h1::write_field(out, name, value.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(upload)
-}
-
-/// The upstream's response head made fit for the client: the edge's own fields are added
-/// ([`crate::respond::edge_fields`]; the exchange has already left out the hop-by-hop
-/// ones, and the client side sets its own `Connection`), and a body without a length is
-/// sent chunked to an HTTP/1.1 client, so its connection can be kept. The flag is `false`
-/// when the body has no length the client can read, so only the close can end it (an
-/// HTTP/1.0 client).
-///
-/// The map is the one the server's head was parsed into, moved, not copied.
-fn client_response(
-    mut upstream: h1::Response,
-    no_body: bool,
-    client_http11: bool,
-    ctx: &RequestCtx,
-) -> Result<(Box<ResponseHeader>, bool)> {
-    let headers = &mut upstream.headers;
-    for (name, value) in crate::respond::edge_fields(ctx) {
-        headers.insert(name, value);
-    }
-    let framed = if no_body || headers.contains_key(header::CONTENT_LENGTH) {
-        true
-    } else if client_http11 {
-        // Relayed chunked; a coding the server applied (`gzip`) stays, with chunked after it
-        // as the coding the body now travels in.
-        let coded = match crate::downstream::h1::ends_chunked(headers) {
-            Some(true) => None,
-            Some(false) => headers
-                .get(header::TRANSFER_ENCODING)
-                .map(|v| [v.as_bytes(), b", chunked"].concat()),
-            None => Some(b"chunked".to_vec()),
-        };
-        if let Some(coding) = coded {
-            let value = http::HeaderValue::from_bytes(&coding).map_err(|_| {
-                Error::explain(ErrorType::InvalidHTTPHeader, "a bad Transfer-Encoding")
-            })?;
-            headers.insert(header::TRANSFER_ENCODING, value);
-        }
-        true
-    } else {
-        // HTTP/1.0 has no chunked coding: the body goes as it is, ended by the close.
-        headers.remove(header::TRANSFER_ENCODING);
-        false
-    };
-    Ok((client_head(upstream)?, framed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ctx() -> RequestCtx {
-        let text = "[upstreams.app]\nservers = [{ addr = \"127.0.0.1:9\" }]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n";
-        let config = crate::config::validate("test.toml", text)
-            .expect("valid")
-            .config;
-        let snapshot = crate::snapshot::Snapshot::compile("test.toml", config, None);
-        RequestCtx::new(Arc::new(snapshot))
-    }
-
-    fn head_for(fields: &[(&str, &str)], body: &Body) -> (String, Upload) {
-        let mut req = RequestHeader::build("POST", b"/up", None).expect("head");
-        for (name, value) in fields {
-            req.append_header(name.to_string(), *value).expect("field");
-        }
-        let mut out = Vec::new();
-        let upload = upstream_request(&req, &ctx(), body, &mut out).expect("written");
-        (String::from_utf8(out).expect("text"), upload)
-    }
-
-    #[test]
-    fn a_body_goes_upstream_with_the_one_framing_the_edge_writes_for_it() {
-        let streaming = Body::Streaming(Bytes::from_static(b"first part"));
-        // Identical lengths in a list (framing lets them through) become one length.
-        let (head, upload) = head_for(&[("content-length", "20000, 20000")], &streaming);
-        assert_eq!(upload, Upload::Length(20000));
-        assert_eq!(
-            head.matches("Content-Length: 20000\r\n").count(),
-            1,
-            "{head}"
-        );
-        assert!(
-            !head.contains("20000, 20000") && !head.contains("chunked"),
-            "{head}"
-        );
-        // A chunked body of unknown length streams chunked.
-        let (head, upload) = head_for(&[("transfer-encoding", "chunked")], &streaming);
-        assert_eq!(upload, Upload::Chunked);
-        assert_eq!(
-            head.matches("Transfer-Encoding: chunked\r\n").count(),
-            1,
-            "{head}"
-        );
-        assert!(!head.contains("Content-Length"), "{head}");
-        // A whole body is sent with its length, whatever the client declared.
-        let whole = Body::Whole(Bytes::from_static(b"abc"));
-        let (head, upload) = head_for(&[("transfer-encoding", "chunked")], &whole);
-        assert_eq!(upload, Upload::Length(3));
-        assert!(
-            head.contains("Content-Length: 3\r\n") && !head.contains("chunked"),
-            "{head}"
-        );
-        // No body: the client's own fields go as they were.
-        let (head, upload) = head_for(&[("content-length", "0")], &Body::Empty);
-        assert_eq!(upload, Upload::Length(0));
-        assert!(
-            head.starts_with("POST /up HTTP/1.1\r\n") && head.contains("Content-Length: 0\r\n")
-        );
-        assert!(head.ends_with("\r\n\r\n"));
     }
 }
