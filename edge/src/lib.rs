@@ -57,3 +57,84 @@ pub mod tls;
 pub mod units;
 pub mod upstream;
 pub mod websocket;
+
+#[cfg(test)]
+mod layering {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// The crate's top-level modules and, for each, the others its non-test code names
+    /// (`crate::x`), read from the sources.
+    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut pending = vec![root.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let rel = path.strip_prefix(&root).expect("under src");
+                let top = rel
+                    .components()
+                    .next()
+                    .and_then(|c| c.as_os_str().to_str())
+                    .map(|c| c.trim_end_matches(".rs").to_string())
+                    .expect("a module");
+                let test_only = path.file_name().is_some_and(|n| n == "proptests.rs");
+                if matches!(top.as_str(), "lib" | "main") || test_only {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("source");
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                let names = graph.entry(top.clone()).or_default();
+                for line in code.lines() {
+                    let line = line.split("//").next().unwrap_or("");
+                    for (i, _) in line.match_indices("crate::") {
+                        let name: String = line[i + 7..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        if !name.is_empty() && name != top {
+                            names.insert(name);
+                        }
+                    }
+                }
+            }
+        }
+        graph
+    }
+
+    /// A path back to `start` through `graph`, if there is one.
+    fn cycle_from(
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        start: &str,
+        at: &str,
+        path: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
+        for next in graph.get(at).into_iter().flatten() {
+            path.push(next.clone());
+            if next == start
+                || (seen.insert(next.clone()) && cycle_from(graph, start, next, path, seen))
+            {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+
+    #[test]
+    fn no_module_imports_one_that_imports_it_back() {
+        let graph = imports();
+        assert!(graph.contains_key("proxy") && graph["proxy"].contains("forward"));
+        for start in graph.keys() {
+            let mut path = vec![start.clone()];
+            let found = cycle_from(&graph, start, start, &mut path, &mut BTreeSet::new());
+            assert!(!found, "an import cycle: {}", path.join(" -> "));
+        }
+    }
+}

@@ -78,12 +78,12 @@ impl Validator<'_> {
             .map(|c| c.get_ref().clone())
             .collect();
         for c in f.ciphers.iter().flatten() {
-            for note in crate::tls::cipher_policy(std::slice::from_ref(c.get_ref())).1 {
+            for note in crate::config::cipher_policy(std::slice::from_ref(c.get_ref())).1 {
                 self.warn(c.span(), note);
             }
         }
         if !ciphers.is_empty()
-            && crate::tls::cipher_policy(&ciphers)
+            && crate::config::cipher_policy(&ciphers)
                 .0
                 .is_some_and(|c| c.is_empty())
             && protocols.contains(&TlsVersion::Tls12)
