@@ -382,3 +382,55 @@ upstream = "app"
         "the slow request was sent once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_while_a_body_is_slow_to_come_frees_the_server_at_once() {
+    let stall = scripted_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\nfirst"
+            .to_vec(),
+        true,
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let edge = Edge::start(
+        &format!("access_log = \"{}\"", log.display()),
+        &format!(
+            "[upstreams.app]\nread_timeout = \"20s\"\nservers = [{{ addr = \"{stall}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n"
+        ),
+    );
+    let http = edge.http;
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut client = std::net::TcpStream::connect(http).expect("connect");
+        client
+            .write_all(b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let n = client.read(&mut buf).expect("the head and the first bytes");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    })
+    .await
+    .expect("client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let line = loop {
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = logged
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["path"] == "/stall")
+        {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(line["status"], 499, "{line}");
+    let status = admin_json(&edge, "/status").await;
+    assert_eq!(
+        status["upstreams"]["app"]["servers"][0]["inflight"], 0,
+        "{status}"
+    );
+}

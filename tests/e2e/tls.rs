@@ -950,3 +950,89 @@ async fn an_http2_stream_reset_while_its_server_works_is_logged_499_and_frees_th
     let (response, _) = client.send_request(request, true).expect("send");
     assert_eq!(response.await.expect("response").status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_answer_cut_short_by_its_server_is_reset_and_a_client_leaving_a_slow_body_frees_it(
+) {
+    // A server that sends a head and part of a chunked body, then breaks the connection
+    // ("/cut"), or then goes silent ("/stall").
+    let cut = scripted_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n".to_vec(),
+        false,
+    );
+    let stall = scripted_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\nfirst"
+            .to_vec(),
+        true,
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let (edge, https) = https_edge(
+        dir.path(),
+        &format!("access_log = \"{}\"", log.display()),
+        &format!(
+            "[upstreams.cut]\nservers = [{{ addr = \"{cut}\" }}]\n\
+             [upstreams.stall]\nread_timeout = \"20s\"\nservers = [{{ addr = \"{stall}\" }}]\n\
+             [[routes]]\npath = \"/cut\"\nupstream = \"cut\"\n\
+             [[routes]]\npath = \"/stall\"\nupstream = \"stall\"\n"
+        ),
+    )
+    .await;
+    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+
+    // The body the client gets ends in a reset, never in a clean end of stream.
+    let request = http::Request::get("https://a.example/cut")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    // The reset may overtake the head, or come after some of the body.
+    let mut ended_cleanly = true;
+    if let Ok(response) = response.await {
+        let mut body = response.into_body();
+        while let Some(piece) = body.data().await {
+            if piece.is_err() {
+                ended_cleanly = false;
+                break;
+            }
+        }
+    } else {
+        ended_cleanly = false;
+    }
+    assert!(!ended_cleanly, "a truncated body must not end cleanly");
+
+    // A client that resets its stream while the body is slow to come frees the server at
+    // once (not after read_timeout) and is logged 499.
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get("https://a.example/stall")
+        .body(())
+        .expect("request");
+    let (response, mut stream) = client.send_request(request, true).expect("send");
+    let mut body = response.await.expect("head").into_body();
+    let _ = body.data().await;
+    stream.send_reset(h2::Reason::CANCEL);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let line = loop {
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = logged
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["path"] == "/stall")
+        {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled stream is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(line["status"], 499, "{line}");
+    let status = admin_json(&edge, "/status").await;
+    assert_eq!(
+        status["upstreams"]["stall"]["servers"][0]["inflight"], 0,
+        "{status}"
+    );
+}

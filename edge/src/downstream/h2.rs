@@ -18,6 +18,18 @@ use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// How long a client may leave its request body without a byte more (nginx's
+/// `client_body_timeout` default); then 408. pingora-core's h2 body read has no bound.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An h2 error on the client's stream (a reset, the connection gone) is the client leaving.
+fn gone(e: Box<Error>) -> Box<Error> {
+    if matches!(e.etype(), ErrorType::H2Error) {
+        return Error::because(ErrorType::WriteError, "the client's HTTP/2 stream ended", e);
+    }
+    e
+}
+
 /// Streams a connection may have refused as malformed (a forbidden byte in the target,
 /// conflicting lengths, a missing authority) before it is closed: Pingora's own bound.
 const MALFORMED_STREAMS: usize = 32;
@@ -114,8 +126,14 @@ impl Session {
         });
     }
 
-    /// Ends the stream if the answer has not ended it (a stream with no head yet is reset).
-    pub async fn finish(self) {
+    /// Ends the stream: `whole`, after its answer (a stream with no head yet is reset);
+    /// otherwise reset, so that a body cut short (its server failed or went silent) is never
+    /// taken for a whole one.
+    pub async fn finish(mut self, whole: bool) {
+        if !whole {
+            self.inner.shutdown().await;
+            return;
+        }
         if let Err(e) = self.inner.finish().await {
             tracing::debug!(error = %e, "ending an HTTP/2 stream");
         }
@@ -178,7 +196,7 @@ impl Downstream for Session {
             }
         }
         // The stream's end is sent by the last write_body.
-        self.inner.write_response_header(head).await
+        self.inner.write_response_header(head).await.map_err(gone)
     }
 
     async fn write_body(&mut self, mut body: Option<Bytes>, end: bool) -> Result<()> {
@@ -190,6 +208,7 @@ impl Downstream for Session {
         self.inner
             .write_response_body(body.unwrap_or_default(), end)
             .await
+            .map_err(gone)
     }
 
     async fn write_continue(&mut self) -> Result<()> {
@@ -197,7 +216,17 @@ impl Downstream for Session {
     }
 
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        self.inner.read_request_body().await
+        match tokio::time::timeout(BODY_READ_TIMEOUT, self.inner.read_request_body()).await {
+            Ok(read) => read.map_err(gone),
+            Err(_) => Error::e_explain(
+                ErrorType::ReadTimedout,
+                "the client sent no more of its request body",
+            ),
+        }
+    }
+
+    fn lingers(&self) -> bool {
+        false
     }
 
     async fn watch_idle(&mut self) -> Result<()> {

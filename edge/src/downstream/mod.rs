@@ -66,6 +66,11 @@ pub trait Downstream: Send {
     /// While the server is answering: ends with an error when the client closes or its
     /// connection breaks, and never otherwise (bytes of a next request are kept for it).
     fn watch_idle(&mut self) -> impl Future<Output = Result<()>> + Send;
+    /// Whether the rest of a request body the server did not wait for is read and dropped
+    /// after the answer (HTTP/1's lingering close); an HTTP/2 stream is reset instead.
+    fn lingers(&self) -> bool {
+        true
+    }
 }
 
 impl Downstream for Session {

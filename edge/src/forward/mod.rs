@@ -272,12 +272,14 @@ async fn attempt(
     if no_body {
         ctx.server = None;
     }
-    relay(session, ctx, &mut up, response, no_body).await?;
+    relay(session, ctx, &mut up, response, no_body, !cut_short).await?;
 
     // The connection is kept for the next request if both ends allow it (never one whose
     // request body was cut short by an early answer).
     if cut_short {
-        drain_client_body(session).await;
+        if session.lingers() {
+            drain_client_body(session).await;
+        }
         return Ok(());
     }
     if let Some(connection) = up.into_reusable() {
@@ -375,13 +377,16 @@ async fn final_head(
 }
 
 /// Sends the final head to the client and relays the body after it; the server leaves the
-/// in-flight count once its answer is all in.
+/// in-flight count once its answer is all in. With `watch`, a client that leaves while the
+/// server's body is slow to come ends the request at once, as while waiting for the head
+/// (not after an early answer: the client may still be sending its body then).
 async fn relay(
     session: &mut impl Downstream,
     ctx: &mut RequestCtx,
     up: &mut Exchange,
     response: Box<pingora::http::ResponseHeader>,
     no_body: bool,
+    watch: bool,
 ) -> Result<(), Failed> {
     session
         .write_head(response, no_body)
@@ -389,7 +394,17 @@ async fn relay(
         .map_err(Failed::client)?;
     if !no_body {
         loop {
-            match up.read_body().await {
+            let read = tokio::select! {
+                biased;
+                read = up.read_body() => read,
+                idle = session.watch_idle(), if watch => {
+                    let e = idle.err().unwrap_or_else(|| {
+                        Error::explain(ErrorType::ConnectionClosed, "the client went idle")
+                    });
+                    return Err(Failed::client(e));
+                }
+            };
+            match read {
                 Ok(Some(chunk)) => {
                     if up.is_body_done() {
                         ctx.server = None;

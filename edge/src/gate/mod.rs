@@ -136,8 +136,8 @@ impl ConnectionGate {
         h2::serve_connection(stream, options, shutdown, |mut session| {
             let edge = self.edge.clone();
             pingora_runtime::current_handle().spawn(async move {
-                edge.serve_h2(&mut session).await;
-                session.finish().await;
+                let whole = edge.serve_h2(&mut session).await;
+                session.finish(whole).await;
             });
         })
         .await;

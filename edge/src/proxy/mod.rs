@@ -138,7 +138,8 @@ impl EdgeProxy {
         result.is_ok() && session.reusable()
     }
     /// One HTTP/2 request stream, the same phases again: admit ▸ forward ▸ fail ▸ log.
-    pub async fn serve_h2(&self, session: &mut h2::Session) {
+    /// Whether its answer is whole (not cut short after its head went out).
+    pub async fn serve_h2(&self, session: &mut h2::Session) -> bool {
         let mut ctx = self.new_ctx();
         session.compress(compression_level(
             &ctx.snapshot.config.gzip,
@@ -156,7 +157,13 @@ impl EdgeProxy {
         if let Err(e) = &result {
             fail(session, e, &ctx).await;
         }
+        // An answer whose head went out and whose body then failed cannot be mended.
+        let cut = result.is_err()
+            && session
+                .response_status()
+                .is_some_and(|s| !s.is_informational());
         log(session, result.as_ref().err().map(|e| &**e), &ctx);
+        !cut
     }
 }
 
