@@ -411,26 +411,13 @@ async fn a_client_that_leaves_while_a_body_is_slow_to_come_frees_the_server_at_o
     })
     .await
     .expect("client");
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let line = loop {
-        let logged = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = logged
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["path"] == "/stall")
-        {
-            break line;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server is still held"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(line["status"], 499, "{line}");
-    let status = admin_json(&edge, "/status").await;
-    assert_eq!(
-        status["upstreams"]["app"]["servers"][0]["inflight"], 0,
-        "{status}"
-    );
+    left_and_freed(
+        &edge,
+        &log,
+        "/stall",
+        "app",
+        Duration::from_secs(3),
+        "the server is still held",
+    )
+    .await;
 }

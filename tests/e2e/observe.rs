@@ -68,11 +68,14 @@ async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
     }
     let (status, _) = get_json(&c, &edge.url("/gone/x"), &[]).await;
     assert_eq!(status, 502);
-    // A request is counted when it is logged, just after its response left: wait for all 4.
+    // A request is counted when it is logged, just after its response left, and leaves the
+    // in-flight gauge when its context ends, just after that: wait for all 4 to be done.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let m = loop {
         let (_, m) = scrape(&edge).await;
-        if value(&m, "edge_requests_total", &[]) >= 4.0 || std::time::Instant::now() > deadline {
+        let done = value(&m, "edge_requests_total", &[]) >= 4.0
+            && value(&m, "edge_requests_in_flight", &[]) == 0.0;
+        if done || std::time::Instant::now() > deadline {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -277,6 +277,50 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The access-log line (JSON) of the first request for `path`, once the edge has written it;
+/// `why` names what it means if none comes within `within`.
+pub async fn logged_line(
+    log: &std::path::Path,
+    path: &str,
+    within: Duration,
+    why: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let logged = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = logged
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["path"] == path)
+        {
+            return line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{why}: no access log line for {path}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The request for `path` was logged as a client that left (499) within `within`, and the
+/// first server of `upstream` holds no request since (`why`: what a missing line means).
+pub async fn left_and_freed(
+    edge: &Edge,
+    log: &std::path::Path,
+    path: &str,
+    upstream: &str,
+    within: Duration,
+    why: &str,
+) -> serde_json::Value {
+    let line = logged_line(log, path, within, why).await;
+    assert_eq!(line["status"], 499, "{line}");
+    let status = admin_json(edge, "/status").await;
+    let server = &status["upstreams"][upstream]["servers"][0];
+    assert_eq!(server["inflight"], 0, "{status}");
+    server.clone()
+}
+
 /// The status code of a raw HTTP/1.1 exchange, or 0 when the edge closed without answering.
 pub fn status_of(response: &str) -> u16 {
     response

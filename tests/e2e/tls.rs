@@ -769,6 +769,15 @@ async fn malformed_http2_requests_are_refused_before_any_backend() {
     assert_eq!(t._app.requests(), 1);
 }
 
+/// An HTTP/2 client of the h2 crate (frame-level: resets, stream ids) on a.example at
+/// `https`, its connection driven in the background.
+async fn h2_frames_client(https: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    client.ready().await.expect("ready")
+}
+
 /// An edge with one certificate (a.example) on an https listener, `rest` for its upstreams
 /// and routes, and `edge_lines` in its [edge].
 async fn https_edge(dir: &Path, edge_lines: &str, rest: &str) -> (Edge, SocketAddr) {
@@ -893,10 +902,7 @@ async fn an_http2_stream_reset_while_its_server_works_is_logged_499_and_frees_th
         ),
     )
     .await;
-    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
-    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
-    tokio::spawn(connection);
-    let mut client = client.ready().await.expect("ready");
+    let mut client = h2_frames_client(https).await;
     let request = http::Request::get("https://a.example/slow?sleep_ms=3000")
         .body(())
         .expect("request");
@@ -917,29 +923,21 @@ async fn an_http2_stream_reset_while_its_server_works_is_logged_499_and_frees_th
     stream.send_reset(h2::Reason::CANCEL);
 
     // Freed at once, not after the server's 3 s, and counted against nothing.
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let line = loop {
-        let logged = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = logged
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["path"].as_str().is_some_and(|u| u.starts_with("/slow")))
-        {
-            break line;
-        }
-        assert!(std::time::Instant::now() < deadline, "no access log line");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(line["status"], 499, "{line}");
-    let status = admin_json(&edge, "/status").await;
-    let server = &status["upstreams"]["app"]["servers"][0];
-    assert_eq!(server["inflight"], 0, "{status}");
-    assert_eq!(server["fails"], 0, "{status}");
+    let server = left_and_freed(
+        &edge,
+        &log,
+        "/slow",
+        "app",
+        Duration::from_secs(2),
+        "the reset stream is still held",
+    )
+    .await;
+    assert_eq!(server["fails"], 0, "{server}");
     assert!(
         server["state"]
             .as_str()
             .is_some_and(|s| s.starts_with("up")),
-        "{status}"
+        "{server}"
     );
 
     // The connection's other streams go on.
@@ -978,10 +976,7 @@ async fn an_http2_answer_cut_short_by_its_server_is_reset_and_a_client_leaving_a
         ),
     )
     .await;
-    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
-    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
-    tokio::spawn(connection);
-    let mut client = client.ready().await.expect("ready");
+    let mut client = h2_frames_client(https).await;
 
     // The body the client gets ends in a reset, never in a clean end of stream.
     let request = http::Request::get("https://a.example/cut")
@@ -1013,26 +1008,13 @@ async fn an_http2_answer_cut_short_by_its_server_is_reset_and_a_client_leaving_a
     let mut body = response.await.expect("head").into_body();
     let _ = body.data().await;
     stream.send_reset(h2::Reason::CANCEL);
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let line = loop {
-        let logged = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = logged
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["path"] == "/stall")
-        {
-            break line;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stalled stream is still held"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(line["status"], 499, "{line}");
-    let status = admin_json(&edge, "/status").await;
-    assert_eq!(
-        status["upstreams"]["stall"]["servers"][0]["inflight"], 0,
-        "{status}"
-    );
+    left_and_freed(
+        &edge,
+        &log,
+        "/stall",
+        "stall",
+        Duration::from_secs(3),
+        "the stalled stream is still held",
+    )
+    .await;
 }

@@ -122,21 +122,11 @@ impl EdgeProxy {
             &ctx.snapshot.config.gzip,
             session.req_header(),
         ));
-        let result = match admit(session, &mut ctx).await {
-            Ok(Verdict::Answered) => Ok(()),
-            Ok(Verdict::Forward(route)) => crate::forward::forward(session, &mut ctx, &route).await,
-            // The own session takes no upgrade requests (they go to Pingora's).
-            Ok(Verdict::Upgrade(_)) => {
-                Error::e_explain(ErrorType::InternalError, "upgrade on the own session")
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result {
-            fail(session, e, &ctx).await;
-        }
+        let result = phases(session, &mut ctx).await;
         log(session, result.as_ref().err().map(|e| &**e), &ctx);
         result.is_ok() && session.reusable()
     }
+
     /// One HTTP/2 request stream, the same phases again: admit ▸ forward ▸ fail ▸ log.
     /// Whether its answer is whole (not cut short after its head went out).
     pub async fn serve_h2(&self, session: &mut h2::Session) -> bool {
@@ -145,18 +135,7 @@ impl EdgeProxy {
             &ctx.snapshot.config.gzip,
             session.req_header(),
         ));
-        let result = match admit(session, &mut ctx).await {
-            Ok(Verdict::Answered) => Ok(()),
-            Ok(Verdict::Forward(route)) => crate::forward::forward(session, &mut ctx, &route).await,
-            // An HTTP/2 request asks for no upgrade (is_upgrade_req is false).
-            Ok(Verdict::Upgrade(_)) => {
-                Error::e_explain(ErrorType::InternalError, "upgrade on an HTTP/2 stream")
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result {
-            fail(session, e, &ctx).await;
-        }
+        let result = phases(session, &mut ctx).await;
         // An answer whose head went out and whose body then failed cannot be mended.
         let cut = result.is_err()
             && session
@@ -165,6 +144,24 @@ impl EdgeProxy {
         log(session, result.as_ref().err().map(|e| &**e), &ctx);
         !cut
     }
+}
+
+/// admit ▸ forward ▸ fail, on a session that takes no upgrade (the own HTTP/1.1 session
+/// leaves upgrades to Pingora's; an HTTP/2 request asks for none).
+async fn phases(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Result<()> {
+    let result = match admit(session, ctx).await {
+        Ok(Verdict::Answered) => Ok(()),
+        Ok(Verdict::Forward(route)) => crate::forward::forward(session, ctx, &route).await,
+        Ok(Verdict::Upgrade(_)) => Error::e_explain(
+            ErrorType::InternalError,
+            "an upgrade on a session that takes none",
+        ),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        fail(session, e, ctx).await;
+    }
+    result
 }
 
 /// What [`admit`] decided.
