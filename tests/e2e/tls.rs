@@ -1018,3 +1018,46 @@ async fn an_http2_answer_cut_short_by_its_server_is_reset_and_a_client_leaving_a
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http2_connection_is_closed_after_keepalive_timeout_and_a_busy_one_is_not() {
+    let app = backend("app").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (_edge, https) = https_edge(
+        dir.path(),
+        "keepalive_timeout = \"1s\"",
+        &one_route(app.addr),
+    )
+    .await;
+    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+
+    // A stream longer than the idle timeout keeps the connection.
+    let request = http::Request::get("https://a.example/slow?sleep_ms=1800")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    let response = response
+        .await
+        .expect("a connection with a stream in flight stays");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    while let Some(piece) = body.data().await {
+        piece.expect("body");
+    }
+
+    // Then, with nothing in flight, it is closed within about the timeout.
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection is still open after 5 s"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "closed too soon: {:?}",
+        started.elapsed()
+    );
+}

@@ -16,7 +16,10 @@ use pingora::protocols::tls::SslDigest;
 use pingora::protocols::{Digest, Stream};
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// How long a client may leave its request body without a byte more (nginx's
 /// `client_body_timeout` default); then 408. pingora-core's h2 body read has no bound.
@@ -34,15 +37,52 @@ fn gone(e: Box<Error>) -> Box<Error> {
 /// conflicting lengths, a missing authority) before it is closed: Pingora's own bound.
 const MALFORMED_STREAMS: usize = 32;
 
+/// The streams of a connection being served, and a wake-up for when there are none.
+#[derive(Default)]
+struct Active {
+    count: AtomicUsize,
+    none: Notify,
+}
+
+/// Held by a stream's task for as long as it runs.
+pub struct StreamGuard(Arc<Active>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
+/// Ends once the connection has had no stream for `idle` (nginx closes an idle HTTP/2
+/// connection after keepalive_timeout too).
+async fn idle_for(active: &Active, idle: Duration) {
+    loop {
+        loop {
+            let none = active.none.notified();
+            if active.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            none.await;
+        }
+        tokio::time::sleep(idle).await;
+        if active.count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+    }
+}
+
 /// Serves an HTTP/2 connection: its handshake, then each request stream handed to `serve`
-/// (which spawns what runs it: streams of one connection run at once) until the client
-/// closes, the connection fails, or a shutdown has drained it (GOAWAY, then the streams
-/// already open are served to their end).
+/// with a guard its task holds (the task runs it: streams of one connection run at once)
+/// until the client closes, the connection fails, it has had no stream for `idle`, or a
+/// shutdown has drained it (GOAWAY, then the streams already open are served to their end).
 pub async fn serve_connection(
     stream: Stream,
     options: Option<H2Options>,
+    idle: Duration,
     shutdown: &ShutdownWatch,
-    mut serve: impl FnMut(Session),
+    mut serve: impl FnMut(Session, StreamGuard),
 ) {
     let digest = Arc::new(Digest {
         ssl_digest: stream.get_ssl_digest(),
@@ -63,6 +103,7 @@ pub async fn serve_connection(
         conn.graceful_shutdown();
     }
     let mut malformed = 0;
+    let active = Arc::new(Active::default());
     loop {
         let accepted = if draining {
             HttpSession::from_h2_conn(&mut conn, digest.clone()).await
@@ -79,10 +120,19 @@ pub async fn serve_connection(
                 }
                 // Cancel-safe: the accept is made again on the next turn.
                 accepted = HttpSession::from_h2_conn(&mut conn, digest.clone()) => accepted,
+                // Nothing in flight for that long: the socket is dropped (no GOAWAY to wait
+                // on, from a peer that may be gone).
+                () = idle_for(&active, idle) => {
+                    tracing::debug!("idle HTTP/2 connection closed");
+                    return;
+                }
             }
         };
         match accepted {
-            Ok(Some(H2Accept::Session(session))) => serve(Session::new(session)),
+            Ok(Some(H2Accept::Session(session))) => {
+                active.count.fetch_add(1, Ordering::AcqRel);
+                serve(Session::new(session), StreamGuard(active.clone()));
+            }
             // Already answered or reset by the codec; siblings go on.
             Ok(Some(H2Accept::Rejected)) => {
                 malformed += 1;

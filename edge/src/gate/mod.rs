@@ -133,9 +133,11 @@ impl ConnectionGate {
         // on a worker drawn at random, as Pingora places them: kept on the connection's
         // thread, a connection's streams lose the other core (measured in BENCHMARKS.md).
         let options = HttpServerApp::h2_options(&*self.proxy);
-        h2::serve_connection(stream, options, shutdown, |mut session| {
+        let idle = self.snapshot.load().config.edge.keepalive_timeout;
+        h2::serve_connection(stream, options, idle, shutdown, |mut session, guard| {
             let edge = self.edge.clone();
             pingora_runtime::current_handle().spawn(async move {
+                let _guard = guard;
                 let whole = edge.serve_h2(&mut session).await;
                 session.finish(whole).await;
             });
