@@ -304,6 +304,8 @@ pub struct Diff {
 
 impl Diff {
     pub fn between(old: &Config, new: &Config) -> Diff {
+        // Over 100 lines: one short block per config section, in the file's order, which is
+        // the report's order.
         let mut d = Diff::default();
         let route_key = |r: &config::RouteSettings| match &r.host {
             Some(h) => format!("{h}{}", r.path),

@@ -38,6 +38,8 @@ pub struct RunOptions {
 
 /// Builds the Pingora server from the config and runs it until a signal stops it.
 pub fn run(options: RunOptions) -> anyhow::Result<()> {
+    // Over 100 lines: the process's wiring in start order (config, reload, listeners, TLS,
+    // admin, health), a few lines a step.
     let config = options.config.config;
     let edge = config.edge.clone();
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::compile(

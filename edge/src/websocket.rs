@@ -25,6 +25,8 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Relays an upgrade request to `route`'s upstream; the response is written to the client.
 pub async fn tunnel(session: &mut Session, ctx: &mut RequestCtx, route: &Arc<Route>) -> Result<()> {
+    // Over 100 lines: connect, upgrade request, 101 and the two-way relay share one upstream
+    // connection's state, read top to bottom.
     let upstream = &route.upstream;
     let settings = &upstream.settings;
     let head = handshake_request(session, ctx);

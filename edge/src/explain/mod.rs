@@ -7,6 +7,7 @@
 //! Against a config file (no running edge) there is no live state: zones show no standing and
 //! the pick is a fresh edge's first.
 
+mod compression;
 pub mod query;
 mod render;
 
@@ -188,7 +189,7 @@ pub async fn explain(
         zones: Vec::new(),
         balance: None,
         upstream_headers: Vec::new(),
-        compression: compression(snapshot, &req),
+        compression: compression::compression(snapshot, &req),
         live,
     };
     if let Err((status, why)) = checked {
@@ -558,47 +559,6 @@ fn balance(route: &Route, client: IpAddr, live: bool) -> BalanceCheck {
         pick: pick.map(|i| upstream.servers[i].label.clone()),
         why,
         servers,
-    }
-}
-
-fn compression(snapshot: &Snapshot, req: &RequestHeader) -> Compression {
-    let gzip = &snapshot.config.gzip;
-    let accepted: Vec<String> = req
-        .headers
-        .get_all(http::header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|item| {
-            let mut parts = item.split(';');
-            let coding = parts.next()?.trim().to_ascii_lowercase();
-            let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q == 0.0)
-            });
-            (matches!(coding.as_str(), "gzip" | "br" | "zstd") && !refused).then_some(coding)
-        })
-        .collect();
-    let says = if !gzip.enabled {
-        "no: [gzip] is off".to_string()
-    } else if accepted.is_empty() {
-        "no: the client accepts none of gzip, br, zstd".to_string()
-    } else {
-        format!(
-            "yes, for responses of {} of at least {} bytes without a Content-Encoding ({} preferred by the client)",
-            gzip.types.join(", "),
-            gzip.min_length,
-            accepted.join(", ")
-        )
-    };
-    Compression {
-        enabled: gzip.enabled,
-        accepted,
-        min_length: gzip.min_length,
-        types: gzip.types.clone(),
-        says,
     }
 }
 
