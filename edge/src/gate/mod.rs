@@ -112,14 +112,15 @@ impl ConnectionGate {
         let first_wait = first_head_by.saturating_duration_since(tokio::time::Instant::now());
         let clock = Arc::new(HeadClock::new(header_timeout));
         let stream: Stream = Box::new(HeadDeadline::new(stream, clock.clone(), first_wait));
+        // The HTTP/2 and Pingora paths are boxed: a connection's task is as large as its
+        // largest path, and every idle HTTP/1 connection would carry the h2 codec's state.
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return self.h2_connection(stream, shutdown).await;
+            return Box::pin(self.h2_connection(stream, shutdown)).await;
         }
         if self.own_loop {
             return self.own_loop(stream, first_wait, &clock, shutdown).await;
         }
-        self.pingora_loop(stream, first_wait, &clock, shutdown)
-            .await
+        Box::pin(self.pingora_loop(stream, first_wait, &clock, shutdown)).await
     }
 
     /// An HTTP/2 connection: its streams until it closes.
