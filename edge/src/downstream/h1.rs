@@ -12,13 +12,12 @@
 //! response head is written as bytes with the `Date` and `Connection` fields Pingora adds;
 //! compression is Pingora's compressor, driven here.
 
-use super::Downstream;
+use super::{Compressor, Downstream};
 use bytes::{Bytes, BytesMut};
 use http::header;
 use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::protocols::tls::SslDigest;
 use pingora::protocols::Stream;
 use pingora::ErrorType;
@@ -178,7 +177,7 @@ pub struct Session<'c> {
     status: Option<StatusCode>,
     framing: Framing,
     body_sent: usize,
-    compression: Option<ResponseCompressionCtx>,
+    compression: Compressor,
     /// The client closed while the server was answering.
     closed: bool,
 }
@@ -204,18 +203,14 @@ impl<'c> Session<'c> {
             status: None,
             framing: Framing::Unset,
             body_sent: 0,
-            compression: None,
+            compression: Compressor::default(),
             closed: false,
         }
     }
 
     /// Compresses the response at `level` (0: not at all) in the coding the client prefers.
     pub fn compress(&mut self, level: u32) {
-        self.compression = (level > 0).then(|| {
-            let mut c = ResponseCompressionCtx::new(level, false, false);
-            c.request_filter(&self.req);
-            c
-        });
+        self.compression = Compressor::new(level, &self.req);
     }
 
     /// Whether the connection can carry the next request: keep-alive, a whole response sent.
@@ -317,9 +312,7 @@ impl Downstream for Session<'_> {
     }
 
     fn compression_off(&mut self) {
-        if let Some(c) = &mut self.compression {
-            c.adjust_level(0);
-        }
+        self.compression.off();
     }
 
     fn is_body_empty(&mut self) -> bool {
@@ -337,9 +330,7 @@ impl Downstream for Session<'_> {
             self.status = Some(status);
             return self.send(&out, true, "writing response header").await;
         }
-        if let Some(c) = &mut self.compression {
-            c.response_header_filter(&mut head, end);
-        }
+        self.compression.head(&mut head, end);
         self.framing = if self.req.method == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -363,11 +354,7 @@ impl Downstream for Session<'_> {
     }
 
     async fn write_body(&mut self, mut body: Option<Bytes>, end: bool) -> Result<()> {
-        if let Some(c) = self.compression.as_mut().filter(|c| c.is_enabled()) {
-            if let Some(compressed) = c.response_body_filter(body.as_ref(), end) {
-                body = Some(compressed);
-            }
-        }
+        body = self.compression.body(body, end);
         let data = body.unwrap_or_default();
         if data.is_empty() && !end {
             return Ok(());

@@ -3,12 +3,11 @@
 //! phases run on as they run on an HTTP/1 one. Compression is Pingora's compressor, driven
 //! here, as on the own HTTP/1.1 session.
 
-use super::Downstream;
+use super::{Compressor, Downstream};
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::protocols::http::v2::server::{self, H2Accept, H2Options, HttpSession};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -23,7 +22,7 @@ use tokio::sync::Notify;
 
 /// How long a client may leave its request body without a byte more (nginx's
 /// `client_body_timeout` default); then 408. pingora-core's h2 body read has no bound.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An h2 error on the client's stream (a reset, the connection gone) is the client leaving.
 fn gone(e: Box<Error>) -> Box<Error> {
@@ -156,24 +155,20 @@ pub struct Session {
     /// Always pingora-core's h2 session; held as the protocol-neutral session for its
     /// uniform reads and writes.
     inner: ServerSession,
-    compression: Option<ResponseCompressionCtx>,
+    compression: Compressor,
 }
 
 impl Session {
     fn new(stream: HttpSession) -> Session {
         Session {
             inner: ServerSession::new_http2(stream),
-            compression: None,
+            compression: Compressor::default(),
         }
     }
 
     /// Compresses the response at `level` (0: not at all) in the coding the client prefers.
     pub fn compress(&mut self, level: u32) {
-        self.compression = (level > 0).then(|| {
-            let mut c = ResponseCompressionCtx::new(level, false, false);
-            c.request_filter(self.inner.req_header());
-            c
-        });
+        self.compression = Compressor::new(level, self.inner.req_header());
     }
 
     /// Ends the stream: `whole`, after its answer (a stream with no head yet is reset);
@@ -230,9 +225,7 @@ impl Downstream for Session {
     }
 
     fn compression_off(&mut self) {
-        if let Some(c) = &mut self.compression {
-            c.adjust_level(0);
-        }
+        self.compression.off();
     }
 
     fn is_body_empty(&mut self) -> bool {
@@ -241,20 +234,14 @@ impl Downstream for Session {
 
     async fn write_head(&mut self, mut head: Box<ResponseHeader>, end: bool) -> Result<()> {
         if !head.status.is_informational() {
-            if let Some(c) = &mut self.compression {
-                c.response_header_filter(&mut head, end);
-            }
+            self.compression.head(&mut head, end);
         }
         // The stream's end is sent by the last write_body.
         self.inner.write_response_header(head).await.map_err(gone)
     }
 
     async fn write_body(&mut self, mut body: Option<Bytes>, end: bool) -> Result<()> {
-        if let Some(c) = self.compression.as_mut().filter(|c| c.is_enabled()) {
-            if let Some(compressed) = c.response_body_filter(body.as_ref(), end) {
-                body = Some(compressed);
-            }
-        }
+        body = self.compression.body(body, end);
         self.inner
             .write_response_body(body.unwrap_or_default(), end)
             .await

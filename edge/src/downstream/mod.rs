@@ -15,6 +15,7 @@ use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
+use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::tls::SslDigest;
 use pingora::proxy::Session;
@@ -142,6 +143,44 @@ impl Downstream for Session {
     async fn watch_idle(&mut self) -> Result<()> {
         loop {
             self.as_downstream_mut().read_body_or_idle(true).await?;
+        }
+    }
+}
+
+/// Pingora's response compressor as the edge's own sessions drive it: off until
+/// [`Compressor::new`] is given a level, in the coding the client prefers.
+#[derive(Default)]
+pub struct Compressor(Option<ResponseCompressionCtx>);
+
+impl Compressor {
+    /// Compression at `level` (0: none) for the client that sent `req`.
+    pub fn new(level: u32, req: &RequestHeader) -> Compressor {
+        Compressor((level > 0).then(|| {
+            let mut c = ResponseCompressionCtx::new(level, false, false);
+            c.request_filter(req);
+            c
+        }))
+    }
+
+    /// No compression for this response after all.
+    pub fn off(&mut self) {
+        if let Some(c) = &mut self.0 {
+            c.adjust_level(0);
+        }
+    }
+
+    /// Decides from the final head whether (and how) its body is compressed, and says so in it.
+    pub fn head(&mut self, head: &mut ResponseHeader, end: bool) {
+        if let Some(c) = &mut self.0 {
+            c.response_header_filter(head, end);
+        }
+    }
+
+    /// A piece of the body as it goes to the client.
+    pub fn body(&mut self, body: Option<Bytes>, end: bool) -> Option<Bytes> {
+        match self.0.as_mut().filter(|c| c.is_enabled()) {
+            Some(c) => c.response_body_filter(body.as_ref(), end).or(body),
+            None => body,
         }
     }
 }
