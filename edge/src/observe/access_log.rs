@@ -20,11 +20,12 @@ const MAX_PENDING: usize = 16 << 20;
 /// A buffer this full wakes the writer early.
 const WAKE_AT: usize = 256 << 10;
 
-/// One request, as logged (borrowed from the request).
-#[derive(Debug)]
+/// One request, as logged (borrowed from the request). The fields serialize in this order.
+#[derive(Debug, serde::Serialize)]
 pub struct Entry<'a> {
     pub timestamp: &'a str,
     pub request_id: &'a str,
+    #[serde(serialize_with = "ip_text")]
     pub client_ip: std::net::IpAddr,
     pub method: &'a str,
     pub host: &'a str,
@@ -43,101 +44,38 @@ pub struct Entry<'a> {
 }
 
 impl Entry<'_> {
-    /// Appends the entry as one JSON line. Written piece by piece, without the formatting
-    /// machinery (`write!` costs more than the rest of the line together).
+    /// Appends the entry as one JSON line, durations with three decimals.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"timestamp\":");
-        json_str(out, self.timestamp);
-        out.extend_from_slice(b",\"request_id\":");
-        json_str(out, self.request_id);
-        out.extend_from_slice(b",\"client_ip\":\"");
-        out.extend_from_slice(IpText::default().format(self.client_ip));
-        out.extend_from_slice(b"\",\"method\":");
-        json_str(out, self.method);
-        out.extend_from_slice(b",\"host\":");
-        json_str(out, self.host);
-        out.extend_from_slice(b",\"path\":");
-        json_str(out, self.path);
-        out.extend_from_slice(b",\"status\":");
-        number(out, u64::from(self.status));
-        out.extend_from_slice(b",\"bytes_sent\":");
-        number(out, self.bytes_sent as u64);
-        out.extend_from_slice(b",\"duration_ms\":");
-        millis(out, self.duration_ms);
-        for (key, value) in [
-            (&b",\"upstream\":"[..], self.upstream),
-            (b",\"server\":", self.server),
-        ] {
-            out.extend_from_slice(key);
-            json_opt(out, value);
-        }
-        out.extend_from_slice(b",\"upstream_duration_ms\":");
-        match self.upstream_duration_ms {
-            Some(ms) => millis(out, ms),
-            None => out.extend_from_slice(b"null"),
-        }
-        for (key, value) in [
-            (&b",\"route\":"[..], self.route),
-            (b",\"limit\":", self.limit),
-            (b",\"tls_version\":", self.tls_version),
-            (b",\"user_agent\":", self.user_agent),
-        ] {
-            out.extend_from_slice(key);
-            json_opt(out, value);
-        }
-        out.extend_from_slice(b"}\n");
+        let mut json = serde_json::Serializer::with_formatter(&mut *out, Milliseconds);
+        // Writing into a Vec cannot fail, and every field serializes.
+        let _ = serde::Serialize::serialize(self, &mut json);
+        out.push(b'\n');
     }
 }
 
-fn number(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+/// An address without the formatting machinery, which serde's own `IpAddr` goes through.
+fn ip_text<S: serde::Serializer>(ip: &std::net::IpAddr, to: S) -> Result<S::Ok, S::Error> {
+    let mut text = IpText::default();
+    // IpText writes ASCII digits, dots, colons and hex only.
+    to.serialize_str(std::str::from_utf8(text.format(*ip)).unwrap_or_default())
 }
 
-/// Milliseconds with three decimals ("1.800"), written as integers (float formatting costs
-/// several times more).
-fn millis(out: &mut Vec<u8>, ms: f64) {
-    let micros = (ms.max(0.0) * 1000.0).round() as u64;
-    number(out, micros / 1000);
-    let frac = micros % 1000;
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
-}
+/// serde_json's compact output, but floats (the durations, in milliseconds) with three
+/// decimals ("1.800"): microsecond precision, the same width in every line.
+struct Milliseconds;
 
-fn json_opt(out: &mut Vec<u8>, value: Option<&str>) {
-    match value {
-        Some(v) => json_str(out, v),
-        None => out.extend_from_slice(b"null"),
+impl serde_json::ser::Formatter for Milliseconds {
+    fn write_f64<W: ?Sized + Write>(&mut self, out: &mut W, ms: f64) -> std::io::Result<()> {
+        let micros = (ms.max(0.0) * 1000.0).round() as u64;
+        out.write_all(itoa::Buffer::new().format(micros / 1000).as_bytes())?;
+        let frac = micros % 1000;
+        out.write_all(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ])
     }
-}
-
-/// A JSON string with the escapes JSON requires (control characters, `"` and `\`).
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let plain = |b: &u8| !matches!(b, b'"' | b'\\' | 0..=0x1f | 0x7f);
-    if s.as_bytes().iter().all(plain) {
-        // Most values (ids, methods, paths, hosts) need no escape: one copy.
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-        return;
-    }
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f | 0x7f => {
-                let _ = std::io::Write::write_fmt(out, format_args!("\\u{b:04x}"));
-            }
-            _ => out.push(b),
-        }
-    }
-    out.push(b'"');
 }
 
 /// The process's access log.
@@ -326,7 +264,6 @@ fn inode_of(path: &std::path::Path) -> Option<u64> {
 fn signal_reopen(flag: Arc<AtomicBool>) -> std::io::Result<()> {
     crate::signals::on_signal(
         tokio::signal::unix::SignalKind::user_defined1(),
-        "sigusr1",
         move || flag.store(true, Ordering::Relaxed),
     )
 }
@@ -416,7 +353,7 @@ mod tests {
             (1500.0, "1500.000"),
         ] {
             let mut out = Vec::new();
-            millis(&mut out, ms);
+            serde_json::ser::Formatter::write_f64(&mut Milliseconds, &mut out, ms).expect("vec");
             assert_eq!(String::from_utf8(out).expect("utf-8"), text);
         }
     }
