@@ -9,6 +9,7 @@
 use crate::config::{self, Config, ConfigErrors};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
+use notify_debouncer_mini::notify;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -209,9 +210,10 @@ impl Reloader {
     }
 
     /// Watches the config file's directory and reloads on changes until the process ends.
-    /// Events are debounced (an editor's write, rename and chmod make one reload).
+    /// Events are debounced: an editor's write, rename and chmod within 100 ms of each
+    /// other make one reload.
     pub fn watch(self: &Arc<Self>) -> notify::Result<()> {
-        use notify::{RecursiveMode, Watcher};
+        use notify::RecursiveMode;
         let Some(path) = self.path.clone() else {
             return Ok(());
         };
@@ -220,36 +222,30 @@ impl Reloader {
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let (tx, rx) = std::sync::mpsc::channel();
+        let mut debouncer = notify_debouncer_mini::new_debouncer(Duration::from_millis(100), tx)?;
+        debouncer
+            .watcher()
+            .watch(&dir, RecursiveMode::NonRecursive)?;
         // Only the config file itself matters, and the `..data` / `..2024_...` entries of a
         // Kubernetes ConfigMap volume that it links through; logs or other files written
         // beside it must not cause reloads.
         let name = path.file_name().map(|n| n.to_os_string());
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let relevant = match &event {
-                    Ok(e) => e.paths.iter().any(|p| {
-                        p.file_name().is_some_and(|f| {
-                            Some(f) == name.as_deref() || f.to_string_lossy().starts_with("..")
-                        })
-                    }),
-                    Err(_) => true,
-                };
-                if relevant {
-                    let _ = tx.send(event);
-                }
-            })?;
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        let relevant = move |changed: &Path| {
+            changed.file_name().is_some_and(|f| {
+                Some(f) == name.as_deref() || f.to_string_lossy().starts_with("..")
+            })
+        };
         let reloader = self.clone();
         std::thread::Builder::new()
             .name("config-watch".into())
             .spawn(move || {
-                let _watcher = watcher; // kept alive by this thread
-                while let Ok(first) = rx.recv() {
-                    if let Err(e) = first {
-                        tracing::warn!(error = %e, "config watcher error");
+                let _debouncer = debouncer; // kept alive by this thread
+                for batch in rx {
+                    match batch {
+                        Ok(events) if !events.iter().any(|e| relevant(&e.path)) => continue,
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "config watcher error"),
                     }
-                    // Debounce: take everything that arrives within 100 ms.
-                    while rx.recv_timeout(Duration::from_millis(100)).is_ok() {}
                     let _ = reloader.reload("file changed");
                 }
             })
@@ -260,13 +256,9 @@ impl Reloader {
 
 /// Reloads on SIGHUP (Pingora leaves SIGHUP at its default, which would end the process).
 pub fn reload_on_sighup(reloader: Arc<Reloader>) -> std::io::Result<()> {
-    crate::signals::on_signal(
-        tokio::signal::unix::SignalKind::hangup(),
-        "sighup",
-        move || {
-            let _ = reloader.reload("SIGHUP");
-        },
-    )
+    crate::signals::on_signal(tokio::signal::unix::SignalKind::hangup(), move || {
+        let _ = reloader.reload("SIGHUP");
+    })
 }
 
 fn hash_text(text: &str) -> u64 {
