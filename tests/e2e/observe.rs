@@ -441,3 +441,48 @@ async fn a_stuck_access_log_drops_lines_and_counts_them_without_slowing_requests
         edge.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_access_log_is_reopened_on_sigusr1_and_when_moved() {
+    let app = backend("app").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let edge = Edge::start(
+        &format!("access_log = \"{}\"", log.display()),
+        &one_route(app.addr),
+    );
+    let c = client();
+    get_json(&c, &edge.url("/before"), &[]).await;
+    logged_line(&log, "/before", Duration::from_secs(5), "the first file").await;
+
+    // logrotate's `create`: the file moves away, an empty one takes its name, then SIGUSR1.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    std::fs::write(&log, "").expect("create");
+    let killed = std::process::Command::new("kill")
+        .args(["-USR1", &edge.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    get_json(&c, &edge.url("/after-signal"), &[]).await;
+    logged_line(
+        &log,
+        "/after-signal",
+        Duration::from_secs(5),
+        "SIGUSR1 reopens",
+    )
+    .await;
+
+    // Moved away with no signal: the writer notices the file is no longer the one it holds.
+    std::fs::rename(&log, &rotated).expect("rotate again");
+    get_json(&c, &edge.url("/after-move"), &[]).await;
+    logged_line(
+        &log,
+        "/after-move",
+        Duration::from_secs(5),
+        "a moved file is reopened",
+    )
+    .await;
+    let old = std::fs::read_to_string(&rotated).expect("rotated file");
+    assert!(!old.contains("/after-move"), "{old}");
+}
