@@ -2,14 +2,7 @@
 //! request fails while the config changes under load.
 
 use crate::support::*;
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
-}
 
 async fn generation(edge: &Edge) -> u64 {
     admin_json(edge, "/status").await["reloads"]["generation"]

@@ -114,10 +114,10 @@ upstream = "idle"
     // One refused reload and one applied.
     let path = edge.dir.path().join("upstreams.toml");
     let good = std::fs::read_to_string(&path).expect("read");
-    std::fs::write(&path, format!("{good}\nnonsense = 1\n")).expect("write");
+    write_atomically(&path, &format!("{good}\nnonsense = 1\n"));
     let reload = || c.post(format!("http://{}/reload", edge.admin)).send();
     assert_eq!(reload().await.expect("reload").status(), 400);
-    std::fs::write(&path, good.replace("\"1r/m\"", "\"2r/m\"")).expect("write");
+    write_atomically(&path, &good.replace("\"1r/m\"", "\"2r/m\""));
     assert_eq!(reload().await.expect("reload").status(), 200);
 
     // Plain clients still get JSON from the same URL.

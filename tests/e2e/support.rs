@@ -766,3 +766,11 @@ impl KeepaliveBackend {
         self.per_connection().iter().sum()
     }
 }
+
+/// Replaces a file the way editors and config tools do (a new file renamed over the old), so
+/// the edge's watcher never reads it half-written.
+pub fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
