@@ -38,6 +38,7 @@ pub struct AdminApp {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub started: Instant,
     pub reloader: Arc<Reloader>,
+    pub exposition: crate::scrape::Exposition,
 }
 
 #[async_trait]
@@ -63,7 +64,7 @@ impl ServeHttp for AdminApp {
             }
             ("/status", _) => (200, self.status(&snapshot)),
             ("/metrics", _) => {
-                let text = crate::scrape::render(&snapshot, &self.reloader.stats);
+                let text = self.exposition.render();
                 return Response::builder()
                     .status(200)
                     .header("content-type", "text/plain; version=0.0.4")
@@ -112,7 +113,7 @@ impl AdminApp {
             Ok(Ok(Outcome::Unchanged)) => (200, json!({"result": "unchanged"})),
             Ok(Ok(Outcome::Applied(diff))) => (
                 200,
-                json!({"result": "applied", "changes": diff.to_string(), "needs_upgrade": diff.needs_restart}),
+                json!({"result": "applied", "changes": diff.to_string(), "needs_upgrade": diff.needs_upgrade}),
             ),
             Ok(Err(errors)) => (
                 400,
@@ -130,9 +131,13 @@ impl AdminApp {
         let stats = &self.reloader.stats;
         body["reloads"] = json!({
             "generation": stats.generation.load(Ordering::Relaxed),
-            "succeeded": stats.succeeded.load(Ordering::Relaxed),
-            "failed": stats.failed.load(Ordering::Relaxed),
-            "last_success": rfc3339(stats.last_success_unix.load(Ordering::Relaxed)),
+            "applied": stats.applied.load(Ordering::Relaxed),
+            "refused": stats.refused.load(Ordering::Relaxed),
+            "last_applied": rfc3339(stats.last_applied_unix.load(Ordering::Relaxed)),
+            // Deprecated names, served for one more release (docs/observability.md, changelog).
+            "succeeded": stats.applied.load(Ordering::Relaxed),
+            "failed": stats.refused.load(Ordering::Relaxed),
+            "last_success": rfc3339(stats.last_applied_unix.load(Ordering::Relaxed)),
             "config_hash": format!("{:016x}", stats.config_hash.load(Ordering::Relaxed)),
             "recent": stats.history().iter().rev().map(|e| json!({
                 "at": rfc3339(e.at),
@@ -172,11 +177,11 @@ impl AdminApp {
                 unprobed.push(name.clone());
             }
         }
-        let inflight: u32 = snapshot
+        let in_flight: u32 = snapshot
             .upstreams
             .values()
             .flat_map(|u| &u.servers)
-            .map(|s| s.state.inflight.load(Ordering::Relaxed))
+            .map(|s| s.state.in_flight.load(Ordering::Relaxed))
             .sum();
         let body = json!({
             "status": if degraded { "degraded" } else { "healthy" },
@@ -187,7 +192,7 @@ impl AdminApp {
             "metadata": {
                 "uptime": self.started.elapsed().as_secs(),
                 "memory_usage": memory_usage(),
-                "active_connections": inflight,
+                "active_connections": in_flight,
                 "config": snapshot.source,
             }
         });
@@ -214,9 +219,12 @@ fn status(snapshot: &Snapshot) -> Value {
                     "probe_up": s.state.probe_up(),
                     "degraded": s.state.degraded(),
                     "fails": s.state.fails(),
-                    "inflight": s.state.inflight.load(Ordering::Relaxed),
-                    "requests": s.state.requests.load(Ordering::Relaxed),
+                    "in_flight": s.state.in_flight.load(Ordering::Relaxed),
+                    "attempts": s.state.attempts.load(Ordering::Relaxed),
                     "failures": s.state.failures(),
+                    // Deprecated names, served for one more release (docs/observability.md, changelog).
+                    "inflight": s.state.in_flight.load(Ordering::Relaxed),
+                    "requests": s.state.attempts.load(Ordering::Relaxed),
                 })
             })
             .collect();

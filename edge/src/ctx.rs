@@ -6,7 +6,7 @@
 use crate::client::IpText;
 use crate::observe::metrics::METRICS;
 use crate::snapshot::{Route, Snapshot};
-use crate::upstream::{Attempts, InflightGuard};
+use crate::upstream::{Attempts, InFlightGuard};
 use http::{HeaderName, HeaderValue};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ pub struct RequestCtx {
     /// Servers tried for this request.
     pub attempts: Attempts,
     /// The server in use, counted in flight while held.
-    pub server: Option<(usize, InflightGuard)>,
+    pub server: Option<(usize, InFlightGuard)>,
     /// The request reached its upstream (a server was sought); false when the edge answered
     /// it itself (403, 413, 429, a redirect, ...).
     pub went_upstream: bool,

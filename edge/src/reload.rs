@@ -21,10 +21,10 @@ use std::time::{Duration, SystemTime};
 /// Reload counters for /status and /metrics.
 #[derive(Debug, Default)]
 pub struct ReloadStats {
-    pub succeeded: AtomicU64,
-    pub failed: AtomicU64,
+    pub applied: AtomicU64,
+    pub refused: AtomicU64,
     /// Unix seconds of the last successful reload (or of the start).
-    pub last_success_unix: AtomicU64,
+    pub last_applied_unix: AtomicU64,
     /// Hash of the running config file's text.
     pub config_hash: AtomicU64,
     /// Incremented by every swap.
@@ -88,7 +88,7 @@ impl Reloader {
     pub fn new(path: Option<PathBuf>, snapshot: Arc<ArcSwap<Snapshot>>, text: &str) -> Self {
         let stats = ReloadStats::default();
         stats.config_hash.store(hash_text(text), Ordering::Relaxed);
-        stats.last_success_unix.store(unix_now(), Ordering::Relaxed);
+        stats.last_applied_unix.store(unix_now(), Ordering::Relaxed);
         Reloader {
             path,
             snapshot,
@@ -119,7 +119,7 @@ impl Reloader {
                         message: format!("cannot read the file: {e}"),
                     }],
                 };
-                self.failed(why, &errors);
+                self.refused(why, &errors);
                 return Err(errors);
             }
         };
@@ -130,7 +130,7 @@ impl Reloader {
         let validated = match config::validate(&name, &text) {
             Ok(v) => v,
             Err(errors) => {
-                self.failed(why, &errors);
+                self.refused(why, &errors);
                 return Err(errors);
             }
         };
@@ -142,10 +142,10 @@ impl Reloader {
         let next = Snapshot::compile(&name, validated.config, Some(&current));
         self.snapshot.store(Arc::new(next));
         self.stats.config_hash.store(hash, Ordering::Relaxed);
-        self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+        self.stats.applied.fetch_add(1, Ordering::Relaxed);
         self.stats.generation.fetch_add(1, Ordering::Relaxed);
         self.stats
-            .last_success_unix
+            .last_applied_unix
             .store(unix_now(), Ordering::Relaxed);
         tracing::info!(trigger = why, changes = %diff, "config reloaded");
         self.stats.record(ReloadEvent {
@@ -154,7 +154,7 @@ impl Reloader {
             result: "applied",
             details: diff.to_string().split("; ").map(str::to_string).collect(),
         });
-        for note in &diff.needs_restart {
+        for note in &diff.needs_upgrade {
             tracing::warn!(
                 change = %note,
                 "this change is not applied by a reload; do a graceful binary upgrade (see README)"
@@ -196,8 +196,8 @@ impl Reloader {
         });
     }
 
-    fn failed(&self, why: &str, errors: &ConfigErrors) {
-        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+    fn refused(&self, why: &str, errors: &ConfigErrors) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
         self.stats.record(ReloadEvent {
             at: unix_now(),
             trigger: why.to_string(),
@@ -282,14 +282,14 @@ pub struct Diff {
     pub upstreams_added: Vec<String>,
     pub upstreams_removed: Vec<String>,
     pub upstreams_changed: Vec<String>,
-    /// "upstream: addr" entries.
+    /// "upstream/server" entries, as /status and the status page name a server.
     pub servers_added: Vec<String>,
     pub servers_removed: Vec<String>,
     pub zones_added: Vec<String>,
     pub zones_removed: Vec<String>,
     pub zones_changed: Vec<String>,
     /// Changes a reload cannot apply (listeners, TLS, threads).
-    pub needs_restart: Vec<String>,
+    pub needs_upgrade: Vec<String>,
     /// Other [edge]/[gzip]/[redis] settings that changed.
     pub settings_changed: Vec<String>,
 }
@@ -330,11 +330,11 @@ impl Diff {
             let new_addrs: BTreeSet<&str> =
                 new_up.servers.iter().map(|s| s.addr.as_str()).collect();
             for a in new_addrs.difference(&old_addrs) {
-                d.servers_added.push(format!("{name}: {a}"));
+                d.servers_added.push(format!("{name}/{a}"));
             }
             if old.upstreams.contains_key(name) {
                 for a in old_addrs.difference(&new_addrs) {
-                    d.servers_removed.push(format!("{name}: {a}"));
+                    d.servers_removed.push(format!("{name}/{a}"));
                 }
             }
         }
@@ -347,25 +347,25 @@ impl Diff {
         );
         let (oe, ne) = (&old.edge, &new.edge);
         if oe.http_listen != ne.http_listen {
-            d.needs_restart.push("edge.http_listen".into());
+            d.needs_upgrade.push("edge.http_listen".into());
         }
         if oe.https_listen != ne.https_listen {
-            d.needs_restart.push("edge.https_listen".into());
+            d.needs_upgrade.push("edge.https_listen".into());
         }
         if oe.admin_listen != ne.admin_listen {
-            d.needs_restart.push("edge.admin_listen".into());
+            d.needs_upgrade.push("edge.admin_listen".into());
         }
         if oe.threads != ne.threads {
-            d.needs_restart.push("edge.threads".into());
+            d.needs_upgrade.push("edge.threads".into());
         }
         if oe.keepalive_requests != ne.keepalive_requests {
-            d.needs_restart.push("edge.keepalive_requests".into());
+            d.needs_upgrade.push("edge.keepalive_requests".into());
         }
         if oe.access_log != ne.access_log {
-            d.needs_restart.push("edge.access_log".into());
+            d.needs_upgrade.push("edge.access_log".into());
         }
         if old.tls != new.tls {
-            d.needs_restart.push("[tls]".into());
+            d.needs_upgrade.push("[tls]".into());
         }
         for (changed, name) in [
             (
@@ -456,7 +456,7 @@ impl std::fmt::Display for Diff {
             ("zones removed", &self.zones_removed),
             ("zones changed", &self.zones_changed),
             ("settings changed", &self.settings_changed),
-            ("needs a binary upgrade", &self.needs_restart),
+            ("needs a binary upgrade", &self.needs_upgrade),
         ] {
             if !items.is_empty() {
                 if !out.is_empty() {
@@ -493,9 +493,9 @@ mod tests {
         assert_eq!(d.routes_removed, vec!["/y/"]);
         assert_eq!(d.upstreams_removed, vec!["b"]);
         assert_eq!(d.upstreams_changed, vec!["a"]);
-        assert_eq!(d.servers_added, vec!["a: 10.0.0.3:80"]);
+        assert_eq!(d.servers_added, vec!["a/10.0.0.3:80"]);
         assert_eq!(d.zones_changed, vec!["api"]);
-        assert_eq!(d.needs_restart, vec!["edge.http_listen"]);
+        assert_eq!(d.needs_upgrade, vec!["edge.http_listen"]);
         assert!(Diff::between(&old, &old).is_empty());
         assert!(d.to_string().contains("routes added: /z/"));
     }

@@ -7,6 +7,7 @@ use crate::health::HealthService;
 use crate::listen::{ClientListeners, Endpoint};
 use crate::proxy::EdgeProxy;
 use crate::reload::{reload_on_sighup, Reloader};
+use crate::scrape::Exposition;
 use crate::snapshot::Snapshot;
 use crate::tls::{Certificates, SniResolver};
 use arc_swap::ArcSwap;
@@ -157,6 +158,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut admin = Service::new(
         "admin".to_string(),
         AdminApp {
+            exposition: Exposition::new(snapshot.clone(), reloader.clone()),
             snapshot: snapshot.clone(),
             started: Instant::now(),
             reloader,

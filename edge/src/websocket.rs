@@ -10,7 +10,7 @@
 
 use crate::ctx::RequestCtx;
 use crate::snapshot::Route;
-use crate::upstream::InflightGuard;
+use crate::upstream::InFlightGuard;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -47,7 +47,7 @@ pub async fn tunnel(session: &mut Session, ctx: &mut RequestCtx, route: &Arc<Rou
         };
         match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
-                ctx.server = Some((index, InflightGuard::new(server.state.clone())));
+                ctx.server = Some((index, InFlightGuard::new(server.state.clone())));
                 break stream;
             }
             _ => upstream.report_failure(index),

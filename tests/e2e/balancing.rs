@@ -67,7 +67,7 @@ async fn least_conn_sends_new_requests_away_from_a_server_holding_slow_ones() {
         if servers
             .unwrap_or_default()
             .iter()
-            .any(|s| s["inflight"] == 1)
+            .any(|s| s["in_flight"] == 1)
         {
             break;
         }

@@ -118,7 +118,7 @@ upstream = "app"
             .expect("servers")
             .iter()
             .find(|s| s["addr"] == b_label.as_str())
-            .and_then(|s| s["requests"].as_u64())
+            .and_then(|s| s["attempts"].as_u64())
     };
     let before = b_requests(&admin_json(&edge, "/status").await).expect("b listed");
     dns.set(&[two, three]);

@@ -249,7 +249,7 @@ upstream = "app"
         assert!(state.starts_with("up"), "{status}");
         assert_eq!(server["fails"], 0, "{status}");
         assert_eq!(server["failures"], 0, "{status}");
-        assert_eq!(server["inflight"], 0, "{status}");
+        assert_eq!(server["in_flight"], 0, "{status}");
     }
     let c = reqwest::Client::new();
     let mut served = std::collections::BTreeSet::new();
@@ -316,7 +316,7 @@ upstream = "app"
     let hung_up = Instant::now();
     loop {
         let status = admin_json(&edge, "/status").await;
-        if status["upstreams"]["app"]["servers"][0]["inflight"] == 0 {
+        if status["upstreams"]["app"]["servers"][0]["in_flight"] == 0 {
             break;
         }
         assert!(
@@ -363,7 +363,7 @@ upstream = "app"
         assert_eq!(r.0, 200);
     }
     let attempts = async || {
-        admin_json(&edge, "/status").await["upstreams"]["app"]["servers"][0]["requests"]
+        admin_json(&edge, "/status").await["upstreams"]["app"]["servers"][0]["attempts"]
             .as_u64()
             .unwrap_or(0)
     };

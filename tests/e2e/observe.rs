@@ -164,7 +164,7 @@ async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
     assert_eq!(value(&m, "edge_build_info", &[]), 1.0);
     assert_eq!(value(&m, "edge_config_info", &[]), 1.0);
     assert_eq!(
-        value(&m, "edge_config_reloads_total", &["result=\"success\""]),
+        value(&m, "edge_config_reloads_total", &["result=\"applied\""]),
         0.0
     );
 
@@ -187,12 +187,12 @@ async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
     assert_eq!(applied.status().as_u16(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await; // the watcher may count the bad one too
     let (text, m) = scrape(&edge).await;
-    assert!(value(&m, "edge_config_reloads_total", &["result=\"failure\""]) >= 1.0);
+    assert!(value(&m, "edge_config_reloads_total", &["result=\"refused\""]) >= 1.0);
     assert_eq!(
-        value(&m, "edge_config_reloads_total", &["result=\"success\""]),
+        value(&m, "edge_config_reloads_total", &["result=\"applied\""]),
         1.0
     );
-    assert!(value(&m, "edge_config_last_reload_success_timestamp_seconds", &[]) > 1.7e9);
+    assert!(value(&m, "edge_config_last_applied_timestamp_seconds", &[]) > 1.7e9);
 
     // The exposition is valid by Prometheus' own checker.
     let mut promtool = std::process::Command::new("promtool")

@@ -66,8 +66,16 @@ async fn file_changes_sighup_and_post_reload_apply_and_a_bad_file_changes_nothin
     );
     assert_eq!(instance(&get_json(&c, &edge.url("/"), &[]).await.1), "b");
     let status = admin_json(&edge, "/status").await;
-    assert!(status["reloads"]["failed"].as_u64() >= Some(1));
+    assert!(status["reloads"]["refused"].as_u64() >= Some(1));
     assert_eq!(status["reloads"]["generation"].as_u64(), Some(1));
+    // The names before the rename are served for one more release (the changelog).
+    for (old, new) in [
+        ("failed", "refused"),
+        ("succeeded", "applied"),
+        ("last_success", "last_applied"),
+    ] {
+        assert_eq!(status["reloads"][old], status["reloads"][new], "{old}");
+    }
 
     // SIGHUP reloads (and does not end the process): in-place write, watcher and signal race,
     // the content hash makes it one reload.
@@ -218,7 +226,7 @@ async fn no_request_fails_while_the_config_is_reloaded_every_100ms() {
         "{status}"
     );
     assert!(
-        status["reloads"]["failed"].as_u64() >= Some(1),
+        status["reloads"]["refused"].as_u64() >= Some(1),
         "{invalid_writes} invalid writes"
     );
     drop(never);
@@ -289,7 +297,7 @@ async fn files_written_beside_the_config_cause_no_reload() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = admin_json(&edge, "/status").await;
-    assert_eq!(status["reloads"]["failed"].as_u64(), Some(0));
+    assert_eq!(status["reloads"]["refused"].as_u64(), Some(0));
     assert_eq!(status["reloads"]["generation"].as_u64(), Some(0));
 }
 

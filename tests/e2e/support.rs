@@ -317,7 +317,7 @@ pub async fn left_and_freed(
     assert_eq!(line["status"], 499, "{line}");
     let status = admin_json(edge, "/status").await;
     let server = &status["upstreams"][upstream]["servers"][0];
-    assert_eq!(server["inflight"], 0, "{status}");
+    assert_eq!(server["in_flight"], 0, "{status}");
     server.clone()
 }
 

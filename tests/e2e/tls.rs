@@ -911,7 +911,7 @@ async fn an_http2_stream_reset_while_its_server_works_is_logged_499_and_frees_th
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let status = admin_json(&edge, "/status").await;
-        if status["upstreams"]["app"]["servers"][0]["inflight"] == 1 {
+        if status["upstreams"]["app"]["servers"][0]["in_flight"] == 1 {
             break;
         }
         assert!(

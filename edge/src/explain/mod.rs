@@ -524,7 +524,7 @@ fn balance(route: &Route, client: IpAddr, live: bool) -> BalanceCheck {
             state: s.health().into(),
             up: s.is_up(),
             weight: s.weight,
-            in_flight: s.state.inflight.load(std::sync::atomic::Ordering::Relaxed),
+            in_flight: s.state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
         })
         .collect();
     let pick = upstream.preview(client, !live);

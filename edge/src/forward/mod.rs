@@ -20,7 +20,7 @@ use crate::downstream::Downstream;
 use crate::observe::metrics::METRICS;
 use crate::snapshot::Route;
 use crate::upstream::h1::{self, Connection, Exchange};
-use crate::upstream::{InflightGuard, Upstream};
+use crate::upstream::{InFlightGuard, Upstream};
 use bytes::{Bytes, BytesMut};
 use http::header;
 use pingora::http::RequestHeader;
@@ -202,7 +202,7 @@ async fn attempt(
 ) -> Result<(), Failed> {
     let server = &upstream.servers[index];
     let settings = &upstream.settings;
-    ctx.server = Some((index, InflightGuard::new(server.state.clone())));
+    ctx.server = Some((index, InFlightGuard::new(server.state.clone())));
     ctx.upstream_started = Some(Instant::now());
     let (connection, reused) = connection_for(server, settings, addr, body).await?;
     let mut up = Exchange::new(connection, settings.read_timeout, settings.send_timeout);

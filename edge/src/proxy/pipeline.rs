@@ -14,7 +14,7 @@
 //! logging: metrics ▸ access log (queued to its writer thread; 499 for a client that left)
 
 use super::*;
-use crate::upstream::InflightGuard;
+use crate::upstream::InFlightGuard;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp};
@@ -103,7 +103,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.went_upstream = true;
         let index = crate::forward::pick_server(ctx, upstream)?;
         let server = &upstream.servers[index];
-        ctx.server = Some((index, InflightGuard::new(server.state.clone())));
+        ctx.server = Some((index, InFlightGuard::new(server.state.clone())));
         ctx.upstream_started = Some(Instant::now());
         let addr = server.addr.ok_or_else(|| {
             Error::explain(ErrorType::ConnectNoRoute, "server address does not resolve")

@@ -61,7 +61,7 @@ impl Upstream {
             if attempts.tried(i) || !attempts.usable(server, now, single) {
                 continue;
             }
-            let conns = server.state.inflight.load(Ordering::Relaxed) as u64;
+            let conns = server.state.in_flight.load(Ordering::Relaxed) as u64;
             let weight = server.weight as u64;
             match best {
                 Some((bc, bw)) if conns * bw > bc * weight => {}
@@ -79,7 +79,7 @@ impl Upstream {
         }
         self.round_robin(now, attempts, |i| {
             let s = &self.servers[i];
-            s.state.inflight.load(Ordering::Relaxed) as u64 * bw == bc * s.weight as u64
+            s.state.in_flight.load(Ordering::Relaxed) as u64 * bw == bc * s.weight as u64
         })
     }
 
@@ -226,12 +226,12 @@ mod tests {
     #[test]
     fn least_conn_prefers_idle_servers_relative_to_weight() {
         let u = upstream(Balance::LeastConn, &[1, 1, 2]);
-        u.servers[0].state.inflight.store(3, Ordering::Relaxed);
-        u.servers[1].state.inflight.store(1, Ordering::Relaxed);
-        u.servers[2].state.inflight.store(4, Ordering::Relaxed);
+        u.servers[0].state.in_flight.store(3, Ordering::Relaxed);
+        u.servers[1].state.in_flight.store(1, Ordering::Relaxed);
+        u.servers[2].state.in_flight.store(4, Ordering::Relaxed);
         // ratios 3, 1, 2
         assert_eq!(picks(&u, 1), vec![1]);
-        u.servers[1].state.inflight.store(2, Ordering::Relaxed);
+        u.servers[1].state.in_flight.store(2, Ordering::Relaxed);
         // ratios 3, 2, 2: a tie between 1 and 2, broken by weighted round robin
         let p = picks(&u, 3);
         assert!(p.iter().all(|&i| i == 1 || i == 2));

@@ -20,7 +20,7 @@ use crate::clock::now_ms;
 #[derive(Debug)]
 pub struct ServerState {
     /// Requests in flight to this server, across all threads (least_conn's count).
-    pub inflight: AtomicU32,
+    pub in_flight: AtomicU32,
     /// Failures since the last success (nginx's `fails`).
     fails: AtomicU32,
     /// When a failure was last counted, or the server last retried after `fail_timeout`.
@@ -29,8 +29,9 @@ pub struct ServerState {
     accessed_ms: AtomicU64,
     /// Whether active health probes let the server take traffic.
     probe_up: AtomicBool,
-    /// Requests sent to this server in all (for /status and tests).
-    pub requests: AtomicU64,
+    /// Attempts sent to this server in all (for /status and tests): a request that moved
+    /// on to the next server counts once at each.
+    pub attempts: AtomicU64,
     /// Failures counted in all (for metrics).
     failures_total: AtomicU64,
     /// The last probe said "degraded" (still up).
@@ -47,12 +48,12 @@ pub struct ServerState {
 impl Default for ServerState {
     fn default() -> Self {
         ServerState {
-            inflight: AtomicU32::new(0),
+            in_flight: AtomicU32::new(0),
             fails: AtomicU32::new(0),
             checked_ms: AtomicU64::new(0),
             accessed_ms: AtomicU64::new(0),
             probe_up: AtomicBool::new(true),
-            requests: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
             failures_total: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
             checked: AtomicBool::new(false),
@@ -363,20 +364,20 @@ impl Upstream {
 
 /// Counts a request in flight to a server until dropped, on every exit path.
 #[derive(Debug)]
-pub struct InflightGuard {
+pub struct InFlightGuard {
     state: Arc<ServerState>,
 }
 
-impl InflightGuard {
+impl InFlightGuard {
     pub fn new(state: Arc<ServerState>) -> Self {
-        state.inflight.fetch_add(1, Ordering::Relaxed);
-        state.requests.fetch_add(1, Ordering::Relaxed);
-        InflightGuard { state }
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        state.attempts.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard { state }
     }
 }
 
-impl Drop for InflightGuard {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.state.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
