@@ -24,7 +24,7 @@ pub struct Route {
     pub settings: RouteSettings,
     pub upstream: Arc<Upstream>,
     /// The rate-limit zones every request must pass, in order.
-    pub limits: Vec<RouteLimit>,
+    pub limit: Vec<RouteLimit>,
     /// Its request metrics, resolved once.
     pub metrics: RouteMetrics,
 }
@@ -120,7 +120,7 @@ impl Snapshot {
             };
             let name = route_name(settings.host.as_deref(), &settings.path);
             let limits = settings
-                .limits
+                .limit
                 .iter()
                 .filter_map(|l| {
                     Some(RouteLimit {
@@ -136,7 +136,7 @@ impl Snapshot {
                 name,
                 settings: settings.clone(),
                 upstream: upstream.clone(),
-                limits,
+                limit: limits,
             };
             router.add(settings.host.as_deref(), &settings.path, Arc::new(route));
         }

@@ -283,7 +283,7 @@ pub struct RouteSettings {
     /// Exact host, `*.domain` wildcard, or any host.
     pub host: Option<String>,
     pub upstream: String,
-    pub limits: Vec<LimitSettings>,
+    pub limit: Vec<LimitSettings>,
     pub limit_status: u16,
     /// Client networks admitted; empty admits everyone.
     pub allow: Vec<IpNet>,

@@ -467,7 +467,7 @@ fn beaten(
 
 async fn zones(route: &Route, client: IpAddr, live: bool) -> Vec<ZoneCheck> {
     let mut out = Vec::new();
-    for limit in &route.limits {
+    for limit in &route.limit {
         let rate = limit.zone.settings.rate;
         let (standing, unread) = if live {
             match limit.zone.peek(client, limit.burst).await {

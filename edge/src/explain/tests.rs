@@ -125,7 +125,7 @@ async fn a_live_zone_shows_the_standing_and_would_reject_without_counting() {
     // Two requests fill rate 1r/m with burst 1; explaining counts none of them.
     for _ in 0..2 {
         assert!(matches!(
-            crate::ratelimit::admit(&route.limits, client).await,
+            crate::ratelimit::admit(&route.limit, client).await,
             crate::ratelimit::Admission::Pass { .. }
         ));
     }

@@ -72,7 +72,7 @@ fn the_reference_nginx_edge_imports_as_the_hand_translation_routes_and_limits() 
                 (
                     r.path.clone(),
                     r.upstream.clone(),
-                    r.limits.clone(),
+                    r.limit.clone(),
                     r.allow.clone(),
                     r.websocket,
                 )
@@ -250,10 +250,10 @@ fn nginx_inheritance_location_lists_replace_what_they_inherit() {
     for host in ["example.com", "example.org", "*.example.org"] {
         assert!(route("/open/", host).allow.is_empty());
         assert_eq!(route("/closed/", host).allow.len(), 1);
-        assert_eq!(route("/closed/", host).limits[0].burst, 3);
-        assert!(!route("/closed/", host).limits[0].nodelay);
+        assert_eq!(route("/closed/", host).limit[0].burst, 3);
+        assert!(!route("/closed/", host).limit[0].nodelay);
         let slow = route("/slow/", host);
-        assert_eq!((slow.limits[0].burst, slow.limits[0].nodelay), (0, true));
+        assert_eq!((slow.limit[0].burst, slow.limit[0].nodelay), (0, true));
         assert_eq!(slow.limit_status, 444);
         assert_eq!(slow.allow.len(), 1);
     }

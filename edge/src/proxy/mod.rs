@@ -225,8 +225,8 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
     }
 
     // How fast it may come (nginx limit_req): every zone of the route must admit.
-    let admission = ratelimit::admit(&route.limits, ctx.client_ip).await;
-    if !route.limits.is_empty() {
+    let admission = ratelimit::admit(&route.limit, ctx.client_ip).await;
+    if !route.limit.is_empty() {
         ctx.limit = Some(match &admission {
             Admission::Pass { delay } if !delay.is_zero() => "delayed".into(),
             Admission::Pass { .. } => "passed".into(),

@@ -76,7 +76,7 @@ impl Validator<'_> {
             path: path?.get_ref().clone(),
             host,
             upstream: upstream?,
-            limits,
+            limit: limits,
             limit_status,
             allow,
             websocket: f.websocket.unwrap_or(false),
