@@ -286,3 +286,67 @@ fn memory_usage() -> String {
         _ => "unknown".to_string(),
     }
 }
+
+/// The admin listener's service: binds `admin_listen` (taking it over on an upgrade, and
+/// recording the address bound, so port 0 works) and serves [`AdminApp`] on each connection
+/// through Pingora's HTTP/1 server app.
+pub struct AdminListener {
+    pub addr: String,
+    pub app: Arc<AdminApp>,
+    pub bound: Arc<crate::listen::Bound>,
+}
+
+#[async_trait]
+impl pingora::services::Service for AdminListener {
+    async fn start_service(
+        &mut self,
+        fds: Option<pingora::server::ListenFds>,
+        mut shutdown: pingora::server::ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let key = crate::listen::fd_key(&self.addr, "admin");
+        let listener = crate::listen::listen_or_exit(&self.addr, &key, fds.as_ref()).await;
+        if let Ok(addr) = listener.local_addr() {
+            self.bound.record("admin", addr);
+        }
+        loop {
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let (app, shutdown) = (self.app.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                use pingora::apps::ServerApp;
+                let l4 = pingora::protocols::l4::stream::Stream::from(tcp);
+                let mut stream: pingora::protocols::Stream = Box::new(l4);
+                while let Some(kept) = app.process_new(stream, &shutdown).await {
+                    stream = kept;
+                }
+            });
+        }
+    }
+
+    fn name(&self) -> &str {
+        "admin"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(vec![self.addr.clone()])
+    }
+}

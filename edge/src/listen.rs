@@ -10,6 +10,8 @@
 //!
 //! Sockets are registered in Pingora's fd table under their address, so a graceful binary
 //! upgrade (`edge run --upgrade`, then SIGQUIT to the old process) hands them over unchanged.
+//! Each address bound is written to `listening.json` in the runtime directory ([`Bound`]), so
+//! a listener configured on port 0 can be found.
 
 use crate::gate::ConnectionGate;
 use async_trait::async_trait;
@@ -18,11 +20,14 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -38,6 +43,44 @@ pub struct ClientListeners {
     pub endpoints: Vec<Endpoint>,
     /// The worker threads the connections are spread over (`threads`).
     pub threads: usize,
+    pub bound: Arc<Bound>,
+}
+
+/// The addresses the edge's listeners bound, by kind (`http`, `https`, `admin`), kept in
+/// `listening.json` in the runtime directory and rewritten as each listener binds. With port
+/// 0 in the config, this is where to find the port the kernel chose.
+pub struct Bound {
+    file: PathBuf,
+    kinds: Mutex<BTreeMap<&'static str, Vec<String>>>,
+}
+
+impl Bound {
+    /// Starts an empty record in `runtime_dir` (replacing one a previous process left).
+    pub fn new(runtime_dir: &Path) -> Arc<Bound> {
+        let bound = Arc::new(Bound {
+            file: runtime_dir.join("listening.json"),
+            kinds: Mutex::new(BTreeMap::new()),
+        });
+        bound.write(&BTreeMap::new());
+        bound
+    }
+
+    /// Records one bound listener and rewrites the file (atomically: readers never see half).
+    pub fn record(&self, kind: &'static str, addr: SocketAddr) {
+        tracing::info!(%kind, %addr, "listening");
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        kinds.entry(kind).or_default().push(addr.to_string());
+        self.write(&kinds);
+    }
+
+    fn write(&self, kinds: &BTreeMap<&'static str, Vec<String>>) {
+        let text = serde_json::to_string(kinds).unwrap_or_default();
+        let tmp = self.file.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.file));
+        if let Err(e) = written {
+            tracing::warn!(file = %self.file.display(), error = %e, "cannot record the listening addresses");
+        }
+    }
 }
 
 /// The longest a shutdown or an upgrade waits for requests in flight before cutting them
@@ -133,16 +176,26 @@ impl Service for ClientListeners {
     ) {
         let workers = Arc::new(Workers::find(self.threads).await);
         let mut accepting = Vec::new();
-        for endpoint in self.endpoints.drain(..) {
-            let listener = match listen(&endpoint.addr, fds.as_ref()).await {
-                Ok(listener) => listener,
-                Err(e) => {
-                    // The same outcome as a listener Pingora cannot build: the edge cannot
-                    // serve what its config says, so it stops rather than run half-bound.
-                    tracing::error!(addr = %endpoint.addr, error = %e, "cannot listen");
-                    std::process::exit(1);
-                }
+        for (n, endpoint) in self.endpoints.drain(..).enumerate() {
+            let kind = if endpoint.tls.is_some() {
+                "https"
+            } else {
+                "http"
             };
+            let key = fd_key(&endpoint.addr, &format!("{kind}{n}"));
+            let listener = listen_or_exit(&endpoint.addr, &key, fds.as_ref()).await;
+            if let Ok(addr) = listener.local_addr() {
+                self.bound.record(kind, addr);
+                if endpoint.tls.is_some() {
+                    let first = &crate::snapshot::FIRST_HTTPS_PORT;
+                    let _ = first.compare_exchange(
+                        0,
+                        addr.port(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
             accepting.push(tokio::spawn(accept_loop(
                 listener,
                 endpoint.tls,
@@ -175,12 +228,34 @@ impl Service for ClientListeners {
     }
 }
 
-/// The listening socket for `addr`: the one handed over by the previous process on an upgrade,
-/// or a new one, then recorded for the next upgrade.
+/// [`listen`], or the end of the process: the same outcome as a listener Pingora cannot
+/// build. The edge cannot serve what its config says, so it stops rather than run half-bound.
+pub async fn listen_or_exit(addr: &str, key: &str, fds: Option<&ListenFds>) -> TcpListener {
+    match listen(addr, key, fds).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The name a listening socket has in the fd table an upgrade hands over: its address, as
+/// Pingora names its own, but for port 0 (any number of them) also the listener's `role`.
+pub fn fd_key(addr: &str, role: &str) -> String {
+    if addr.ends_with(":0") {
+        format!("{addr}#{role}")
+    } else {
+        addr.to_string()
+    }
+}
+
+/// The listening socket for `addr`: the one handed over under `key` by the previous process on
+/// an upgrade, or a new one, then recorded under `key` for the next upgrade.
 #[allow(unsafe_code)]
-async fn listen(addr: &str, fds: Option<&ListenFds>) -> io::Result<TcpListener> {
+async fn listen(addr: &str, key: &str, fds: Option<&ListenFds>) -> io::Result<TcpListener> {
     if let Some(fds) = fds {
-        let inherited = fds.lock().get(addr).copied();
+        let inherited = fds.lock().get(key).copied();
         if let Some(fd) = inherited {
             // SAFETY: the fd table hands each listening socket to exactly one owner: this
             // service, the only one that listens on `addr`.
@@ -191,7 +266,7 @@ async fn listen(addr: &str, fds: Option<&ListenFds>) -> io::Result<TcpListener> 
     }
     let listener = bind(addr).await?;
     if let Some(fds) = fds {
-        fds.lock().add(addr.to_string(), listener.as_raw_fd());
+        fds.lock().add(key.to_string(), listener.as_raw_fd());
     }
     Ok(listener)
 }

@@ -1,10 +1,10 @@
 //! Starting the edge: the Pingora server, its proxy and admin services, from a config.
 
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, AdminListener};
 use crate::config::Validated;
 use crate::gate::ConnectionGate;
 use crate::health::HealthService;
-use crate::listen::{ClientListeners, Endpoint};
+use crate::listen::{Bound, ClientListeners, Endpoint};
 use crate::proxy::EdgeProxy;
 use crate::reload::{reload_on_sighup, Reloader};
 use crate::scrape::Exposition;
@@ -17,7 +17,6 @@ use pingora::listeners::TlsAccept;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
-use pingora::services::listening::Service;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +30,7 @@ pub struct RunOptions {
     /// The text the config was loaded from.
     pub text: String,
     pub config: Validated,
-    /// Directory for the pid file and the upgrade socket.
+    /// Directory for the pid file, the upgrade socket and `listening.json`.
     pub runtime_dir: PathBuf,
     /// Take the listening sockets over from a running edge (graceful binary upgrade).
     pub upgrade: bool,
@@ -149,23 +148,24 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             tls: Some(acceptor.clone()),
         }));
     }
+    let bound = Bound::new(&options.runtime_dir);
     server.add_service(ClientListeners {
         gate,
         endpoints,
         threads: edge.threads,
+        bound: bound.clone(),
     });
 
-    let mut admin = Service::new(
-        "admin".to_string(),
-        AdminApp {
+    server.add_service(AdminListener {
+        addr: edge.admin_listen.to_string(),
+        app: Arc::new(AdminApp {
             exposition: Exposition::new(snapshot.clone(), reloader.clone()),
             snapshot: snapshot.clone(),
             started: Instant::now(),
             reloader,
-        },
-    );
-    admin.add_tcp(&edge.admin_listen.to_string());
-    server.add_service(admin);
+        }),
+        bound,
+    });
     server.add_service(background_service("health", HealthService { snapshot }));
 
     tracing::info!(

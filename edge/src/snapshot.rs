@@ -158,10 +158,14 @@ impl Snapshot {
 
     /// Where a plain-HTTP request for `host` and `target` (path and query) is redirected:
     /// the same host without its port (nginx's `$host`), on the first https listener's port
-    /// when that is not 443.
+    /// when that is not 443 (the port bound, for a listener on port 0).
     pub fn https_location(&self, host: &str, target: &str) -> String {
         let host = crate::route::normalize_host(host);
-        match self.config.edge.https_listen.first().map(|a| a.port()) {
+        let port = match self.config.edge.https_listen.first().map(|a| a.port()) {
+            Some(0) => Some(FIRST_HTTPS_PORT.load(std::sync::atomic::Ordering::Relaxed)),
+            configured => configured,
+        };
+        match port {
             Some(443) | None => format!("https://{host}{target}"),
             Some(port) => format!("https://{host}:{port}{target}"),
         }
@@ -172,6 +176,10 @@ impl Snapshot {
         &self.config.edge.trusted_proxies
     }
 }
+
+/// The port the first `https_listen` listener bound (set by the listeners; what redirects
+/// name when the config says port 0).
+pub static FIRST_HTTPS_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
 
 /// One server a configured `addr` stands for.
 struct Expanded {

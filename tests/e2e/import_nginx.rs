@@ -4,7 +4,7 @@
 
 use crate::support::*;
 use crate::tls::{connect, connector, http1};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
@@ -75,13 +75,11 @@ async fn the_imported_nginx_edge_routes_balances_and_limits_as_nginx_did() {
     let dns = TestDns::start(&[Ipv4Addr::LOCALHOST]);
     let text = std::fs::read_to_string(&toml_path).expect("read");
     let mut doc: toml_edit::DocumentMut = text.parse().expect("TOML");
-    let (http, https, admin) = (free_port(), free_port(), free_port());
     let edge_table = &mut doc["edge"];
-    edge_table["http_listen"] =
-        toml_edit::value(toml_edit::Array::from_iter([format!("127.0.0.1:{http}")]));
-    edge_table["https_listen"] =
-        toml_edit::value(toml_edit::Array::from_iter([format!("127.0.0.1:{https}")]));
-    edge_table["admin_listen"] = toml_edit::value(format!("127.0.0.1:{admin}"));
+    for key in ["http_listen", "https_listen"] {
+        edge_table[key] = toml_edit::value(toml_edit::Array::from_iter(["127.0.0.1:0"]));
+    }
+    edge_table["admin_listen"] = toml_edit::value("127.0.0.1:0");
     edge_table["resolver"] = toml_edit::value(toml_edit::Array::from_iter([dns.addr.to_string()]));
     edge_table["threads"] = toml_edit::value(2);
     edge_table["access_log"] = toml_edit::value("off");
@@ -118,7 +116,7 @@ async fn the_imported_nginx_edge_routes_balances_and_limits_as_nginx_did() {
     }
     std::fs::write(&toml_path, doc.to_string()).expect("write");
     let edge = Edge::start_with_config_path(&toml_path);
-    let https: SocketAddr = format!("127.0.0.1:{https}").parse().expect("addr");
+    let https = edge.https();
 
     // Plain HTTP: /health is proxied (nginx's `location = /health`), the rest is redirected.
     let health = raw_request(

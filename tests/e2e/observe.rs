@@ -312,9 +312,8 @@ async fn dashboards_and_alert_rules_only_use_exported_metrics() {
     let certs = tempfile::tempdir().expect("dir");
     let (cert, key) = (certs.path().join("c.crt"), certs.path().join("c.key"));
     edge::tls::generate_self_signed(&["edge.test"], &cert, &key).expect("certificate");
-    let https = free_port();
     let edge = Edge::start(
-        &format!("https_listen = [\"127.0.0.1:{https}\"]\nredirect_http_to_https = false"),
+        "https_listen = [\"127.0.0.1:0\"]\nredirect_http_to_https = false",
         &format!(
             "{}\n[tls]\ncertificates = [ {{ cert = \"{}\", key = \"{}\" }} ]\n",
             observed_config(app.addr),

@@ -250,9 +250,8 @@ fn stop(mut child: Child) {
 
 async fn edge_with(pki: &Pki, ocsp: &str) -> (Edge, SocketAddr, services::RunningService) {
     let app = backend("app").await;
-    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let edge = Edge::start(
-        &format!("https_listen = [\"{https}\"]\nredirect_http_to_https = false"),
+        "https_listen = [\"127.0.0.1:0\"]\nredirect_http_to_https = false",
         &format!(
             "[tls]\nocsp_refresh = \"1s\"\ncertificates = [ {{ cert = \"{}\", key = \"{}\"{ocsp} }} ]\n{}",
             pki.path("chain.pem").display(),
@@ -260,6 +259,7 @@ async fn edge_with(pki: &Pki, ocsp: &str) -> (Edge, SocketAddr, services::Runnin
             one_route(app.addr)
         ),
     );
+    let https = edge.https();
     (edge, https, app)
 }
 

@@ -284,6 +284,8 @@ async fn a_graceful_binary_upgrade_drops_no_request() {
     );
     let (status, _) = get_json(&client(), &old.url("/after"), &[]).await;
     assert_eq!(status, 200, "the new edge serves on the same port");
+    // Listeners on port 0 are handed over too: the admin one is served on its old port.
+    assert_eq!(admin_json(&old, "/health").await["status"], "healthy");
     let _ = new.kill();
     let _ = new.wait();
 }

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago, for an edge to listen on. Taken below the kernel's
-/// ephemeral range (32768 and up on Linux): a released ephemeral port can be handed out at
-/// once as the source port of any of the suite's many client connections, or to a backend
-/// binding port 0, and the edge's bind then fails or another server answers on its port.
-/// Ports are handed out in turn from a start drawn from the process id, so two tests of one
-/// run never get the same one.
+/// A port that was free a moment ago, for a server that cannot say which port it bound
+/// (redis-server; the edge listens on port 0 and writes its ports to `listening.json`). Taken
+/// below the kernel's ephemeral range (32768 and up on Linux): a released ephemeral port can
+/// be handed out at once as the source port of any of the suite's many client connections, or
+/// to a backend binding port 0. Ports are handed out in turn from a start drawn from the
+/// process id, so two tests of one run never get the same one.
 pub fn free_port() -> u16 {
     const FIRST: u32 = 20_000;
     const COUNT: u32 = 12_000;
@@ -68,10 +68,9 @@ impl Edge {
         Edge::start_with_env(edge_lines, rest, &[])
     }
 
-    /// [`Edge::start`] with extra environment variables for the edge process.
+    /// [`Edge::start`] with extra environment variables for the edge process. The edge
+    /// listens on port 0 and says in its runtime directory which ports it got.
     pub fn start_with_env(edge_lines: &str, rest: &str, env: &[(&str, &str)]) -> Edge {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let dir = tempfile::tempdir().expect("temp dir");
         let access_log = if edge_lines.contains("access_log") {
             ""
@@ -84,43 +83,21 @@ impl Edge {
             "threads = 2\n"
         };
         let config = format!(
-            "[edge]\nhttp_listen = [\"{http}\"]\nadmin_listen = \"{admin}\"\n{threads}\
+            "[edge]\nhttp_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n{threads}\
              {access_log}{edge_lines}\n{rest}"
         );
         let path = dir.path().join("upstreams.toml");
         std::fs::write(&path, config).expect("write config");
-        Edge::spawn(dir, &path, http, admin, env)
+        Edge::spawn(dir, &path, env)
     }
 
-    /// Starts an edge on an existing config file (its listeners are read from it).
+    /// Starts an edge on an existing config file.
     pub fn start_with_config_path(path: &std::path::Path) -> Edge {
-        let text = std::fs::read_to_string(path).expect("read config");
-        let find = |key: &str| -> SocketAddr {
-            let line = text
-                .lines()
-                .find(|l| l.starts_with(key))
-                .expect("listener line");
-            let addr = line.split('"').nth(1).expect("quoted address");
-            addr.parse().expect("address")
-        };
-        let (http, admin) = (find("http_listen"), find("admin_listen"));
-        Edge::spawn(
-            tempfile::tempdir().expect("temp dir"),
-            path,
-            http,
-            admin,
-            &[],
-        )
+        Edge::spawn(tempfile::tempdir().expect("temp dir"), path, &[])
     }
 
-    fn spawn(
-        dir: tempfile::TempDir,
-        path: &std::path::Path,
-        http: SocketAddr,
-        admin: SocketAddr,
-        env: &[(&str, &str)],
-    ) -> Edge {
-        let child = Command::new(edge_bin())
+    fn spawn(dir: tempfile::TempDir, path: &std::path::Path, env: &[(&str, &str)]) -> Edge {
+        let mut child = Command::new(edge_bin())
             .arg("run")
             .arg("--config")
             .arg(path)
@@ -134,28 +111,20 @@ impl Edge {
             ))
             .spawn()
             .expect("start the edge");
-        let mut edge = Edge {
-            child,
-            http,
-            admin,
-            dir,
-        };
-        edge.wait_ready();
-        edge
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the edge exited with {status}:\n{}", self.log());
+        match listening(dir.path(), &mut child) {
+            Ok((http, admin)) => Edge {
+                child,
+                http,
+                admin,
+                dir,
+            },
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(dir.path().join("edge.log")).unwrap_or_default();
+                panic!("{why}:\n{log}");
             }
-            if TcpStream::connect(self.http).is_ok() && TcpStream::connect(self.admin).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("the edge did not start listening:\n{}", self.log());
     }
 
     /// The edge's process id.
@@ -173,6 +142,28 @@ impl Edge {
         std::fs::read_to_string(self.dir.path().join("edge.log")).unwrap_or_default()
     }
 
+    /// The first `https_listen` address the edge bound (from its `listening.json`), waiting
+    /// up to 10 s for it.
+    pub fn https(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let bound: serde_json::Value =
+                std::fs::read_to_string(self.dir.path().join("listening.json"))
+                    .ok()
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or_default();
+            if let Some(addr) = bound["https"][0].as_str().and_then(|a| a.parse().ok()) {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no https listener:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
@@ -183,6 +174,31 @@ impl Drop for Edge {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The first plain HTTP listener and the admin listener of an edge started with `runtime_dir`,
+/// once it has bound both (from its `listening.json`), or why not within 20 s.
+pub fn listening(
+    runtime_dir: &std::path::Path,
+    child: &mut Child,
+) -> Result<(SocketAddr, SocketAddr), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let file = runtime_dir.join("listening.json");
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the edge exited with {status}"));
+        }
+        let bound: serde_json::Value = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        let first = |kind: &str| bound[kind][0].as_str().and_then(|a| a.parse().ok());
+        if let (Some(http), Some(admin)) = (first("http"), first("admin")) {
+            return Ok((http, admin));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err("the edge did not start listening within 20 s".into())
 }
 
 /// A backend service from the `services` crate on an ephemeral port.

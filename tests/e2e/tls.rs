@@ -223,9 +223,8 @@ async fn tls_edge_with(dir: &Path, edge_lines: &str) -> TlsEdge {
     let app = backend("app").await;
     let (a_cert, a_key) = certs(dir, "a", &["a.example"]);
     let (b_cert, b_key) = certs(dir, "b", &["b.example"]);
-    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let edge = Edge::start(
-        &format!("https_listen = [\"{https}\"]\n{edge_lines}"),
+        &format!("https_listen = [\"127.0.0.1:0\"]\n{edge_lines}"),
         &format!(
             r#"
 [tls]
@@ -239,11 +238,7 @@ upstream = "app"
             app.addr
         ),
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(https).is_err() {
-        assert!(std::time::Instant::now() < deadline, "https listener");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let https = edge.https();
     TlsEdge {
         edge,
         https,
@@ -782,16 +777,11 @@ async fn h2_frames_client(https: SocketAddr) -> h2::client::SendRequest<bytes::B
 /// and routes, and `edge_lines` in its [edge].
 async fn https_edge(dir: &Path, edge_lines: &str, rest: &str) -> (Edge, SocketAddr) {
     let (cert, key) = certs(dir, "a", &["a.example"]);
-    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let edge = Edge::start(
-        &format!("https_listen = [\"{https}\"]\n{edge_lines}"),
+        &format!("https_listen = [\"127.0.0.1:0\"]\n{edge_lines}"),
         &format!("[tls]\ncertificates = [{{ cert = \"{cert}\", key = \"{key}\" }}]\n{rest}"),
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(https).is_err() {
-        assert!(std::time::Instant::now() < deadline, "https listener");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let https = edge.https();
     (edge, https)
 }
 

@@ -158,6 +158,15 @@ upstream = "app"
     }
 
     #[test]
+    fn listeners_on_port_0_never_collide() {
+        let text = "[edge]\nhttp_listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n\
+                    admin_listen = \"127.0.0.1:0\"\n";
+        assert!(validate("t.toml", text).is_ok());
+        let text = "[edge]\nhttp_listen = [\"127.0.0.1:81\", \"127.0.0.1:81\"]\n";
+        assert!(validate("t.toml", text).is_err(), "a fixed port twice");
+    }
+
+    #[test]
     fn https_needs_tls_and_old_protocols_are_refused() {
         let text = "[edge]\nhttps_listen = [\"0.0.0.0:443\"]\n";
         assert!(validate("t.toml", text).is_err());

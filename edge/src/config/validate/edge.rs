@@ -111,7 +111,13 @@ impl Validator<'_> {
             None if has_tls => vec![parse_default(DEFAULT_HTTPS_LISTEN)],
             None => Vec::new(),
         };
-        let mut all: Vec<SocketAddr> = http_listen.iter().chain(&https_listen).copied().collect();
+        // Port 0 (the kernel picks a free port, see `listening.json`) never collides.
+        let mut all: Vec<SocketAddr> = http_listen
+            .iter()
+            .chain(&https_listen)
+            .filter(|a| a.port() != 0)
+            .copied()
+            .collect();
         all.sort();
         if all.windows(2).any(|w| w[0] == w[1]) {
             let span = f.https_listen.as_ref().map_or(0..0, |s| s.span());
