@@ -14,12 +14,14 @@ fn read_until(stream: &mut TcpStream, needle: &str) -> String {
         .expect("timeout");
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains(needle) {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
+    blocking(|| {
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
         }
-    }
+    });
     String::from_utf8_lossy(&seen).into_owned()
 }
 
@@ -108,7 +110,7 @@ async fn head_answers_carry_no_body_and_a_pipelined_request_is_answered_after_on
         .expect("write");
     let mut all = String::new();
     let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = client.read_to_string(&mut all);
+    let _ = blocking(|| client.read_to_string(&mut all));
     let (head, rest) = all.split_once("\r\n\r\n").expect("a head");
     assert!(head.starts_with("HTTP/1.1 200"), "{all}");
     assert!(
@@ -225,7 +227,7 @@ async fn an_http10_server_answer_reaches_the_client_as_http11() {
             .write_all(b"GET /a HTTP/1.1\r\nHost: edge.test\r\n\r\n")
             .expect("write");
         let mut buf = [0u8; 4096];
-        let n = stream.read(&mut buf).expect("read");
+        let n = blocking(|| stream.read(&mut buf)).expect("read");
         let answer = String::from_utf8_lossy(&buf[..n]).to_string();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("ok"), "{answer}");

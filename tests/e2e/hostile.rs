@@ -155,14 +155,16 @@ upstream = "silent"
 /// connection within 3 s).
 fn exchange_then_closed(addr: std::net::SocketAddr, request: &[u8]) -> (String, bool) {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    stream.write_all(request).expect("write");
-    let mut out = Vec::new();
-    let closed = stream.read_to_end(&mut out).is_ok();
-    (String::from_utf8_lossy(&out).into_owned(), closed)
+    blocking(|| {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        stream.write_all(request).expect("write");
+        let mut out = Vec::new();
+        let closed = stream.read_to_end(&mut out).is_ok();
+        (String::from_utf8_lossy(&out).into_owned(), closed)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -135,8 +135,7 @@ async fn slow_headers_are_cut_off_at_client_header_timeout_without_delaying_othe
 
     // Every trickler was cut off near the timeout, long before its head was done.
     for handle in slow {
-        let cut = handle
-            .join()
+        let cut = blocking(|| handle.join())
             .expect("thread")
             .expect("the edge never cut a slow client off");
         assert!(
@@ -150,7 +149,7 @@ async fn slow_headers_are_cut_off_at_client_header_timeout_without_delaying_othe
             .set_read_timeout(Some(Duration::from_secs(3)))
             .expect("timeout");
         let mut buf = [0u8; 64];
-        let n = stream.read(&mut buf).unwrap_or(0);
+        let n = blocking(|| stream.read(&mut buf)).unwrap_or(0);
         assert_eq!(n, 0, "an idle connection got {:?}", &buf[..n]);
     }
     assert_eq!(
@@ -166,9 +165,9 @@ async fn slow_headers_are_cut_off_at_client_header_timeout_without_delaying_othe
     kept.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
         .expect("write");
     let mut buf = vec![0u8; 4096];
-    let n = kept.read(&mut buf).expect("first response");
+    let n = blocking(|| kept.read(&mut buf)).expect("first response");
     assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 200);
-    std::thread::sleep(Duration::from_millis(1500)); // idle longer than the header timeout: fine
+    tokio::time::sleep(Duration::from_millis(1500)).await; // idle longer than the header timeout: fine
     let started = Instant::now();
     let mut cut = None;
     for byte in b"GET /second HTTP/1.1\r\nHost: a\r\nX-Slow: 1234567890\r\n\r\n" {
@@ -176,7 +175,7 @@ async fn slow_headers_are_cut_off_at_client_header_timeout_without_delaying_othe
             cut = Some(started.elapsed());
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cut = cut.expect("the second, trickled head was not cut off");
     assert!(cut < Duration::from_secs(4), "{cut:?}");
@@ -193,7 +192,7 @@ async fn a_client_over_its_connection_cap_gets_429_and_a_trusted_proxy_is_exempt
         s.write_all(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
             .expect("write");
         let mut buf = vec![0u8; 4096];
-        let n = s.read(&mut buf).unwrap_or(0);
+        let n = blocking(|| s.read(&mut buf)).unwrap_or(0);
         (s, String::from_utf8_lossy(&buf[..n]).to_string())
     };
     let mut held = Vec::new();
@@ -224,7 +223,15 @@ async fn a_client_over_its_connection_cap_gets_429_and_a_trusted_proxy_is_exempt
 
     // One closes: there is room again.
     drop(held.pop());
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(
+        Duration::from_secs(5),
+        "the closed connection is counted",
+        || async {
+            let (_, m) = scrape(&edge).await;
+            value(&m, "edge_client_connections", &["listener=\"http\""]) == 4.0
+        },
+    )
+    .await;
     let (s, response) = open_one(edge.http);
     assert_eq!(status_of(&response), 200, "{response}");
     held.push(s);
@@ -251,7 +258,7 @@ async fn kept_alive_connections_end_at_keepalive_timeout_and_keepalive_requests(
         s.write_all(b"GET /k HTTP/1.1\r\nHost: a\r\n\r\n")
             .expect("write");
         let mut buf = vec![0u8; 8192];
-        let n = s.read(&mut buf).unwrap_or(0);
+        let n = blocking(|| s.read(&mut buf)).unwrap_or(0);
         String::from_utf8_lossy(&buf[..n]).to_string()
     };
     // Idle past keepalive_timeout: the edge closes it.
@@ -262,7 +269,7 @@ async fn kept_alive_connections_end_at_keepalive_timeout_and_keepalive_requests(
     let started = Instant::now();
     let mut buf = [0u8; 16];
     assert_eq!(
-        idle.read(&mut buf).unwrap_or(0),
+        blocking(|| idle.read(&mut buf)).unwrap_or(0),
         0,
         "closed, with nothing sent"
     );
@@ -277,14 +284,14 @@ async fn kept_alive_connections_end_at_keepalive_timeout_and_keepalive_requests(
     kept.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     for i in 1..=3 {
-        std::thread::sleep(Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let response = request(&mut kept);
         assert_eq!(status_of(&response), 200, "request {i}: {response}");
         let closing = response.to_ascii_lowercase().contains("connection: close");
         assert_eq!(closing, i == 3, "request {i}: {response}");
     }
     assert_eq!(
-        kept.read(&mut buf).unwrap_or(0),
+        blocking(|| kept.read(&mut buf)).unwrap_or(0),
         0,
         "closed after the third"
     );

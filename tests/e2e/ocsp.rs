@@ -279,19 +279,22 @@ fn stapled(https: SocketAddr) -> String {
 }
 
 fn wait_for(what: &str, edge: &Edge, https: SocketAddr, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let now = stapled(https);
-        if now == what {
-            return;
+    // openssl s_client and the sleeps block: off the runtime that serves the responder.
+    blocking(|| {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = stapled(https);
+            if now == what {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stapling is not `{what}` after {within:?}: {now}\n{}",
+                edge.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
-        assert!(
-            Instant::now() < deadline,
-            "stapling is not `{what}` after {within:?}: {now}\n{}",
-            edge.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
 }
 
 async fn metric(edge: &Edge, name: &str) -> f64 {

@@ -51,7 +51,12 @@ async fn file_changes_sighup_and_post_reload_apply_and_a_bad_file_changes_nothin
         &path,
         &format!("{head}[upstreams.three]\nservers = [{{ addr = \"nowhere\" }}]\n"),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(
+        Duration::from_secs(5),
+        "the watcher refuses the file",
+        || async { admin_json(&edge, "/status").await["reloads"]["refused"].as_u64() >= Some(1) },
+    )
+    .await;
     let resp = c
         .post(format!("http://{}/reload", edge.admin))
         .send()
@@ -317,7 +322,11 @@ async fn a_connection_accepted_before_shutdown_still_gets_its_first_request_serv
         .status()
         .expect("kill");
     assert!(killed.success());
-    std::thread::sleep(Duration::from_millis(200));
+    // The shutdown has begun once the listener is closed.
+    wait_until(Duration::from_secs(5), "the listener closes", || async {
+        std::net::TcpStream::connect(edge.http).is_err()
+    })
+    .await;
     early
         .write_all(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n")
         .expect("write");
@@ -325,7 +334,7 @@ async fn a_connection_accepted_before_shutdown_still_gets_its_first_request_serv
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let mut response = Vec::new();
-    let _ = early.read_to_end(&mut response);
+    let _ = blocking(|| early.read_to_end(&mut response));
     let response = String::from_utf8_lossy(&response);
     // Served, and the connection then closed (read_to_end returned).
     assert_eq!(status_of(&response), 200, "{response}");
@@ -337,7 +346,14 @@ async fn a_shutdown_lets_a_slow_request_finish_then_the_process_exits() {
     let mut edge = Edge::start("", &one_route(app.addr));
     let url = edge.url("/slow?sleep_ms=3000");
     let slow = tokio::spawn(async move { get_json(&client(), &url, &[]).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(
+        Duration::from_secs(5),
+        "the slow request is in flight",
+        || async {
+            admin_json(&edge, "/status").await["upstreams"]["app"]["servers"][0]["in_flight"] == 1
+        },
+    )
+    .await;
     let stopped = Instant::now();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &edge.pid().to_string()])
@@ -355,7 +371,7 @@ async fn a_shutdown_lets_a_slow_request_finish_then_the_process_exits() {
             break;
         }
         assert!(Instant::now() < deadline, "still running after the drain");
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = stopped.elapsed();
     assert!(

@@ -111,7 +111,7 @@ impl Edge {
             ))
             .spawn()
             .expect("start the edge");
-        match listening(dir.path(), &mut child) {
+        match blocking(|| listening(dir.path(), &mut child)) {
             Ok((http, admin)) => Edge {
                 child,
                 http,
@@ -145,6 +145,10 @@ impl Edge {
     /// The first `https_listen` address the edge bound (from its `listening.json`), waiting
     /// up to 10 s for it.
     pub fn https(&self) -> SocketAddr {
+        blocking(|| self.wait_https())
+    }
+
+    fn wait_https(&self) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let bound: serde_json::Value =
@@ -280,17 +284,43 @@ pub fn dropper() -> Dropper {
     Dropper { addr, requests }
 }
 
+/// Runs blocking client code (std sockets, sleeps) from a test: on a multi-thread runtime,
+/// the runtime first moves its other tasks (the test's backends) off this thread, so they keep
+/// serving while it blocks.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; fails the test with `why` after `within`.
+pub async fn wait_until<F, Fut>(within: Duration, why: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "{why} (waited {within:?})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends raw bytes on a new connection and returns everything the edge answers until it
 /// closes (or 5 s pass).
 pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    stream.write_all(request).expect("write");
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    blocking(|| {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream.write_all(request).expect("write");
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
 }
 
 /// The access-log line (JSON) of the first request for `path`, once the edge has written it;
