@@ -107,7 +107,7 @@ pub struct UpstreamFile {
     pub read_timeout: Option<Text>,
     pub send_timeout: Option<Text>,
     pub next_upstream_tries: Option<Int>,
-    pub servers: Option<Spanned<Vec<Spanned<ServerFile>>>>,
+    pub servers: Option<Vec<Spanned<ServerFile>>>,
     pub health: Option<Spanned<HealthFile>>,
 }
 

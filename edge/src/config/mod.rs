@@ -158,6 +158,25 @@ upstream = "app"
     }
 
     #[test]
+    fn tables_made_only_by_arrays_of_tables_are_read_and_errors_keep_their_place() {
+        // Valid TOML that the toml crate gives no span for: `[upstreams.app]` and `[tls]`
+        // exist only through their arrays of tables.
+        let text = "[[routes]]\npath = \"/\"\nupstream = \"app\"\n\n\
+                    [[upstreams.app.servers]]\naddr = \"127.0.0.1:1\"\n\
+                    [[upstreams.app.servers]]\naddr = \"127.0.0.1:2\"\n\
+                    [[tls.certificates]]\ncert = \"a.crt\"\nkey = \"a.key\"\n";
+        let validated = validate("t.toml", text).expect("valid");
+        assert_eq!(validated.config.upstreams["app"].servers.len(), 2);
+        assert_eq!(validated.config.tls.expect("tls").certificates.len(), 1);
+        // A mistake below the added header is reported where it is in the file.
+        let text = "[[upstreams.app.servers]]\naddr = \"127.0.0.1:1\"\nbogus = 1\n\
+                    [[routes]]\npath = \"/\"\nupstream = \"app\"\nmax_fails = 2\n";
+        let errors = validate("t.toml", text).expect_err("unknown keys").errors;
+        let places: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(places, [(3, 1), (7, 1)], "{errors:?}");
+    }
+
+    #[test]
     fn listeners_on_port_0_never_collide() {
         let text = "[edge]\nhttp_listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n\
                     admin_listen = \"127.0.0.1:0\"\n";

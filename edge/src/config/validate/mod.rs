@@ -67,6 +67,7 @@ pub fn validate(file: &str, source: &str) -> Result<Validated, ConfigErrors> {
     let mut v = Validator {
         file,
         source,
+        inserted: Vec::new(),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -87,13 +88,24 @@ pub fn validate(file: &str, source: &str) -> Result<Validated, ConfigErrors> {
 struct Validator<'a> {
     file: &'a str,
     source: &'a str,
+    /// Headers added to the text that is deserialized ([`explicit_tables`]), as (position in
+    /// that text, length): spans are mapped back to the file through them.
+    inserted: Vec<(usize, usize)>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
 }
 
 impl Validator<'_> {
     fn at(&self, span: Range<usize>, message: String) -> Diagnostic {
-        let offset = span.start.min(self.source.len());
+        let mut offset = span.start;
+        for &(at, len) in self.inserted.iter().rev() {
+            if offset >= at + len {
+                offset -= len;
+            } else if offset >= at {
+                offset = at; // an added header: the place of the table it stands for
+            }
+        }
+        let offset = offset.min(self.source.len());
         let before = &self.source[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -119,14 +131,16 @@ impl Validator<'_> {
     /// Deserializes the file, recording unknown keys (all of them) and the first type error.
     fn parse(&mut self) -> Option<FileConfig> {
         let mut unknown: Vec<Vec<String>> = Vec::new();
+        let (text, inserted) = explicit_tables(self.source);
+        self.inserted = inserted;
         let result = {
-            let deserializer = toml::Deserializer::new(self.source);
+            let deserializer = toml::Deserializer::new(&text);
             serde_ignored::deserialize(deserializer, |path| {
                 unknown.push(path_segments(&path));
             })
         };
         if !unknown.is_empty() {
-            let document = self.source.parse::<toml_edit::ImDocument<String>>().ok();
+            let document = text.parse::<toml_edit::ImDocument<String>>().ok();
             for segments in unknown {
                 let span = document
                     .as_ref()
@@ -345,6 +359,61 @@ pub fn check_server_addr(addr: &str) -> Result<(), String> {
     } else {
         Err(bad("is not a valid host name"))
     }
+}
+
+/// The file's text with a header added for each table of the model that the file makes only
+/// implicitly: `[tls]` above a lone `[[tls.certificates]]`, `[upstreams.x]` above a lone
+/// `[[upstreams.x.servers]]`. Both are valid TOML, but the toml crate has no span for an
+/// implicit table, and the model keeps a span for each of these. Returns the text and where
+/// the headers went (position in the new text, length).
+fn explicit_tables(source: &str) -> (String, Vec<(usize, usize)>) {
+    let Ok(document) = toml_edit::ImDocument::parse(source) else {
+        return (source.to_string(), Vec::new());
+    };
+    let root = document.as_table();
+    let mut headers: Vec<(usize, String)> = Vec::new();
+    let mut implicit = |table: &toml_edit::Table, header: String| {
+        if let Some(start) = table.is_implicit().then(|| first_header(table)).flatten() {
+            let line = source[..start].rfind('\n').map_or(0, |i| i + 1);
+            headers.push((line, header));
+        }
+    };
+    if let Some(toml_edit::Item::Table(tls)) = root.get("tls") {
+        implicit(tls, "[tls]\n".to_string());
+    }
+    if let Some(toml_edit::Item::Table(upstreams)) = root.get("upstreams") {
+        for (name, item) in upstreams.iter() {
+            if let toml_edit::Item::Table(upstream) = item {
+                implicit(
+                    upstream,
+                    format!("[upstreams.{}]\n", toml_edit::Key::new(name)),
+                );
+            }
+        }
+    }
+    headers.sort();
+    let (mut text, mut inserted, mut copied) = (String::new(), Vec::new(), 0);
+    for (at, header) in headers {
+        text.push_str(&source[copied..at]);
+        inserted.push((text.len(), header.len()));
+        text.push_str(&header);
+        copied = at;
+    }
+    text.push_str(&source[copied..]);
+    (text, inserted)
+}
+
+/// Where the first header inside `table` starts (a sub-table's or an array of tables').
+fn first_header(table: &toml_edit::Table) -> Option<usize> {
+    let starts = table.iter().filter_map(|(_, item)| match item {
+        toml_edit::Item::Table(t) if t.is_implicit() => first_header(t),
+        toml_edit::Item::Table(t) => t.span().map(|s| s.start),
+        toml_edit::Item::ArrayOfTables(a) => {
+            a.iter().filter_map(|t| t.span()).map(|s| s.start).min()
+        }
+        _ => None,
+    });
+    starts.min()
 }
 
 fn path_segments(path: &serde_ignored::Path<'_>) -> Vec<String> {

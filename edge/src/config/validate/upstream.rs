@@ -20,9 +20,9 @@ impl Validator<'_> {
         );
         let mut servers = Vec::new();
         match &f.servers {
-            Some(list) if !list.get_ref().is_empty() => {
+            Some(list) if !list.is_empty() => {
                 let mut seen = HashSet::new();
-                for s in list.get_ref() {
+                for s in list {
                     if let Some(server) = self.server(s) {
                         if !seen.insert(server.addr.clone()) {
                             self.error(
@@ -37,7 +37,8 @@ impl Validator<'_> {
                     }
                 }
             }
-            Some(list) => self.error(list.span(), format!("upstream `{}` has no servers", name)),
+            // Not `Spanned`: toml cannot give the span of a `[[upstreams.x.servers]]` array.
+            Some(_) => self.error(u.span(), format!("upstream `{}` has no servers", name)),
             None => self.error(u.span(), format!("upstream `{}` needs `servers`", name)),
         }
         let health = f.health.as_ref().map(|h| self.health(h));
