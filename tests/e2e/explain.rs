@@ -28,17 +28,21 @@ async fn explain_predicts_the_ip_hash_server_and_a_zone_rejection_without_counti
             .map(|i| ["a", "b", "c"][i])
             .unwrap_or_else(|| panic!("no backend at {label}"))
     };
-    let servers: Vec<String> = backends
-        .iter()
-        .map(|b| format!("{{ addr = \"{}\" }}", b.addr))
-        .collect();
+    let servers = TestConfig::new()
+        .upstream("sticky", backends.iter().map(|b| b.addr))
+        .with("balance", "ip_hash")
+        .route("/", "sticky")
+        .route("/limited/", "sticky")
+        .limit("z", 1, true)
+        .text();
     let edge = Edge::start(
-        "trusted_proxies = [\"127.0.0.0/8\"]",
+        r#"trusted_proxies = ["127.0.0.0/8"]"#,
         &format!(
-            "[zones.z]\nrate = \"1r/m\"\n[upstreams.sticky]\nbalance = \"ip_hash\"\nservers = [{}]\n\
-             [[routes]]\npath = \"/\"\nupstream = \"sticky\"\n\
-             [[routes]]\npath = \"/limited/\"\nupstream = \"sticky\"\nlimit = [ {{ zone = \"z\", burst = 1, nodelay = true }} ]\n",
-            servers.join(", ")
+            r#"
+[zones.z]
+rate = "1r/m"
+{servers}
+"#
         ),
     );
     let http = client();

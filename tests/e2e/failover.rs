@@ -394,9 +394,11 @@ async fn a_client_that_leaves_while_a_body_is_slow_to_come_frees_the_server_at_o
     let log = dir.path().join("access.log");
     let edge = Edge::start(
         &format!("access_log = \"{}\"", log.display()),
-        &format!(
-            "[upstreams.app]\nread_timeout = \"20s\"\nservers = [{{ addr = \"{stall}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n"
-        ),
+        &TestConfig::new()
+            .upstream("app", [stall])
+            .with("read_timeout", "20s")
+            .route("/", "app")
+            .text(),
     );
     let http = edge.http;
     tokio::task::spawn_blocking(move || {

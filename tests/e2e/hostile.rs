@@ -172,10 +172,10 @@ async fn transfer_encoding_other_than_one_final_chunked_is_refused_before_routin
     let app = backend("app").await;
     let edge = Edge::start(
         "",
-        &format!(
-            "[upstreams.app]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/app/\"\nupstream = \"app\"\n",
-            app.addr
-        ),
+        &TestConfig::new()
+            .upstream("app", [app.addr])
+            .route("/app/", "app")
+            .text(),
     );
     let body = "5\r\nhello\r\n0\r\n\r\n";
     let cases: &[(&str, &str)] = &[
@@ -276,15 +276,15 @@ async fn server_answers_reach_the_client_framed_and_without_the_servers_connecti
             b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nConnection: X-Hop\r\nX-Hop: 1\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok",
         ),
     ];
-    let mut config = String::new();
+    let mut config = TestConfig::new();
     for (name, answer) in answers {
         let addr = scripted_backend(answer.to_vec(), false);
-        config.push_str(&format!(
-            "[upstreams.{n}]\nservers = [{{ addr = \"{addr}\" }}]\n[[routes]]\npath = \"/{name}/\"\nupstream = \"{n}\"\n",
-            n = name.replace('-', "_")
-        ));
+        let upstream = name.replace('-', "_");
+        config = config
+            .upstream(&upstream, [addr])
+            .route(&format!("/{name}/"), &upstream);
     }
-    let edge = Edge::start("", &config);
+    let edge = Edge::start("", &config.text());
     let ask = |name: &str| {
         let (answer, closed) = exchange_then_closed(
             edge.http,

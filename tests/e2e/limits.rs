@@ -310,10 +310,11 @@ async fn a_server_that_refuses_an_upload_before_reading_it_is_relayed_not_a_502(
         );
         let edge = Edge::start(
             "",
-            &format!(
-                "[upstreams.app]\nsend_timeout = \"1s\"\nservers = [{{ addr = \"{app}\" }}]\n\
-                 [[routes]]\npath = \"/\"\nupstream = \"app\"\n"
-            ),
+            &TestConfig::new()
+                .upstream("app", [app])
+                .with("send_timeout", "1s")
+                .route("/", "app")
+                .text(),
         );
         // 4 MiB: far over the 16 KiB read whole, so it streams, and over what the sockets
         // between the edge and the server hold.

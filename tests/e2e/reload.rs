@@ -19,9 +19,16 @@ async fn wait_for_generation(edge: &Edge, want: u64) {
 }
 
 fn routes_to(upstream: &str, addr: std::net::SocketAddr) -> String {
-    format!(
-        "[upstreams.{upstream}]\nservers = [{{ addr = \"{addr}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"{upstream}\"\n"
-    )
+    TestConfig::new()
+        .upstream(upstream, [addr])
+        .route("/", upstream)
+        .text()
+}
+
+/// The `[edge]` part of a test edge's config file: everything before the next table.
+fn edge_part(text: &str) -> String {
+    let end = text.find("\n[").map_or(text.len(), |i| i + 1);
+    text[..end].to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -31,11 +38,7 @@ async fn file_changes_sighup_and_post_reload_apply_and_a_bad_file_changes_nothin
     let edge = Edge::start("", &routes_to("one", a.addr));
     let path = edge.dir.path().join("upstreams.toml");
     let head = std::fs::read_to_string(&path).expect("read");
-    let head = head
-        .split("[upstreams.")
-        .next()
-        .expect("edge section")
-        .to_string();
+    let head = edge_part(&head);
     let c = client();
     assert_eq!(instance(&get_json(&c, &edge.url("/"), &[]).await.1), "a");
 
@@ -113,11 +116,7 @@ async fn a_kubernetes_style_symlink_swap_triggers_one_reload() {
     let edge = Edge::start("", &routes_to("one", a.addr));
     let dir = edge.dir.path();
     let original = std::fs::read_to_string(dir.join("upstreams.toml")).expect("read");
-    let head = original
-        .split("[upstreams.")
-        .next()
-        .expect("edge")
-        .to_string();
+    let head = edge_part(&original);
     // Rebuild as ConfigMap volumes look: upstreams.toml -> ..data/upstreams.toml,
     // ..data -> ..v1; an update writes ..v2 and swaps ..data atomically.
     let cm = tempfile::tempdir().expect("dir");
@@ -171,7 +170,7 @@ async fn no_request_fails_while_the_config_is_reloaded_every_100ms() {
     let edge = Edge::start("", &config_a);
     let path = edge.dir.path().join("upstreams.toml");
     let head = std::fs::read_to_string(&path).expect("read");
-    let head = head.split("[upstreams.").next().expect("edge").to_string();
+    let head = edge_part(&head);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();

@@ -486,7 +486,10 @@ pub fn scripted_backend(answer: Vec<u8>, hang: bool) -> SocketAddr {
 
 /// A config with one upstream `app` (one server) routed for every path.
 pub fn one_route(addr: SocketAddr) -> String {
-    format!("[upstreams.app]\nservers = [{{ addr = \"{addr}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n")
+    TestConfig::new()
+        .upstream("app", [addr])
+        .route("/", "app")
+        .text()
 }
 
 /// A DNS server on loopback answering A queries for every name with the current list
@@ -819,4 +822,120 @@ pub fn write_atomically(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// The upstreams and routes of a test's config, built the way the scenario reads:
+/// `TestConfig::new().upstream("app", [addr]).with("read_timeout", "20s").route("/", "app")`.
+/// `with` sets a key on the upstream or route added last.
+#[derive(Default)]
+pub struct TestConfig {
+    table: toml::Table,
+    last: Option<Vec<String>>,
+}
+
+impl TestConfig {
+    pub fn new() -> TestConfig {
+        TestConfig::default()
+    }
+
+    /// An upstream whose servers are these addresses (`{ addr = "..." }` each).
+    pub fn upstream<A: ToString>(
+        mut self,
+        name: &str,
+        servers: impl IntoIterator<Item = A>,
+    ) -> Self {
+        let servers: Vec<toml::Value> = servers
+            .into_iter()
+            .map(|a| {
+                toml::Value::Table(toml::Table::from_iter([(
+                    "addr".to_string(),
+                    a.to_string().into(),
+                )]))
+            })
+            .collect();
+        let upstream =
+            toml::Table::from_iter([("servers".to_string(), toml::Value::Array(servers))]);
+        let upstreams = self
+            .table
+            .entry("upstreams")
+            .or_insert_with(|| toml::Table::new().into());
+        if let toml::Value::Table(upstreams) = upstreams {
+            upstreams.insert(name.to_string(), upstream.into());
+        }
+        self.last = Some(vec!["upstreams".into(), name.into()]);
+        self
+    }
+
+    /// A route from `path` to `upstream`.
+    pub fn route(mut self, path: &str, upstream: &str) -> Self {
+        let route = toml::Table::from_iter([
+            ("path".to_string(), toml::Value::from(path)),
+            ("upstream".to_string(), toml::Value::from(upstream)),
+        ]);
+        let routes = self
+            .table
+            .entry("routes")
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        if let toml::Value::Array(routes) = routes {
+            routes.push(route.into());
+            self.last = Some(vec!["routes".into(), (routes.len() - 1).to_string()]);
+        }
+        self
+    }
+
+    /// Sets `key` on the upstream or route added last.
+    pub fn with(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        let last = self
+            .last
+            .clone()
+            .expect("an upstream or a route to set it on");
+        let mut at = &mut self.table[&last[0]];
+        at = match at {
+            toml::Value::Array(routes) => &mut routes[last[1].parse::<usize>().expect("index")],
+            other => &mut other[&last[1]],
+        };
+        if let toml::Value::Table(table) = at {
+            table.insert(key.to_string(), value.into());
+        }
+        self
+    }
+
+    /// Adds a rate limit (`{ zone, burst, nodelay }`) to the route added last.
+    pub fn limit(mut self, zone: &str, burst: i64, nodelay: bool) -> Self {
+        let limit = toml::Table::from_iter([
+            ("zone".to_string(), toml::Value::from(zone)),
+            ("burst".to_string(), toml::Value::from(burst)),
+            ("nodelay".to_string(), toml::Value::from(nodelay)),
+        ]);
+        if let Some(toml::Value::Array(routes)) = self.table.get_mut("routes") {
+            if let Some(toml::Value::Table(route)) = routes.last_mut() {
+                let limits = route
+                    .entry("limit")
+                    .or_insert_with(|| toml::Value::Array(Vec::new()));
+                if let toml::Value::Array(limits) = limits {
+                    limits.push(limit.into());
+                }
+            }
+        }
+        self
+    }
+
+    /// Sets `key` on every server of the upstream added last.
+    pub fn with_servers(mut self, key: &str, value: impl Into<toml::Value> + Clone) -> Self {
+        let last = self.last.clone().expect("an upstream");
+        if let Some(toml::Value::Array(servers)) = self.table[&last[0]][&last[1]].get_mut("servers")
+        {
+            for server in servers {
+                if let toml::Value::Table(server) = server {
+                    server.insert(key.to_string(), value.clone().into());
+                }
+            }
+        }
+        self
+    }
+
+    /// The config's TOML text.
+    pub fn text(&self) -> String {
+        toml::to_string(&self.table).expect("a TOML table")
+    }
 }

@@ -854,10 +854,11 @@ async fn http2_requests_share_the_upstream_pool_and_its_keepalive_requests() {
     let (_edge, https) = https_edge(
         dir.path(),
         "threads = 1",
-        &format!(
-            "[upstreams.app]\nkeepalive_requests = 5\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
-            backend.addr
-        ),
+        &TestConfig::new()
+            .upstream("app", [backend.addr])
+            .with("keepalive_requests", 5)
+            .route("/", "app")
+            .text(),
     )
     .await;
     let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
@@ -886,10 +887,11 @@ async fn an_http2_stream_reset_while_its_server_works_is_logged_499_and_frees_th
     let (edge, https) = https_edge(
         dir.path(),
         &format!("access_log = \"{}\"", log.display()),
-        &format!(
-            "[upstreams.app]\nservers = [{{ addr = \"{}\", max_fails = 1 }}]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
-            app.addr
-        ),
+        &TestConfig::new()
+            .upstream("app", [app.addr])
+            .with_servers("max_fails", 1)
+            .route("/", "app")
+            .text(),
     )
     .await;
     let mut client = h2_frames_client(https).await;
@@ -958,12 +960,13 @@ async fn an_http2_answer_cut_short_by_its_server_is_reset_and_a_client_leaving_a
     let (edge, https) = https_edge(
         dir.path(),
         &format!("access_log = \"{}\"", log.display()),
-        &format!(
-            "[upstreams.cut]\nservers = [{{ addr = \"{cut}\" }}]\n\
-             [upstreams.stall]\nread_timeout = \"20s\"\nservers = [{{ addr = \"{stall}\" }}]\n\
-             [[routes]]\npath = \"/cut\"\nupstream = \"cut\"\n\
-             [[routes]]\npath = \"/stall\"\nupstream = \"stall\"\n"
-        ),
+        &TestConfig::new()
+            .upstream("cut", [cut])
+            .upstream("stall", [stall])
+            .with("read_timeout", "20s")
+            .route("/cut", "cut")
+            .route("/stall", "stall")
+            .text(),
     )
     .await;
     let mut client = h2_frames_client(https).await;

@@ -53,10 +53,11 @@ async fn a_refused_upgrade_is_relayed_and_plain_requests_still_proxy() {
     let grafana = backend("grafana").await;
     let edge = Edge::start(
         "",
-        &format!(
-            "[upstreams.grafana]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"grafana\"\nwebsocket = true\n",
-            grafana.addr
-        ),
+        &TestConfig::new()
+            .upstream("grafana", [grafana.addr])
+            .route("/", "grafana")
+            .with("websocket", true)
+            .text(),
     );
     // No Sec-WebSocket-Version: the backend answers 426, which reaches the client as is.
     let response = raw_request(
@@ -105,10 +106,12 @@ async fn one_sided_tunnel(push: bool) -> (Edge, Client, std::time::Instant) {
     let backend = one_sided_backend(push).await;
     let edge = Edge::start(
         "",
-        &format!(
-            "[upstreams.live]\nservers = [{{ addr = \"{backend}\" }}]\nread_timeout = \"1s\"\n\
-             [[routes]]\npath = \"/\"\nupstream = \"live\"\nwebsocket = true\n"
-        ),
+        &TestConfig::new()
+            .upstream("live", [backend])
+            .with("read_timeout", "1s")
+            .route("/", "live")
+            .with("websocket", true)
+            .text(),
     );
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live", edge.http))
         .await
