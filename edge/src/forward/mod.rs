@@ -345,12 +345,7 @@ async fn final_head(
                 let read = tokio::select! {
                     biased;
                     read = up.read_response() => read,
-                    idle = session.watch_idle() => {
-                        let e = idle.err().unwrap_or_else(|| {
-                            Error::explain(ErrorType::ConnectionClosed, "the client went idle")
-                        });
-                        return Err(Answer::Client(e));
-                    }
+                    idle = session.watch_idle() => return Err(Answer::Client(client_left(idle))),
                 };
                 read.map_err(Answer::Read)?
             }
@@ -376,6 +371,13 @@ async fn final_head(
     }
 }
 
+/// The error of a client that left while the server's answer was awaited: what
+/// `watch_idle` saw, or "went idle" when it ended without an error.
+fn client_left(idle: pingora::Result<()>) -> Box<Error> {
+    idle.err()
+        .unwrap_or_else(|| Error::explain(ErrorType::ConnectionClosed, "the client went idle"))
+}
+
 /// Sends the final head to the client and relays the body after it; the server leaves the
 /// in-flight count once its answer is all in. With `watch`, a client that leaves while the
 /// server's body is slow to come ends the request at once, as while waiting for the head
@@ -397,12 +399,7 @@ async fn relay(
             let read = tokio::select! {
                 biased;
                 read = up.read_body() => read,
-                idle = session.watch_idle(), if watch => {
-                    let e = idle.err().unwrap_or_else(|| {
-                        Error::explain(ErrorType::ConnectionClosed, "the client went idle")
-                    });
-                    return Err(Failed::client(e));
-                }
+                idle = session.watch_idle(), if watch => return Err(Failed::client(client_left(idle))),
             };
             match read {
                 Ok(Some(chunk)) => {

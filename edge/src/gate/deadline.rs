@@ -2,7 +2,21 @@
 //! [`HeadDeadline`] times reads while a request head is due and lets the rest pass, and
 //! gathers a response's small writes into one.
 
-use super::*;
+use super::STASH_READ;
+use crate::observe::connections;
+use async_trait::async_trait;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Where a connection is in reading a request head.
 const WAITING: u8 = 0; // kept alive between requests: keepalive_timeout governs

@@ -1,6 +1,11 @@
 //! `[edge]`, `[gzip]` and `[redis]`: listeners, limits, timeouts, logs, DNS.
 
-use super::*;
+use super::{parse_default, Validator};
+use crate::config::file::*;
+use crate::config::model::*;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use toml::Spanned;
 
 impl Validator<'_> {
     pub(super) fn edge(&mut self, f: &EdgeFile, has_tls: bool) -> EdgeSettings {

@@ -2,13 +2,12 @@
 
 use super::file::*;
 use super::model::*;
-use crate::units::{parse_duration, parse_rate, parse_size};
+use crate::units::{parse_duration, parse_size};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::path::PathBuf;
 use std::time::Duration;
 use toml::Spanned;
 

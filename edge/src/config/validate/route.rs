@@ -1,6 +1,10 @@
 //! `[[routes]]`: path and host, upstream, limits, allow lists.
 
-use super::*;
+use super::Validator;
+use crate::config::file::*;
+use crate::config::model::*;
+use std::collections::{BTreeMap, HashSet};
+use toml::Spanned;
 
 impl Validator<'_> {
     pub(super) fn route(

@@ -1,6 +1,11 @@
 //! `[tls]`: certificates, OCSP stapling, protocols and ciphers.
 
-use super::*;
+use super::Validator;
+use crate::config::file::*;
+use crate::config::model::*;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
 
 impl Validator<'_> {
     /// A certificate's `ocsp`: "auto", "off", or a file holding a DER OCSP response.

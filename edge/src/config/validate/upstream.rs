@@ -1,6 +1,10 @@
 //! `[upstreams.NAME]`: balancing, servers, keep-alive and health checks.
 
-use super::*;
+use super::{check_server_addr, Validator};
+use crate::config::file::*;
+use crate::config::model::*;
+use std::collections::HashSet;
+use toml::Spanned;
 
 impl Validator<'_> {
     pub(super) fn upstream(

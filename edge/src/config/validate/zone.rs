@@ -1,6 +1,10 @@
 //! `[zones.NAME]`: rate-limit zones.
 
-use super::*;
+use super::Validator;
+use crate::config::file::*;
+use crate::config::model::*;
+use crate::units::parse_rate;
+use toml::Spanned;
 
 impl Validator<'_> {
     pub(super) fn zone(&mut self, name: &str, z: &Spanned<ZoneFile>) -> Option<ZoneSettings> {
