@@ -310,7 +310,7 @@ impl pingora::services::Service for AdminListener {
             self.bound.record("admin", addr);
         }
         loop {
-            let (tcp, _) = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -329,7 +329,15 @@ impl pingora::services::Service for AdminListener {
             let (app, shutdown) = (self.app.clone(), shutdown.clone());
             tokio::spawn(async move {
                 use pingora::apps::ServerApp;
-                let l4 = pingora::protocols::l4::stream::Stream::from(tcp);
+                use pingora::protocols::GetSocketDigest;
+                use std::os::fd::AsRawFd;
+                // As Pingora's own listeners set them up: no Nagle delay between the head
+                // and the body of an answer, and the peer known to the session.
+                let _ = tcp.set_nodelay(true);
+                let mut l4 = pingora::protocols::l4::stream::Stream::from(tcp);
+                let digest = pingora::protocols::SocketDigest::from_raw_fd(l4.as_raw_fd());
+                let _ = digest.peer_addr.set(Some(peer.into()));
+                l4.set_socket_digest(digest);
                 let mut stream: pingora::protocols::Stream = Box::new(l4);
                 while let Some(kept) = app.process_new(stream, &shutdown).await {
                     stream = kept;
@@ -346,7 +354,8 @@ impl pingora::services::Service for AdminListener {
         Some(1)
     }
 
+    /// The socket's name in the upgrade fd table (see `ClientListeners`).
     fn listen_addresses(&self) -> Option<Vec<String>> {
-        Some(vec![self.addr.clone()])
+        Some(vec![crate::listen::fd_key(&self.addr, "admin")])
     }
 }

@@ -176,13 +176,9 @@ impl Service for ClientListeners {
     ) {
         let workers = Arc::new(Workers::find(self.threads).await);
         let mut accepting = Vec::new();
-        for (n, endpoint) in self.endpoints.drain(..).enumerate() {
-            let kind = if endpoint.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            let key = fd_key(&endpoint.addr, &format!("{kind}{n}"));
+        let keys = self.fd_keys();
+        for (endpoint, key) in self.endpoints.drain(..).zip(keys) {
+            let kind = kind_of(&endpoint);
             let listener = listen_or_exit(&endpoint.addr, &key, fds.as_ref()).await;
             if let Ok(addr) = listener.local_addr() {
                 self.bound.record(kind, addr);
@@ -223,8 +219,26 @@ impl Service for ClientListeners {
         "edge"
     }
 
+    /// The names the sockets have in the upgrade fd table: Pingora closes the inherited
+    /// sockets that no service names here.
     fn listen_addresses(&self) -> Option<Vec<String>> {
-        Some(self.endpoints.iter().map(|e| e.addr.clone()).collect())
+        Some(self.fd_keys())
+    }
+}
+
+impl ClientListeners {
+    fn fd_keys(&self) -> Vec<String> {
+        let keys = self.endpoints.iter().enumerate();
+        keys.map(|(n, e)| fd_key(&e.addr, &format!("{}{n}", kind_of(e))))
+            .collect()
+    }
+}
+
+fn kind_of(endpoint: &Endpoint) -> &'static str {
+    if endpoint.tls.is_some() {
+        "https"
+    } else {
+        "http"
     }
 }
 

@@ -9,7 +9,7 @@
 use crate::config::{self, Config, ConfigErrors};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
-use notify_debouncer_mini::notify;
+use notify_debouncer_mini::{notify, DebouncedEvent, DebouncedEventKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 pub struct ReloadStats {
     pub applied: AtomicU64,
     pub refused: AtomicU64,
-    /// Unix seconds of the last successful reload (or of the start).
+    /// Unix seconds of the last applied reload (or of the start).
     pub last_applied_unix: AtomicU64,
     /// Hash of the running config file's text.
     pub config_hash: AtomicU64,
@@ -241,8 +241,13 @@ impl Reloader {
             .spawn(move || {
                 let _debouncer = debouncer; // kept alive by this thread
                 for batch in rx {
+                    // `Any`: the path has been quiet for the timeout (`AnyContinuous` comes
+                    // every timeout while a slow write goes on; the file is not whole yet).
+                    let done = |e: &DebouncedEvent| e.kind == DebouncedEventKind::Any;
                     match batch {
-                        Ok(events) if !events.iter().any(|e| relevant(&e.path)) => continue,
+                        Ok(events) if !events.iter().any(|e| done(e) && relevant(&e.path)) => {
+                            continue
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "config watcher error"),
                     }
@@ -282,7 +287,8 @@ pub struct Diff {
     pub upstreams_added: Vec<String>,
     pub upstreams_removed: Vec<String>,
     pub upstreams_changed: Vec<String>,
-    /// "upstream/server" entries, as /status and the status page name a server.
+    /// "upstream/addr" entries: the configured `addr` (the status page's rows add the
+    /// resolved address for a name).
     pub servers_added: Vec<String>,
     pub servers_removed: Vec<String>,
     pub zones_added: Vec<String>,

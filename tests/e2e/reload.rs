@@ -378,3 +378,35 @@ async fn a_shutdown_lets_a_slow_request_finish_then_the_process_exits() {
         "exited {took:?} after SIGTERM"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_written_slowly_is_reloaded_once_when_the_writes_stop() {
+    use std::io::Write;
+    let (a, b) = (backend("a").await, backend("b").await);
+    let edge = Edge::start("", &routes_to("one", a.addr));
+    let path = edge.dir.path().join("upstreams.toml");
+    let text = format!(
+        "{}{}",
+        edge_part(&std::fs::read_to_string(&path).expect("read")),
+        routes_to("two", b.addr)
+    );
+    // In place, a few bytes every 30 ms (a slow copy): never quiet for the watcher's 100 ms
+    // until it is whole, so no half file is read.
+    let mut file = std::fs::File::create(&path).expect("truncate");
+    for piece in text.as_bytes().chunks(8) {
+        file.write_all(piece).expect("write");
+        file.flush().expect("flush");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    drop(file);
+    wait_for_generation(&edge, 1).await;
+    assert_eq!(
+        instance(&get_json(&client(), &edge.url("/"), &[]).await.1),
+        "b"
+    );
+    let reloads = admin_json(&edge, "/status").await["reloads"].clone();
+    assert_eq!(
+        reloads["refused"], 0,
+        "a half-written file was read: {reloads}"
+    );
+}

@@ -154,6 +154,7 @@ upstream = "idle"
 
     let api = cells(row(&dom, "route", "/api/"));
     assert_eq!((api[1].as_str(), api[4].as_str()), ("app", "3"), "{api:?}");
+    assert_eq!(api[2], "0.0", "route req/s from two polls: {api:?}");
     let gone = cells(row(&dom, "route", "/gone/"));
     assert_eq!((gone[4].as_str(), gone[5].as_str()), ("1", "1"), "{gone:?}");
 

@@ -372,7 +372,10 @@ fn explicit_tables(source: &str) -> (String, Vec<(usize, usize)>) {
     let root = document.as_table();
     let mut headers: Vec<(usize, String)> = Vec::new();
     let mut implicit = |table: &toml_edit::Table, header: String| {
-        if let Some(start) = table.is_implicit().then(|| first_header(table)).flatten() {
+        // A table made by dotted keys (`app.balance = ...`) has a place of its own already;
+        // a header for it would define it twice.
+        let made_by_header = table.is_implicit() && !table.is_dotted();
+        if let Some(start) = made_by_header.then(|| first_header(table)).flatten() {
             let line = source[..start].rfind('\n').map_or(0, |i| i + 1);
             headers.push((line, header));
         }
