@@ -309,35 +309,12 @@ impl pingora::services::Service for AdminListener {
         if let Ok(addr) = listener.local_addr() {
             self.bound.record("admin", addr);
         }
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "admin accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        return;
-                    }
-                    continue;
-                }
-            };
+        while let Some((tcp, peer)) = crate::listen::next_connection(&listener, &mut shutdown).await
+        {
             let (app, shutdown) = (self.app.clone(), shutdown.clone());
             tokio::spawn(async move {
                 use pingora::apps::ServerApp;
-                use pingora::protocols::GetSocketDigest;
-                use std::os::fd::AsRawFd;
-                // As Pingora's own listeners set them up: no Nagle delay between the head
-                // and the body of an answer, and the peer known to the session.
-                let _ = tcp.set_nodelay(true);
-                let mut l4 = pingora::protocols::l4::stream::Stream::from(tcp);
-                let digest = pingora::protocols::SocketDigest::from_raw_fd(l4.as_raw_fd());
-                let _ = digest.peer_addr.set(Some(peer.into()));
-                l4.set_socket_digest(digest);
+                let l4 = crate::listen::l4_stream(tcp, peer);
                 let mut stream: pingora::protocols::Stream = Box::new(l4);
                 while let Some(kept) = app.process_new(stream, &shutdown).await {
                     stream = kept;

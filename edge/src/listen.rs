@@ -324,50 +324,69 @@ async fn accept_loop(
     workers: Arc<Workers>,
     mut shutdown: ShutdownWatch,
 ) {
+    while let Some((tcp, peer)) = next_connection(&listener, &mut shutdown).await {
+        // Counted from the accept, so a drain that starts now waits for it; spawned on the
+        // worker thread that serves the fewest connections.
+        let (worker, count) = workers.pick();
+        let live = Live::new(count);
+        // The socket moves to the worker's own reactor, so its readiness wakes that worker
+        // directly (a socket stays registered where it was first used).
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand the connection over");
+                continue;
+            }
+        };
+        worker.spawn(serve(
+            live,
+            tcp,
+            peer,
+            tls.clone(),
+            gate.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// The next connection on `listener`, or `None` once the process shuts down. A failed accept
+/// is logged; out of file descriptors, it waits 500 ms for connections to close (accept
+/// would fail again at once).
+pub async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &mut ShutdownWatch,
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
-                    return;
+                    return None;
                 }
                 continue;
             }
         };
         match accepted {
-            Ok((tcp, peer)) => {
-                // Counted from the accept, so a drain that starts now waits for it; spawned on
-                // the worker thread that serves the fewest connections.
-                let (worker, count) = workers.pick();
-                let live = Live::new(count);
-                // The socket moves to the worker's own reactor, so its readiness wakes that
-                // worker directly (a socket stays registered where it was first used).
-                let tcp = match tcp.into_std() {
-                    Ok(tcp) => tcp,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "cannot hand the connection over");
-                        continue;
-                    }
-                };
-                worker.spawn(serve(
-                    live,
-                    tcp,
-                    peer,
-                    tls.clone(),
-                    gate.clone(),
-                    shutdown.clone(),
-                ));
-            }
+            Ok(connection) => return Some(connection),
             Err(e) => {
                 tracing::error!(error = %e, "accept failed");
-                // Out of file descriptors: accept would fail again at once; give
-                // connections time to close.
                 if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }
     }
+}
+
+/// A connection set up as Pingora's own listeners do: no Nagle delay (a head and a body are
+/// separate writes), and the peer's address in its socket digest for the session.
+pub fn l4_stream(tcp: TcpStream, peer: SocketAddr) -> L4Stream {
+    let _ = tcp.set_nodelay(true);
+    let mut stream = L4Stream::from(tcp);
+    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    stream.set_socket_digest(digest);
+    stream
 }
 
 /// One client connection: the TLS handshake if any, then the gate for its whole life.
@@ -393,11 +412,7 @@ async fn serve(
         // Plain HTTP reads and writes the socket itself (see tcp.rs).
         None => crate::tcp::Tcp::boxed(tcp, peer),
         Some(acceptor) => {
-            let _ = tcp.set_nodelay(true);
-            let mut stream = L4Stream::from(tcp);
-            let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
-            let _ = digest.peer_addr.set(Some(peer.into()));
-            stream.set_socket_digest(digest);
+            let stream = l4_stream(tcp, peer);
             // Boxed: the handshake's state is freed once it is done.
             let handshake = Box::pin(acceptor.tls_handshake(stream));
             match tokio::time::timeout_at(deadline, handshake).await {
