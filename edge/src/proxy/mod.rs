@@ -190,8 +190,7 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
         Err((status, why)) => {
             // Whatever follows on this connection cannot be trusted to be a request.
             session.set_keepalive_off();
-            respond::json_error(session, status, why, &ctx.request_id, &ctx.hsts()).await?;
-            return Ok(Verdict::Answered);
+            return refuse(session, ctx, status, why).await;
         }
     };
 
@@ -205,23 +204,14 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
 
     // Which route.
     let Some(route) = snapshot.router.find(&normalize_host(&host), &path).cloned() else {
-        respond::json_error(
-            session,
-            404,
-            "no route for this path",
-            &ctx.request_id,
-            &ctx.hsts(),
-        )
-        .await?;
-        return Ok(Verdict::Answered);
+        return refuse(session, ctx, 404, "no route for this path").await;
     };
 
     ctx.route = Some(route.clone());
 
     // Who may use it.
     if !route.allows(ctx.client_ip) {
-        respond::json_error(session, 403, "forbidden", &ctx.request_id, &ctx.hsts()).await?;
-        return Ok(Verdict::Answered);
+        return refuse(session, ctx, 403, "forbidden").await;
     }
 
     // How fast it may come (nginx limit_req): every zone of the route must admit.
@@ -245,15 +235,8 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
     // How much it may send.
     let declared = request::declared_length(session.req_header());
     if declared.is_some_and(|len| len > edge.client_max_body_size) {
-        respond::json_error(
-            session,
-            413,
-            "request body is larger than client_max_body_size",
-            &ctx.request_id,
-            &ctx.hsts(),
-        )
-        .await?;
-        return Ok(Verdict::Answered);
+        let too_large = "request body is larger than client_max_body_size";
+        return refuse(session, ctx, 413, too_large).await;
     }
 
     // Websocket upgrades are relayed by the edge itself (see websocket.rs).
@@ -261,6 +244,18 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
         return Ok(Verdict::Upgrade(route));
     }
     Ok(Verdict::Forward(route))
+}
+
+/// Refuses the request with the edge's JSON error (its request id, HSTS where due); nothing
+/// more is done with it.
+async fn refuse(
+    session: &mut impl Downstream,
+    ctx: &RequestCtx,
+    status: u16,
+    message: &str,
+) -> Result<Verdict> {
+    respond::json_error(session, status, message, &ctx.request_id, &ctx.hsts()).await?;
+    Ok(Verdict::Answered)
 }
 
 /// Who is asking: TLS or not, the peer, the client behind trusted proxies, the request id.

@@ -21,12 +21,7 @@ impl Validator<'_> {
             Some(n) if *n.get_ref() > 0 => *n.get_ref() as usize,
             _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let trusted_proxies = f
-            .trusted_proxies
-            .iter()
-            .flatten()
-            .filter_map(|t| self.cidr(t))
-            .collect();
+        let trusted_proxies = self.cidrs(&f.trusted_proxies);
         let access_log = match f.access_log.as_ref().map(|t| (t, t.get_ref().as_str())) {
             None | Some((_, "stdout")) => AccessLog::Stdout,
             Some((_, "off")) => AccessLog::Off,

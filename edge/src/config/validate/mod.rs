@@ -271,6 +271,12 @@ impl Validator<'_> {
         None
     }
 
+    /// A list of addresses and CIDRs (`trusted_proxies`, a route's `allow`), each mistake
+    /// reported; none when the key is absent.
+    fn cidrs(&mut self, list: &Option<Vec<Spanned<String>>>) -> Vec<IpNet> {
+        list.iter().flatten().filter_map(|t| self.cidr(t)).collect()
+    }
+
     fn duration_or(&mut self, t: &Option<Spanned<String>>, default: Duration) -> Duration {
         match t {
             Some(t) => match parse_duration(t.get_ref()) {

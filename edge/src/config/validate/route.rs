@@ -70,12 +70,7 @@ impl Validator<'_> {
             599,
             "limit_status",
         ) as u16;
-        let allow = f
-            .allow
-            .iter()
-            .flatten()
-            .filter_map(|t| self.cidr(t))
-            .collect();
+        let allow = self.cidrs(&f.allow);
         Some(RouteSettings {
             path: path?.get_ref().clone(),
             host,
