@@ -180,10 +180,9 @@ fn hang_up(edge: std::net::SocketAddr, request: &[u8], read: usize, wait: Durati
 async fn clients_that_hang_up_count_against_no_server_and_are_logged_499() {
     let a = backend("a").await;
     let b = backend("b").await;
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("access.log");
+    let (_dir, log, logging) = access_log_file();
     let edge = Edge::start(
-        &format!("access_log = \"{}\"", log.display()),
+        &logging,
         &format!(
             r#"
 [upstreams.app]
@@ -287,10 +286,9 @@ upstream = "app"
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_hangs_up_while_its_server_works_frees_the_server_at_once() {
     let app = backend("app").await;
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("access.log");
+    let (_dir, log, logging) = access_log_file();
     let edge = Edge::start(
-        &format!("access_log = \"{}\"", log.display()),
+        &logging,
         &format!(
             r#"
 [upstreams.app]
@@ -385,15 +383,10 @@ upstream = "app"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_while_a_body_is_slow_to_come_frees_the_server_at_once() {
-    let stall = scripted_backend(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\nfirst"
-            .to_vec(),
-        true,
-    );
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("access.log");
+    let stall = stalling_backend();
+    let (_dir, log, logging) = access_log_file();
     let edge = Edge::start(
-        &format!("access_log = \"{}\"", log.display()),
+        &logging,
         &TestConfig::new()
             .upstream("app", [stall])
             .with("read_timeout", "20s")

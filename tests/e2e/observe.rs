@@ -218,12 +218,8 @@ async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn access_log_lines_carry_every_field() {
     let app = backend("app").await;
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("access.log");
-    let edge = Edge::start(
-        &format!("access_log = \"{}\"", log.display()),
-        &observed_config(app.addr),
-    );
+    let (_dir, log, logging) = access_log_file();
+    let edge = Edge::start(&logging, &observed_config(app.addr));
     let c = client();
     let ua = [("user-agent", "edge-test/1")];
     get_json(&c, &edge.url("/api/ok?q=1"), &ua).await;
@@ -321,14 +317,10 @@ async fn dashboards_and_alert_rules_only_use_exported_metrics() {
             key.display()
         ),
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !scrape(&edge).await.0.contains("edge_ocsp_stapled") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no edge_ocsp_* series"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(10), "no edge_ocsp_* series", || async {
+        scrape(&edge).await.0.contains("edge_ocsp_stapled")
+    })
+    .await;
     let c = client();
     for _ in 0..3 {
         get_json(&c, &edge.url("/api/x"), &[]).await;
@@ -444,12 +436,8 @@ async fn a_stuck_access_log_drops_lines_and_counts_them_without_slowing_requests
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotated_access_log_is_reopened_on_sigusr1_and_when_moved() {
     let app = backend("app").await;
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("access.log");
-    let edge = Edge::start(
-        &format!("access_log = \"{}\"", log.display()),
-        &one_route(app.addr),
-    );
+    let (dir, log, logging) = access_log_file();
+    let edge = Edge::start(&logging, &one_route(app.addr));
     let c = client();
     get_json(&c, &edge.url("/before"), &[]).await;
     logged_line(&log, "/before", Duration::from_secs(5), "the first file").await;

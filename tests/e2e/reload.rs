@@ -11,11 +11,11 @@ async fn generation(edge: &Edge) -> u64 {
 }
 
 async fn wait_for_generation(edge: &Edge, want: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while generation(edge).await < want {
-        assert!(Instant::now() < deadline, "no reload to generation {want}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let why = format!("no reload to generation {want}");
+    wait_until(Duration::from_secs(5), &why, || async {
+        generation(edge).await >= want
+    })
+    .await;
 }
 
 fn routes_to(upstream: &str, addr: std::net::SocketAddr) -> String {

@@ -180,6 +180,25 @@ impl Drop for Edge {
     }
 }
 
+/// A file for an edge's access log in a temp dir of its own: the dir (kept while it lives),
+/// the file's path and the `access_log = "..."` line for the edge's `[edge]` section.
+pub fn access_log_file() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let line = format!("access_log = \"{}\"", log.display());
+    (dir, log, line)
+}
+
+/// An HTTP/1.1 server that sends a head and the first 5 of 100,000 body bytes, then goes
+/// silent with the connection open.
+pub fn stalling_backend() -> SocketAddr {
+    scripted_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\nfirst"
+            .to_vec(),
+        true,
+    )
+}
+
 /// The first plain HTTP listener and the admin listener of an edge started with `runtime_dir`,
 /// once it has bound both (from its `listening.json`), or why not within 20 s.
 pub fn listening(

@@ -882,11 +882,10 @@ async fn http2_requests_share_the_upstream_pool_and_its_keepalive_requests() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_stream_reset_while_its_server_works_is_logged_499_and_frees_the_server() {
     let app = backend("app").await;
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("access.log");
+    let (dir, log, logging) = access_log_file();
     let (edge, https) = https_edge(
         dir.path(),
-        &format!("access_log = \"{}\"", log.display()),
+        &logging,
         &TestConfig::new()
             .upstream("app", [app.addr])
             .with_servers("max_fails", 1)
@@ -950,16 +949,11 @@ async fn an_http2_answer_cut_short_by_its_server_is_reset_and_a_client_leaving_a
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n".to_vec(),
         false,
     );
-    let stall = scripted_backend(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\nfirst"
-            .to_vec(),
-        true,
-    );
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("access.log");
+    let stall = stalling_backend();
+    let (dir, log, logging) = access_log_file();
     let (edge, https) = https_edge(
         dir.path(),
-        &format!("access_log = \"{}\"", log.display()),
+        &logging,
         &TestConfig::new()
             .upstream("cut", [cut])
             .upstream("stall", [stall])
