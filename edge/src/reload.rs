@@ -391,6 +391,15 @@ impl Diff {
                 "edge.client_header_timeout",
             ),
             (
+                oe.client_body_timeout != ne.client_body_timeout,
+                "edge.client_body_timeout",
+            ),
+            (oe.send_timeout != ne.send_timeout, "edge.send_timeout"),
+            (
+                oe.http2_max_concurrent_streams != ne.http2_max_concurrent_streams,
+                "edge.http2_max_concurrent_streams",
+            ),
+            (
                 oe.client_max_body_size != ne.client_max_body_size,
                 "edge.client_max_body_size",
             ),

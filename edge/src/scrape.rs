@@ -64,6 +64,7 @@ struct Families {
     connections: IntGaugeVec,
     connections_refused: IntCounterVec,
     header_timeouts: IntCounterVec,
+    client_timeouts: IntCounterVec,
     log_dropped: IntCounterVec,
     build_info: IntGaugeVec,
     ocsp_stapled: IntGaugeVec,
@@ -146,6 +147,11 @@ impl Families {
                 "Connections closed because a request head took longer than client_header_timeout",
                 &[],
             ),
+            client_timeouts: counter(
+                "edge_client_timeouts_total",
+                "Client clocks that ran out, by phase: header (connections, as edge_client_header_timeouts_total), body (client_body_timeout) and send (send_timeout) (requests)",
+                &["phase"],
+            ),
             log_dropped: counter(
                 "edge_access_log_dropped_total",
                 "Access log lines dropped because the writer fell behind",
@@ -196,7 +202,7 @@ impl Families {
         ]
     }
 
-    fn counters(&self) -> [&IntCounterVec; 9] {
+    fn counters(&self) -> [&IntCounterVec; 10] {
         [
             &self.server_failures,
             &self.zone_decisions,
@@ -204,6 +210,7 @@ impl Families {
             &self.reloads,
             &self.connections_refused,
             &self.header_timeouts,
+            &self.client_timeouts,
             &self.log_dropped,
             &self.ocsp_failures,
             &self.ocsp_revoked,
@@ -287,13 +294,20 @@ impl State {
                 .with_label_values(&[listener.as_str()])
                 .set(count);
         }
-        use crate::observe::connections::{HEADER_TIMEOUTS, REFUSED};
+        use crate::observe::connections::{
+            client_timeouts, TimeoutPhase, HEADER_TIMEOUTS, REFUSED,
+        };
         f.connections_refused
             .with_label_values::<&str>(&[])
             .inc_by(REFUSED.load(Ordering::Relaxed));
         f.header_timeouts
             .with_label_values::<&str>(&[])
             .inc_by(HEADER_TIMEOUTS.load(Ordering::Relaxed));
+        for phase in TimeoutPhase::ALL {
+            f.client_timeouts
+                .with_label_values(&[phase.name()])
+                .inc_by(client_timeouts(phase).load(Ordering::Relaxed));
+        }
         f.log_dropped
             .with_label_values::<&str>(&[])
             .inc_by(crate::observe::access_log::dropped());

@@ -20,6 +20,7 @@ mod pools;
 mod ratelimit;
 mod reload;
 mod routing;
+mod slow_clients;
 mod status_page;
 mod tls;
 mod websocket;

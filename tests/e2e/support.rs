@@ -958,3 +958,76 @@ impl TestConfig {
         toml::to_string(&self.table).expect("a TOML table")
     }
 }
+
+/// What a [`BulkBackend`] saw of one connection.
+#[derive(Clone, Debug)]
+pub struct BulkConnection {
+    /// When its last write of body bytes went through (the edge took them).
+    pub last_progress: Instant,
+    /// When the edge closed it mid-response (a write failed), if it did.
+    pub closed_mid_response: Option<Instant>,
+    /// Body bytes written.
+    pub sent: u64,
+}
+
+/// A backend that answers every request with `len` bytes of body (with a Content-Length),
+/// written 64 KiB at a time with blocking writes, and records for each connection when the
+/// edge last took bytes and whether (and when) the edge closed it before the body was done:
+/// the server side of a client that stops reading.
+pub struct BulkBackend {
+    pub addr: SocketAddr,
+    connections: Arc<Mutex<Vec<BulkConnection>>>,
+}
+
+impl BulkBackend {
+    pub fn start(len: u64) -> BulkBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let record = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let record = record.clone();
+                let id = {
+                    let mut all = record.lock().expect("connections");
+                    all.push(BulkConnection {
+                        last_progress: Instant::now(),
+                        closed_mid_response: None,
+                        sent: 0,
+                    });
+                    all.len() - 1
+                };
+                std::thread::spawn(move || {
+                    let chunk = vec![b'x'; 64 * 1024];
+                    each_request_head(&mut stream, |stream, _head| {
+                        let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n");
+                        if stream.write_all(head.as_bytes()).is_err() {
+                            return false;
+                        }
+                        let mut left = len;
+                        while left > 0 {
+                            let n = left.min(chunk.len() as u64) as usize;
+                            if stream.write_all(&chunk[..n]).is_err() {
+                                let mut all = record.lock().expect("connections");
+                                all[id].closed_mid_response = Some(Instant::now());
+                                return false;
+                            }
+                            left -= n as u64;
+                            let mut all = record.lock().expect("connections");
+                            all[id].last_progress = Instant::now();
+                            all[id].sent += n as u64;
+                        }
+                        true
+                    });
+                });
+            }
+        });
+        BulkBackend { addr, connections }
+    }
+
+    /// Every connection so far, in the order they were accepted.
+    pub fn connections(&self) -> Vec<BulkConnection> {
+        self.connections.lock().expect("connections").clone()
+    }
+}

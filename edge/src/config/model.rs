@@ -17,6 +17,12 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9180";
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(65);
 pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 100;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// nginx's `client_body_timeout`.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `send_timeout`: a write toward a client that makes no progress this long ends it.
+pub const DEFAULT_CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `http2_max_concurrent_streams`.
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Request target and head limits (nginx: `large_client_header_buffers 4 8k`).
 pub const DEFAULT_MAX_URI_SIZE: u64 = 8 * 1024;
 pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 * 1024;
@@ -100,6 +106,15 @@ pub struct EdgeSettings {
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u32,
     pub client_header_timeout: Duration,
+    /// The longest a client may leave its request body without sending more (408 before the
+    /// request went upstream).
+    pub client_body_timeout: Duration,
+    /// The longest a write toward a client (an HTTP/1.1 socket write, an HTTP/2 stream
+    /// waiting for flow-control window, an HTTP/2 connection's socket write) may make no
+    /// progress before the request (or connection) is ended.
+    pub send_timeout: Duration,
+    /// Streams in flight per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
     pub client_max_body_size: u64,
     /// Request bodies up to this size are read whole before the request goes upstream
     /// (nginx's `client_body_buffer_size` with `proxy_request_buffering on`); larger ones

@@ -58,6 +58,8 @@ fn key() -> impl Strategy<Value = String> {
         "keepalive_timeout",
         "keepalive_requests",
         "client_header_timeout",
+        "client_body_timeout",
+        "http2_max_concurrent_streams",
         "client_max_body_size",
         "client_body_buffer_size",
         "max_connections_per_client",

@@ -223,16 +223,27 @@ impl<'c> Session<'c> {
             self.stream
                 .write_all(bytes)
                 .await
-                .or_err(ErrorType::WriteError, what)?;
+                .map_err(|e| write_failed(e, what))?;
         }
         if flush {
             self.stream
                 .flush()
                 .await
-                .or_err(ErrorType::WriteError, what)?;
+                .map_err(|e| write_failed(e, what))?;
         }
         Ok(())
     }
+}
+
+/// A write toward the client failed: `WriteTimedout` when the connection's send clock ran out
+/// (`send_timeout`), a `WriteError` otherwise.
+fn write_failed(e: std::io::Error, what: &'static str) -> Box<Error> {
+    let etype = if super::clocks::is_send_timeout(&e) {
+        ErrorType::WriteTimedout
+    } else {
+        ErrorType::WriteError
+    };
+    Error::because(etype, what, e)
 }
 
 /// `Some` when the fields have a Transfer-Encoding: whether chunked is the last coding of the

@@ -7,6 +7,7 @@
 //! Static dispatch: each phase is generic over [`Downstream`], so no call on the request's
 //! path is boxed.
 
+pub mod clocks;
 pub mod h1;
 pub mod h2;
 

@@ -18,8 +18,6 @@
 //! itself, re-arming the head clock between requests), so dropping its guard is exactly the
 //! connection closing.
 
-mod deadline;
-
 use crate::client::net_contains;
 use crate::downstream::{h1, h2};
 use crate::observe::connections::{self, Listener};
@@ -39,7 +37,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
-use deadline::{HeadClock, HeadDeadline};
+use crate::downstream::clocks::{ClientStream, Clocks, STASH_READ};
 
 /// The listeners' application: the gate in front of the proxy.
 pub struct ConnectionGate {
@@ -72,7 +70,7 @@ impl ConnectionGate {
         shutdown: &ShutdownWatch,
     ) {
         let peer = peer_ip(&stream);
-        let (limit, header_timeout) = {
+        let (limit, header_timeout, send_timeout) = {
             let snapshot = self.snapshot.load();
             let edge = &snapshot.config.edge;
             let trusted =
@@ -82,7 +80,7 @@ impl ConnectionGate {
                 _ if trusted => None,
                 n => Some(n),
             };
-            (limit, edge.client_header_timeout)
+            (limit, edge.client_header_timeout, edge.send_timeout)
         };
         let tls = stream.get_ssl_digest();
         if let Some(digest) = &tls {
@@ -104,8 +102,8 @@ impl ConnectionGate {
         };
 
         let first_wait = first_head_by.saturating_duration_since(tokio::time::Instant::now());
-        let clock = Arc::new(HeadClock::new(header_timeout));
-        let stream: Stream = Box::new(HeadDeadline::new(stream, clock.clone(), first_wait));
+        let clock = Arc::new(Clocks::new(header_timeout, send_timeout));
+        let stream: Stream = Box::new(ClientStream::new(stream, clock.clone(), first_wait));
         // The HTTP/2 and Pingora paths are boxed: a connection's task is as large as its
         // largest path, and every idle HTTP/1 connection would carry the h2 codec's state.
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
@@ -146,7 +144,7 @@ impl ConnectionGate {
         &self,
         mut stream: Stream,
         first_wait: Duration,
-        clock: &HeadClock,
+        clock: &Clocks,
         shutdown: &ShutdownWatch,
     ) {
         // A connection waits for each request here, first one included, with only this small
@@ -170,12 +168,16 @@ impl ConnectionGate {
         );
         let mut served = self.proxy.process_new_http(session, shutdown).await;
         while let Some((mut stream, persistent)) = served.map(|r| r.consume()) {
-            let (keepalive, header_timeout) = {
+            let (keepalive, header_timeout, send_timeout) = {
                 let snapshot = self.snapshot.load();
                 let edge = &snapshot.config.edge;
-                (edge.keepalive_timeout, edge.client_header_timeout)
+                (
+                    edge.keepalive_timeout,
+                    edge.client_header_timeout,
+                    edge.send_timeout,
+                )
             };
-            clock.arm(header_timeout);
+            clock.arm(header_timeout, send_timeout);
             if next_request_arrives(&mut stream, keepalive, Some(shutdown)).await
                 != Arrival::Request
             {
@@ -200,7 +202,7 @@ impl ConnectionGate {
         &self,
         mut stream: Stream,
         first_wait: Duration,
-        clock: &HeadClock,
+        clock: &Clocks,
         shutdown: &ShutdownWatch,
     ) {
         let mut served = 0u32;
@@ -209,17 +211,18 @@ impl ConnectionGate {
         // What the own session needs of the connection, found at its first request.
         let mut conn: Option<h1::Conn> = None;
         loop {
-            let (keepalive, header_timeout, max_requests) = {
+            let (keepalive, header_timeout, send_timeout, max_requests) = {
                 let snapshot = self.snapshot.load();
                 let edge = &snapshot.config.edge;
                 (
                     edge.keepalive_timeout,
                     edge.client_header_timeout,
+                    edge.send_timeout,
                     edge.keepalive_requests,
                 )
             };
             if served > 0 {
-                clock.arm(header_timeout);
+                clock.arm(header_timeout, send_timeout);
             }
             if pipelined.is_none() {
                 // The first request's wait is not ended by a shutdown: a client that just
@@ -433,7 +436,3 @@ async fn refuse(stream: &mut Stream, hsts: Option<&str>) {
     }
     Shutdown::shutdown(&mut **stream).await;
 }
-
-/// How much one read takes while waiting for a request (a typical request head; the rest
-/// of a larger one is read by Pingora).
-const STASH_READ: usize = 4096;

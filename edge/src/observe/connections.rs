@@ -149,6 +149,51 @@ pub fn held_by(ip: IpAddr) -> u32 {
 /// Heads that ran out of `client_header_timeout`.
 pub static HEADER_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 
+/// Which client clock ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// `client_header_timeout`: a request head (or TLS handshake, or HTTP/2 preface and first
+    /// stream) did not arrive in time.
+    Header,
+    /// `client_body_timeout`: a request body stopped coming.
+    Body,
+    /// `send_timeout`: the client stopped taking the response.
+    Send,
+}
+
+impl TimeoutPhase {
+    pub const ALL: [TimeoutPhase; 3] =
+        [TimeoutPhase::Header, TimeoutPhase::Body, TimeoutPhase::Send];
+
+    /// The `phase` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeoutPhase::Header => "header",
+            TimeoutPhase::Body => "body",
+            TimeoutPhase::Send => "send",
+        }
+    }
+}
+
+/// Request bodies that ran out of `client_body_timeout`, and requests whose client ran out of
+/// `send_timeout`.
+static BODY_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+static SEND_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a request (or, for the header phase, a connection) a client clock ended.
+pub fn client_timed_out(phase: TimeoutPhase) {
+    client_timeouts(phase).fetch_add(1, Ordering::Relaxed);
+}
+
+/// The count of `phase` timeouts so far.
+pub fn client_timeouts(phase: TimeoutPhase) -> &'static AtomicU64 {
+    match phase {
+        TimeoutPhase::Header => &HEADER_TIMEOUTS,
+        TimeoutPhase::Body => &BODY_TIMEOUTS,
+        TimeoutPhase::Send => &SEND_TIMEOUTS,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

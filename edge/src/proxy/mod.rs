@@ -16,7 +16,7 @@ use crate::config::DEFAULT_GZIP_LEVEL;
 use crate::ctx::RequestCtx;
 use crate::downstream::{h1, h2, Downstream};
 use crate::observe::access_log;
-use crate::observe::connections;
+use crate::observe::connections::{self, TimeoutPhase};
 use crate::observe::metrics::{METRICS, UNROUTED};
 use crate::ratelimit::{self, Admission};
 use crate::request;
@@ -291,11 +291,16 @@ fn host_and_path(
 
 /// Counts the finished request in its route's metrics and writes its access-log line.
 pub fn log(session: &impl Downstream, e: Option<&Error>, ctx: &RequestCtx) {
-    let status = if e.is_some_and(client_left) {
-        METRICS.client_closed(ctx.route.as_ref().map_or("none", |r| &r.name));
-        CLIENT_CLOSED
-    } else {
-        session.response_status().map_or(0, |s| s.as_u16())
+    let status = match e.and_then(client_timeout) {
+        Some(phase) => {
+            connections::client_timed_out(phase);
+            CLIENT_TIMED_OUT
+        }
+        None if e.is_some_and(client_left) => {
+            METRICS.client_closed(ctx.route.as_ref().map_or("none", |r| &r.name));
+            CLIENT_CLOSED
+        }
+        None => session.response_status().map_or(0, |s| s.as_u16()),
     };
     let elapsed = ctx.started.elapsed();
     let req = session.req_header();
@@ -398,6 +403,31 @@ fn compression_level(
 /// response reached it (nginx's 499; no client ever sees it).
 pub const CLIENT_CLOSED: u16 = 499;
 
+/// The status logged for a request a client clock ended: its body stopped coming
+/// (`client_body_timeout`), or it stopped taking the response (`send_timeout`). A client
+/// whose body timed out before any answer went out is answered 408 too.
+pub const CLIENT_TIMED_OUT: u16 = 408;
+
+/// Which client clock ended the request, if one did: a write toward the client that made no
+/// progress for `send_timeout` (on the own sessions a `WriteTimedout`; on Pingora's, a write
+/// error whose cause is the connection's send clock), or a request body that stopped coming
+/// for `client_body_timeout`.
+fn client_timeout(e: &Error) -> Option<TimeoutPhase> {
+    if matches!(e.esource(), ErrorSource::Upstream | ErrorSource::Internal) {
+        return None;
+    }
+    match e.etype() {
+        ErrorType::WriteTimedout => Some(TimeoutPhase::Send),
+        ErrorType::ReadTimedout => Some(TimeoutPhase::Body),
+        ErrorType::WriteError => e
+            .root_cause()
+            .downcast_ref::<std::io::Error>()
+            .filter(|io| crate::downstream::clocks::is_send_timeout(io))
+            .map(|_| TimeoutPhase::Send),
+        _ => None,
+    }
+}
+
 /// Whether the error is the client's connection closing or breaking under the request.
 fn client_left(e: &Error) -> bool {
     *e.esource() == ErrorSource::Downstream
@@ -418,9 +448,11 @@ fn error_status(e: &Error) -> u16 {
         }
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
+            // A client that left, or stopped taking bytes, can be told nothing more.
             ErrorSource::Downstream if client_left(e) => 0,
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::ReadTimedout => 408,
+            ErrorSource::Downstream => match client_timeout(e) {
+                Some(TimeoutPhase::Send) => 0,
+                Some(TimeoutPhase::Body) => CLIENT_TIMED_OUT,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,

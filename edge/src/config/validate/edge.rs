@@ -64,6 +64,16 @@ impl Validator<'_> {
             ),
             client_header_timeout: self
                 .duration_or(&f.client_header_timeout, DEFAULT_CLIENT_HEADER_TIMEOUT),
+            client_body_timeout: self
+                .positive_duration_or(&f.client_body_timeout, DEFAULT_CLIENT_BODY_TIMEOUT),
+            send_timeout: self.positive_duration_or(&f.send_timeout, DEFAULT_CLIENT_SEND_TIMEOUT),
+            http2_max_concurrent_streams: self.int_or(
+                &f.http2_max_concurrent_streams,
+                DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+                1,
+                65_535,
+                "http2_max_concurrent_streams",
+            ),
             client_max_body_size,
             client_body_buffer_size,
             max_connections_per_client: self.int_or(

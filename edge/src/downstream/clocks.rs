@@ -1,8 +1,15 @@
-//! The head clock around a client connection's stream (`client_header_timeout`, slowloris):
-//! [`HeadDeadline`] times reads while a request head is due and lets the rest pass, and
-//! gathers a response's small writes into one.
+//! The clocks around a client connection's stream, the same on every protocol it carries:
+//!
+//! - the head clock (`client_header_timeout`, slowloris): reads time out once a request head
+//!   takes longer than the timeout, and pass untimed otherwise;
+//! - the send clock (`send_timeout`): a write (or flush) toward the client that makes no
+//!   progress for the timeout fails, so a client that stops reading (a full receive window, a
+//!   TCP window of zero) frees its connection, and the upstream connection behind it, instead
+//!   of holding both for ever. It runs only while a write waits: a connection with nothing to
+//!   send has no timer.
+//!
+//! [`ClientStream`] also gathers a response's small writes into one.
 
-use super::STASH_READ;
 use crate::observe::connections;
 use async_trait::async_trait;
 use pingora::protocols::{
@@ -12,46 +19,100 @@ use pingora::protocols::{
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How much one read takes while waiting for a request (a typical request head; the rest of a
+/// larger one is read by the session).
+pub const STASH_READ: usize = 4096;
 
 /// Where a connection is in reading a request head.
 const WAITING: u8 = 0; // kept alive between requests: keepalive_timeout governs
 const IN_HEAD: u8 = 1; // a head has started (or the connection is new): the clock runs
 const PASSING: u8 = 2; // the head is complete: body and response pass untimed
 
-/// Shared between the gate (which arms it between requests) and the stream wrapper.
-pub(super) struct HeadClock {
-    state: AtomicU8,
-    timeout_ms: AtomicU64,
+/// The error of a write that waited out the send clock.
+#[derive(Debug)]
+struct SendTimedOut;
+
+impl std::fmt::Display for SendTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("send_timeout: the client took no bytes in time")
+    }
 }
 
-impl HeadClock {
-    /// A new connection: its first head is due within `timeout` from now.
-    pub(super) fn new(timeout: Duration) -> HeadClock {
-        HeadClock {
+impl std::error::Error for SendTimedOut {}
+
+fn send_timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, SendTimedOut)
+}
+
+/// A connection's clocks, shared between the gate (which arms them between requests), the
+/// stream wrapper, and the sessions on the connection (which ask whether the send clock ran
+/// out under them).
+pub struct Clocks {
+    state: AtomicU8,
+    header_timeout_ms: AtomicU64,
+    send_timeout_ms: AtomicU64,
+    /// The send clock ran out: the connection is of no more use.
+    send_timed_out: AtomicBool,
+}
+
+impl Clocks {
+    /// A new connection: its first head is due within `header_timeout` from now; a write may
+    /// wait `send_timeout` for the client.
+    pub fn new(header_timeout: Duration, send_timeout: Duration) -> Clocks {
+        Clocks {
             state: AtomicU8::new(IN_HEAD),
-            timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
+            header_timeout_ms: AtomicU64::new(millis(header_timeout)),
+            send_timeout_ms: AtomicU64::new(millis(send_timeout)),
+            send_timed_out: AtomicBool::new(false),
         }
     }
 
-    /// Between requests: the next head's clock starts at its first byte.
-    pub(super) fn arm(&self, timeout: Duration) {
-        self.timeout_ms
-            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    /// Between requests: the next head's clock starts at its first byte; both timeouts as the
+    /// config has them now.
+    pub fn arm(&self, header_timeout: Duration, send_timeout: Duration) {
+        self.header_timeout_ms
+            .store(millis(header_timeout), Ordering::Relaxed);
+        self.send_timeout_ms
+            .store(millis(send_timeout), Ordering::Relaxed);
         self.state.store(WAITING, Ordering::Relaxed);
+    }
+
+    /// Whether a write toward the client waited out `send_timeout` on this connection.
+    pub fn send_timed_out(&self) -> bool {
+        self.send_timed_out.load(Ordering::Relaxed)
+    }
+
+    fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms.load(Ordering::Relaxed))
     }
 }
 
-/// A client stream whose reads fail once a request head takes longer than the timeout.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether an I/O error is the send clock running out.
+pub fn is_send_timeout(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<SendTimedOut>())
+}
+
+/// A client stream with the head clock on its reads and the send clock on its writes.
 #[derive(Debug)]
-pub(super) struct HeadDeadline {
+pub struct ClientStream {
     inner: Stream,
-    clock: Arc<HeadClock>,
+    clocks: Arc<Clocks>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The send clock's timer, made at the first write that had to wait and reset for each
+    /// later one.
+    send_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A write is waiting for the client now (the send clock runs).
+    send_waiting: bool,
     /// The last bytes read, to find a head's end across reads.
     tail: [u8; 3],
     /// Bytes read while waiting for the next request (`try_peek`), handed out first.
@@ -62,25 +123,61 @@ pub(super) struct HeadDeadline {
     out: Vec<u8>,
 }
 
-impl std::fmt::Debug for HeadClock {
+impl std::fmt::Debug for Clocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeadClock")
+        f.debug_struct("Clocks")
             .field("state", &self.state.load(Ordering::Relaxed))
+            .field("send_timed_out", &self.send_timed_out())
             .finish()
     }
 }
 
-impl HeadDeadline {
+impl ClientStream {
     /// A new connection's stream; its first head is due within `first_head`.
-    pub(super) fn new(inner: Stream, clock: Arc<HeadClock>, first_head: Duration) -> HeadDeadline {
-        HeadDeadline {
+    pub fn new(inner: Stream, clocks: Arc<Clocks>, first_head: Duration) -> ClientStream {
+        ClientStream {
             inner,
-            clock,
+            clocks,
             deadline: Some(Box::pin(tokio::time::sleep(first_head))),
+            send_deadline: None,
+            send_waiting: false,
             tail: [0; 3],
             stash: Vec::new(),
             out: Vec::new(),
         }
+    }
+
+    /// One write-side operation on the inner stream under the send clock: while it waits, the
+    /// clock runs (from the first wait); any outcome stops it. When it runs out the operation
+    /// fails with a timed-out error, and the connection is marked as timed out.
+    fn under_send_clock<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut Stream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if self.clocks.send_timed_out() {
+            return Poll::Ready(Err(send_timed_out()));
+        }
+        let polled = op(Pin::new(&mut self.inner), cx);
+        if polled.is_ready() {
+            self.send_waiting = false;
+            return polled;
+        }
+        if !self.send_waiting {
+            self.send_waiting = true;
+            let at = tokio::time::Instant::now() + self.clocks.send_timeout();
+            match &mut self.send_deadline {
+                Some(deadline) => deadline.as_mut().reset(at),
+                None => self.send_deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        if let Some(deadline) = &mut self.send_deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                self.clocks.send_timed_out.store(true, Ordering::Relaxed);
+                return Poll::Ready(Err(send_timed_out()));
+            }
+        }
+        Poll::Pending
     }
 
     /// Makes room to gather `len` more bytes, writing out what is gathered if they would not
@@ -102,7 +199,10 @@ impl HeadDeadline {
     /// Writes out what is gathered in `out`.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.out.is_empty() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out))?;
+            let out = std::mem::take(&mut self.out);
+            let written = self.under_send_clock(cx, |inner, cx| inner.poll_write(cx, &out));
+            self.out = out;
+            let n = ready!(written)?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -113,11 +213,11 @@ impl HeadDeadline {
     }
 }
 
-impl Drop for HeadDeadline {
+impl Drop for ClientStream {
     /// One attempt, without waiting, to write out what is gathered if the stream is dropped
     /// unflushed (as Pingora's own stream does).
     fn drop(&mut self) {
-        if !self.out.is_empty() {
+        if !self.out.is_empty() && !self.clocks.send_timed_out() {
             let mut cx = Context::from_waker(std::task::Waker::noop());
             let _ = self.poll_drain(&mut cx);
         }
@@ -141,14 +241,14 @@ fn ends_head(tail: &mut [u8; 3], data: &[u8]) -> bool {
     false
 }
 
-impl AsyncRead for HeadDeadline {
+impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let state = this.clock.state.load(Ordering::Relaxed);
+        let state = this.clocks.state.load(Ordering::Relaxed);
         if state == IN_HEAD {
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
@@ -179,19 +279,20 @@ impl AsyncRead for HeadDeadline {
             this.tail = [0; 3];
         }
         if ends_head(&mut this.tail, new) {
-            this.clock.state.store(PASSING, Ordering::Relaxed);
+            this.clocks.state.store(PASSING, Ordering::Relaxed);
             this.deadline = None;
         } else if state == WAITING {
             // The first bytes of a head on a kept-alive connection: its clock starts now.
-            this.clock.state.store(IN_HEAD, Ordering::Relaxed);
-            let timeout = Duration::from_millis(this.clock.timeout_ms.load(Ordering::Relaxed));
+            this.clocks.state.store(IN_HEAD, Ordering::Relaxed);
+            let timeout =
+                Duration::from_millis(this.clocks.header_timeout_ms.load(Ordering::Relaxed));
             this.deadline = Some(Box::pin(tokio::time::sleep(timeout)));
         }
         Poll::Ready(Ok(()))
     }
 }
 
-impl AsyncWrite for HeadDeadline {
+impl AsyncWrite for ClientStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -202,7 +303,7 @@ impl AsyncWrite for HeadDeadline {
             return Poll::Ready(Ok(0));
         }
         if !ready!(this.poll_room(cx, buf.len()))? {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+            return this.under_send_clock(cx, |inner, cx| inner.poll_write(cx, buf));
         }
         this.out.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
@@ -219,7 +320,7 @@ impl AsyncWrite for HeadDeadline {
             return Poll::Ready(Ok(0));
         }
         if !ready!(this.poll_room(cx, len))? {
-            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+            return this.under_send_clock(cx, |inner, cx| inner.poll_write_vectored(cx, bufs));
         }
         for b in bufs {
             this.out.extend_from_slice(b);
@@ -234,31 +335,41 @@ impl AsyncWrite for HeadDeadline {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        this.under_send_clock(cx, |inner, cx| inner.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        this.under_send_clock(cx, |inner, cx| inner.poll_shutdown(cx))
     }
 }
 
 #[async_trait]
-impl Shutdown for HeadDeadline {
+impl Shutdown for ClientStream {
+    /// What is gathered goes out, then the FIN; not on a connection whose client stopped
+    /// taking bytes (it is just dropped).
     async fn shutdown(&mut self) {
-        let _ = std::future::poll_fn(|cx| self.poll_drain(cx)).await;
+        if self.clocks.send_timed_out() {
+            return;
+        }
+        if std::future::poll_fn(|cx| self.poll_drain(cx))
+            .await
+            .is_err()
+        {
+            return;
+        }
         Shutdown::shutdown(&mut *self.inner).await;
     }
 }
 
-impl UniqueID for HeadDeadline {
+impl UniqueID for ClientStream {
     fn id(&self) -> UniqueIDType {
         self.inner.id()
     }
 }
 
-impl Ssl for HeadDeadline {
+impl Ssl for ClientStream {
     fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
         self.inner.get_ssl()
     }
@@ -272,7 +383,7 @@ impl Ssl for HeadDeadline {
     }
 }
 
-impl GetTimingDigest for HeadDeadline {
+impl GetTimingDigest for ClientStream {
     fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
         self.inner.get_timing_digest()
     }
@@ -286,13 +397,13 @@ impl GetTimingDigest for HeadDeadline {
     }
 }
 
-impl GetProxyDigest for HeadDeadline {
+impl GetProxyDigest for ClientStream {
     fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
         self.inner.get_proxy_digest()
     }
 }
 
-impl GetSocketDigest for HeadDeadline {
+impl GetSocketDigest for ClientStream {
     fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
         self.inner.get_socket_digest()
     }
@@ -302,7 +413,7 @@ impl GetSocketDigest for HeadDeadline {
 /// Nothing is allocated while waiting: each poll reads into a buffer on its own stack, and
 /// only what arrived is kept.
 #[async_trait]
-impl Peek for HeadDeadline {
+impl Peek for ClientStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         while self.stash.len() < buf.len() {
             let (inner, stash) = (&mut self.inner, &mut self.stash);
