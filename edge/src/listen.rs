@@ -401,6 +401,12 @@ async fn serve(
     // One clock from accept: the handshake and the first request head share
     // client_header_timeout.
     let deadline = tokio::time::Instant::now() + gate.header_timeout();
+    // The kernel's half of send_timeout: bytes the client leaves unacknowledged (its receive
+    // window shut) that long end the connection. The edge's own send clock sees a write that
+    // waits; this sees the client stop while the socket's buffer still takes small writes.
+    if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_user_timeout(Some(gate.send_timeout())) {
+        tracing::debug!(%peer, error = %e, "cannot set TCP_USER_TIMEOUT");
+    }
     let tcp = match TcpStream::from_std(tcp) {
         Ok(tcp) => tcp,
         Err(e) => {

@@ -161,6 +161,9 @@ pub fn host(req: &RequestHeader) -> Result<&str, Refusal> {
         (None, None) if req.version == Version::HTTP_11 => {
             return Err((400, "HTTP/1.1 request without Host"));
         }
+        (None, None) if req.version >= Version::HTTP_2 => {
+            return Err((400, "a request without :authority or Host"));
+        }
         (None, None) => "",
     };
     let valid = host
@@ -171,6 +174,24 @@ pub fn host(req: &RequestHeader) -> Result<&str, Refusal> {
     } else {
         Err((400, "invalid Host header"))
     }
+}
+
+/// Methods the edge answers 405 itself, as nginx does: CONNECT (the edge is no forward
+/// proxy) and TRACE (it would echo credentials back).
+pub fn refused_method(req: &RequestHeader) -> Result<(), Refusal> {
+    if req.method == http::Method::CONNECT || req.method == http::Method::TRACE {
+        return Err((405, "the edge does not serve this method"));
+    }
+    Ok(())
+}
+
+/// A target with a byte no request line may carry (a control character, a space, DEL) is
+/// refused: HTTP/2's `:path` can hold one the HTTP/1.1 line that goes upstream cannot.
+pub fn target(raw: &[u8]) -> Result<(), Refusal> {
+    if raw.iter().any(|&b| b.is_ascii_control() || b == b' ') {
+        return Err((400, "a byte the request target may not carry"));
+    }
+    Ok(())
 }
 
 /// The path routes are matched on: unreserved characters percent-decoded (so `%2e` is `.`),
@@ -364,5 +385,23 @@ mod tests {
             Ok("A.example")
         );
         assert!(host(&req("/", &["a b"], Version::HTTP_11)).is_err());
+        assert!(host(&req("/", &[], Version::HTTP_2)).is_err());
+        assert!(host(&req("/", &["u@a.example"], Version::HTTP_2)).is_err());
+    }
+
+    #[test]
+    fn connect_and_trace_are_refused_and_so_are_control_bytes_in_the_target() {
+        let method = |m: &str| {
+            let r = RequestHeader::build(m, b"/", None).expect("request");
+            refused_method(&r).map_err(|e| e.0)
+        };
+        assert_eq!(method("CONNECT"), Err(405));
+        assert_eq!(method("TRACE"), Err(405));
+        assert_eq!(method("GET"), Ok(()));
+        assert_eq!(method("PURGE"), Ok(()));
+        assert!(target(b"/a?b=c%20d").is_ok());
+        assert!(target(b"/a\tb").is_err());
+        assert!(target(b"/a b").is_err());
+        assert!(target(b"/a\x7f").is_err());
     }
 }

@@ -15,6 +15,7 @@ pub fn error_name(status: u16) -> &'static str {
         400 => "bad_request",
         403 => "forbidden",
         404 => "not_found",
+        405 => "method_not_allowed",
         408 => "request_timeout",
         413 => "payload_too_large",
         414 => "uri_too_long",

@@ -294,3 +294,23 @@ async fn the_own_http1_session_answers_byte_for_byte_as_pingoras_does() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_and_trace_are_answered_405_and_never_reach_a_server() {
+    let app = StrictBackend::start("app").await;
+    let edge = Edge::start("", &one_route(app.addr));
+    for request in [
+        &b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"[..],
+        b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"TRACE /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let response = raw_request(edge.http, request);
+        assert_eq!(status_of(&response), 405, "{response}");
+    }
+    assert_eq!(app.requests(), 0);
+    let response = raw_request(
+        edge.http,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&response), 200, "{response}");
+}

@@ -6,6 +6,7 @@ use crate::observe::{scrape, value};
 use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A connection to `addr` with a 4 KiB receive buffer that sends `request` and then reads
@@ -118,4 +119,258 @@ async fn a_client_that_stops_reading_frees_its_connection_and_the_upstream_one_w
     assert_eq!(server["failures"], 0, "{server}");
     assert_eq!(server["in_flight"], 0, "{server}");
     assert_eq!(server["state"], "up", "{server}");
+}
+
+/// An edge on https with `bulk` (32 MB answers) under `/big/` and a content service for
+/// everything else, `send_timeout = "2s"`; the dir holds its certificate.
+async fn bulk_edge(bulk: &BulkBackend, app: SocketAddr) -> (tempfile::TempDir, Edge, SocketAddr) {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = TestConfig::new()
+        .upstream("bulk", [bulk.addr])
+        .route("/big/", "bulk")
+        .upstream("app", [app])
+        .route("/", "app")
+        .text();
+    let (edge, https) = crate::tls::https_edge(dir.path(), "send_timeout = \"2s\"", &config).await;
+    (dir, edge, https)
+}
+
+/// The upstream connections the edge closed mid-response (waiting up to 3 s for the last),
+/// each `send_timeout` (2 s, with a second's slack either way) after its bytes stopped
+/// moving; `n` in all.
+async fn closed_after_send_timeout(bulk: &BulkBackend, n: usize) {
+    wait_until(
+        Duration::from_secs(3),
+        "an upstream connection is still open",
+        || async {
+            let connections = bulk.connections();
+            connections.len() >= n && connections.iter().all(|c| c.closed_mid_response.is_some())
+        },
+    )
+    .await;
+    let connections = bulk.connections();
+    assert_eq!(connections.len(), n, "{connections:?}");
+    for c in &connections {
+        let closed = c.closed_mid_response.expect("the edge never closed it");
+        let stalled = closed.duration_since(c.last_progress);
+        assert!(
+            stalled >= Duration::from_millis(1000) && stalled <= Duration::from_secs(3),
+            "closed {stalled:?} after the last bytes moved: {c:?}"
+        );
+    }
+}
+
+/// Small HTTP/2 requests to `https` for `how_long`, each answered 200 within a second.
+async fn others_are_served(https: SocketAddr, how_long: Duration) {
+    let stream = crate::tls::connect(&crate::tls::connector(&[b"h2"]), https, "a.example").await;
+    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let deadline = Instant::now() + how_long;
+    while Instant::now() < deadline {
+        let asked = Instant::now();
+        let mut client = client.clone().ready().await.expect("ready");
+        let request = http::Request::get("https://a.example/api/content/x")
+            .body(())
+            .expect("request");
+        let (response, _) = client.send_request(request, true).expect("send");
+        let response = response.await.expect("response");
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            chunk.expect("body");
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_streams_whose_window_never_opens_are_reset_within_send_timeout() {
+    let bulk = BulkBackend::start(32 << 20);
+    let app = backend("app").await;
+    let (_dir, edge, https) = bulk_edge(&bulk, app.addr).await;
+
+    // 5 connections of 10 streams each, with a stream window of 0 that is never opened.
+    let mut bodies = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let stream =
+            crate::tls::connect(&crate::tls::connector(&[b"h2"]), https, "a.example").await;
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(stream)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(connection);
+        for n in 0..10 {
+            let mut client = client.clone().ready().await.expect("ready");
+            let request = http::Request::get(format!("https://a.example/big/{n}"))
+                .body(())
+                .expect("request");
+            let (response, _) = client.send_request(request, true).expect("send");
+            let response = response.await.expect("the head is not flow-controlled");
+            assert_eq!(response.status(), 200);
+            bodies.push(response.into_body());
+        }
+        clients.push(client);
+    }
+
+    others_are_served(https, Duration::from_secs(4)).await;
+    closed_after_send_timeout(&bulk, 50).await;
+    // Each stream was reset: its body ends in an error, having carried nothing.
+    for mut body in bodies {
+        let end = tokio::time::timeout(Duration::from_secs(2), body.data())
+            .await
+            .expect("the stream is over");
+        assert!(matches!(end, Some(Err(_))), "{end:?}");
+    }
+    let (_, m) = scrape(&edge).await;
+    assert_eq!(
+        value(&m, "edge_client_timeouts_total", &["phase=\"send\""]),
+        50.0
+    );
+    let status = admin_json(&edge, "/status").await;
+    let server = &status["upstreams"]["bulk"]["servers"][0];
+    assert_eq!(server["failures"], 0, "{server}");
+    assert_eq!(server["in_flight"], 0, "{server}");
+}
+
+/// A stream whose reads can be stopped (and started again): the client that stops reading
+/// its socket.
+struct Pausable<S> {
+    inner: S,
+    paused: Arc<Pause>,
+}
+
+#[derive(Default)]
+struct Pause {
+    on: std::sync::atomic::AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl Pause {
+    fn set(&self, on: bool) {
+        self.on.store(on, std::sync::atomic::Ordering::Relaxed);
+        if let Some(waker) = self.waker.lock().expect("waker").take() {
+            waker.wake();
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Pausable<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.paused.on.load(std::sync::atomic::Ordering::Relaxed) {
+            *self.paused.waker.lock().expect("waker") = Some(cx.waker().clone());
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Pausable<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_that_stops_reading_its_socket_loses_the_connection_within_send_timeout() {
+    let bulk = BulkBackend::start(32 << 20);
+    let app = backend("app").await;
+    let (_dir, edge, https) = bulk_edge(&bulk, app.addr).await;
+
+    // Wide open windows, then no more reads from the socket once the answers have begun.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&https.into()).expect("connect");
+    socket.set_nonblocking(true).expect("nonblocking");
+    let tcp = tokio::net::TcpStream::from_std(socket.into()).expect("tokio");
+    let tls = crate::tls::connector(&[b"h2"])
+        .connect(
+            rustls::pki_types::ServerName::try_from("a.example").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("TLS");
+    let paused = Arc::new(Pause::default());
+    let stream = Pausable {
+        inner: tls,
+        paused: paused.clone(),
+    };
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(16 << 20)
+        .initial_connection_window_size(16 << 20)
+        .handshake::<_, bytes::Bytes>(stream)
+        .await
+        .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut bodies = Vec::new();
+    for n in 0..10 {
+        let mut client = client.clone().ready().await.expect("ready");
+        let request = http::Request::get(format!("https://a.example/big/{n}"))
+            .body(())
+            .expect("request");
+        let (response, _) = client.send_request(request, true).expect("send");
+        let response = response.await.expect("head");
+        assert_eq!(response.status(), 200);
+        bodies.push(response.into_body());
+    }
+    // The client takes the answers (its windows keep opening) for a while, then stops
+    // reading its socket.
+    let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers: Vec<_> = bodies
+        .into_iter()
+        .map(|mut body| {
+            let taken = taken.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(chunk)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    taken.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    paused.set(true);
+    assert!(taken.load(std::sync::atomic::Ordering::Relaxed) > 0);
+
+    others_are_served(https, Duration::from_secs(4)).await;
+    closed_after_send_timeout(&bulk, 10).await;
+    // The edge let the connection go: read again, the client finds it closed after what
+    // was in flight (otherwise the ten answers would go on coming).
+    paused.set(false);
+    let ended = tokio::time::timeout(Duration::from_secs(3), connection).await;
+    assert!(ended.is_ok(), "the edge kept the connection open");
+    for reader in readers {
+        let _ = reader.await;
+    }
+    let status = admin_json(&edge, "/status").await;
+    let server = &status["upstreams"]["bulk"]["servers"][0];
+    assert_eq!(server["failures"], 0, "{server}");
+    assert_eq!(server["in_flight"], 0, "{server}");
 }

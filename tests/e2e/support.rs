@@ -103,7 +103,11 @@ impl Edge {
             .arg(path)
             .arg("--runtime-dir")
             .arg(dir.path())
-            .env("RUST_LOG", "warn")
+            // `EDGE_TEST_LOG=debug cargo test ...` to see what the edge did (edge.log()).
+            .env(
+                "RUST_LOG",
+                std::env::var("EDGE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(

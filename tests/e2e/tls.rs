@@ -708,6 +708,47 @@ async fn malformed_http2_requests_are_refused_before_any_backend() {
             ],
         ),
         ("two :path", with(&[(":path", "/other")])),
+        // What the h2 codec lets through and the edge's checks refuse.
+        (
+            "no :authority and no Host",
+            vec![(":method", "GET"), (":scheme", "https"), (":path", "/h2")],
+        ),
+        ("a Host that differs", with(&[("host", "b.example")])),
+        (
+            "userinfo in :authority",
+            vec![
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/h2"),
+                (":authority", "user@a.example"),
+            ],
+        ),
+        (
+            "absolute-form :path",
+            vec![
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "https://b.example/h2"),
+                (":authority", "a.example"),
+            ],
+        ),
+        (
+            "conflicting content-length",
+            with(&[("content-length", "0"), ("content-length", "1")]),
+        ),
+        (
+            "CONNECT",
+            vec![(":method", "CONNECT"), (":authority", "b.example:443")],
+        ),
+        (
+            "TRACE",
+            vec![
+                (":method", "TRACE"),
+                (":scheme", "https"),
+                (":path", "/h2"),
+                (":authority", "a.example"),
+            ],
+        ),
     ];
     for (name, fields) in cases {
         let mut stream = connect(&connector(&[b"h2"]), t.https, "a.example").await;
@@ -775,7 +816,7 @@ async fn h2_frames_client(https: SocketAddr) -> h2::client::SendRequest<bytes::B
 
 /// An edge with one certificate (a.example) on an https listener, `rest` for its upstreams
 /// and routes, and `edge_lines` in its [edge].
-async fn https_edge(dir: &Path, edge_lines: &str, rest: &str) -> (Edge, SocketAddr) {
+pub(crate) async fn https_edge(dir: &Path, edge_lines: &str, rest: &str) -> (Edge, SocketAddr) {
     let (cert, key) = certs(dir, "a", &["a.example"]);
     let edge = Edge::start(
         &format!("https_listen = [\"127.0.0.1:0\"]\n{edge_lines}"),

@@ -159,8 +159,16 @@ impl ClientStream {
             return Poll::Ready(Err(send_timed_out()));
         }
         let polled = op(Pin::new(&mut self.inner), cx);
-        if polled.is_ready() {
+        if let Poll::Ready(done) = &polled {
             self.send_waiting = false;
+            if done
+                .as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
+            {
+                // The kernel's half of the clock (TCP_USER_TIMEOUT, set at the accept).
+                self.clocks.send_timed_out.store(true, Ordering::Relaxed);
+                return Poll::Ready(Err(send_timed_out()));
+            }
             return polled;
         }
         if !self.send_waiting {

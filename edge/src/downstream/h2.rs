@@ -1,40 +1,69 @@
-//! HTTP/2 from clients on the edge's own phases: pingora-core's h2 server codec accepts the
-//! connection's streams ([`serve_connection`]), and each stream is a [`Session`] the request's
-//! phases run on as they run on an HTTP/1 one. Compression is Pingora's compressor, driven
-//! here, as on the own HTTP/1.1 session.
+//! HTTP/2 from clients on the edge's own phases, on the h2 crate: [`serve_connection`]
+//! accepts a connection's streams, and each stream is a [`Session`] the request's phases run
+//! on as they run on an HTTP/1.1 one. Compression is Pingora's compressor, driven here, as on
+//! the own HTTP/1.1 session.
+//!
+//! The clocks are the same three as on HTTP/1.1: a connection must send its preface and its
+//! first request within `client_header_timeout` of the accept; a request body may pause for
+//! `client_body_timeout`; a stream may wait for flow-control window (its own or the
+//! connection's) for `send_timeout` before it is reset, and the connection's socket writes
+//! run under the send clock of the stream beneath ([`super::clocks`]), so a client that stops
+//! reading its socket loses the connection. A connection with no stream for
+//! `keepalive_timeout` is closed.
+//!
+//! What h2 bounds itself: concurrent streams (`http2_max_concurrent_streams`), the request
+//! head (`max_header_size`, across CONTINUATION frames: an over-large one is answered 431,
+//! and a header block in more frames than that size needs ends the connection), streams reset
+//! before they were served (rapid reset, GOAWAY ENHANCE_YOUR_CALM), and the response bytes a
+//! stream may queue ahead of the socket.
 
+use super::clocks::Clocks;
 use super::{Compressor, Downstream};
+use ::h2::server::{Connection, SendResponse};
+use ::h2::{RecvStream, SendStream};
 use bytes::Bytes;
-use http::StatusCode;
+use http::{header, HeaderMap, HeaderName, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::protocols::http::v2::server::{self, H2Accept, H2Options, HttpSession};
-use pingora::protocols::http::ServerSession;
-use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::tls::SslDigest;
-use pingora::protocols::{Digest, Stream};
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// How long a client may leave its request body without a byte more (nginx's
-/// `client_body_timeout` default); then 408. pingora-core's h2 body read has no bound.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Response bytes one stream may have queued in h2 ahead of the socket (h2's default is
+/// 400 KiB): with 128 streams, a connection whose client stopped reading holds at most 8 MiB
+/// until `send_timeout` ends it.
+const MAX_SEND_BUFFER: usize = 64 * 1024;
 
-/// An h2 error on the client's stream (a reset, the connection gone) is the client leaving.
-fn gone(e: Box<Error>) -> Box<Error> {
-    if matches!(e.etype(), ErrorType::H2Error) {
-        return Error::because(ErrorType::WriteError, "the client's HTTP/2 stream ended", e);
-    }
-    e
+/// Streams reset by the client before they were served that a connection may have at once
+/// (h2's rapid-reset guard): more, and it gets GOAWAY ENHANCE_YOUR_CALM.
+const MAX_PENDING_RESETS: usize = 20;
+
+/// What the streams of one connection share: who the client is, and the connection's clocks.
+pub struct Conn {
+    pub ssl: Option<Arc<SslDigest>>,
+    pub peer: Option<IpAddr>,
+    pub clocks: Arc<Clocks>,
+    /// `send_timeout`: the longest a stream waits for flow-control window.
+    pub send_timeout: Duration,
+    /// `client_body_timeout`: the longest a request body may pause.
+    pub body_timeout: Duration,
 }
 
-/// Streams a connection may have refused as malformed (a forbidden byte in the target,
-/// conflicting lengths, a missing authority) before it is closed: Pingora's own bound.
-const MALFORMED_STREAMS: usize = 32;
+/// A connection's limits, from `[edge]` when it was accepted.
+pub struct Limits {
+    /// `http2_max_concurrent_streams`.
+    pub max_concurrent_streams: u32,
+    /// `max_header_size`: the largest request head, decoded.
+    pub max_header_list_size: u32,
+    /// `keepalive_timeout`: how long a connection may have no stream in flight.
+    pub idle: Duration,
+}
 
 /// The streams of a connection being served, and a wake-up for when there are none.
 #[derive(Default)]
@@ -72,79 +101,87 @@ async fn idle_for(active: &Active, idle: Duration) {
     }
 }
 
-/// Serves an HTTP/2 connection: its handshake, then each request stream handed to `serve`
-/// with a guard its task holds (the task runs it: streams of one connection run at once)
-/// until the client closes, the connection fails, it has had no stream for `idle`, or a
-/// shutdown has drained it (GOAWAY, then the streams already open are served to their end).
+/// How a connection's accept loop ended, for the caller to count.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed it, the connection failed, or a shutdown drained it.
+    Closed,
+    /// No preface, or no first stream, within `client_header_timeout` of the accept.
+    HeaderTimeout,
+    /// No stream in flight for `keepalive_timeout`.
+    Idle,
+}
+
+/// Serves an HTTP/2 connection: its handshake and first stream due by `first_stream_by`, then
+/// each request stream handed to `serve` with a guard its task holds (the task runs it:
+/// streams of one connection run at once) until the client closes, the connection fails, it
+/// has had no stream for `limits.idle`, or a shutdown has drained it (GOAWAY, then the
+/// streams already open are served to their end).
 pub async fn serve_connection(
     stream: Stream,
-    options: Option<H2Options>,
-    idle: Duration,
+    conn: Arc<Conn>,
+    limits: &Limits,
+    first_stream_by: tokio::time::Instant,
     shutdown: &ShutdownWatch,
     mut serve: impl FnMut(Session, StreamGuard),
-) {
-    let digest = Arc::new(Digest {
-        ssl_digest: stream.get_ssl_digest(),
-        timing_digest: stream.get_timing_digest(),
-        proxy_digest: stream.get_proxy_digest(),
-        socket_digest: stream.get_socket_digest(),
-    });
-    let mut conn = match server::handshake(stream, options).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::debug!(error = %e, "HTTP/2 handshake failed");
-            return;
-        }
-    };
+) -> Ended {
+    let mut builder = ::h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_list_size)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_send_buffer_size(MAX_SEND_BUFFER);
+    let mut connection: Connection<Stream, Bytes> =
+        match tokio::time::timeout_at(first_stream_by, builder.handshake(stream)).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "HTTP/2 handshake failed");
+                return Ended::Closed;
+            }
+            Err(_) => return Ended::HeaderTimeout,
+        };
     let mut shutdown = shutdown.clone();
     let mut draining = *shutdown.borrow();
     if draining {
-        conn.graceful_shutdown();
+        connection.graceful_shutdown();
     }
-    let mut malformed = 0;
     let active = Arc::new(Active::default());
+    let mut first = true;
     loop {
-        let accepted = if draining {
-            HttpSession::from_h2_conn(&mut conn, digest.clone()).await
-        } else {
-            tokio::select! {
-                biased;
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        // GOAWAY; the accept below drives the open streams to their end.
-                        conn.graceful_shutdown();
-                        draining = true;
-                    }
-                    continue;
+        let accepted = tokio::select! {
+            biased;
+            changed = shutdown.changed(), if !draining => {
+                if changed.is_err() || *shutdown.borrow() {
+                    // GOAWAY; the accept below drives the open streams to their end.
+                    connection.graceful_shutdown();
+                    draining = true;
                 }
-                // Cancel-safe: the accept is made again on the next turn.
-                accepted = HttpSession::from_h2_conn(&mut conn, digest.clone()) => accepted,
-                // Nothing in flight for that long: the socket is dropped (no GOAWAY to wait
-                // on, from a peer that may be gone).
-                () = idle_for(&active, idle) => {
-                    tracing::debug!("idle HTTP/2 connection closed");
-                    return;
-                }
+                continue;
             }
+            // Cancel-safe: the accept is made again on the next turn.
+            accepted = connection.accept() => accepted,
+            () = tokio::time::sleep_until(first_stream_by), if first && !draining => {
+                return Ended::HeaderTimeout;
+            }
+            // Nothing in flight for that long: the socket is dropped (no GOAWAY to wait on,
+            // from a peer that may be gone).
+            () = idle_for(&active, limits.idle), if !first => return Ended::Idle,
         };
         match accepted {
-            Ok(Some(H2Accept::Session(session))) => {
+            Some(Ok((request, respond))) => {
+                first = false;
                 active.count.fetch_add(1, Ordering::AcqRel);
-                serve(Session::new(session), StreamGuard(active.clone()));
+                serve(
+                    Session::new(request, respond, conn.clone()),
+                    StreamGuard(active.clone()),
+                );
             }
-            // Already answered or reset by the codec; siblings go on.
-            Ok(Some(H2Accept::Rejected)) => {
-                malformed += 1;
-                if malformed >= MALFORMED_STREAMS {
-                    tracing::debug!("HTTP/2 connection closed: too many malformed streams");
-                    return;
-                }
-            }
-            Ok(None) => return,
-            // Mostly a client that closed its socket without a GOAWAY.
-            Err(e) => {
+            None => return Ended::Closed,
+            // Mostly a client that closed its socket without a GOAWAY, or one that stopped
+            // reading it (the send clock).
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, "HTTP/2 connection ended");
-                return;
+                return Ended::Closed;
             }
         }
     }
@@ -152,42 +189,172 @@ pub async fn serve_connection(
 
 /// One HTTP/2 request stream.
 pub struct Session {
-    /// Always pingora-core's h2 session; held as the protocol-neutral session for its
-    /// uniform reads and writes.
-    inner: ServerSession,
+    req: Box<RequestHeader>,
+    body: RecvStream,
+    respond: SendResponse<Bytes>,
+    /// The response body's stream, once the final head is sent.
+    send: Option<SendStream<Bytes>>,
+    conn: Arc<Conn>,
+    status: Option<StatusCode>,
+    /// The response has ended (its last frame carried END_STREAM).
+    ended: bool,
+    body_read: usize,
+    body_sent: usize,
     compression: Compressor,
 }
 
 impl Session {
-    fn new(stream: HttpSession) -> Session {
+    fn new(
+        request: http::Request<RecvStream>,
+        respond: SendResponse<Bytes>,
+        conn: Arc<Conn>,
+    ) -> Session {
+        let (parts, body) = request.into_parts();
         Session {
-            inner: ServerSession::new_http2(stream),
+            req: Box::new(RequestHeader::from(parts)),
+            body,
+            respond,
+            send: None,
+            conn,
+            status: None,
+            ended: false,
+            body_read: 0,
+            body_sent: 0,
             compression: Compressor::default(),
         }
     }
 
     /// Compresses the response at `level` (0: not at all) in the coding the client prefers.
     pub fn compress(&mut self, level: u32) {
-        self.compression = Compressor::new(level, self.inner.req_header());
+        self.compression = Compressor::new(level, &self.req);
     }
 
-    /// Ends the stream: `whole`, after its answer (a stream with no head yet is reset);
-    /// otherwise reset, so that a body cut short (its server failed or went silent) is never
-    /// taken for a whole one.
-    pub async fn finish(mut self, whole: bool) {
-        if !whole {
-            self.inner.shutdown().await;
+    /// Ends the stream: `whole`, after its answer; otherwise (or with no answer at all) it is
+    /// reset, so that a body cut short (its server failed or went silent, or the client
+    /// stopped taking it) is never taken for a whole one.
+    pub fn finish(mut self, whole: bool) {
+        if self.ended {
             return;
         }
-        if let Err(e) = self.inner.finish().await {
-            tracing::debug!(error = %e, "ending an HTTP/2 stream");
+        match (&mut self.send, whole) {
+            (Some(send), true) => {
+                if let Err(e) = send.send_data(Bytes::new(), true) {
+                    tracing::debug!(error = %e, "ending an HTTP/2 stream");
+                }
+            }
+            (Some(send), false) => send.send_reset(::h2::Reason::INTERNAL_ERROR),
+            (None, _) => self.respond.send_reset(::h2::Reason::INTERNAL_ERROR),
         }
     }
+
+    /// An h2 error on the client's stream: the client left (a reset, the connection gone), or
+    /// the connection's send clock ran out under it.
+    fn gone(&self, e: ::h2::Error, what: &'static str) -> Box<Error> {
+        let etype = if self.conn.clocks.send_timed_out() {
+            ErrorType::WriteTimedout
+        } else {
+            ErrorType::WriteError
+        };
+        Error::because(etype, what, e).into_down()
+    }
+
+    /// Sends `data` as the window lets it: each wait for window is bounded by `send_timeout`
+    /// (a stream whose client never opens its window is given up).
+    async fn send_data(&mut self, mut data: Bytes, end: bool) -> Result<()> {
+        let timeout = self.conn.send_timeout;
+        let Some(send) = self.send.as_mut() else {
+            return Error::e_explain(ErrorType::InternalError, "a body before its head");
+        };
+        if data.is_empty() {
+            return match send.send_data(data, end) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.gone(e, "ending the response body")),
+            };
+        }
+        while !data.is_empty() {
+            if self.conn.clocks.send_timed_out() {
+                // The connection is gone under the stream: h2 may still grant window.
+                return Error::e_explain(
+                    ErrorType::WriteTimedout,
+                    "send_timeout on the connection",
+                )
+                .map_err(|e| e.into_down());
+            }
+            send.reserve_capacity(data.len());
+            let granted = pingora::prelude::fast_timeout::fast_timeout(
+                timeout,
+                // Capacity can be granted and taken back (a SETTINGS that shrinks the
+                // window): none granted is polled again, which waits for more.
+                std::future::poll_fn(|cx| loop {
+                    match send.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(0))) => continue,
+                        other => return other,
+                    }
+                }),
+            )
+            .await;
+            let n = match granted {
+                Ok(Some(Ok(n))) => n,
+                Ok(Some(Err(e))) => return Err(self.gone(e, "waiting for window")),
+                Ok(None) => {
+                    return Error::e_explain(ErrorType::WriteError, "the HTTP/2 stream closed")
+                        .map_err(|e| e.into_down())
+                }
+                Err(_) => {
+                    return Error::e_explain(
+                        ErrorType::WriteTimedout,
+                        "send_timeout: the client opened no flow-control window in time",
+                    )
+                    .map_err(|e| e.into_down())
+                }
+            };
+            let chunk = data.split_to(n.min(data.len()));
+            let last = end && data.is_empty();
+            if let Err(e) = send.send_data(chunk, last) {
+                return Err(self.gone(e, "writing the response body"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fields that concern only an HTTP/1.1 connection and are malformed in HTTP/2 (RFC 9113
+/// 8.2.2).
+fn connection_specific(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// A response head as h2 sends it: without HTTP/1.1's connection fields; a final head with
+/// the edge's `Date`, as on HTTP/1.1.
+fn h2_response(head: Box<ResponseHeader>) -> http::Response<()> {
+    let parts: Box<http::response::Parts> = head.into();
+    let mut parts = *parts;
+    let names: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|name| connection_specific(name))
+        .cloned()
+        .collect();
+    for name in names {
+        parts.headers.remove(name);
+    }
+    if !parts.status.is_informational() {
+        parts.headers.insert(
+            header::DATE,
+            pingora::protocols::http::date::get_cached_date(),
+        );
+    }
+    parts.version = http::Version::HTTP_2;
+    http::Response::from_parts(parts, ())
 }
 
 impl Downstream for Session {
     fn req_header(&self) -> &RequestHeader {
-        self.inner.req_header()
+        &self.req
     }
 
     fn raw_head(&self) -> Option<Bytes> {
@@ -195,14 +362,11 @@ impl Downstream for Session {
     }
 
     fn ssl_digest(&self) -> Option<&SslDigest> {
-        self.inner.digest().and_then(|d| d.ssl_digest.as_deref())
+        self.conn.ssl.as_deref()
     }
 
     fn peer_ip(&self) -> Option<IpAddr> {
-        match self.inner.client_addr() {
-            Some(PingoraAddr::Inet(addr)) => Some(addr.ip()),
-            _ => None,
-        }
+        self.conn.peer
     }
 
     /// The connection's other streams go on: nothing to do for one stream.
@@ -213,15 +377,15 @@ impl Downstream for Session {
     }
 
     fn response_status(&self) -> Option<StatusCode> {
-        self.inner.response_written().map(|r| r.status)
+        self.status
     }
 
     fn body_bytes_sent(&self) -> usize {
-        self.inner.body_bytes_sent()
+        self.body_sent
     }
 
     fn body_bytes_read(&self) -> usize {
-        self.inner.body_bytes_read()
+        self.body_read
     }
 
     fn compression_off(&mut self) {
@@ -229,36 +393,96 @@ impl Downstream for Session {
     }
 
     fn is_body_empty(&mut self) -> bool {
-        self.inner.is_body_empty()
+        self.body.is_end_stream()
     }
 
     async fn write_head(&mut self, mut head: Box<ResponseHeader>, end: bool) -> Result<()> {
-        if !head.status.is_informational() {
-            self.compression.head(&mut head, end);
+        if self.send.is_some() || self.ended {
+            return Ok(());
         }
-        // The stream's end is sent by the last write_body.
-        self.inner.write_response_header(head).await.map_err(gone)
+        let status = head.status;
+        if status.is_informational() {
+            // 103 Early Hints and the like; 101 has no meaning in HTTP/2.
+            if status != StatusCode::SWITCHING_PROTOCOLS {
+                self.respond
+                    .send_informational(h2_response(head))
+                    .map_err(|e| self.gone(e, "writing an informational head"))?;
+                self.status = Some(status);
+            }
+            return Ok(());
+        }
+        self.compression.head(&mut head, end);
+        let send = self
+            .respond
+            .send_response(h2_response(head), end)
+            .map_err(|e| self.gone(e, "writing the response head"))?;
+        self.status = Some(status);
+        self.send = Some(send);
+        self.ended = end;
+        Ok(())
     }
 
-    async fn write_body(&mut self, mut body: Option<Bytes>, end: bool) -> Result<()> {
-        body = self.compression.body(body, end);
-        self.inner
-            .write_response_body(body.unwrap_or_default(), end)
-            .await
-            .map_err(gone)
+    async fn write_body(&mut self, body: Option<Bytes>, end: bool) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        let data = self.compression.body(body, end).unwrap_or_default();
+        if data.is_empty() && !end {
+            return Ok(());
+        }
+        let len = data.len();
+        self.send_data(data, end).await?;
+        self.body_sent += len;
+        self.ended = end;
+        Ok(())
+    }
+
+    async fn write_trailers(&mut self, trailers: HeaderMap) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        // What the compressor still holds goes before the trailers.
+        let tail = self.compression.body(None, true).unwrap_or_default();
+        if !tail.is_empty() {
+            let len = tail.len();
+            self.send_data(tail, false).await?;
+            self.body_sent += len;
+        }
+        let Some(send) = self.send.as_mut() else {
+            return Error::e_explain(ErrorType::InternalError, "trailers before a head");
+        };
+        if let Err(e) = send.send_trailers(trailers) {
+            return Err(self.gone(e, "writing the response trailers"));
+        }
+        self.ended = true;
+        Ok(())
     }
 
     async fn write_continue(&mut self) -> Result<()> {
-        self.inner.write_continue_response().await
+        let mut head = http::Response::new(());
+        *head.status_mut() = StatusCode::CONTINUE;
+        self.respond
+            .send_informational(head)
+            .map_err(|e| self.gone(e, "writing 100 Continue"))
     }
 
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        match tokio::time::timeout(BODY_READ_TIMEOUT, self.inner.read_request_body()).await {
-            Ok(read) => read.map_err(gone),
+        let timeout = self.conn.body_timeout;
+        let read = pingora::prelude::fast_timeout::fast_timeout(timeout, self.body.data()).await;
+        match read {
+            Ok(Some(Ok(data))) => {
+                // The window is opened again as the edge takes the bytes.
+                let _ = self.body.flow_control().release_capacity(data.len());
+                self.body_read += data.len();
+                Ok(Some(data))
+            }
+            Ok(None) => Ok(None),
+            Ok(Some(Err(e))) => Err(self.gone(e, "reading the request body")),
             Err(_) => Error::e_explain(
                 ErrorType::ReadTimedout,
-                "the client sent no more of its request body",
-            ),
+                "client_body_timeout: the client sent no more of its request body",
+            )
+            .map_err(|e| e.into_down()),
         }
     }
 
@@ -268,14 +492,15 @@ impl Downstream for Session {
 
     async fn watch_idle(&mut self) -> Result<()> {
         // Ends when the client resets the stream or the connection goes: the client left.
-        loop {
-            if let Err(e) = self.inner.read_body_or_idle(true).await {
-                return Error::e_because(
-                    ErrorType::ConnectionClosed,
-                    "the client closed the HTTP/2 stream",
-                    e,
-                );
-            }
-        }
+        let reset = std::future::poll_fn(|cx| match self.send.as_mut() {
+            Some(send) => send.poll_reset(cx),
+            None => self.respond.poll_reset(cx),
+        })
+        .await;
+        let why = match reset {
+            Ok(reason) => format!("the client reset the HTTP/2 stream ({reason})"),
+            Err(e) => format!("the client's HTTP/2 connection ended ({e})"),
+        };
+        Error::e_explain(ErrorType::ConnectionClosed, why).map_err(|e| e.into_down())
     }
 }

@@ -61,6 +61,16 @@ pub trait Downstream: Send {
         body: Option<Bytes>,
         end: bool,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Ends the response with trailer fields where the client can take them (HTTP/2; an
+    /// HTTP/1.1 client that sent `TE: trailers` and gets a chunked body); elsewhere they are
+    /// dropped and the body simply ends.
+    fn write_trailers(
+        &mut self,
+        trailers: http::HeaderMap,
+    ) -> impl Future<Output = Result<()>> + Send {
+        drop(trailers);
+        self.write_body(None, true)
+    }
     /// `100 Continue`, before the edge reads a body the client waits to send.
     fn write_continue(&mut self) -> impl Future<Output = Result<()>> + Send;
     /// The next piece of the request body; `None` at its end.

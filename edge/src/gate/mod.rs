@@ -61,6 +61,11 @@ impl ConnectionGate {
         self.snapshot.load().config.edge.client_header_timeout
     }
 
+    /// How long a write toward a client may make no progress (`send_timeout`).
+    pub fn send_timeout(&self) -> Duration {
+        self.snapshot.load().config.edge.send_timeout
+    }
+
     /// Serves one client connection (its TLS handshake done) until it closes; its first
     /// request head is due by `first_head_by`.
     pub async fn serve(
@@ -107,7 +112,7 @@ impl ConnectionGate {
         // The HTTP/2 and Pingora paths are boxed: a connection's task is as large as its
         // largest path, and every idle HTTP/1 connection would carry the h2 codec's state.
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return Box::pin(self.h2_connection(stream, shutdown)).await;
+            return Box::pin(self.h2_connection(stream, clock, first_head_by, shutdown)).await;
         }
         if self.own_loop {
             return self.own_loop(stream, first_wait, &clock, shutdown).await;
@@ -116,26 +121,57 @@ impl ConnectionGate {
     }
 
     /// An HTTP/2 connection: its streams until it closes.
-    async fn h2_connection(&self, stream: Stream, shutdown: &ShutdownWatch) {
+    async fn h2_connection(
+        &self,
+        stream: Stream,
+        clocks: Arc<Clocks>,
+        first_stream_by: tokio::time::Instant,
+        shutdown: &ShutdownWatch,
+    ) {
         if !self.own_loop {
             // Pingora serves the whole HTTP/2 connection in this call.
             let _ = self.proxy.process_new(stream, shutdown).await;
             return;
         }
+        let (conn, limits) = {
+            let snapshot = self.snapshot.load();
+            let edge = &snapshot.config.edge;
+            let conn = h2::Conn {
+                ssl: stream.get_ssl_digest(),
+                peer: peer_ip(&stream),
+                clocks,
+                send_timeout: edge.send_timeout,
+                body_timeout: edge.client_body_timeout,
+            };
+            let limits = h2::Limits {
+                max_concurrent_streams: edge.http2_max_concurrent_streams,
+                max_header_list_size: u32::try_from(edge.max_header_size).unwrap_or(u32::MAX),
+                idle: edge.keepalive_timeout,
+            };
+            (Arc::new(conn), limits)
+        };
         // Each stream runs on the same phases as an HTTP/1 request, in a task of its own
         // on a worker drawn at random, as Pingora places them: kept on the connection's
         // thread, a connection's streams lose the other core (measured in BENCHMARKS.md).
-        let options = HttpServerApp::h2_options(&*self.proxy);
-        let idle = self.snapshot.load().config.edge.keepalive_timeout;
-        h2::serve_connection(stream, options, idle, shutdown, |mut session, guard| {
-            let edge = self.edge.clone();
-            pingora_runtime::current_handle().spawn(async move {
-                let _guard = guard;
-                let whole = edge.serve_h2(&mut session).await;
-                session.finish(whole).await;
-            });
-        })
+        let ended = h2::serve_connection(
+            stream,
+            conn,
+            &limits,
+            first_stream_by,
+            shutdown,
+            |mut session, guard| {
+                let edge = self.edge.clone();
+                pingora_runtime::current_handle().spawn(async move {
+                    let _guard = guard;
+                    let whole = edge.serve_h2(&mut session).await;
+                    session.finish(whole);
+                });
+            },
+        )
         .await;
+        if ended == h2::Ended::HeaderTimeout {
+            connections::HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// HTTP/1 in Pingora's pipeline (`EDGE_REQUEST_LOOP=pingora`): its own keep-alive loop,

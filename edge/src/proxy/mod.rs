@@ -282,7 +282,9 @@ fn host_and_path(
 ) -> Result<(String, String), (u16, &'static str)> {
     let req = session.req_header();
     let raw_head = session.raw_head();
+    request::refused_method(req)?;
     request::size(req, raw_head.as_deref(), edge.head_limits())?;
+    request::target(req.raw_path())?;
     request::framing(req, raw_head.as_deref())?;
     let host = request::host(req)?;
     let path = request::normalize_path(req.uri.path())?;
