@@ -374,3 +374,207 @@ async fn an_http2_client_that_stops_reading_its_socket_loses_the_connection_with
     assert_eq!(server["failures"], 0, "{server}");
     assert_eq!(server["in_flight"], 0, "{server}");
 }
+
+/// A backend that reads each request's body to its Content-Length and answers `{}`; it
+/// records how each connection ended: `Some(read)` when the edge closed it before the body
+/// was whole (with the bytes it had read), `None` when the body came whole.
+struct UploadBackend {
+    addr: SocketAddr,
+    cut: Arc<std::sync::Mutex<Vec<Option<usize>>>>,
+}
+
+impl UploadBackend {
+    fn start() -> UploadBackend {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cut = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = cut.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 65536];
+                    let (head_end, length) = loop {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (end + 4, length);
+                        }
+                    };
+                    let mut read = seen.len() - head_end;
+                    while read < length {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => {
+                                record.lock().expect("record").push(Some(read));
+                                return;
+                            }
+                            Ok(n) => read += n,
+                        }
+                    }
+                    record.lock().expect("record").push(None);
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}",
+                    );
+                });
+            }
+        });
+        UploadBackend { addr, cut }
+    }
+
+    fn connections(&self) -> Vec<Option<usize>> {
+        self.cut.lock().expect("record").clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_body_that_stops_is_408_before_upstream_and_frees_the_upstream_after() {
+    let upload = UploadBackend::start();
+    let (_dir, log, log_line) = access_log_file();
+    let config = TestConfig::new()
+        .upstream("up", [upload.addr])
+        .route("/", "up")
+        .text();
+    let edge = Edge::start(
+        &format!("client_body_timeout = \"1s\"\n{log_line}"),
+        &config,
+    );
+
+    // Half of a small body (read whole before any server is chosen): 408, nothing upstream.
+    let mut small = TcpStream::connect(edge.http).expect("connect");
+    small
+        .write_all(b"POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
+        .expect("head");
+    small.write_all(&[b'x'; 500]).expect("half");
+    let started = Instant::now();
+    let answer = blocking(|| {
+        small
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut out = Vec::new();
+        let _ = small.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(
+        upload.connections().is_empty(),
+        "{:?}",
+        upload.connections()
+    );
+
+    // Half of a large body (it streams): the upstream connection is closed under it, the
+    // client gets 408, and the server is not blamed.
+    let mut large = TcpStream::connect(edge.http).expect("connect");
+    large
+        .write_all(b"POST /large HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n")
+        .expect("head");
+    large.write_all(&[b'x'; 40000]).expect("part");
+    let answer = blocking(|| {
+        large
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut out = Vec::new();
+        let _ = large.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    wait_until(
+        Duration::from_secs(2),
+        "the upstream never saw the close",
+        || async { !upload.connections().is_empty() },
+    )
+    .await;
+    let cut = upload.connections();
+    assert!(
+        matches!(cut[..], [Some(read)] if read > 0 && read < 100000),
+        "{cut:?}"
+    );
+
+    for path in ["/small", "/large"] {
+        let line = logged_line(&log, path, Duration::from_secs(5), "a body timeout").await;
+        assert_eq!(line["status"], 408, "{line}");
+    }
+    let (_, m) = scrape(&edge).await;
+    assert_eq!(
+        value(&m, "edge_client_timeouts_total", &["phase=\"body\""]),
+        2.0
+    );
+    let status = admin_json(&edge, "/status").await;
+    let server = &status["upstreams"]["up"]["servers"][0];
+    assert_eq!(server["failures"], 0, "{server}");
+    assert_eq!(server["up"], true, "{server}");
+
+    // A whole body still goes through.
+    let response = raw_request(
+        edge.http,
+        b"POST /whole HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    );
+    assert_eq!(status_of(&response), 200, "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_request_body_that_stops_is_408_before_upstream_and_frees_the_upstream_after() {
+    let upload = UploadBackend::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let config = TestConfig::new()
+        .upstream("up", [upload.addr])
+        .route("/", "up")
+        .text();
+    let (edge, https) =
+        crate::tls::https_edge(dir.path(), "client_body_timeout = \"1s\"", &config).await;
+    let stream = crate::tls::connect(&crate::tls::connector(&[b"h2"]), https, "a.example").await;
+    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    tokio::spawn(connection);
+
+    for (path, length, sent) in [("/small", 1000, 500), ("/large", 100_000, 40_000)] {
+        let mut client = client.clone().ready().await.expect("ready");
+        let request = http::Request::post(format!("https://a.example{path}"))
+            .header("content-length", length)
+            .body(())
+            .expect("request");
+        let (response, mut body) = client.send_request(request, false).expect("send");
+        body.reserve_capacity(sent);
+        body.send_data(bytes::Bytes::from(vec![b'x'; sent]), false)
+            .expect("part of the body");
+        let started = Instant::now();
+        let response = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("an answer")
+            .expect("a response");
+        assert_eq!(response.status(), 408, "{path}");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(900), "{path}: {took:?}");
+    }
+    wait_until(
+        Duration::from_secs(2),
+        "the upstream never saw the close",
+        || async { !upload.connections().is_empty() },
+    )
+    .await;
+    let cut = upload.connections();
+    assert!(
+        matches!(cut[..], [Some(read)] if read > 0 && read < 100000),
+        "{cut:?}"
+    );
+    let (_, m) = scrape(&edge).await;
+    assert_eq!(
+        value(&m, "edge_client_timeouts_total", &["phase=\"body\""]),
+        2.0
+    );
+    let status = admin_json(&edge, "/status").await;
+    assert_eq!(status["upstreams"]["up"]["servers"][0]["failures"], 0);
+}

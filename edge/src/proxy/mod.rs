@@ -73,6 +73,10 @@ impl EdgeProxy {
         }
         let mut ctx = self.new_ctx();
         let edge = &ctx.snapshot.config.edge;
+        // Between two reads of the body (Pingora's session times each read).
+        session
+            .downstream_session
+            .set_read_timeout(Some(edge.client_body_timeout));
         if last {
             session.set_keepalive(None);
         } else if session.get_keepalive().is_some() {
