@@ -12,6 +12,7 @@ mod failover;
 mod headers;
 mod health;
 mod hostile;
+mod http2;
 mod import_nginx;
 mod limits;
 mod observe;

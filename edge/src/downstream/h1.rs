@@ -180,6 +180,8 @@ pub struct Session<'c> {
     compression: Compressor,
     /// The client closed while the server was answering.
     closed: bool,
+    /// The client takes trailer fields (`TE: trailers`).
+    te_trailers: bool,
 }
 
 impl<'c> Session<'c> {
@@ -197,6 +199,7 @@ impl<'c> Session<'c> {
             stream,
             conn,
             rest,
+            te_trailers: takes_trailers(&request.head),
             keepalive: !last && !request.close,
             req: request.head,
             raw: request.raw,
@@ -233,6 +236,33 @@ impl<'c> Session<'c> {
         }
         Ok(())
     }
+}
+
+impl Session<'_> {
+    /// One chunk of a chunked body (nothing for no bytes).
+    async fn chunk(&mut self, data: &[u8], flush: bool) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.body_sent += data.len();
+        let mut size = [0u8; 18];
+        let size = chunk_size(&mut size, data.len());
+        self.send(size, false, "writing body").await?;
+        self.send(data, false, "writing body").await?;
+        self.send(b"\r\n", flush, "writing body").await
+    }
+}
+
+/// Whether a request's `TE` names `trailers`: the client takes trailer fields after a
+/// chunked body.
+pub fn takes_trailers(req: &RequestHeader) -> bool {
+    req.headers.get_all(header::TE).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|t| {
+            t.split(|&b| b == b';')
+                .next()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        })
+    })
 }
 
 /// A write toward the client failed: `WriteTimedout` when the connection's send clock ran out
@@ -377,20 +407,32 @@ impl Downstream for Session<'_> {
                 self.send(&data, true, "writing body").await?;
             }
             Framing::Chunked => {
-                if !data.is_empty() {
-                    self.body_sent += data.len();
-                    let mut size = [0u8; 18];
-                    let size = chunk_size(&mut size, data.len());
-                    self.send(size, false, "writing body").await?;
-                    self.send(&data, false, "writing body").await?;
-                    self.send(b"\r\n", !end, "writing body").await?;
-                }
+                self.chunk(&data, !end).await?;
                 if end {
                     self.send(b"0\r\n\r\n", true, "writing body").await?;
                 }
             }
         }
         Ok(())
+    }
+
+    async fn write_trailers(&mut self, trailers: http::HeaderMap) -> Result<()> {
+        if self.framing != Framing::Chunked || !self.te_trailers {
+            return self.write_body(None, true).await;
+        }
+        // What the compressor still holds goes before the last chunk and the trailers.
+        let tail = self.compression.body(None, true).unwrap_or_default();
+        self.chunk(&tail, false).await?;
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(b"0\r\n");
+        for (name, value) in &trailers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        self.send(&out, true, "writing trailers").await
     }
 
     async fn write_continue(&mut self) -> Result<()> {

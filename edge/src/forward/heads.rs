@@ -148,6 +148,10 @@ pub fn upstream_request(
     for (name, value) in &forwarding {
         h1::write_field(out, name, value.as_bytes());
     }
+    // A client that takes trailers gets them relayed: the server may send them.
+    if has_hop_by_hop && crate::downstream::h1::takes_trailers(req) {
+        out.extend_from_slice(b"TE: trailers\r\nConnection: TE\r\n");
+    }
     out.extend_from_slice(b"\r\n");
     Ok(upload)
 }

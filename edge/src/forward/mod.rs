@@ -237,7 +237,7 @@ async fn attempt(
 
     let client_http11 = session.req_header().version == http::Version::HTTP_11;
     let sent = !matches!(body, Body::Empty);
-    let head = final_head(session, &mut up, early, client_http11)
+    let head = final_head(session, &mut up, early)
         .await
         .map_err(|e| match e {
             Answer::Client(e) => Failed::client(e),
@@ -330,14 +330,14 @@ enum Answer {
 
 /// The server's final head (`early`, if it answered before it took the whole body), read
 /// while watching the client: one that leaves ends the request at once (its server is not
-/// held, nor counted against, until read_timeout). Informational heads are relayed to
-/// HTTP/1.1 clients (100 Continue was the edge's own).
+/// held, nor counted against, until read_timeout). Informational heads (103 Early Hints) are
+/// relayed to HTTP/1.1 and HTTP/2 clients; 100 Continue was the edge's own.
 async fn final_head(
     session: &mut impl Downstream,
     up: &mut Exchange,
     mut early: Option<h1::Response>,
-    client_http11: bool,
 ) -> Result<h1::Response, Answer> {
+    let client_takes_1xx = session.req_header().version >= http::Version::HTTP_11;
     loop {
         let head = match early.take() {
             Some(head) => head,
@@ -358,7 +358,7 @@ async fn final_head(
             )));
         }
         if head.status.is_informational() {
-            if head.status != 100 && client_http11 {
+            if head.status != 100 && client_takes_1xx {
                 let info = client_head(head).map_err(Answer::Upstream)?;
                 session
                     .write_head(info, false)
@@ -417,11 +417,11 @@ async fn relay(
         }
         ctx.server = None;
     }
-    session
-        .write_body(None, true)
-        .await
-        .map_err(Failed::client)?;
-    Ok(())
+    let end = match up.take_trailers() {
+        Some(trailers) => session.write_trailers(trailers).await,
+        None => session.write_body(None, true).await,
+    };
+    end.map_err(Failed::client)
 }
 
 /// After an early answer, the rest of the client's body is read and dropped (nginx's

@@ -113,6 +113,8 @@ pub struct Exchange {
     reader: Reader,
     /// Both sides allow another request on the connection (known with the final head).
     keepalive: bool,
+    /// The trailer fields of a chunked answer, once its body has been read to the end.
+    trailers: Option<HeaderMap>,
 }
 
 impl Exchange {
@@ -125,6 +127,7 @@ impl Exchange {
             head_request: false,
             reader: Reader::Head,
             keepalive: false,
+            trailers: None,
         }
     }
 
@@ -280,6 +283,11 @@ impl Exchange {
         };
         match parsed {
             Parsed::Partial => Ok(None),
+            // Whole, but larger than the edge reads (it may have come in one read).
+            Parsed::Complete(head) if head.len > MAX_HEAD => Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("response head larger than {MAX_HEAD} bytes"),
+            ),
             Parsed::Complete(head) => self.take_head(head).map(Some),
             Parsed::TooMany => Error::e_explain(
                 ErrorType::InvalidHTTPHeader,
@@ -407,19 +415,37 @@ impl Exchange {
                         self.reader = Reader::Chunked(Some(size));
                         continue;
                     }
-                    // The last chunk: trailer fields (dropped) up to an empty line.
+                    // The last chunk: trailer fields up to an empty line, bounded as a head.
+                    let mut trailers = HeaderMap::new();
+                    let mut size = 0;
                     loop {
                         let line = self.line().await?;
-                        self.connection.read.advance(line + 2);
+                        size += line + 2;
+                        if size > MAX_HEAD {
+                            return bad_chunk("trailer fields larger than a head may be");
+                        }
                         if line == 0 {
+                            self.connection.read.advance(2);
                             break;
                         }
+                        let field = self.connection.read.split_to(line + 2).freeze();
+                        if let Some((name, value)) = trailer_field(&field[..line]) {
+                            trailers.append(name, value);
+                        }
+                    }
+                    if !trailers.is_empty() {
+                        self.trailers = Some(trailers);
                     }
                     self.reader = Reader::Done;
                     return Ok(None);
                 }
             }
         }
+    }
+
+    /// The trailer fields the answer ended with (a chunked body, read to its end), once.
+    pub fn take_trailers(&mut self) -> Option<HeaderMap> {
+        self.trailers.take()
     }
 
     /// Up to `left` bytes of body: what the buffer holds, or what one read brings.
@@ -538,6 +564,26 @@ fn spelling(name: &HeaderName) -> &str {
         header::SET_COOKIE => "Set-Cookie",
         _ => name.as_str(),
     }
+}
+
+/// A trailer field line as it may be relayed: a valid name and value, and not one a trailer
+/// must not carry (framing, routing, the connection's own; RFC 9110 6.5.1). Others are
+/// dropped, as a recipient may.
+fn trailer_field(line: &[u8]) -> Option<(HeaderName, HeaderValue)> {
+    let colon = memchr(b':', line)?;
+    let name = HeaderName::from_bytes(&line[..colon]).ok()?;
+    let forbidden = connection_only(&name)
+        || name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::HOST
+        || name == header::TE
+        || name == header::CONTENT_ENCODING
+        || name == header::CONTENT_TYPE;
+    if forbidden {
+        return None;
+    }
+    let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
+    Some((name, value))
 }
 
 /// Why a read gave nothing.

@@ -71,11 +71,12 @@ async fn a_length_framed_answer_read_in_pieces_keeps_the_connection() {
 }
 
 #[tokio::test]
-async fn a_chunked_answer_is_decoded_and_its_trailers_dropped() {
+async fn a_chunked_answer_is_decoded_and_its_trailers_kept_for_the_client() {
     let (mut exchange, mut server) = pair();
     send(&mut exchange, "GET").await;
     let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n\
-        5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+        5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\ngrpc-status:  0 \r\n\
+        Content-Length: 5\r\nbad line\r\n\r\n";
     answer(&mut server, reply, 3).await;
     let response = exchange.read_response().await.expect("head");
     assert!(
@@ -84,7 +85,35 @@ async fn a_chunked_answer_is_decoded_and_its_trailers_dropped() {
     );
     assert_eq!(response.headers["transfer-encoding"], "chunked");
     assert_eq!(body(&mut exchange).await.expect("body"), b"hello world");
+    let trailers = exchange.take_trailers().expect("trailers");
+    assert_eq!(trailers["x-trailer"], "t");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(
+        trailers.len(),
+        2,
+        "framing fields and broken lines are dropped: {trailers:?}"
+    );
+    assert!(exchange.take_trailers().is_none(), "taken once");
     assert!(exchange.into_reusable().is_some());
+}
+
+#[tokio::test]
+async fn trailers_larger_than_a_head_are_refused() {
+    let (mut exchange, mut server) = pair();
+    send(&mut exchange, "GET").await;
+    let mut reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+    for n in 0..MAX_HEAD / 1000 + 1 {
+        reply.extend_from_slice(format!("x-{n}: {}\r\n", "v".repeat(1000)).as_bytes());
+    }
+    reply.extend_from_slice(b"\r\n");
+    let (read, ()) = tokio::join!(
+        async {
+            exchange.read_response().await.expect("head");
+            body(&mut exchange).await
+        },
+        answer(&mut server, &reply, 8192)
+    );
+    assert!(read.is_err());
 }
 
 #[tokio::test]
@@ -289,6 +318,19 @@ async fn a_head_larger_than_the_limit_is_refused() {
     let (read, ()) = tokio::join!(exchange.read_response(), answer(&mut server, &reply, 4096));
     assert_eq!(
         *read.expect_err("too large").etype(),
+        ErrorType::InvalidHTTPHeader
+    );
+    // Whole, and in one piece: still too large.
+    let (mut exchange, mut server) = pair();
+    send(&mut exchange, "GET").await;
+    reply.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    answer(&mut server, &reply, reply.len()).await;
+    assert_eq!(
+        *exchange
+            .read_response()
+            .await
+            .expect_err("too large")
+            .etype(),
         ErrorType::InvalidHTTPHeader
     );
 }
