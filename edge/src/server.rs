@@ -84,6 +84,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
+    let draining = draining(&server);
 
     // The pid file names the process to signal (SIGHUP reload, SIGQUIT upgrade, SIGTERM stop).
     std::fs::write(
@@ -120,6 +121,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         own_loop: std::env::var("EDGE_REQUEST_LOOP").map_or(true, |v| v != "pingora"),
         own_session: std::env::var("EDGE_H1_SESSION").map_or(true, |v| v != "pingora"),
         snapshot: snapshot.clone(),
+        draining,
     });
     let mut endpoints: Vec<Endpoint> = edge
         .http_listen
@@ -176,6 +178,40 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         "edge starting"
     );
     server.run_forever();
+}
+
+/// A watch set when the process starts on its way out: SIGQUIT (the listeners are being
+/// handed to a successor, or offered to none: Pingora then keeps serving for its hand-over
+/// retries and close timeout, about 10 s, before the shutdown proper), SIGTERM, or the
+/// shutdown itself.
+fn draining(server: &Server) -> pingora::server::ShutdownWatch {
+    use pingora::server::ExecutionPhase;
+    let mut phases = server.watch_execution_phase();
+    let (set, watch) = tokio::sync::watch::channel(false);
+    let keep = set.clone();
+    let watcher = std::thread::Builder::new()
+        .name("drain-watch".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(
+                    ExecutionPhase::GracefulUpgradeTransferringFds
+                    | ExecutionPhase::GracefulTerminate
+                    | ExecutionPhase::ShutdownStarted,
+                ) => {
+                    let _ = set.send(true);
+                    return;
+                }
+                Ok(ExecutionPhase::Terminated) => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        });
+    if let Err(e) = watcher {
+        tracing::warn!(error = %e, "cannot watch for a drain; HTTP/2 drains at the shutdown");
+    }
+    // A watch whose every sender is gone reads as a drain: one lives as long as the process.
+    std::mem::forget(keep);
+    watch
 }
 
 /// HTTP/2 from clients: nginx's `http2_max_concurrent_streams 128`, Pingora's bounded header

@@ -4,7 +4,7 @@
 use crate::observe::{scrape, value};
 use crate::support::*;
 use crate::tls::{connect, connector, https_edge};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -162,4 +162,238 @@ async fn an_upstream_head_over_64_kib_is_a_502_over_http2_as_over_http11() {
         .expect("an answer in time")
         .expect("a response, not a reset");
     assert_eq!(response.status(), 502);
+}
+
+/// An HTTP/1.1 server that answers `done` after the number of milliseconds the request's
+/// last path segment says.
+fn slow_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                each_request_head(&mut stream, |stream, head| {
+                    let wait = head
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|target| target.rsplit('/').next())
+                        .and_then(|ms| ms.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    std::thread::sleep(Duration::from_millis(wait));
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+                        .is_ok()
+                });
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigquit_without_a_successor_sends_goaway_finishes_open_streams_then_exits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut edge, https) = https_edge(dir.path(), "", &one_route(slow_server())).await;
+    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get("https://a.example/slow/3000")
+        .body(())
+        .expect("request");
+    let (in_flight, _) = client.send_request(request, true).expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let killed = std::process::Command::new("kill")
+        .args(["-QUIT", &edge.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // GOAWAY comes at once: a new stream on the connection is refused.
+    let refused = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Ok(mut ready) = client.clone().ready().await else {
+                return;
+            };
+            let request = http::Request::get("https://a.example/slow/0")
+                .body(())
+                .expect("request");
+            match ready.send_request(request, true) {
+                Err(_) => return,
+                Ok((response, _)) => {
+                    if response.await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "the connection took new streams after SIGQUIT"
+    );
+    // The stream that was open is served to its end.
+    let response = in_flight.await.expect("the open stream is answered");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        got.extend_from_slice(&chunk.expect("body"));
+    }
+    assert_eq!(got, b"done");
+    // And the process ends once nothing is left (after Pingora's hand-over attempts).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while edge.exited().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edge did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The frames the edge sends on `stream` until it closes the connection (or `within`
+/// passes): each frame's type, and the time the close came.
+async fn frames_until_close<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    within: Duration,
+) -> (Vec<u8>, Option<std::time::Instant>) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut kinds = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            kinds.push(buf[3]);
+            buf.drain(..9 + len);
+        }
+        let mut chunk = [0u8; 16384];
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (kinds, Some(std::time::Instant::now())),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return (kinds, None),
+        }
+    }
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_pings_but_opens_no_stream_is_closed_after_client_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let app = backend("app").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (edge, https) = https_edge(
+        dir.path(),
+        "client_header_timeout = \"1s\"",
+        &one_route(app.addr),
+    )
+    .await;
+    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let (mut read, mut write) = tokio::io::split(stream);
+    let opened = std::time::Instant::now();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(crate::tls::h2_frame(4, 0, 0, &[])); // SETTINGS
+    write.write_all(&hello).await.expect("preface");
+    // PINGs, every 200 ms, and never a stream.
+    let pinger = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let ping = crate::tls::h2_frame(6, 0, 0, &[0; 8]);
+            if write.write_all(&ping).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (kinds, closed) = frames_until_close(&mut read, Duration::from_secs(10)).await;
+    pinger.abort();
+    let closed = closed.expect("the edge kept the connection");
+    let after = closed.duration_since(opened);
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "closed after {after:?}"
+    );
+    assert!(
+        kinds.contains(&6),
+        "the PINGs were answered meanwhile: {kinds:?}"
+    );
+    let (_, m) = scrape(&edge).await;
+    assert_eq!(value(&m, "edge_client_header_timeouts_total", &[]), 1.0);
+    assert_eq!(
+        value(&m, "edge_client_timeouts_total", &["phase=\"header\""]),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_are_capped_by_the_config_and_a_header_block_by_max_header_size() {
+    use tokio::io::AsyncWriteExt;
+    let app = StrictBackend::start("app").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (_edge, https) = https_edge(
+        dir.path(),
+        "http2_max_concurrent_streams = 3\nmax_header_size = \"8k\"",
+        &one_route(app.addr),
+    )
+    .await;
+
+    // The cap is what the edge advertises.
+    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    let mut connection = Box::pin(connection);
+    let _ = tokio::time::timeout(Duration::from_millis(300), &mut connection).await;
+    assert_eq!(connection.max_concurrent_send_streams(), 3);
+    tokio::spawn(connection);
+
+    // A head over max_header_size: 431, and nothing reaches the server.
+    let mut client = client.ready().await.expect("ready");
+    let mut request = http::Request::get("https://a.example/big-head");
+    for n in 0..12 {
+        request = request.header(format!("x-big-{n}"), "v".repeat(1000));
+    }
+    let (response, _) = client
+        .send_request(request.body(()).expect("request"), true)
+        .expect("send");
+    match response.await {
+        Ok(response) => assert_eq!(response.status(), 431),
+        Err(e) => assert_eq!(e.reason(), Some(h2::Reason::REFUSED_STREAM), "{e}"),
+    }
+    assert_eq!(app.requests(), 0);
+
+    // A header block that never ends, one CONTINUATION frame after another: the connection
+    // is closed once the block outgrows what max_header_size needs.
+    let mut stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let mut out = PREFACE.to_vec();
+    out.extend(crate::tls::h2_frame(4, 0, 0, &[]));
+    let start = crate::tls::hpack_literal(&[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":path", "/flood"),
+        (":authority", "a.example"),
+    ]);
+    out.extend(crate::tls::h2_frame(1, 0x1, 1, &start)); // HEADERS, END_STREAM, no END_HEADERS
+    stream.write_all(&out).await.expect("head start");
+    let piece = crate::tls::hpack_literal(&[("x-flood", &"f".repeat(200))]);
+    let mut sent = 0;
+    for _ in 0..2000 {
+        let frame = crate::tls::h2_frame(9, 0, 1, &piece); // CONTINUATION, no END_HEADERS
+        if stream.write_all(&frame).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let (kinds, closed) = frames_until_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_some(),
+        "the connection took {sent} CONTINUATION frames"
+    );
+    assert!(kinds.contains(&7), "a GOAWAY says why: {kinds:?}");
+    assert_eq!(app.requests(), 0);
 }

@@ -641,7 +641,7 @@ async fn http2_streams_are_bounded_and_a_rapid_reset_client_is_cut_off() {
 }
 
 /// One HTTP/2 frame.
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
     frame.extend_from_slice(&[kind, flags]);
     frame.extend_from_slice(&stream.to_be_bytes());
@@ -651,7 +651,7 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 /// A header block of literal fields (HPACK "without indexing", no Huffman), written as
 /// given, so that a malformed request can be sent at all.
-fn hpack_literal(fields: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn hpack_literal(fields: &[(&str, &str)]) -> Vec<u8> {
     let mut block = Vec::new();
     for (name, value) in fields {
         block.push(0x00);

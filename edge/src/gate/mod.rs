@@ -53,6 +53,13 @@ pub struct ConnectionGate {
     /// session settles in).
     pub own_session: bool,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Set once the process is on its way out: a shutdown, or an upgrade's hand-over of the
+    /// listeners (SIGQUIT), whether or not a successor takes them. HTTP/2 connections are
+    /// sent GOAWAY then, and their open streams served to the end: a client learns from it
+    /// which streams were taken and opens a new connection for the rest, so it loses no
+    /// request. (HTTP/1 connections wait for the shutdown itself: closing an idle one races
+    /// a request the client may be sending on it.)
+    pub draining: ShutdownWatch,
 }
 
 impl ConnectionGate {
@@ -158,7 +165,7 @@ impl ConnectionGate {
             conn,
             &limits,
             first_stream_by,
-            shutdown,
+            &self.draining,
             |mut session, guard| {
                 let edge = self.edge.clone();
                 pingora_runtime::current_handle().spawn(async move {
