@@ -39,9 +39,77 @@ pub fn wanted(gzip: &GzipSettings, response: &ResponseHeader) -> bool {
     gzip.types.iter().any(|t| t.eq_ignore_ascii_case(&mime))
 }
 
+/// The codings an `Accept-Encoding` value asks for, most preferred first, in the form
+/// Pingora's compressor reads (a plain list: it takes the first coding it knows and reads no
+/// weights); `None` when the value can be read as it is (no weights, no `*`). A coding with
+/// `q=0` is "not acceptable" (RFC 9110 12.5.3) and left out, as is one with a weight that is
+/// not a number; `*` stands for the codings the edge can apply that are not named.
+pub fn preferred_codings(accept: &[u8]) -> Option<String> {
+    if !accept.iter().any(|&b| b == b';' || b == b'*') {
+        return None;
+    }
+    let text = String::from_utf8_lossy(accept);
+    let mut named: Vec<(String, f32)> = Vec::new();
+    let mut any = None;
+    for item in text.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        if coding.is_empty() {
+            continue;
+        }
+        let mut q = 1.0;
+        for param in parts {
+            if let Some((key, value)) = param.split_once('=') {
+                if key.trim().eq_ignore_ascii_case("q") {
+                    q = value.trim().parse::<f32>().unwrap_or(0.0);
+                }
+            }
+        }
+        if coding == "*" {
+            any = Some(q);
+        } else {
+            named.push((coding, q));
+        }
+    }
+    if let Some(q) = any {
+        for coding in ["br", "zstd", "gzip"] {
+            if !named.iter().any(|(c, _)| c == coding) {
+                named.push((coding.to_string(), q));
+            }
+        }
+    }
+    named.retain(|(_, q)| *q > 0.0);
+    // Stable: equal weights keep the client's order.
+    named.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let list: Vec<&str> = named.iter().map(|(c, _)| c.as_str()).collect();
+    Some(list.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_encoding_weights_order_the_codings_and_zero_refuses_one() {
+        let pref = |v: &str| preferred_codings(v.as_bytes());
+        assert_eq!(pref("gzip"), None);
+        assert_eq!(pref("gzip, br"), None, "no weights: read as it is");
+        assert_eq!(pref("gzip;q=0, br").as_deref(), Some("br"));
+        assert_eq!(
+            pref("gzip;q=0.5, br;q=0.8, zstd").as_deref(),
+            Some("zstd, br, gzip")
+        );
+        assert_eq!(pref("gzip;q=0, br;q=0").as_deref(), Some(""));
+        assert_eq!(pref("GZIP;Q=0.000, br").as_deref(), Some("br"));
+        assert_eq!(pref("*").as_deref(), Some("br, zstd, gzip"));
+        assert_eq!(pref("gzip;q=0, *;q=0.5").as_deref(), Some("br, zstd"));
+        assert_eq!(pref("br;q=0.9, *;q=0").as_deref(), Some("br"));
+        assert_eq!(pref("gzip;q=nonsense, br").as_deref(), Some("br"));
+        assert_eq!(
+            pref("identity;q=1, gzip;q=0.5").as_deref(),
+            Some("identity, gzip")
+        );
+    }
 
     fn gzip() -> GzipSettings {
         GzipSettings {

@@ -40,16 +40,15 @@ pub fn error_body(status: u16, message: &str, request_id: &str) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// Writes a complete JSON error response.
+/// Writes a complete JSON error response, with the request's id and HSTS where due.
 pub async fn json_error(
     session: &mut impl Downstream,
     status: u16,
     message: &str,
-    request_id: &str,
-    extra_headers: &[(&'static str, String)],
+    ctx: &RequestCtx,
 ) -> Result<()> {
-    let body = error_body(status, message, request_id);
-    json_response(session, status, body, request_id, extra_headers).await
+    let body = error_body(status, message, &ctx.request_id);
+    json_response(session, status, body, ctx, &ctx.hsts()).await
 }
 
 /// A request refused by a rate-limit zone: the route's `limit_status`, `Retry-After` in whole
@@ -77,7 +76,7 @@ pub async fn rate_limited(
         session,
         status,
         Bytes::from(body.to_string()),
-        request_id,
+        ctx,
         &headers,
     )
     .await
@@ -109,14 +108,17 @@ fn json_head(
     Ok(header)
 }
 
+/// The edge's own answer goes out compressed only where an upstream's would be: the
+/// `[gzip]` types, and no shorter than `min_length`.
 async fn json_response(
     session: &mut impl Downstream,
     status: u16,
     body: Bytes,
-    request_id: &str,
+    ctx: &RequestCtx,
     extra_headers: &[(&'static str, String)],
 ) -> Result<()> {
-    let header = json_head(status, &body, request_id, extra_headers)?;
+    let header = json_head(status, &body, &ctx.request_id, extra_headers)?;
+    choose_compression(session, &header, ctx);
     let head_only = session.req_header().method == http::Method::HEAD;
     session.write_head(Box::new(header), head_only).await?;
     if !head_only {

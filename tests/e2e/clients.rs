@@ -314,3 +314,60 @@ async fn connect_and_trace_are_answered_405_and_never_reach_a_server() {
     );
     assert_eq!(status_of(&response), 200, "{response}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coding_with_q_0_is_never_used_and_small_error_bodies_are_not_compressed() {
+    let app = backend("app").await;
+    let edge = Edge::start("", &one_route(app.addr));
+    let c = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client");
+    let coding = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    // A GET and a POST with a body: both HTTP/1.1 request shapes.
+    for (accept, expected) in [
+        ("gzip;q=0, br", Some("br")),
+        ("br;q=0.2, gzip;q=0.9", Some("gzip")),
+        ("gzip;q=0", None),
+        ("*;q=0", None),
+    ] {
+        let get = c
+            .get(edge.url("/x?bytes=32768"))
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(coding(&get).as_deref(), expected, "GET, {accept}");
+        let post = c
+            .post(edge.url("/x?bytes=32768"))
+            .header("accept-encoding", accept)
+            .body("hello")
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(coding(&post).as_deref(), expected, "POST, {accept}");
+    }
+    // The edge's own error, far below min_length: not compressed, though JSON and asked for.
+    let edge_404 = Edge::start(
+        "",
+        &TestConfig::new()
+            .upstream("app", [app.addr])
+            .route("/api/", "app")
+            .text(),
+    );
+    let resp = c
+        .get(edge_404.url("/nowhere"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 404);
+    assert_eq!(coding(&resp), None);
+    let json: serde_json::Value = resp.json().await.expect("plain JSON");
+    assert_eq!(json["status"], 404);
+}

@@ -168,7 +168,23 @@ impl Compressor {
     pub fn new(level: u32, req: &RequestHeader) -> Compressor {
         Compressor((level > 0).then(|| {
             let mut c = ResponseCompressionCtx::new(level, false, false);
-            c.request_filter(req);
+            let accept = req.headers.get(http::header::ACCEPT_ENCODING);
+            match accept.and_then(|v| crate::compress::preferred_codings(v.as_bytes())) {
+                None => c.request_filter(req),
+                // Weights or `*`: the compressor is given the codings in the client's order
+                // of preference, without those it refused.
+                Some(list) => {
+                    if let Ok(mut plain) = RequestHeader::build("GET", b"/", Some(1)) {
+                        if !list.is_empty()
+                            && plain
+                                .insert_header(http::header::ACCEPT_ENCODING, list)
+                                .is_ok()
+                        {
+                            c.request_filter(&plain);
+                        }
+                    }
+                }
+            }
             c
         }))
     }

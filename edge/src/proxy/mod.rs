@@ -89,12 +89,24 @@ impl EdgeProxy {
         {
             c.adjust_level(level);
         }
+        // The compression module reads Accept-Encoding without weights: it is shown the
+        // codings in the client's order of preference, and the request keeps its own.
         let header = session.downstream_session.req_header_mut();
-        let result = match session
+        let accept = header.headers.get(http::header::ACCEPT_ENCODING).cloned();
+        let preferred = accept
+            .as_ref()
+            .and_then(|v| crate::compress::preferred_codings(v.as_bytes()));
+        if let Some(list) = preferred {
+            let _ = header.insert_header(http::header::ACCEPT_ENCODING, list);
+        }
+        let filtered = session
             .downstream_modules_ctx
             .request_header_filter(header)
-            .await
-        {
+            .await;
+        if let Some(accept) = accept {
+            let _ = header.insert_header(http::header::ACCEPT_ENCODING, accept);
+        }
+        let result = match filtered {
             Err(e) => Err(e),
             Ok(()) => match admit(&mut session, &mut ctx).await {
                 Ok(Verdict::Answered) => Ok(()),
@@ -258,7 +270,7 @@ async fn refuse(
     status: u16,
     message: &str,
 ) -> Result<Verdict> {
-    respond::json_error(session, status, message, &ctx.request_id, &ctx.hsts()).await?;
+    respond::json_error(session, status, message, ctx).await?;
     Ok(Verdict::Answered)
 }
 
@@ -372,9 +384,7 @@ pub async fn fail(session: &mut impl Downstream, e: &Error, ctx: &RequestCtx) ->
             400 => "malformed request",
             _ => respond::error_name(status),
         };
-        if let Err(write_error) =
-            respond::json_error(session, status, message, &ctx.request_id, &ctx.hsts()).await
-        {
+        if let Err(write_error) = respond::json_error(session, status, message, ctx).await {
             tracing::debug!(error = %write_error, "could not send the error response");
         }
     }
