@@ -4,23 +4,19 @@ use super::*;
 
 pub(super) fn compression(snapshot: &Snapshot, req: &RequestHeader) -> Compression {
     let gzip = &snapshot.config.gzip;
+    // The codings in the client's order of preference, those it weighs 0 left out: what the
+    // compressor is shown (`compress::preferred_codings`).
     let accepted: Vec<String> = req
         .headers
-        .get_all(http::header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|item| {
-            let mut parts = item.split(';');
-            let coding = parts.next()?.trim().to_ascii_lowercase();
-            let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q == 0.0)
-            });
-            (matches!(coding.as_str(), "gzip" | "br" | "zstd") && !refused).then_some(coding)
+        .get(http::header::ACCEPT_ENCODING)
+        .map(|v| {
+            crate::compress::preferred_codings(v.as_bytes())
+                .unwrap_or_else(|| String::from_utf8_lossy(v.as_bytes()).into_owned())
         })
+        .unwrap_or_default()
+        .split(',')
+        .map(|coding| coding.trim().to_ascii_lowercase())
+        .filter(|coding| matches!(coding.as_str(), "gzip" | "br" | "zstd"))
         .collect();
     let says = if !gzip.enabled {
         "no: [gzip] is off".to_string()

@@ -37,6 +37,8 @@ pub struct Explanation {
     pub allow: Option<AllowCheck>,
     pub zones: Vec<ZoneCheck>,
     pub balance: Option<BalanceCheck>,
+    /// The clocks the request runs under, client side and upstream side.
+    pub timeouts: Option<Timeouts>,
     /// The request head the upstream would receive.
     pub upstream_headers: Vec<(String, String)>,
     pub compression: Compression,
@@ -127,6 +129,18 @@ pub struct ServerView {
     pub in_flight: u32,
 }
 
+/// The clocks of a request that goes upstream, in seconds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// `client_body_timeout`: the longest the client may pause its body (when it has one).
+    pub client_body: Option<f64>,
+    /// `send_timeout`: the longest the client may take no bytes of the answer.
+    pub client_send: f64,
+    pub upstream_connect: f64,
+    pub upstream_read: f64,
+    pub upstream_send: f64,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Compression {
     pub enabled: bool,
@@ -152,7 +166,9 @@ pub async fn explain(
         snapshot.trusted_proxies(),
     );
     // The checks of `proxy::admit`, in its order; the first refusal is the verdict.
-    let checked = request::size(&req, None, snapshot.config.edge.head_limits())
+    let checked = request::refused_method(&req)
+        .and_then(|()| request::size(&req, None, snapshot.config.edge.head_limits()))
+        .and_then(|()| request::target(req.raw_path()))
         .and_then(|()| request::framing(&req, None))
         .and_then(|()| request::host(&req))
         .and_then(|host| {
@@ -188,6 +204,7 @@ pub async fn explain(
         allow: None,
         zones: Vec::new(),
         balance: None,
+        timeouts: None,
         upstream_headers: Vec::new(),
         compression: compression::compression(snapshot, &req),
         live,
@@ -227,6 +244,17 @@ pub async fn explain(
         );
     }
     e.balance = Some(balance(&route, client_ip, live));
+    let edge = &snapshot.config.edge;
+    let upstream = &route.upstream.settings;
+    let has_body = declared.is_some_and(|len| len > 0)
+        || req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    e.timeouts = Some(Timeouts {
+        client_body: has_body.then(|| edge.client_body_timeout.as_secs_f64()),
+        client_send: edge.send_timeout.as_secs_f64(),
+        upstream_connect: upstream.connect_timeout.as_secs_f64(),
+        upstream_read: upstream.read_timeout.as_secs_f64(),
+        upstream_send: upstream.send_timeout.as_secs_f64(),
+    });
     e.upstream_headers = upstream_headers(snapshot, &req, question.peer, client_ip, tls, &route);
     e.settle(&route.upstream.name);
     Ok(e)

@@ -79,6 +79,21 @@ pub fn render(e: &Explanation) -> String {
             );
         }
     }
+    if let Some(t) = &e.timeouts {
+        let _ = write!(out, "\ntimeouts: ");
+        if let Some(body) = t.client_body {
+            let _ = write!(
+                out,
+                "the client may pause its body {body}s (client_body_timeout), "
+            );
+        }
+        let _ = writeln!(
+            out,
+            "the client must take the answer with no stall over {}s (send_timeout); \
+             the server: connect {}s, read {}s, send {}s",
+            t.client_send, t.upstream_connect, t.upstream_read, t.upstream_send
+        );
+    }
     if !e.upstream_headers.is_empty() {
         out.push_str("\nsent upstream:\n");
         for (name, value) in &e.upstream_headers {

@@ -212,6 +212,14 @@ async fn redirects_body_limits_forwarded_headers_and_compression() {
     let e = explain(&s, &q, false).await.expect("explains");
     assert_eq!(e.verdict.status, Some(413));
     assert_eq!(e.compression.accepted, ["gzip"]);
+    let timeouts = e.timeouts.as_ref().expect("timeouts");
+    assert_eq!(
+        timeouts.client_body,
+        Some(60.0),
+        "the body's clock, as it has one"
+    );
+    assert_eq!(timeouts.client_send, 60.0);
+    assert!(render(&e).contains("(send_timeout)"), "{}", render(&e));
     let names: Vec<&str> = e.upstream_headers.iter().map(|(n, _)| n.as_str()).collect();
     for name in [
         "host",
@@ -240,4 +248,8 @@ async fn redirects_body_limits_forwarded_headers_and_compression() {
     .await
     .expect("explains");
     assert_eq!(e.route.as_ref().map(|r| r.path.as_str()), Some("/"));
+    let e = explain(&s, &Question::new("CONNECT", "https://edge.test/"), false)
+        .await
+        .expect("explains");
+    assert_eq!(e.verdict.status, Some(405));
 }

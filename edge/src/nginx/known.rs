@@ -31,13 +31,10 @@ const KNOWN: &[(&str, Kind, &str)] = &[
     ("server_names_hash_max_size", Kind::ByDefault, "the edge sizes its host index itself"),
     ("variables_hash_max_size", Kind::ByDefault, "the edge has no variables"),
     ("reset_timedout_connection", Kind::ByDefault, "the edge closes timed-out connections at once"),
-    ("send_timeout", Kind::Differs, "the edge has no client write timeout of its own; client_header_timeout and keepalive_timeout bound idle clients"),
-    ("client_body_timeout", Kind::Differs, "the edge reads request bodies under the upstream's send_timeout"),
     ("lingering_close", Kind::ByDefault, "the edge drains what a client sent before closing"),
     ("ignore_invalid_headers", Kind::ByDefault, "the edge answers 400 to a header it cannot parse"),
     ("underscores_in_headers", Kind::ByDefault, "the edge passes header names with underscores"),
     ("http2", Kind::ByDefault, "the edge offers HTTP/2 by ALPN on every TLS listener"),
-    ("http2_max_concurrent_streams", Kind::ByDefault, "the edge uses Pingora's HTTP/2 stream limits"),
     // Proxying.
     ("proxy_http_version", Kind::ByDefault, "the edge speaks HTTP/1.1 with kept-alive connections to upstreams"),
     ("proxy_buffering", Kind::ByDefault, "the edge streams responses to the client with back-pressure"),

@@ -441,3 +441,19 @@ fn an_unknown_directive_needs_a_decision_and_a_known_one_does_not() {
         super::import_str("t.conf", "http { sendfile on; }\n", Path::new("/")).expect("parses");
     assert!(!quiet.needs_decision());
 }
+
+#[test]
+fn client_clocks_and_the_stream_cap_are_carried_and_a_server_level_one_is_reported() {
+    let imported = imported(
+        "http {\n send_timeout 3s;\n client_body_timeout 20;\n http2_max_concurrent_streams 64;\n \
+         server { listen 80; send_timeout 9s; location / { proxy_pass http://127.0.0.1:8000; } }\n}\n",
+    );
+    let config = valid(&imported);
+    assert_eq!(config.edge.send_timeout, Duration::from_secs(3));
+    assert_eq!(config.edge.client_body_timeout, Duration::from_secs(20));
+    assert_eq!(config.edge.http2_max_concurrent_streams, 64);
+    assert!(
+        note_for(&imported, "send_timeout").decide,
+        "a per-server value the edge cannot narrow is for the user to decide"
+    );
+}

@@ -24,9 +24,23 @@ impl Translator<'_> {
                     );
                 }
             }
-            "client_header_timeout" => {
+            name @ ("client_header_timeout" | "client_body_timeout" | "send_timeout") => {
+                let key = match name {
+                    "client_body_timeout" => "client_body_timeout",
+                    "send_timeout" => "send_timeout",
+                    _ => "client_header_timeout",
+                };
                 if let Some(v) = self.duration(d, first) {
-                    self.edge.set("client_header_timeout", Value::Line(v), at);
+                    self.edge.set(key, Value::Line(v), at);
+                }
+            }
+            "http2_max_concurrent_streams" => {
+                if let Some(n) = self.number(d, first) {
+                    self.edge.set(
+                        "http2_max_concurrent_streams",
+                        Value::Line(n.to_string()),
+                        at,
+                    );
                 }
             }
             "keepalive_requests" => {
@@ -176,6 +190,9 @@ impl Translator<'_> {
             "keepalive_timeout",
             "keepalive_requests",
             "client_header_timeout",
+            "client_body_timeout",
+            "send_timeout",
+            "http2_max_concurrent_streams",
             "client_max_body_size",
             "client_body_buffer_size",
             "large_client_header_buffers",
