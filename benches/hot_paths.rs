@@ -343,40 +343,11 @@ async fn small_get(client: &mut tokio::io::DuplexStream, answer: &mut [u8]) {
     }
 }
 
-/// One small GET through the edge's own loop on Pingora's HTTP/1 session (what serves
-/// requests with a body, upgrades and HTTP/1.0), end to end but for the network: the
-/// client's head read, admit (checks, route), a server picked, the pooled upstream
-/// connection taken, the request written, the answer read and relayed, the connection put
-/// back, metrics.
+/// One small GET through the edge's request loop on its HTTP/1 session, end to end but for
+/// the network: the client's head read and parsed, admit (checks, route), a server picked,
+/// the pooled upstream connection taken, the request written, the answer read and relayed,
+/// the connection put back, metrics.
 fn bench_request_loop(c: &mut Criterion) {
-    let bench = LoopBench::new();
-    let (mut client, edge_client) = bench
-        .runtime
-        .block_on(async { tokio::io::duplex(64 * 1024) });
-    let mut stream: Option<pingora::protocols::Stream> = Some(Box::new(edge_client));
-    let mut answer = vec![0u8; 4096];
-    c.bench_function("request_loop_small_get", |b| {
-        b.iter_custom(|iterations| {
-            bench.runtime.block_on(async {
-                let started = std::time::Instant::now();
-                for _ in 0..iterations {
-                    bench.refill();
-                    let session = bench.edge.session(stream.take().expect("connection"));
-                    let (reusable, ()) = tokio::join!(
-                        bench.edge.serve(session, false),
-                        small_get(&mut client, &mut answer)
-                    );
-                    stream = Some(reusable.expect("kept alive").into_parts().0);
-                }
-                started.elapsed()
-            })
-        })
-    });
-}
-
-/// The same small GET on the edge's own HTTP/1.1 session (what serves a request without a
-/// body): its first bytes read, the head parsed, the same phases, the answer written.
-fn bench_request_loop_own_session(c: &mut Criterion) {
     use edge::downstream::h1;
     use tokio::io::AsyncReadExt;
     let bench = LoopBench::new();
@@ -385,8 +356,13 @@ fn bench_request_loop_own_session(c: &mut Criterion) {
         .block_on(async { tokio::io::duplex(64 * 1024) });
     let mut stream: pingora::protocols::Stream = Box::new(edge_client);
     let conn = h1::Conn::of(&stream);
+    let limits = edge::config::HeadLimits {
+        uri: 8192,
+        head: 32768,
+        fields: 100,
+    };
     let mut answer = vec![0u8; 4096];
-    c.bench_function("request_loop_small_get_own_session", |b| {
+    c.bench_function("request_loop_small_get", |b| {
         b.iter_custom(|iterations| {
             bench.runtime.block_on(async {
                 let started = std::time::Instant::now();
@@ -397,12 +373,19 @@ fn bench_request_loop_own_session(c: &mut Criterion) {
                         while !buf.ends_with(b"\r\n\r\n") {
                             stream.read_buf(&mut buf).await.expect("read");
                         }
-                        let h1::Head::Own(request) = h1::parse(&mut buf) else {
-                            panic!("a small GET is the own session's");
+                        let h1::Head::Request(request) = h1::parse(&mut buf, &limits) else {
+                            panic!("a small GET is read whole");
                         };
-                        let mut session =
-                            h1::Session::new(&mut stream, &conn, &mut buf, request, false);
-                        bench.edge.serve_own(&mut session).await
+                        let mut session = h1::Session::new(
+                            &mut stream,
+                            &conn,
+                            &mut buf,
+                            request,
+                            false,
+                            Duration::from_secs(60),
+                        );
+                        let served = bench.edge.serve(&mut session).await;
+                        served == edge::proxy::Served::Whole && session.reusable()
                     };
                     let (reusable, ()) = tokio::join!(serve, small_get(&mut client, &mut answer));
                     assert!(reusable, "kept alive");
@@ -458,7 +441,6 @@ criterion_group!(
     bench_least_conn_threads,
     bench_access_log,
     bench_request_loop,
-    bench_request_loop_own_session,
     bench_pool
 );
 criterion_main!(benches);

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod admin;
+pub mod chunked;
 pub mod client;
 pub mod clock;
 pub mod compress;

@@ -203,7 +203,6 @@ impl Service for ClientListeners {
         for task in accepting {
             let _ = task.await;
         }
-        self.gate.cleanup().await;
         // Drain: requests in flight finish (connections idle between requests were closed by
         // the gate at the shutdown), then the process ends, without waiting out the rest of
         // the DRAIN_LIMIT that Pingora would otherwise sleep through.

@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::protocols::http::ServerSession;
 
 /// The short machine-readable name of an error status.
 pub fn error_name(status: u16) -> &'static str {
@@ -82,13 +81,42 @@ pub async fn rate_limited(
     .await
 }
 
-/// The 400 for a request head the parser refused: there is no request to answer by the
-/// phases (no method, no route), so it goes out through the codec's own error path, which
-/// also ends the connection.
-pub async fn malformed_request(session: &mut ServerSession, request_id: &str) -> Result<()> {
-    let body = error_body(400, "malformed request", request_id);
-    let header = json_head(400, &body, request_id, &[])?;
-    session.write_error_response(header, body).await
+/// A whole HTTP/1.1 answer for a connection the edge closes after it, sent before any
+/// request could be routed (a head it does not read, a client over its connection cap): the
+/// JSON error with `error` as its name, a request id, HSTS on https, `Connection: close`.
+pub fn closing_answer(
+    status: u16,
+    error: &str,
+    message: &str,
+    hsts: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
+    let request_id = crate::client::new_request_id();
+    let body = serde_json::json!({
+        "error": error,
+        "status": status,
+        "message": message,
+        "request_id": request_id,
+    })
+    .to_string();
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         x-request-id: {request_id}\r\ncache-control: no-store\r\n",
+        body.len()
+    );
+    for (name, value) in extra {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(hsts) = hsts {
+        out.push_str(&format!("strict-transport-security: {hsts}\r\n"));
+    }
+    out.push_str("connection: close\r\n\r\n");
+    out.push_str(&body);
+    out.into_bytes()
 }
 
 fn json_head(
@@ -139,20 +167,6 @@ pub async fn redirect_to_https(
     header.insert_header("x-request-id", request_id)?;
     session.write_head(Box::new(header), true).await?;
     session.write_body(None, true).await
-}
-
-/// What the edge adds to every upstream response: its request id, HSTS on https, and the
-/// decision whether to compress it.
-pub fn upstream_response(
-    session: &mut impl Downstream,
-    response: &mut ResponseHeader,
-    ctx: &RequestCtx,
-) -> Result<()> {
-    for (name, value) in edge_fields(ctx) {
-        response.insert_header(name, value)?;
-    }
-    choose_compression(session, response, ctx);
-    Ok(())
 }
 
 /// The fields the edge sets on every upstream response: its request id, and HSTS on https.

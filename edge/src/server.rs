@@ -11,7 +11,6 @@ use crate::scrape::Exposition;
 use crate::snapshot::Snapshot;
 use crate::tls::{Certificates, SniResolver};
 use arc_swap::ArcSwap;
-use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::server::configuration::ServerConf;
@@ -50,7 +49,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&options.runtime_dir)?;
     crate::observe::access_log::start(&edge.access_log)?;
-    let mut conf = ServerConf {
+    let conf = ServerConf {
         threads: edge.threads,
         // One single-threaded runtime per worker thread, as nginx has one event loop per
         // worker: a connection's task, its timers and its sockets stay on one thread, so a
@@ -68,15 +67,6 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         graceful_shutdown_timeout_seconds: Some(10),
         ..ServerConf::default()
     };
-    let pool: usize = snapshot
-        .load()
-        .upstreams
-        .values()
-        .map(|u| u.settings.keepalive)
-        .sum();
-    conf.upstream_keepalive_pool_size = pool.max(128);
-    // Retries are bounded per upstream in the proxy (next_upstream_tries); this is only a cap.
-    conf.max_retries = 64;
 
     let opt = pingora::server::configuration::Opt {
         upgrade: options.upgrade,
@@ -108,18 +98,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     });
 
-    let mut http_proxy =
-        pingora::proxy::http_proxy(&server.configuration, EdgeProxy::new(snapshot.clone()));
-    let mut http_options = HttpServerOptions::default();
-    // Pingora counts reuses after the first request; nginx counts requests.
-    http_options.keepalive_request_limit = Some(edge.keepalive_requests.saturating_sub(1));
-    http_proxy.server_options = Some(http_options);
-    http_proxy.h2_options = Some(h2_options());
     let gate = Arc::new(ConnectionGate {
-        proxy: Arc::new(http_proxy),
         edge: Arc::new(EdgeProxy::new(snapshot.clone())),
-        own_loop: std::env::var("EDGE_REQUEST_LOOP").map_or(true, |v| v != "pingora"),
-        own_session: std::env::var("EDGE_H1_SESSION").map_or(true, |v| v != "pingora"),
         snapshot: snapshot.clone(),
         draining,
     });
@@ -212,16 +192,6 @@ fn draining(server: &Server) -> pingora::server::ShutdownWatch {
     // A watch whose every sender is gone reads as a drain: one lives as long as the process.
     std::mem::forget(keep);
     watch
-}
-
-/// HTTP/2 from clients: nginx's `http2_max_concurrent_streams 128`, Pingora's bounded header
-/// list, and h2's rapid-reset guard (a client whose streams are reset before they are served
-/// more than 20 times at once gets GOAWAY ENHANCE_YOUR_CALM).
-fn h2_options() -> pingora::protocols::http::v2::server::H2Options {
-    let mut options = pingora::protocols::http::v2::server::default_h2_options();
-    options.max_concurrent_streams(128);
-    options.max_pending_accept_reset_streams(20);
-    options
 }
 
 /// No post-handshake hooks; Pingora's `with_callbacks` is the constructor that takes a

@@ -1,18 +1,16 @@
-//! The edge's own HTTP/1.1 server session, for the request most traffic is: a complete
-//! HTTP/1.1 head without a body or an upgrade. Everything else goes to Pingora's session
-//! ([`Head::Pingora`]), whose parser the framing checks were written against: a head that
-//! needs more reads, one httparse refuses, a body (`Content-Length`, `Transfer-Encoding`),
-//! `Expect`, `Upgrade`, CONNECT or a target that is not a path, HTTP/1.0.
+//! The edge's HTTP/1 server session: every HTTP/1.0 and HTTP/1.1 request a client
+//! connection carries, its head parsed here (httparse) into the `RequestHeader` the phases
+//! read, its body read as the phases ask (a length, or chunked), its answer written as bytes
+//! (a length, chunked with trailers for a client that takes them, or to the close), and an
+//! upgrade turned into a tunnel over the same socket.
 //!
-//! What it saves against Pingora's session, per request: the session objects and their
-//! allocations (the session, its digest, the proxy session's cache and module contexts),
-//! the head's map of original spellings, the response head built into a map and
-//! serialised into a fresh buffer, and the 3.7 KB future that hands the connection back.
-//! The head is parsed by httparse, as Pingora's is, into the same `RequestHeader`; the
-//! response head is written as bytes with the `Date` and `Connection` fields Pingora adds;
-//! compression is Pingora's compressor, driven here.
+//! A head that is not whole is read on by the gate ([`Head::Partial`]); one that is refused
+//! ([`Head::Refused`]: malformed, or over the head limits) is answered by the gate with the
+//! connection's close, since nothing after it can be trusted to be a request.
 
 use super::{Compressor, Downstream};
+use crate::chunked::{self, Decoder, Step};
+use crate::config::HeadLimits;
 use bytes::{Bytes, BytesMut};
 use http::header;
 use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -23,11 +21,16 @@ use pingora::protocols::Stream;
 use pingora::ErrorType;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The most header fields the own session takes; a head with more goes to Pingora's (which
-/// takes 256).
-const MAX_FIELDS: usize = 64;
+/// Header fields parsed on the stack; a head with more is parsed again with room for the
+/// most any config allows (`max_headers` is at most 256), one more to see it is over.
+const FEW_FIELDS: usize = 64;
+const MAX_FIELDS: usize = 257;
+
+/// How much a body read asks the socket for at least.
+const BODY_READ: usize = 16 * 1024;
 
 /// What the connection knows of itself, found once for all its requests.
 pub struct Conn {
@@ -46,72 +49,113 @@ impl Conn {
     }
 }
 
-/// A request head the own session serves.
+/// How a request's body comes.
+#[derive(Debug)]
+enum Body {
+    /// No body, or all of it read.
+    Done,
+    /// This many bytes of it left (never 0: that is `Done`).
+    Length(u64),
+    Chunked(Decoder),
+}
+
+/// A request head the session serves.
 pub struct Request {
     pub head: Box<RequestHeader>,
     /// The head as it arrived.
     pub raw: Bytes,
-    /// The client asked to close after this request (`Connection: close`).
+    /// The client wants the connection closed after this request (HTTP/1.1
+    /// `Connection: close`, HTTP/1.0 without `Connection: keep-alive`).
     pub close: bool,
+    /// An HTTP/1.1 upgrade request (`Upgrade`, and `upgrade` in `Connection`).
+    pub upgrade: bool,
+    body: Body,
 }
 
 /// What the bytes at the start of a connection's buffer are.
 pub enum Head {
-    /// A request the own session serves.
-    Own(Request),
-    /// Anything else, for Pingora's session.
-    Pingora,
+    /// A whole request head, split off the buffer (its body and what follows stay).
+    Request(Request),
+    /// Not whole yet: the gate reads more into the buffer and asks again.
+    Partial,
+    /// Not a request the edge reads: the status to answer with, and why.
+    Refused(u16, &'static str),
 }
 
-/// Reads the head at the start of `buf`; a head the own session serves is split off `buf`
-/// (what follows it, a pipelined request, stays).
-pub fn parse(buf: &mut BytesMut) -> Head {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+/// Reads the request head at the start of `buf`, within `limits`.
+pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Head {
+    match parse_in::<FEW_FIELDS>(buf, limits) {
+        Err(httparse::Error::TooManyHeaders) => match parse_in::<MAX_FIELDS>(buf, limits) {
+            Err(httparse::Error::TooManyHeaders) => {
+                Head::Refused(431, "more header fields than max_headers")
+            }
+            Err(_) => Head::Refused(400, "a malformed request head"),
+            Ok(head) => head,
+        },
+        Err(_) => Head::Refused(400, "a malformed request head"),
+        Ok(head) => head,
+    }
+}
+
+/// [`parse`] with room for `N` header fields (on the stack).
+fn parse_in<const N: usize>(
+    buf: &mut BytesMut,
+    limits: &HeadLimits,
+) -> Result<Head, httparse::Error> {
+    let mut fields = [httparse::EMPTY_HEADER; N];
     let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        _ => return Head::Pingora,
+    let len = match req.parse(buf)? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return Ok(partial(buf, limits)),
     };
-    if req.version != Some(1) {
-        return Head::Pingora;
-    }
-    let (Some(method), Some(path)) = (req.method, req.path) else {
-        return Head::Pingora;
+    let version = match req.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
     };
-    if method == "CONNECT" || !path.starts_with('/') {
-        return Head::Pingora;
-    }
-    let mut close = false;
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Ok(Head::Refused(400, "a malformed request line"));
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Ok(Head::Refused(400, "a malformed method"));
+    };
+    let mut close = version == Version::HTTP_10;
+    let (mut upgrade_token, mut upgrade_field) = (false, false);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
     for field in req.headers.iter() {
         let name = field.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-        {
-            return Head::Pingora;
-        }
         if name.eq_ignore_ascii_case(b"connection") {
             for token in field.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    close = false;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Head::Pingora;
+                    upgrade_token = true;
                 }
             }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_field = true;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Whether the body can be read is the framing check's business (`request::framing`
+            // refuses any coding but one `chunked`): read as chunked, nothing more is taken
+            // for granted.
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            length = std::str::from_utf8(field.value)
+                .ok()
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+                .or(length);
         }
     }
     // Where each piece lies in the buffer, to take it from the frozen head without a copy.
     let base = buf.as_ptr() as usize;
     let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-    let method = match Method::from_bytes(method.as_bytes()) {
-        Ok(method) => method,
-        Err(_) => return Head::Pingora,
-    };
-    let target = at(path.as_bytes());
-    let mut places = [((0, 0), (0, 0)); MAX_FIELDS];
+    let target = at(target.as_bytes());
     let count = req.headers.len();
+    let mut places = [((0, 0), (0, 0)); N];
     for (place, field) in places.iter_mut().zip(req.headers.iter()) {
         *place = (at(field.name.as_bytes()), at(field.value));
     }
@@ -119,34 +163,48 @@ pub fn parse(buf: &mut BytesMut) -> Head {
     let piece = |(start, len): (usize, usize)| start..start + len;
     let Ok(mut request) = RequestHeader::build_no_case(method, &head[piece(target)], Some(count))
     else {
-        return pingora_after_all(buf, head);
+        return Ok(Head::Refused(400, "a malformed request target"));
     };
-    request.set_version(Version::HTTP_11);
+    request.set_version(version);
     for &(name, value) in &places[..count] {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&head[piece(name)]),
             HeaderValue::from_maybe_shared(head.slice(piece(value))),
         ) else {
-            return pingora_after_all(buf, head);
+            return Ok(Head::Refused(400, "a malformed header field"));
         };
         if request.append_header(name, value).is_err() {
-            return pingora_after_all(buf, head);
+            return Ok(Head::Refused(400, "a malformed header field"));
         }
     }
-    Head::Own(Request {
+    let body = if chunked {
+        Body::Chunked(Decoder::new(limits.head))
+    } else {
+        match length {
+            None | Some(0) => Body::Done,
+            Some(n) => Body::Length(n),
+        }
+    };
+    Ok(Head::Request(Request {
         head: Box::new(request),
         raw: head,
         close,
-    })
+        upgrade: upgrade_token && upgrade_field && version == Version::HTTP_11,
+        body,
+    }))
 }
 
-/// Puts a head back in front of the buffer for Pingora's session.
-fn pingora_after_all(buf: &mut BytesMut, head: Bytes) -> Head {
-    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
-    whole.extend_from_slice(&head);
-    whole.extend_from_slice(buf);
-    *buf = whole;
-    Head::Pingora
+/// A head not whole yet: read on, unless it is already over the limits (414 for a request
+/// line longer than a target may be, 431 for the head).
+fn partial(buf: &[u8], limits: &HeadLimits) -> Head {
+    let first_line = chunked::memchr(b'\n', buf);
+    if first_line.is_none() && buf.len() > limits.uri + 32 {
+        return Head::Refused(414, "the request target is longer than max_uri_size");
+    }
+    if buf.len() > limits.head {
+        return Head::Refused(431, "the request head is larger than max_header_size");
+    }
+    Head::Partial
 }
 
 /// How the response body goes to the client.
@@ -162,9 +220,11 @@ enum Framing {
     Chunked,
     /// Until the close.
     Close,
+    /// A tunnel after 101 Switching Protocols: bytes both ways until either side closes.
+    Upgraded,
 }
 
-/// One request on the own session.
+/// One request on a client connection.
 pub struct Session<'c> {
     stream: &'c mut Stream,
     conn: &'c Conn,
@@ -182,18 +242,25 @@ pub struct Session<'c> {
     closed: bool,
     /// The client takes trailer fields (`TE: trailers`).
     te_trailers: bool,
+    upgrade: bool,
+    body: Body,
+    body_read: usize,
+    /// `client_body_timeout`: the longest one body read may wait.
+    body_timeout: Duration,
 }
 
 impl<'c> Session<'c> {
-    /// A request [`parse`] found for the own session, without compression until
-    /// [`Self::compress`]; the connection may carry another request after it unless
-    /// `last` or the client asked to close.
+    /// A request [`parse`] found, its body (and what follows it) in `rest`, without
+    /// compression until [`Downstream::compress`]; the connection may carry another request
+    /// after it unless `last` or the client asked to close. A body read waits at most
+    /// `body_timeout` for the client.
     pub fn new(
         stream: &'c mut Stream,
         conn: &'c Conn,
         rest: &'c mut BytesMut,
         request: Request,
         last: bool,
+        body_timeout: Duration,
     ) -> Session<'c> {
         Session {
             stream,
@@ -208,17 +275,66 @@ impl<'c> Session<'c> {
             body_sent: 0,
             compression: Compressor::default(),
             closed: false,
+            upgrade: request.upgrade,
+            body: request.body,
+            body_read: 0,
+            body_timeout,
         }
     }
 
-    /// Compresses the response at `level` (0: not at all) in the coding the client prefers.
-    pub fn compress(&mut self, level: u32) {
-        self.compression = Compressor::new(level, &self.req);
+    /// Whether the connection can carry the next request: keep-alive, a whole response sent,
+    /// the request's body all read (what follows it is the next request), no tunnel.
+    pub fn reusable(&self) -> bool {
+        self.keepalive
+            && !self.closed
+            && matches!(
+                self.framing,
+                Framing::None | Framing::Length | Framing::Chunked
+            )
+            && matches!(self.body, Body::Done)
     }
 
-    /// Whether the connection can carry the next request: keep-alive, a whole response sent.
-    pub fn reusable(&self) -> bool {
-        self.keepalive && !self.closed && self.framing != Framing::Unset
+    /// Reads what is left of a request body the answer did not need, and drops it, so that
+    /// the client sees the answer rather than a reset, and a kept-alive connection finds its
+    /// next request (nginx's discarded body, and its lingering close): for at most
+    /// `LINGER` in all and `LINGER_READ` between two reads.
+    pub async fn discard_body(&mut self) {
+        if matches!(self.body, Body::Done) || self.closed {
+            return;
+        }
+        self.body_timeout = self.body_timeout.min(LINGER_READ);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let discarded = tokio::time::timeout_at(deadline, async {
+            while let Ok(Some(_)) = self.read_body().await {}
+        });
+        if discarded.await.is_err() || !matches!(self.body, Body::Done) {
+            self.keepalive = false;
+        }
+    }
+
+    /// One read of the client's body into `rest`, within `client_body_timeout`.
+    async fn fill(&mut self) -> Result<()> {
+        self.rest.reserve(BODY_READ);
+        let read = self.stream.read_buf(self.rest);
+        match pingora::prelude::fast_timeout::fast_timeout(self.body_timeout, read).await {
+            Ok(Ok(0)) => {
+                self.closed = true;
+                Error::e_explain(
+                    ErrorType::ConnectionClosed,
+                    "the client closed before its body was whole",
+                )
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                self.closed = true;
+                Error::e_because(ErrorType::ReadError, "reading the request body", e)
+            }
+            Err(_) => Error::e_explain(
+                ErrorType::ReadTimedout,
+                "client_body_timeout: the client sent no more of its request body",
+            ),
+        }
+        .map_err(|e| e.into_down())
     }
 
     async fn send(&mut self, bytes: &[u8], flush: bool, what: &'static str) -> Result<()> {
@@ -246,7 +362,7 @@ impl Session<'_> {
         }
         self.body_sent += data.len();
         let mut size = [0u8; 18];
-        let size = chunk_size(&mut size, data.len());
+        let size = chunked::size_line(&mut size, data.len());
         self.send(size, false, "writing body").await?;
         self.send(data, false, "writing body").await?;
         self.send(b"\r\n", flush, "writing body").await
@@ -337,7 +453,7 @@ impl Downstream for Session<'_> {
     }
 
     fn is_upgrade_req(&self) -> bool {
-        false
+        self.upgrade
     }
 
     fn response_status(&self) -> Option<StatusCode> {
@@ -349,7 +465,7 @@ impl Downstream for Session<'_> {
     }
 
     fn body_bytes_read(&self) -> usize {
-        0
+        self.body_read
     }
 
     fn compression_off(&mut self) {
@@ -357,7 +473,11 @@ impl Downstream for Session<'_> {
     }
 
     fn is_body_empty(&mut self) -> bool {
-        true
+        matches!(self.body, Body::Done) && self.body_read == 0
+    }
+
+    fn compress(&mut self, level: u32) {
+        self.compression = Compressor::new(level, &self.req);
     }
 
     async fn write_head(&mut self, mut head: Box<ResponseHeader>, end: bool) -> Result<()> {
@@ -367,6 +487,12 @@ impl Downstream for Session<'_> {
         let status = head.status;
         let mut out = Vec::with_capacity(512);
         if status.is_informational() {
+            // An interim head as the server sent it; after a 101 the connection is a tunnel
+            // (its fields, `Connection: upgrade` among them, were set for it).
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                self.framing = Framing::Upgraded;
+                self.keepalive = false;
+            }
             write_head(&mut out, &mut head, None);
             self.status = Some(status);
             return self.send(&out, true, "writing response header").await;
@@ -401,7 +527,7 @@ impl Downstream for Session<'_> {
             return Ok(());
         }
         match self.framing {
-            Framing::Unset | Framing::None => {}
+            Framing::Unset | Framing::None | Framing::Upgraded => {}
             Framing::Length | Framing::Close => {
                 self.body_sent += data.len();
                 self.send(&data, true, "writing body").await?;
@@ -436,11 +562,79 @@ impl Downstream for Session<'_> {
     }
 
     async fn write_continue(&mut self) -> Result<()> {
-        Ok(())
+        self.send(
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            true,
+            "writing 100 Continue",
+        )
+        .await
+        .map_err(|e| e.into_down())
     }
 
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        Ok(None)
+        loop {
+            match &mut self.body {
+                Body::Done => return Ok(None),
+                Body::Length(left) => {
+                    if self.rest.is_empty() {
+                        self.fill().await?;
+                        continue;
+                    }
+                    let take = self
+                        .rest
+                        .len()
+                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    let data = self.rest.split_to(take).freeze();
+                    *left -= take as u64;
+                    if *left == 0 {
+                        self.body = Body::Done;
+                    }
+                    self.body_read += take;
+                    return Ok(Some(data));
+                }
+                Body::Chunked(decoder) => match decoder.next(self.rest) {
+                    Ok(Step::Data(data)) => {
+                        self.body_read += data.len();
+                        return Ok(Some(data));
+                    }
+                    Ok(Step::More) => self.fill().await?,
+                    // Request trailers are not relayed (the body goes upstream reframed).
+                    Ok(Step::End(_)) => {
+                        self.body = Body::Done;
+                        return Ok(None);
+                    }
+                    Err(why) => {
+                        // The rest of the connection cannot be read as requests.
+                        self.keepalive = false;
+                        return Error::e_explain(ErrorType::InvalidHTTPHeader, why)
+                            .map_err(|e| e.into_down());
+                    }
+                },
+            }
+        }
+    }
+
+    async fn tunnel(
+        &mut self,
+        mut upstream: Stream,
+        from_upstream: Bytes,
+        idle: Duration,
+    ) -> Result<()> {
+        self.keepalive = false;
+        self.framing = Framing::Upgraded;
+        if !from_upstream.is_empty() {
+            self.send(&from_upstream, true, "relaying the upgraded connection")
+                .await?;
+        }
+        if !self.rest.is_empty() {
+            let early = self.rest.split();
+            upstream
+                .write_all(&early)
+                .await
+                .or_err(ErrorType::WriteError, "relaying to the upgraded server")?;
+        }
+        crate::websocket::relay(self.stream, &mut upstream, idle).await;
+        Ok(())
     }
 
     async fn watch_idle(&mut self) -> Result<()> {
@@ -469,89 +663,129 @@ impl Downstream for Session<'_> {
     }
 }
 
-/// `len` in hexadecimal (upper case, as Pingora writes it) with the line end, as a chunk
-/// starts.
-fn chunk_size(out: &mut [u8; 18], mut len: usize) -> &[u8] {
-    let mut at = 16;
-    loop {
-        at -= 1;
-        out[at] = b"0123456789ABCDEF"[len & 0xf];
-        len >>= 4;
-        if len == 0 {
-            break;
-        }
-    }
-    out[16] = b'\r';
-    out[17] = b'\n';
-    &out[at..]
-}
+/// After an answer that did not need all of the request's body, the rest is read and dropped
+/// for at most this long in all, and this long between two reads.
+const LINGER: Duration = Duration::from_secs(30);
+const LINGER_READ: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn own(text: &[u8]) -> (Box<RequestHeader>, Bytes, bool, BytesMut) {
-        let mut buf = BytesMut::from(text);
-        match parse(&mut buf) {
-            Head::Own(r) => (r.head, r.raw, r.close, buf),
-            Head::Pingora => panic!("not own: {}", String::from_utf8_lossy(text)),
+    fn limits() -> HeadLimits {
+        HeadLimits {
+            uri: 8192,
+            head: 32768,
+            fields: 100,
         }
     }
 
-    fn pingoras(text: &[u8]) {
+    fn request(text: &[u8]) -> (Request, BytesMut) {
         let mut buf = BytesMut::from(text);
-        assert!(
-            matches!(parse(&mut buf), Head::Pingora),
-            "{}",
-            String::from_utf8_lossy(text)
-        );
-        assert_eq!(&buf[..], text, "the bytes are left for Pingora, whole");
+        match parse(&mut buf, &limits()) {
+            Head::Request(r) => (r, buf),
+            Head::Partial => panic!("partial: {}", String::from_utf8_lossy(text)),
+            Head::Refused(status, why) => {
+                panic!("{status} {why}: {}", String::from_utf8_lossy(text))
+            }
+        }
+    }
+
+    fn refused(text: &[u8]) -> u16 {
+        match parse(&mut BytesMut::from(text), &limits()) {
+            Head::Refused(status, _) => status,
+            _ => panic!("taken: {}", String::from_utf8_lossy(text)),
+        }
     }
 
     #[test]
-    fn a_plain_get_is_parsed_into_the_head_pingora_would_build() {
-        let (req, raw, close, rest) = own(
+    fn a_plain_get_is_parsed_into_the_head_the_phases_read() {
+        let (req, rest) = request(
             b"GET /api/x?y=1 HTTP/1.1\r\nHost: a.example\r\nX-Custom: v\r\nAccept: */*\r\n\r\nGET /next",
         );
-        assert_eq!(req.method, Method::GET);
-        assert_eq!(req.uri.path(), "/api/x");
-        assert_eq!(req.raw_path(), b"/api/x?y=1");
-        assert_eq!(req.version, Version::HTTP_11);
-        assert_eq!(req.headers["host"], "a.example");
-        assert_eq!(req.headers["x-custom"], "v");
-        assert!(!close);
-        assert!(raw.ends_with(b"\r\n\r\n"));
+        let head = &req.head;
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.uri.path(), "/api/x");
+        assert_eq!(head.raw_path(), b"/api/x?y=1");
+        assert_eq!(head.version, Version::HTTP_11);
+        assert_eq!(head.headers["host"], "a.example");
+        assert_eq!(head.headers["x-custom"], "v");
+        assert!(!req.close && !req.upgrade);
+        assert!(matches!(req.body, Body::Done));
+        assert!(req.raw.ends_with(b"\r\n\r\n"));
         assert_eq!(&rest[..], b"GET /next", "a pipelined request stays");
-        let (_, _, close, _) = own(b"HEAD / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n");
-        assert!(close);
+        let (req, _) = request(b"HEAD / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n");
+        assert!(req.close);
     }
 
     #[test]
-    fn what_the_own_session_does_not_serve_goes_to_pingora_untouched() {
-        pingoras(b"GET / HTTP/1.1\r\nHost: a\r\n"); // not whole yet
-        pingoras(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n");
-        pingoras(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi");
-        pingoras(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
-        pingoras(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
-        pingoras(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n");
-        pingoras(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n");
-        pingoras(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n");
-        pingoras(b"GET / HTTP/1.1\r\nHost a\r\n\r\n"); // malformed: Pingora answers it
+    fn every_request_shape_is_read_and_its_body_framed() {
+        let (req, rest) = request(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi");
+        assert!(matches!(req.body, Body::Length(2)));
+        assert_eq!(&rest[..], b"hi", "the body stays for the session");
+        let (req, _) = request(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(matches!(req.body, Body::Chunked(_)));
+        let (req, _) = request(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n");
+        assert!(req.close, "HTTP/1.0 closes unless asked to keep alive");
+        assert_eq!(req.head.version, Version::HTTP_10);
+        let (req, _) = request(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(!req.close);
+        let (req, _) = request(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+        );
+        assert!(req.upgrade);
+        let (req, _) = request(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+        assert!(
+            !req.upgrade,
+            "Upgrade without Connection: upgrade is no upgrade"
+        );
+        let (req, _) = request(b"GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(req.head.uri.path(), "/x");
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..=MAX_FIELDS {
+        for i in 0..200 {
             many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        pingoras(&many);
+        let (req, _) = request(&many);
+        assert_eq!(
+            req.head.headers.len(),
+            200,
+            "max_headers is checked by the phases"
+        );
     }
 
     #[test]
-    fn chunk_sizes_are_hexadecimal_lines() {
-        let mut out = [0u8; 18];
-        assert_eq!(chunk_size(&mut out, 0), b"0\r\n");
-        assert_eq!(chunk_size(&mut out, 255), b"FF\r\n");
-        assert_eq!(chunk_size(&mut out, 0x1_0000), b"10000\r\n");
-        assert_eq!(chunk_size(&mut out, usize::MAX).len(), 18);
+    fn a_head_in_pieces_is_partial_until_whole_and_refused_past_the_limits() {
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\n"[..]);
+        assert!(matches!(parse(&mut buf, &limits()), Head::Partial));
+        buf.extend_from_slice(b"\r\n");
+        assert!(matches!(parse(&mut buf, &limits()), Head::Request(_)));
+        let long_target = [b"GET /".as_slice(), &[b'a'; 9000]].concat();
+        assert_eq!(refused(&long_target), 414);
+        let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+        while big.len() <= 32768 {
+            big.extend_from_slice(
+                b"X-Big: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+            );
+        }
+        assert_eq!(refused(&big), 431);
+        let mut over = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_FIELDS {
+            over.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        over.extend_from_slice(b"\r\n");
+        assert_eq!(refused(&over), 431);
+        assert_eq!(refused(b"GET / HTTP/1.1\r\nHost a\r\n\r\n"), 400);
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nX: a\r\n two\r\n\r\n"),
+            400,
+            "obs-fold"
+        );
+        assert_eq!(
+            refused(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\r\n\r\n"),
+            400
+        );
+        assert_eq!(refused(b"GET / HTTP/2.0\r\n\r\n"), 400);
     }
 
     #[test]

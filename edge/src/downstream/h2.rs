@@ -224,11 +224,6 @@ impl Session {
         }
     }
 
-    /// Compresses the response at `level` (0: not at all) in the coding the client prefers.
-    pub fn compress(&mut self, level: u32) {
-        self.compression = Compressor::new(level, &self.req);
-    }
-
     /// Ends the stream: `whole`, after its answer; otherwise (or with no answer at all) it is
     /// reset, so that a body cut short (its server failed or went silent, or the client
     /// stopped taking it) is never taken for a whole one.
@@ -388,6 +383,10 @@ impl Downstream for Session {
         self.body_read
     }
 
+    fn compress(&mut self, level: u32) {
+        self.compression = Compressor::new(level, &self.req);
+    }
+
     fn compression_off(&mut self) {
         self.compression.off();
     }
@@ -484,10 +483,6 @@ impl Downstream for Session {
             )
             .map_err(|e| e.into_down()),
         }
-    }
-
-    fn lingers(&self) -> bool {
-        false
     }
 
     async fn watch_idle(&mut self) -> Result<()> {

@@ -1,8 +1,8 @@
 //! The client side of one request, as the request's phases ([`crate::proxy`],
-//! [`crate::forward`], [`crate::respond`]) use it, whichever codec carries it: the edge's own
-//! HTTP/1.1 server session ([`h1`]) for the common request, an HTTP/2 stream on pingora-core's
-//! h2 codec ([`h2`]), or Pingora's session for what the own HTTP/1.1 one leaves to Pingora's
-//! parser (bodies, upgrades, HTTP/1.0, anything unusual in a head).
+//! [`crate::forward`], [`crate::respond`]) use it, whichever protocol carries it: an HTTP/1
+//! request on the edge's HTTP/1 session ([`h1`]), or an HTTP/2 stream ([`h2`], on the h2
+//! crate). The phases are written once against [`Downstream`]; the sessions differ in what
+//! they read and write, and share the connection's clocks ([`clocks`]).
 //!
 //! Static dispatch: each phase is generic over [`Downstream`], so no call on the request's
 //! path is boxed.
@@ -14,14 +14,13 @@ pub mod h2;
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
 use pingora::protocols::http::compression::ResponseCompressionCtx;
-use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::tls::SslDigest;
-use pingora::proxy::Session;
+use pingora::protocols::Stream;
 use std::future::Future;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// What the request's phases need of the client side.
 pub trait Downstream: Send {
@@ -44,6 +43,8 @@ pub trait Downstream: Send {
     fn body_bytes_sent(&self) -> usize;
     /// Request body bytes read so far.
     fn body_bytes_read(&self) -> usize;
+    /// Compresses the response at `level` (0: not at all) in the coding the client prefers.
+    fn compress(&mut self, level: u32);
     /// Turns compression off for this response.
     fn compression_off(&mut self);
     /// Whether the request has no body at all.
@@ -78,82 +79,21 @@ pub trait Downstream: Send {
     /// While the server is answering: ends with an error when the client closes or its
     /// connection breaks, and never otherwise (bytes of a next request are kept for it).
     fn watch_idle(&mut self) -> impl Future<Output = Result<()>> + Send;
-    /// Whether the rest of a request body the server did not wait for is read and dropped
-    /// after the answer (HTTP/1's lingering close); an HTTP/2 stream is reset instead.
-    fn lingers(&self) -> bool {
-        true
-    }
-}
-
-impl Downstream for Session {
-    fn req_header(&self) -> &RequestHeader {
-        self.as_downstream().req_header()
-    }
-
-    fn raw_head(&self) -> Option<Bytes> {
-        self.as_http1().map(|h1| h1.get_headers_raw_bytes())
-    }
-
-    fn ssl_digest(&self) -> Option<&SslDigest> {
-        self.digest().and_then(|d| d.ssl_digest.as_deref())
-    }
-
-    fn peer_ip(&self) -> Option<IpAddr> {
-        match self.client_addr() {
-            Some(PingoraAddr::Inet(addr)) => Some(addr.ip()),
-            _ => None,
-        }
-    }
-
-    fn set_keepalive_off(&mut self) {
-        self.set_keepalive(None);
-    }
-
-    fn is_upgrade_req(&self) -> bool {
-        self.as_downstream().is_upgrade_req()
-    }
-
-    fn response_status(&self) -> Option<StatusCode> {
-        self.response_written().map(|r| r.status)
-    }
-
-    fn body_bytes_sent(&self) -> usize {
-        self.as_downstream().body_bytes_sent()
-    }
-
-    fn body_bytes_read(&self) -> usize {
-        self.as_downstream().body_bytes_read()
-    }
-
-    fn compression_off(&mut self) {
-        if let Some(c) = self.downstream_modules_ctx.get_mut::<ResponseCompression>() {
-            c.adjust_level(0);
-        }
-    }
-
-    fn is_body_empty(&mut self) -> bool {
-        self.as_downstream_mut().is_body_empty()
-    }
-
-    async fn write_head(&mut self, head: Box<ResponseHeader>, end: bool) -> Result<()> {
-        self.write_response_header(head, end).await
-    }
-
-    async fn write_body(&mut self, body: Option<Bytes>, end: bool) -> Result<()> {
-        self.write_response_body(body, end).await
-    }
-
-    async fn write_continue(&mut self) -> Result<()> {
-        self.as_downstream_mut().write_continue_response().await
-    }
-
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        self.as_downstream_mut().read_request_body().await
-    }
-
-    async fn watch_idle(&mut self) -> Result<()> {
-        loop {
-            self.as_downstream_mut().read_body_or_idle(true).await?;
+    /// After a 101 was sent: relays between the client and `upstream` (`from_upstream`
+    /// first: what the server sent after its head) until either closes or a direction is
+    /// quiet for `idle`. Only an HTTP/1.1 session that asked for an upgrade has one.
+    fn tunnel(
+        &mut self,
+        upstream: Stream,
+        from_upstream: Bytes,
+        idle: Duration,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (upstream, from_upstream, idle);
+        async {
+            Error::e_explain(
+                ErrorType::InternalError,
+                "an upgrade on a session that takes none",
+            )
         }
     }
 }

@@ -249,7 +249,7 @@ pub async fn explain(
     let has_body = declared.is_some_and(|len| len > 0)
         || req.headers.contains_key(http::header::TRANSFER_ENCODING);
     e.timeouts = Some(Timeouts {
-        client_body: has_body.then(|| edge.client_body_timeout.as_secs_f64()),
+        client_body: has_body.then_some(edge.client_body_timeout.as_secs_f64()),
         client_send: edge.send_timeout.as_secs_f64(),
         upstream_connect: upstream.connect_timeout.as_secs_f64(),
         upstream_read: upstream.read_timeout.as_secs_f64(),
@@ -277,18 +277,14 @@ fn upstream_headers(
     ctx.peer_ip = peer;
     ctx.client_ip = client_ip;
     ctx.request_id = client::request_id(header("x-request-id"));
+    // A websocket route forwards an upgrade with its `Upgrade` and `Connection: upgrade`.
+    let text = |name: &str| header(name).map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
+    let upgrade = route.settings.websocket
+        && text("upgrade").is_some()
+        && text("connection").is_some_and(|c| c.split(',').any(|t| t.trim() == "upgrade"));
     let mut out = Vec::new();
-    if forward::upstream_request(req, &ctx, &forward::Body::Empty, &mut out).is_ok() {
+    if forward::upstream_request(req, &ctx, &forward::Body::Empty, upgrade, &mut out).is_ok() {
         headers = head_fields(&out);
-    }
-    // A websocket route relays an upgrade itself (websocket.rs), keeping the client's
-    // Connection and Upgrade.
-    let text = |name: &str| header(name).map(|v| String::from_utf8_lossy(v).into_owned());
-    let upgrading = text("connection").is_some_and(|c| c.to_ascii_lowercase().contains("upgrade"));
-    if let (true, true, Some(upgrade)) = (route.settings.websocket, upgrading, text("upgrade")) {
-        let connection = text("connection").unwrap_or_default();
-        headers.push(("connection".into(), connection));
-        headers.push(("upgrade".into(), upgrade));
     }
     headers
 }

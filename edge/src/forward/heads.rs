@@ -14,6 +14,26 @@ use pingora::ErrorType;
 /// HTTP/1.1 whatever the server spoke (an HTTP/1.0 status line would make a client
 /// downgrade its next request), as nginx does.
 pub(super) fn client_head(mut head: h1::Response) -> Result<Box<ResponseHeader>> {
+    client_head_of(&mut head)
+}
+
+/// A server's 101 as the client gets it: its fields (`Upgrade` and the handshake's own, the
+/// exchange dropped `Connection`), `Connection: upgrade`, and the edge's own fields.
+pub(super) fn upgraded_head(
+    mut head: h1::Response,
+    ctx: &RequestCtx,
+) -> Result<Box<ResponseHeader>> {
+    for (name, value) in crate::respond::edge_fields(ctx) {
+        head.headers.insert(name, value);
+    }
+    head.headers.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    client_head_of(&mut head)
+}
+
+fn client_head_of(head: &mut h1::Response) -> Result<Box<ResponseHeader>> {
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = head.status;
     parts.version = http::Version::HTTP_11;
@@ -55,6 +75,7 @@ pub fn upstream_request(
     req: &RequestHeader,
     ctx: &RequestCtx,
     body: &Body,
+    upgrade: bool,
     out: &mut Vec<u8>,
 ) -> Result<Upload> {
     let target = req.raw_path();
@@ -104,7 +125,13 @@ pub fn upstream_request(
         h1::write_field(out, &header::HOST, authority.as_str().as_bytes());
     }
     for (name, value) in &req.headers {
+        // An upgrade keeps its `Upgrade` (and the fields its `Connection` names, as the
+        // handshake's own): the edge writes `Connection: upgrade` after them.
+        let kept_for_upgrade = upgrade
+            && *name != header::CONNECTION
+            && (*name == header::UPGRADE || nominated.iter().any(|n| n == name.as_str()));
         let dropped = (has_hop_by_hop
+            && !kept_for_upgrade
             && (hop_by_hop(name.as_str()) || nominated.iter().any(|n| n == name.as_str())))
             || forwarding.iter().any(|(set, _)| set == name)
             || (reframed && name == header::CONTENT_LENGTH)
@@ -148,8 +175,10 @@ pub fn upstream_request(
     for (name, value) in &forwarding {
         h1::write_field(out, name, value.as_bytes());
     }
-    // A client that takes trailers gets them relayed: the server may send them.
-    if has_hop_by_hop && crate::downstream::h1::takes_trailers(req) {
+    if upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if has_hop_by_hop && crate::downstream::h1::takes_trailers(req) {
+        // A client that takes trailers gets them relayed: the server may send them.
         out.extend_from_slice(b"TE: trailers\r\nConnection: TE\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -222,7 +251,7 @@ mod tests {
             req.append_header(name.to_string(), *value).expect("field");
         }
         let mut out = Vec::new();
-        let upload = upstream_request(&req, &ctx(), body, &mut out).expect("written");
+        let upload = upstream_request(&req, &ctx(), body, false, &mut out).expect("written");
         (String::from_utf8(out).expect("text"), upload)
     }
 

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use heads::upstream_request;
-use heads::{client_head, client_response};
+use heads::{client_head, client_response, upgraded_head};
 
 /// A request body as the edge holds it before going upstream.
 pub enum Body {
@@ -137,10 +137,14 @@ pub fn pick_server(ctx: &mut RequestCtx, upstream: &Upstream) -> Result<usize> {
 
 /// Sends the request to a server of the route's upstream, moving to the next server as
 /// nginx's `proxy_next_upstream error timeout` does, and relays the answer to the client.
+/// With `upgrade` (a websocket handshake on a route that allows it), the request keeps its
+/// `Upgrade` and goes on a new connection, and a 101 answer turns the client's connection and
+/// the server's into a tunnel ([`crate::websocket`]).
 pub async fn forward(
     session: &mut impl Downstream,
     ctx: &mut RequestCtx,
     route: &Arc<Route>,
+    upgrade: bool,
 ) -> Result<()> {
     let edge = &ctx.snapshot.config.edge;
     let mut body = read_body(
@@ -160,7 +164,7 @@ pub async fn forward(
             ctx.server = None;
             continue;
         };
-        let failed = match attempt(session, ctx, upstream, addr, index, &mut body).await {
+        let failed = match attempt(session, ctx, upstream, addr, index, &mut body, upgrade).await {
             Ok(()) => return Ok(()),
             Err(failed) => failed,
         };
@@ -199,12 +203,13 @@ async fn attempt(
     addr: SocketAddr,
     index: usize,
     body: &mut Body,
+    upgrade: bool,
 ) -> Result<(), Failed> {
     let server = &upstream.servers[index];
     let settings = &upstream.settings;
     ctx.server = Some((index, InFlightGuard::new(server.state.clone())));
     ctx.upstream_started = Some(Instant::now());
-    let (connection, reused) = connection_for(server, settings, addr, body).await?;
+    let (connection, reused) = connection_for(server, settings, addr, body, upgrade).await?;
     let mut up = Exchange::new(connection, settings.read_timeout, settings.send_timeout);
     // Only a close or a socket error on a reused connection, before any answer, is taken for
     // a connection the server closed while idle; a timeout or a broken answer is a failure.
@@ -215,7 +220,8 @@ async fn attempt(
 
     let req = session.req_header();
     let head_request = req.method == http::Method::HEAD;
-    let upload = upstream_request(req, ctx, body, up.head_buffer()).map_err(Failed::upstream)?;
+    let upload =
+        upstream_request(req, ctx, body, upgrade, up.head_buffer()).map_err(Failed::upstream)?;
     let whole = match body {
         Body::Whole(bytes) => Some(&bytes[..]),
         _ => None,
@@ -237,7 +243,7 @@ async fn attempt(
 
     let client_http11 = session.req_header().version == http::Version::HTTP_11;
     let sent = !matches!(body, Body::Empty);
-    let head = final_head(session, &mut up, early)
+    let head = final_head(session, &mut up, early, upgrade)
         .await
         .map_err(|e| match e {
             Answer::Client(e) => Failed::client(e),
@@ -255,6 +261,25 @@ async fn attempt(
         if let Some(route) = &ctx.route {
             route.metrics.observe_upstream(elapsed.as_secs_f64());
         }
+    }
+
+    if upgrade && head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        // The server took the upgrade: the connections are joined until either closes.
+        let response = upgraded_head(head, ctx).map_err(Failed::upstream)?;
+        session
+            .write_head(response, false)
+            .await
+            .map_err(Failed::client)?;
+        ctx.server = None;
+        let (socket, early_bytes) = up.into_upgraded();
+        return session
+            .tunnel(socket, early_bytes, settings.read_timeout)
+            .await
+            .map_err(Failed::client);
+    }
+    if upgrade {
+        // Refused: its answer is relayed, and neither connection is used again.
+        session.set_keepalive_off();
     }
 
     let no_body = head_request || up.is_body_done();
@@ -275,11 +300,9 @@ async fn attempt(
     relay(session, ctx, &mut up, response, no_body, !cut_short).await?;
 
     // The connection is kept for the next request if both ends allow it (never one whose
-    // request body was cut short by an early answer).
-    if cut_short {
-        if session.lingers() {
-            drain_client_body(session).await;
-        }
+    // request body was cut short by an early answer: the client's session reads and drops
+    // the rest of that body after the answer, HTTP/1's lingering close).
+    if cut_short || upgrade {
         return Ok(());
     }
     if let Some(connection) = up.into_reusable() {
@@ -293,14 +316,16 @@ async fn attempt(
 
 /// A kept-alive connection to `server` or a new one, and whether it was kept. A body that
 /// streams can be sent once only: it gets a new connection, never one the server may have
-/// closed while idle.
+/// closed while idle; so does an upgrade, whose connection becomes a tunnel.
 async fn connection_for(
     server: &crate::upstream::Server,
     settings: &crate::config::UpstreamSettings,
     addr: SocketAddr,
     body: &Body,
+    upgrade: bool,
 ) -> Result<(Connection, bool), Failed> {
     let pooled = match body {
+        _ if upgrade => None,
         Body::Streaming(_) => None,
         _ => server.state.pool.take(settings.keepalive_timeout),
     };
@@ -336,6 +361,7 @@ async fn final_head(
     session: &mut impl Downstream,
     up: &mut Exchange,
     mut early: Option<h1::Response>,
+    upgrade: bool,
 ) -> Result<h1::Response, Answer> {
     let client_takes_1xx = session.req_header().version >= http::Version::HTTP_11;
     loop {
@@ -350,8 +376,11 @@ async fn final_head(
                 read.map_err(Answer::Read)?
             }
         };
+        if head.status == 101 && upgrade {
+            return Ok(head);
+        }
         if head.status == 101 {
-            // Upgrades are relayed by the websocket tunnel only, on routes that allow them.
+            // Upgrades are taken only for requests that asked, on routes that allow them.
             return Err(Answer::Upstream(Error::explain(
                 ErrorType::InvalidHTTPHeader,
                 "101 Switching Protocols to a request that asked for no upgrade",
@@ -422,23 +451,6 @@ async fn relay(
         None => session.write_body(None, true).await,
     };
     end.map_err(Failed::client)
-}
-
-/// After an early answer, the rest of the client's body is read and dropped (nginx's
-/// lingering close), so that a client still sending sees the answer instead of a reset:
-/// for at most this long in all, and this long between two reads.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(30);
-const LINGER_READ: std::time::Duration = std::time::Duration::from_secs(5);
-
-async fn drain_client_body(session: &mut impl Downstream) {
-    let deadline = tokio::time::Instant::now() + LINGER;
-    while tokio::time::Instant::now() < deadline {
-        let read = session.read_body();
-        match tokio::time::timeout(LINGER_READ, read).await {
-            Ok(Ok(Some(_))) => {}
-            _ => return,
-        }
-    }
 }
 
 /// Sends a body larger than the buffer: `head`, then the rest as the client sends it.

@@ -20,7 +20,7 @@
 //! closed a kept-alive connection looks like), timeouts are `ReadTimedout`/`WriteTimedout`,
 //! a broken answer is `InvalidHTTPHeader`.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 use pingora::protocols::Stream;
@@ -31,9 +31,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod framing;
-use framing::{
-    bad_chunk, chunk_size, connection_only, memchr, parse, Head, Parsed, Reader, MAX_CHUNK_LINE,
-};
+use crate::chunked::Step;
+use framing::{bad_chunk, connection_only, parse, Head, Parsed, Reader};
 
 /// The largest response head the edge reads (nginx's `proxy_buffer_size` is 4-8 KiB; an
 /// answer with a larger head is a 502 there as here).
@@ -392,52 +391,20 @@ impl Exchange {
                     }
                     return Ok(Some(self.connection.read.split().freeze()));
                 }
-                Reader::Chunked(Some(0)) => {
-                    // The CRLF that ends a chunk's data.
-                    self.need(2).await?;
-                    if &self.connection.read[..2] != b"\r\n" {
-                        return bad_chunk("a chunk's data is not followed by CRLF");
-                    }
-                    self.connection.read.advance(2);
-                    self.reader = Reader::Chunked(None);
-                }
-                Reader::Chunked(Some(left)) => {
-                    let left = *left;
-                    let piece = self.piece(left, "the body ended inside a chunk").await?;
-                    self.reader = Reader::Chunked(Some(left - piece.len() as u64));
-                    return Ok(Some(piece));
-                }
-                Reader::Chunked(None) => {
-                    let line = self.line().await?;
-                    let size = chunk_size(&self.connection.read[..line])?;
-                    self.connection.read.advance(line + 2);
-                    if size > 0 {
-                        self.reader = Reader::Chunked(Some(size));
-                        continue;
-                    }
-                    // The last chunk: trailer fields up to an empty line, bounded as a head.
-                    let mut trailers = HeaderMap::new();
-                    let mut size = 0;
-                    loop {
-                        let line = self.line().await?;
-                        size += line + 2;
-                        if size > MAX_HEAD {
-                            return bad_chunk("trailer fields larger than a head may be");
+                Reader::Chunked(decoder) => {
+                    let step = decoder.next(&mut self.connection.read);
+                    match step.or_else(bad_chunk)? {
+                        Step::Data(piece) => return Ok(Some(piece)),
+                        Step::More => {
+                            self.fill_body(READ_CHUNK, "the body ended inside its chunked framing")
+                                .await?
                         }
-                        if line == 0 {
-                            self.connection.read.advance(2);
-                            break;
-                        }
-                        let field = self.connection.read.split_to(line + 2).freeze();
-                        if let Some((name, value)) = trailer_field(&field[..line]) {
-                            trailers.append(name, value);
+                        Step::End(trailers) => {
+                            self.trailers = trailers;
+                            self.reader = Reader::Done;
+                            return Ok(None);
                         }
                     }
-                    if !trailers.is_empty() {
-                        self.trailers = Some(trailers);
-                    }
-                    self.reader = Reader::Done;
-                    return Ok(None);
                 }
             }
         }
@@ -464,33 +431,6 @@ impl Exchange {
         Ok(self.connection.read.split_to(take).freeze())
     }
 
-    /// The length of the line at the start of the read buffer, without its CRLF, once the
-    /// whole line is in.
-    async fn line(&mut self) -> Result<usize> {
-        loop {
-            if let Some(end) = memchr(b'\n', &self.connection.read) {
-                if end == 0 || self.connection.read[end - 1] != b'\r' {
-                    return bad_chunk("a chunked body line not ended by CRLF");
-                }
-                return Ok(end - 1);
-            }
-            if self.connection.read.len() > MAX_CHUNK_LINE {
-                return bad_chunk("a chunk-size line too long");
-            }
-            self.fill_body(READ_CHUNK, "the body ended inside its chunked framing")
-                .await?;
-        }
-    }
-
-    /// Reads until the buffer holds at least `n` bytes.
-    async fn need(&mut self, n: usize) -> Result<()> {
-        while self.connection.read.len() < n {
-            self.fill_body(READ_CHUNK, "the body ended inside its chunked framing")
-                .await?;
-        }
-        Ok(())
-    }
-
     async fn fill_body(&mut self, want: usize, closed: &'static str) -> Result<()> {
         match self.fill(want).await {
             Ok(_) => Ok(()),
@@ -508,6 +448,13 @@ impl Exchange {
             Ok(n) => Ok(n),
             Err(e) => Err(Filled::Error(e)),
         }
+    }
+
+    /// The connection after a 101 Switching Protocols: its socket, and what the server sent
+    /// after the head (the first bytes of the new protocol).
+    pub fn into_upgraded(self) -> (Stream, Bytes) {
+        let Connection { stream, read, .. } = self.connection;
+        (stream, read.freeze())
     }
 
     /// The connection, when it can carry another request: the answer was read to the end its
@@ -564,26 +511,6 @@ fn spelling(name: &HeaderName) -> &str {
         header::SET_COOKIE => "Set-Cookie",
         _ => name.as_str(),
     }
-}
-
-/// A trailer field line as it may be relayed: a valid name and value, and not one a trailer
-/// must not carry (framing, routing, the connection's own; RFC 9110 6.5.1). Others are
-/// dropped, as a recipient may.
-fn trailer_field(line: &[u8]) -> Option<(HeaderName, HeaderValue)> {
-    let colon = memchr(b':', line)?;
-    let name = HeaderName::from_bytes(&line[..colon]).ok()?;
-    let forbidden = connection_only(&name)
-        || name == header::CONTENT_LENGTH
-        || name == header::TRANSFER_ENCODING
-        || name == header::HOST
-        || name == header::TE
-        || name == header::CONTENT_ENCODING
-        || name == header::CONTENT_TYPE;
-    if forbidden {
-        return None;
-    }
-    let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
-    Some((name, value))
 }
 
 /// Why a read gave nothing.

@@ -12,39 +12,15 @@ pub(super) enum Reader {
     Head,
     /// The bytes left of a body of known length (never 0: that is `Done`).
     Length(u64),
-    /// In a chunked body: the bytes left of the current chunk (then its CRLF), or `None`
-    /// before a chunk-size line.
-    Chunked(Option<u64>),
+    /// In a chunked body.
+    Chunked(crate::chunked::Decoder),
     /// Read to the close.
     Close,
     Done,
 }
 
-/// The longest chunk-size line (with extensions) the edge reads.
-pub(super) const MAX_CHUNK_LINE: usize = 4096;
-
 pub(super) fn bad_chunk<T>(why: &'static str) -> Result<T> {
     Error::e_explain(ErrorType::InvalidHTTPHeader, why)
-}
-
-/// The size of a chunk from its chunk-size line (hex digits, then optional extensions after
-/// `;`, which are ignored).
-pub(super) fn chunk_size(line: &[u8]) -> Result<u64> {
-    let digits = line
-        .iter()
-        .position(|b| !b.is_ascii_hexdigit())
-        .unwrap_or(line.len());
-    let rest = &line[digits..];
-    let rest_ok = rest.is_empty() || rest.trim_ascii_start().first() == Some(&b';');
-    if digits == 0 || digits > 15 || !rest_ok {
-        return bad_chunk("a bad chunk-size line");
-    }
-    let text = std::str::from_utf8(&line[..digits]).expect("hex digits are ASCII");
-    u64::from_str_radix(text, 16).or_else(|_| bad_chunk("a bad chunk size"))
-}
-
-pub(super) fn memchr(byte: u8, bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == byte)
 }
 
 /// Fields that concern only the connection the head came on (RFC 9110 7.6.1).
@@ -175,7 +151,7 @@ pub(super) fn parse<'b>(
         Reader::Done
     } else {
         match (head.chunked, length) {
-            (Some(true), _) => Reader::Chunked(None),
+            (Some(true), _) => Reader::Chunked(crate::chunked::Decoder::new(super::MAX_HEAD)),
             (Some(false), _) => Reader::Close,
             (None, _) if length_bad => {
                 return Error::e_explain(

@@ -424,16 +424,6 @@ async fn the_read_buffer_is_reused_from_one_request_to_the_next() {
 }
 
 #[test]
-fn chunk_sizes_are_hex_with_optional_extensions() {
-    assert_eq!(chunk_size(b"1a").expect("hex"), 26);
-    assert_eq!(chunk_size(b"A;name=value").expect("ext"), 10);
-    assert_eq!(chunk_size(b"0").expect("last"), 0);
-    for bad in [&b""[..], b"-1", b"1 2", b"g", b"1234567890abcdef0", b" 1"] {
-        assert!(chunk_size(bad).is_err(), "{bad:?}");
-    }
-}
-
-#[test]
 fn request_field_names_are_spelt_as_usual() {
     let mut out = Vec::new();
     write_field(&mut out, &header::HOST, b"app");

@@ -1,20 +1,12 @@
-//! The request's path through the edge, top to bottom.
-//!
-//! HTTP/1, in the edge's own loop ([`EdgeProxy::serve_own`] on the edge's own session,
-//! [`EdgeProxy::serve`] on Pingora's): admit (the checks below, route, allow, rate limit) ▸
-//! forward ([`crate::forward`]) ▸ fail (the error the client sees) ▸ log.
-//!
-//! HTTP/2 ([`EdgeProxy::serve_h2`]): the same phases on each stream.
-//!
-//! With `EDGE_REQUEST_LOOP=pingora`, every request goes through Pingora's `ProxyHttp` phases
-//! instead, on the same admit, fail and log ([`pipeline`]).
-
-mod pipeline;
+//! The request's path through the edge, top to bottom, the same for every protocol a client
+//! speaks (an HTTP/1 request, an HTTP/2 stream: a [`Downstream`] session):
+//! admit (head checks, the https redirect, route, allow, rate limit, body size) ▸ forward
+//! ([`crate::forward`]: body, server, connection, answer, retries; a websocket upgrade's
+//! tunnel) ▸ fail (the error the client sees) ▸ log (metrics and the access log).
 
 use crate::client;
-use crate::config::DEFAULT_GZIP_LEVEL;
 use crate::ctx::RequestCtx;
-use crate::downstream::{h1, h2, Downstream};
+use crate::downstream::Downstream;
 use crate::observe::access_log;
 use crate::observe::connections::{self, TimeoutPhase};
 use crate::observe::metrics::{METRICS, UNROUTED};
@@ -23,161 +15,70 @@ use crate::request;
 use crate::respond;
 use crate::route::normalize_host;
 use crate::snapshot::Snapshot;
-use crate::websocket;
 use arc_swap::ArcSwap;
-use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
-use pingora::modules::http::HttpModules;
+use http::StatusCode;
 use pingora::prelude::*;
-use pingora::protocols::http::ReusableHttpStream;
-use pingora::proxy::Session;
 use pingora::{ErrorSource, ErrorType};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-/// The edge's proxy logic; the config it follows is swapped underneath by reloads.
+/// The edge's request path; the config it follows is swapped underneath by reloads.
 pub struct EdgeProxy {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    /// The response filters every client session runs (compression).
-    modules: HttpModules,
+}
+
+/// How a request ended, for the session it came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Answered whole.
+    Whole,
+    /// Failed before any answer went out, and was answered with the error (or its client is
+    /// gone).
+    Failed,
+    /// Failed after its answer's head went out: the answer is cut short.
+    Cut,
 }
 
 impl EdgeProxy {
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> EdgeProxy {
-        let mut modules = HttpModules::new();
-        // Enabled here so it reads Accept-Encoding; each request sets the level it uses.
-        modules.add_module(ResponseCompressionBuilder::enable(DEFAULT_GZIP_LEVEL));
-        EdgeProxy { snapshot, modules }
+        EdgeProxy { snapshot }
     }
 
-    /// A client session on `stream` for the edge's own loop, with the response filters.
-    pub fn session(&self, stream: pingora::protocols::Stream) -> Session {
-        Session::new_h1_with_modules(stream, &self.modules)
-    }
-
-    /// One HTTP/1 request, in the edge's own loop, top to bottom: the head ▸ the checks and
-    /// the route ([`admit`]) ▸ forward to a server and relay the answer
-    /// ([`crate::forward::forward`]) ▸ an error answer if it failed ([`fail`]) ▸ metrics and
-    /// the access log ([`log`]). `last`: the connection's last request (keepalive_requests,
-    /// or a shutdown). The connection comes back when it can carry another request.
-    pub async fn serve(&self, mut session: Session, last: bool) -> Option<ReusableHttpStream> {
-        match session.as_downstream_mut().read_request().await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    let id = client::new_request_id();
-                    let _ = respond::malformed_request(&mut session.downstream_session, &id).await;
-                }
-                return None;
+    /// One request, whatever protocol carries it, top to bottom: its context on the config
+    /// of now ▸ compression as the client asks ▸ admit ▸ forward (or the upgrade's tunnel)
+    /// ▸ an error answer if it failed ([`fail`]) ▸ metrics and the access log ([`log`]).
+    pub async fn serve(&self, session: &mut impl Downstream) -> Served {
+        let mut ctx = RequestCtx::new(self.snapshot.load_full());
+        session.compress(compression_level(
+            &ctx.snapshot.config.gzip,
+            session.req_header(),
+        ));
+        let result = match admit(session, &mut ctx).await {
+            Ok(Verdict::Answered) => Ok(()),
+            Ok(Verdict::Forward(route)) => {
+                crate::forward::forward(session, &mut ctx, &route, false).await
             }
-        }
-        let mut ctx = self.new_ctx();
-        let edge = &ctx.snapshot.config.edge;
-        // Between two reads of the body (Pingora's session times each read).
-        session
-            .downstream_session
-            .set_read_timeout(Some(edge.client_body_timeout));
-        if last {
-            session.set_keepalive(None);
-        } else if session.get_keepalive().is_some() {
-            session.set_keepalive(keepalive_secs(edge.keepalive_timeout));
-        }
-        let level = compression_level(&ctx.snapshot.config.gzip, session.req_header());
-        if let Some(c) = session
-            .downstream_modules_ctx
-            .get_mut::<ResponseCompression>()
-        {
-            c.adjust_level(level);
-        }
-        // The compression module reads Accept-Encoding without weights: it is shown the
-        // codings in the client's order of preference, and the request keeps its own.
-        let header = session.downstream_session.req_header_mut();
-        let accept = header.headers.get(http::header::ACCEPT_ENCODING).cloned();
-        let preferred = accept
-            .as_ref()
-            .and_then(|v| crate::compress::preferred_codings(v.as_bytes()));
-        if let Some(list) = preferred {
-            let _ = header.insert_header(http::header::ACCEPT_ENCODING, list);
-        }
-        let filtered = session
-            .downstream_modules_ctx
-            .request_header_filter(header)
-            .await;
-        if let Some(accept) = accept {
-            let _ = header.insert_header(http::header::ACCEPT_ENCODING, accept);
-        }
-        let result = match filtered {
+            Ok(Verdict::Upgrade(route)) => {
+                crate::forward::forward(session, &mut ctx, &route, true).await
+            }
             Err(e) => Err(e),
-            Ok(()) => match admit(&mut session, &mut ctx).await {
-                Ok(Verdict::Answered) => Ok(()),
-                Ok(Verdict::Upgrade(route)) => {
-                    websocket::tunnel(&mut session, &mut ctx, &route).await
-                }
-                Ok(Verdict::Forward(route)) => {
-                    crate::forward::forward(&mut session, &mut ctx, &route).await
-                }
-                Err(e) => Err(e),
-            },
         };
         if let Err(e) = &result {
-            fail(&mut session, e, &ctx).await;
+            fail(session, e, &ctx).await;
         }
-        log(&session, result.as_ref().err().map(|e| &**e), &ctx);
-        if result.is_err() {
-            return None;
+        log(session, result.as_ref().err().map(|e| &**e), &ctx);
+        match result {
+            Ok(()) => Served::Whole,
+            Err(_) if session.response_status().is_some_and(answered) => Served::Cut,
+            Err(_) => Served::Failed,
         }
-        session.downstream_session.finish().await.ok().flatten()
-    }
-
-    /// One HTTP/1.1 request on the edge's own session ([`h1::Session`]), the same phases as
-    /// [`Self::serve`]: admit ▸ forward ▸ fail ▸ log. Whether the connection can carry the
-    /// next request.
-    pub async fn serve_own(&self, session: &mut h1::Session<'_>) -> bool {
-        let mut ctx = self.new_ctx();
-        session.compress(compression_level(
-            &ctx.snapshot.config.gzip,
-            session.req_header(),
-        ));
-        let result = phases(session, &mut ctx).await;
-        log(session, result.as_ref().err().map(|e| &**e), &ctx);
-        result.is_ok() && session.reusable()
-    }
-
-    /// One HTTP/2 request stream, the same phases again: admit ▸ forward ▸ fail ▸ log.
-    /// Whether its answer is whole (not cut short after its head went out).
-    pub async fn serve_h2(&self, session: &mut h2::Session) -> bool {
-        let mut ctx = self.new_ctx();
-        session.compress(compression_level(
-            &ctx.snapshot.config.gzip,
-            session.req_header(),
-        ));
-        let result = phases(session, &mut ctx).await;
-        // An answer whose head went out and whose body then failed cannot be mended.
-        let cut = result.is_err()
-            && session
-                .response_status()
-                .is_some_and(|s| !s.is_informational());
-        log(session, result.as_ref().err().map(|e| &**e), &ctx);
-        !cut
     }
 }
 
-/// admit ▸ forward ▸ fail, on a session that takes no upgrade (the own HTTP/1.1 session
-/// leaves upgrades to Pingora's; an HTTP/2 request asks for none).
-async fn phases(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Result<()> {
-    let result = match admit(session, ctx).await {
-        Ok(Verdict::Answered) => Ok(()),
-        Ok(Verdict::Forward(route)) => crate::forward::forward(session, ctx, &route).await,
-        Ok(Verdict::Upgrade(_)) => Error::e_explain(
-            ErrorType::InternalError,
-            "an upgrade on a session that takes none",
-        ),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = &result {
-        fail(session, e, ctx).await;
-    }
-    result
+/// Whether a response head with `status` is the answer (not an interim one): a final status,
+/// or 101, after which the connection is a tunnel.
+fn answered(status: StatusCode) -> bool {
+    !status.is_informational() || status == StatusCode::SWITCHING_PROTOCOLS
 }
 
 /// What [`admit`] decided.
@@ -186,7 +87,8 @@ pub enum Verdict {
     Answered,
     /// To the route's upstream.
     Forward(Arc<crate::snapshot::Route>),
-    /// A websocket upgrade on a route that allows it: relayed by [`websocket::tunnel`].
+    /// A websocket upgrade on a route that allows it: forwarded with its `Upgrade`, and
+    /// tunnelled after a 101 ([`crate::websocket`]).
     Upgrade(Arc<crate::snapshot::Route>),
 }
 
@@ -371,10 +273,7 @@ pub fn log(session: &impl Downstream, e: Option<&Error>, ctx: &RequestCtx) {
 pub async fn fail(session: &mut impl Downstream, e: &Error, ctx: &RequestCtx) -> u16 {
     let status = error_status(e);
     // An informational head (103) may have gone out: the final answer is still owed.
-    let answered = session
-        .response_status()
-        .is_some_and(|s| !s.is_informational());
-    if status > 0 && !answered {
+    if status > 0 && !session.response_status().is_some_and(answered) {
         // The connection ends after an error answer: the answer says so.
         session.set_keepalive_off();
         let message = match status {
@@ -389,16 +288,6 @@ pub async fn fail(session: &mut impl Downstream, e: &Error, ctx: &RequestCtx) ->
         }
     }
     status
-}
-
-/// Pingora's keep-alive setting for `keepalive_timeout`: whole seconds, at least one; zero
-/// turns keep-alive off, as nginx's `keepalive_timeout 0` (Pingora reads 0 as no limit).
-pub fn keepalive_secs(timeout: std::time::Duration) -> Option<u64> {
-    if timeout.is_zero() {
-        None
-    } else {
-        Some(timeout.as_secs().max(1))
-    }
 }
 
 /// The compression level for a request: `[gzip] level` when enabled, none for HTTP/1.0
