@@ -2,10 +2,11 @@
 //! every upstream with `health`, each server on its own schedule and kept-alive connection,
 //! and takes servers out after `fall` failures and back after `rise` successes.
 //!
-//! A probe is an ordinary HTTP/1.1 request, made with hyper's client codec: `Host` is the
-//! server's configured host (and port unless 80), never its display label, so strict servers
-//! accept it; a chunked or length-delimited answer is read to its end (at most
-//! [`MAX_BODY`]), and the connection is kept for the next probe unless the server closes it.
+//! A probe is an ordinary HTTP/1.1 request, made with the edge's one upstream client
+//! ([`crate::upstream::client`]): `Host` is the server's configured host (and port unless 80),
+//! never its display label, so strict servers accept it; a chunked or length-delimited answer
+//! is read to its end (at most [`MAX_BODY`]), and the connection is kept for the next probe
+//! unless the server closes it.
 //! `timeout` bounds the whole exchange: connect, write and read. A kept-alive connection the
 //! server closed while idle is no verdict: the probe is made once more on a new connection.
 //!
@@ -17,20 +18,17 @@
 
 use crate::config::HealthSettings;
 use crate::snapshot::Snapshot;
+use crate::upstream::client::{self, Ask};
+use crate::upstream::h1::Connection;
 use crate::upstream::ServerState;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// How often the prober set is compared with the live snapshot.
@@ -166,27 +164,6 @@ pub struct Prober {
     connection: Option<Connection>,
 }
 
-/// A client connection: the request half, and the task that drives the codec.
-struct Connection {
-    sender: SendRequest<Empty<Bytes>>,
-    driver: JoinHandle<()>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
-}
-
-/// How one exchange failed.
-enum Failed {
-    /// No byte of an answer arrived: on a reused connection, the server may simply have
-    /// closed it while idle.
-    BeforeAnswer,
-    /// The connect failed, or the answer was cut short or too long.
-    Down,
-}
-
 impl Prober {
     /// A prober of `addr` that asks for `path` with `host` as its Host.
     pub fn new(addr: SocketAddr, host: &str, path: &str) -> Prober {
@@ -198,78 +175,40 @@ impl Prober {
         }
     }
 
-    /// One probe, bounded by `timeout` for connect, write and read together.
+    /// One probe, bounded by `timeout` for connect, write and read together. A kept-alive
+    /// connection the server closed while idle is no verdict: the probe is made again on a
+    /// new connection, within what is left of `timeout`.
     pub async fn probe(&mut self, timeout: Duration) -> Probe {
-        let probe = tokio::time::timeout(timeout, self.probe_unbounded()).await;
-        probe.unwrap_or_else(|_| {
-            self.connection = None;
-            Probe::Down
-        })
-    }
-
-    async fn probe_unbounded(&mut self) -> Probe {
-        if self
-            .connection
-            .as_ref()
-            .is_some_and(|c| c.sender.is_closed())
-        {
-            self.connection = None;
-        }
+        let started = std::time::Instant::now();
         let reused = self.connection.is_some();
-        let verdict = match self.exchange().await {
-            Err(Failed::BeforeAnswer) if reused => {
-                self.connection = None;
-                self.exchange().await
+        let verdict = match self.exchange(timeout).await {
+            Err(e) if reused && matches!(e.retry, pingora::RetryType::ReusedOnly) => {
+                self.exchange(timeout.saturating_sub(started.elapsed()))
+                    .await
             }
             other => other,
         };
-        verdict.unwrap_or_else(|_| {
-            self.connection = None;
-            Probe::Down
-        })
+        verdict.unwrap_or(Probe::Down)
     }
 
-    async fn exchange(&mut self) -> Result<Probe, Failed> {
-        let connection = match &mut self.connection {
-            Some(c) => c,
-            None => self.connection.insert(connect(self.addr).await?),
+    async fn exchange(&mut self, timeout: Duration) -> pingora::Result<Probe> {
+        let started = std::time::Instant::now();
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => Connection::new(client::connect(self.addr, timeout).await?),
         };
-        connection
-            .sender
-            .ready()
-            .await
-            .map_err(|_| Failed::BeforeAnswer)?;
-        let request = http::Request::get(self.path.as_str())
-            .header(http::header::HOST, self.host.as_str())
-            .header(http::header::USER_AGENT, USER_AGENT)
-            .header(http::header::ACCEPT, "application/json")
-            .body(Empty::new())
-            .map_err(|_| Failed::Down)?;
-        let response = connection
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|_| Failed::BeforeAnswer)?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|_| Failed::Down)?
-            .to_bytes();
-        Ok(judge(status, &body))
+        let ask = Ask {
+            method: "GET",
+            target: &self.path,
+            host: &self.host,
+            fields: &[("user-agent", USER_AGENT), ("accept", "application/json")],
+            body: b"",
+        };
+        let left = timeout.saturating_sub(started.elapsed());
+        let (answer, kept) = client::ask(connection, &ask, MAX_BODY, left).await?;
+        self.connection = kept;
+        Ok(judge(answer.status, &answer.body))
     }
-}
-
-async fn connect(addr: SocketAddr) -> Result<Connection, Failed> {
-    let stream = TcpStream::connect(addr).await.map_err(|_| Failed::Down)?;
-    let _ = stream.set_nodelay(true);
-    let (sender, codec) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| Failed::Down)?;
-    let driver = tokio::spawn(async move {
-        let _ = codec.await;
-    });
-    Ok(Connection { sender, driver })
 }
 
 /// The verdict on one answer, by the architecture document's health format.

@@ -215,7 +215,7 @@ fn explain(
         }
     }
     let explained = match admin {
-        Some(addr) => ask_admin(addr, &question),
+        Some(addr) => explain_by_admin(addr, &question),
         None => {
             let file = config.unwrap_or_else(|| PathBuf::from("upstreams.toml"));
             match config::load_file(&file) {
@@ -255,31 +255,43 @@ fn explain(
     }
 }
 
+/// `GET target` on a running edge's admin listener, with the edge's upstream client: the
+/// answer's status and body.
+fn ask_admin(admin: &str, target: &str) -> Result<(u16, bytes::Bytes), String> {
+    use std::time::Duration;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(admin)
+        .map_err(|e| format!("{admin}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{admin}: no address"))?;
+    let ask = edge::upstream::client::Ask {
+        method: "GET",
+        target,
+        host: "edge",
+        fields: &[("connection", "close")],
+        body: b"",
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let asked = edge::upstream::client::ask_once(addr, &ask, 16 << 20, Duration::from_secs(10));
+    let answer = runtime
+        .block_on(asked)
+        .map_err(|e| format!("{admin}: {e}"))?;
+    Ok((answer.status, answer.body))
+}
+
 /// `GET /explain?...` on a running edge's admin listener.
-fn ask_admin(
+fn explain_by_admin(
     admin: &str,
     question: &edge::explain::Question,
 ) -> Result<edge::explain::Explanation, String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(admin).map_err(|e| format!("{admin}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    let request = format!(
-        "GET /explain?{} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n",
-        question.to_query()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("{admin}: {e}"))?;
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .map_err(|e| format!("{admin}: {e}"))?;
-    let answer = String::from_utf8_lossy(&answer);
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let (status, body) = ask_admin(admin, &format!("/explain?{}", question.to_query()))?;
     let body: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("{admin}: not a JSON answer: {e}"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(body["message"].as_str().unwrap_or(head).to_string());
+        serde_json::from_slice(&body).map_err(|e| format!("{admin}: not a JSON answer: {e}"))?;
+    if status != 200 {
+        let why = format!("HTTP {status}");
+        return Err(body["message"].as_str().unwrap_or(&why).to_string());
     }
     serde_json::from_value(body).map_err(|e| format!("{admin}: unexpected answer: {e}"))
 }
@@ -352,33 +364,17 @@ fn report_errors(errors: &ConfigErrors) -> ExitCode {
 }
 
 fn healthcheck(admin: &str) -> ExitCode {
-    use std::io::{Read, Write};
-    use std::time::Duration;
-    let ask = || -> std::io::Result<String> {
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(admin)?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.write_all(b"GET /health HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer)
-    };
-    match ask() {
-        Ok(answer) if answer.starts_with("HTTP/1.1 200") => {
-            println!("{}", answer.split("\r\n\r\n").nth(1).unwrap_or(""));
+    match ask_admin(admin, "/health") {
+        Ok((200, body)) => {
+            println!("{}", String::from_utf8_lossy(&body));
             ExitCode::SUCCESS
         }
-        Ok(answer) => {
-            eprintln!(
-                "edge healthcheck: {}",
-                answer.lines().next().unwrap_or("no answer")
-            );
+        Ok((status, _)) => {
+            eprintln!("edge healthcheck: HTTP {status}");
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("edge healthcheck: {admin}: {e}");
+            eprintln!("edge healthcheck: {e}");
             ExitCode::FAILURE
         }
     }

@@ -144,40 +144,45 @@ impl Certificates {
         self.current.store(Arc::new(with_staples(loaded, &staples)));
     }
 
-    /// Keeps each certificate's OCSP response stapled (ocsp.rs), on a thread of its own so
-    /// that no handshake ever waits for a responder.
+    /// Keeps each certificate's OCSP response stapled (ocsp.rs), on a thread (and runtime)
+    /// of its own so that no handshake ever waits for a responder.
     pub fn staple(self: &Arc<Self>, refresh: Duration) -> std::io::Result<()> {
         if self.paths.iter().all(|p| p.ocsp == OcspSource::Off) {
             return Ok(());
         }
         let certs = self.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         std::thread::Builder::new()
             .name("ocsp".into())
             .spawn(move || {
-                let mut stapler = crate::ocsp::stapler::Stapler::new(refresh);
-                let names: Vec<String> = certs
-                    .paths
-                    .iter()
-                    .map(|p| p.cert.display().to_string())
-                    .collect();
-                loop {
-                    let loaded = certs.current.load_full();
-                    let views: Vec<CertView<'_>> = loaded
+                runtime.block_on(async move {
+                    let mut stapler = crate::ocsp::stapler::Stapler::new(refresh);
+                    let names: Vec<String> = certs
+                        .paths
                         .iter()
-                        .zip(&certs.paths)
-                        .zip(&names)
-                        .map(|((l, p), name)| CertView {
-                            name,
-                            source: &p.ocsp,
-                            leaf: l.key.cert.first().map_or(&[][..], |c| c.as_ref()),
-                            issuer: l.key.cert.get(1).map(|c| c.as_ref()),
-                        })
+                        .map(|p| p.cert.display().to_string())
                         .collect();
-                    for change in stapler.tick(&views, crate::ocsp::unix_now()) {
-                        certs.set_staple(change.index, change.staple);
+                    loop {
+                        let loaded = certs.current.load_full();
+                        let views: Vec<CertView<'_>> = loaded
+                            .iter()
+                            .zip(&certs.paths)
+                            .zip(&names)
+                            .map(|((l, p), name)| CertView {
+                                name,
+                                source: &p.ocsp,
+                                leaf: l.key.cert.first().map_or(&[][..], |c| c.as_ref()),
+                                issuer: l.key.cert.get(1).map(|c| c.as_ref()),
+                            })
+                            .collect();
+                        for change in stapler.tick(&views, crate::ocsp::unix_now()).await {
+                            certs.set_staple(change.index, change.staple);
+                        }
+                        tokio::time::sleep(WATCH_INTERVAL).await;
                     }
-                    std::thread::sleep(WATCH_INTERVAL);
-                }
+                })
             })?;
         Ok(())
     }

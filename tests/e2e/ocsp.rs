@@ -429,15 +429,15 @@ fn responses_are_verified_before_they_are_stapled() {
         issuer: Some(&ca),
     }];
     let mut stapler = Stapler::new(Duration::from_secs(3600));
-    let first = stapler.tick(&view, now);
+    let first = ticked(&mut stapler, &view, now);
     assert_eq!(first.len(), 1);
     assert!(first[0].staple.is_some());
     std::fs::remove_file(&file).expect("remove");
     assert!(
-        stapler.tick(&view, now + 30).is_empty(),
+        ticked(&mut stapler, &view, now + 30).is_empty(),
         "a failed refresh keeps the last good"
     );
-    let expired = stapler.tick(&view, now + 61);
+    let expired = ticked(&mut stapler, &view, now + 61);
     assert_eq!(expired.len(), 1);
     assert!(expired[0].staple.is_none(), "stapling stops at nextUpdate");
     // A renewed certificate (another leaf from the same CA): the old staple goes at once,
@@ -447,8 +447,7 @@ fn responses_are_verified_before_they_are_stapled() {
         std::fs::read(pki.response("file.der", &["-nmin", "1"])).expect("again"),
     )
     .expect("write");
-    assert!(stapler
-        .tick(&view, now + 20)
+    assert!(ticked(&mut stapler, &view, now + 20)
         .iter()
         .any(|c| c.staple.is_some()));
     issue_leaf(pki.dir.path(), "0x1002", "renewed.crt");
@@ -459,7 +458,7 @@ fn responses_are_verified_before_they_are_stapled() {
         leaf: &renewed,
         issuer: Some(&ca),
     }];
-    let changes = stapler.tick(&view, now + 21);
+    let changes = ticked(&mut stapler, &view, now + 21);
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert!(
         changes[0].staple.is_none(),
@@ -472,13 +471,24 @@ fn responses_are_verified_before_they_are_stapled() {
         leaf: &leaf,
         issuer: None,
     }];
-    assert!(Stapler::new(Duration::from_secs(1))
-        .tick(&alone, now)
-        .is_empty());
+    assert!(ticked(&mut Stapler::new(Duration::from_secs(1)), &alone, now).is_empty());
 }
 
 /// A responder that answers each request with what `answer` holds then and keeps the
 /// connection open (`drip`: sends it a byte a second instead, never finishing).
+/// One stapler round, on a runtime of the test's own (the stapler's fetches are async).
+fn ticked(
+    stapler: &mut Stapler,
+    views: &[edge::ocsp::stapler::CertView<'_>],
+    now: i64,
+) -> Vec<edge::ocsp::stapler::Change> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(stapler.tick(views, now))
+}
+
 fn odd_responder(drip: bool) -> (std::net::TcpListener, Arc<Mutex<Vec<u8>>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let accepting = listener.try_clone().expect("clone");
@@ -542,7 +552,11 @@ fn a_slow_responder_delays_no_other_certificate_and_answers_are_read_to_their_le
         },
     ];
     let started = Instant::now();
-    let changes = Stapler::new(Duration::from_secs(3600)).tick(&views, edge::ocsp::unix_now());
+    let changes = ticked(
+        &mut Stapler::new(Duration::from_secs(3600)),
+        &views,
+        edge::ocsp::unix_now(),
+    );
     // The dripping fetch is cut at its deadline (10 s), not after 60 bytes at a byte a second.
     assert!(
         started.elapsed() < Duration::from_secs(15),
@@ -573,7 +587,7 @@ fn a_chain_fixed_in_place_starts_stapling_and_metrics_follow_what_is_stapled() {
         leaf: &leaf,
         issuer: None,
     }];
-    assert!(stapler.tick(&alone, now).is_empty());
+    assert!(ticked(&mut stapler, &alone, now).is_empty());
     let stats = |name: &str| edge::ocsp::STATS.lock().expect("stats")[name].clone();
     assert!(!stats(&name).stapled);
     // Rewritten with its chain (same leaf): stapled at the next round, without a restart.
@@ -583,14 +597,12 @@ fn a_chain_fixed_in_place_starts_stapling_and_metrics_follow_what_is_stapled() {
         leaf: &leaf,
         issuer: Some(&ca),
     }];
-    assert!(stapler
-        .tick(&fixed, now + 1)
+    assert!(ticked(&mut stapler, &fixed, now + 1)
         .iter()
         .any(|c| c.staple.is_some()));
     assert!(stats(&name).stapled && stats(&name).next_update > now);
     // Expired: the metrics say nothing is stapled, and no nextUpdate.
-    assert!(stapler
-        .tick(&fixed, now + 120)
+    assert!(ticked(&mut stapler, &fixed, now + 120)
         .iter()
         .any(|c| c.staple.is_none()));
     assert_eq!((stats(&name).stapled, stats(&name).next_update), (false, 0));

@@ -19,13 +19,13 @@ use crate::ctx::RequestCtx;
 use crate::downstream::Downstream;
 use crate::observe::metrics::METRICS;
 use crate::snapshot::Route;
+use crate::upstream::client;
 use crate::upstream::h1::{self, Connection, Exchange};
 use crate::upstream::{InFlightGuard, Upstream};
 use bytes::{Bytes, BytesMut};
 use http::header;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
-use pingora::protocols::Stream;
 use pingora::ErrorType;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -335,7 +335,7 @@ async fn connection_for(
         // be part of every request's future.
         None => (
             Connection::new(
-                Box::pin(connect(addr, settings.connect_timeout))
+                Box::pin(client::connect(addr, settings.connect_timeout))
                     .await
                     .map_err(Failed::upstream)?,
             ),
@@ -539,21 +539,5 @@ async fn stream_body(
                 return Ok(());
             }
         }
-    }
-}
-
-/// Opens a connection to `addr` within `timeout`.
-async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<Stream> {
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(tcp)) => Ok(crate::tcp::Tcp::boxed(tcp, addr)),
-        Ok(Err(e)) => {
-            let etype = if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                ErrorType::ConnectRefused
-            } else {
-                ErrorType::ConnectError
-            };
-            Error::e_because(etype, format!("connecting to {addr}"), e)
-        }
-        Err(_) => Error::e_explain(ErrorType::ConnectTimedout, format!("connecting to {addr}")),
     }
 }

@@ -1,7 +1,8 @@
 //! OCSP stapling (nginx's `ssl_stapling on; ssl_stapling_verify on;`).
 //!
-//! One background thread keeps a verified OCSP response for each certificate: fetched from
-//! the responder in the leaf's Authority Information Access (`ocsp = "auto"`) or read from a
+//! One background thread keeps a verified OCSP response for each certificate: fetched (on its
+//! own runtime, with the edge's upstream client) from the responder in the leaf's Authority
+//! Information Access (`ocsp = "auto"`) or read from a
 //! file another tool keeps fresh (`ocsp = "FILE"`, as HAProxy's `.ocsp` files). A handshake
 //! never waits for it: [`crate::tls`] staples whatever response is current. Responses are
 //! refreshed at half their validity (or every `ocsp_refresh`, if sooner); a failed refresh
@@ -10,10 +11,10 @@
 pub mod response;
 pub mod stapler;
 
+use crate::upstream::client::{self, Ask};
 use response::{Good, OcspError, Query};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,8 +80,10 @@ pub fn expires(good: &Good, refresh: Duration) -> i64 {
         .unwrap_or(good.fetched + refresh.as_secs() as i64 + 60)
 }
 
-/// Asks the responder at `url` (plain HTTP, as RFC 6960 responders are) about `query`.
-pub fn fetch(url: &str, query: &Query) -> Result<Vec<u8>, OcspError> {
+/// Asks the responder at `url` (plain HTTP, as RFC 6960 responders are) about `query`, on
+/// the edge's upstream client, within [`FETCH_TIMEOUT`] in all (a responder that drips bytes
+/// cannot hold it longer).
+pub async fn fetch(url: &str, query: &Query) -> Result<Vec<u8>, OcspError> {
     let fail = |what: String| OcspError::Fetch(format!("{url}: {what}"));
     let rest = url
         .strip_prefix("http://")
@@ -97,72 +100,36 @@ pub fn fetch(url: &str, query: &Query) -> Result<Vec<u8>, OcspError> {
     } else {
         format!("{authority}:80")
     };
-    let addrs: Vec<SocketAddr> = with_port
-        .to_socket_addrs()
-        .map_err(|e| fail(format!("cannot resolve: {e}")))?
-        .collect();
-    let deadline = std::time::Instant::now() + FETCH_TIMEOUT;
-    let left = || deadline.saturating_duration_since(std::time::Instant::now());
-    let mut stream = addrs
-        .iter()
-        .find_map(|a| TcpStream::connect_timeout(a, left().max(Duration::from_millis(1))).ok())
-        .ok_or_else(|| fail("cannot connect".into()))?;
-    let _ = stream.set_write_timeout(Some(FETCH_TIMEOUT));
-    let head = format!(
-        "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/ocsp-request\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        query.request.len()
-    );
-    stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(&query.request))
-        .map_err(|e| fail(format!("cannot send: {e}")))?;
-    // Read until the body is whole (Content-Length) or the responder closes, within one
-    // deadline for the whole fetch: a responder that drips bytes cannot hold it longer.
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let body_at = loop {
-        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            if length.is_some_and(|len| answer.len() >= end + 4 + len) {
-                answer.truncate(end + 4 + length.unwrap_or(0));
-                break end + 4;
-            }
-        }
-        if answer.len() > MAX_RESPONSE + 4096 {
-            return Err(fail("an answer over 64 KiB".into()));
-        }
-        let wait = left();
-        if wait.is_zero() {
-            return Err(fail(format!(
-                "no whole answer within {}s",
-                FETCH_TIMEOUT.as_secs()
-            )));
-        }
-        let _ = stream.set_read_timeout(Some(wait));
-        match stream.read(&mut chunk) {
-            Ok(0) => match answer.windows(4).position(|w| w == b"\r\n\r\n") {
-                Some(end) => break end + 4,
-                None => return Err(fail("not an HTTP answer".into())),
-            },
-            Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(fail(format!("no answer: {e}"))),
-        }
+    let started = std::time::Instant::now();
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(FETCH_TIMEOUT, tokio::net::lookup_host(&with_port))
+            .await
+            .map_err(|_| fail("cannot resolve in time".into()))?
+            .map_err(|e| fail(format!("cannot resolve: {e}")))?
+            .collect();
+    let ask = Ask {
+        method: "POST",
+        target: path,
+        host: authority,
+        fields: &[
+            ("content-type", "application/ocsp-request"),
+            ("connection", "close"),
+        ],
+        body: &query.request,
     };
-    let status_line = String::from_utf8_lossy(&answer[..body_at]);
-    let status = status_line.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(fail(format!("HTTP {status}")));
+    let mut last = fail("no address".into());
+    for addr in addrs {
+        let left = FETCH_TIMEOUT.saturating_sub(started.elapsed());
+        match client::ask_once(addr, &ask, MAX_RESPONSE, left).await {
+            Ok(answer) if answer.status != 200 => {
+                return Err(fail(format!("HTTP {}", answer.status)))
+            }
+            Ok(answer) if answer.body.is_empty() => return Err(fail("an empty body".into())),
+            Ok(answer) => return Ok(answer.body.to_vec()),
+            Err(e) => last = fail(e.to_string()),
+        }
     }
-    let body = answer[body_at..].to_vec();
-    if body.is_empty() || body.len() > MAX_RESPONSE {
-        return Err(fail(format!("a body of {} bytes", body.len())));
-    }
-    Ok(body)
+    Err(last)
 }
 
 #[cfg(test)]

@@ -54,11 +54,10 @@ impl Stapler {
         }
     }
 
-    /// One round at `now` (Unix seconds): what is due is fetched, each certificate on a
-    /// thread of its own so that a slow responder delays no other certificate (each fetch
-    /// ends within [`super::FETCH_TIMEOUT`]). Blocking: run it on its own thread, never on a
-    /// handshake.
-    pub fn tick(&mut self, certs: &[CertView<'_>], now: i64) -> Vec<Change> {
+    /// One round at `now` (Unix seconds): what is due is fetched, the certificates' fetches
+    /// at once so that a slow responder delays no other certificate (each fetch ends within
+    /// [`super::FETCH_TIMEOUT`]). Never on a handshake's path.
+    pub async fn tick(&mut self, certs: &[CertView<'_>], now: i64) -> Vec<Change> {
         self.slots.resize_with(certs.len(), Slot::default);
         let mut changes = Vec::new();
         let mut due = vec![false; certs.len()];
@@ -112,26 +111,19 @@ impl Stapler {
             due[index] = now >= slot.next_at || file_changed;
             slot.file_stamp = stamp;
         }
-        let outcomes: Vec<Option<Result<Good, OcspError>>> = std::thread::scope(|scope| {
-            let running: Vec<_> = self
-                .slots
+        let attempts =
+            self.slots
                 .iter_mut()
                 .zip(certs)
                 .zip(&due)
-                .map(|((slot, cert), &due)| {
-                    due.then(|| scope.spawn(move || Self::attempt(slot, cert, now)))
-                })
-                .collect();
-            running
-                .into_iter()
-                .map(|handle| {
-                    handle.map(|h| {
-                        h.join()
-                            .unwrap_or(Err(OcspError::Fetch("the fetch panicked".into())))
-                    })
-                })
-                .collect()
-        });
+                .map(|((slot, cert), &due)| async move {
+                    if due {
+                        Some(Self::attempt(slot, cert, now).await)
+                    } else {
+                        None
+                    }
+                });
+        let outcomes = futures_util::future::join_all(attempts).await;
         for (index, outcome) in outcomes.into_iter().enumerate() {
             if let Some(outcome) = outcome {
                 self.settle(index, &certs[index], outcome, now, &mut changes);
@@ -211,7 +203,7 @@ impl Stapler {
     }
 
     /// One fetch (or read) and check of a certificate's response.
-    fn attempt(slot: &mut Slot, cert: &CertView<'_>, now: i64) -> Result<Good, OcspError> {
+    async fn attempt(slot: &mut Slot, cert: &CertView<'_>, now: i64) -> Result<Good, OcspError> {
         let issuer = cert.issuer.ok_or(OcspError::NoIssuer)?;
         if slot.query.is_none() {
             slot.query = Some(Query::new(cert.leaf, issuer)?);
@@ -222,7 +214,7 @@ impl Stapler {
                 .map_err(|e| OcspError::Fetch(format!("{}: {e}", path.display())))?,
             _ => {
                 let url = query.url.as_deref().ok_or(OcspError::NoResponder)?;
-                fetch(url, query)?
+                fetch(url, query).await?
             }
         };
         query.check(&bytes, now)

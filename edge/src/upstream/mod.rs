@@ -5,6 +5,7 @@
 //! carry over. Selection algorithms live in [`balance`].
 
 pub mod balance;
+pub mod client;
 pub mod h1;
 pub mod pool;
 
