@@ -165,3 +165,45 @@ async fn a_silent_client_is_closed_after_read_timeout_though_the_upstream_keeps_
         "the upstream's messages came through until then ({ticks})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_is_logged_with_its_upstream_and_server_and_its_retry_counted() {
+    let grafana = backend("grafana").await;
+    let dead = format!("127.0.0.1:{}", dead_port(0));
+    let live = grafana.addr.to_string();
+    let (_dir, log, log_line) = access_log_file();
+    let edge = Edge::start(
+        &log_line,
+        &TestConfig::new()
+            .upstream("grafana", [dead.clone(), live.clone()])
+            .route("/", "grafana")
+            .with("websocket", true)
+            .text(),
+    );
+    // Round robin starts at the dead server half of the time: ask until an upgrade has
+    // moved on from it.
+    let mut retried = false;
+    for n in 0..6 {
+        let url = format!("ws://{}/live/{n}", edge.http);
+        let (mut ws, response) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("an upgrade through the live server");
+        assert_eq!(response.status().as_u16(), 101);
+        ws.send(Message::text("ping")).await.expect("send");
+        assert_eq!(
+            ws.next().await.expect("a message").expect("not an error"),
+            Message::text("ping")
+        );
+        ws.close(None).await.expect("close");
+        let line = logged_line(&log, &format!("/live/{n}"), std::time::Duration::from_secs(5), "an upgrade").await;
+        assert_eq!(line["status"], 101, "{line}");
+        assert_eq!(line["upstream"], "grafana", "{line}");
+        assert_eq!(line["server"], live.as_str(), "{line}");
+        let (_, m) = crate::observe::scrape(&edge).await;
+        if crate::observe::value(&m, "edge_upstream_retries_total", &["upstream=\"grafana\""]) >= 1.0 {
+            retried = true;
+            break;
+        }
+    }
+    assert!(retried, "no upgrade was moved on from the dead server, or none was counted");
+}
