@@ -54,7 +54,7 @@ enum Command {
         /// nginx's own directory: when NGINX_CONF is not in it, an absolute path (or link
         /// target) under it is read from beside NGINX_CONF where the copy has it, so a copy of a
         /// server's /etc/nginx imports anywhere.
-        #[arg(long, default_value = edge::nginx::DEFAULT_NGINX_ROOT)]
+        #[arg(long, default_value = edge_nginx::DEFAULT_NGINX_ROOT)]
         nginx_root: PathBuf,
     },
     /// Say what the edge would do with a request and why: the route (and the routes it beat),
@@ -301,7 +301,7 @@ fn import_nginx(
     output: Option<&std::path::Path>,
     nginx_root: &std::path::Path,
 ) -> ExitCode {
-    let imported = match edge::nginx::import(nginx_conf, nginx_root) {
+    let imported = match edge_nginx::import(nginx_conf, nginx_root) {
         Ok(imported) => imported,
         Err(e) => {
             eprintln!("error: {e}");

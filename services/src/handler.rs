@@ -1,18 +1,16 @@
 //! Request routing: `/health`, `/metrics`, WebSocket upgrades and the JSON echo with its knobs.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::HeaderValue;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde::Serialize;
-use tokio::sync::watch;
 
+use crate::ctx::{error, respond, Ctx, JSON};
 use crate::health;
 use crate::state::State;
 use crate::ws;
@@ -23,16 +21,6 @@ const SERVED_BY: &str = "x-served-by";
 const MAX_SLEEP_MS: u64 = 600_000;
 /// Largest `bytes` accepted (64 MiB).
 const MAX_BYTES: usize = 64 << 20;
-
-const JSON: &str = "application/json";
-
-/// What each request handler gets: the service's state, the client, and the shutdown signal.
-#[derive(Clone)]
-pub(crate) struct Ctx {
-    pub(crate) state: Arc<State>,
-    pub(crate) peer: SocketAddr,
-    pub(crate) stop: watch::Receiver<bool>,
-}
 
 /// Answers one request; never fails, so the connection always gets a response.
 pub(crate) async fn handle(
@@ -77,26 +65,6 @@ pub(crate) async fn handle(
         "request"
     );
     Ok(response)
-}
-
-/// A response with a body and content type.
-pub(crate) fn respond(
-    status: StatusCode,
-    content_type: &str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    let content_type = HeaderValue::from_str(content_type)
-        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-    response.headers_mut().insert(CONTENT_TYPE, content_type);
-    response
-}
-
-/// A JSON `{"error": ...}` response.
-pub(crate) fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    respond(status, JSON, body)
 }
 
 fn metrics(state: &State) -> Response<Full<Bytes>> {

@@ -6,43 +6,11 @@ use futures_util::future::join_all;
 use http::StatusCode;
 use serde::Serialize;
 
+use crate::spec::HealthOverride;
 use crate::state::State;
 
 /// How long a dependency's TCP connect may take before it counts as unhealthy.
 const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Forces what `/health` reports, for testing active health checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HealthOverride {
-    /// Report the status the dependency checks give.
-    Auto,
-    /// Always report `healthy` (HTTP 200).
-    Healthy,
-    /// Always report `degraded` (HTTP 200).
-    Degraded,
-    /// Always report `unhealthy` (HTTP 503).
-    Unhealthy,
-}
-
-impl HealthOverride {
-    pub(crate) fn to_u8(self) -> u8 {
-        match self {
-            Self::Auto => 0,
-            Self::Healthy => 1,
-            Self::Degraded => 2,
-            Self::Unhealthy => 3,
-        }
-    }
-
-    pub(crate) fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Self::Healthy,
-            2 => Self::Degraded,
-            3 => Self::Unhealthy,
-            _ => Self::Auto,
-        }
-    }
-}
 
 /// Health of the service or of one dependency.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -4,7 +4,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::server::ServiceSpec;
+use crate::spec::ServiceSpec;
 
 /// The metrics a service exports on `/metrics`.
 pub(crate) struct Metrics {

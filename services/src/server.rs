@@ -13,38 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::handler::{handle, Ctx};
-use crate::health::HealthOverride;
+use crate::ctx::Ctx;
+use crate::handler::handle;
+use crate::spec::{HealthOverride, ServiceSpec};
 use crate::state::{ConnectionGuard, State};
 
 /// How long shutdown waits for in-flight requests and WebSockets before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What a service is and which dependencies its `/health` checks.
-#[derive(Clone, Debug)]
-pub struct ServiceSpec {
-    /// Service name, e.g. `content-manager`.
-    pub name: String,
-    /// Identifies this process or instance in responses, e.g. `cm-1`.
-    pub instance: String,
-    /// Version reported by `/health` and `service_info`.
-    pub version: String,
-    /// `(check name, "host:port")` pairs, e.g. `("database", "127.0.0.1:5432")`, each checked
-    /// by a TCP connect with a 2 s timeout.
-    pub dependencies: Vec<(String, String)>,
-}
-
-impl ServiceSpec {
-    /// A spec with this crate's version and no dependencies.
-    pub fn new(name: &str, instance: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            instance: instance.to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            dependencies: Vec::new(),
-        }
-    }
-}
 
 /// A service running in a spawned task. Dropping it stops the service too.
 pub struct RunningService {

@@ -4,9 +4,8 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::health::HealthOverride;
 use crate::metrics::Metrics;
-use crate::server::ServiceSpec;
+use crate::spec::{HealthOverride, ServiceSpec};
 
 /// Counters, health override and metrics of one service instance.
 pub(crate) struct State {

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::handler::{error, Ctx};
+use crate::ctx::{error, Ctx};
 use crate::state::{ConnectionGuard, State};
 
 /// How long a closing WebSocket waits for the client's close reply during shutdown.

@@ -195,15 +195,26 @@ async fn an_upgrade_is_logged_with_its_upstream_and_server_and_its_retry_counted
             Message::text("ping")
         );
         ws.close(None).await.expect("close");
-        let line = logged_line(&log, &format!("/live/{n}"), std::time::Duration::from_secs(5), "an upgrade").await;
+        let line = logged_line(
+            &log,
+            &format!("/live/{n}"),
+            std::time::Duration::from_secs(5),
+            "an upgrade",
+        )
+        .await;
         assert_eq!(line["status"], 101, "{line}");
         assert_eq!(line["upstream"], "grafana", "{line}");
         assert_eq!(line["server"], live.as_str(), "{line}");
         let (_, m) = crate::observe::scrape(&edge).await;
-        if crate::observe::value(&m, "edge_upstream_retries_total", &["upstream=\"grafana\""]) >= 1.0 {
+        if crate::observe::value(&m, "edge_upstream_retries_total", &["upstream=\"grafana\""])
+            >= 1.0
+        {
             retried = true;
             break;
         }
     }
-    assert!(retried, "no upgrade was moved on from the dead server, or none was counted");
+    assert!(
+        retried,
+        "no upgrade was moved on from the dead server, or none was counted"
+    );
 }

@@ -2,14 +2,13 @@
 //!
 //! The compiled runtime form lives in [`crate::snapshot`]; reloading in [`crate::reload`].
 
-pub mod ciphers;
 pub mod file;
 pub mod model;
 #[cfg(test)]
 mod proptests;
 pub mod validate;
 
-pub use ciphers::cipher_policy;
+pub use edge_syntax::ciphers::cipher_policy;
 pub use model::*;
 pub use validate::{validate, ConfigErrors, Diagnostic, Validated};
 

@@ -8,6 +8,7 @@ pub mod balance;
 pub mod client;
 pub mod h1;
 pub mod pool;
+pub mod probe;
 
 use crate::config::{Balance, UpstreamSettings};
 use std::net::{IpAddr, SocketAddr};

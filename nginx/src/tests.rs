@@ -1,7 +1,7 @@
 //! The import against the nginx edge being replaced, and directive by directive.
 
 use super::*;
-use crate::config::{self, Balance, Config};
+use edge::config::{self, Balance, Config};
 use std::time::Duration;
 
 const REFERENCE: &str = concat!(
@@ -36,7 +36,7 @@ fn note_for<'a>(imported: &'a Imported, directive: &str) -> &'a Note {
 fn the_reference_nginx_edge_imports_as_the_hand_translation_routes_and_limits() {
     let imported = reference();
     let ours = valid(&imported);
-    let hand = config::validate("upstreams.toml", include_str!("../../../upstreams.toml"))
+    let hand = config::validate("upstreams.toml", include_str!("../../upstreams.toml"))
         .expect("the repository's upstreams.toml")
         .config;
     // Zones: same rates and sizes.

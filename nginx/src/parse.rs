@@ -6,23 +6,10 @@
 //! name order, and a glob that matches nothing is not an error. Variables (`$host`) stay text.
 
 use super::lex::{Lexer, TokenKind};
-use std::fmt;
+use super::place::syntax;
+pub use super::place::{ParseError, Place};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-
-/// Where a directive was written.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Place {
-    pub file: Rc<str>,
-    pub line: u32,
-    pub column: u32,
-}
-
-impl fmt::Display for Place {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
-    }
-}
 
 /// One directive: `name arg ...;` or `name arg ... { ... }`.
 #[derive(Clone, Debug)]
@@ -64,15 +51,6 @@ impl Directive {
     pub fn children(&self) -> &[Directive] {
         self.block.as_deref().unwrap_or(&[])
     }
-}
-
-/// A file that cannot be read or is not valid nginx syntax.
-#[derive(Debug, thiserror::Error)]
-pub enum ParseError {
-    #[error("{at}: {message}")]
-    Syntax { at: Place, message: String },
-    #[error("{file}: cannot read the file: {error}")]
-    Read { file: String, error: std::io::Error },
 }
 
 /// How deep includes may nest before the parser calls it a loop.
@@ -280,13 +258,6 @@ impl Parser<'_> {
             );
         }
         Ok(directives)
-    }
-}
-
-pub(super) fn syntax(at: Place, message: impl Into<String>) -> ParseError {
-    ParseError::Syntax {
-        at,
-        message: message.into(),
     }
 }
 

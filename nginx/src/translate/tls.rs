@@ -164,7 +164,8 @@ impl Translator<'_> {
             if keywords {
                 self.notes.insert(Note { at, directive, kind: Kind::Differs, decide: false, why: "OpenSSL cipher-string keywords are not expanded: the edge offers its ECDHE+AEAD set".into() });
             } else {
-                let (_, dropped) = crate::config::cipher_policy(std::slice::from_ref(&ciphers));
+                let (_, dropped) =
+                    edge_syntax::ciphers::cipher_policy(std::slice::from_ref(&ciphers));
                 let kept: Vec<&str> = names
                     .iter()
                     .copied()

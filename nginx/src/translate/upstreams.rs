@@ -15,7 +15,7 @@ impl Translator<'_> {
             if let Some(zone) = arg.strip_prefix("zone=") {
                 let (n, s) = zone.split_once(':').unwrap_or((zone, ""));
                 name = Some(n.to_string());
-                size = crate::units::parse_size(s).ok();
+                size = edge_syntax::units::parse_size(s).ok();
             } else if let Some(r) = arg.strip_prefix("rate=") {
                 rate = Some(r.to_string());
             } else if arg == "sync" {
@@ -45,7 +45,7 @@ impl Translator<'_> {
             );
             return;
         };
-        if crate::units::parse_rate(&rate).is_err() {
+        if edge_syntax::units::parse_rate(&rate).is_err() {
             self.note(
                 d,
                 Kind::NoEquivalent,

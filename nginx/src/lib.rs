@@ -3,12 +3,25 @@
 //!
 //! parse (nginx syntax, includes) ▸ translate (directive by directive, with nginx's
 //! inheritance from http to server to location) ▸ emit (a commented TOML file). The import is
-//! a tool beside the running edge: nothing in the edge imports this module.
+//! a tool beside the running edge, a crate of its own: the `edge` binary offers it as
+//! `edge import-nginx`, and nothing that serves a request links against it. The words of the
+//! edge's config it writes come from `edge-syntax`, as the edge reads them.
+//!
+//! Layers, each importing only from its own layer or from below:
+//!
+//! ```text
+//! translate          directive by directive, with nginx's inheritance
+//! emit, known        the commented TOML; what the edge does about each directive it knows
+//! parse              nginx's syntax: directives, blocks, includes
+//! lex                tokens
+//! place              where something was written, and the errors that say so
+//! ```
 
 mod emit;
 mod known;
 mod lex;
 pub mod parse;
+mod place;
 mod translate;
 
 use parse::{Paths, Place};

@@ -56,7 +56,7 @@ impl Translator<'_> {
                 "nginx's 0 turns the check off; the edge always has a limit (set a large one)",
             ),
             "client_max_body_size" | "client_body_buffer_size" => {
-                if crate::units::parse_size(first).is_ok() {
+                if edge_syntax::units::parse_size(first).is_ok() {
                     let key = if d.name == "client_max_body_size" {
                         "client_max_body_size"
                     } else {
@@ -69,7 +69,10 @@ impl Translator<'_> {
             }
             "large_client_header_buffers" => {
                 let count = d.args.first().and_then(|n| n.parse::<u64>().ok());
-                let size = d.args.get(1).and_then(|s| crate::units::parse_size(s).ok());
+                let size = d
+                    .args
+                    .get(1)
+                    .and_then(|s| edge_syntax::units::parse_size(s).ok());
                 if let (Some(count), Some(size)) = (count, size) {
                     self.edge
                         .set("max_uri_size", Value::Line(string(&d.args[1])), at.clone());
@@ -164,7 +167,7 @@ impl Translator<'_> {
                 self.gzip
                     .set("enabled", Value::Line((first == "on").to_string()), at);
             }
-            "gzip_min_length" => match crate::units::parse_size(first) {
+            "gzip_min_length" => match edge_syntax::units::parse_size(first) {
                 Ok(n) => self.gzip.set("min_length", Value::Line(n.to_string()), at),
                 Err(_) => self.note(d, Kind::NoEquivalent, true, "not a size"),
             },

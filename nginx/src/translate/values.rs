@@ -37,7 +37,7 @@ pub(super) fn key_name(name: &str) -> String {
 }
 
 /// nginx's time syntax: `65`, `30s`, `500ms`, `1m30s`, `1h`, `2d`, `1w`.
-pub(in crate::nginx) fn nginx_duration(text: &str) -> Option<Duration> {
+pub(crate) fn nginx_duration(text: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = text.trim();
     if rest.is_empty() {

@@ -1,7 +1,7 @@
 //! nginx's tokens: words (bare, or quoted with nginx's escapes), `;`, `{` and `}`, with `#`
 //! comments skipped, each with the line and column it starts at.
 
-use super::parse::{syntax, ParseError, Place};
+use super::place::{syntax, ParseError, Place};
 use std::rc::Rc;
 
 pub(super) struct Token {
