@@ -169,29 +169,94 @@ pub async fn forward(
             Err(failed) => failed,
         };
         ctx.server = None;
-        if failed.client {
-            return Err(failed.error);
+        let facts = Facts {
+            client: failed.client,
+            stale: failed.stale,
+            body_spent: failed.body_spent,
+            body_sent: failed.body_sent,
+            streaming: matches!(body, Body::Streaming(_)),
+            response_started: ctx.response_started,
+            idempotent,
+            connect_failed: matches!(
+                failed.error.etype(),
+                ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError
+            ),
+            attempts_left: ctx.attempts.count < upstream.max_attempts(),
+        };
+        match decide(&facts) {
+            Decision::End { blame } => {
+                if blame {
+                    upstream.report_failure(index);
+                }
+                return Err(failed.error);
+            }
+            Decision::Resend => {
+                // A kept-alive connection the server had closed says nothing about the server.
+                ctx.attempts.unmark(index);
+            }
+            Decision::NextServer => upstream.report_failure(index),
         }
-        let resendable = !ctx.response_started
-            && !failed.body_spent
-            && !matches!(body, Body::Streaming(_))
-            && (idempotent || (failed.stale && !failed.body_sent));
-        if failed.stale && resendable {
-            // A kept-alive connection the server had closed says nothing about the server.
-            ctx.attempts.unmark(index);
-            continue;
-        }
-        if !ctx.response_started {
-            upstream.report_failure(index);
-        }
-        let connect_failed = matches!(
-            failed.error.etype(),
-            ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError
-        );
-        let may_retry = (connect_failed && !failed.body_spent) || resendable;
-        if !may_retry || ctx.attempts.count >= upstream.max_attempts() {
-            return Err(failed.error);
-        }
+    }
+}
+
+/// What is known of an attempt that failed, for [`decide`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Facts {
+    /// The client failed or left.
+    client: bool,
+    /// A kept-alive connection that failed before any byte of an answer.
+    stale: bool,
+    /// Some of a streamed body was read from the client and sent.
+    body_spent: bool,
+    /// Some of the body went to the server.
+    body_sent: bool,
+    /// The body is larger than the buffer: it streams, and can go to one server only.
+    streaming: bool,
+    /// The server's answer had begun.
+    response_started: bool,
+    idempotent: bool,
+    /// The connect itself failed (the server never saw the request).
+    connect_failed: bool,
+    /// `next_upstream_tries` allows another attempt.
+    attempts_left: bool,
+}
+
+/// What comes after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// The request ends with the error; `blame`: the server is counted failed.
+    End { blame: bool },
+    /// The same request again, on a new connection, the server not counted failed (it had
+    /// closed a kept-alive connection while it was idle).
+    Resend,
+    /// The server is counted failed and the request moves on to the next server.
+    NextServer,
+}
+
+/// nginx's `proxy_next_upstream error timeout`: a failed connect always moves on (the server
+/// saw nothing), as long as no streamed body was spent; a failure after the request went out
+/// moves an idempotent request whose body can be sent again; a kept-alive connection that
+/// failed before any answer is sent again without counting against the server (for any
+/// request whose body did not go out); once the answer began, nothing is sent again and the
+/// server is not blamed for what follows; a client that left ends the request and blames
+/// nobody.
+fn decide(f: &Facts) -> Decision {
+    if f.client {
+        return Decision::End { blame: false };
+    }
+    let resendable = !f.response_started
+        && !f.body_spent
+        && !f.streaming
+        && (f.idempotent || (f.stale && !f.body_sent));
+    if f.stale && resendable {
+        return Decision::Resend;
+    }
+    let blame = !f.response_started;
+    let may_retry = (f.connect_failed && !f.body_spent) || resendable;
+    if may_retry && f.attempts_left {
+        Decision::NextServer
+    } else {
+        Decision::End { blame }
     }
 }
 
@@ -539,5 +604,127 @@ async fn stream_body(
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            attempts_left: true,
+            idempotent: true,
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_connect_moves_on_whatever_the_method() {
+        let connect = Facts {
+            connect_failed: true,
+            ..facts()
+        };
+        assert_eq!(decide(&connect), Decision::NextServer);
+        let post = Facts {
+            idempotent: false,
+            ..connect
+        };
+        assert_eq!(
+            decide(&post),
+            Decision::NextServer,
+            "the server saw nothing"
+        );
+        let spent = Facts {
+            body_spent: true,
+            ..post
+        };
+        assert_eq!(
+            decide(&spent),
+            Decision::End { blame: true },
+            "a streamed body read once cannot go elsewhere"
+        );
+    }
+
+    #[test]
+    fn a_failure_after_the_request_went_out_moves_only_an_idempotent_request() {
+        assert_eq!(
+            decide(&facts()),
+            Decision::NextServer,
+            "a GET that timed out"
+        );
+        let post = Facts {
+            idempotent: false,
+            body_sent: true,
+            ..facts()
+        };
+        assert_eq!(decide(&post), Decision::End { blame: true });
+        let streaming = Facts {
+            streaming: true,
+            ..facts()
+        };
+        assert_eq!(decide(&streaming), Decision::End { blame: true });
+    }
+
+    #[test]
+    fn a_stale_kept_alive_connection_is_resent_without_blame() {
+        let stale = Facts {
+            stale: true,
+            ..facts()
+        };
+        assert_eq!(decide(&stale), Decision::Resend);
+        let post = Facts {
+            idempotent: false,
+            ..stale
+        };
+        assert_eq!(decide(&post), Decision::Resend, "its body never went out");
+        let sent = Facts {
+            body_sent: true,
+            ..post
+        };
+        assert_eq!(decide(&sent), Decision::End { blame: true });
+        let last = Facts {
+            attempts_left: false,
+            ..stale
+        };
+        assert_eq!(
+            decide(&last),
+            Decision::Resend,
+            "a resend is not a new attempt: next_upstream_tries does not bound it"
+        );
+    }
+
+    #[test]
+    fn once_the_answer_began_nothing_is_sent_again_and_nobody_is_blamed() {
+        let started = Facts {
+            response_started: true,
+            ..facts()
+        };
+        assert_eq!(decide(&started), Decision::End { blame: false });
+        let stale = Facts {
+            stale: true,
+            ..started
+        };
+        assert_eq!(decide(&stale), Decision::End { blame: false });
+    }
+
+    #[test]
+    fn a_client_that_left_ends_the_request_and_blames_no_server() {
+        let client = Facts {
+            client: true,
+            connect_failed: true,
+            ..facts()
+        };
+        assert_eq!(decide(&client), Decision::End { blame: false });
+    }
+
+    #[test]
+    fn no_attempt_is_made_past_next_upstream_tries() {
+        let last = Facts {
+            attempts_left: false,
+            connect_failed: true,
+            ..facts()
+        };
+        assert_eq!(decide(&last), Decision::End { blame: true });
     }
 }
