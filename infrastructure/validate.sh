@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Infrastructure validation (the architecture document's "validate-infrastructure.sh", made
+# Infrastructure validation (the content engine's "validate-infrastructure.sh", made
 # real): checks every deployment and monitoring file of this repository without starting
 # anything.
 #

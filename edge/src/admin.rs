@@ -151,7 +151,7 @@ impl AdminApp {
         body
     }
 
-    /// The architecture document's health format: healthy when every upstream has a usable
+    /// The content engine's health format (docs/context.md): healthy when every upstream has a usable
     /// server, degraded otherwise (the edge itself still serves). `unprobed` names the
     /// upstreams with a server counted up that nothing has checked yet (no probe has
     /// answered, no request has reached it).

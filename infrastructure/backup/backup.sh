@@ -1,5 +1,5 @@
 #!/bin/sh
-# One backup run (the architecture document's backup strategy):
+# One backup run (the content engine's backup strategy):
 #   1. PostgreSQL: pg_dump (plain SQL, --clean --if-exists --create), gzipped;
 #      the newest is also copied to /database-backups/latest.sql.gz for restores
 #   2. Redis: an RDB snapshot taken over the network (redis-cli --rdb)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Creates the architecture document's MinIO buckets if they are missing, with its versioning
+# Creates the content engine's MinIO buckets if they are missing, with its versioning
 # and retention (lifecycle) settings. Idempotent; the backup service runs it when it starts.
 set -eu
 

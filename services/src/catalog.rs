@@ -11,7 +11,7 @@ pub struct ServiceInfo {
     pub api_prefix: &'static str,
 }
 
-/// Every backend service, in the order of the architecture document.
+/// Every backend service, in the order of docs/context.md.
 pub const CATALOG: &[ServiceInfo] = &[
     ServiceInfo {
         name: "content-manager",

@@ -1,7 +1,7 @@
 //! Realistic stand-ins for the AquaScene Content Engine backend services that the edge proxy routes to.
 //!
 //! Each service is a small hyper 1 server (HTTP/1.1 with keep-alive, plus h2c) that answers
-//! `GET /health` in the architecture document's format, exposes Prometheus metrics on
+//! `GET /health` in the content engine's format (docs/context.md), exposes Prometheus metrics on
 //! `GET /metrics`, echoes every other request back as JSON (tunable with query parameters) and
 //! echoes WebSocket messages. Start one in-process with [`spawn`] or [`serve`].
 //!

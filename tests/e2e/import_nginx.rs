@@ -1,5 +1,5 @@
 //! `edge import-nginx`: the nginx edge being replaced (tests/fixtures/nginx, a copy of
-//! shared/reference/nginx), imported and run in front of the bundled services, routes, balances
+//! tests/fixtures/nginx), imported and run in front of the bundled services, routes, balances
 //! and limits the requests as nginx did.
 
 use crate::support::*;

@@ -2,7 +2,7 @@
 //!
 //! [`super::validate`] turns the file into these; [`crate::snapshot`] compiles them into the
 //! runtime state the proxy reads. Defaults are the named constants below; they mirror the nginx
-//! edge (`shared/reference/nginx/`) unless their comment says otherwise.
+//! edge (docs/context.md) unless their comment says otherwise.
 
 use crate::units::Rate;
 use ipnet::IpNet;

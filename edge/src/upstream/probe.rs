@@ -1,5 +1,5 @@
 //! Active health probes of one server: a `GET path` on one kept-alive HTTP/1.1 connection
-//! every `interval`, judged by the architecture document's health format, moving the server's
+//! every `interval`, judged by the content engine's health format (docs/context.md), moving the server's
 //! [`super::ServerState`] out after `fall` failures and back after `rise` successes. The
 //! health service ([`crate::health`]) runs one [`probe_loop`] per probed server and follows
 //! reloads.
@@ -138,7 +138,7 @@ impl Prober {
     }
 }
 
-/// The verdict on one answer, by the architecture document's health format.
+/// The verdict on one answer, by the content engine's health format (docs/context.md).
 pub fn judge(status: u16, body: &[u8]) -> Probe {
     if !(200..300).contains(&status) {
         return Probe::Down;
