@@ -2,35 +2,24 @@
 
 use crate::support::*;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-fn two_servers(balance: &str, a: &str, b: &str, weights: (u32, u32)) -> String {
-    format!(
-        r#"
-[upstreams.app]
-balance = "{balance}"
-servers = [{{ addr = "{a}", weight = {} }}, {{ addr = "{b}", weight = {} }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-        weights.0, weights.1
-    )
+/// Two servers `a` and `b` of upstream `app` (routed for every path), balanced by `balance`
+/// with these weights.
+fn two_servers(balance: &str, a: SocketAddr, b: SocketAddr, weights: [i64; 2]) -> TestConfig {
+    TestConfig::new()
+        .upstream("app", [a, b])
+        .with("balance", balance)
+        .weights(weights)
+        .route("/", "app")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn round_robin_splits_three_to_one_for_weights_three_and_one() {
     let a = backend("a").await;
     let b = backend("b").await;
-    let edge = Edge::start(
-        "",
-        &two_servers(
-            "round_robin",
-            &a.addr.to_string(),
-            &b.addr.to_string(),
-            (3, 1),
-        ),
-    );
+    let edge = Edge::start("", two_servers("round_robin", a.addr, b.addr, [3, 1]));
     let c = reqwest::Client::new();
     let mut counts: HashMap<String, u32> = HashMap::new();
     for _ in 0..400 {
@@ -47,36 +36,24 @@ async fn round_robin_splits_three_to_one_for_weights_three_and_one() {
 async fn least_conn_sends_new_requests_away_from_a_server_holding_slow_ones() {
     let a = backend("a").await;
     let b = backend("b").await;
-    let edge = Edge::start(
-        "",
-        &two_servers(
-            "least_conn",
-            &a.addr.to_string(),
-            &b.addr.to_string(),
-            (1, 1),
-        ),
-    );
+    let edge = Edge::start("", two_servers("least_conn", a.addr, b.addr, [1, 1]));
     // Slow enough to outlast the fast ones on a loaded machine; the test waits for it to be
     // in flight (least_conn's own count, in /status) rather than for a fixed time.
     let slow_url = edge.url("/slow?sleep_ms=8000");
     let slow = tokio::spawn(async move { get_json(&client(), &slow_url, &[]).await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = admin_json(&edge, "/status").await;
-        let servers = status["upstreams"]["app"]["servers"].as_array().cloned();
-        if servers
-            .unwrap_or_default()
-            .iter()
-            .any(|s| s["in_flight"] == 1)
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the slow request never got in flight: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the slow request never got in flight",
+        async || {
+            let status = admin_json(&edge, "/status").await;
+            let servers = status["upstreams"]["app"]["servers"].as_array().cloned();
+            servers
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s["in_flight"] == 1)
+        },
+    )
+    .await;
     let c = client();
     let mut fast = Vec::new();
     for _ in 0..10 {
@@ -98,18 +75,13 @@ async fn ip_hash_keeps_a_client_on_one_server_until_that_server_is_down() {
     let a = backend("a").await;
     let b = backend("b").await;
     let edge = Edge::start(
-        "trusted_proxies = [\"127.0.0.1/32\"]",
-        &format!(
-            r#"
-[upstreams.app]
-balance = "ip_hash"
-servers = [{{ addr = "{}", max_fails = 1, fail_timeout = "30s" }}, {{ addr = "{}", max_fails = 1, fail_timeout = "30s" }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            a.addr, b.addr
-        ),
+        table! { trusted_proxies = vec!["127.0.0.1/32"] },
+        TestConfig::new()
+            .upstream("app", [a.addr, b.addr])
+            .with("balance", "ip_hash")
+            .with_servers("max_fails", 1)
+            .with_servers("fail_timeout", "30s")
+            .route("/", "app"),
     );
     let c = reqwest::Client::new();
     let as_client = |ip: String| vec![("x-forwarded-for".to_string(), ip)];

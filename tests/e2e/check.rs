@@ -1,14 +1,13 @@
 //! `edge check`: like `nginx -t`, every mistake with file:line:col.
 
-use crate::support::edge_bin;
+use crate::support::*;
 use std::process::Command;
 
 #[test]
 fn the_repository_config_passes() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let out = Command::new(edge_bin())
         .args(["check", "upstreams.toml"])
-        .current_dir(root)
+        .current_dir(repo())
         .output()
         .expect("run edge check");
     assert!(
@@ -23,22 +22,16 @@ fn the_repository_config_passes() {
 fn five_mistakes_are_all_reported_and_the_exit_code_is_non_zero() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        r#"[edge]
-keepalive_timeout = "soon"
-http_listen = ["nowhere"]
-
-[upstreams.app]
-balance = "random"
-servers = [ { addr = "app:80", weight = 0 } ]
-
-[[routes]]
-path = "/api/"
-upstream = "missing"
-"#,
-    )
-    .expect("write");
+    let text = TestConfig::new()
+        .section("edge")
+        .with("keepalive_timeout", "soon")
+        .with("http_listen", vec!["nowhere"])
+        .upstream("app", ["app:80"])
+        .with("balance", "random")
+        .with_servers("weight", 0)
+        .route("/api/", "missing")
+        .text();
+    std::fs::write(&path, &text).expect("write");
     let out = Command::new(edge_bin())
         .arg("check")
         .arg(&path)
@@ -47,10 +40,18 @@ upstream = "missing"
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
-    for place in ["2:21", "3:16", "6:11", "7:41", "11:12"] {
+    // Each mistake is placed where its value starts.
+    for key in [
+        "keepalive_timeout",
+        "http_listen",
+        "balance",
+        "weight",
+        "upstream",
+    ] {
+        let place = place_of_value(&text, key);
         assert!(
             stderr.contains(&format!("{file}:{place}:")),
-            "missing {place} in:\n{stderr}"
+            "missing {key} at {place} in:\n{stderr}\n{text}"
         );
     }
     assert!(stderr.contains("5 errors found"), "{stderr}");
@@ -76,8 +77,8 @@ fn garbage_input_is_an_error_not_a_crash() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn healthcheck_asks_the_admin_health_endpoint() {
-    let app = crate::support::backend("app").await;
-    let edge = crate::support::Edge::start("", &crate::support::one_route(app.addr));
+    let app = backend("app").await;
+    let edge = Edge::start("", one_route(app.addr));
     let out = Command::new(edge_bin())
         .args(["healthcheck", "--admin", &edge.admin.to_string()])
         .output()
@@ -90,7 +91,7 @@ async fn healthcheck_asks_the_admin_health_endpoint() {
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the health JSON");
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["checks"]["app"], "healthy");
-    let closed = format!("127.0.0.1:{}", crate::support::dead_port(6));
+    let closed = format!("127.0.0.1:{}", dead_port(6));
     let out = Command::new(edge_bin())
         .args(["healthcheck", "--admin", &closed])
         .output()

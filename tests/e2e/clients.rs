@@ -28,7 +28,7 @@ fn read_until(stream: &mut TcpStream, needle: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn expect_100_continue_gets_continue_before_the_body_is_sent() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     let mut client = TcpStream::connect(edge.http).expect("connect");
     client
         .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
@@ -47,7 +47,7 @@ async fn expect_100_continue_gets_continue_before_the_body_is_sent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_larger_than_the_buffer_stream_to_the_backend_whole() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     let c = client();
     let body = vec![b'x'; 100_000];
     let resp = c
@@ -84,7 +84,7 @@ async fn http10_clients_and_close_delimited_answers_get_bodies_they_can_read() {
         b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nhello, old world".to_vec(),
         false,
     );
-    let edge = Edge::start("", &one_route(app));
+    let edge = Edge::start("", one_route(app));
     // An HTTP/1.0 client gets the body as it is, ended by the close.
     let response = raw_request(edge.http, b"GET /old HTTP/1.0\r\n\r\n");
     assert!(response.starts_with("HTTP/1."), "{response}");
@@ -103,7 +103,7 @@ async fn http10_clients_and_close_delimited_answers_get_bodies_they_can_read() {
 #[tokio::test(flavor = "multi_thread")]
 async fn head_answers_carry_no_body_and_a_pipelined_request_is_answered_after_one() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     let mut client = TcpStream::connect(edge.http).expect("connect");
     client
         .write_all(b"HEAD /x?bytes=3000 HTTP/1.1\r\nHost: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -126,7 +126,7 @@ async fn head_answers_carry_no_body_and_a_pipelined_request_is_answered_after_on
 #[tokio::test(flavor = "multi_thread")]
 async fn brotli_and_zstd_are_used_when_the_client_asks_for_them() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     let c = reqwest::Client::builder()
         .no_gzip()
         .build()
@@ -153,7 +153,7 @@ async fn brotli_and_zstd_are_used_when_the_client_asks_for_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http10_clients_get_no_compressed_body_they_cannot_frame() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     let response = raw_request(
         edge.http,
         b"GET /x?bytes=32768 HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n",
@@ -171,7 +171,7 @@ async fn an_early_hint_then_a_dead_server_still_ends_in_a_final_answer() {
         b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_vec(),
         false,
     );
-    let edge = Edge::start("", &one_route(app));
+    let edge = Edge::start("", one_route(app));
     let response = raw_request(edge.http, b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(response.starts_with("HTTP/1.1 103"), "{response}");
     assert!(response.contains("\r\n\r\nHTTP/1.1 502"), "{response}");
@@ -184,7 +184,7 @@ async fn a_101_to_a_request_that_asked_for_no_upgrade_is_a_502() {
             .to_vec(),
         true,
     );
-    let edge = Edge::start("", &one_route(app));
+    let edge = Edge::start("", one_route(app));
     let started = std::time::Instant::now();
     let response = raw_request(edge.http, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(status_of(&response), 502, "{response}");
@@ -194,7 +194,7 @@ async fn a_101_to_a_request_that_asked_for_no_upgrade_is_a_502() {
 #[tokio::test(flavor = "multi_thread")]
 async fn keepalive_timeout_zero_turns_client_keep_alive_off() {
     let app = backend("app").await;
-    let edge = Edge::start("keepalive_timeout = \"0s\"", &one_route(app.addr));
+    let edge = Edge::start(table! { keepalive_timeout = "0s" }, one_route(app.addr));
     let started = std::time::Instant::now();
     let response = raw_request(edge.http, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(status_of(&response), 200, "{response}");
@@ -217,7 +217,7 @@ async fn an_http10_server_answer_reaches_the_client_as_http11() {
         b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
         false,
     );
-    let edge = Edge::start("", &one_route(app));
+    let edge = Edge::start("", one_route(app));
     let mut stream = std::net::TcpStream::connect(edge.http).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -237,7 +237,7 @@ async fn an_http10_server_answer_reaches_the_client_as_http11() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_http1_request_shape_gets_the_answer_it_asked_for() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     // (request, status, Connection in the answer, what the body holds)
     let cases: [(&[u8], u16, &str, &str); 9] = [
         (b"GET /x?bytes=100 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 200, "close", "\"pad\""),
@@ -274,7 +274,7 @@ async fn every_http1_request_shape_gets_the_answer_it_asked_for() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_and_trace_are_answered_405_and_never_reach_a_server() {
     let app = StrictBackend::start("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     for request in [
         &b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"[..],
         b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -294,7 +294,7 @@ async fn connect_and_trace_are_answered_405_and_never_reach_a_server() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_coding_with_q_0_is_never_used_and_small_error_bodies_are_not_compressed() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     let c = reqwest::Client::builder()
         .no_gzip()
         .build()
@@ -331,10 +331,9 @@ async fn a_coding_with_q_0_is_never_used_and_small_error_bodies_are_not_compress
     // The edge's own error, far below min_length: not compressed, though JSON and asked for.
     let edge_404 = Edge::start(
         "",
-        &TestConfig::new()
+        TestConfig::new()
             .upstream("app", [app.addr])
-            .route("/api/", "app")
-            .text(),
+            .route("/api/", "app"),
     );
     let resp = c
         .get(edge_404.url("/nowhere"))

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Which instances served the requests made while `until` was false, and how many failed.
+/// Which instances served the requests made so far, and the failed ones.
 #[derive(Default)]
 struct Traffic {
     served: Mutex<BTreeMap<String, u64>>,
@@ -22,22 +22,19 @@ impl Traffic {
     }
 }
 
-/// Waits until `check` holds of what was served since the last call, or panics.
-async fn until_served(
-    traffic: &Traffic,
-    what: &str,
-    check: impl Fn(&BTreeMap<String, u64>) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+/// Waits until `expected` are the instances serving: 20 requests in a row served by them
+/// alone, and by each of them (a request served by another starts the count again).
+async fn until_served(traffic: &Traffic, what: &str, expected: &[&str]) {
     traffic.take();
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let seen = traffic.take();
-        if check(&seen) {
-            return;
+    wait_until(Duration::from_secs(20), what, async || {
+        let served = traffic.served.lock().expect("served").clone();
+        if !served.keys().all(|k| expected.contains(&k.as_str())) {
+            traffic.take();
+            return false;
         }
-        assert!(Instant::now() < deadline, "{what}: last served {seen:?}");
-    }
+        served.keys().eq(expected) && served.values().sum::<u64>() >= 20
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,16 +50,10 @@ async fn a_hostname_upstream_follows_its_dns_answers_without_failed_requests() {
     let c = backend_at("c", SocketAddr::new(three.into(), port)).await;
     let dns = TestDns::start(&[one]);
     let edge = Edge::start(
-        &format!("resolver = [\"{}\"]\ndns_min_ttl = \"1s\"", dns.addr),
-        &format!(
-            r#"
-[upstreams.app]
-servers = [{{ addr = "app.edge.test:{port}" }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#
-        ),
+        table! { resolver = vec![dns.addr.to_string()], dns_min_ttl = "1s" },
+        TestConfig::new()
+            .upstream("app", [format!("app.edge.test:{port}")])
+            .route("/", "app"),
     );
 
     // Requests without pause for the whole test, on kept-alive connections.
@@ -95,7 +86,7 @@ upstream = "app"
         }));
     }
 
-    until_served(&traffic, "only a at first", |s| s.keys().eq(["a"])).await;
+    until_served(&traffic, "only a at first", &["a"]).await;
     let status = admin_json(&edge, "/status").await;
     let first_label = format!("app.edge.test:{port} (127.0.0.1)");
     assert_eq!(
@@ -105,10 +96,7 @@ upstream = "app"
 
     // Scaled out: every address becomes a server.
     dns.set(&[one, two]);
-    until_served(&traffic, "a and b after the answer grew", |s| {
-        s.keys().eq(["a", "b"])
-    })
-    .await;
+    until_served(&traffic, "a and b after the answer grew", &["a", "b"]).await;
 
     // Moved: a leaves, c joins; b keeps its state.
     let b_label = format!("app.edge.test:{port} (127.0.0.2)");
@@ -122,23 +110,25 @@ upstream = "app"
     };
     let before = b_requests(&admin_json(&edge, "/status").await).expect("b listed");
     dns.set(&[two, three]);
-    until_served(&traffic, "b and c after the answer moved", |s| {
-        s.keys().eq(["b", "c"])
-    })
-    .await;
+    until_served(&traffic, "b and c after the answer moved", &["b", "c"]).await;
     let after = b_requests(&admin_json(&edge, "/status").await).expect("b still listed");
     assert!(
         after > before,
         "b's counters were kept ({before} then {after})"
     );
 
-    // The resolver goes silent: the addresses last known keep serving.
+    // The resolver goes silent: once a lookup has failed, the addresses last known keep
+    // serving.
+    let failed_lookups = || edge.log().matches("upstream name does not resolve").count();
+    let before = failed_lookups();
     dns.mute.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    until_served(&traffic, "b and c while DNS is down", |s| {
-        s.keys().eq(["b", "c"])
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "no failed lookup logged",
+        async || failed_lookups() > before,
+    )
     .await;
+    until_served(&traffic, "b and c while DNS is down", &["b", "c"]).await;
 
     running.store(false, Ordering::Relaxed);
     for client in clients {

@@ -4,6 +4,7 @@
 use crate::support::*;
 use std::process::Command;
 
+/// What `edge explain --json ARGS` says about a request to `edge`.
 fn explain_cli(edge: &Edge, args: &[&str]) -> serde_json::Value {
     let out = Command::new(edge_bin())
         .args(["explain", "--admin", &edge.admin.to_string(), "--json"])
@@ -28,22 +29,15 @@ async fn explain_predicts_the_ip_hash_server_and_a_zone_rejection_without_counti
             .map(|i| ["a", "b", "c"][i])
             .unwrap_or_else(|| panic!("no backend at {label}"))
     };
-    let servers = TestConfig::new()
-        .upstream("sticky", backends.iter().map(|b| b.addr))
-        .with("balance", "ip_hash")
-        .route("/", "sticky")
-        .route("/limited/", "sticky")
-        .limit("z", 1, true)
-        .text();
     let edge = Edge::start(
-        r#"trusted_proxies = ["127.0.0.0/8"]"#,
-        &format!(
-            r#"
-[zones.z]
-rate = "1r/m"
-{servers}
-"#
-        ),
+        table! { trusted_proxies = vec!["127.0.0.0/8"] },
+        TestConfig::new()
+            .zone("z", "1r/m")
+            .upstream("sticky", backends.iter().map(|b| b.addr))
+            .with("balance", "ip_hash")
+            .route("/", "sticky")
+            .route("/limited/", "sticky")
+            .limit(table! { zone = "z", burst = 1, nodelay = true }),
     );
     let http = client();
 

@@ -12,16 +12,11 @@ async fn a_killed_server_costs_no_get_and_returns_after_fail_timeout() {
     let a_addr = a.addr;
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.app]
-servers = [{{ addr = "{}", max_fails = 1, fail_timeout = "2s" }}, {{ addr = "{}", max_fails = 1, fail_timeout = "2s" }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            a.addr, b.addr
-        ),
+        TestConfig::new()
+            .upstream("app", [a.addr, b.addr])
+            .with_servers("max_fails", 1)
+            .with_servers("fail_timeout", "2s")
+            .route("/", "app"),
     );
     let c = reqwest::Client::new();
     for _ in 0..10 {
@@ -38,7 +33,12 @@ upstream = "app"
 
     // Bring it back where it was; after fail_timeout it takes traffic again.
     let a = backend_at("a", a_addr).await;
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the server is not up again after fail_timeout",
+        async || server(&edge, "app", 0).await["up"] == true,
+    )
+    .await;
     let mut back = 0;
     for _ in 0..20 {
         let (status, body) = get_json(&c, &edge.url("/after"), &[]).await;
@@ -54,16 +54,13 @@ async fn all_servers_down_gives_a_json_502_within_the_connect_timeout() {
     let (dead1, dead2) = (dead_port(0), dead_port(1));
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.app]
-connect_timeout = "2s"
-servers = [{{ addr = "127.0.0.1:{dead1}" }}, {{ addr = "127.0.0.1:{dead2}" }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#
-        ),
+        TestConfig::new()
+            .upstream(
+                "app",
+                [format!("127.0.0.1:{dead1}"), format!("127.0.0.1:{dead2}")],
+            )
+            .with("connect_timeout", "2s")
+            .route("/", "app"),
     );
     let c = client();
     for _ in 0..3 {
@@ -85,16 +82,10 @@ async fn a_failed_post_is_not_resent_but_a_failed_get_is() {
     let good = backend("good").await;
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.app]
-servers = [{{ addr = "{}", max_fails = 0 }}, {{ addr = "{}", max_fails = 0 }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            dropper.addr, good.addr
-        ),
+        TestConfig::new()
+            .upstream("app", [dropper.addr, good.addr])
+            .with_servers("max_fails", 0)
+            .route("/", "app"),
     );
     let c = client();
     // Round robin alternates; try until the dropper has been hit by each method.
@@ -135,17 +126,11 @@ async fn next_upstream_tries_bounds_the_attempts() {
     let d3 = dropper();
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.app]
-next_upstream_tries = 2
-servers = [{{ addr = "{}", max_fails = 0 }}, {{ addr = "{}", max_fails = 0 }}, {{ addr = "{}", max_fails = 0 }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            d1.addr, d2.addr, d3.addr
-        ),
+        TestConfig::new()
+            .upstream("app", [d1.addr, d2.addr, d3.addr])
+            .with("next_upstream_tries", 2)
+            .with_servers("max_fails", 0)
+            .route("/", "app"),
     );
     let (status, _) = get_json(&client(), &edge.url("/x"), &[]).await;
     assert_eq!(status, 502);
@@ -183,17 +168,12 @@ async fn clients_that_hang_up_count_against_no_server_and_are_logged_499() {
     let (_dir, log, logging) = access_log_file();
     let edge = Edge::start(
         &logging,
-        &format!(
-            r#"
-[upstreams.app]
-balance = "least_conn"
-servers = [{{ addr = "{}", max_fails = 1, fail_timeout = "30s" }}, {{ addr = "{}", max_fails = 1, fail_timeout = "30s" }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            a.addr, b.addr
-        ),
+        TestConfig::new()
+            .upstream("app", [a.addr, b.addr])
+            .with("balance", "least_conn")
+            .with_servers("max_fails", 1)
+            .with_servers("fail_timeout", "30s")
+            .route("/", "app"),
     );
     let http = edge.http;
     let stages: Vec<(&str, Vec<u8>, usize, Duration)> = vec![
@@ -231,11 +211,26 @@ upstream = "app"
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    let requests = clients.len();
     for c in clients {
         c.join().expect("client");
     }
-    // Let the edge notice every hang-up and finish with it.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The edge has noticed every hang-up and finished with it: each request logged, and no
+    // server holding one.
+    wait_until(
+        Duration::from_secs(10),
+        "a request the client left is still going on",
+        async || {
+            let status = admin_json(&edge, "/status").await;
+            let servers = status["upstreams"]["app"]["servers"].as_array().cloned();
+            let idle = servers
+                .unwrap_or_default()
+                .iter()
+                .all(|s| s["in_flight"] == 0);
+            idle && logged_lines(&log).len() >= requests
+        },
+    )
+    .await;
 
     let status = admin_json(&edge, "/status").await;
     for server in status["upstreams"]["app"]["servers"]
@@ -260,26 +255,13 @@ upstream = "app"
     assert_eq!(served.len(), 2, "both servers stay in rotation: {served:?}");
 
     // Each hang-up is in the access log as 499, and counted.
-    let mut closed = 0;
-    for _ in 0..50 {
-        closed = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|l| l["status"] == 499)
-            .count();
-        if closed >= 8 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let closed = logged_lines(&log)
+        .iter()
+        .filter(|l| l["status"] == 499)
+        .count();
     assert!(closed >= 8, "499 lines: {closed}");
-    let (text, _) = crate::observe::scrape(&edge).await;
-    let counted: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("edge_client_closed_requests_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
+    let (text, m) = scrape(&edge).await;
+    let counted = value(&m, "edge_client_closed_requests_total", &[]);
     assert_eq!(counted as usize, closed, "{text}");
 }
 
@@ -289,17 +271,10 @@ async fn a_client_that_hangs_up_while_its_server_works_frees_the_server_at_once(
     let (_dir, log, logging) = access_log_file();
     let edge = Edge::start(
         &logging,
-        &format!(
-            r#"
-[upstreams.app]
-balance = "least_conn"
-servers = [{{ addr = "{}" }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            app.addr
-        ),
+        TestConfig::new()
+            .upstream("app", [app.addr])
+            .with("balance", "least_conn")
+            .route("/", "app"),
     );
     let http = edge.http;
     let client = std::thread::spawn(move || {
@@ -311,29 +286,16 @@ upstream = "app"
         )
     });
     client.join().expect("client");
-    let hung_up = Instant::now();
-    loop {
-        let status = admin_json(&edge, "/status").await;
-        if status["upstreams"]["app"]["servers"][0]["in_flight"] == 0 {
-            break;
-        }
-        assert!(
-            hung_up.elapsed() < Duration::from_millis(1500),
-            "the server is still held for a client that left: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for _ in 0..50 {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("\"status\":499") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "no 499 line: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    // Long before the server's 5 s are up.
+    left_and_freed(
+        &edge,
+        &log,
+        "/slow",
+        "app",
+        Duration::from_secs(3),
+        "the server is still held for a client that left",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -341,17 +303,10 @@ async fn a_read_timeout_on_a_kept_alive_connection_is_a_504_not_a_silent_retry()
     let app = backend("app").await;
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.app]
-read_timeout = "500ms"
-servers = [{{ addr = "{}" }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            app.addr
-        ),
+        TestConfig::new()
+            .upstream("app", [app.addr])
+            .with("read_timeout", "500ms")
+            .route("/", "app"),
     );
     // Fill the pool with kept-alive connections.
     let c = reqwest::Client::new();
@@ -387,11 +342,10 @@ async fn a_client_that_leaves_while_a_body_is_slow_to_come_frees_the_server_at_o
     let (_dir, log, logging) = access_log_file();
     let edge = Edge::start(
         &logging,
-        &TestConfig::new()
+        TestConfig::new()
             .upstream("app", [stall])
             .with("read_timeout", "20s")
-            .route("/", "app")
-            .text(),
+            .route("/", "app"),
     );
     let http = edge.http;
     tokio::task::spawn_blocking(move || {

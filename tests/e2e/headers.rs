@@ -5,7 +5,7 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarding_headers_are_set_and_hop_by_hop_headers_removed() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     let request = "GET /echo HTTP/1.1\r\nHost: shop.example:8443\r\n\
         X-Forwarded-For: 198.51.100.1\r\n\
         Connection: close, X-Secret\r\nX-Secret: hush\r\nKeep-Alive: timeout=5\r\n\
@@ -46,7 +46,7 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_removed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_valid_request_id_is_kept_and_an_invalid_one_replaced() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     let c = client();
     let resp = c
         .get(edge.url("/"))

@@ -5,6 +5,7 @@ use services::HealthOverride;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+/// The instances that answered `n` requests through `edge`.
 async fn served_by(edge: &Edge, n: usize) -> BTreeSet<String> {
     let c = reqwest::Client::new();
     let mut seen = BTreeSet::new();
@@ -16,13 +17,9 @@ async fn served_by(edge: &Edge, n: usize) -> BTreeSet<String> {
     seen
 }
 
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How long a probed server may take to change state: a few probe intervals, with room for
+/// a loaded machine.
+const PROBED: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unhealthy_servers_leave_after_fall_and_return_after_rise_degraded_ones_stay() {
@@ -30,25 +27,26 @@ async fn unhealthy_servers_leave_after_fall_and_return_after_rise_degraded_ones_
     let b = backend("b").await;
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.app]
-servers = [{{ addr = "{}" }}, {{ addr = "{}" }}]
-health = {{ path = "/health", interval = "100ms", timeout = "1s", rise = 2, fall = 2, start_period = "0s" }}
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            a.addr, b.addr
-        ),
+        TestConfig::new()
+            .upstream("app", [a.addr, b.addr])
+            .with(
+                "health",
+                table! {
+                    path = "/health",
+                    interval = "100ms",
+                    timeout = "1s",
+                    rise = 2,
+                    fall = 2,
+                    start_period = "0s",
+                },
+            )
+            .route("/", "app"),
     );
     assert_eq!(served_by(&edge, 10).await.len(), 2);
 
     a.set_health(HealthOverride::Unhealthy);
-    wait_until("a is out", async || {
-        !admin_json(&edge, "/status").await["upstreams"]["app"]["servers"][0]["probe_up"]
-            .as_bool()
-            .unwrap_or(true)
+    wait_until(PROBED, "a is not out", async || {
+        server(&edge, "app", 0).await["probe_up"] == false
     })
     .await;
     assert_eq!(
@@ -57,13 +55,19 @@ upstream = "app"
     );
 
     b.set_health(HealthOverride::Degraded);
+    wait_until(PROBED, "b is not seen degraded", async || {
+        server(&edge, "app", 1).await["degraded"] == true
+    })
+    .await;
+    // A time wait, not a state wait: `fall` (2) more probes, 100 ms apart, must not take a
+    // degraded server out.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let status = admin_json(&edge, "/status").await;
-    assert_eq!(status["upstreams"]["app"]["servers"][1]["probe_up"], true);
-    assert_eq!(status["upstreams"]["app"]["servers"][1]["degraded"], true);
+    let degraded = server(&edge, "app", 1).await;
+    assert_eq!(degraded["probe_up"], true, "{degraded}");
+    assert_eq!(degraded["degraded"], true, "{degraded}");
 
     a.set_health(HealthOverride::Healthy);
-    wait_until("a is back", async || {
+    wait_until(PROBED, "a is not back", async || {
         served_by(&edge, 6).await.contains("a")
     })
     .await;
@@ -74,17 +78,13 @@ async fn the_edge_health_is_degraded_while_an_upstream_has_no_usable_server() {
     let a = backend("a").await;
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.app]
-servers = [{{ addr = "{}" }}]
-health = {{ interval = "100ms", fall = 1, rise = 1, start_period = "0s" }}
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            a.addr
-        ),
+        TestConfig::new()
+            .upstream("app", [a.addr])
+            .with(
+                "health",
+                table! { interval = "100ms", fall = 1, rise = 1, start_period = "0s" },
+            )
+            .route("/", "app"),
     );
     let health = admin_json(&edge, "/health").await;
     assert_eq!(health["status"], "healthy");
@@ -94,7 +94,7 @@ upstream = "app"
     assert!(health["metadata"]["uptime"].is_u64());
 
     a.set_health(HealthOverride::Unhealthy);
-    wait_until("the edge is degraded", async || {
+    wait_until(PROBED, "the edge is not degraded", async || {
         admin_json(&edge, "/health").await["status"] == "degraded"
     })
     .await;
@@ -102,7 +102,7 @@ upstream = "app"
     assert_eq!(health["checks"]["app"], "unhealthy");
 
     a.set_health(HealthOverride::Auto);
-    wait_until("the edge is healthy again", async || {
+    wait_until(PROBED, "the edge is not healthy again", async || {
         admin_json(&edge, "/health").await["status"] == "healthy"
     })
     .await;
@@ -114,32 +114,27 @@ async fn a_new_server_is_not_taken_out_during_its_start_period() {
     a.set_health(HealthOverride::Unhealthy);
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.app]
-servers = [{{ addr = "{}" }}]
-health = {{ interval = "100ms", fall = 1, start_period = "2s" }}
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            a.addr
-        ),
+        TestConfig::new()
+            .upstream("app", [a.addr])
+            .with(
+                "health",
+                table! { interval = "100ms", fall = 1, start_period = "2s" },
+            )
+            .route("/", "app"),
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A probe has failed (the server is checked: no longer "up (unprobed)"), and with
+    // `fall = 1` it would have taken the server out but for the start period.
+    wait_until(
+        Duration::from_secs(2),
+        "no probe within the start period",
+        async || server(&edge, "app", 0).await["checked"] == true,
+    )
+    .await;
     assert_eq!(admin_json(&edge, "/health").await["status"], "healthy");
-    wait_until("the start period is over", async || {
+    wait_until(PROBED, "the start period is not over", async || {
         admin_json(&edge, "/health").await["status"] == "degraded"
     })
     .await;
-}
-
-/// The state `/status` gives server `index` of `upstream`.
-async fn server_state(edge: &Edge, upstream: &str, index: usize) -> String {
-    admin_json(edge, "/status").await["upstreams"][upstream]["servers"][index]["state"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -149,27 +144,31 @@ async fn probes_of_servers_named_by_dns_keep_strict_backends_in_rotation() {
     let b = StrictBackend::start("b").await;
     let literal = StrictBackend::start("literal").await;
     let (pa, pb) = (a.addr.port(), b.addr.port());
+    let health = table! {
+        path = "/health",
+        interval = "100ms",
+        timeout = "1s",
+        rise = 1,
+        fall = 1,
+        start_period = "0s",
+    };
     let edge = Edge::start(
-        &format!("resolver = [\"{}\"]\ndns_min_ttl = \"1s\"", dns.addr),
-        &format!(
-            r#"
-[upstreams.app]
-servers = [{{ addr = "content-manager:{pa}" }}, {{ addr = "content-manager:{pb}" }}]
-health = {{ path = "/health", interval = "100ms", timeout = "1s", rise = 1, fall = 1, start_period = "0s" }}
-[upstreams.literal]
-servers = [{{ addr = "{literal}" }}]
-health = {{ path = "/health", interval = "100ms", timeout = "1s", rise = 1, fall = 1, start_period = "0s" }}
-[[routes]]
-path = "/literal/"
-upstream = "literal"
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            literal = literal.addr
-        ),
+        table! { resolver = vec![dns.addr.to_string()], dns_min_ttl = "1s" },
+        TestConfig::new()
+            .upstream(
+                "app",
+                [
+                    format!("content-manager:{pa}"),
+                    format!("content-manager:{pb}"),
+                ],
+            )
+            .with("health", health.clone())
+            .upstream("literal", [literal.addr])
+            .with("health", health)
+            .route("/literal/", "literal")
+            .route("/", "app"),
     );
-    wait_until("both servers are probed", async || {
+    wait_until(PROBED, "the servers are not probed", async || {
         a.hosts_for("/health").len() >= 3 && b.hosts_for("/health").len() >= 3
     })
     .await;
@@ -189,8 +188,8 @@ upstream = "app"
         hosts.iter().all(|h| *h == literal.addr.to_string()),
         "{hosts:?}"
     );
-    assert_eq!(server_state(&edge, "app", 0).await, "up");
-    assert_eq!(server_state(&edge, "app", 1).await, "up");
+    assert_eq!(server(&edge, "app", 0).await["state"], "up");
+    assert_eq!(server(&edge, "app", 1).await["state"], "up");
 
     // Every request is served, by both servers.
     let seen = served_by(&edge, 20).await;
@@ -199,8 +198,8 @@ upstream = "app"
 
     // A chunked `unhealthy` takes the server out after `fall`.
     a.set_unhealthy();
-    wait_until("a is out", async || {
-        server_state(&edge, "app", 0).await == "down (active probe)"
+    wait_until(PROBED, "a is not out", async || {
+        server(&edge, "app", 0).await["state"] == "down (active probe)"
     })
     .await;
     assert_eq!(
@@ -219,19 +218,23 @@ async fn a_probe_answered_by_half_a_response_and_silence_is_down_within_its_time
     let started = Instant::now();
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.app]
-servers = [{{ addr = "{half}" }}]
-health = {{ path = "/health", interval = "100ms", timeout = "500ms", rise = 1, fall = 1, start_period = "0s" }}
-[[routes]]
-path = "/"
-upstream = "app"
-"#
-        ),
+        TestConfig::new()
+            .upstream("app", [half])
+            .with(
+                "health",
+                table! {
+                    path = "/health",
+                    interval = "100ms",
+                    timeout = "500ms",
+                    rise = 1,
+                    fall = 1,
+                    start_period = "0s",
+                },
+            )
+            .route("/", "app"),
     );
-    wait_until("the server is out", async || {
-        server_state(&edge, "app", 0).await == "down (active probe)"
+    wait_until(PROBED, "the server is not out", async || {
+        server(&edge, "app", 0).await["state"] == "down (active probe)"
     })
     .await;
     // The edge's start, one sync of the probers (250 ms) and one probe's timeout, with room.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread")]
 async fn smuggling_and_malformed_requests_never_reach_the_backend() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     let cases: &[(&str, &[u8])] = &[
         ("CL and TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         ("two different CLs", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
@@ -45,12 +45,12 @@ async fn smuggling_and_malformed_requests_never_reach_the_backend() {
         !response.contains("/smuggled"),
         "nothing after it is read as a request"
     );
-    // The edge still serves (after the backend has settled the broken request above).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = app.requests();
-    let (status, _) = get_json(&client(), &edge.url("/fine"), &[]).await;
+    // The edge still serves: a request reaches the backend (which may or may not count the
+    // broken one above, and when it does, whenever it is done with it).
+    let (status, body) = get_json(&client(), &edge.url("/fine"), &[]).await;
     assert_eq!(status, 200);
-    assert_eq!(app.requests(), before + 1);
+    assert_eq!(instance(&body), "app", "{body}");
+    assert_eq!(body["path"], "/fine", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,22 +59,12 @@ async fn dot_segments_and_encodings_cannot_move_a_request_to_another_route() {
     let prometheus = backend("prometheus").await;
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.content]
-servers = [{{ addr = "{}" }}]
-[upstreams.prometheus]
-servers = [{{ addr = "{}" }}]
-[[routes]]
-path = "/api/content/"
-upstream = "content"
-[[routes]]
-path = "/prometheus/"
-upstream = "prometheus"
-allow = ["10.0.0.0/8"]
-"#,
-            content.addr, prometheus.addr
-        ),
+        TestConfig::new()
+            .upstream("content", [content.addr])
+            .upstream("prometheus", [prometheus.addr])
+            .route("/api/content/", "content")
+            .route("/prometheus/", "prometheus")
+            .with("allow", vec!["10.0.0.0/8"]),
     );
     for path in [
         "/api/content/../../prometheus/api/v1/query",
@@ -103,37 +93,18 @@ async fn misbehaving_backends_give_502_or_504_and_the_edge_keeps_serving() {
     let silent = scripted_backend(Vec::new(), true);
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.good]
-servers = [{{ addr = "{}" }}]
-[upstreams.closes]
-servers = [{{ addr = "{closes}" }}]
-[upstreams.bad_status]
-servers = [{{ addr = "{bad_status}" }}]
-[upstreams.huge_header]
-servers = [{{ addr = "{huge_header}" }}]
-[upstreams.silent]
-read_timeout = "1s"
-servers = [{{ addr = "{silent}" }}]
-[[routes]]
-path = "/good/"
-upstream = "good"
-[[routes]]
-path = "/closes/"
-upstream = "closes"
-[[routes]]
-path = "/bad-status/"
-upstream = "bad_status"
-[[routes]]
-path = "/huge-header/"
-upstream = "huge_header"
-[[routes]]
-path = "/silent/"
-upstream = "silent"
-"#,
-            good.addr
-        ),
+        TestConfig::new()
+            .upstream("good", [good.addr])
+            .upstream("closes", [closes])
+            .upstream("bad_status", [bad_status])
+            .upstream("huge_header", [huge_header])
+            .upstream("silent", [silent])
+            .with("read_timeout", "1s")
+            .route("/good/", "good")
+            .route("/closes/", "closes")
+            .route("/bad-status/", "bad_status")
+            .route("/huge-header/", "huge_header")
+            .route("/silent/", "silent"),
     );
     let c = client();
     for (path, want) in [
@@ -172,10 +143,9 @@ async fn transfer_encoding_other_than_one_final_chunked_is_refused_before_routin
     let app = backend("app").await;
     let edge = Edge::start(
         "",
-        &TestConfig::new()
+        TestConfig::new()
             .upstream("app", [app.addr])
-            .route("/app/", "app")
-            .text(),
+            .route("/app/", "app"),
     );
     let body = "5\r\nhello\r\n0\r\n\r\n";
     let cases: &[(&str, &str)] = &[
@@ -284,7 +254,7 @@ async fn server_answers_reach_the_client_framed_and_without_the_servers_connecti
             .upstream(&upstream, [addr])
             .route(&format!("/{name}/"), &upstream);
     }
-    let edge = Edge::start("", &config.text());
+    let edge = Edge::start("", config);
     let ask = |name: &str| {
         let (answer, closed) = exchange_then_closed(
             edge.http,
@@ -322,7 +292,7 @@ async fn server_answers_reach_the_client_framed_and_without_the_servers_connecti
 #[tokio::test(flavor = "multi_thread")]
 async fn an_error_answer_says_the_connection_closes() {
     let closes = scripted_backend(Vec::new(), false);
-    let edge = Edge::start("", &one_route(closes));
+    let edge = Edge::start("", one_route(closes));
     let (answer, closed) = exchange_then_closed(edge.http, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(status_of(&answer), 502, "{answer}");
     assert!(closed, "{answer}");

@@ -1,9 +1,7 @@
 //! What HTTP/2 clients get beyond a plain answer: informational heads, trailers, bounded
 //! streams and heads, the connection's clocks, and a drain when the edge stops.
 
-use crate::observe::{scrape, value};
 use crate::support::*;
-use crate::tls::{connect, connector, https_edge};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -39,19 +37,14 @@ const HINTED_WITH_TRAILERS: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </style.
 #[tokio::test(flavor = "multi_thread")]
 async fn early_hints_and_trailers_reach_http2_and_http11_clients_that_take_them() {
     let (server, heads) = answering(HINTED_WITH_TRAILERS);
-    let dir = tempfile::tempdir().expect("dir");
+    let a = Certificate::self_signed(&["a.example"]);
     let (edge, https) = https_edge(
-        dir.path(),
-        "redirect_http_to_https = false",
-        &one_route(server),
-    )
-    .await;
+        table! { redirect_http_to_https = false },
+        one_route(server).certificate(&a),
+    );
 
     // HTTP/2: the 103, the answer, its trailers.
-    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
-    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
-    tokio::spawn(connection);
-    let mut client = client.ready().await.expect("ready");
+    let mut client = h2_frames_client(https).await;
     let request = http::Request::get("https://a.example/hinted")
         .header("te", "trailers")
         .body(())
@@ -106,8 +99,8 @@ async fn early_hints_and_trailers_reach_http2_and_http11_clients_that_take_them(
 #[tokio::test(flavor = "multi_thread")]
 async fn nghttp_an_independent_client_sees_the_early_hint_and_the_trailers() {
     let (server, _) = answering(HINTED_WITH_TRAILERS);
-    let dir = tempfile::tempdir().expect("dir");
-    let (_edge, https) = https_edge(dir.path(), "", &one_route(server)).await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (_edge, https) = https_edge("", one_route(server).certificate(&a));
     let out = blocking(|| {
         std::process::Command::new("nghttp")
             .args(["-nv", "--no-verify-peer"])
@@ -130,13 +123,11 @@ async fn an_upstream_head_over_64_kib_is_a_502_over_http2_as_over_http11() {
     }
     big.extend_from_slice(b"\r\n{}");
     let (server, _) = answering(Box::leak(big.into_boxed_slice()));
-    let dir = tempfile::tempdir().expect("dir");
+    let a = Certificate::self_signed(&["a.example"]);
     let (edge, https) = https_edge(
-        dir.path(),
-        "redirect_http_to_https = false",
-        &one_route(server),
-    )
-    .await;
+        table! { redirect_http_to_https = false },
+        one_route(server).certificate(&a),
+    );
 
     let response = raw_request(
         edge.http,
@@ -149,10 +140,7 @@ async fn an_upstream_head_over_64_kib_is_a_502_over_http2_as_over_http11() {
         &response[..response.len().min(300)]
     );
 
-    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
-    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
-    tokio::spawn(connection);
-    let mut client = client.ready().await.expect("ready");
+    let mut client = h2_frames_client(https).await;
     let request = http::Request::get("https://a.example/big-head")
         .body(())
         .expect("request");
@@ -180,6 +168,7 @@ fn slow_server() -> SocketAddr {
                         .and_then(|target| target.rsplit('/').next())
                         .and_then(|ms| ms.parse::<u64>().ok())
                         .unwrap_or(0);
+                    // A time wait: the server is this slow on purpose.
                     std::thread::sleep(Duration::from_millis(wait));
                     stream
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
@@ -193,48 +182,39 @@ fn slow_server() -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigquit_without_a_successor_sends_goaway_finishes_open_streams_then_exits() {
-    let dir = tempfile::tempdir().expect("dir");
-    let (mut edge, https) = https_edge(dir.path(), "", &one_route(slow_server())).await;
-    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
-    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
-    tokio::spawn(connection);
-    let mut client = client.ready().await.expect("ready");
+    let a = Certificate::self_signed(&["a.example"]);
+    let (mut edge, https) = https_edge("", one_route(slow_server()).certificate(&a));
+    let mut client = h2_frames_client(https).await;
     let request = http::Request::get("https://a.example/slow/3000")
         .body(())
         .expect("request");
     let (in_flight, _) = client.send_request(request, true).expect("send");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the stream is not in flight",
+        async || server(&edge, "app", 0).await["in_flight"] == 1,
+    )
+    .await;
 
-    let killed = std::process::Command::new("kill")
-        .args(["-QUIT", &edge.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    edge.signal("QUIT");
     // GOAWAY comes at once: a new stream on the connection is refused.
-    let refused = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(
+        Duration::from_secs(2),
+        "the connection took new streams after SIGQUIT",
+        async || {
             let Ok(mut ready) = client.clone().ready().await else {
-                return;
+                return true;
             };
             let request = http::Request::get("https://a.example/slow/0")
                 .body(())
                 .expect("request");
             match ready.send_request(request, true) {
-                Err(_) => return,
-                Ok((response, _)) => {
-                    if response.await.is_err() {
-                        return;
-                    }
-                }
+                Err(_) => true,
+                Ok((response, _)) => response.await.is_err(),
             }
-        }
-    })
+        },
+    )
     .await;
-    assert!(
-        refused.is_ok(),
-        "the connection took new streams after SIGQUIT"
-    );
     // The stream that was open is served to its end.
     let response = in_flight.await.expect("the open stream is answered");
     assert_eq!(response.status(), 200);
@@ -245,14 +225,12 @@ async fn sigquit_without_a_successor_sends_goaway_finishes_open_streams_then_exi
     }
     assert_eq!(got, b"done");
     // And the process ends once nothing is left (after Pingora's hand-over attempts).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while edge.exited().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the edge did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "the edge did not exit",
+        async || edge.exited().is_some(),
+    )
+    .await;
 }
 
 /// The frames the edge sends on `stream` until it closes the connection (or `within`
@@ -283,30 +261,27 @@ async fn frames_until_close<S: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_that_pings_but_opens_no_stream_is_closed_after_client_header_timeout() {
     use tokio::io::AsyncWriteExt;
     let app = backend("app").await;
-    let dir = tempfile::tempdir().expect("dir");
+    let a = Certificate::self_signed(&["a.example"]);
     let (edge, https) = https_edge(
-        dir.path(),
-        "client_header_timeout = \"1s\"",
-        &one_route(app.addr),
-    )
-    .await;
+        table! { client_header_timeout = "1s" },
+        one_route(app.addr).certificate(&a),
+    );
     let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
     let (mut read, mut write) = tokio::io::split(stream);
     let opened = std::time::Instant::now();
-    let mut hello = PREFACE.to_vec();
-    hello.extend(crate::tls::h2_frame(4, 0, 0, &[])); // SETTINGS
+    let mut hello = H2_PREFACE.to_vec();
+    hello.extend(h2_frame(4, 0, 0, &[])); // SETTINGS
     write.write_all(&hello).await.expect("preface");
     // PINGs, every 200 ms, and never a stream.
     let pinger = tokio::spawn(async move {
         loop {
+            // A time wait: the client's pace, well within the header timeout.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let ping = crate::tls::h2_frame(6, 0, 0, &[0; 8]);
+            let ping = h2_frame(6, 0, 0, &[0; 8]);
             if write.write_all(&ping).await.is_err() {
                 return;
             }
@@ -324,31 +299,28 @@ async fn a_connection_that_pings_but_opens_no_stream_is_closed_after_client_head
         kinds.contains(&6),
         "the PINGs were answered meanwhile: {kinds:?}"
     );
-    let (_, m) = scrape(&edge).await;
-    assert_eq!(value(&m, "edge_client_header_timeouts_total", &[]), 1.0);
-    assert_eq!(
-        value(&m, "edge_client_timeouts_total", &["phase=\"header\""]),
-        1.0
-    );
+    let timeouts = metric_reaching(&edge, "edge_client_header_timeouts_total", &[], 1.0);
+    assert_eq!(timeouts.await, 1.0);
+    let header = ["phase=\"header\""];
+    let timeouts = metric_reaching(&edge, "edge_client_timeouts_total", &header, 1.0);
+    assert_eq!(timeouts.await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_are_capped_by_the_config_and_a_header_block_by_max_header_size() {
     use tokio::io::AsyncWriteExt;
     let app = StrictBackend::start("app").await;
-    let dir = tempfile::tempdir().expect("dir");
+    let a = Certificate::self_signed(&["a.example"]);
     let (_edge, https) = https_edge(
-        dir.path(),
-        "http2_max_concurrent_streams = 3\nmax_header_size = \"8k\"",
-        &one_route(app.addr),
-    )
-    .await;
+        table! { http2_max_concurrent_streams = 3, max_header_size = "8k" },
+        one_route(app.addr).certificate(&a),
+    );
 
     // The cap is what the edge advertises.
     let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
     let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
     let mut connection = Box::pin(connection);
-    let _ = tokio::time::timeout(Duration::from_millis(300), &mut connection).await;
+    until_settings(&mut connection, Duration::from_secs(5)).await;
     assert_eq!(connection.max_concurrent_send_streams(), 3);
     tokio::spawn(connection);
 
@@ -370,20 +342,20 @@ async fn streams_are_capped_by_the_config_and_a_header_block_by_max_header_size(
     // A header block that never ends, one CONTINUATION frame after another: the connection
     // is closed once the block outgrows what max_header_size needs.
     let mut stream = connect(&connector(&[b"h2"]), https, "a.example").await;
-    let mut out = PREFACE.to_vec();
-    out.extend(crate::tls::h2_frame(4, 0, 0, &[]));
-    let start = crate::tls::hpack_literal(&[
+    let mut out = H2_PREFACE.to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    let start = hpack_literal(&[
         (":method", "GET"),
         (":scheme", "https"),
         (":path", "/flood"),
         (":authority", "a.example"),
     ]);
-    out.extend(crate::tls::h2_frame(1, 0x1, 1, &start)); // HEADERS, END_STREAM, no END_HEADERS
+    out.extend(h2_frame(1, 0x1, 1, &start)); // HEADERS, END_STREAM, no END_HEADERS
     stream.write_all(&out).await.expect("head start");
-    let piece = crate::tls::hpack_literal(&[("x-flood", &"f".repeat(200))]);
+    let piece = hpack_literal(&[("x-flood", &"f".repeat(200))]);
     let mut sent = 0;
     for _ in 0..2000 {
-        let frame = crate::tls::h2_frame(9, 0, 1, &piece); // CONTINUATION, no END_HEADERS
+        let frame = h2_frame(9, 0, 1, &piece); // CONTINUATION, no END_HEADERS
         if stream.write_all(&frame).await.is_err() {
             break;
         }

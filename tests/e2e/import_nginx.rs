@@ -3,11 +3,11 @@
 //! and limits the requests as nginx did.
 
 use crate::support::*;
-use crate::tls::{connect, connector, http1};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
+/// The nginx edge being replaced.
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/nginx");
 
 /// Copies the nginx tree, with a certificate where nginx.conf expects one (certs/).

@@ -1,7 +1,6 @@
 //! Limits on what one client may take: head sizes (414/431), body size for chunked bodies,
 //! the time to send a request head (slowloris), and connections per client.
 
-use crate::observe::{scrape, value};
 use crate::support::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_targets_and_heads_get_414_and_431_and_never_reach_the_backend() {
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     let get = |target: &str, headers: &str| {
         raw_request(
             edge.http,
@@ -43,8 +42,8 @@ async fn oversized_targets_and_heads_get_414_and_431_and_never_reach_the_backend
 
     // The limits are settings.
     let strict = Edge::start(
-        "max_uri_size = \"1k\"\nmax_header_size = \"2k\"\nmax_headers = 10",
-        &one_route(app.addr),
+        table! { max_uri_size = "1k", max_header_size = "2k", max_headers = 10 },
+        one_route(app.addr),
     );
     let get_strict = |target: &str, headers: &str| {
         status_of(&raw_request(
@@ -66,7 +65,7 @@ async fn oversized_targets_and_heads_get_414_and_431_and_never_reach_the_backend
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chunked_body_growing_past_client_max_body_size_gets_413() {
     let app = backend("app").await;
-    let edge = Edge::start("client_max_body_size = \"1k\"", &one_route(app.addr));
+    let edge = Edge::start(table! { client_max_body_size = "1k" }, one_route(app.addr));
     let chunk = format!("400\r\n{}\r\n", "x".repeat(1024));
     let request = format!(
         "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n"
@@ -94,6 +93,7 @@ fn trickle(
             if stream.write_all(&[*byte]).is_err() {
                 return Some(started.elapsed());
             }
+            // A time wait: the client's pace.
             std::thread::sleep(gap);
         }
         // Sent it all without being cut off.
@@ -105,8 +105,8 @@ fn trickle(
 async fn slow_headers_are_cut_off_at_client_header_timeout_without_delaying_others() {
     let app = backend("app").await;
     let edge = Edge::start(
-        "client_header_timeout = \"1s\"\nmax_connections_per_client = 0",
-        &one_route(app.addr),
+        table! { client_header_timeout = "1s", max_connections_per_client = 0 },
+        one_route(app.addr),
     );
     const HEAD: &[u8] = b"GET /slow HTTP/1.1\r\nHost: a\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     // 100 slowloris clients: a byte every 100 ms would take 7 s to finish a head.
@@ -157,8 +157,7 @@ async fn slow_headers_are_cut_off_at_client_header_timeout_without_delaying_othe
         20,
         "only the normal client's requests reached the backend"
     );
-    let (_, m) = scrape(&edge).await;
-    assert!(value(&m, "edge_client_header_timeouts_total", &[]) >= 120.0);
+    metric_reaching(&edge, "edge_client_header_timeouts_total", &[], 120.0).await;
 
     // On a kept-alive connection the clock starts at the next head's first byte.
     let mut kept = TcpStream::connect(edge.http).expect("connect");
@@ -167,7 +166,8 @@ async fn slow_headers_are_cut_off_at_client_header_timeout_without_delaying_othe
     let mut buf = vec![0u8; 4096];
     let n = blocking(|| kept.read(&mut buf)).expect("first response");
     assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await; // idle longer than the header timeout: fine
+    // A time wait: idle longer than the header timeout, which is fine between requests.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = Instant::now();
     let mut cut = None;
     for byte in b"GET /second HTTP/1.1\r\nHost: a\r\nX-Slow: 1234567890\r\n\r\n" {
@@ -184,7 +184,10 @@ async fn slow_headers_are_cut_off_at_client_header_timeout_without_delaying_othe
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_over_its_connection_cap_gets_429_and_a_trusted_proxy_is_exempt() {
     let app = backend("app").await;
-    let edge = Edge::start("max_connections_per_client = 5", &one_route(app.addr));
+    let edge = Edge::start(
+        table! { max_connections_per_client = 5 },
+        one_route(app.addr),
+    );
     let open_one = |addr| {
         let mut s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -214,22 +217,21 @@ async fn a_client_over_its_connection_cap_gets_429_and_a_trusted_proxy_is_exempt
         "the same id in the head and the body: {response}"
     );
     assert!(!head.contains("strict-transport-security"), "{response}");
-    let (_, m) = scrape(&edge).await;
-    assert_eq!(value(&m, "edge_client_connections_refused_total", &[]), 1.0);
-    assert_eq!(
-        value(&m, "edge_client_connections", &["listener=\"http\""]),
-        5.0
-    );
+    let refused = metric_reaching(&edge, "edge_client_connections_refused_total", &[], 1.0);
+    assert_eq!(refused.await, 1.0);
+    wait_until(
+        Duration::from_secs(10),
+        "the refused connection is still counted",
+        async || metric(&edge, "edge_client_connections", &["listener=\"http\""]).await == 5.0,
+    )
+    .await;
 
     // One closes: there is room again.
     drop(held.pop());
     wait_until(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         "the closed connection is counted",
-        || async {
-            let (_, m) = scrape(&edge).await;
-            value(&m, "edge_client_connections", &["listener=\"http\""]) == 4.0
-        },
+        async || metric(&edge, "edge_client_connections", &["listener=\"http\""]).await == 4.0,
     )
     .await;
     let (s, response) = open_one(edge.http);
@@ -238,8 +240,8 @@ async fn a_client_over_its_connection_cap_gets_429_and_a_trusted_proxy_is_exempt
 
     // A trusted proxy carries many clients: no cap for it.
     let behind_proxy = Edge::start(
-        "max_connections_per_client = 2\ntrusted_proxies = [\"127.0.0.1\"]",
-        &one_route(app.addr),
+        table! { max_connections_per_client = 2, trusted_proxies = vec!["127.0.0.1"] },
+        one_route(app.addr),
     );
     let many: Vec<_> = (0..6).map(|_| open_one(behind_proxy.http)).collect();
     for (_, response) in &many {
@@ -251,8 +253,8 @@ async fn a_client_over_its_connection_cap_gets_429_and_a_trusted_proxy_is_exempt
 async fn kept_alive_connections_end_at_keepalive_timeout_and_keepalive_requests() {
     let app = backend("app").await;
     let edge = Edge::start(
-        "keepalive_timeout = \"1s\"\nkeepalive_requests = 3",
-        &one_route(app.addr),
+        table! { keepalive_timeout = "1s", keepalive_requests = 3 },
+        one_route(app.addr),
     );
     let request = |s: &mut TcpStream| -> String {
         s.write_all(b"GET /k HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -284,6 +286,7 @@ async fn kept_alive_connections_end_at_keepalive_timeout_and_keepalive_requests(
     kept.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     for i in 1..=3 {
+        // A time wait: idle a while, within keepalive_timeout.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let response = request(&mut kept);
         assert_eq!(status_of(&response), 200, "request {i}: {response}");
@@ -310,11 +313,10 @@ async fn a_server_that_refuses_an_upload_before_reading_it_is_relayed_not_a_502(
         );
         let edge = Edge::start(
             "",
-            &TestConfig::new()
+            TestConfig::new()
                 .upstream("app", [app])
                 .with("send_timeout", "1s")
-                .route("/", "app")
-                .text(),
+                .route("/", "app"),
         );
         // 4 MiB: far over the 16 KiB read whole, so it streams, and over what the sockets
         // between the edge and the server hold.
@@ -327,8 +329,7 @@ async fn a_server_that_refuses_an_upload_before_reading_it_is_relayed_not_a_502(
             .unwrap_or_else(|e| panic!("hang={hang}: no answer: {e:?}\n{}", edge.log()));
         assert_eq!(response.status(), 413, "hang={hang}");
         assert_eq!(response.text().await.expect("body"), "too large");
-        let status = admin_json(&edge, "/status").await;
-        let server = &status["upstreams"]["app"]["servers"][0];
+        let server = server(&edge, "app", 0).await;
         assert_eq!(server["failures"], 0, "hang={hang}: {server}");
     }
 }

@@ -17,6 +17,7 @@ mod import_nginx;
 mod limits;
 mod observe;
 mod ocsp;
+mod policy;
 mod pools;
 mod ratelimit;
 mod reload;

@@ -1,67 +1,25 @@
 //! Metrics and access logs move with what happens.
 
 use crate::support::*;
-use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// Parses the exposition into `name{labels}` -> value.
-pub async fn scrape(edge: &Edge) -> (String, BTreeMap<String, f64>) {
-    let text = client()
-        .get(format!("http://{}/metrics", edge.admin))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
-    let mut series = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        if let Some((name, value)) = line.rsplit_once(' ') {
-            series.insert(name.to_string(), value.parse().unwrap_or(f64::NAN));
-        }
-    }
-    (text, series)
-}
-
-pub fn value(series: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
-    series
-        .iter()
-        .filter(|(k, _)| k.split('{').next() == Some(name) && labels.iter().all(|l| k.contains(l)))
-        .map(|(_, v)| *v)
-        .sum()
-}
 
 /// The config of these tests: `app` behind a limited route, and an upstream of two dead
 /// servers.
-fn observed_config(app: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-[zones.api]
-rate = "1r/m"
-[upstreams.app]
-servers = [{{ addr = "{app}" }}]
-[upstreams.gone]
-servers = [{{ addr = "127.0.0.1:{dead}" }}, {{ addr = "127.0.0.1:{dead2}" }}]
-[[routes]]
-path = "/api/"
-upstream = "app"
-limit = [{{ zone = "api", burst = 1, nodelay = true }}]
-[[routes]]
-path = "/gone/"
-upstream = "gone"
-"#,
-        dead = dead_port(2),
-        dead2 = dead_port(3)
-    )
+fn observed_config(app: std::net::SocketAddr) -> TestConfig {
+    let dead = [dead_port(2), dead_port(3)].map(|port| format!("127.0.0.1:{port}"));
+    TestConfig::new()
+        .zone("api", "1r/m")
+        .upstream("app", [app])
+        .upstream("gone", dead)
+        .route("/api/", "app")
+        .limit(table! { zone = "api", burst = 1, nodelay = true })
+        .route("/gone/", "gone")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
     let app = backend("app").await;
-    let edge = Edge::start("", &observed_config(app.addr));
+    let edge = Edge::start("", observed_config(app.addr));
     let c = client();
     for _ in 0..3 {
         get_json(&c, &edge.url("/api/x"), &[]).await; // 2 pass, 1 rejected
@@ -70,16 +28,17 @@ async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
     assert_eq!(status, 502);
     // A request is counted when it is logged, just after its response left, and leaves the
     // in-flight gauge when its context ends, just after that: wait for all 4 to be done.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let m = loop {
-        let (_, m) = scrape(&edge).await;
-        let done = value(&m, "edge_requests_total", &[]) >= 4.0
-            && value(&m, "edge_requests_in_flight", &[]) == 0.0;
-        if done || std::time::Instant::now() > deadline {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    wait_until(
+        Duration::from_secs(10),
+        "a request is not done",
+        async || {
+            let (_, m) = scrape(&edge).await;
+            value(&m, "edge_requests_total", &[]) >= 4.0
+                && value(&m, "edge_requests_in_flight", &[]) == 0.0
+        },
+    )
+    .await;
+    let (_, m) = scrape(&edge).await;
     assert_eq!(
         value(
             &m,
@@ -185,7 +144,9 @@ async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
         .await
         .expect("reload");
     assert_eq!(applied.status().as_u16(), 200);
-    tokio::time::sleep(Duration::from_millis(300)).await; // the watcher may count the bad one too
+    // A time wait, not a state wait: the file watcher (100 ms debounce) sees these writes too,
+    // and whatever it makes of them (one more refusal, or nothing new) is counted by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (text, m) = scrape(&edge).await;
     assert!(value(&m, "edge_config_reloads_total", &["result=\"refused\""]) >= 1.0);
     assert_eq!(
@@ -219,7 +180,7 @@ async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
 async fn access_log_lines_carry_every_field() {
     let app = backend("app").await;
     let (_dir, log, logging) = access_log_file();
-    let edge = Edge::start(&logging, &observed_config(app.addr));
+    let edge = Edge::start(&logging, observed_config(app.addr));
     let c = client();
     let ua = [("user-agent", "edge-test/1")];
     get_json(&c, &edge.url("/api/ok?q=1"), &ua).await;
@@ -227,18 +188,13 @@ async fn access_log_lines_carry_every_field() {
     get_json(&c, &edge.url("/api/limited"), &ua).await;
     get_json(&c, &edge.url("/nowhere"), &ua).await;
     get_json(&c, &edge.url("/gone/x"), &ua).await;
-    let mut lines = Vec::new();
-    for _ in 0..50 {
-        lines = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
-            .collect();
-        if lines.len() >= 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "a request is not logged",
+        async || logged_lines(&log).len() >= 5,
+    )
+    .await;
+    let lines = logged_lines(&log);
     assert_eq!(lines.len(), 5, "{lines:#?}");
     let fields = [
         "timestamp",
@@ -305,21 +261,16 @@ async fn dashboards_and_alert_rules_only_use_exported_metrics() {
     let app = backend("app").await;
     // A certificate too, so that the edge_ocsp_* series exist (a self-signed one: never
     // stapled, shown as such).
-    let certs = tempfile::tempdir().expect("dir");
-    let (cert, key) = (certs.path().join("c.crt"), certs.path().join("c.key"));
-    edge::tls::generate_self_signed(&["edge.test"], &cert, &key).expect("certificate");
-    let edge = Edge::start(
-        "https_listen = [\"127.0.0.1:0\"]\nredirect_http_to_https = false",
-        &format!(
-            "{}\n[tls]\ncertificates = [ {{ cert = \"{}\", key = \"{}\" }} ]\n",
-            observed_config(app.addr),
-            cert.display(),
-            key.display()
-        ),
+    let certificate = Certificate::self_signed(&["edge.test"]);
+    let (edge, _) = https_edge(
+        table! { redirect_http_to_https = false },
+        observed_config(app.addr).certificate(&certificate),
     );
-    wait_until(Duration::from_secs(10), "no edge_ocsp_* series", || async {
-        scrape(&edge).await.0.contains("edge_ocsp_stapled")
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "no edge_ocsp_* series",
+        async || scrape(&edge).await.0.contains("edge_ocsp_stapled"),
+    )
     .await;
     let c = client();
     for _ in 0..3 {
@@ -332,13 +283,12 @@ async fn dashboards_and_alert_rules_only_use_exported_metrics() {
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split(' ').next())
         .collect();
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let files = [
         "infrastructure/monitoring/grafana/dashboards/edge.json",
         "infrastructure/monitoring/prometheus/rules/edge.yml",
     ];
     for file in files {
-        let text = std::fs::read_to_string(format!("{root}/{file}")).expect(file);
+        let text = repo_file(file);
         // YAML comments are prose, not queries.
         let body: String = if file.ends_with(".yml") {
             text.lines()
@@ -402,8 +352,8 @@ async fn a_stuck_access_log_drops_lines_and_counts_them_without_slowing_requests
         .open(&fifo)
         .expect("open fifo");
     let edge = Edge::start(
-        &format!("access_log = \"{}\"", fifo.display()),
-        &one_route(app.addr),
+        table! { access_log = fifo.display().to_string() },
+        one_route(app.addr),
     );
     let c = client();
     // Lines of about 8 KB: 16 MiB of backlog is about 2,000 of them.
@@ -437,7 +387,7 @@ async fn a_stuck_access_log_drops_lines_and_counts_them_without_slowing_requests
 async fn a_rotated_access_log_is_reopened_on_sigusr1_and_when_moved() {
     let app = backend("app").await;
     let (dir, log, logging) = access_log_file();
-    let edge = Edge::start(&logging, &one_route(app.addr));
+    let edge = Edge::start(&logging, one_route(app.addr));
     let c = client();
     get_json(&c, &edge.url("/before"), &[]).await;
     logged_line(&log, "/before", Duration::from_secs(5), "the first file").await;

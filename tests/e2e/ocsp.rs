@@ -2,7 +2,6 @@
 //! leaf names that responder in its Authority Information Access.
 
 use crate::support::*;
-use crate::tls::{connect, connector, s_client};
 use edge::config::OcspSource;
 use edge::ocsp::response::{OcspError, Query};
 use edge::ocsp::stapler::{CertView, Stapler};
@@ -12,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Runs `openssl ARGS` in `dir`; the test fails if it does.
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
@@ -243,23 +243,24 @@ fn responder(dir: &Path, port: u16) -> (Child, u16) {
     (child, port)
 }
 
+/// Kills a responder.
 fn stop(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
 
-async fn edge_with(pki: &Pki, ocsp: &str) -> (Edge, SocketAddr, services::RunningService) {
+/// An edge serving the leaf of `pki` (its chain: leaf then CA) on https, refreshing its OCSP
+/// staple every second, from `ocsp` (a file of a response) or from the responder its AIA
+/// names; one route to a content service.
+async fn ocsp_edge(pki: &Pki, ocsp: Option<&Path>) -> (Edge, SocketAddr, services::RunningService) {
     let app = backend("app").await;
-    let edge = Edge::start(
-        "https_listen = [\"127.0.0.1:0\"]\nredirect_http_to_https = false",
-        &format!(
-            "[tls]\nocsp_refresh = \"1s\"\ncertificates = [ {{ cert = \"{}\", key = \"{}\"{ocsp} }} ]\n{}",
-            pki.path("chain.pem").display(),
-            pki.path("leaf.key").display(),
-            one_route(app.addr)
-        ),
-    );
-    let https = edge.https();
+    let leaf = Certificate::at(pki.path("chain.pem"), pki.path("leaf.key"));
+    let mut config = one_route(app.addr).certificate(&leaf);
+    if let Some(file) = ocsp {
+        config = config.with("ocsp", file.display().to_string());
+    }
+    let config = config.section("tls").with("ocsp_refresh", "1s");
+    let (edge, https) = https_edge(table! { redirect_http_to_https = false }, config);
     (edge, https, app)
 }
 
@@ -278,47 +279,31 @@ fn stapled(https: SocketAddr) -> String {
     }
 }
 
-fn wait_for(what: &str, edge: &Edge, https: SocketAddr, within: Duration) {
-    // openssl s_client and the sleeps block: off the runtime that serves the responder.
-    blocking(|| {
-        let deadline = Instant::now() + within;
-        loop {
-            let now = stapled(https);
-            if now == what {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stapling is not `{what}` after {within:?}: {now}\n{}",
-                edge.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
+/// Waits until [`stapled`] says `what` (what it said before, with the edge's log, is in the
+/// test's output).
+async fn until_stapled(what: &str, edge: &Edge, https: SocketAddr, within: Duration) {
+    let why = format!("stapling is not `{what}`");
+    let mut last = String::new();
+    wait_until(within, &why, async || {
+        // openssl s_client blocks: off the runtime that serves the responder.
+        let now = blocking(|| stapled(https));
+        if now != last {
+            eprintln!("stapled: {now}\n{}", edge.log());
+            last = now.clone();
         }
+        now == what
     })
-}
-
-async fn metric(edge: &Edge, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", edge.admin))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_responders_answer_is_stapled_kept_while_it_is_down_and_dropped_when_revoked() {
     let (pki, responder) = Pki::new(true);
     let responder = responder.expect("a responder");
-    let (edge, https, _app) = edge_with(&pki, "").await;
-    wait_for("good", &edge, https, Duration::from_secs(15));
-    assert_eq!(metric(&edge, "edge_ocsp_stapled").await, 1.0);
-    assert!(metric(&edge, "edge_ocsp_next_update_timestamp_seconds").await > 0.0);
+    let (edge, https, _app) = ocsp_edge(&pki, None).await;
+    until_stapled("good", &edge, https, Duration::from_secs(15)).await;
+    assert_eq!(metric(&edge, "edge_ocsp_stapled", &[]).await, 1.0);
+    assert!(metric(&edge, "edge_ocsp_next_update_timestamp_seconds", &[]).await > 0.0);
 
     // The responder hangs (accepts, never answers): the refresh waits out its timeout on its
     // own thread while handshakes go on as fast as before, with the last good response.
@@ -339,22 +324,21 @@ async fn the_responders_answer_is_stapled_kept_while_it_is_down_and_dropped_when
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(stapled(https), "good");
+    assert_eq!(blocking(|| stapled(https)), "good");
     drop(held);
     // Refused outright: failures are counted and the last good response is still stapled.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&edge, "edge_ocsp_fetch_failures_total").await < 1.0 {
-        assert!(Instant::now() < deadline, "no failure counted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(stapled(https), "good");
+    wait_until(Duration::from_secs(20), "no failure counted", async || {
+        metric(&edge, "edge_ocsp_fetch_failures_total", &[]).await >= 1.0
+    })
+    .await;
+    assert_eq!(blocking(|| stapled(https)), "good");
 
     // The CA revokes the leaf: at the next refresh the edge stops stapling and counts it.
     pki.set_status(true);
     let responder = pki.responder();
-    wait_for("none", &edge, https, Duration::from_secs(20));
-    assert!(metric(&edge, "edge_ocsp_revoked_total").await >= 1.0);
-    assert_eq!(metric(&edge, "edge_ocsp_stapled").await, 0.0);
+    until_stapled("none", &edge, https, Duration::from_secs(20)).await;
+    assert!(metric(&edge, "edge_ocsp_revoked_total", &[]).await >= 1.0);
+    assert_eq!(metric(&edge, "edge_ocsp_stapled", &[]).await, 0.0);
     stop(responder);
 }
 
@@ -362,18 +346,17 @@ async fn the_responders_answer_is_stapled_kept_while_it_is_down_and_dropped_when
 async fn a_response_from_a_file_is_stapled_and_edge_check_validates_the_file() {
     let (pki, _) = Pki::new(false);
     let file = pki.response("leaf.ocsp", &["-ndays", "1"]);
-    let (edge, https, _app) = edge_with(&pki, &format!(", ocsp = \"{}\"", file.display())).await;
-    wait_for("good", &edge, https, Duration::from_secs(10));
+    let (edge, https, _app) = ocsp_edge(&pki, Some(&file)).await;
+    until_stapled("good", &edge, https, Duration::from_secs(10)).await;
     // `edge check` refuses a file that is not an OCSP response, at its place.
     let bad = pki.path("bad.toml");
-    std::fs::write(
-        &bad,
-        format!(
-            "[upstreams.a]\nservers = [{{ addr = \"127.0.0.1:1\" }}]\n[[routes]]\npath = \"/\"\nupstream = \"a\"\n[tls]\ncertificates = [ {{ cert = \"c\", key = \"k\", ocsp = \"{}\" }} ]\n",
-            pki.path("leaf.crt").display()
-        ),
-    )
-    .expect("write");
+    let text = TestConfig::new()
+        .upstream("a", ["127.0.0.1:1"])
+        .route("/", "a")
+        .certificate(&Certificate::at("c", "k"))
+        .with("ocsp", pki.path("leaf.crt").display().to_string())
+        .text();
+    std::fs::write(&bad, &text).expect("write");
     let out = Command::new(edge_bin())
         .arg("check")
         .arg(&bad)
@@ -381,9 +364,13 @@ async fn a_response_from_a_file_is_stapled_and_edge_check_validates_the_file() {
         .expect("check");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // On the line of the `ocsp` file.
+    let place = place_of_value(&text, "ocsp");
+    let line = place.split(':').next().expect("a line");
     assert!(
-        stderr.contains("bad.toml:7:") && stderr.contains("not a usable OCSP response"),
-        "{stderr}"
+        stderr.contains(&format!("bad.toml:{line}:"))
+            && stderr.contains("not a usable OCSP response"),
+        "{stderr}\n{text}"
     );
 }
 
@@ -474,8 +461,6 @@ fn responses_are_verified_before_they_are_stapled() {
     assert!(ticked(&mut Stapler::new(Duration::from_secs(1)), &alone, now).is_empty());
 }
 
-/// A responder that answers each request with what `answer` holds then and keeps the
-/// connection open (`drip`: sends it a byte a second instead, never finishing).
 /// One stapler round, on a runtime of the test's own (the stapler's fetches are async).
 fn ticked(
     stapler: &mut Stapler,
@@ -489,6 +474,8 @@ fn ticked(
         .block_on(stapler.tick(views, now))
 }
 
+/// A responder that answers each request with what `answer` holds then and keeps the
+/// connection open (`drip`: sends it a byte a second instead, never finishing).
 fn odd_responder(drip: bool) -> (std::net::TcpListener, Arc<Mutex<Vec<u8>>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let accepting = listener.try_clone().expect("clone");
@@ -507,10 +494,12 @@ fn odd_responder(drip: bool) -> (std::net::TcpListener, Arc<Mutex<Vec<u8>>>) {
                         if stream.write_all(&[*byte]).is_err() {
                             return;
                         }
+                        // A time wait: a byte a second is the point.
                         std::thread::sleep(Duration::from_secs(1));
                     }
                 } else {
                     let _ = stream.write_all(&answer);
+                    // A time wait: the connection is held open, with nothing more said.
                     std::thread::sleep(Duration::from_secs(30));
                 }
             });

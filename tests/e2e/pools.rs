@@ -6,24 +6,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn upstream(backend: std::net::SocketAddr, keepalive_requests: u32) -> String {
-    format!(
-        r#"
-[upstreams.app]
-keepalive = 16
-keepalive_requests = {keepalive_requests}
-servers = [{{ addr = "{backend}" }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#
-    )
+/// Upstream `app` (routed for every path) keeping up to 16 idle connections to `backend`, each
+/// for at most `keepalive_requests`.
+fn upstream(backend: std::net::SocketAddr, keepalive_requests: i64) -> TestConfig {
+    TestConfig::new()
+        .upstream("app", [backend])
+        .with("keepalive", 16)
+        .with("keepalive_requests", keepalive_requests)
+        .route("/", "app")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_connection_carries_at_most_keepalive_requests() {
     let backend = KeepaliveBackend::start(0, Duration::from_secs(30));
-    let edge = Edge::start("", &upstream(backend.addr, 10));
+    let edge = Edge::start("", upstream(backend.addr, 10));
     let c = reqwest::Client::new();
     for i in 0..200 {
         let (status, _) = get_json(&c, &edge.url(&format!("/r{i}")), &[]).await;
@@ -49,7 +45,7 @@ async fn an_upstream_connection_carries_at_most_keepalive_requests() {
 async fn a_backend_that_closes_kept_alive_connections_costs_no_request() {
     // It closes each connection after 5 requests, or after 1 s idle, without saying so.
     let backend = KeepaliveBackend::start(5, Duration::from_secs(1));
-    let edge = Edge::start("", &upstream(backend.addr, 100));
+    let edge = Edge::start("", upstream(backend.addr, 100));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     for burst in 0..2 {
         let until = Instant::now() + Duration::from_millis(1500);
@@ -71,7 +67,12 @@ async fn a_backend_that_closes_kept_alive_connections_costs_no_request() {
         }
         if burst == 0 {
             // Every idle connection in the pool is closed by the backend meanwhile.
-            tokio::time::sleep(Duration::from_millis(1300)).await;
+            wait_until(
+                Duration::from_secs(10),
+                "the backend has not closed its idle connections",
+                async || backend.open() == 0,
+            )
+            .await;
         }
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
@@ -89,8 +90,8 @@ async fn a_backend_that_closes_kept_alive_connections_costs_no_request() {
 async fn malformed_and_oversized_chunked_bodies_never_reach_the_backend() {
     let backend = KeepaliveBackend::start(0, Duration::from_secs(30));
     let edge = Edge::start(
-        "client_max_body_size = \"1k\"",
-        &upstream(backend.addr, 100),
+        table! { client_max_body_size = "1k" },
+        upstream(backend.addr, 100),
     );
     let big = format!("800\r\n{}\r\n0\r\n\r\n", "a".repeat(0x800));
     for (name, body, want) in [
@@ -173,7 +174,7 @@ async fn chunked_answers_keep_their_connection_and_a_connection_close_is_honoure
     let (backend, connections) = framing_backend();
     // One worker: kept connections are pooled per worker, and the counts below are of one
     // pool.
-    let edge = Edge::start("threads = 1", &upstream(backend, 100));
+    let edge = Edge::start(table! { threads = 1 }, upstream(backend, 100));
     let c = reqwest::Client::new();
     for _ in 0..5 {
         let response = c.get(edge.url("/chunked")).send().await.expect("get");

@@ -3,21 +3,27 @@
 use crate::support::*;
 use std::time::{Duration, Instant};
 
-fn limited(addr: std::net::SocketAddr, zone: &str, limit: &str) -> String {
-    format!(
-        r#"
-{zone}
-[upstreams.app]
-servers = [{{ addr = "{addr}" }}]
-[[routes]]
-path = "/api/"
-upstream = "app"
-limit = [ {limit} ]
-[[routes]]
-path = "/"
-upstream = "app"
-"#
-    )
+/// `app` for every path, with `/api/` limited by `limit` in the zone `api` that `zone` has.
+fn limited(addr: std::net::SocketAddr, zone: TestConfig, limit: toml::Value) -> TestConfig {
+    zone.upstream("app", [addr])
+        .route("/api/", "app")
+        .limit(limit)
+        .route("/", "app")
+}
+
+/// A zone `api` of `rate`, kept in the edge's memory.
+fn local_zone(rate: &str) -> TestConfig {
+    TestConfig::new().zone("api", rate)
+}
+
+/// A zone `api` of 1r/m kept in `redis`, and what to do when it is unreachable.
+fn redis_zone(redis: &Redis, on_error: &str) -> TestConfig {
+    TestConfig::new()
+        .section("redis")
+        .with("url", redis.url())
+        .with("on_error", on_error)
+        .zone("api", "1r/m")
+        .with("store", "redis")
 }
 
 /// Sends `per_second` requests a second for `seconds` as `client` (an X-Forwarded-For value,
@@ -59,10 +65,10 @@ async fn fifty_per_second_against_ten_with_burst_twenty_passes_twenty_plus_ten_a
     let app = backend("app").await;
     let edge = Edge::start(
         "",
-        &limited(
+        limited(
             app.addr,
-            "[zones.api]\nrate = \"10r/s\"",
-            "{ zone = \"api\", burst = 20, nodelay = true }",
+            local_zone("10r/s"),
+            table! { zone = "api", burst = 20, nodelay = true },
         ),
     );
     let (passed, rejected, retry_after) = drive(edge.url("/api/x"), None, 50, 4).await;
@@ -92,20 +98,20 @@ async fn fifty_per_second_against_ten_with_burst_twenty_passes_twenty_plus_ten_a
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_do_not_affect_each_other_and_forged_forwarding_changes_nothing() {
     let app = backend("app").await;
-    let zone = "[zones.api]\nrate = \"1r/m\"";
-    let limit = "{ zone = \"api\", burst = 4, nodelay = true }";
-    // Trusted proxy: distinct forwarded clients are distinct keys.
-    let edge = Edge::start(
-        "trusted_proxies = [\"127.0.0.1/32\"]",
-        &limited(app.addr, zone, limit),
+    let config = limited(
+        app.addr,
+        local_zone("1r/m"),
+        table! { zone = "api", burst = 4, nodelay = true },
     );
+    // Trusted proxy: distinct forwarded clients are distinct keys.
+    let edge = Edge::start(table! { trusted_proxies = vec!["127.0.0.1/32"] }, &config);
     let (a_passed, _, _) = drive(edge.url("/api/a"), Some("198.51.100.1".into()), 20, 1).await;
     let (b_passed, _, _) = drive(edge.url("/api/b"), Some("198.51.100.2".into()), 20, 1).await;
     assert_eq!((a_passed, b_passed), (5, 5));
 
     // Untrusted peer: X-Forwarded-For is ignored, so forging it neither escapes the limit
     // nor spends another client's.
-    let edge = Edge::start("", &limited(app.addr, zone, limit));
+    let edge = Edge::start("", &config);
     let c = reqwest::Client::new();
     let mut passed = 0;
     for n in 0..20 {
@@ -125,10 +131,10 @@ async fn without_nodelay_excess_requests_are_spaced_at_the_rate() {
     let app = backend("app").await;
     let edge = Edge::start(
         "",
-        &limited(
+        limited(
             app.addr,
-            "[zones.api]\nrate = \"5r/s\"",
-            "{ zone = \"api\", burst = 5 }",
+            local_zone("5r/s"),
+            table! { zone = "api", burst = 5 },
         ),
     );
     let started = Instant::now();
@@ -168,10 +174,10 @@ async fn dry_run_rejects_nothing_and_counts_what_it_would_have() {
     let app = backend("app").await;
     let edge = Edge::start(
         "",
-        &limited(
+        limited(
             app.addr,
-            "[zones.api]\nrate = \"1r/m\"",
-            "{ zone = \"api\", burst = 2, nodelay = true, dry_run = true }",
+            local_zone("1r/m"),
+            table! { zone = "api", burst = 2, nodelay = true, dry_run = true },
         ),
     );
     let c = reqwest::Client::new();
@@ -190,21 +196,14 @@ async fn dry_run_rejects_nothing_and_counts_what_it_would_have() {
     assert_eq!(status["zones"]["api"]["rejected"].as_u64(), Some(0));
 }
 
-fn redis_zone(redis: &Redis, on_error: &str) -> String {
-    format!(
-        "[redis]\nurl = \"{}\"\non_error = \"{on_error}\"\n[zones.api]\nrate = \"1r/m\"\nstore = \"redis\"",
-        redis.url()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_edges_sharing_a_redis_zone_admit_together_what_one_would_alone() {
     let redis = Redis::start();
     let app = backend("app").await;
     let config = limited(
         app.addr,
-        &redis_zone(&redis, "local"),
-        "{ zone = \"api\", burst = 9, nodelay = true }",
+        redis_zone(&redis, "local"),
+        table! { zone = "api", burst = 9, nodelay = true },
     );
     let one = Edge::start("", &config);
     let two = Edge::start("", &config);
@@ -228,9 +227,12 @@ async fn two_edges_sharing_a_redis_zone_admit_together_what_one_would_alone() {
 async fn a_redis_outage_follows_on_error_and_sharing_resumes_when_it_returns() {
     let mut redis = Redis::start();
     let app = backend("app").await;
-    let limit = "{ zone = \"api\", burst = 2, nodelay = true }";
-    let allow = Edge::start("", &limited(app.addr, &redis_zone(&redis, "allow"), limit));
-    let local = Edge::start("", &limited(app.addr, &redis_zone(&redis, "local"), limit));
+    let limit = table! { zone = "api", burst = 2, nodelay = true };
+    let allow = Edge::start(
+        "",
+        limited(app.addr, redis_zone(&redis, "allow"), limit.clone()),
+    );
+    let local = Edge::start("", limited(app.addr, redis_zone(&redis, "local"), limit));
     let c = reqwest::Client::new();
     let count = |edge: &Edge, n: usize| {
         let c = c.clone();
@@ -266,18 +268,13 @@ async fn a_redis_outage_follows_on_error_and_sharing_resumes_when_it_returns() {
     assert!(status["zones"]["api"]["redis_fallbacks"].as_u64() >= Some(10));
 
     redis.restart(); // empty: the client starts afresh in the shared zone
-    tokio::time::sleep(Duration::from_millis(1200)).await; // past the reconnect backoff
-    let mut after = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while after == 0 && Instant::now() < deadline {
-        // Wait until the allow edge is limited again: proof it is back on Redis.
-        after = 10 - count(&allow, 10).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        after > 0,
-        "the zone is shared (and limiting) again after Redis returns"
-    );
+                     // The allow edge is limited again (past its reconnect backoff): proof it is back on Redis.
+    wait_until(
+        Duration::from_secs(20),
+        "the zone is not shared (and limiting) again after Redis returns",
+        async || count(&allow, 10).await < 10,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -287,8 +284,8 @@ async fn the_redis_password_comes_from_the_environment_and_never_reaches_the_log
     // on_error = allow: if the edge could not authenticate, every request would pass.
     let config = limited(
         app.addr,
-        &redis_zone(&redis, "allow"),
-        "{ zone = \"api\", burst = 2, nodelay = true }",
+        redis_zone(&redis, "allow"),
+        table! { zone = "api", burst = 2, nodelay = true },
     );
     let edge = Edge::start_with_env(
         "",
@@ -315,7 +312,7 @@ async fn the_redis_password_comes_from_the_environment_and_never_reaches_the_log
     assert_eq!(status["zones"]["api"]["redis_fallbacks"].as_u64(), Some(0));
 
     // A wrong password in the URL itself: refused by Redis, logged without the password.
-    let wrong = config.replace("redis://", "redis://:wr0ng-pass@");
+    let wrong = config.text().replace("redis://", "redis://:wr0ng-pass@");
     let edge = Edge::start_with_env("", &wrong, &[("RUST_LOG", "debug")]);
     for _ in 0..3 {
         let _ = c.get(edge.url("/api/x")).send().await.expect("request");
@@ -337,8 +334,8 @@ async fn explain_on_one_edge_sees_what_another_spent_in_a_redis_zone() {
     let app = backend("app").await;
     let config = limited(
         app.addr,
-        &redis_zone(&redis, "local"),
-        "{ zone = \"api\", burst = 1, nodelay = true }",
+        redis_zone(&redis, "local"),
+        table! { zone = "api", burst = 1, nodelay = true },
     );
     let (one, two) = (Edge::start("", &config), Edge::start("", &config));
     let explain = |edge: &Edge| {

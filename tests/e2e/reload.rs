@@ -4,25 +4,27 @@
 use crate::support::*;
 use std::time::{Duration, Instant};
 
+/// The edge's reload generation (`/status` reloads.generation).
 async fn generation(edge: &Edge) -> u64 {
     admin_json(edge, "/status").await["reloads"]["generation"]
         .as_u64()
         .expect("generation")
 }
 
+/// Waits until the reload generation is `want` or more.
 async fn wait_for_generation(edge: &Edge, want: u64) {
     let why = format!("no reload to generation {want}");
-    wait_until(Duration::from_secs(5), &why, || async {
+    wait_until(Duration::from_secs(10), &why, async || {
         generation(edge).await >= want
     })
     .await;
 }
 
-fn routes_to(upstream: &str, addr: std::net::SocketAddr) -> String {
+/// One upstream named `upstream`, of one server, routed for every path.
+fn routes_to(upstream: &str, addr: std::net::SocketAddr) -> TestConfig {
     TestConfig::new()
         .upstream(upstream, [addr])
         .route("/", upstream)
-        .text()
 }
 
 /// The `[edge]` part of a test edge's config file: everything before the next table.
@@ -35,7 +37,7 @@ fn edge_part(text: &str) -> String {
 async fn file_changes_sighup_and_post_reload_apply_and_a_bad_file_changes_nothing() {
     let a = backend("a").await;
     let b = backend("b").await;
-    let edge = Edge::start("", &routes_to("one", a.addr));
+    let edge = Edge::start("", routes_to("one", a.addr));
     let path = edge.dir.path().join("upstreams.toml");
     let head = std::fs::read_to_string(&path).expect("read");
     let head = edge_part(&head);
@@ -46,18 +48,18 @@ async fn file_changes_sighup_and_post_reload_apply_and_a_bad_file_changes_nothin
     write_atomically(&path, &format!("{head}{}", routes_to("two", b.addr)));
     wait_for_generation(&edge, 1).await;
     assert_eq!(instance(&get_json(&c, &edge.url("/"), &[]).await.1), "b");
+    // A time wait, not a state wait: a second reload would come within the watcher's 100 ms
+    // debounce; none must.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(generation(&edge).await, 1, "one write, one reload");
 
     // A broken file: refused with file:line:col, the running config kept.
-    write_atomically(
-        &path,
-        &format!("{head}[upstreams.three]\nservers = [{{ addr = \"nowhere\" }}]\n"),
-    );
+    let broken = TestConfig::new().upstream("three", ["nowhere"]);
+    write_atomically(&path, &format!("{head}{broken}"));
     wait_until(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         "the watcher refuses the file",
-        || async { admin_json(&edge, "/status").await["reloads"]["refused"].as_u64() >= Some(1) },
+        async || admin_json(&edge, "/status").await["reloads"]["refused"].as_u64() >= Some(1),
     )
     .await;
     let resp = c
@@ -89,11 +91,12 @@ async fn file_changes_sighup_and_post_reload_apply_and_a_bad_file_changes_nothin
     // the content hash makes it one reload.
     std::fs::write(&path, format!("{head}{}", routes_to("one", a.addr))).expect("write");
     let pid = std::fs::read_to_string(edge.dir.path().join("edge.pid")).expect("pid file");
-    let killed = std::process::Command::new("kill")
-        .args(["-HUP", pid.trim()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    assert_eq!(
+        pid.trim(),
+        edge.pid().to_string(),
+        "the pid file names the edge"
+    );
+    edge.signal("HUP");
     wait_for_generation(&edge, 2).await;
     assert_eq!(instance(&get_json(&c, &edge.url("/"), &[]).await.1), "a");
 
@@ -113,7 +116,7 @@ async fn file_changes_sighup_and_post_reload_apply_and_a_bad_file_changes_nothin
 async fn a_kubernetes_style_symlink_swap_triggers_one_reload() {
     let a = backend("a").await;
     let b = backend("b").await;
-    let edge = Edge::start("", &routes_to("one", a.addr));
+    let edge = Edge::start("", routes_to("one", a.addr));
     let dir = edge.dir.path();
     let original = std::fs::read_to_string(dir.join("upstreams.toml")).expect("read");
     let head = edge_part(&original);
@@ -145,6 +148,8 @@ async fn a_kubernetes_style_symlink_swap_triggers_one_reload() {
         instance(&get_json(&client(), &edge.url("/"), &[]).await.1),
         "b"
     );
+    // A time wait, not a state wait: a second reload would come within the watcher's 100 ms
+    // debounce; none must.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(generation(&edge).await, 1, "one swap, one reload");
 }
@@ -155,18 +160,24 @@ async fn no_request_fails_while_the_config_is_reloaded_every_100ms() {
     let a2 = backend("a2").await;
     let b1 = backend("b1").await;
     let never = backend("never").await;
-    let config_a = format!(
-        "[upstreams.up_a]\nservers = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n[upstreams.up_b]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/api/\"\nupstream = \"up_a\"\n[[routes]]\npath = \"/\"\nupstream = \"up_b\"\n",
-        a1.addr, a2.addr, b1.addr
-    );
-    let config_b = format!(
-        "[upstreams.up_a]\nservers = [{{ addr = \"{}\" }}]\n[upstreams.up_b]\nservers = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n[[routes]]\npath = \"/api/\"\nupstream = \"up_b\"\n[[routes]]\npath = \"/\"\nupstream = \"up_a\"\n",
-        a2.addr, b1.addr, a1.addr
-    );
-    let invalid = format!(
-        "[upstreams.up_c]\nservers = [{{ addr = \"{}\" }}]\n[[routes]]\npath = \"/api/\"\nupstream = \"up_c\"\nbroken = yes\n",
-        never.addr
-    );
+    let config_a = TestConfig::new()
+        .upstream("up_a", [a1.addr, a2.addr])
+        .upstream("up_b", [b1.addr])
+        .route("/api/", "up_a")
+        .route("/", "up_b")
+        .text();
+    let config_b = TestConfig::new()
+        .upstream("up_a", [a2.addr])
+        .upstream("up_b", [b1.addr, a1.addr])
+        .route("/api/", "up_b")
+        .route("/", "up_a")
+        .text();
+    // Not TOML: `yes` is no value.
+    let invalid = TestConfig::new()
+        .upstream("up_c", [never.addr])
+        .route("/api/", "up_c")
+        .text()
+        + "broken = yes\n";
     let edge = Edge::start("", &config_a);
     let path = edge.dir.path().join("upstreams.toml");
     let head = std::fs::read_to_string(&path).expect("read");
@@ -239,7 +250,7 @@ async fn no_request_fails_while_the_config_is_reloaded_every_100ms() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_graceful_binary_upgrade_drops_no_request() {
     let a = backend("a").await;
-    let old = Edge::start("", &routes_to("one", a.addr));
+    let mut old = Edge::start("", routes_to("one", a.addr));
     let config = old.dir.path().join("upstreams.toml");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
@@ -247,19 +258,26 @@ async fn a_graceful_binary_upgrade_drops_no_request() {
         let stop = stop.clone();
         tokio::spawn(async move {
             let c = reqwest::Client::new();
-            let (mut ok, mut failed) = (0u32, 0u32);
+            let (mut ok, mut failed) = (0u32, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match c.get(&url).send().await {
                     Ok(r) if r.status() == 200 => ok += 1,
-                    _ => failed += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(format!("{e:?}")),
                 }
             }
             (ok, failed)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // The new binary waits for the listening sockets; SIGQUIT makes the old one hand them
-    // over and drain.
+    wait_until(
+        Duration::from_secs(10),
+        "the load is not running",
+        async || a.requests() >= 20,
+    )
+    .await;
+    // The new binary waits for the listening sockets (on its upgrade socket); SIGQUIT makes
+    // the old one hand them over and drain.
+    let upgrade_socket = old.dir.path().join("edge-upgrade.sock");
     let mut new = std::process::Command::new(edge_bin())
         .arg("run")
         .arg("--config")
@@ -272,16 +290,35 @@ async fn a_graceful_binary_upgrade_drops_no_request() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the new edge");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let killed = std::process::Command::new("kill")
-        .args(["-QUIT", &old.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the new edge does not wait for the sockets",
+        async || upgrade_socket.exists(),
+    )
+    .await;
+    old.signal("QUIT");
+    // The old edge has handed its sockets over and drained: it ends, and the load goes on
+    // through the new one.
+    wait_until(
+        Duration::from_secs(20),
+        "the old edge still runs",
+        async || old.exited().is_some(),
+    )
+    .await;
+    let served = a.requests();
+    wait_until(
+        Duration::from_secs(10),
+        "no request served after the hand-over",
+        async || a.requests() >= served + 20,
+    )
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = load.await.expect("load");
-    assert_eq!(failed, 0, "{ok} passed");
+    assert!(
+        failed.is_empty(),
+        "{ok} passed, and failed: {failed:#?}\nthe old edge's log:\n{}",
+        old.log()
+    );
     assert!(
         new.try_wait().expect("status").is_none(),
         "the new edge runs"
@@ -297,10 +334,12 @@ async fn a_graceful_binary_upgrade_drops_no_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn files_written_beside_the_config_cause_no_reload() {
     let a = backend("a").await;
-    let edge = Edge::start("", &routes_to("one", a.addr));
+    let edge = Edge::start("", routes_to("one", a.addr));
     for n in 0..5 {
         std::fs::write(edge.dir.path().join(format!("other-{n}.log")), "noise").expect("write");
     }
+    // A time wait, not a state wait: a reload would come within the watcher's 100 ms
+    // debounce; none must.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = admin_json(&edge, "/status").await;
     assert_eq!(status["reloads"]["refused"].as_u64(), Some(0));
@@ -311,18 +350,14 @@ async fn files_written_beside_the_config_cause_no_reload() {
 async fn a_connection_accepted_before_shutdown_still_gets_its_first_request_served() {
     use std::io::{Read, Write};
     let app = backend("app").await;
-    let edge = Edge::start("", &one_route(app.addr));
+    let edge = Edge::start("", one_route(app.addr));
     // Connected, request not yet sent, when the edge is told to stop.
     let mut early = std::net::TcpStream::connect(edge.http).expect("connect");
     // A request on another connection, accepted after it: so this one was accepted too.
     let _ = get_json(&client(), &edge.url("/warm"), &[]).await;
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &edge.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    edge.signal("TERM");
     // The shutdown has begun once the listener is closed.
-    wait_until(Duration::from_secs(5), "the listener closes", || async {
+    wait_until(Duration::from_secs(10), "the listener closes", async || {
         std::net::TcpStream::connect(edge.http).is_err()
     })
     .await;
@@ -342,37 +377,30 @@ async fn a_connection_accepted_before_shutdown_still_gets_its_first_request_serv
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shutdown_lets_a_slow_request_finish_then_the_process_exits() {
     let app = backend("app").await;
-    let mut edge = Edge::start("", &one_route(app.addr));
+    let mut edge = Edge::start("", one_route(app.addr));
     let url = edge.url("/slow?sleep_ms=3000");
     let slow = tokio::spawn(async move { get_json(&client(), &url, &[]).await });
     wait_until(
-        Duration::from_secs(5),
-        "the slow request is in flight",
-        || async {
-            admin_json(&edge, "/status").await["upstreams"]["app"]["servers"][0]["in_flight"] == 1
-        },
+        Duration::from_secs(10),
+        "the slow request is not in flight",
+        async || server(&edge, "app", 0).await["in_flight"] == 1,
     )
     .await;
     let stopped = Instant::now();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &edge.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    edge.signal("TERM");
     // The request in flight (longer than the old 1 s grace) is answered in full.
     let (status, _) = slow.await.expect("task");
     assert_eq!(status, 200);
     // And the process ends once it is done, not at the end of the drain limit.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(exit) = edge.exited() {
-            assert!(exit.success(), "{exit:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "still running after the drain");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "still running after the drain",
+        async || edge.exited().is_some(),
+    )
+    .await;
     let took = stopped.elapsed();
+    let exit = edge.exited().expect("ended");
+    assert!(exit.success(), "{exit:?}");
     assert!(
         took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
         "exited {took:?} after SIGTERM"
@@ -383,7 +411,7 @@ async fn a_shutdown_lets_a_slow_request_finish_then_the_process_exits() {
 async fn a_file_written_slowly_is_reloaded_once_when_the_writes_stop() {
     use std::io::Write;
     let (a, b) = (backend("a").await, backend("b").await);
-    let edge = Edge::start("", &routes_to("one", a.addr));
+    let edge = Edge::start("", routes_to("one", a.addr));
     let path = edge.dir.path().join("upstreams.toml");
     let text = format!(
         "{}{}",

@@ -9,27 +9,14 @@ async fn longest_prefix_and_host_pick_the_upstream_and_unrouted_paths_get_json_4
     let tenant = backend("tenant").await;
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.content]
-servers = [{{ addr = "{}" }}]
-[upstreams.dashboard]
-servers = [{{ addr = "{}" }}]
-[upstreams.tenant]
-servers = [{{ addr = "{}" }}]
-[[routes]]
-path = "/api/content/"
-upstream = "content"
-[[routes]]
-path = "/app/"
-upstream = "dashboard"
-[[routes]]
-path = "/app/"
-host = "*.tenant.example"
-upstream = "tenant"
-"#,
-            content.addr, dashboard.addr, tenant.addr
-        ),
+        TestConfig::new()
+            .upstream("content", [content.addr])
+            .upstream("dashboard", [dashboard.addr])
+            .upstream("tenant", [tenant.addr])
+            .route("/api/content/", "content")
+            .route("/app/", "dashboard")
+            .route("/app/", "tenant")
+            .with("host", "*.tenant.example"),
     );
     let c = client();
     let (s, body) = get_json(&c, &edge.url("/api/content/items/1?x=1"), &[]).await;
@@ -57,21 +44,12 @@ async fn allow_lists_answer_others_403_and_forged_forwarding_does_not_help() {
     let grafana = backend("grafana").await;
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.grafana]
-servers = [{{ addr = "{}" }}]
-[[routes]]
-path = "/grafana/"
-upstream = "grafana"
-allow = ["10.0.0.0/8"]
-[[routes]]
-path = "/open/"
-upstream = "grafana"
-allow = ["127.0.0.0/8", "::1"]
-"#,
-            grafana.addr
-        ),
+        TestConfig::new()
+            .upstream("grafana", [grafana.addr])
+            .route("/grafana/", "grafana")
+            .with("allow", vec!["10.0.0.0/8"])
+            .route("/open/", "grafana")
+            .with("allow", vec!["127.0.0.0/8", "::1"]),
     );
     let c = client();
     let (s, body) = get_json(&c, &edge.url("/grafana/d/1"), &[]).await;
@@ -98,18 +76,11 @@ allow = ["127.0.0.0/8", "::1"]
 async fn trusted_proxies_make_forwarded_clients_count() {
     let grafana = backend("grafana").await;
     let edge = Edge::start(
-        "trusted_proxies = [\"127.0.0.1/32\"]",
-        &format!(
-            r#"
-[upstreams.grafana]
-servers = [{{ addr = "{}" }}]
-[[routes]]
-path = "/grafana/"
-upstream = "grafana"
-allow = ["10.0.0.0/8"]
-"#,
-            grafana.addr
-        ),
+        table! { trusted_proxies = vec!["127.0.0.1/32"] },
+        TestConfig::new()
+            .upstream("grafana", [grafana.addr])
+            .route("/grafana/", "grafana")
+            .with("allow", vec!["10.0.0.0/8"]),
     );
     let c = client();
     let (s, body) = get_json(
@@ -132,7 +103,7 @@ allow = ["10.0.0.0/8"]
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_over_client_max_body_size_get_413_and_never_reach_the_backend() {
     let app = backend("app").await;
-    let edge = Edge::start("client_max_body_size = \"1k\"", &one_route(app.addr));
+    let edge = Edge::start(table! { client_max_body_size = "1k" }, one_route(app.addr));
     let c = client();
     let resp = c
         .post(edge.url("/upload"))
@@ -161,7 +132,7 @@ async fn a_streamed_response_reaches_the_client_as_it_is_produced() {
             .to_vec(),
         true,
     );
-    let edge = Edge::start("", &one_route(app));
+    let edge = Edge::start("", one_route(app));
     let mut client = std::net::TcpStream::connect(edge.http).expect("connect");
     client
         .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -2,7 +2,6 @@
 //! (`client_body_timeout`) cost the edge their connection and the upstream connection behind
 //! it within the timeout, count against no server, and slow nobody else down.
 
-use crate::observe::{scrape, value};
 use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -49,14 +48,16 @@ async fn a_client_that_stops_reading_frees_its_connection_and_the_upstream_one_w
     const BODY: u64 = 32 << 20;
     let bulk = BulkBackend::start(BODY);
     let app = backend("app").await;
-    let (_dir, log, log_line) = access_log_file();
+    let (_dir, log, _) = access_log_file();
     let config = TestConfig::new()
         .upstream("bulk", [bulk.addr])
         .route("/big/", "bulk")
         .upstream("app", [app.addr])
-        .route("/", "app")
-        .text();
-    let edge = Edge::start(&format!("send_timeout = \"2s\"\n{log_line}"), &config);
+        .route("/", "app");
+    let edge = Edge::start(
+        table! { send_timeout = "2s", access_log = log.display().to_string() },
+        config,
+    );
 
     // A GET without a body and a POST with one: every HTTP/1.1 request shape.
     let mut readers = blocking(|| {
@@ -69,23 +70,29 @@ async fn a_client_that_stops_reading_frees_its_connection_and_the_upstream_one_w
         ]
     });
 
-    // Other clients are served at their usual pace all the while.
+    // The edge closes both upstream connections mid-response; other clients are served at
+    // their usual pace all the while.
     let client = client();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let asked = Instant::now();
-        let (status, _) = get_json(&client, &edge.url("/api/content/x"), &[]).await;
-        assert_eq!(status, 200);
-        assert!(
-            asked.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            asked.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "an upstream connection is still open",
+        async || {
+            let asked = Instant::now();
+            let (status, _) = get_json(&client, &edge.url("/api/content/x"), &[]).await;
+            assert_eq!(status, 200);
+            assert!(
+                asked.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                asked.elapsed()
+            );
+            // The other client's pace.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            bulk.closed_mid_response(2)
+        },
+    )
+    .await;
 
-    // The edge closed both upstream connections mid-response, send_timeout after they stopped
-    // moving.
+    // Each send_timeout after its bytes stopped moving.
     let connections = bulk.connections();
     assert_eq!(connections.len(), 2, "{connections:?}");
     for c in &connections {
@@ -109,50 +116,39 @@ async fn a_client_that_stops_reading_frees_its_connection_and_the_upstream_one_w
         assert_eq!(line["status"], 408, "{line}");
         assert_eq!(line["upstream"], "bulk", "{line}");
     }
-    let (_, m) = scrape(&edge).await;
-    assert_eq!(
-        value(&m, "edge_client_timeouts_total", &["phase=\"send\""]),
-        2.0
-    );
-    let status = admin_json(&edge, "/status").await;
-    let server = &status["upstreams"]["bulk"]["servers"][0];
+    let send = ["phase=\"send\""];
+    let timeouts = metric_reaching(&edge, "edge_client_timeouts_total", &send, 2.0);
+    assert_eq!(timeouts.await, 2.0);
+    let server = server(&edge, "bulk", 0).await;
     assert_eq!(server["failures"], 0, "{server}");
     assert_eq!(server["in_flight"], 0, "{server}");
     assert_eq!(server["state"], "up", "{server}");
 }
 
-/// An edge on https with `bulk` (32 MB answers) under `/big/` and a content service for
-/// everything else, `send_timeout = "2s"`; the dir holds its certificate.
-async fn bulk_edge(bulk: &BulkBackend, app: SocketAddr) -> (tempfile::TempDir, Edge, SocketAddr) {
-    let dir = tempfile::tempdir().expect("dir");
+/// An edge on https (a.example) with `bulk` under `/big/` and a content service for everything
+/// else, `send_timeout = "2s"`; its certificate (kept while it runs), the edge and its https
+/// address.
+fn bulk_edge(bulk: &BulkBackend, app: SocketAddr) -> (Certificate, Edge, SocketAddr) {
+    let a = Certificate::self_signed(&["a.example"]);
     let config = TestConfig::new()
         .upstream("bulk", [bulk.addr])
         .route("/big/", "bulk")
         .upstream("app", [app])
         .route("/", "app")
-        .text();
-    let (edge, https) = crate::tls::https_edge(dir.path(), "send_timeout = \"2s\"", &config).await;
-    (dir, edge, https)
+        .certificate(&a);
+    let (edge, https) = https_edge(table! { send_timeout = "2s" }, config);
+    (a, edge, https)
 }
 
-/// The upstream connections the edge closed mid-response (waiting up to 3 s for the last),
-/// each `send_timeout` (2 s, with a second's slack either way) after its bytes stopped
-/// moving; `n` in all.
-async fn closed_after_send_timeout(bulk: &BulkBackend, n: usize) {
-    wait_until(
-        Duration::from_secs(3),
-        "an upstream connection is still open",
-        || async {
-            let connections = bulk.connections();
-            connections.len() >= n && connections.iter().all(|c| c.closed_mid_response.is_some())
-        },
-    )
-    .await;
+/// Each of the `n` upstream connections of `bulk` was closed by the edge mid-response
+/// `send_timeout` (2 s, with a second's slack either way) after its bytes stopped moving: after
+/// the later of its own last bytes and `stopped`, when the client stopped taking any.
+fn closed_after_send_timeout(bulk: &BulkBackend, n: usize, stopped: Instant) {
     let connections = bulk.connections();
     assert_eq!(connections.len(), n, "{connections:?}");
     for c in &connections {
         let closed = c.closed_mid_response.expect("the edge never closed it");
-        let stalled = closed.duration_since(c.last_progress);
+        let stalled = closed.duration_since(c.last_progress.max(stopped));
         assert!(
             stalled >= Duration::from_millis(1000) && stalled <= Duration::from_secs(3),
             "closed {stalled:?} after the last bytes moved: {c:?}"
@@ -160,46 +156,51 @@ async fn closed_after_send_timeout(bulk: &BulkBackend, n: usize) {
     }
 }
 
-/// Small HTTP/2 requests to `https` for `how_long`, each answered 200 within a second.
-async fn others_are_served(https: SocketAddr, how_long: Duration) {
-    let stream = crate::tls::connect(&crate::tls::connector(&[b"h2"]), https, "a.example").await;
-    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
-    tokio::spawn(connection);
-    let deadline = Instant::now() + how_long;
-    while Instant::now() < deadline {
-        let asked = Instant::now();
-        let mut client = client.clone().ready().await.expect("ready");
-        let request = http::Request::get("https://a.example/api/content/x")
-            .body(())
-            .expect("request");
-        let (response, _) = client.send_request(request, true).expect("send");
-        let response = response.await.expect("response");
-        assert_eq!(response.status(), 200);
-        let mut body = response.into_body();
-        while let Some(chunk) = body.data().await {
-            chunk.expect("body");
-        }
-        assert!(
-            asked.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            asked.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// Small HTTP/2 requests to `https`, each answered 200 within a second, until the edge has
+/// closed `n` upstream connections of `bulk` mid-response.
+async fn others_are_served_until_closed(https: SocketAddr, bulk: &BulkBackend, n: usize) {
+    let client = h2_frames_client(https).await;
+    wait_until(
+        Duration::from_secs(10),
+        "an upstream connection is still open",
+        async || {
+            let asked = Instant::now();
+            let mut client = client.clone().ready().await.expect("ready");
+            let request = http::Request::get("https://a.example/api/content/x")
+                .body(())
+                .expect("request");
+            let (response, _) = client.send_request(request, true).expect("send");
+            let response = response.await.expect("response");
+            assert_eq!(response.status(), 200);
+            let mut body = response.into_body();
+            while let Some(chunk) = body.data().await {
+                chunk.expect("body");
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                asked.elapsed()
+            );
+            // The other client's pace.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            bulk.closed_mid_response(n)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_streams_whose_window_never_opens_are_reset_within_send_timeout() {
     let bulk = BulkBackend::start(32 << 20);
     let app = backend("app").await;
-    let (_dir, edge, https) = bulk_edge(&bulk, app.addr).await;
+    let (_a, edge, https) = bulk_edge(&bulk, app.addr);
 
     // 5 connections of 10 streams each, with a stream window of 0 that is never opened.
+    let stopped = Instant::now();
     let mut bodies = Vec::new();
     let mut clients = Vec::new();
     for _ in 0..5 {
-        let stream =
-            crate::tls::connect(&crate::tls::connector(&[b"h2"]), https, "a.example").await;
+        let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
         let (client, connection) = h2::client::Builder::new()
             .initial_window_size(0)
             .handshake::<_, bytes::Bytes>(stream)
@@ -219,8 +220,8 @@ async fn http2_streams_whose_window_never_opens_are_reset_within_send_timeout() 
         clients.push(client);
     }
 
-    others_are_served(https, Duration::from_secs(4)).await;
-    closed_after_send_timeout(&bulk, 50).await;
+    others_are_served_until_closed(https, &bulk, 50).await;
+    closed_after_send_timeout(&bulk, 50, stopped);
     // Each stream was reset: its body ends in an error, having carried nothing.
     for mut body in bodies {
         let end = tokio::time::timeout(Duration::from_secs(2), body.data())
@@ -228,13 +229,10 @@ async fn http2_streams_whose_window_never_opens_are_reset_within_send_timeout() 
             .expect("the stream is over");
         assert!(matches!(end, Some(Err(_))), "{end:?}");
     }
-    let (_, m) = scrape(&edge).await;
-    assert_eq!(
-        value(&m, "edge_client_timeouts_total", &["phase=\"send\""]),
-        50.0
-    );
-    let status = admin_json(&edge, "/status").await;
-    let server = &status["upstreams"]["bulk"]["servers"][0];
+    let send = ["phase=\"send\""];
+    let timeouts = metric_reaching(&edge, "edge_client_timeouts_total", &send, 50.0);
+    assert_eq!(timeouts.await, 50.0);
+    let server = server(&edge, "bulk", 0).await;
     assert_eq!(server["failures"], 0, "{server}");
     assert_eq!(server["in_flight"], 0, "{server}");
 }
@@ -301,7 +299,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Pausable<S> {
 async fn an_http2_client_that_stops_reading_its_socket_loses_the_connection_within_send_timeout() {
     let bulk = BulkBackend::start(32 << 20);
     let app = backend("app").await;
-    let (_dir, edge, https) = bulk_edge(&bulk, app.addr).await;
+    let (_a, edge, https) = bulk_edge(&bulk, app.addr);
 
     // Wide open windows, then no more reads from the socket once the answers have begun.
     let socket =
@@ -310,7 +308,7 @@ async fn an_http2_client_that_stops_reading_its_socket_loses_the_connection_with
     socket.connect(&https.into()).expect("connect");
     socket.set_nonblocking(true).expect("nonblocking");
     let tcp = tokio::net::TcpStream::from_std(socket.into()).expect("tokio");
-    let tls = crate::tls::connector(&[b"h2"])
+    let tls = connector(&[b"h2"])
         .connect(
             rustls::pki_types::ServerName::try_from("a.example").expect("name"),
             tcp,
@@ -355,12 +353,15 @@ async fn an_http2_client_that_stops_reading_its_socket_loses_the_connection_with
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(Duration::from_secs(10), "no answer is taken", async || {
+        taken.load(std::sync::atomic::Ordering::Relaxed) > 0
+    })
+    .await;
     paused.set(true);
-    assert!(taken.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    let stopped = Instant::now();
 
-    others_are_served(https, Duration::from_secs(4)).await;
-    closed_after_send_timeout(&bulk, 10).await;
+    others_are_served_until_closed(https, &bulk, 10).await;
+    closed_after_send_timeout(&bulk, 10, stopped);
     // The edge let the connection go: read again, the client finds it closed after what
     // was in flight (otherwise the ten answers would go on coming).
     paused.set(false);
@@ -369,8 +370,7 @@ async fn an_http2_client_that_stops_reading_its_socket_loses_the_connection_with
     for reader in readers {
         let _ = reader.await;
     }
-    let status = admin_json(&edge, "/status").await;
-    let server = &status["upstreams"]["bulk"]["servers"][0];
+    let server = server(&edge, "bulk", 0).await;
     assert_eq!(server["failures"], 0, "{server}");
     assert_eq!(server["in_flight"], 0, "{server}");
 }
@@ -439,14 +439,12 @@ impl UploadBackend {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_body_that_stops_is_408_before_upstream_and_frees_the_upstream_after() {
     let upload = UploadBackend::start();
-    let (_dir, log, log_line) = access_log_file();
-    let config = TestConfig::new()
-        .upstream("up", [upload.addr])
-        .route("/", "up")
-        .text();
+    let (_dir, log, _) = access_log_file();
     let edge = Edge::start(
-        &format!("client_body_timeout = \"1s\"\n{log_line}"),
-        &config,
+        table! { client_body_timeout = "1s", access_log = log.display().to_string() },
+        TestConfig::new()
+            .upstream("up", [upload.addr])
+            .route("/", "up"),
     );
 
     // Half of a small body (read whole before any server is chosen): 408, nothing upstream.
@@ -493,9 +491,9 @@ async fn a_request_body_that_stops_is_408_before_upstream_and_frees_the_upstream
     });
     assert_eq!(status_of(&answer), 408, "{answer}");
     wait_until(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "the upstream never saw the close",
-        || async { !upload.connections().is_empty() },
+        async || !upload.connections().is_empty(),
     )
     .await;
     let cut = upload.connections();
@@ -508,13 +506,10 @@ async fn a_request_body_that_stops_is_408_before_upstream_and_frees_the_upstream
         let line = logged_line(&log, path, Duration::from_secs(5), "a body timeout").await;
         assert_eq!(line["status"], 408, "{line}");
     }
-    let (_, m) = scrape(&edge).await;
-    assert_eq!(
-        value(&m, "edge_client_timeouts_total", &["phase=\"body\""]),
-        2.0
-    );
-    let status = admin_json(&edge, "/status").await;
-    let server = &status["upstreams"]["up"]["servers"][0];
+    let body = ["phase=\"body\""];
+    let timeouts = metric_reaching(&edge, "edge_client_timeouts_total", &body, 2.0);
+    assert_eq!(timeouts.await, 2.0);
+    let server = server(&edge, "up", 0).await;
     assert_eq!(server["failures"], 0, "{server}");
     assert_eq!(server["up"], true, "{server}");
 
@@ -529,16 +524,15 @@ async fn a_request_body_that_stops_is_408_before_upstream_and_frees_the_upstream
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_request_body_that_stops_is_408_before_upstream_and_frees_the_upstream_after() {
     let upload = UploadBackend::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let config = TestConfig::new()
-        .upstream("up", [upload.addr])
-        .route("/", "up")
-        .text();
-    let (edge, https) =
-        crate::tls::https_edge(dir.path(), "client_body_timeout = \"1s\"", &config).await;
-    let stream = crate::tls::connect(&crate::tls::connector(&[b"h2"]), https, "a.example").await;
-    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
-    tokio::spawn(connection);
+    let a = Certificate::self_signed(&["a.example"]);
+    let (edge, https) = https_edge(
+        table! { client_body_timeout = "1s" },
+        TestConfig::new()
+            .upstream("up", [upload.addr])
+            .route("/", "up")
+            .certificate(&a),
+    );
+    let client = h2_frames_client(https).await;
 
     for (path, length, sent) in [("/small", 1000, 500), ("/large", 100_000, 40_000)] {
         let mut client = client.clone().ready().await.expect("ready");
@@ -560,9 +554,9 @@ async fn an_http2_request_body_that_stops_is_408_before_upstream_and_frees_the_u
         assert!(took >= Duration::from_millis(900), "{path}: {took:?}");
     }
     wait_until(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "the upstream never saw the close",
-        || async { !upload.connections().is_empty() },
+        async || !upload.connections().is_empty(),
     )
     .await;
     let cut = upload.connections();
@@ -570,11 +564,8 @@ async fn an_http2_request_body_that_stops_is_408_before_upstream_and_frees_the_u
         matches!(cut[..], [Some(read)] if read > 0 && read < 100000),
         "{cut:?}"
     );
-    let (_, m) = scrape(&edge).await;
-    assert_eq!(
-        value(&m, "edge_client_timeouts_total", &["phase=\"body\""]),
-        2.0
-    );
-    let status = admin_json(&edge, "/status").await;
-    assert_eq!(status["upstreams"]["up"]["servers"][0]["failures"], 0);
+    let body = ["phase=\"body\""];
+    let timeouts = metric_reaching(&edge, "edge_client_timeouts_total", &body, 2.0);
+    assert_eq!(timeouts.await, 2.0);
+    assert_eq!(server(&edge, "up", 0).await["failures"], 0);
 }

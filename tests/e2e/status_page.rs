@@ -80,30 +80,20 @@ async fn the_status_page_shows_servers_routes_limits_and_reloads_in_a_browser() 
     let (dead, dead2) = (dead_port(4), dead_port(5));
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[zones.api]
-rate = "1r/m"
-[upstreams.app]
-servers = [{{ addr = "{app}" }}]
-[upstreams.gone]
-servers = [{{ addr = "127.0.0.1:{dead}", max_fails = 1, fail_timeout = "10m" }}, {{ addr = "127.0.0.1:{dead2}", max_fails = 1, fail_timeout = "10m" }}]
-[[routes]]
-path = "/api/"
-upstream = "app"
-limit = [{{ zone = "api", burst = 1, nodelay = true }}]
-[[routes]]
-path = "/gone/"
-upstream = "gone"
-[upstreams.idle]
-servers = [{{ addr = "{idle}" }}]
-[[routes]]
-path = "/idle/"
-upstream = "idle"
-"#,
-            app = app.addr,
-            idle = idle.addr
-        ),
+        TestConfig::new()
+            .zone("api", "1r/m")
+            .upstream("app", [app.addr])
+            .upstream(
+                "gone",
+                [dead, dead2].map(|port| format!("127.0.0.1:{port}")),
+            )
+            .with_servers("max_fails", 1)
+            .with_servers("fail_timeout", "10m")
+            .route("/api/", "app")
+            .limit(table! { zone = "api", burst = 1, nodelay = true })
+            .route("/gone/", "gone")
+            .upstream("idle", [idle.addr])
+            .route("/idle/", "idle"),
     );
     let c = client();
     for _ in 0..3 {

@@ -3,94 +3,13 @@
 //! to speak).
 
 use crate::support::*;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
-
-/// Trusts whatever the edge presents: these tests look at which certificate it is.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-pub(crate) fn connector(alpn: &[&[u8]]) -> TlsConnector {
-    connector_for(alpn, &[&rustls::version::TLS12, &rustls::version::TLS13])
-}
-
-fn connector_for(
-    alpn: &[&[u8]],
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> TlsConnector {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
-}
-
-pub(crate) async fn connect(
-    tls: &TlsConnector,
-    addr: SocketAddr,
-    sni: &str,
-) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.expect("tcp");
-    tls.connect(ServerName::try_from(sni.to_string()).expect("name"), tcp)
-        .await
-        .expect("TLS handshake")
-}
 
 /// The DNS names of the certificate the server presented.
 fn served_names(stream: &TlsStream<TcpStream>) -> Vec<String> {
@@ -114,164 +33,38 @@ fn served_names(stream: &TlsStream<TcpStream>) -> Vec<String> {
         .collect()
 }
 
-type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
-
-/// An HTTP/2 client over an established TLS stream (its connection driven in the background).
-async fn h2_client(stream: TlsStream<TcpStream>) -> H2Sender {
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
-    sender
-}
-
-/// One HTTP/2 GET of `path` on a.example.
-async fn h2_get(sender: &mut H2Sender, path: &str) -> http::Response<hyper::body::Incoming> {
-    let request = http::Request::get(format!("https://a.example{path}"))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .expect("request");
-    sender.send_request(request).await.expect("h2 response")
-}
-
-/// One HTTP/1.1 request on an open stream: (status line, lowercase head, body).
-pub(crate) async fn http1<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    stream: &mut S,
-    path: &str,
-    extra: &str,
-) -> (String, String, Vec<u8>) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: edge.test\r\n{extra}\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    let head_end = loop {
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).await.expect("read");
-        assert!(
-            n > 0,
-            "connection closed: {}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let status = head.lines().next().unwrap_or("").to_string();
-    let mut rest = buf[head_end..].to_vec();
-    let mut more = async |rest: &mut Vec<u8>| {
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).await.expect("read body");
-        assert!(n > 0, "closed mid-body");
-        rest.extend_from_slice(&chunk[..n]);
-    };
-    if head.contains("transfer-encoding: chunked") {
-        let mut body = Vec::new();
-        loop {
-            let line_end = loop {
-                if let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
-                    break i;
-                }
-                more(&mut rest).await;
-            };
-            let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .expect("chunk size");
-            while rest.len() < line_end + 2 + size + 2 {
-                more(&mut rest).await;
-            }
-            body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
-            rest.drain(..line_end + 2 + size + 2);
-            if size == 0 {
-                return (status, head, body);
-            }
-        }
-    }
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().expect("length"));
-    while rest.len() < length {
-        more(&mut rest).await;
-    }
-    (status, head, rest)
-}
-
-struct TlsEdge {
+/// What most of these tests talk to: an edge ([`https_edge`]) for two sites, a.example (its
+/// default certificate) and b.example, in front of a content service.
+struct TwoSites {
     edge: Edge,
     https: SocketAddr,
-    _app: services::RunningService,
+    app: services::RunningService,
+    /// The a.example certificate's files (to renew them).
+    a: Certificate,
+    _b: Certificate,
 }
 
-fn certs(dir: &Path, name: &str, names: &[&str]) -> (String, String) {
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    edge::tls::generate_self_signed(names, &cert, &key).expect("certificate");
-    (cert.display().to_string(), key.display().to_string())
-}
-
-async fn tls_edge(dir: &Path, redirect: bool) -> TlsEdge {
-    tls_edge_with(dir, &format!("redirect_http_to_https = {redirect}")).await
-}
-
-/// An edge with two certificates on an https listener, with `edge_lines` in its [edge].
-async fn tls_edge_with(dir: &Path, edge_lines: &str) -> TlsEdge {
+/// [`TwoSites`], with `edge_lines` in the edge's [edge].
+async fn two_sites(edge_lines: impl EdgeLines) -> TwoSites {
     let app = backend("app").await;
-    let (a_cert, a_key) = certs(dir, "a", &["a.example"]);
-    let (b_cert, b_key) = certs(dir, "b", &["b.example"]);
-    let edge = Edge::start(
-        &format!("https_listen = [\"127.0.0.1:0\"]\n{edge_lines}"),
-        &format!(
-            r#"
-[tls]
-certificates = [{{ cert = "{a_cert}", key = "{a_key}" }}, {{ cert = "{b_cert}", key = "{b_key}" }}]
-[upstreams.app]
-servers = [{{ addr = "{}" }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#,
-            app.addr
-        ),
+    let a = Certificate::self_signed(&["a.example"]);
+    let b = Certificate::self_signed(&["b.example"]);
+    let (edge, https) = https_edge(
+        edge_lines,
+        one_route(app.addr).certificate(&a).certificate(&b),
     );
-    let https = edge.https();
-    TlsEdge {
+    TwoSites {
         edge,
         https,
-        _app: app,
+        app,
+        a,
+        _b: b,
     }
-}
-
-pub(crate) fn s_client(addr: SocketAddr, args: &[&str]) -> (bool, String) {
-    let mut child = std::process::Command::new("openssl")
-        .arg("s_client")
-        .arg("-connect")
-        .arg(addr.to_string())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl (Debian's openssl package)");
-    let status = child.wait().expect("wait");
-    let mut out = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut out);
-    }
-    (status.success() && !out.contains("Cipher is (NONE)"), out)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_tls12_aead_and_tls13_are_spoken() {
-    let dir = tempfile::tempdir().expect("dir");
-    let t = tls_edge(dir.path(), false).await;
+    let t = two_sites(table! { redirect_http_to_https = false }).await;
     let (ok, out) = s_client(t.https, &["-tls1_3", "-servername", "a.example"]);
     assert!(ok && out.contains("TLSv1.3"), "{out}");
     let (ok, out) = s_client(
@@ -298,8 +91,7 @@ async fn only_tls12_aead_and_tls13_are_spoken() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sni_picks_the_certificate_h2_is_negotiated_and_sessions_resume() {
-    let dir = tempfile::tempdir().expect("dir");
-    let t = tls_edge(dir.path(), false).await;
+    let t = two_sites(table! { redirect_http_to_https = false }).await;
     let plain = connector(&[b"http/1.1"]);
     assert_eq!(
         served_names(&connect(&plain, t.https, "b.example").await),
@@ -338,50 +130,47 @@ async fn sni_picks_the_certificate_h2_is_negotiated_and_sessions_resume() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn renewed_certificate_files_are_served_without_a_restart() {
-    let dir = tempfile::tempdir().expect("dir");
-    let t = tls_edge(dir.path(), false).await;
+    let t = two_sites(table! { redirect_http_to_https = false }).await;
     let tls = connector(&[b"http/1.1"]);
     let mut before = connect(&tls, t.https, "a.example").await;
     assert_eq!(http1(&mut before, "/", "").await.0, "http/1.1 200 ok");
 
-    certs(dir.path(), "a", &["a.example", "renewed.a.example"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(6);
-    loop {
-        let names = served_names(&connect(&tls, t.https, "a.example").await);
-        if names.contains(&"renewed.a.example".to_string()) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still serving {names:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    t.a.renew(&["a.example", "renewed.a.example"]);
+    wait_until(
+        Duration::from_secs(10),
+        "the renewed certificate is not served",
+        async || {
+            let names = served_names(&connect(&tls, t.https, "a.example").await);
+            names.contains(&"renewed.a.example".to_string())
+        },
+    )
+    .await;
     assert_eq!(
         http1(&mut before, "/", "").await.0,
         "http/1.1 200 ok",
         "a connection opened before keeps working"
     );
 
-    // A broken renewal keeps the certificate in use.
-    std::fs::write(dir.path().join("a.crt"), "garbage").expect("write");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // A broken renewal keeps the certificate in use: the edge says it cannot load it.
+    let refusals = || t.edge.log().matches("cannot be loaded").count();
+    let before = refusals();
+    std::fs::write(&t.a.cert, "garbage").expect("write");
+    wait_until(
+        Duration::from_secs(10),
+        "the broken certificate file is not refused",
+        async || refusals() > before,
+    )
+    .await;
     let names = served_names(&connect(&tls, t.https, "a.example").await);
     assert!(
         names.contains(&"renewed.a.example".to_string()),
         "{names:?}"
     );
-    assert!(
-        t.edge.log().contains("cannot be loaded"),
-        "{}",
-        t.edge.log()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hsts_only_on_https_and_plain_http_redirects_with_308_except_health() {
-    let dir = tempfile::tempdir().expect("dir");
-    let t = tls_edge(dir.path(), true).await;
+    let t = two_sites(table! { redirect_http_to_https = true }).await;
     let mut s = connect(&connector(&[b"http/1.1"]), t.https, "a.example").await;
     let (status, head, _) = http1(&mut s, "/page", "").await;
     assert_eq!(status, "http/1.1 200 ok");
@@ -426,8 +215,7 @@ async fn hsts_only_on_https_and_plain_http_redirects_with_308_except_health() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn large_json_is_gzipped_and_small_json_is_not() {
-    let dir = tempfile::tempdir().expect("dir");
-    let t = tls_edge(dir.path(), false).await;
+    let t = two_sites(table! { redirect_http_to_https = false }).await;
     let mut s = connect(&connector(&[b"http/1.1"]), t.https, "a.example").await;
     let (status, head, body) =
         http1(&mut s, "/data?bytes=32768", "Accept-Encoding: gzip\r\n").await;
@@ -455,9 +243,7 @@ async fn large_json_is_gzipped_and_small_json_is_not() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handshakes_are_counted_by_version_and_open_connections_by_listener() {
-    use crate::observe::{scrape, value};
-    let dir = tempfile::tempdir().expect("dir");
-    let t = tls_edge(dir.path(), false).await;
+    let t = two_sites(table! { redirect_http_to_https = false }).await;
     let (_, before) = scrape(&t.edge).await;
     assert_eq!(
         value(&before, "edge_client_connections", &["listener=\"https\""]),
@@ -507,27 +293,18 @@ async fn handshakes_are_counted_by_version_and_open_connections_by_listener() {
     );
 
     drop((h1, sender, old, plain));
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, m) = scrape(&t.edge).await;
-        let open = value(&m, "edge_client_connections", &[]);
-        if open == 0.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{open} connections still counted after the clients closed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "connections are still counted after the clients closed",
+        async || metric(&t.edge, "edge_client_connections", &[]).await == 0.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_tls_handshake_is_cut_off_at_client_header_timeout() {
-    use crate::observe::{scrape, value};
-    use std::io::{Read, Write};
-    let dir = tempfile::tempdir().expect("dir");
-    let t = tls_edge_with(dir.path(), "client_header_timeout = \"1s\"").await;
+    use std::io::Write;
+    let t = two_sites(table! { client_header_timeout = "1s" }).await;
     let started = std::time::Instant::now();
     // One connects and says nothing; one sends a record header for a ClientHello that never
     // comes.
@@ -557,16 +334,14 @@ async fn a_stalled_tls_handshake_is_cut_off_at_client_header_timeout() {
             "the {name} handshake was cut off after {cut:?}"
         );
     }
-    let (_, m) = scrape(&t.edge).await;
-    assert!(value(&m, "edge_client_header_timeouts_total", &[]) >= 2.0);
+    metric_reaching(&t.edge, "edge_client_header_timeouts_total", &[], 2.0).await;
     // The served client's connection is unharmed.
     assert!(http1(&mut ok, "/again", "").await.0.contains("200"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refusal_over_the_connection_cap_carries_hsts_and_a_request_id() {
-    let dir = tempfile::tempdir().expect("dir");
-    let t = tls_edge_with(dir.path(), "max_connections_per_client = 1").await;
+    let t = two_sites(table! { max_connections_per_client = 1 }).await;
     let tls = connector(&[b"http/1.1"]);
     let mut first = connect(&tls, t.https, "a.example").await;
     let (status, head, _) = http1(&mut first, "/one", "").await;
@@ -588,13 +363,11 @@ async fn a_refusal_over_the_connection_cap_carries_hsts_and_a_request_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_streams_are_bounded_and_a_rapid_reset_client_is_cut_off() {
-    let dir = tempfile::tempdir().expect("dir");
-    let t = tls_edge(dir.path(), false).await;
+    let t = two_sites(table! { redirect_http_to_https = false }).await;
     let stream = connect(&connector(&[b"h2"]), t.https, "a.example").await;
     let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
-    // Drive the connection until the edge's SETTINGS arrived.
     let mut connection = Box::pin(connection);
-    let _ = tokio::time::timeout(Duration::from_millis(300), &mut connection).await;
+    until_settings(&mut connection, Duration::from_secs(5)).await;
     assert_eq!(
         connection.max_concurrent_send_streams(),
         128,
@@ -640,33 +413,9 @@ async fn http2_streams_are_bounded_and_a_rapid_reset_client_is_cut_off() {
     assert!(http1(&mut fresh, "/after", "").await.0.contains("200"));
 }
 
-/// One HTTP/2 frame.
-pub(crate) fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    frame.extend_from_slice(&[kind, flags]);
-    frame.extend_from_slice(&stream.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// A header block of literal fields (HPACK "without indexing", no Huffman), written as
-/// given, so that a malformed request can be sent at all.
-pub(crate) fn hpack_literal(fields: &[(&str, &str)]) -> Vec<u8> {
-    let mut block = Vec::new();
-    for (name, value) in fields {
-        block.push(0x00);
-        block.push(name.len() as u8);
-        block.extend_from_slice(name.as_bytes());
-        block.push(value.len() as u8);
-        block.extend_from_slice(value.as_bytes());
-    }
-    block
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_http2_requests_are_refused_before_any_backend() {
-    let dir = tempfile::tempdir().expect("dir");
-    let t = tls_edge(dir.path(), false).await;
+    let t = two_sites(table! { redirect_http_to_https = false }).await;
     let valid = [
         (":method", "GET"),
         (":scheme", "https"),
@@ -794,7 +543,7 @@ async fn malformed_http2_requests_are_refused_before_any_backend() {
         );
     }
     assert_eq!(
-        t._app.requests(),
+        t.app.requests(),
         0,
         "a malformed h2 request reached the backend"
     );
@@ -802,28 +551,7 @@ async fn malformed_http2_requests_are_refused_before_any_backend() {
     // A well-formed request on a fresh connection is still served.
     let mut sender = h2_client(connect(&connector(&[b"h2"]), t.https, "a.example").await).await;
     assert_eq!(h2_get(&mut sender, "/fine").await.status(), 200);
-    assert_eq!(t._app.requests(), 1);
-}
-
-/// An HTTP/2 client of the h2 crate (frame-level: resets, stream ids) on a.example at
-/// `https`, its connection driven in the background.
-async fn h2_frames_client(https: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
-    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
-    let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
-    tokio::spawn(connection);
-    client.ready().await.expect("ready")
-}
-
-/// An edge with one certificate (a.example) on an https listener, `rest` for its upstreams
-/// and routes, and `edge_lines` in its [edge].
-pub(crate) async fn https_edge(dir: &Path, edge_lines: &str, rest: &str) -> (Edge, SocketAddr) {
-    let (cert, key) = certs(dir, "a", &["a.example"]);
-    let edge = Edge::start(
-        &format!("https_listen = [\"127.0.0.1:0\"]\n{edge_lines}"),
-        &format!("[tls]\ncertificates = [{{ cert = \"{cert}\", key = \"{key}\" }}]\n{rest}"),
-    );
-    let https = edge.https();
-    (edge, https)
+    assert_eq!(t.app.requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -848,8 +576,8 @@ async fn http2_requests_reach_an_http11_server_with_one_host_and_one_cookie() {
             });
         }
     });
-    let dir = tempfile::tempdir().expect("dir");
-    let (_edge, https) = https_edge(dir.path(), "", &one_route(upstream)).await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (_edge, https) = https_edge("", one_route(upstream).certificate(&a));
 
     let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
     let mut sender = h2_client(stream).await;
@@ -891,17 +619,15 @@ async fn http2_requests_reach_an_http11_server_with_one_host_and_one_cookie() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_requests_share_the_upstream_pool_and_its_keepalive_requests() {
     let backend = KeepaliveBackend::start(0, Duration::from_secs(30));
-    let dir = tempfile::tempdir().expect("dir");
+    let a = Certificate::self_signed(&["a.example"]);
     let (_edge, https) = https_edge(
-        dir.path(),
-        "threads = 1",
-        &TestConfig::new()
+        table! { threads = 1 },
+        TestConfig::new()
             .upstream("app", [backend.addr])
             .with("keepalive_requests", 5)
             .route("/", "app")
-            .text(),
-    )
-    .await;
+            .certificate(&a),
+    );
     let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
     let mut sender = h2_client(stream).await;
     for i in 0..30 {
@@ -923,35 +649,26 @@ async fn http2_requests_share_the_upstream_pool_and_its_keepalive_requests() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_stream_reset_while_its_server_works_is_logged_499_and_frees_the_server() {
     let app = backend("app").await;
-    let (dir, log, logging) = access_log_file();
+    let (_dir, log, logging) = access_log_file();
+    let a = Certificate::self_signed(&["a.example"]);
     let (edge, https) = https_edge(
-        dir.path(),
         &logging,
-        &TestConfig::new()
+        TestConfig::new()
             .upstream("app", [app.addr])
             .with_servers("max_fails", 1)
             .route("/", "app")
-            .text(),
-    )
-    .await;
+            .certificate(&a),
+    );
     let mut client = h2_frames_client(https).await;
     let request = http::Request::get("https://a.example/slow?sleep_ms=3000")
         .body(())
         .expect("request");
     let (_response, mut stream) = client.send_request(request, true).expect("send");
     // The request is with the server when the client gives up on it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = admin_json(&edge, "/status").await;
-        if status["upstreams"]["app"]["servers"][0]["in_flight"] == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never in flight: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(10), "never in flight", async || {
+        server(&edge, "app", 0).await["in_flight"] == 1
+    })
+    .await;
     stream.send_reset(h2::Reason::CANCEL);
 
     // Freed at once, not after the server's 3 s, and counted against nothing.
@@ -991,19 +708,18 @@ async fn an_http2_answer_cut_short_by_its_server_is_reset_and_a_client_leaving_a
         false,
     );
     let stall = stalling_backend();
-    let (dir, log, logging) = access_log_file();
+    let (_dir, log, logging) = access_log_file();
+    let a = Certificate::self_signed(&["a.example"]);
     let (edge, https) = https_edge(
-        dir.path(),
         &logging,
-        &TestConfig::new()
+        TestConfig::new()
             .upstream("cut", [cut])
             .upstream("stall", [stall])
             .with("read_timeout", "20s")
             .route("/cut", "cut")
             .route("/stall", "stall")
-            .text(),
-    )
-    .await;
+            .certificate(&a),
+    );
     let mut client = h2_frames_client(https).await;
 
     // The body the client gets ends in a reset, never in a clean end of stream.
@@ -1050,13 +766,11 @@ async fn an_http2_answer_cut_short_by_its_server_is_reset_and_a_client_leaving_a
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_http2_connection_is_closed_after_keepalive_timeout_and_a_busy_one_is_not() {
     let app = backend("app").await;
-    let dir = tempfile::tempdir().expect("dir");
+    let a = Certificate::self_signed(&["a.example"]);
     let (_edge, https) = https_edge(
-        dir.path(),
-        "keepalive_timeout = \"1s\"",
-        &one_route(app.addr),
-    )
-    .await;
+        table! { keepalive_timeout = "1s" },
+        one_route(app.addr).certificate(&a),
+    );
     let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
     let (client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
     let connection = tokio::spawn(connection);

@@ -9,20 +9,11 @@ async fn websocket_echo_passes_through_a_websocket_route() {
     let grafana = backend("grafana").await;
     let edge = Edge::start(
         "",
-        &format!(
-            r#"
-[upstreams.grafana]
-servers = [{{ addr = "{}" }}]
-[[routes]]
-path = "/grafana/"
-upstream = "grafana"
-websocket = true
-[[routes]]
-path = "/plain/"
-upstream = "grafana"
-"#,
-            grafana.addr
-        ),
+        TestConfig::new()
+            .upstream("grafana", [grafana.addr])
+            .route("/grafana/", "grafana")
+            .with("websocket", true)
+            .route("/plain/", "grafana"),
     );
     let (mut ws, response) =
         tokio_tungstenite::connect_async(format!("ws://{}/grafana/api/live/ws", edge.http))
@@ -53,11 +44,10 @@ async fn a_refused_upgrade_is_relayed_and_plain_requests_still_proxy() {
     let grafana = backend("grafana").await;
     let edge = Edge::start(
         "",
-        &TestConfig::new()
+        TestConfig::new()
             .upstream("grafana", [grafana.addr])
             .route("/", "grafana")
-            .with("websocket", true)
-            .text(),
+            .with("websocket", true),
     );
     // No Sec-WebSocket-Version: the backend answers 426, which reaches the client as is.
     let response = raw_request(
@@ -97,6 +87,7 @@ async fn one_sided_backend(push: bool) -> std::net::SocketAddr {
     addr
 }
 
+/// A websocket client's connection.
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -106,12 +97,11 @@ async fn one_sided_tunnel(push: bool) -> (Edge, Client, std::time::Instant) {
     let backend = one_sided_backend(push).await;
     let edge = Edge::start(
         "",
-        &TestConfig::new()
+        TestConfig::new()
             .upstream("live", [backend])
             .with("read_timeout", "1s")
             .route("/", "live")
-            .with("websocket", true)
-            .text(),
+            .with("websocket", true),
     );
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live", edge.http))
         .await
@@ -174,11 +164,10 @@ async fn an_upgrade_is_logged_with_its_upstream_and_server_and_its_retry_counted
     let (_dir, log, log_line) = access_log_file();
     let edge = Edge::start(
         &log_line,
-        &TestConfig::new()
+        TestConfig::new()
             .upstream("grafana", [dead.clone(), live.clone()])
             .route("/", "grafana")
-            .with("websocket", true)
-            .text(),
+            .with("websocket", true),
     );
     // Round robin starts at the dead server half of the time: ask until an upgrade has
     // moved on from it.
@@ -205,8 +194,12 @@ async fn an_upgrade_is_logged_with_its_upstream_and_server_and_its_retry_counted
         assert_eq!(line["status"], 101, "{line}");
         assert_eq!(line["upstream"], "grafana", "{line}");
         assert_eq!(line["server"], live.as_str(), "{line}");
-        let (_, m) = crate::observe::scrape(&edge).await;
-        if crate::observe::value(&m, "edge_upstream_retries_total", &["upstream=\"grafana\""])
+        if metric(
+            &edge,
+            "edge_upstream_retries_total",
+            &["upstream=\"grafana\""],
+        )
+        .await
             >= 1.0
         {
             retried = true;
