@@ -247,6 +247,8 @@ pub struct Session<'c> {
     body_read: usize,
     /// `client_body_timeout`: the longest one body read may wait.
     body_timeout: Duration,
+    /// Set when the process shuts down: an answer written after that says `close`.
+    shutdown: Option<&'c pingora::server::ShutdownWatch>,
 }
 
 impl<'c> Session<'c> {
@@ -279,7 +281,15 @@ impl<'c> Session<'c> {
             body: request.body,
             body_read: 0,
             body_timeout,
+            shutdown: None,
         }
+    }
+
+    /// The connection closes after this request if `shutdown` is set by the time its answer's
+    /// head goes out (the head says so), not only if it was set when the request came.
+    pub fn closing_at(mut self, shutdown: &'c pingora::server::ShutdownWatch) -> Session<'c> {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Whether the connection can carry the next request: keep-alive, a whole response sent,
@@ -498,6 +508,9 @@ impl Downstream for Session<'_> {
             return self.send(&out, true, "writing response header").await;
         }
         self.compression.head(&mut head, end);
+        if self.shutdown.is_some_and(|s| *s.borrow()) {
+            self.keepalive = false;
+        }
         self.framing = if self.req.method == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED

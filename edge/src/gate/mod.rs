@@ -231,7 +231,8 @@ impl ConnectionGate {
             drop(snapshot);
             let conn = conn.get_or_insert_with(|| h1::Conn::of(&stream));
             let mut session =
-                h1::Session::new(&mut stream, conn, &mut buf, request, last, body_timeout);
+                h1::Session::new(&mut stream, conn, &mut buf, request, last, body_timeout)
+                    .closing_at(shutdown);
             // Boxed: the request's state (its session, the upstream exchange) is allocated
             // for the request and freed after it, so a connection waiting for its next
             // request holds only this loop's few words, not room for the largest request
@@ -290,31 +291,40 @@ async fn first_bytes(
     within(read, wait, shutdown).await
 }
 
-/// `arrival` if it comes within `wait` (else [`Arrival::TimedOut`]) and, with `shutdown`,
-/// before the server shuts down (else [`Arrival::Closed`]).
+/// `arrival` if it comes within `wait` (else [`Arrival::TimedOut`]). With `shutdown`, a
+/// shutdown shortens the wait to [`SHUTDOWN_GRACE`] (else [`Arrival::Closed`]): a client that
+/// was told its connection stays open may have sent its next request before it could learn
+/// otherwise, and that request is served (with keep-alive off) rather than reset.
 async fn within<T>(
     arrival: impl std::future::Future<Output = Result<T, Arrival>>,
     wait: Duration,
     shutdown: Option<&ShutdownWatch>,
 ) -> Result<T, Arrival> {
-    let timed = async {
-        match tokio::time::timeout(wait, arrival).await {
-            Ok(arrived) => arrived,
-            Err(_) => Err(Arrival::TimedOut),
-        }
-    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let timed_out = |_| Err(Arrival::TimedOut);
     let Some(shutdown) = shutdown else {
-        return timed.await;
+        return tokio::time::timeout_at(deadline, arrival)
+            .await
+            .unwrap_or_else(timed_out);
     };
     let mut shutdown = shutdown.clone();
-    if *shutdown.borrow() {
-        return Err(Arrival::Closed);
+    let mut arrival = std::pin::pin!(arrival);
+    if !*shutdown.borrow() {
+        tokio::select! {
+            arrived = tokio::time::timeout_at(deadline, &mut arrival) => {
+                return arrived.unwrap_or_else(timed_out);
+            }
+            _ = shutdown.changed() => {}
+        }
     }
-    tokio::select! {
-        arrived = timed => arrived,
-        _ = shutdown.changed() => Err(Arrival::Closed),
-    }
+    let grace = deadline.min(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+    tokio::time::timeout_at(grace, arrival)
+        .await
+        .unwrap_or(Err(Arrival::Closed))
 }
+
+/// How long a kept-alive connection still waits for its next request once a shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// One read of a waiting connection. While nothing has come, nothing is allocated: the read
 /// goes to a buffer on the stack, and only what arrived is kept, in a buffer the size the
