@@ -304,12 +304,17 @@ impl<'c> Session<'c> {
             && matches!(self.body, Body::Done)
     }
 
+    /// Whether some of the request's body is still to be read.
+    pub fn body_left(&self) -> bool {
+        !matches!(self.body, Body::Done) && !self.closed
+    }
+
     /// Reads what is left of a request body the answer did not need, and drops it, so that
     /// the client sees the answer rather than a reset, and a kept-alive connection finds its
     /// next request (nginx's discarded body, and its lingering close): for at most
     /// `LINGER` in all and `LINGER_READ` between two reads.
     pub async fn discard_body(&mut self) {
-        if matches!(self.body, Body::Done) || self.closed {
+        if !self.body_left() {
             return;
         }
         self.body_timeout = self.body_timeout.min(LINGER_READ);

@@ -218,7 +218,9 @@ impl ConnectionGate {
                         let tls = stream.get_ssl_digest().is_some();
                         let hsts = snapshot.config.tls.as_ref().filter(|_| tls);
                         let hsts = hsts.and_then(|t| t.hsts.as_deref());
-                        answer_and_close(&mut stream, status, why, hsts).await;
+                        // Boxed: its state (a read buffer among it) would otherwise be part of
+                        // every connection's task, idle ones included.
+                        Box::pin(answer_and_close(&mut stream, status, why, hsts)).await;
                         return;
                     }
                 }
@@ -238,7 +240,7 @@ impl ConnectionGate {
             // request holds only this loop's few words, not room for the largest request
             // state (10,000 idle connections: 132 MB unboxed, see BENCHMARKS.md).
             let outcome = Box::pin(self.edge.serve(&mut session)).await;
-            if outcome != Served::Cut {
+            if outcome != Served::Cut && session.body_left() {
                 // What the answer did not need of the body is read and dropped, so that the
                 // next request is found after it, or the client sees the answer before the
                 // close rather than a reset (nginx's discarded body, its lingering close).
