@@ -73,6 +73,8 @@ fn upstream(balance: Balance, n: usize) -> Upstream {
         next_upstream_tries: 0,
         servers: Vec::new(),
         health: None,
+        protocol: Default::default(),
+        tls: None,
     };
     Upstream::new("bench".into(), settings, servers)
 }
@@ -243,6 +245,8 @@ fn bench_access_log(c: &mut Criterion) {
         upstream: Some("content_manager"),
         server: Some("content-manager:8000"),
         upstream_duration_ms: Some(1.2),
+        upstream_protocol: Some("HTTP/1.1"),
+        grpc_status: None,
         route: Some("/api/content/"),
         limit: Some("passed"),
         tls_version: Some("TLSv1.3"),

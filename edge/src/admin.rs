@@ -230,7 +230,12 @@ fn status(snapshot: &Snapshot) -> Value {
             .collect();
         upstreams.insert(
             name.clone(),
-            json!({ "balance": u.settings.balance.as_str(), "servers": servers }),
+            json!({
+                "balance": u.settings.balance.as_str(),
+                "protocol": u.settings.protocol.name(),
+                "tls": u.settings.tls.is_some(),
+                "servers": servers,
+            }),
         );
     }
     let counts = crate::observe::metrics::route_counts();

@@ -39,6 +39,11 @@ pub struct RequestCtx {
     pub upstream_elapsed: Option<Duration>,
     /// The rate-limit outcome, for the access log.
     pub limit: Option<std::borrow::Cow<'static, str>>,
+    /// A gRPC call (`content-type: application/grpc*` over HTTP/2): what the edge answers
+    /// itself is a gRPC status, and its body streams both ways.
+    pub grpc: bool,
+    /// The protocol the last attempt spoke to its server, for the access log.
+    pub upstream_protocol: Option<&'static str>,
     _in_flight: InFlight,
 }
 
@@ -76,6 +81,8 @@ impl RequestCtx {
             upstream_started: None,
             upstream_elapsed: None,
             limit: None,
+            grpc: false,
+            upstream_protocol: None,
             _in_flight: InFlight::new(),
         }
     }

@@ -66,14 +66,22 @@ impl HealthService {
                     continue;
                 };
                 let Some(addr) = server.addr else { continue };
+                // A prober speaks the upstream's protocol and TLS: a change of them starts
+                // a new one.
                 let key = ProbeKey {
                     upstream: upstream.name.clone(),
                     server: server.label.clone(),
                     host: server.host.clone(),
                     addr,
-                    settings: format!("{health:?}"),
+                    settings: format!(
+                        "{health:?} {:?} {:?}",
+                        upstream.settings.protocol, upstream.settings.tls
+                    ),
                 };
-                wanted.insert(key, (health.clone(), server.state.clone()));
+                wanted.insert(
+                    key,
+                    (health.clone(), server.state.clone(), upstream.clone()),
+                );
             }
         }
         probers.retain(|key, task| {
@@ -83,11 +91,11 @@ impl HealthService {
             }
             keep
         });
-        for (key, (settings, state)) in wanted {
+        for (key, (settings, state, upstream)) in wanted {
             if let std::collections::hash_map::Entry::Vacant(slot) = probers.entry(key) {
                 let key = slot.key();
                 let task = tokio::spawn(probe_loop(
-                    key.upstream.clone(),
+                    upstream,
                     key.server.clone(),
                     key.addr,
                     key.host.clone(),

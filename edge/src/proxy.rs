@@ -112,8 +112,11 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
         }
     };
 
-    // Plain HTTP goes to https, except the health check.
-    if !ctx.tls && snapshot.redirects_to_https() && path != "/health" {
+    // Plain HTTP goes to https, except the health check and cleartext HTTP/2 (which a
+    // client speaks only when the config opens it: `http2_cleartext`, gRPC inside a
+    // cluster, whose clients follow no redirect).
+    let h2c = session.req_header().version == http::Version::HTTP_2;
+    if !ctx.tls && snapshot.redirects_to_https() && path != "/health" && !h2c {
         let target = session.req_header().uri.path_and_query();
         let location = snapshot.https_location(&host, target.map_or("/", |pq| pq.as_str()));
         respond::redirect_to_https(session, &location, &ctx.request_id).await?;
@@ -190,6 +193,7 @@ fn identify(session: &impl Downstream, ctx: &mut RequestCtx, snapshot: &Snapshot
     );
     ctx.request_id =
         client::request_id(headers.get(crate::ctx::X_REQUEST_ID).map(|v| v.as_bytes()));
+    ctx.grpc = request::is_grpc(session.req_header());
 }
 
 /// The head's size and framing checked, its one Host, and its path normalised for matching;
@@ -256,6 +260,8 @@ pub fn log(session: &impl Downstream, e: Option<&Error>, ctx: &RequestCtx) {
             .map(|r| r.upstream.name.as_str()),
         server: server.map(|s| s.label.as_str()),
         upstream_duration_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0),
+        upstream_protocol: ctx.upstream_protocol,
+        grpc_status: session.grpc_status(),
         route: ctx.route.as_ref().map(|r| r.name.as_str()),
         limit: ctx.limit.as_deref(),
         tls_version: session
@@ -277,6 +283,11 @@ pub async fn fail(session: &mut impl Downstream, e: &Error, ctx: &RequestCtx) ->
         // The connection ends after an error answer: the answer says so.
         session.set_keepalive_off();
         let message = match status {
+            // A gRPC client gets the edge's own words where it made them (a call to an
+            // upstream that does not speak HTTP/2).
+            _ if ctx.grpc && matches!(e.etype(), ErrorType::HTTPStatus(_)) => {
+                e.context.as_ref().map_or("", |c| c.as_str())
+            }
             502 => "the upstream server could not be reached or failed",
             504 => "the upstream server did not answer in time",
             413 => "request body is larger than client_max_body_size",

@@ -46,8 +46,57 @@ pub async fn json_error(
     message: &str,
     ctx: &RequestCtx,
 ) -> Result<()> {
+    if ctx.grpc {
+        return grpc_answer(session, status, message, ctx).await;
+    }
     let body = error_body(status, message, &ctx.request_id);
     json_response(session, status, body, ctx, &ctx.hsts()).await
+}
+
+/// The gRPC status the edge answers a call with instead of an HTTP error `status`.
+pub fn grpc_code(status: u16) -> u8 {
+    match status {
+        400 | 405 | 431 => 13, // INTERNAL: the call itself is malformed
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED: no route for the method
+        408 | 504 => 4,        // DEADLINE_EXCEEDED
+        413 | 429 => 8,        // RESOURCE_EXHAUSTED
+        502 | 503 => 14,       // UNAVAILABLE
+        _ if (400..500).contains(&status) => 9, // FAILED_PRECONDITION
+        _ => 13,
+    }
+}
+
+/// What the edge answers a gRPC call itself: HTTP 200 with the status in a trailers-only
+/// answer (one HEADERS frame that ends the stream), `grpc-message` percent-encoded as the
+/// gRPC spec asks, and the request id.
+pub async fn grpc_answer(
+    session: &mut impl Downstream,
+    status: u16,
+    message: &str,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    let mut head = ResponseHeader::build(200, Some(4))?;
+    head.insert_header("content-type", "application/grpc")?;
+    head.insert_header("grpc-status", grpc_code(status).to_string())?;
+    head.insert_header("grpc-message", grpc_message(message))?;
+    head.insert_header("x-request-id", ctx.request_id.as_str())?;
+    session.compression_off();
+    session.write_head(Box::new(head), true).await
+}
+
+/// `message` as `grpc-message` carries it: bytes outside printable ASCII, and `%`,
+/// percent-encoded.
+fn grpc_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A request refused by a rate-limit zone: the route's `limit_status`, `Retry-After` in whole
@@ -61,6 +110,10 @@ pub async fn rate_limited(
 ) -> Result<()> {
     let request_id = ctx.request_id.as_str();
     let status = route.settings.limit_status;
+    if ctx.grpc {
+        let message = format!("rate limit of zone `{zone}` exceeded");
+        return grpc_answer(session, 429, &message, ctx).await;
+    }
     let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     let body = serde_json::json!({
         "error": error_name(status),

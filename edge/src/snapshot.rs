@@ -74,9 +74,15 @@ impl Snapshot {
             let mut servers = Vec::new();
             for s in &settings.servers {
                 for Expanded { label, host, addr } in expand(&s.addr, dns, &mut names) {
-                    // The same address of the same upstream keeps its state across reloads.
+                    // The same address of the same upstream keeps its state across reloads
+                    // (not when the way to it changed: its pooled connections speak the old
+                    // protocol or TLS).
                     let state = previous
                         .and_then(|p| p.upstreams.get(name))
+                        .filter(|u| {
+                            u.settings.protocol == settings.protocol
+                                && u.settings.tls == settings.tls
+                        })
                         .and_then(|u| u.servers.iter().find(|old| old.label == label))
                         .map(|old| old.state.clone())
                         .unwrap_or_else(|| Arc::new(ServerState::default()));

@@ -457,3 +457,51 @@ fn client_clocks_and_the_stream_cap_are_carried_and_a_server_level_one_is_report
         "a per-server value the edge cannot narrow is for the user to decide"
     );
 }
+
+#[test]
+fn tls_and_grpc_upstreams_and_cleartext_http2_are_carried_and_check() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+    edge::tls::generate_self_signed(&["billing.internal"], &cert, &key).expect("certificate");
+    let (cert, key) = (cert.display(), key.display());
+    let text = format!(
+        "http {{\n upstream billing {{ server 127.0.0.1:8443; }}\n \
+         server {{ listen 80 http2;\n  \
+          location /billing/ {{ proxy_pass https://billing; proxy_ssl_verify on;\n   \
+           proxy_ssl_trusted_certificate {cert}; proxy_ssl_name billing.internal;\n   \
+           proxy_ssl_server_name on; proxy_ssl_certificate {cert}; proxy_ssl_certificate_key {key}; }}\n  \
+          location /legacy/ {{ proxy_pass https://127.0.0.1:9443; }}\n  \
+          location /grpc.Billing/ {{ grpc_pass grpc://127.0.0.1:9000; }}\n  \
+          location /grpc.Secure/ {{ grpc_pass grpcs://127.0.0.1:9001; grpc_ssl_verify on;\n   \
+           grpc_ssl_trusted_certificate {cert}; }}\n }}\n}}\n"
+    );
+    let imported = imported(&text);
+    let config = valid(&imported);
+    assert!(config.edge.http2_cleartext, "listen 80 http2: h2c");
+    let billing = &config.upstreams["billing"];
+    let tls = billing.tls.as_ref().expect("tls");
+    assert_eq!(tls.server_name.as_deref(), Some("billing.internal"));
+    assert!(tls.verify);
+    assert!(
+        tls.ca.is_some() && tls.cert.is_some() && tls.key.is_some(),
+        "{tls:?}"
+    );
+    assert_eq!(billing.protocol, config::UpstreamProtocol::Http1);
+
+    let route = |path: &str| {
+        let r = config.routes.iter().find(|r| r.path == path).expect(path);
+        &config.upstreams[&r.upstream]
+    };
+    let legacy = route("/legacy/");
+    assert!(
+        !legacy.tls.as_ref().expect("tls").verify,
+        "nginx verified nothing here"
+    );
+    assert!(note_for(&imported, "proxy_pass https://127.0.0.1:9443").decide);
+    let grpc = route("/grpc.Billing/");
+    assert_eq!(grpc.protocol, config::UpstreamProtocol::H2);
+    assert!(grpc.tls.is_none());
+    let secure = route("/grpc.Secure/");
+    assert_eq!(secure.protocol, config::UpstreamProtocol::H2);
+    assert!(secure.tls.as_ref().expect("tls").verify);
+}

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real edge binary in front of real backend servers, on loopback.
 
+mod peers;
 mod support;
 
 mod balancing;
@@ -9,6 +10,7 @@ mod deployment;
 mod discovery;
 mod explain;
 mod failover;
+mod grpc;
 mod headers;
 mod health;
 mod hostile;
@@ -25,4 +27,5 @@ mod routing;
 mod slow_clients;
 mod status_page;
 mod tls;
+mod upstream_tls;
 mod websocket;

@@ -123,24 +123,25 @@ async fn the_status_page_shows_servers_routes_limits_and_reloads_in_a_browser() 
     let up = row(&dom, "server", &format!("app/{}", app.addr));
     assert!(up.contains("data-health=\"up\""), "{up}");
     let up = cells(up);
-    assert_eq!(up[3], "up");
-    assert_eq!(up[8], "2", "requests the app server served: {up:?}");
+    assert_eq!(up[2], "http1", "the upstream's protocol: {up:?}");
+    assert_eq!(up[4], "up");
+    assert_eq!(up[9], "2", "requests the app server served: {up:?}");
     assert_eq!(
-        up[6], "0.0",
+        up[7], "0.0",
         "req/s from two polls with no traffic between: {up:?}"
     );
 
     // A server nothing probes and no request has reached is not called checked.
     let unprobed = cells(row(&dom, "server", &format!("idle/{}", idle.addr)));
-    assert_eq!(unprobed[3], "up (unprobed)", "{unprobed:?}");
+    assert_eq!(unprobed[4], "up (unprobed)", "{unprobed:?}");
     let health = admin_json(&edge, "/health").await;
     assert_eq!(health["unprobed"], serde_json::json!(["idle"]), "{health}");
 
     let down = row(&dom, "server", &format!("gone/127.0.0.1:{dead}"));
     assert!(down.contains("data-health=\"down\""), "{down}");
     let down = cells(down);
-    assert!(down[3].starts_with("down (passive"), "{down:?}");
-    assert_eq!(down[9], "1", "failures: {down:?}");
+    assert!(down[4].starts_with("down (passive"), "{down:?}");
+    assert_eq!(down[10], "1", "failures: {down:?}");
 
     let api = cells(row(&dom, "route", "/api/"));
     assert_eq!((api[1].as_str(), api[4].as_str()), ("app", "3"), "{api:?}");

@@ -46,6 +46,7 @@ pub struct EdgeFile {
     pub client_body_timeout: Option<Text>,
     pub send_timeout: Option<Text>,
     pub http2_max_concurrent_streams: Option<Int>,
+    pub http2_cleartext: Option<bool>,
     pub client_max_body_size: Option<Text>,
     pub client_body_buffer_size: Option<Text>,
     pub max_connections_per_client: Option<Int>,
@@ -112,6 +113,18 @@ pub struct UpstreamFile {
     pub next_upstream_tries: Option<Int>,
     pub servers: Option<Vec<Spanned<ServerFile>>>,
     pub health: Option<Spanned<HealthFile>>,
+    pub protocol: Option<Text>,
+    pub tls: Option<Spanned<UpstreamTlsFile>>,
+}
+
+/// An upstream's `tls = { ... }`.
+#[derive(Debug, Default, Deserialize)]
+pub struct UpstreamTlsFile {
+    pub server_name: Option<Text>,
+    pub ca: Option<Text>,
+    pub verify: Option<bool>,
+    pub cert: Option<Text>,
+    pub key: Option<Text>,
 }
 
 /// One server of an upstream.
@@ -127,6 +140,7 @@ pub struct ServerFile {
 #[derive(Debug, Default, Deserialize)]
 pub struct HealthFile {
     pub path: Option<Text>,
+    pub grpc_service: Option<Text>,
     pub interval: Option<Text>,
     pub timeout: Option<Text>,
     pub rise: Option<Int>,
@@ -144,7 +158,7 @@ pub struct RouteFile {
     pub limit: Vec<Spanned<LimitFile>>,
     pub limit_status: Option<Int>,
     pub allow: Option<Vec<Text>>,
-    pub websocket: Option<bool>,
+    pub websocket: Option<Spanned<bool>>,
 }
 
 /// One rate-limit zone applied to a route.

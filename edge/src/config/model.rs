@@ -115,6 +115,8 @@ pub struct EdgeSettings {
     pub send_timeout: Duration,
     /// Streams in flight per HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 with prior knowledge (h2c) on the plain listeners too.
+    pub http2_cleartext: bool,
     pub client_max_body_size: u64,
     /// Request bodies up to this size are read whole before the request goes upstream
     /// (nginx's `client_body_buffer_size` with `proxy_request_buffering on`); larger ones
@@ -266,6 +268,55 @@ pub struct UpstreamSettings {
     pub next_upstream_tries: u32,
     pub servers: Vec<ServerSettings>,
     pub health: Option<HealthSettings>,
+    /// The protocol spoken to the servers.
+    pub protocol: UpstreamProtocol,
+    /// TLS to every server, when set.
+    pub tls: Option<UpstreamTlsSettings>,
+}
+
+/// `protocol`: what the edge speaks to an upstream's servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    #[default]
+    Http1,
+    /// HTTP/2: over TLS with ALPN h2 (a server that does not select it is refused), or
+    /// cleartext with prior knowledge.
+    H2,
+    /// TLS only: ALPN offers h2 and http/1.1, and the server's choice is used.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// The word the config writes it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
+}
+
+/// An upstream's `tls`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamTlsSettings {
+    /// The name sent as SNI and verified; the server's host name when unset.
+    pub server_name: Option<String>,
+    /// PEM roots to trust; the system's when unset.
+    pub ca: Option<PathBuf>,
+    /// Whether the server's certificate is verified at all.
+    pub verify: bool,
+    /// A client certificate chain and its key, for servers that require mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl UpstreamTlsSettings {
+    /// The files it reads, to watch for changes.
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.ca.iter().chain(&self.cert).chain(&self.key)
+    }
 }
 
 /// One server of an upstream.
@@ -283,6 +334,9 @@ pub struct ServerSettings {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HealthSettings {
     pub path: String,
+    /// Probe with gRPC's `grpc.health.v1.Health/Check` for this service ("" is the server
+    /// as a whole) instead of `GET path`.
+    pub grpc_service: Option<String>,
     pub interval: Duration,
     pub timeout: Duration,
     pub rise: u32,

@@ -187,10 +187,52 @@ pub async fn serve_connection(
     }
 }
 
+/// The request body of a stream, read under `client_body_timeout` (each read may wait that
+/// long); the window is opened again as the edge takes the bytes.
+pub struct BodyStream {
+    body: RecvStream,
+    timeout: Duration,
+    /// Bytes read so far.
+    pub read: usize,
+}
+
+impl BodyStream {
+    /// The next piece of the body, `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        let read =
+            pingora::prelude::fast_timeout::fast_timeout(self.timeout, self.body.data()).await;
+        match read {
+            Ok(Some(Ok(data))) => {
+                let _ = self.body.flow_control().release_capacity(data.len());
+                self.read += data.len();
+                Ok(Some(data))
+            }
+            Ok(None) => Ok(None),
+            Ok(Some(Err(e))) => {
+                Err(Error::because(ErrorType::ReadError, "reading the request body", e).into_down())
+            }
+            Err(_) => Error::e_explain(
+                ErrorType::ReadTimedout,
+                "client_body_timeout: the client sent no more of its request body",
+            )
+            .map_err(|e| e.into_down()),
+        }
+    }
+}
+
+/// A `grpc-status` field's code.
+fn grpc_status(fields: &HeaderMap) -> Option<u8> {
+    std::str::from_utf8(fields.get("grpc-status")?.as_bytes())
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// One HTTP/2 request stream.
 pub struct Session {
     req: Box<RequestHeader>,
-    body: RecvStream,
+    /// The request body; taken apart by [`Downstream::take_body`].
+    body: Option<BodyStream>,
     respond: SendResponse<Bytes>,
     /// The response body's stream, once the final head is sent.
     send: Option<SendStream<Bytes>>,
@@ -201,6 +243,8 @@ pub struct Session {
     body_read: usize,
     body_sent: usize,
     compression: Compressor,
+    /// The `grpc-status` the answer carried.
+    grpc_status: Option<u8>,
 }
 
 impl Session {
@@ -212,7 +256,11 @@ impl Session {
         let (parts, body) = request.into_parts();
         Session {
             req: Box::new(RequestHeader::from(parts)),
-            body,
+            body: Some(BodyStream {
+                body,
+                timeout: conn.body_timeout,
+                read: 0,
+            }),
             respond,
             send: None,
             conn,
@@ -221,6 +269,7 @@ impl Session {
             body_read: 0,
             body_sent: 0,
             compression: Compressor::default(),
+            grpc_status: None,
         }
     }
 
@@ -251,6 +300,15 @@ impl Session {
             ErrorType::WriteError
         };
         Error::because(etype, what, e).into_down()
+    }
+
+    /// A broken request body: the client left, or the send clock ran out under it.
+    fn gone_read(&self, e: Box<Error>) -> Box<Error> {
+        if self.conn.clocks.send_timed_out() {
+            Error::because(ErrorType::WriteTimedout, "reading the request body", e).into_down()
+        } else {
+            e
+        }
     }
 
     /// Sends `data` as the window lets it: each wait for window is bounded by `send_timeout`
@@ -392,7 +450,7 @@ impl Downstream for Session {
     }
 
     fn is_body_empty(&mut self) -> bool {
-        self.body.is_end_stream()
+        self.body.as_ref().is_none_or(|b| b.body.is_end_stream())
     }
 
     async fn write_head(&mut self, mut head: Box<ResponseHeader>, end: bool) -> Result<()> {
@@ -411,6 +469,9 @@ impl Downstream for Session {
             return Ok(());
         }
         self.compression.head(&mut head, end);
+        if end {
+            self.grpc_status = grpc_status(&head.headers);
+        }
         let send = self
             .respond
             .send_response(h2_response(head), end)
@@ -450,6 +511,7 @@ impl Downstream for Session {
         let Some(send) = self.send.as_mut() else {
             return Error::e_explain(ErrorType::InternalError, "trailers before a head");
         };
+        self.grpc_status = grpc_status(&trailers);
         if let Err(e) = send.send_trailers(trailers) {
             return Err(self.gone(e, "writing the response trailers"));
         }
@@ -466,23 +528,27 @@ impl Downstream for Session {
     }
 
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        let timeout = self.conn.body_timeout;
-        let read = pingora::prelude::fast_timeout::fast_timeout(timeout, self.body.data()).await;
-        match read {
-            Ok(Some(Ok(data))) => {
-                // The window is opened again as the edge takes the bytes.
-                let _ = self.body.flow_control().release_capacity(data.len());
-                self.body_read += data.len();
-                Ok(Some(data))
+        let Some(body) = self.body.as_mut() else {
+            return Ok(None);
+        };
+        match body.next().await {
+            Ok(data) => {
+                self.body_read += data.as_ref().map_or(0, |d| d.len());
+                Ok(data)
             }
-            Ok(None) => Ok(None),
-            Ok(Some(Err(e))) => Err(self.gone(e, "reading the request body")),
-            Err(_) => Error::e_explain(
-                ErrorType::ReadTimedout,
-                "client_body_timeout: the client sent no more of its request body",
-            )
-            .map_err(|e| e.into_down()),
+            Err(e) => Err(match e.etype() {
+                ErrorType::ReadTimedout => e,
+                _ => self.gone_read(e),
+            }),
         }
+    }
+
+    fn grpc_status(&self) -> Option<u8> {
+        self.grpc_status
+    }
+
+    fn take_body(&mut self) -> Option<BodyStream> {
+        self.body.take()
     }
 
     async fn watch_idle(&mut self) -> Result<()> {

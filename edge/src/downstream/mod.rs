@@ -76,6 +76,16 @@ pub trait Downstream: Send {
     fn write_continue(&mut self) -> impl Future<Output = Result<()>> + Send;
     /// The next piece of the request body; `None` at its end.
     fn read_body(&mut self) -> impl Future<Output = Result<Option<Bytes>>> + Send;
+    /// The `grpc-status` the answer carried (in its trailers, or a trailers-only head).
+    fn grpc_status(&self) -> Option<u8> {
+        None
+    }
+    /// The request body apart from the session, for a request whose body goes up while its
+    /// answer comes down (gRPC's streams); `None` where one session cannot do both at once
+    /// (HTTP/1.1), or the body was taken already.
+    fn take_body(&mut self) -> Option<h2::BodyStream> {
+        None
+    }
     /// While the server is answering: ends with an error when the client closes or its
     /// connection breaks, and never otherwise (bytes of a next request are kept for it).
     fn watch_idle(&mut self) -> impl Future<Output = Result<()>> + Send;

@@ -185,6 +185,78 @@ pub fn upstream_request(
     Ok(upload)
 }
 
+/// The request head sent upstream over HTTP/2: the client's method, target and fields
+/// without the hop-by-hop ones (HTTP/2 carries none: `TE` only as `trailers`), the host as
+/// `:authority` (with `scheme`), the forwarding headers, and the body's length when the edge
+/// holds it whole.
+pub fn upstream_h2_request(
+    req: &RequestHeader,
+    ctx: &RequestCtx,
+    body: &Body,
+    scheme: &str,
+) -> Result<http::Request<()>> {
+    let host = req
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let target = std::str::from_utf8(req.raw_path()).unwrap_or("/");
+    let uri = http::Uri::builder()
+        .scheme(scheme)
+        .authority(host.as_str())
+        .path_and_query(target)
+        .build()
+        .map_err(|e| {
+            Error::because(
+                ErrorType::InvalidHTTPHeader,
+                "a request target HTTP/2 cannot carry",
+                e,
+            )
+        })?;
+    let forwarding = ctx.forwarding_headers(req.headers.get(crate::ctx::X_FORWARDED_FOR));
+    let nominated: Vec<String> = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| std::str::from_utf8(name.trim_ascii()).ok())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let mut headers = http::HeaderMap::with_capacity(req.headers.len() + forwarding.len());
+    for (name, value) in &req.headers {
+        let dropped = *name == header::HOST
+            || (hop_by_hop(name.as_str()) && *name != header::TE)
+            || (*name == header::TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+            || nominated.iter().any(|n| n == name.as_str())
+            || forwarding.iter().any(|(set, _)| set == name)
+            || (!matches!(body, Body::Empty) && *name == header::CONTENT_LENGTH);
+        if !dropped {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Body::Whole(bytes) = body {
+        headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+    } else if let (Body::Streaming(_), Some(length)) = (body, crate::request::declared_length(req))
+    {
+        headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(length));
+    }
+    for (name, value) in forwarding {
+        headers.insert(name, value);
+    }
+    let mut request = http::Request::new(());
+    *request.method_mut() = req.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_2;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
 /// The upstream's response head made fit for the client: the edge's own fields are added
 /// ([`crate::respond::edge_fields`]; the exchange has already left out the hop-by-hop
 /// ones, and the client side sets its own `Connection`), and a body without a length is

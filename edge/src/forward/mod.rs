@@ -15,12 +15,16 @@
 
 mod heads;
 
+use crate::config::UpstreamProtocol;
 use crate::ctx::RequestCtx;
+use crate::downstream::h2::BodyStream;
 use crate::downstream::Downstream;
 use crate::observe::metrics::METRICS;
 use crate::snapshot::Route;
 use crate::upstream::client;
-use crate::upstream::h1::{self, Connection, Exchange};
+use crate::upstream::exchange::Exchange;
+use crate::upstream::h1::{self, Connection};
+use crate::upstream::h2;
 use crate::upstream::{InFlightGuard, Upstream};
 use bytes::{Bytes, BytesMut};
 use http::header;
@@ -32,7 +36,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use heads::upstream_request;
-use heads::{client_head, client_response, upgraded_head};
+use heads::{client_head, client_response, upgraded_head, upstream_h2_request};
 
 /// A request body as the edge holds it before going upstream.
 pub enum Body {
@@ -146,16 +150,39 @@ pub async fn forward(
     route: &Arc<Route>,
     upgrade: bool,
 ) -> Result<()> {
-    let edge = &ctx.snapshot.config.edge;
-    let mut body = read_body(
-        session,
-        edge.client_body_buffer_size,
-        edge.client_max_body_size,
-    )
-    .await?;
     let upstream = &route.upstream;
+    let edge = &ctx.snapshot.config.edge;
+    let mut body = if ctx.grpc {
+        // A call's messages stream both ways: none is read before a server is chosen.
+        if session.is_body_empty() {
+            Body::Empty
+        } else {
+            Body::Streaming(Bytes::new())
+        }
+    } else {
+        read_body(
+            session,
+            edge.client_body_buffer_size,
+            edge.client_max_body_size,
+        )
+        .await?
+    };
     ctx.went_upstream = true;
+    if ctx.grpc && upstream.settings.protocol == UpstreamProtocol::Http1 {
+        // A mistake `edge check` cannot see (it does not know which calls are gRPC).
+        upstream.grpc_to_http1_once();
+        return Error::e_explain(
+            ErrorType::HTTPStatus(502),
+            format!(
+                "gRPC needs HTTP/2 to the servers, and upstream `{}` has protocol \"http1\"",
+                upstream.name
+            ),
+        );
+    }
     let idempotent = session.req_header().method.is_idempotent();
+    // Sends of the same request again that counted against nobody: bounded, so that a server
+    // that refuses every stream (or a pool of closed connections) cannot hold a request.
+    let mut resends = 0u32;
     loop {
         let index = pick_server(ctx, upstream)?;
         let server = &upstream.servers[index];
@@ -171,7 +198,8 @@ pub async fn forward(
         ctx.server = None;
         let facts = Facts {
             client: failed.client,
-            stale: failed.stale,
+            stale: failed.stale
+                && resends < MAX_RESENDS.max(upstream.settings.keepalive as u32 + 1),
             body_spent: failed.body_spent,
             body_sent: failed.body_sent,
             streaming: matches!(body, Body::Streaming(_)),
@@ -183,7 +211,21 @@ pub async fn forward(
             ),
             attempts_left: ctx.attempts.count < upstream.max_attempts(),
         };
-        match decide(&facts) {
+        let decision = decide(&facts);
+        if matches!(
+            decision,
+            Decision::NextServer | Decision::End { blame: true }
+        ) {
+            // As nginx's error log says each upstream failure, with its cause (a refused
+            // connect, a certificate that does not verify, a timeout).
+            tracing::warn!(
+                upstream = %upstream.name,
+                server = %upstream.servers[index].label,
+                error = %failed.error,
+                "an attempt on a server failed"
+            );
+        }
+        match decision {
             Decision::End { blame } => {
                 if blame {
                     upstream.report_failure(index);
@@ -193,11 +235,17 @@ pub async fn forward(
             Decision::Resend => {
                 // A kept-alive connection the server had closed says nothing about the server.
                 ctx.attempts.unmark(index);
+                resends += 1;
             }
             Decision::NextServer => upstream.report_failure(index),
         }
     }
 }
+
+/// The most times one request is sent again without counting against a server (or the
+/// upstream's `keepalive` and one, if more): a pool's worth of connections the server closed
+/// while idle, or streams it refused.
+const MAX_RESENDS: u32 = 32;
 
 /// What is known of an attempt that failed, for [`decide`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -274,29 +322,82 @@ async fn attempt(
     let settings = &upstream.settings;
     ctx.server = Some((index, InFlightGuard::new(server.state.clone())));
     ctx.upstream_started = Some(Instant::now());
-    let (connection, reused) = connection_for(server, settings, addr, body, upgrade).await?;
-    let mut up = Exchange::new(connection, settings.read_timeout, settings.send_timeout);
-    // Only a close or a socket error on a reused connection, before any answer, is taken for
-    // a connection the server closed while idle; a timeout or a broken answer is a failure.
+    let (link, reused) = connection_for(upstream, server, addr, body, upgrade).await?;
+    // Only a close or a socket error on a reused HTTP/1.1 connection, before any answer, is
+    // taken for a connection the server closed while idle; over HTTP/2, only a stream the
+    // server says it did not process (refused, or above its GOAWAY). A timeout or a broken
+    // answer is a failure.
+    let h2 = matches!(link, Link::H2(_));
     let stale = |error: Box<Error>| Failed {
-        stale: reused && closed_under_us(&error),
+        stale: if h2 {
+            matches!(error.retry, pingora::RetryType::ReusedOnly)
+        } else {
+            reused && closed_under_us(&error)
+        },
         ..Failed::upstream(error)
     };
 
     let req = session.req_header();
     let head_request = req.method == http::Method::HEAD;
-    let upload =
-        upstream_request(req, ctx, body, upgrade, up.head_buffer()).map_err(Failed::upstream)?;
     let whole = match body {
-        Body::Whole(bytes) => Some(&bytes[..]),
+        Body::Whole(bytes) => Some(bytes.clone()),
         _ => None,
     };
-    up.send_head(upload, head_request, whole)
-        .await
-        .map_err(|e| Failed {
-            body_sent: whole.is_some(),
-            ..stale(e)
-        })?;
+    let mut up = match link {
+        Link::H1(_) if ctx.grpc => {
+            return Err(Failed::upstream(Error::explain(
+                ErrorType::ConnectError,
+                "the server chose HTTP/1.1 by ALPN, and gRPC needs HTTP/2",
+            )))
+        }
+        Link::H1(connection) => {
+            let mut up =
+                h1::Exchange::new(connection, settings.read_timeout, settings.send_timeout);
+            let upload = upstream_request(req, ctx, body, upgrade, up.head_buffer())
+                .map_err(Failed::upstream)?;
+            up.send_head(upload, head_request, whole.as_deref())
+                .await
+                .map_err(|e| Failed {
+                    body_sent: whole.is_some(),
+                    ..stale(e)
+                })?;
+            Exchange::H1(up)
+        }
+        Link::H2(connection) => {
+            let scheme = if upstream.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let request = upstream_h2_request(req, ctx, body, scheme).map_err(Failed::upstream)?;
+            let end = matches!(body, Body::Empty);
+            let read_timeout = match grpc_timeout(req) {
+                Some(deadline) if ctx.grpc => deadline.min(settings.read_timeout),
+                _ => settings.read_timeout,
+            };
+            let mut up = h2::Exchange::start(
+                connection,
+                request,
+                end,
+                read_timeout,
+                settings.send_timeout,
+            )
+            .await
+            .map_err(stale)?;
+            if let Some(bytes) = whole {
+                up.write_body(bytes, true).await.map_err(|e| Failed {
+                    body_sent: true,
+                    ..stale(e)
+                })?;
+            }
+            Exchange::H2(up)
+        }
+    };
+    ctx.upstream_protocol = Some(up.protocol());
+    if ctx.grpc {
+        // Boxed: only gRPC calls take this path.
+        return Box::pin(call(session, ctx, upstream, index, up)).await;
+    }
     // The answer when the server gave it before it took the whole body.
     let mut early = None;
     if let Body::Streaming(head) = body {
@@ -318,15 +419,7 @@ async fn attempt(
                 ..stale(e)
             },
         })?;
-    ctx.response_started = true;
-    upstream.report_success(index);
-    if let Some(started) = ctx.upstream_started {
-        let elapsed = started.elapsed();
-        ctx.upstream_elapsed = Some(elapsed);
-        if let Some(route) = &ctx.route {
-            route.metrics.observe_upstream(elapsed.as_secs_f64());
-        }
-    }
+    answered(ctx, upstream, index);
 
     if upgrade && head.status == http::StatusCode::SWITCHING_PROTOCOLS {
         // The server took the upgrade: the connections are joined until either closes.
@@ -336,6 +429,12 @@ async fn attempt(
             .await
             .map_err(Failed::client)?;
         ctx.server = None;
+        let Exchange::H1(up) = up else {
+            return Err(Failed::upstream(Error::explain(
+                ErrorType::InternalError,
+                "an upgrade went out on an HTTP/2 connection",
+            )));
+        };
         let (socket, early_bytes) = up.into_upgraded();
         return session
             .tunnel(socket, early_bytes, settings.read_timeout)
@@ -370,42 +469,213 @@ async fn attempt(
     if cut_short || upgrade {
         return Ok(());
     }
-    if let Some(connection) = up.into_reusable() {
-        server
-            .state
-            .pool
-            .put(connection, settings.keepalive, settings.keepalive_requests);
+    // (An HTTP/2 connection stays in its pool while it has room: the stream ended here.)
+    if let Exchange::H1(up) = up {
+        if let Some(connection) = up.into_reusable() {
+            server
+                .state
+                .pool
+                .put(connection, settings.keepalive, settings.keepalive_requests);
+        }
     }
     Ok(())
 }
 
-/// A kept-alive connection to `server` or a new one, and whether it was kept. A body that
-/// streams can be sent once only: it gets a new connection, never one the server may have
-/// closed while idle; so does an upgrade, whose connection becomes a tunnel.
+/// The server's answer has begun: no more retries, the server counted well, the time it
+/// took observed.
+fn answered(ctx: &mut RequestCtx, upstream: &Upstream, index: usize) {
+    ctx.response_started = true;
+    upstream.report_success(index);
+    if let Some(started) = ctx.upstream_started {
+        let elapsed = started.elapsed();
+        ctx.upstream_elapsed = Some(elapsed);
+        if let Some(route) = &ctx.route {
+            route.metrics.observe_upstream(elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// A gRPC call on its stream: the request's messages go up while the answer's come down
+/// (a bidirectional stream may answer each message before the next is sent), nothing is
+/// compressed or held whole, and the answer's trailers (`grpc-status`, `grpc-message`,
+/// metadata) follow its body. The call ends with its answer: a server that answers before
+/// it has read every message ends the upload. `grpc-timeout` bounds the whole call (the
+/// shorter of it and `read_timeout` bounds each wait for the server).
+async fn call(
+    session: &mut impl Downstream,
+    ctx: &mut RequestCtx,
+    upstream: &Upstream,
+    index: usize,
+    mut up: Exchange,
+) -> Result<(), Failed> {
+    let limit = ctx.snapshot.config.edge.client_max_body_size;
+    let deadline = grpc_timeout(session.req_header()).map(|t| ctx.started + t);
+    let upload = match &mut up {
+        Exchange::H2(up) => up.take_upload(),
+        Exchange::H1(_) => None,
+    };
+    let body = session.take_body();
+    let pump = async move {
+        match (upload, body) {
+            (Some(upload), Some(body)) => pump(body, upload, limit).await,
+            (Some(upload), None) => upload.finish(None).map_err(Failed::upstream),
+            _ => Ok(()),
+        }
+    };
+    let answer = async {
+        let head = final_head(session, &mut up, None, false)
+            .await
+            .map_err(|e| match e {
+                Answer::Client(e) => Failed::client(e),
+                Answer::Upstream(e) | Answer::Read(e) => Failed {
+                    body_sent: true,
+                    ..Failed::upstream(e)
+                },
+            })?;
+        answered(ctx, upstream, index);
+        let no_body = up.is_body_done();
+        let (response, _) = client_response(head, no_body, true, ctx).map_err(Failed::upstream)?;
+        session.compression_off();
+        relay(session, ctx, &mut up, response, no_body, true).await
+    };
+    let both = async {
+        let mut pump = std::pin::pin!(pump);
+        let mut answer = std::pin::pin!(answer);
+        let mut pumping = true;
+        loop {
+            tokio::select! {
+                done = &mut answer => return done,
+                sent = &mut pump, if pumping => {
+                    pumping = false;
+                    match sent {
+                        Err(failed) if failed.client => return Err(failed),
+                        // The server stopped taking messages: its answer says why.
+                        Err(failed) => tracing::debug!(error = %failed.error, "a gRPC upload ended"),
+                        Ok(()) => {}
+                    }
+                }
+            }
+        }
+    };
+    match deadline {
+        None => both.await,
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), both).await {
+            Ok(done) => done,
+            Err(_) => Err(Failed {
+                body_sent: true,
+                body_spent: true,
+                ..Failed::upstream(Error::explain(
+                    ErrorType::ReadTimedout,
+                    "the call's grpc-timeout passed",
+                ))
+            }),
+        },
+    }
+}
+
+/// A call's request messages from the client to the server as they come, counted against
+/// `limit` (`client_max_body_size`).
+async fn pump(mut body: BodyStream, mut upload: h2::Upload, limit: u64) -> Result<(), Failed> {
+    loop {
+        let piece = body.next().await.map_err(|e| Failed {
+            body_spent: true,
+            ..Failed::client(e)
+        })?;
+        if body.read as u64 > limit {
+            return Err(Failed {
+                body_spent: true,
+                ..Failed::client(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body is larger than client_max_body_size",
+                ))
+            });
+        }
+        let sent = match piece {
+            Some(piece) => upload.write(piece, false).await,
+            None => return upload.finish(None).map_err(Failed::upstream),
+        };
+        sent.map_err(|e| Failed {
+            body_spent: true,
+            ..Failed::upstream(e)
+        })?;
+    }
+}
+
+/// A call's `grpc-timeout` ("100m", "5S": digits and a unit of hours, minutes, seconds,
+/// milliseconds, microseconds or nanoseconds).
+fn grpc_timeout(req: &RequestHeader) -> Option<std::time::Duration> {
+    let value = req.headers.get("grpc-timeout")?.as_bytes();
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The connection an attempt goes out on.
+enum Link {
+    H1(Connection),
+    /// A stream will be opened on it.
+    H2(h2::Connection),
+}
+
+/// A kept-alive connection to `server` or a new one, and whether it was kept. Over HTTP/2,
+/// a connection with room for one more stream. An HTTP/1.1 request whose body streams can
+/// be sent once only: it gets a new connection, never one the server may have closed while
+/// idle; so does an upgrade, whose connection becomes a tunnel (and speaks HTTP/1.1).
 async fn connection_for(
+    upstream: &Upstream,
     server: &crate::upstream::Server,
-    settings: &crate::config::UpstreamSettings,
     addr: SocketAddr,
     body: &Body,
     upgrade: bool,
-) -> Result<(Connection, bool), Failed> {
+) -> Result<(Link, bool), Failed> {
+    let settings = &upstream.settings;
+    if settings.protocol != UpstreamProtocol::Http1 && !upgrade {
+        if let Some(connection) = server
+            .state
+            .h2
+            .take(settings.keepalive_timeout, settings.keepalive_requests)
+        {
+            return Ok((Link::H2(connection), true));
+        }
+    }
     let pooled = match body {
         _ if upgrade => None,
         Body::Streaming(_) => None,
+        _ if settings.protocol == UpstreamProtocol::H2 => None,
         _ => server.state.pool.take(settings.keepalive_timeout),
     };
-    Ok(match pooled {
-        Some(pooled) => (pooled, true),
-        // Boxed: a connect is rare on kept-alive traffic, and its state would otherwise
-        // be part of every request's future.
-        None => (
-            Connection::new(
-                Box::pin(client::connect(addr, settings.connect_timeout))
-                    .await
-                    .map_err(Failed::upstream)?,
-            ),
-            false,
-        ),
+    if let Some(pooled) = pooled {
+        return Ok((Link::H1(pooled), true));
+    }
+    // Boxed: a connect is rare on kept-alive traffic, and its state would otherwise be part
+    // of every request's future.
+    let opened = Box::pin(client::open(
+        upstream,
+        &server.host,
+        addr,
+        upgrade,
+        settings.connect_timeout,
+    ))
+    .await
+    .map_err(Failed::upstream)?;
+    Ok(match opened {
+        client::Opened::H1(stream) => (Link::H1(Connection::new(stream)), false),
+        client::Opened::H2(connection) => {
+            server.state.h2.put(connection.clone(), settings.keepalive);
+            (Link::H2(connection), false)
+        }
     })
 }
 

@@ -101,12 +101,29 @@ impl ConnectionGate {
 
         let first_wait = first_head_by.saturating_duration_since(tokio::time::Instant::now());
         let clock = Arc::new(Clocks::new(header_timeout, send_timeout));
-        let stream: Stream = Box::new(ClientStream::new(stream, clock.clone(), first_wait));
+        let mut stream: Stream = Box::new(ClientStream::new(stream, clock.clone(), first_wait));
         // The HTTP/2 path is boxed: a connection's task is as large as its largest path, and
         // every idle HTTP/1 connection would carry the h2 codec's state.
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return Box::pin(self.h2_connection(stream, clock, first_head_by)).await;
         }
+        if tls.is_none() && self.snapshot.load().config.edge.http2_cleartext {
+            // HTTP/2 with prior knowledge: its preface starts "PRI ", which no HTTP/1
+            // request does. The bytes peeked stay for whichever reads the connection.
+            let mut start = [0u8; 4];
+            match tokio::time::timeout_at(first_head_by, stream.try_peek(&mut start)).await {
+                Ok(Ok(true)) if &start == b"PRI " => {
+                    return Box::pin(self.h2_connection(stream, clock, first_head_by)).await;
+                }
+                Ok(Ok(true)) => {}
+                Ok(_) => return,
+                Err(_) => {
+                    connections::HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        let first_wait = first_head_by.saturating_duration_since(tokio::time::Instant::now());
         self.http1(stream, first_wait, &clock, shutdown).await
     }
 

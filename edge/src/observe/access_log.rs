@@ -36,6 +36,10 @@ pub struct Entry<'a> {
     pub upstream: Option<&'a str>,
     pub server: Option<&'a str>,
     pub upstream_duration_ms: Option<f64>,
+    /// What the edge spoke to the server: "HTTP/1.1" or "HTTP/2".
+    pub upstream_protocol: Option<&'a str>,
+    /// A gRPC call's status, relayed or the edge's own.
+    pub grpc_status: Option<u8>,
     pub route: Option<&'a str>,
     /// The rate-limit outcome: "passed", "delayed", "rejected:ZONE", or none without limits.
     pub limit: Option<&'a str>,
@@ -287,6 +291,8 @@ mod tests {
             upstream: Some("app"),
             server: None,
             upstream_duration_ms: Some(0.25),
+            upstream_protocol: Some("HTTP/1.1"),
+            grpc_status: None,
             route: Some("/"),
             limit: None,
             tls_version: None,
@@ -338,6 +344,7 @@ mod tests {
              \"client_ip\":\"2001:db8::7\",\"method\":\"POST\",\"host\":\"a.example\",\
              \"path\":\"/api/\",\"status\":502,\"bytes_sent\":18446744,\"duration_ms\":12.000,\
              \"upstream\":\"app\",\"server\":\"app-1:8000\",\"upstream_duration_ms\":null,\
+             \"upstream_protocol\":\"HTTP/1.1\",\"grpc_status\":null,\
              \"route\":\"/api/\",\"limit\":\"passed\",\"tls_version\":\"TLSv1.3\",\
              \"user_agent\":null}\n"
         );

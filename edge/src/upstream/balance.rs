@@ -164,6 +164,8 @@ mod tests {
             next_upstream_tries: 0,
             servers: Vec::new(),
             health: None,
+            protocol: Default::default(),
+            tls: None,
         };
         Upstream::new("test".into(), settings, servers)
     }

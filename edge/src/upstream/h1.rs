@@ -87,9 +87,11 @@ pub struct Response {
 }
 
 impl Response {
-    /// The reason phrase, when it is text.
+    /// The reason phrase, when there is one and it is text (an HTTP/2 answer has none).
     pub fn reason(&self) -> Option<&str> {
-        std::str::from_utf8(&self.reason).ok()
+        std::str::from_utf8(&self.reason)
+            .ok()
+            .filter(|r| !r.is_empty())
     }
 }
 

@@ -6,9 +6,12 @@
 
 pub mod balance;
 pub mod client;
+pub mod exchange;
 pub mod h1;
+pub mod h2;
 pub mod pool;
 pub mod probe;
+pub mod tls;
 
 use crate::config::{Balance, UpstreamSettings};
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +46,9 @@ pub struct ServerState {
     checked: AtomicBool,
     /// Its idle kept-alive connections.
     pub pool: pool::Pool,
+    /// Its HTTP/2 connections (an upstream with `protocol = "h2"`, or `"auto"` when the
+    /// server chose h2).
+    pub h2: h2::Pool,
     /// When this server first appeared (for the health `start_period`).
     pub created: Instant,
 }
@@ -60,6 +66,7 @@ impl Default for ServerState {
             degraded: AtomicBool::new(false),
             checked: AtomicBool::new(false),
             pool: pool::Pool::default(),
+            h2: h2::Pool::default(),
             created: Instant::now(),
         }
     }
@@ -187,6 +194,11 @@ pub struct Upstream {
     pub settings: UpstreamSettings,
     pub servers: Vec<Server>,
     pub(crate) weights: Mutex<Vec<Weights>>,
+    /// TLS to its servers (`tls`), loaded when the snapshot was compiled; `Err`: its files
+    /// could not be loaded (why), and no server of it can be reached.
+    pub tls: Option<Result<Arc<tls::UpstreamTls>, String>>,
+    /// A gRPC call came for this `http1` upstream (said once in the log).
+    grpc_to_http1: AtomicBool,
 }
 
 /// What one request has tried so far on its upstream (nginx's `tried` bitmap and ip_hash state).
@@ -243,11 +255,36 @@ impl Upstream {
                 effective: s.weight as i64,
             })
             .collect();
+        let tls = settings.tls.as_ref().map(|t| {
+            if !t.verify {
+                tracing::warn!(upstream = %name, "tls.verify = false: the servers' certificates are not verified");
+            }
+            tls::UpstreamTls::load(t, settings.protocol)
+                .map(Arc::new)
+                .map_err(|e| {
+                    tracing::error!(upstream = %name, error = %e, "the upstream's TLS files cannot be used");
+                    e.to_string()
+                })
+        });
         Upstream {
             name,
             settings,
             servers,
             weights: Mutex::new(weights),
+            tls,
+            grpc_to_http1: AtomicBool::new(false),
+        }
+    }
+
+    /// A gRPC call came for this upstream, whose protocol is "http1": said in the log the
+    /// first time (every such call is answered UNAVAILABLE).
+    pub fn grpc_to_http1_once(&self) {
+        if !self.grpc_to_http1.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                upstream = %self.name,
+                "gRPC calls reach this upstream, whose protocol is \"http1\": they are answered \
+                 UNAVAILABLE (set protocol = \"h2\", or \"auto\" with tls)"
+            );
         }
     }
 

@@ -14,10 +14,15 @@
 //!
 //! The answer: `healthy` and `degraded` are up (degraded is reported as such), `unhealthy`, a
 //! non-2xx status, a timeout or a body that is not that JSON are down.
+//!
+//! A probe speaks the upstream's protocol and TLS, as its requests do (one kept-alive HTTP/2
+//! connection for an h2 server). With `grpc_service`, it is gRPC's standard health check
+//! instead (`grpc.health.v1.Health/Check` for that service, "" for the server as a whole):
+//! up when the answer is `grpc-status: 0` with status SERVING.
 
 use super::client::{self, Ask};
 use super::h1::Connection;
-use super::ServerState;
+use super::{h2, ServerState, Upstream};
 use crate::config::HealthSettings;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +47,7 @@ pub enum Probe {
 /// younger than `start_period`), back after `rise` successes. `upstream` and `server` name it
 /// in the logs.
 pub async fn probe_loop(
-    upstream: String,
+    upstream: Arc<Upstream>,
     server: String,
     addr: SocketAddr,
     host: String,
@@ -50,6 +55,9 @@ pub async fn probe_loop(
     state: Arc<ServerState>,
 ) {
     let mut prober = Prober::new(addr, &host, &settings.path);
+    prober.grpc_service = settings.grpc_service.clone();
+    prober.upstream = Some(upstream.clone());
+    let upstream = &upstream.name;
     let (mut successes, mut failures) = (0u32, 0u32);
     loop {
         let probe = prober.probe(settings.timeout).await;
@@ -83,12 +91,22 @@ pub async fn probe_loop(
     }
 }
 
-/// Probes one server over one kept-alive HTTP/1.1 connection.
+/// Probes one server over one kept-alive connection.
 pub struct Prober {
     addr: SocketAddr,
     host: String,
     path: String,
-    connection: Option<Connection>,
+    /// The upstream whose protocol and TLS the probe speaks (none: cleartext HTTP/1.1).
+    upstream: Option<Arc<Upstream>>,
+    /// gRPC's health check of this service instead of `GET path`.
+    grpc_service: Option<String>,
+    connection: Option<Link>,
+}
+
+/// A probe's kept-alive connection.
+enum Link {
+    H1(Connection),
+    H2(h2::Connection),
 }
 
 impl Prober {
@@ -98,8 +116,25 @@ impl Prober {
             addr,
             host: host.to_string(),
             path: path.to_string(),
+            upstream: None,
+            grpc_service: None,
             connection: None,
         }
+    }
+
+    /// A new connection, in the upstream's protocol and TLS.
+    async fn open(&self, timeout: Duration) -> pingora::Result<Link> {
+        let Some(upstream) = &self.upstream else {
+            return Ok(Link::H1(Connection::new(
+                client::connect(self.addr, timeout).await?,
+            )));
+        };
+        Ok(
+            match client::open(upstream, &self.host, self.addr, false, timeout).await? {
+                client::Opened::H1(stream) => Link::H1(Connection::new(stream)),
+                client::Opened::H2(connection) => Link::H2(connection),
+            },
+        )
     }
 
     /// One probe, bounded by `timeout` for connect, write and read together. A kept-alive
@@ -120,21 +155,89 @@ impl Prober {
 
     async fn exchange(&mut self, timeout: Duration) -> pingora::Result<Probe> {
         let started = std::time::Instant::now();
-        let connection = match self.connection.take() {
-            Some(connection) => connection,
-            None => Connection::new(client::connect(self.addr, timeout).await?),
+        let link = match self.connection.take() {
+            Some(link) => link,
+            None => self.open(timeout).await?,
         };
-        let ask = Ask {
-            method: "GET",
-            target: &self.path,
-            host: &self.host,
-            fields: &[("user-agent", USER_AGENT), ("accept", "application/json")],
-            body: b"",
+        let grpc_body;
+        let ask = match &self.grpc_service {
+            Some(service) => {
+                grpc_body = grpc_health_request(service);
+                Ask {
+                    method: "POST",
+                    target: GRPC_HEALTH_CHECK,
+                    host: &self.host,
+                    fields: &[
+                        ("user-agent", USER_AGENT),
+                        ("content-type", "application/grpc"),
+                        ("te", "trailers"),
+                    ],
+                    body: &grpc_body,
+                }
+            }
+            None => Ask {
+                method: "GET",
+                target: &self.path,
+                host: &self.host,
+                fields: &[("user-agent", USER_AGENT), ("accept", "application/json")],
+                body: b"",
+            },
         };
         let left = timeout.saturating_sub(started.elapsed());
-        let (answer, kept) = client::ask(connection, &ask, MAX_BODY, left).await?;
-        self.connection = kept;
-        Ok(judge(answer.status, &answer.body))
+        let answer = match link {
+            Link::H1(connection) => {
+                let (answer, kept) = client::ask(connection, &ask, MAX_BODY, left).await?;
+                self.connection = kept.map(Link::H1);
+                answer
+            }
+            Link::H2(connection) => {
+                let tls = self.upstream.as_ref().is_some_and(|u| u.tls.is_some());
+                let scheme = if tls { "https" } else { "http" };
+                let answer = client::ask_h2(&connection, scheme, &ask, MAX_BODY, left).await?;
+                self.connection = Some(Link::H2(connection));
+                answer
+            }
+        };
+        Ok(match self.grpc_service {
+            Some(_) => judge_grpc(answer.status, answer.grpc_status, &answer.body),
+            None => judge(answer.status, &answer.body),
+        })
+    }
+}
+
+/// The method of gRPC's standard health check.
+const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// A `HealthCheckRequest { service }` in its gRPC frame: no compression, the length, then
+/// the message (field 1, a string; nothing for "").
+fn grpc_health_request(service: &str) -> Vec<u8> {
+    let mut message = Vec::new();
+    if !service.is_empty() {
+        message.push(0x0a);
+        let mut len = service.len();
+        while len >= 0x80 {
+            message.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        message.push(len as u8);
+        message.extend_from_slice(service.as_bytes());
+    }
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    frame
+}
+
+/// The verdict on a gRPC health answer: up when the call succeeded (`grpc-status: 0`) and
+/// its `HealthCheckResponse` says SERVING (field 1 = 1).
+pub fn judge_grpc(status: u16, grpc_status: Option<u32>, body: &[u8]) -> Probe {
+    if status != 200 || grpc_status != Some(0) {
+        return Probe::Down;
+    }
+    // One uncompressed frame of two bytes: field 1, varint, SERVING.
+    match body {
+        [0, 0, 0, 0, 2, 0x08, 0x01] => Probe::Healthy,
+        _ => Probe::Down,
     }
 }
 
@@ -302,5 +405,25 @@ mod tests {
         assert_eq!(judge(503, br#"{"status":"healthy"}"#), Probe::Down);
         assert_eq!(judge(200, b"OK"), Probe::Down);
         assert_eq!(judge(200, br#"{"state":"healthy"}"#), Probe::Down);
+    }
+
+    #[test]
+    fn grpc_health_answers_are_judged_by_status_and_serving() {
+        let serving = [0, 0, 0, 0, 2, 0x08, 0x01];
+        let not_serving = [0, 0, 0, 0, 2, 0x08, 0x02];
+        assert_eq!(judge_grpc(200, Some(0), &serving), Probe::Healthy);
+        assert_eq!(judge_grpc(200, Some(0), &not_serving), Probe::Down);
+        assert_eq!(judge_grpc(200, Some(5), &[]), Probe::Down, "NOT_FOUND");
+        assert_eq!(judge_grpc(200, None, &serving), Probe::Down, "no status");
+        assert_eq!(judge_grpc(503, Some(0), &serving), Probe::Down);
+    }
+
+    #[test]
+    fn grpc_health_requests_carry_the_service() {
+        assert_eq!(grpc_health_request(""), vec![0, 0, 0, 0, 0]);
+        assert_eq!(
+            grpc_health_request("billing"),
+            [&[0, 0, 0, 0, 9, 0x0a, 7][..], b"billing"].concat()
+        );
     }
 }

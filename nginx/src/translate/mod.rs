@@ -59,6 +59,9 @@ struct Scope {
     stapling_file: Option<String>,
     /// `ssl_reject_handshake on`: a TLS server that serves no certificate.
     reject_handshake: bool,
+    /// `proxy_ssl_*` (and `grpc_ssl_*`) toward TLS upstreams, by the edge's `tls` key:
+    /// `server_name`, `ca`, `verify`, `cert`, `key` (TOML values).
+    upstream_tls: Vec<(&'static str, String, Place)>,
 }
 
 #[derive(Clone)]

@@ -77,7 +77,7 @@ impl Translator<'_> {
             match param.split_once('=').map(|(k, _)| k).unwrap_or(param) {
                 "ssl" => {}
                 "http2" if tls => {}
-                "http2" => self.note(d, Kind::NoEquivalent, false, "the edge speaks HTTP/2 on TLS listeners only (no h2c)"),
+                "http2" => self.edge.set("http2_cleartext", Value::Line("true".into()), Some(d.at.clone())),
                 "default_server" | "default" => {}
                 "proxy_protocol" => self.note(d, Kind::NoEquivalent, true, "the edge does not read the PROXY protocol; trust the proxy with trusted_proxies and X-Forwarded-For"),
                 "quic" => self.note(d, Kind::NoEquivalent, true, "the edge does not speak HTTP/3"),
@@ -115,7 +115,7 @@ impl Translator<'_> {
         let mut target = None;
         for c in d.children() {
             match c.name.as_str() {
-                "proxy_pass" => target = Some(c.clone()),
+                "proxy_pass" | "grpc_pass" => target = Some(c.clone()),
                 "location" => self.note(c, Kind::NoEquivalent, true, format!("the edge has no nested locations: these requests take the route for `{path}`")),
                 "return" => self.note(c, Kind::NoEquivalent, true, "the edge answers only its HTTP-to-HTTPS redirect itself"),
                 _ if self.narrowed_global(c) => {}
@@ -143,8 +143,9 @@ impl Translator<'_> {
         if exact {
             self.note(d, Kind::Differs, true, format!("an exact location: the edge's route `{path}` is a prefix, so it also takes every path that starts with `{path}`"));
         }
-        if target.is_some() {
+        if let Some(target) = &target {
             self.upstream_settings(&upstream, &scope, d);
+            self.upstream_protocol(&upstream, target, &scope);
         }
         let hosts = self.hosts(server);
         let mut route = Section::new("[[routes]]", Some(d.at.clone()));

@@ -227,6 +227,30 @@ impl Translator<'_> {
                     scope.upstream_settings[slot] = Some((v, at));
                 }
             }
+            "proxy_ssl_verify" | "grpc_ssl_verify" => {
+                set_tls(scope, "verify", (first == "on").to_string(), at);
+            }
+            "proxy_ssl_trusted_certificate" | "grpc_ssl_trusted_certificate" => {
+                set_tls(scope, "ca", string(&self.file(first)), at);
+            }
+            "proxy_ssl_certificate" | "grpc_ssl_certificate" => {
+                set_tls(scope, "cert", string(&self.file(first)), at);
+            }
+            "proxy_ssl_certificate_key" | "grpc_ssl_certificate_key" => {
+                set_tls(scope, "key", string(&self.file(first)), at);
+            }
+            "proxy_ssl_name" | "grpc_ssl_name" => {
+                if first.contains('$') {
+                    self.note(d, Kind::NoEquivalent, true, "the edge has no variables: the name verified is `tls.server_name`, or the server's own host");
+                } else {
+                    set_tls(scope, "server_name", string(first), at);
+                }
+            }
+            "proxy_ssl_server_name" | "grpc_ssl_server_name" => {
+                if first != "on" {
+                    self.note(d, Kind::Differs, false, "the edge always sends the name it verifies as SNI (nginx sends none unless this is on)");
+                }
+            }
             "proxy_next_upstream_tries" => {
                 if let Some(n) = self.number(d, first) {
                     scope.upstream_settings[3] = Some((n.to_string(), at));
@@ -344,4 +368,11 @@ impl Translator<'_> {
         }
         true
     }
+}
+
+/// Sets a `tls` key of the upstreams a scope proxies to (a later directive wins, as nginx's
+/// inner levels do).
+fn set_tls(scope: &mut Scope, key: &'static str, value: String, at: Place) {
+    scope.upstream_tls.retain(|(k, _, _)| *k != key);
+    scope.upstream_tls.push((key, value, at));
 }

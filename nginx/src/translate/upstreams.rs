@@ -236,16 +236,20 @@ impl Translator<'_> {
             );
             return None;
         }
-        if url.starts_with("http://unix:") {
+        if url.contains("unix:") {
             self.note(d, Kind::NoEquivalent, true, "the edge connects to upstreams over TCP only (no unix sockets): this location is not carried");
             return None;
         }
-        let Some(rest) = url.strip_prefix("http://") else {
+        let Some(rest) = ["http://", "https://", "grpc://", "grpcs://"]
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme))
+            .or((d.name == "grpc_pass" && !url.contains("://")).then_some(url))
+        else {
             self.note(
                 d,
                 Kind::NoEquivalent,
                 true,
-                "the edge talks plain HTTP to upstreams",
+                format!("`{url}`: the edge reaches upstreams over http://, https://, grpc:// and grpcs://"),
             );
             return None;
         };
@@ -289,6 +293,42 @@ impl Translator<'_> {
             });
         }
         Some(name)
+    }
+
+    /// What a location's `proxy_pass https://`, `grpc_pass grpc://` or `grpcs://` says of how
+    /// its upstream is reached: `protocol = "h2"` for gRPC, and `tls` from the location's
+    /// `proxy_ssl_*` / `grpc_ssl_*` directives.
+    pub(super) fn upstream_protocol(&mut self, upstream: &str, target: &Directive, scope: &Scope) {
+        let url = target.args.first().map(String::as_str).unwrap_or("");
+        let grpc = target.name == "grpc_pass";
+        let tls = url.starts_with("https://") || url.starts_with("grpcs://");
+        let header = format!("[upstreams.{upstream}]");
+        let Some(index) = self.upstreams.iter().position(|s| s.header == header) else {
+            return;
+        };
+        let at = Some(target.at.clone());
+        if grpc {
+            self.upstreams[index].set("protocol", Value::Line(string("h2")), at.clone());
+        }
+        if !tls {
+            return;
+        }
+        let mut keys = scope.upstream_tls.clone();
+        if !keys.iter().any(|(k, _, _)| *k == "verify") {
+            let directive = if grpc {
+                "grpc_ssl_verify"
+            } else {
+                "proxy_ssl_verify"
+            };
+            self.note(target, Kind::Differs, true, format!("nginx verifies the server's certificate only with `{directive} on`: carried as tls.verify = false, which the edge warns about at every load; set `ca` (or trust the system's roots) and remove it"));
+            keys.push(("verify", "false".into(), target.at.clone()));
+        }
+        let fields: Vec<String> = keys.iter().map(|(k, v, _)| format!("{k} = {v}")).collect();
+        self.upstreams[index].set(
+            "tls",
+            Value::Line(format!("{{ {} }}", fields.join(", "))),
+            at,
+        );
     }
 
     /// Timeouts and retries nginx sets per location, moved to the upstream: the first location

@@ -74,6 +74,7 @@ impl Validator<'_> {
                 65_535,
                 "http2_max_concurrent_streams",
             ),
+            http2_cleartext: f.http2_cleartext.unwrap_or(false),
             client_max_body_size,
             client_body_buffer_size,
             max_connections_per_client: self.int_or(

@@ -62,6 +62,20 @@ impl Validator<'_> {
                 None
             }
         };
+        let h2_upstream = upstream
+            .as_ref()
+            .and_then(|u| upstreams.get(u))
+            .and_then(|u| u.get_ref().protocol.as_ref())
+            .is_some_and(|p| p.get_ref() == "h2");
+        if let (Some(ws), true) = (&f.websocket, h2_upstream) {
+            if *ws.get_ref() {
+                self.error(
+                    ws.span(),
+                    "a websocket is carried over HTTP/1.1, and this route's upstream has \
+                     protocol \"h2\" (use \"auto\" with `tls`, or \"http1\")",
+                );
+            }
+        }
         let limits = self.route_limits(f, zones);
         let limit_status = self.int_or(
             &f.limit_status,
@@ -78,7 +92,7 @@ impl Validator<'_> {
             limit: limits,
             limit_status,
             allow,
-            websocket: f.websocket.unwrap_or(false),
+            websocket: f.websocket.as_ref().is_some_and(|w| *w.get_ref()),
         })
     }
 

@@ -46,7 +46,38 @@ impl Validator<'_> {
             None => self.error(u.span(), format!("upstream `{}` needs `servers`", name)),
         }
         let health = f.health.as_ref().map(|h| self.health(h));
+        let protocol = self.choice(
+            "protocol",
+            &f.protocol,
+            &[
+                ("http1", UpstreamProtocol::Http1),
+                ("h2", UpstreamProtocol::H2),
+                ("auto", UpstreamProtocol::Auto),
+            ],
+        );
+        let tls = f.tls.as_ref().map(|t| self.upstream_tls(t));
+        if protocol == UpstreamProtocol::Auto && tls.is_none() {
+            let span = f.protocol.as_ref().map_or(u.span(), |p| p.span());
+            self.error(
+                span,
+                format!(
+                    "upstream `{name}`: protocol \"auto\" is chosen by ALPN, which needs `tls` \
+                     (cleartext HTTP/2 is protocol \"h2\")"
+                ),
+            );
+        }
+        if health.as_ref().is_some_and(|h| h.grpc_service.is_some())
+            && protocol == UpstreamProtocol::Http1
+        {
+            let span = f.health.as_ref().map_or(u.span(), |h| h.span());
+            self.error(
+                span,
+                format!("upstream `{name}`: gRPC health probes need protocol \"h2\" or \"auto\""),
+            );
+        }
         Some(UpstreamSettings {
+            protocol,
+            tls,
             balance,
             keepalive: self.int_or(
                 &f.keepalive,
@@ -100,6 +131,59 @@ impl Validator<'_> {
         })
     }
 
+    /// `tls = { server_name, ca, verify, cert, key }`: the files are read now, so that a
+    /// mistake is reported here with its place rather than at the first request.
+    fn upstream_tls(&mut self, t: &Spanned<UpstreamTlsFile>) -> UpstreamTlsSettings {
+        let f = t.get_ref();
+        if let Some(ca) = &f.ca {
+            self.pem_file(ca, "certificate");
+        }
+        match (&f.cert, &f.key) {
+            (Some(cert), Some(key)) => {
+                self.pem_file(cert, "certificate");
+                self.pem_file(key, "key");
+            }
+            (None, None) => {}
+            _ => self.error(t.span(), "a client certificate needs both `cert` and `key`"),
+        }
+        if let Some(name) = &f.server_name {
+            if rustls::pki_types::ServerName::try_from(name.get_ref().as_str()).is_err() {
+                self.error(
+                    name.span(),
+                    format!("`{}` is not a host name or address", name.get_ref()),
+                );
+            }
+        }
+        UpstreamTlsSettings {
+            server_name: f.server_name.as_ref().map(|n| n.get_ref().clone()),
+            ca: f.ca.as_ref().map(|p| p.get_ref().into()),
+            verify: f.verify.unwrap_or(true),
+            cert: f.cert.as_ref().map(|p| p.get_ref().into()),
+            key: f.key.as_ref().map(|p| p.get_ref().into()),
+        }
+    }
+
+    /// A PEM file that must hold at least one `what` ("certificate" or "key").
+    fn pem_file(&mut self, path: &Spanned<String>, what: &str) {
+        let name = path.get_ref();
+        let problem = match std::fs::read(name) {
+            Err(e) => Some(format!("cannot read `{name}`: {e}")),
+            Ok(pem) => {
+                let found = match what {
+                    "key" => matches!(
+                        rustls_pemfile::private_key(&mut pem.as_slice()),
+                        Ok(Some(_))
+                    ),
+                    _ => rustls_pemfile::certs(&mut pem.as_slice()).any(|c| c.is_ok()),
+                };
+                (!found).then(|| format!("`{name}` holds no PEM {what}"))
+            }
+        };
+        if let Some(problem) = problem {
+            self.error(path.span(), problem);
+        }
+    }
+
     fn health(&mut self, h: &Spanned<HealthFile>) -> HealthSettings {
         let f = h.get_ref();
         let path = match &f.path {
@@ -112,6 +196,7 @@ impl Validator<'_> {
         };
         HealthSettings {
             path,
+            grpc_service: f.grpc_service.as_ref().map(|s| s.get_ref().clone()),
             interval: self.positive_duration_or(&f.interval, DEFAULT_HEALTH_INTERVAL),
             timeout: self.positive_duration_or(&f.timeout, DEFAULT_HEALTH_TIMEOUT),
             rise: self.int_or(&f.rise, DEFAULT_HEALTH_RISE, 1, 1000, "rise"),

@@ -1,0 +1,397 @@
+//! HTTP/2 toward servers (`protocol = "h2"`, or `"auto"` when the server selects h2): one
+//! connection carries many requests at once, each on its own stream, as many as the server's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` allows; a new connection is opened when every one is
+//! full or going away. [`Exchange`] is one request's stream, with the same calls as the
+//! HTTP/1.1 exchange ([`super::h1::Exchange`]): the head out, the body out under flow
+//! control, the answer's head, body and trailers back.
+//!
+//! A stream the server refused (RST_STREAM REFUSED_STREAM) or never took (after a GOAWAY
+//! whose last stream is below it) was not processed (RFC 9113 8.7): its error is marked
+//! `ReusedOnly`, as an HTTP/1.1 request on a connection the server had closed, so the
+//! request is sent again on another connection without counting against the server.
+
+use super::h1::Response;
+use ::h2::client::{ResponseFuture, SendRequest};
+use ::h2::{RecvStream, SendStream};
+use bytes::Bytes;
+use http::HeaderMap;
+use pingora::protocols::Stream;
+use pingora::{Error, ErrorType, Result, RetryType};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use thread_local::ThreadLocal;
+
+/// One HTTP/2 connection to a server: a handle to open streams on it, and what is known of
+/// its use.
+#[derive(Clone)]
+pub struct Connection {
+    send: SendRequest<Bytes>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Streams open on it now.
+    active: AtomicUsize,
+    /// Streams it has carried (`keepalive_requests` retires it).
+    served: AtomicU32,
+    /// When its last stream ended (for `keepalive_timeout`).
+    idle_since: Mutex<Instant>,
+}
+
+impl Connection {
+    /// The HTTP/2 handshake on `stream` (already TLS with ALPN h2, or cleartext with prior
+    /// knowledge); the connection's own task runs on the current runtime until the server or
+    /// the last handle closes it.
+    pub async fn handshake(stream: Stream, timeout: Duration) -> Result<Connection> {
+        let handshake = ::h2::client::Builder::new()
+            .initial_window_size(WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .handshake::<_, Bytes>(stream);
+        let (send, connection) = match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                return Error::e_because(ErrorType::ConnectError, "the HTTP/2 handshake", e)
+            }
+            Err(_) => return Error::e_explain(ErrorType::ConnectTimedout, "the HTTP/2 handshake"),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "an HTTP/2 connection to a server ended");
+            }
+        });
+        Ok(Connection {
+            send,
+            shared: Arc::new(Shared {
+                active: AtomicUsize::new(0),
+                served: AtomicU32::new(0),
+                idle_since: Mutex::new(Instant::now()),
+            }),
+        })
+    }
+
+    /// Whether it can open one more stream now: the server's stream limit has room, and the
+    /// connection is neither closed nor going away.
+    fn has_room(&mut self) -> bool {
+        let limit = self.send.current_max_send_streams().max(1);
+        if self.shared.active.load(Ordering::Relaxed) >= limit {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(self.send.poll_ready(&mut cx), Poll::Ready(Ok(())))
+    }
+
+    /// Streams open on it now.
+    pub fn active(&self) -> usize {
+        self.shared.active.load(Ordering::Relaxed)
+    }
+}
+
+/// The HTTP/2 connections of one server, per worker thread (as the HTTP/1.1 pool keeps its
+/// idle connections): a request takes one with room, or opens a new one.
+#[derive(Default)]
+pub struct Pool {
+    connections: ThreadLocal<Mutex<Vec<Connection>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("connections", &self.len())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A connection of this thread with room for one more stream, dropping those closed,
+    /// retired after `max_requests` streams (0: no bound), or idle past `idle_timeout`.
+    pub fn take(&self, idle_timeout: Duration, max_requests: u32) -> Option<Connection> {
+        let mut here = lock(self.connections.get_or_default());
+        here.retain_mut(|c| {
+            let idle_too_long =
+                c.active() == 0 && lock(&c.shared.idle_since).elapsed() >= idle_timeout;
+            let retired =
+                max_requests > 0 && c.shared.served.load(Ordering::Relaxed) >= max_requests;
+            let closed = matches!(
+                c.send.poll_ready(&mut Context::from_waker(Waker::noop())),
+                Poll::Ready(Err(_))
+            );
+            !(idle_too_long || retired || closed)
+        });
+        here.iter_mut()
+            .find_map(|c| c.has_room().then(|| c.clone()))
+    }
+
+    /// Keeps a new connection for the requests after this one; at most `keepalive` of them
+    /// idle (with no stream) are kept.
+    pub fn put(&self, connection: Connection, keepalive: usize) {
+        let mut here = lock(self.connections.get_or_default());
+        let idle = here.iter().filter(|c| c.active() == 0).count();
+        if keepalive == 0 || idle >= keepalive {
+            return;
+        }
+        here.push(connection);
+    }
+
+    /// Connections held now, on every thread.
+    pub fn len(&self) -> usize {
+        self.connections.iter().map(|c| lock(c).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A stream's window for an answer's body, and the connection's (h2's defaults are 64 KiB:
+/// one round trip per 64 KiB of a large answer).
+const WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 4 << 20;
+/// Request bytes one stream may queue ahead of the socket.
+const MAX_SEND_BUFFER: usize = 64 * 1024;
+
+/// A head of the answer, as h2 hands it out.
+enum Head {
+    Interim(http::Response<()>),
+    Final(http::Response<RecvStream>),
+}
+
+/// Counts a stream open on its connection while it lives.
+struct Open(Arc<Shared>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *lock(&self.0.idle_since) = Instant::now();
+        }
+    }
+}
+
+/// The request body's side of a stream: its pieces go out as the server's window lets them.
+/// Taken apart from the [`Exchange`] when the body and the answer stream at once (gRPC).
+pub struct Upload {
+    send: SendStream<Bytes>,
+    write_timeout: Duration,
+}
+
+impl Upload {
+    /// Sends a piece of the request body as the server's window lets it (each wait for
+    /// window bounded by the upstream's `send_timeout`); `end`: it is the last.
+    pub async fn write(&mut self, mut data: Bytes, end: bool) -> Result<()> {
+        let send = &mut self.send;
+        if data.is_empty() && end {
+            return send
+                .send_data(Bytes::new(), true)
+                .map_err(|e| stream_error(e, "ending the request body"));
+        }
+        while !data.is_empty() {
+            send.reserve_capacity(data.len());
+            let granted = tokio::time::timeout(
+                self.write_timeout,
+                std::future::poll_fn(|cx| loop {
+                    match send.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(0))) => continue,
+                        other => return other,
+                    }
+                }),
+            )
+            .await;
+            let n = match granted {
+                Ok(Some(Ok(n))) => n,
+                Ok(Some(Err(e))) => return Err(stream_error(e, "sending the request body")),
+                Ok(None) => {
+                    return Error::e_explain(ErrorType::WriteError, "the server's stream closed")
+                }
+                Err(_) => {
+                    return Error::e_explain(
+                        ErrorType::WriteTimedout,
+                        "the server opened no window",
+                    )
+                }
+            };
+            let chunk = data.split_to(n.min(data.len()));
+            send.send_data(chunk, end && data.is_empty())
+                .map_err(|e| stream_error(e, "sending the request body"))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the request body, with `trailers` when there are some.
+    pub fn finish(mut self, trailers: Option<HeaderMap>) -> Result<()> {
+        match trailers {
+            Some(trailers) => self.send.send_trailers(trailers),
+            None => self.send.send_data(Bytes::new(), true),
+        }
+        .map_err(|e| stream_error(e, "ending the request body"))
+    }
+}
+
+/// One request and its answer on a stream of an HTTP/2 connection.
+pub struct Exchange {
+    response: Option<ResponseFuture>,
+    upload: Option<Upload>,
+    recv: Option<RecvStream>,
+    trailers: Option<HeaderMap>,
+    read_timeout: Duration,
+    _open: Open,
+}
+
+impl Exchange {
+    /// Opens a stream on `connection` with `request`'s head; `end`: no body follows.
+    pub async fn start(
+        mut connection: Connection,
+        request: http::Request<()>,
+        end: bool,
+        read_timeout: Duration,
+        write_timeout: Duration,
+    ) -> Result<Exchange> {
+        let ready = std::future::poll_fn(|cx| connection.send.poll_ready(cx));
+        match tokio::time::timeout(write_timeout, ready).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(stream_error(e, "opening a stream")),
+            Err(_) => {
+                return Error::e_explain(ErrorType::WriteTimedout, "no stream could be opened")
+            }
+        }
+        let (response, send) = connection
+            .send
+            .send_request(request, end)
+            .map_err(|e| stream_error(e, "sending the request head"))?;
+        connection.shared.active.fetch_add(1, Ordering::AcqRel);
+        connection.shared.served.fetch_add(1, Ordering::Relaxed);
+        Ok(Exchange {
+            response: Some(response),
+            upload: (!end).then_some(Upload {
+                send,
+                write_timeout,
+            }),
+            recv: None,
+            trailers: None,
+            read_timeout,
+            _open: Open(connection.shared.clone()),
+        })
+    }
+
+    /// Sends a piece of the request body; `end`: it is the last.
+    pub async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
+        let Some(upload) = self.upload.as_mut() else {
+            return Ok(());
+        };
+        upload.write(data, end).await?;
+        if end {
+            self.upload = None;
+        }
+        Ok(())
+    }
+
+    /// Ends the request body, with `trailers` when there are some.
+    pub fn finish_body(&mut self, trailers: Option<HeaderMap>) -> Result<()> {
+        match self.upload.take() {
+            Some(upload) => upload.finish(trailers),
+            None => Ok(()),
+        }
+    }
+
+    /// The request body's side, to be sent while the answer is read.
+    pub fn take_upload(&mut self) -> Option<Upload> {
+        self.upload.take()
+    }
+
+    /// The answer's next head: an informational one (1xx, 103 Early Hints) when the server
+    /// sends one, then the final one, after which the body can be read; within
+    /// `read_timeout`.
+    pub async fn read_response(&mut self) -> Result<Response> {
+        let Some(response) = self.response.as_mut() else {
+            return Error::e_explain(ErrorType::InternalError, "the final head was already read");
+        };
+        let next = std::future::poll_fn(|cx| {
+            if let Poll::Ready(Some(head)) = response.poll_informational(cx) {
+                return Poll::Ready(head.map(Head::Interim));
+            }
+            Pin::new(&mut *response)
+                .poll(cx)
+                .map(|r| r.map(Head::Final))
+        });
+        let head = match tokio::time::timeout(self.read_timeout, next).await {
+            Ok(Ok(head)) => head,
+            Ok(Err(e)) => return Err(stream_error(e, "reading the response head")),
+            Err(_) => {
+                return Error::e_explain(ErrorType::ReadTimedout, "while reading the response head")
+            }
+        };
+        let (parts, body) = match head {
+            Head::Interim(head) => (head.into_parts().0, None),
+            Head::Final(head) => {
+                let (parts, body) = head.into_parts();
+                (parts, Some(body))
+            }
+        };
+        if body.is_some() {
+            self.response = None;
+            self.recv = body;
+        }
+        Ok(Response {
+            status: parts.status,
+            reason: Bytes::new(),
+            headers: parts.headers,
+        })
+    }
+
+    /// Whether the answer's body has been read to its end.
+    pub fn is_body_done(&self) -> bool {
+        self.recv.as_ref().is_some_and(|r| r.is_end_stream())
+    }
+
+    /// The next piece of the answer's body, `None` at its end (its trailers are then kept).
+    pub async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        let Some(recv) = self.recv.as_mut() else {
+            return Error::e_explain(ErrorType::InternalError, "no response head read");
+        };
+        match tokio::time::timeout(self.read_timeout, recv.data()).await {
+            Ok(Some(Ok(data))) => {
+                let _ = recv.flow_control().release_capacity(data.len());
+                Ok(Some(data))
+            }
+            Ok(Some(Err(e))) => Err(stream_error(e, "reading the response body")),
+            Ok(None) => {
+                match tokio::time::timeout(self.read_timeout, recv.trailers()).await {
+                    Ok(Ok(trailers)) => self.trailers = trailers,
+                    Ok(Err(e)) => return Err(stream_error(e, "reading the response trailers")),
+                    Err(_) => {
+                        return Error::e_explain(
+                            ErrorType::ReadTimedout,
+                            "while reading the trailers",
+                        )
+                    }
+                }
+                Ok(None)
+            }
+            Err(_) => Error::e_explain(ErrorType::ReadTimedout, "while reading the response body"),
+        }
+    }
+
+    /// The answer's trailer fields, once, after its body.
+    pub fn take_trailers(&mut self) -> Option<HeaderMap> {
+        self.trailers.take()
+    }
+}
+
+/// An h2 error as the request path classifies it: a stream the server did not process is
+/// `ReusedOnly` (sent again elsewhere, blaming nobody); the rest are read or write errors.
+fn stream_error(e: ::h2::Error, what: &'static str) -> Box<Error> {
+    let unprocessed = e.reason() == Some(::h2::Reason::REFUSED_STREAM)
+        || (e.is_go_away() && e.is_remote() && e.reason() == Some(::h2::Reason::NO_ERROR));
+    let mut error = Error::because(ErrorType::ReadError, what, e);
+    if unprocessed {
+        error.retry = RetryType::ReusedOnly;
+    }
+    error
+}

@@ -1,0 +1,262 @@
+//! TLS and HTTP/2 toward servers, against nginx: certificates verified by a CA the test
+//! makes and by name, mutual TLS, files changed on disk, HTTP/2 by ALPN and with prior
+//! knowledge, a server that caps its streams and one that says GOAWAY.
+
+use crate::peers::{Nginx, TestCa};
+use crate::support::*;
+use std::time::Duration;
+
+/// A server block's TLS directives for `issued`.
+fn tls_directives(issued: &crate::peers::Issued) -> String {
+    format!(
+        "ssl_certificate {}; ssl_certificate_key {};",
+        issued.cert.display(),
+        issued.key.display()
+    )
+}
+
+/// The edge's config: upstream `secure` (servers `addrs`) with `tls` and `protocol`, routed
+/// for every path.
+fn tls_upstream(addr: std::net::SocketAddr, tls: toml::Value, protocol: &str) -> TestConfig {
+    TestConfig::new()
+        .upstream("secure", [addr])
+        .with("tls", tls)
+        .with("protocol", protocol)
+        .route("/", "secure")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_server_is_verified_by_the_configured_ca_and_name_in_each_protocol() {
+    let ca = TestCa::new("internal CA");
+    let cert = ca.server("billing", &["billing.internal"]);
+    let nginx = Nginx::start("ssl http2", &tls_directives(&cert));
+    let client = client();
+    for (protocol, expected) in [
+        ("http1", "HTTP/1.1"),
+        ("h2", "HTTP/2.0"),
+        ("auto", "HTTP/2.0"),
+    ] {
+        let tls = table! {
+            server_name = "billing.internal",
+            ca = ca.pem.display().to_string(),
+        };
+        let edge = Edge::start("", tls_upstream(nginx.addr, tls, protocol));
+        for _ in 0..3 {
+            let (status, body) = get_json(&client, &edge.url("/invoices"), &[]).await;
+            assert_eq!(status, 200, "{protocol}: {body}\n{}", edge.log());
+            assert_eq!(body["protocol"], expected, "{protocol}");
+            assert_eq!(
+                body["sni"], "billing.internal",
+                "{protocol}: SNI is the name"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_of_another_ca_or_for_another_name_gets_no_request() {
+    let ours = TestCa::new("internal CA");
+    let theirs = TestCa::new("somebody else's CA");
+    let foreign = theirs.server("billing", &["billing.internal"]);
+    let nginx = Nginx::start("ssl", &tls_directives(&foreign));
+    let tls = table! { server_name = "billing.internal", ca = ours.pem.display().to_string() };
+    let edge = Edge::start("", tls_upstream(nginx.addr, tls, "http1"));
+    let (status, _) = get_json(&client(), &edge.url("/invoices"), &[]).await;
+    assert_eq!(status, 502);
+    let log = edge.log();
+    assert!(
+        log.contains("UnknownIssuer") || log.contains("invalid peer certificate"),
+        "the log names the cause: {log}"
+    );
+
+    let ca = TestCa::new("internal CA");
+    let other_name = ca.server("billing", &["billing.internal"]);
+    let nginx2 = Nginx::start("ssl", &tls_directives(&other_name));
+    let tls = table! { server_name = "payments.internal", ca = ca.pem.display().to_string() };
+    let edge2 = Edge::start("", tls_upstream(nginx2.addr, tls, "http1"));
+    let (status, _) = get_json(&client(), &edge2.url("/invoices"), &[]).await;
+    assert_eq!(status, 502);
+    let log = edge2.log();
+    assert!(
+        log.contains("NotValidForName") || log.contains("not valid for name"),
+        "the log names the cause: {log}"
+    );
+    assert!(
+        nginx.served().is_empty() && nginx2.served().is_empty(),
+        "no request reached a server it could not verify"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_literal_address_is_verified_as_the_address() {
+    let ca = TestCa::new("internal CA");
+    let cert = ca.server("ip", &["127.0.0.1"]);
+    let nginx = Nginx::start("ssl", &tls_directives(&cert));
+    let tls = table! { ca = ca.pem.display().to_string() };
+    let edge = Edge::start("", tls_upstream(nginx.addr, tls, "http1"));
+    let (status, body) = get_json(&client(), &edge.url("/"), &[]).await;
+    assert_eq!(status, 200, "{body}\n{}", edge.log());
+    assert_eq!(body["sni"], "", "no SNI for an address");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_requires_a_client_certificate_gets_the_configured_one() {
+    let ca = TestCa::new("internal CA");
+    let cert = ca.server("billing", &["billing.internal"]);
+    let client_cert = ca.client("edge-client", "edge.internal");
+    let directives = format!(
+        "{} ssl_client_certificate {}; ssl_verify_client on;",
+        tls_directives(&cert),
+        ca.pem.display()
+    );
+    let nginx = Nginx::start("ssl", &directives);
+    let without = table! { server_name = "billing.internal", ca = ca.pem.display().to_string() };
+    let edge = Edge::start("", tls_upstream(nginx.addr, without, "http1"));
+    let (status, _) = get_json(&client(), &edge.url("/"), &[]).await;
+    assert_eq!(
+        status, 400,
+        "nginx refuses a request without a client certificate"
+    );
+    drop(edge);
+
+    let with = table! {
+        server_name = "billing.internal",
+        ca = ca.pem.display().to_string(),
+        cert = client_cert.cert.display().to_string(),
+        key = client_cert.key.display().to_string(),
+    };
+    let edge = Edge::start("", tls_upstream(nginx.addr, with, "http1"));
+    let (status, body) = get_json(&client(), &edge.url("/"), &[]).await;
+    assert_eq!(status, 200, "{body}\n{}", edge.log());
+    assert_eq!(body["client"], "CN=edge.internal");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_file_changed_on_disk_is_used_for_the_next_connections() {
+    let ca = TestCa::new("internal CA");
+    let wrong = TestCa::new("an old CA");
+    let cert = ca.server("billing", &["billing.internal"]);
+    let nginx = Nginx::start("ssl", &tls_directives(&cert));
+    let trusted = wrong.dir.path().join("trusted.pem");
+    std::fs::copy(&wrong.pem, &trusted).expect("copy");
+    let tls = table! { server_name = "billing.internal", ca = trusted.display().to_string() };
+    let edge = Edge::start("", tls_upstream(nginx.addr, tls, "http1"));
+    let client = client();
+    assert_eq!(get_json(&client, &edge.url("/"), &[]).await.0, 502);
+    write_atomically(&trusted, &std::fs::read_to_string(&ca.pem).expect("CA"));
+    wait_until(
+        Duration::from_secs(10),
+        "the new CA file is used",
+        async || get_json(&client, &edge.url("/"), &[]).await.0 == 200,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edge_check_refuses_auto_without_tls_and_unreadable_files() {
+    let config = TestConfig::new()
+        .upstream("a", ["127.0.0.1:9"])
+        .with("protocol", "auto")
+        .upstream("b", ["127.0.0.1:9"])
+        .with("tls", table! { ca = "/nonexistent/ca.pem" })
+        .upstream("c", ["127.0.0.1:9"])
+        .with("tls", table! { cert = "/nonexistent/c.pem" })
+        .route("/", "a");
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("upstreams.toml");
+    std::fs::write(&path, config.text()).expect("write");
+    let output = std::process::Command::new(edge_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("edge check");
+    let said = String::from_utf8_lossy(&output.stderr).to_string()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("protocol \"auto\""), "{said}");
+    assert!(said.contains("cannot read `/nonexistent/ca.pem`"), "{said}");
+    assert!(said.contains("needs both `cert` and `key`"), "{said}");
+}
+
+/// 50 clients, 4 requests each, at once, through the edge to `nginx` over HTTP/2: none fails.
+async fn fifty_clients(edge: &Edge) {
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let url = edge.url(&format!("/c{i}"));
+        tasks.push(tokio::spawn(async move {
+            let client = client();
+            let mut statuses = Vec::new();
+            for _ in 0..4 {
+                statuses.push(get_json(&client, &url, &[]).await.0);
+            }
+            statuses
+        }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        failed += task
+            .await
+            .expect("task")
+            .iter()
+            .filter(|&&s| s != 200)
+            .count();
+    }
+    assert_eq!(failed, 0, "{}", edge.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_server_capping_streams_at_2_loses_no_request_of_50_clients() {
+    // Cleartext HTTP/2 with prior knowledge; nginx lets 2 streams run at once per connection.
+    let nginx = Nginx::start("http2", "http2_max_concurrent_streams 2;");
+    let config = TestConfig::new()
+        .upstream("h2c", [nginx.addr])
+        .with("protocol", "h2")
+        .route("/", "h2c");
+    let edge = Edge::start("", config);
+    fifty_clients(&edge).await;
+    let served = nginx.served();
+    assert_eq!(served.len(), 200);
+    assert!(
+        served.iter().all(|l| l.starts_with("HTTP/2.0 GET")),
+        "{served:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_server_that_says_goaway_after_5_streams_loses_no_request() {
+    // nginx ends an HTTP/2 connection with GOAWAY after keepalive_requests streams.
+    let ca = TestCa::new("internal CA");
+    let cert = ca.server("billing", &["billing.internal"]);
+    let directives = format!("{} keepalive_requests 5;", tls_directives(&cert));
+    let nginx = Nginx::start("ssl http2", &directives);
+    let tls = table! { server_name = "billing.internal", ca = ca.pem.display().to_string() };
+    let edge = Edge::start("", tls_upstream(nginx.addr, tls, "h2"));
+    fifty_clients(&edge).await;
+    assert_eq!(nginx.served().len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_upstream_streams_share_a_connection_and_the_log_names_the_protocol() {
+    let nginx = Nginx::start("http2", "");
+    let (_dir, log, line) = access_log_file();
+    let config = TestConfig::new()
+        .upstream("h2c", [nginx.addr])
+        .with("protocol", "h2")
+        .with("keepalive", 4)
+        .route("/", "h2c");
+    let edge = Edge::start(line, config);
+    fifty_clients(&edge).await;
+    let entry = logged_line(&log, "/c0", Duration::from_secs(5), "logged").await;
+    assert_eq!(entry["upstream_protocol"], "HTTP/2", "{entry}");
+    let status = admin_json(&edge, "/status").await;
+    assert_eq!(status["upstreams"]["h2c"]["protocol"], "h2", "{status}");
+    // Many streams at once, few connections: nginx counts the connections it accepted.
+    let connections = std::fs::read_to_string(nginx.dir.path().join("error.log"))
+        .unwrap_or_default()
+        .matches("client 127.0.0.1 connected")
+        .count();
+    assert!(
+        connections <= 8,
+        "{connections} connections for 200 requests"
+    );
+}
