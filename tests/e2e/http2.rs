@@ -235,7 +235,7 @@ async fn sigquit_without_a_successor_sends_goaway_finishes_open_streams_then_exi
 
 /// The frames the edge sends on `stream` until it closes the connection (or `within`
 /// passes): each frame's type, and the time the close came.
-async fn frames_until_close<S: tokio::io::AsyncRead + Unpin>(
+pub(crate) async fn frames_until_close<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
     within: Duration,
 ) -> (Vec<u8>, Option<std::time::Instant>) {

@@ -11,6 +11,7 @@ mod discovery;
 mod explain;
 mod failover;
 mod grpc;
+mod h2c;
 mod headers;
 mod health;
 mod hostile;

@@ -143,7 +143,7 @@ fn bulk_edge(bulk: &BulkBackend, app: SocketAddr) -> (Certificate, Edge, SocketA
 /// Each of the `n` upstream connections of `bulk` was closed by the edge mid-response
 /// `send_timeout` (2 s, with a second's slack either way) after its bytes stopped moving: after
 /// the later of its own last bytes and `stopped`, when the client stopped taking any.
-fn closed_after_send_timeout(bulk: &BulkBackend, n: usize, stopped: Instant) {
+pub(crate) fn closed_after_send_timeout(bulk: &BulkBackend, n: usize, stopped: Instant) {
     let connections = bulk.connections();
     assert_eq!(connections.len(), n, "{connections:?}");
     for c in &connections {

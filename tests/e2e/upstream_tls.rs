@@ -260,3 +260,49 @@ async fn an_h2_upstream_streams_share_a_connection_and_the_log_names_the_protoco
         "{connections} connections for 200 requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_server_that_never_opens_its_window_is_given_up_after_send_timeout() {
+    // The h2 crate as a server that takes a stream but grants no window for its body.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut connection = h2::server::Builder::new()
+                    .initial_window_size(0)
+                    .initial_connection_window_size(65_535)
+                    .handshake::<_, bytes::Bytes>(tcp)
+                    .await
+                    .expect("handshake");
+                let mut held = Vec::new();
+                while let Some(Ok(stream)) = connection.accept().await {
+                    held.push(stream); // never read, never answered
+                }
+            });
+        }
+    });
+    let config = TestConfig::new()
+        .upstream("stingy", [addr])
+        .with("protocol", "h2")
+        .with("send_timeout", "1s")
+        .route("/", "stingy");
+    let edge = Edge::start("", config);
+    let started = std::time::Instant::now();
+    let response = client()
+        .post(edge.url("/upload"))
+        // More than the 64 KiB a stream may carry before the server's SETTINGS arrive.
+        .body(vec![b'x'; 200_000])
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", edge.log()));
+    assert_eq!(response.status(), 504);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}
