@@ -118,6 +118,10 @@ pub struct BalanceCheck {
     pub pick: Option<String>,
     pub why: String,
     pub servers: Vec<ServerView>,
+    /// How the servers are reached: "HTTP/1.1", "HTTP/2 (prior knowledge)", "HTTP/1.1 over
+    /// TLS, verifying billing.internal", ...
+    #[serde(default)]
+    pub reached: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -583,7 +587,43 @@ fn balance(route: &Route, client: IpAddr, live: bool) -> BalanceCheck {
         pick: pick.map(|i| upstream.servers[i].label.clone()),
         why,
         servers,
+        reached: reached(&upstream.settings),
     }
+}
+
+/// How an upstream's servers are reached, in words.
+fn reached(settings: &crate::config::UpstreamSettings) -> String {
+    use crate::config::UpstreamProtocol;
+    let Some(tls) = &settings.tls else {
+        return match settings.protocol {
+            UpstreamProtocol::H2 => "HTTP/2 with prior knowledge (cleartext)".into(),
+            _ => "HTTP/1.1 (cleartext)".into(),
+        };
+    };
+    let protocol = match settings.protocol {
+        UpstreamProtocol::Http1 => "HTTP/1.1",
+        UpstreamProtocol::H2 => "HTTP/2",
+        UpstreamProtocol::Auto => "HTTP/2 or HTTP/1.1 as the server chooses",
+    };
+    let name = tls
+        .server_name
+        .as_deref()
+        .map_or("each server's host".to_string(), |n| format!("`{n}`"));
+    let roots = tls
+        .ca
+        .as_ref()
+        .map_or("the system's roots".to_string(), |p| {
+            p.display().to_string()
+        });
+    let mut words = if tls.verify {
+        format!("{protocol} over TLS, the certificate verified for {name} against {roots}")
+    } else {
+        format!("{protocol} over TLS, the certificate NOT verified (verify = false)")
+    };
+    if tls.cert.is_some() {
+        words.push_str(", with a client certificate");
+    }
+    words
 }
 
 #[cfg(test)]

@@ -71,6 +71,9 @@ pub fn render(e: &Explanation) -> String {
             b.pick.as_deref().unwrap_or("no usable server")
         );
         let _ = writeln!(out, "  why: {}", b.why);
+        if !b.reached.is_empty() {
+            let _ = writeln!(out, "  reached: {}", b.reached);
+        }
         for s in &b.servers {
             let _ = writeln!(
                 out,

@@ -253,3 +253,28 @@ async fn redirects_body_limits_forwarded_headers_and_compression() {
         .expect("explains");
     assert_eq!(e.verdict.status, Some(405));
 }
+
+#[tokio::test]
+async fn how_the_servers_are_reached_is_said() {
+    let text = CONFIG.replace(
+        "[upstreams.admin]\n",
+        "[upstreams.admin]\nprotocol = \"h2\"\ntls = { server_name = \"admin.internal\", verify = false }\n",
+    );
+    let s = snapshot(&text);
+    let plain = explain(&s, &Question::new("GET", "http://edge.test/x"), false)
+        .await
+        .expect("explains");
+    assert_eq!(
+        plain.balance.as_ref().expect("balance").reached,
+        "HTTP/1.1 (cleartext)"
+    );
+    let mut question = Question::new("GET", "http://edge.test/admin/x");
+    question.peer = "10.1.2.3".parse().expect("ip");
+    let admin = explain(&s, &question, false).await.expect("explains");
+    let reached = &admin.balance.as_ref().expect("balance").reached;
+    assert!(
+        reached.starts_with("HTTP/2 over TLS") && reached.contains("NOT verified"),
+        "{reached}"
+    );
+    assert!(render::render(&admin).contains("reached: HTTP/2 over TLS"));
+}
