@@ -306,3 +306,28 @@ async fn an_h2_server_that_never_opens_its_window_is_given_up_after_send_timeout
         "{took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_takes_the_servers_choice_and_h2_refuses_a_server_without_it() {
+    let ca = TestCa::new("internal CA");
+    let cert = ca.server("billing", &["billing.internal"]);
+    // No `http2` on the listen: this nginx selects only http/1.1 by ALPN.
+    let nginx = Nginx::start("ssl", &tls_directives(&cert));
+    let tls = || table! { server_name = "billing.internal", ca = ca.pem.display().to_string() };
+    let auto = Edge::start("", tls_upstream(nginx.addr, tls(), "auto"));
+    let (status, body) = get_json(&client(), &auto.url("/"), &[]).await;
+    assert_eq!(status, 200, "{body}\n{}", auto.log());
+    assert_eq!(body["protocol"], "HTTP/1.1");
+
+    let h2 = Edge::start("", tls_upstream(nginx.addr, tls(), "h2"));
+    let (status, _) = get_json(&client(), &h2.url("/"), &[]).await;
+    assert_eq!(status, 502);
+    // nginx refuses the handshake itself (a server that ignores ALPN would complete it, and
+    // the edge would refuse it as not having selected h2).
+    let log = h2.log();
+    assert!(
+        log.contains("NoApplicationProtocol") || log.contains("did not select h2"),
+        "{log}"
+    );
+    assert_eq!(nginx.served().len(), 1, "only auto's request reached it");
+}
