@@ -206,3 +206,44 @@ async fn chunked_answers_keep_their_connection_and_a_connection_close_is_honoure
         "{status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bursts_surplus_connections_serve_the_next_burst_then_go() {
+    // Each answer takes 50 ms: 100 concurrent requests hold 100 connections.
+    let backend =
+        KeepaliveBackend::answering_after(0, Duration::from_secs(60), Duration::from_millis(50));
+    let config = TestConfig::new()
+        .upstream("app", [backend.addr])
+        .with("keepalive", 4)
+        .route("/", "app");
+    let edge = Edge::start("", config);
+    let burst = async || {
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let url = edge.url(&format!("/b{i}"));
+            tasks.push(tokio::spawn(async move {
+                client().get(url).send().await.expect("answer").status()
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.expect("task"), 200);
+        }
+    };
+    burst().await;
+    let first = backend.per_connection().len();
+    assert!(
+        first >= 50,
+        "the first burst needed its connections: {first}"
+    );
+    burst().await;
+    let second = backend.per_connection().len() - first;
+    assert!(
+        second <= first / 4,
+        "the second burst reused the first one's connections: {second} new after {first}"
+    );
+    // Once the bursts are over, what stays idle is `keepalive` per worker (2 workers).
+    wait_until(Duration::from_secs(5), "the surplus closed", async || {
+        backend.open() <= 8
+    })
+    .await;
+}

@@ -1217,6 +1217,12 @@ impl KeepaliveBackend {
     /// A backend on an ephemeral port that closes connections after `close_after` requests
     /// (0: never) or `idle`.
     pub fn start(close_after: u32, idle: Duration) -> KeepaliveBackend {
+        KeepaliveBackend::answering_after(close_after, idle, Duration::ZERO)
+    }
+
+    /// [`KeepaliveBackend::start`] that takes `delay` over each answer (so that concurrent
+    /// requests hold as many connections).
+    pub fn answering_after(close_after: u32, idle: Duration, delay: Duration) -> KeepaliveBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let per_connection = Arc::new(Mutex::new(Vec::new()));
@@ -1239,6 +1245,7 @@ impl KeepaliveBackend {
                             counts[id] += 1;
                             counts[id]
                         };
+                        std::thread::sleep(delay);
                         let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
                         stream.write_all(answer).is_ok()
                             && (close_after == 0 || served < close_after)

@@ -1,8 +1,17 @@
 //! Kept-alive upstream connections, owned by the edge: a stack of idle connections per
 //! server and worker thread (the most recently used is taken first, as nginx's per-worker
-//! keepalive cache does), at most the upstream's `keepalive` of them on each thread, each
-//! retired after `keepalive_requests` requests or `keepalive_timeout` idle. A connection the server closed while it sat idle is noticed
-//! when it is taken (its socket has become readable) and dropped, without a request lost.
+//! keepalive cache does), at most the upstream's `keepalive` of them on each thread for long,
+//! each retired after `keepalive_requests` requests or `keepalive_timeout` idle. A connection
+//! the server closed while it sat idle is noticed when it is taken and dropped, without a
+//! request lost.
+//!
+//! A burst of more concurrent requests than `keepalive` needs more connections than the pool
+//! keeps. nginx closes each surplus connection as its request ends, and the burst's next
+//! requests open new ones: hundreds of connects and closes a second, each a SYN into the
+//! server's accept queue and a socket in TIME_WAIT. Here a surplus connection is kept for
+//! [`SURPLUS_GRACE`] after its request (HAProxy purges its idle surplus gradually too): a
+//! burst's next requests reuse it, and once the burst is over the pool is back to
+//! `keepalive` idle connections within that time, a timer trimming it.
 //!
 //! A connection is only taken again on the thread that opened it: its socket is registered
 //! with that worker's reactor, and a connection used from another worker's task would have
@@ -15,10 +24,16 @@ use super::h1::Connection;
 use pingora::protocols::Stream;
 use std::fmt;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use thread_local::ThreadLocal;
+
+/// How long a connection beyond `keepalive` is kept idle after its request.
+pub const SURPLUS_GRACE: Duration = Duration::from_secs(1);
+
+/// The most idle connections one thread keeps for one server, surplus included.
+const MAX_IDLE: usize = 4096;
 
 /// One idle connection.
 struct Idle {
@@ -27,10 +42,34 @@ struct Idle {
     since: Instant,
 }
 
+/// One thread's idle connections to a server, oldest first.
+#[derive(Default)]
+struct Stack {
+    idle: Vec<Idle>,
+    /// The `keepalive` the last put was made with (what a trim keeps).
+    capacity: usize,
+    /// A trim is scheduled.
+    trimming: bool,
+}
+
+impl Stack {
+    /// Drops the connections beyond `capacity` that have been idle for [`SURPLUS_GRACE`]
+    /// (the oldest go first); whether some surplus is left.
+    fn trim(&mut self, now: Instant) -> bool {
+        let surplus = self.idle.len().saturating_sub(self.capacity);
+        let expired = self.idle[..surplus]
+            .iter()
+            .take_while(|i| now.duration_since(i.since) >= SURPLUS_GRACE)
+            .count();
+        self.idle.drain(..expired);
+        self.idle.len() > self.capacity
+    }
+}
+
 /// The idle connections of one server, a stack per worker thread.
 #[derive(Default)]
 pub struct Pool {
-    idle: ThreadLocal<Mutex<Vec<Idle>>>,
+    stacks: ThreadLocal<Arc<Mutex<Stack>>>,
 }
 
 impl fmt::Debug for Pool {
@@ -44,10 +83,10 @@ impl Pool {
     pub fn take(&self, idle_timeout: Duration) -> Option<Connection> {
         let stack = self.here();
         loop {
-            let idle = lock(stack).pop()?;
+            let idle = lock(stack).idle.pop()?;
             if idle.since.elapsed() >= idle_timeout {
                 // Everything below it is older still.
-                lock(stack).clear();
+                lock(stack).idle.clear();
                 return None;
             }
             let mut connection = idle.connection;
@@ -58,40 +97,73 @@ impl Pool {
     }
 
     /// Keeps `connection` for the next request unless it has carried `max_requests` (0: no
-    /// bound) or the pool already holds `capacity` (0: keep none).
+    /// bound) or `capacity` is 0 (keep none). Beyond `capacity` idle connections, it is kept
+    /// for [`SURPLUS_GRACE`] only.
     pub fn put(&self, connection: Connection, capacity: usize, max_requests: u32) {
         if capacity == 0 || (max_requests > 0 && connection.served >= max_requests) {
             return;
         }
-        let mut idle = lock(self.here());
-        if idle.len() >= capacity {
-            // The oldest goes: it is the likeliest to be closed by the server.
-            idle.remove(0);
+        let stack = self.here();
+        let now = Instant::now();
+        let schedule = {
+            let mut here = lock(stack);
+            here.capacity = capacity;
+            here.trim(now);
+            if here.idle.len() >= MAX_IDLE {
+                // The oldest goes: it is the likeliest to be closed by the server.
+                here.idle.remove(0);
+            }
+            here.idle.push(Idle {
+                connection,
+                since: now,
+            });
+            let schedule = here.idle.len() > capacity && !here.trimming;
+            here.trimming |= schedule;
+            schedule
+        };
+        if schedule {
+            schedule_trim(stack.clone());
         }
-        idle.push(Idle {
-            connection,
-            since: Instant::now(),
-        });
     }
 
     /// Idle connections held now, on every thread.
     pub fn len(&self) -> usize {
-        self.idle.iter().map(|stack| lock(stack).len()).sum()
+        self.stacks.iter().map(|stack| lock(stack).idle.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// This thread's stack (uncontended: only this thread takes and puts; `len` reads).
-    fn here(&self) -> &Mutex<Vec<Idle>> {
-        self.idle.get_or_default()
+    /// This thread's stack (uncontended: only this thread takes and puts; `len` and the
+    /// trim timer read).
+    fn here(&self) -> &Arc<Mutex<Stack>> {
+        self.stacks.get_or_default()
     }
+}
+
+/// Trims `stack` back to its capacity once its surplus has sat for [`SURPLUS_GRACE`] (again
+/// while some is left), on this thread's runtime.
+fn schedule_trim(stack: Arc<Mutex<Stack>>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        lock(&stack).trimming = false;
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(SURPLUS_GRACE).await;
+            let mut here = lock(&stack);
+            if !here.trim(Instant::now()) {
+                here.trimming = false;
+                return;
+            }
+        }
+    });
 }
 
 /// A stack's lock; a panic while it was held leaves nothing half-done in a `Vec` of idle
 /// connections, so a poisoned lock is used as it is.
-fn lock(stack: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+fn lock(stack: &Mutex<Stack>) -> std::sync::MutexGuard<'_, Stack> {
     stack.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -122,22 +194,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_newest_connection_is_taken_first_and_capacity_bounds_the_rest() {
+    async fn the_newest_connection_is_taken_first() {
         let pool = Pool::default();
         let mut servers = Vec::new();
         for served in 1..=3 {
             let (stream, server) = pair().await;
             servers.push(server);
+            pool.put(pooled(stream, served), 8, 0);
+        }
+        for served in [3, 2, 1] {
+            let taken = pool.take(Duration::from_secs(60)).expect("a connection");
+            assert_eq!(taken.served, served);
+        }
+        assert!(pool.take(Duration::from_secs(60)).is_none());
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_capacity_are_kept_for_the_grace_then_trimmed() {
+        let pool = Pool::default();
+        let mut servers = Vec::new();
+        for served in 1..=5 {
+            let (stream, server) = pair().await;
+            servers.push(server);
             pool.put(pooled(stream, served), 2, 0);
         }
-        assert_eq!(pool.len(), 2, "the oldest was dropped at capacity");
-        let taken = pool.take(Duration::from_secs(60)).expect("a connection");
-        assert_eq!(taken.served, 3);
         assert_eq!(
-            pool.take(Duration::from_secs(60)).expect("one more").served,
-            2
+            pool.len(),
+            5,
+            "a burst's surplus is kept for its next requests"
         );
-        assert!(pool.take(Duration::from_secs(60)).is_none());
+        // The grace, and the trim timer's turn.
+        tokio::time::sleep(SURPLUS_GRACE + Duration::from_millis(300)).await;
+        assert_eq!(pool.len(), 2, "back to keepalive once the burst is over");
+        let taken = pool.take(Duration::from_secs(60)).expect("a connection");
+        assert_eq!(taken.served, 5, "the newest were kept, the oldest went");
     }
 
     #[tokio::test]
