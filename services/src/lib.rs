@@ -27,5 +27,5 @@ mod state;
 mod ws;
 
 pub use catalog::{find_service, ServiceInfo, CATALOG};
-pub use server::{serve, spawn, RunningService};
+pub use server::{listen, serve, spawn, RunningService};
 pub use spec::{HealthOverride, ServiceSpec};

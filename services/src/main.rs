@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use anyhow::{bail, Context};
 use clap::Parser;
 use services::{find_service, serve, ServiceSpec, CATALOG};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -114,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
     // Bind everything first so a taken port fails fast, before anything serves.
     let mut listeners = Vec::new();
     for (spec, addr) in services {
-        let listener = TcpListener::bind(&addr)
+        let listener = services::listen(&addr)
             .await
             .with_context(|| format!("binding {} on {addr}", spec.name))?;
         listeners.push((spec, listener));

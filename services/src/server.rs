@@ -63,9 +63,33 @@ impl std::fmt::Debug for RunningService {
     }
 }
 
+/// The listen backlog: the kernel's own cap (`net.core.somaxconn`, 4096 on current kernels),
+/// as Go's net/http and most production servers ask for; tokio's default of 1024 overflows
+/// under a burst of connects (a dropped SYN waits a second for its retransmit).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` (`"host:port"`, the first address it resolves to) with
+/// [`LISTEN_BACKLOG`].
+pub async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let Some(addr) = tokio::net::lookup_host(addr).await?.next() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{addr}` resolves to no address"),
+        ));
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds `addr` (e.g. `"127.0.0.1:0"`) and serves in a spawned tokio task; returns once listening.
 pub async fn spawn(spec: ServiceSpec, addr: &str) -> std::io::Result<RunningService> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = listen(addr).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(State::new(spec)?);
     let (shutdown, stop) = oneshot::channel::<()>();
@@ -172,4 +196,32 @@ async fn run(
     }
     tracing::info!(service = %state.spec.name, "stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn listeners_ask_for_the_kernels_backlog() {
+        let listener = super::listen("127.0.0.1:0").await.expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        // `ss` shows a listening socket's backlog as its Send-Q (capped by somaxconn).
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2)");
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        let backlog: u32 = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or_else(|| panic!("no listener line: {line}"));
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        assert_eq!(backlog, super::LISTEN_BACKLOG.min(somaxconn), "{line}");
+        if somaxconn > 1024 {
+            assert!(backlog > 1024, "more than tokio's default: {line}");
+        }
+    }
 }
