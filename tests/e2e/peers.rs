@@ -131,7 +131,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log info;
 events {{ worker_connections 1024; }}
 http {{
-    log_format seen '$server_protocol $request_method $request_uri $status';
+    log_format seen '$server_protocol $request_method $request_uri $status $connection';
     access_log {d}/access.log seen;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
@@ -165,7 +165,8 @@ http {{
         Nginx { child, addr, dir }
     }
 
-    /// The requests it served: "PROTOCOL METHOD URI STATUS" each.
+    /// The requests it served: "PROTOCOL METHOD URI STATUS CONNECTION" each (the connection's
+    /// serial number).
     pub fn served(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("access.log"))
             .unwrap_or_default()

@@ -331,3 +331,61 @@ async fn auto_takes_the_servers_choice_and_h2_refuses_a_server_without_it() {
     );
     assert_eq!(nginx.served().len(), 1, "only auto's request reached it");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_upstreams_surplus_connections_are_closed_after_a_burst() {
+    // One stream per connection at once: a burst needs a connection per concurrent request.
+    let nginx = Nginx::start(
+        "http2",
+        "http2_max_concurrent_streams 1; location = /nginx_status { stub_status; }",
+    );
+    let config = TestConfig::new()
+        .upstream("h2c", [nginx.addr])
+        .with("protocol", "h2")
+        .with("keepalive", 1)
+        .route("/", "h2c");
+    let edge = Edge::start("", config);
+    // A first request learns the server's limit; then a burst.
+    assert_eq!(get_json(&client(), &edge.url("/first"), &[]).await.0, 200);
+    fifty_clients(&edge).await;
+    let connections: std::collections::HashSet<String> = nginx
+        .served()
+        .iter()
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect();
+    assert!(
+        connections.len() > 4,
+        "the burst took more connections than keepalive: {}",
+        connections.len()
+    );
+    // A second later, one idle connection per worker (2) stays; nginx counts the status
+    // request's own connection too.
+    wait_until(Duration::from_secs(5), "the surplus closed", async || {
+        nginx_active_connections(nginx.addr).await <= 3
+    })
+    .await;
+}
+
+/// nginx's count of its open client connections (stub_status on an h2c listener), this
+/// request's own included.
+async fn nginx_active_connections(addr: std::net::SocketAddr) -> usize {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2c");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get(format!("http://{addr}/nginx_status"))
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    let mut body = response.await.expect("response").into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.data().await {
+        text.extend_from_slice(&chunk.expect("body"));
+    }
+    // "Active connections: N ..."
+    String::from_utf8_lossy(&text)
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}

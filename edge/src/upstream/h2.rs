@@ -92,10 +92,50 @@ impl Connection {
 }
 
 /// The HTTP/2 connections of one server, per worker thread (as the HTTP/1.1 pool keeps its
-/// idle connections): a request takes one with room, or opens a new one.
+/// idle connections): a request takes one with room, or opens a new one. Connections with no
+/// stream beyond `keepalive` are closed once they have had none for
+/// [`super::pool::SURPLUS_GRACE`] (a timer trims them after a burst).
 #[derive(Default)]
 pub struct Pool {
-    connections: ThreadLocal<Mutex<Vec<Connection>>>,
+    connections: ThreadLocal<Arc<Mutex<Held>>>,
+}
+
+/// One thread's connections to a server.
+#[derive(Default)]
+struct Held {
+    list: Vec<Connection>,
+    /// The `keepalive` of the last put: how many idle ones stay.
+    keepalive: usize,
+    /// A trim is scheduled.
+    trimming: bool,
+}
+
+impl Held {
+    /// Drops the connections with no stream beyond `keepalive` (the longest idle first) that
+    /// have had none for the grace.
+    fn trim(&mut self) {
+        let mut idle: Vec<(Instant, usize)> = self
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.active() == 0)
+            .map(|(i, c)| (*lock(&c.shared.idle_since), i))
+            .collect();
+        if idle.len() <= self.keepalive {
+            return;
+        }
+        // The most recently idle stay.
+        idle.sort_unstable_by_key(|&(since, _)| std::cmp::Reverse(since));
+        let mut gone: Vec<usize> = idle[self.keepalive..]
+            .iter()
+            .filter(|(since, _)| since.elapsed() >= super::pool::SURPLUS_GRACE)
+            .map(|(_, i)| *i)
+            .collect();
+        gone.sort_unstable();
+        for i in gone.into_iter().rev() {
+            self.list.swap_remove(i);
+        }
+    }
 }
 
 impl std::fmt::Debug for Pool {
@@ -111,7 +151,7 @@ impl Pool {
     /// retired after `max_requests` streams (0: no bound), or idle past `idle_timeout`.
     pub fn take(&self, idle_timeout: Duration, max_requests: u32) -> Option<Connection> {
         let mut here = lock(self.connections.get_or_default());
-        here.retain_mut(|c| {
+        here.list.retain_mut(|c| {
             let idle_too_long =
                 c.active() == 0 && lock(&c.shared.idle_since).elapsed() >= idle_timeout;
             let retired =
@@ -122,29 +162,59 @@ impl Pool {
             );
             !(idle_too_long || retired || closed)
         });
-        here.iter_mut()
+        here.list
+            .iter_mut()
             .find_map(|c| c.has_room().then(|| c.clone()))
     }
 
-    /// Keeps a new connection for the requests after this one; at most `keepalive` of them
-    /// idle (with no stream) are kept.
+    /// Keeps a new connection for the requests after this one (none with `keepalive` 0); the
+    /// surplus beyond `keepalive` idle ones is trimmed after the grace.
     pub fn put(&self, connection: Connection, keepalive: usize) {
-        let mut here = lock(self.connections.get_or_default());
-        let idle = here.iter().filter(|c| c.active() == 0).count();
-        if keepalive == 0 || idle >= keepalive {
+        if keepalive == 0 {
             return;
         }
-        here.push(connection);
+        let held = self.connections.get_or_default();
+        let schedule = {
+            let mut here = lock(held);
+            here.keepalive = keepalive;
+            here.trim();
+            here.list.push(connection);
+            let schedule = here.list.len() > keepalive && !here.trimming;
+            here.trimming |= schedule;
+            schedule
+        };
+        if schedule {
+            schedule_trim(held.clone());
+        }
     }
 
     /// Connections held now, on every thread.
     pub fn len(&self) -> usize {
-        self.connections.iter().map(|c| lock(c).len()).sum()
+        self.connections.iter().map(|c| lock(c).list.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Trims `held` every grace while it holds more than `keepalive` connections.
+fn schedule_trim(held: Arc<Mutex<Held>>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        lock(&held).trimming = false;
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(super::pool::SURPLUS_GRACE).await;
+            let mut here = lock(&held);
+            here.trim();
+            if here.list.len() <= here.keepalive {
+                here.trimming = false;
+                return;
+            }
+        }
+    });
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
