@@ -143,9 +143,9 @@ impl Configs {
                     }
                 }
                 None => {
-                    let system = rustls_native_certs::load_native_certs()
-                        .map_err(|e| UpstreamTlsError::SystemRoots(e.to_string()))?;
-                    roots.add_parsable_certificates(system);
+                    let system =
+                        system_roots().map_err(|e| UpstreamTlsError::SystemRoots(e.clone()))?;
+                    roots.add_parsable_certificates(system.iter().cloned());
                 }
             }
             builder.with_root_certificates(roots)
@@ -214,6 +214,16 @@ impl UpstreamTls {
         }
         Ok(Box::new(TlsToServer::new(tls, addr, alpn)))
     }
+}
+
+/// The system's trusted roots, read once per process: a config is compiled at every reload
+/// and DNS change, and the system's bundle (about 150 certificates) does not change with it.
+fn system_roots() -> Result<&'static [CertificateDer<'static>], &'static String> {
+    static ROOTS: std::sync::OnceLock<Result<Vec<CertificateDer<'static>>, String>> =
+        std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| rustls_native_certs::load_native_certs().map_err(|e| e.to_string()))
+        .as_deref()
 }
 
 /// Every certificate in a PEM file.
