@@ -30,7 +30,7 @@
 //!   ocsp, discovery, compress
 //! config, observe                    file ▸ validate ▸ model; counters, access log
 //! units, clock, client, signals,     leaf helpers
-//!   der, tcp, chunked
+//!   der, tcp, chunked, grpc
 //! ```
 
 pub mod admin;
@@ -46,6 +46,7 @@ pub mod downstream;
 pub mod explain;
 pub mod forward;
 pub mod gate;
+pub mod grpc;
 pub mod health;
 pub mod listen;
 pub mod observe;

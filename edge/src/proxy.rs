@@ -193,7 +193,7 @@ fn identify(session: &impl Downstream, ctx: &mut RequestCtx, snapshot: &Snapshot
     );
     ctx.request_id =
         client::request_id(headers.get(crate::ctx::X_REQUEST_ID).map(|v| v.as_bytes()));
-    ctx.grpc = request::is_grpc(session.req_header());
+    ctx.grpc = crate::grpc::is_call(session.req_header());
 }
 
 /// The head's size and framing checked, its one Host, and its path normalised for matching;

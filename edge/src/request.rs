@@ -94,23 +94,6 @@ pub fn framing(req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Refus
     Ok(())
 }
 
-/// Whether the request is a gRPC call: `content-type: application/grpc`, or one of its
-/// `+proto`/`+json` or parameterised forms, over HTTP/2 (gRPC needs trailers, which an
-/// HTTP/1.1 request's answer cannot be relied on to carry; gRPC-Web is not gRPC).
-pub fn is_grpc(req: &RequestHeader) -> bool {
-    if req.version < http::Version::HTTP_2 {
-        return false;
-    }
-    req.headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| {
-            let v = v.as_bytes();
-            v.len() >= 16
-                && v[..16].eq_ignore_ascii_case(b"application/grpc")
-                && matches!(v.get(16), None | Some(b'+' | b';'))
-        })
-}
-
 /// The body length the request declares: its Content-Length values, over every field and
 /// comma list, when they are numbers that agree (what [`framing`] lets through); `None`
 /// without one.

@@ -220,14 +220,6 @@ impl BodyStream {
     }
 }
 
-/// A `grpc-status` field's code.
-fn grpc_status(fields: &HeaderMap) -> Option<u8> {
-    std::str::from_utf8(fields.get("grpc-status")?.as_bytes())
-        .ok()?
-        .parse()
-        .ok()
-}
-
 /// One HTTP/2 request stream.
 pub struct Session {
     req: Box<RequestHeader>,
@@ -470,7 +462,7 @@ impl Downstream for Session {
         }
         self.compression.head(&mut head, end);
         if end {
-            self.grpc_status = grpc_status(&head.headers);
+            self.grpc_status = crate::grpc::status(&head.headers);
         }
         let send = self
             .respond
@@ -511,7 +503,7 @@ impl Downstream for Session {
         let Some(send) = self.send.as_mut() else {
             return Error::e_explain(ErrorType::InternalError, "trailers before a head");
         };
-        self.grpc_status = grpc_status(&trailers);
+        self.grpc_status = crate::grpc::status(&trailers);
         if let Err(e) = send.send_trailers(trailers) {
             return Err(self.gone(e, "writing the response trailers"));
         }

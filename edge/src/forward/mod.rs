@@ -371,7 +371,7 @@ async fn attempt(
             };
             let request = upstream_h2_request(req, ctx, body, scheme).map_err(Failed::upstream)?;
             let end = matches!(body, Body::Empty);
-            let read_timeout = match grpc_timeout(req) {
+            let read_timeout = match crate::grpc::timeout(req) {
                 Some(deadline) if ctx.grpc => deadline.min(settings.read_timeout),
                 _ => settings.read_timeout,
             };
@@ -509,7 +509,7 @@ async fn call(
     mut up: Exchange,
 ) -> Result<(), Failed> {
     let limit = ctx.snapshot.config.edge.client_max_body_size;
-    let deadline = grpc_timeout(session.req_header()).map(|t| ctx.started + t);
+    let deadline = crate::grpc::timeout(session.req_header()).map(|t| ctx.started + t);
     let upload = match &mut up {
         Exchange::H2(up) => up.take_upload(),
         Exchange::H1(_) => None,
@@ -599,27 +599,6 @@ async fn pump(mut body: BodyStream, mut upload: h2::Upload, limit: u64) -> Resul
             ..Failed::upstream(e)
         })?;
     }
-}
-
-/// A call's `grpc-timeout` ("100m", "5S": digits and a unit of hours, minutes, seconds,
-/// milliseconds, microseconds or nanoseconds).
-fn grpc_timeout(req: &RequestHeader) -> Option<std::time::Duration> {
-    let value = req.headers.get("grpc-timeout")?.as_bytes();
-    let (&unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    use std::time::Duration;
-    Some(match unit {
-        b'H' => Duration::from_secs(n * 3600),
-        b'M' => Duration::from_secs(n * 60),
-        b'S' => Duration::from_secs(n),
-        b'm' => Duration::from_millis(n),
-        b'u' => Duration::from_micros(n),
-        b'n' => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// The connection an attempt goes out on.

@@ -167,7 +167,7 @@ impl ConnectionGate {
             |mut session, guard| {
                 let edge = self.edge.clone();
                 let grpc =
-                    crate::request::is_grpc(crate::downstream::Downstream::req_header(&session));
+                    crate::grpc::is_call(crate::downstream::Downstream::req_header(&session));
                 let serve = async move {
                     let _guard = guard;
                     let served = edge.serve(&mut session).await;

@@ -5,6 +5,7 @@
 //! [`ask`]: active health probes, OCSP fetches, and the CLI's calls to a running edge's admin
 //! listener.
 
+use super::exchange::Exchange as AnyExchange;
 use super::h1::{self, Connection, Exchange, Upload};
 use super::Upstream;
 use crate::config::UpstreamProtocol;
@@ -143,7 +144,7 @@ pub struct Answer {
     pub status: u16,
     pub body: Bytes,
     /// Its `grpc-status` (in the trailers, or a trailers-only head).
-    pub grpc_status: Option<u32>,
+    pub grpc_status: Option<u8>,
 }
 
 /// Sends `ask` on `connection` and reads the answer whole (its body at most `max_body`
@@ -156,13 +157,7 @@ pub async fn ask(
     max_body: usize,
     timeout: Duration,
 ) -> Result<(Answer, Option<Connection>)> {
-    match tokio::time::timeout(timeout, exchange(connection, ask, max_body, timeout)).await {
-        Ok(done) => done,
-        Err(_) => Error::e_explain(
-            ErrorType::ReadTimedout,
-            format!("no whole answer within {}s", timeout.as_secs_f64()),
-        ),
-    }
+    within(timeout, exchange(connection, ask, max_body, timeout)).await
 }
 
 async fn exchange(
@@ -199,6 +194,18 @@ async fn exchange(
         body,
     )
     .await?;
+    let mut up = AnyExchange::H1(up);
+    let answer = whole_answer(&mut up, max_body).await?;
+    let kept = match up {
+        AnyExchange::H1(up) => up.into_reusable(),
+        AnyExchange::H2(_) => None,
+    };
+    Ok((answer, kept))
+}
+
+/// The answer's final head and its whole body (at most `max_body` bytes), with the
+/// `grpc-status` its trailers or its trailers-only head carry: on either protocol.
+async fn whole_answer(up: &mut AnyExchange, max_body: usize) -> Result<Answer> {
     let head = loop {
         let head = up.read_response().await?;
         if !head.status.is_informational() {
@@ -206,21 +213,40 @@ async fn exchange(
         }
     };
     let mut body = BytesMut::new();
-    while let Some(piece) = up.read_body().await? {
-        if body.len() + piece.len() > max_body {
-            return Error::e_explain(
-                ErrorType::InvalidHTTPHeader,
-                format!("an answer body over {max_body} bytes"),
-            );
+    if !up.is_body_done() {
+        while let Some(piece) = up.read_body().await? {
+            if body.len() + piece.len() > max_body {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    format!("an answer body over {max_body} bytes"),
+                );
+            }
+            body.extend_from_slice(&piece);
         }
-        body.extend_from_slice(&piece);
     }
-    let answer = Answer {
+    let trailers = up.take_trailers();
+    Ok(Answer {
         status: head.status.as_u16(),
         body: body.freeze(),
-        grpc_status: None,
-    };
-    Ok((answer, up.into_reusable()))
+        grpc_status: trailers
+            .as_ref()
+            .and_then(crate::grpc::status)
+            .or_else(|| crate::grpc::status(&head.headers)),
+    })
+}
+
+/// `exchange` within `timeout`, or a read timeout that says so.
+async fn within<T>(
+    timeout: Duration,
+    exchange: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(done) => done,
+        Err(_) => Error::e_explain(
+            ErrorType::ReadTimedout,
+            format!("no whole answer within {}s", timeout.as_secs_f64()),
+        ),
+    }
 }
 
 /// Sends `ask` on a stream of an HTTP/2 `connection` (`scheme` as the server is reached) and
@@ -264,49 +290,9 @@ pub async fn ask_h2(
             up.write_body(Bytes::copy_from_slice(ask.body), true)
                 .await?;
         }
-        let head = loop {
-            let head = up.read_response().await?;
-            if !head.status.is_informational() {
-                break head;
-            }
-        };
-        let mut grpc_status = grpc_status_of(&head.headers);
-        let mut body = BytesMut::new();
-        if !up.is_body_done() {
-            while let Some(piece) = up.read_body().await? {
-                if body.len() + piece.len() > max_body {
-                    return Error::e_explain(
-                        ErrorType::InvalidHTTPHeader,
-                        format!("an answer body over {max_body} bytes"),
-                    );
-                }
-                body.extend_from_slice(&piece);
-            }
-        }
-        if let Some(trailers) = up.take_trailers() {
-            grpc_status = grpc_status_of(&trailers).or(grpc_status);
-        }
-        Ok(Answer {
-            status: head.status.as_u16(),
-            body: body.freeze(),
-            grpc_status,
-        })
+        whole_answer(&mut AnyExchange::H2(up), max_body).await
     };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(done) => done,
-        Err(_) => Error::e_explain(
-            ErrorType::ReadTimedout,
-            format!("no whole answer within {}s", timeout.as_secs_f64()),
-        ),
-    }
-}
-
-/// A `grpc-status` field's code.
-fn grpc_status_of(fields: &http::HeaderMap) -> Option<u32> {
-    std::str::from_utf8(fields.get("grpc-status")?.as_bytes())
-        .ok()?
-        .parse()
-        .ok()
+    within(timeout, exchange).await
 }
 
 /// Sends `ask` to `addr` on a new connection, within `timeout` in all (connect included).

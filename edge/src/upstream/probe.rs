@@ -230,7 +230,7 @@ fn grpc_health_request(service: &str) -> Vec<u8> {
 
 /// The verdict on a gRPC health answer: up when the call succeeded (`grpc-status: 0`) and
 /// its `HealthCheckResponse` says SERVING (field 1 = 1).
-pub fn judge_grpc(status: u16, grpc_status: Option<u32>, body: &[u8]) -> Probe {
+pub fn judge_grpc(status: u16, grpc_status: Option<u8>, body: &[u8]) -> Probe {
     if status != 200 || grpc_status != Some(0) {
         return Probe::Down;
     }
