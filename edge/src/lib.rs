@@ -30,7 +30,7 @@
 //!   ocsp, discovery, compress
 //! config, observe                    file ▸ validate ▸ model; counters, access log
 //! units, clock, client, signals,     leaf helpers
-//!   der, tcp, chunked, grpc
+//!   der, tcp, chunked, grpc, window
 //! ```
 
 pub mod admin;
@@ -66,3 +66,4 @@ pub mod tls;
 pub use edge_syntax::units;
 pub mod upstream;
 pub mod websocket;
+pub mod window;

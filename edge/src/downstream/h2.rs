@@ -19,6 +19,7 @@
 
 use super::clocks::Clocks;
 use super::{Compressor, Downstream};
+use crate::window::{self, Stalled};
 use ::h2::server::{Connection, SendResponse};
 use ::h2::{RecvStream, SendStream};
 use bytes::Bytes;
@@ -31,7 +32,6 @@ use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -305,61 +305,39 @@ impl Session {
 
     /// Sends `data` as the window lets it: each wait for window is bounded by `send_timeout`
     /// (a stream whose client never opens its window is given up).
-    async fn send_data(&mut self, mut data: Bytes, end: bool) -> Result<()> {
-        let timeout = self.conn.send_timeout;
+    async fn send_data(&mut self, data: Bytes, end: bool) -> Result<()> {
+        let conn = &self.conn;
         let Some(send) = self.send.as_mut() else {
             return Error::e_explain(ErrorType::InternalError, "a body before its head");
         };
-        if data.is_empty() {
-            return match send.send_data(data, end) {
-                Ok(()) => Ok(()),
-                Err(e) => Err(self.gone(e, "ending the response body")),
-            };
-        }
-        while !data.is_empty() {
-            if self.conn.clocks.send_timed_out() {
-                // The connection is gone under the stream: h2 may still grant window.
-                return Error::e_explain(
-                    ErrorType::WriteTimedout,
-                    "send_timeout on the connection",
-                )
-                .map_err(|e| e.into_down());
-            }
-            send.reserve_capacity(data.len());
-            let granted = pingora::prelude::fast_timeout::fast_timeout(
-                timeout,
-                // Capacity can be granted and taken back (a SETTINGS that shrinks the
-                // window): none granted is polled again, which waits for more.
-                std::future::poll_fn(|cx| loop {
-                    match send.poll_capacity(cx) {
-                        Poll::Ready(Some(Ok(0))) => continue,
-                        other => return other,
-                    }
-                }),
-            )
-            .await;
-            let n = match granted {
-                Ok(Some(Ok(n))) => n,
-                Ok(Some(Err(e))) => return Err(self.gone(e, "waiting for window")),
-                Ok(None) => {
-                    return Error::e_explain(ErrorType::WriteError, "the HTTP/2 stream closed")
-                        .map_err(|e| e.into_down())
-                }
-                Err(_) => {
-                    return Error::e_explain(
-                        ErrorType::WriteTimedout,
-                        "send_timeout: the client opened no flow-control window in time",
-                    )
+        let what = if data.is_empty() {
+            "ending the response body"
+        } else {
+            "writing the response body"
+        };
+        let sent = window::send(send, data, end, conn.send_timeout, || {
+            conn.clocks.send_timed_out()
+        })
+        .await;
+        match sent {
+            Ok(()) => Ok(()),
+            Err(Stalled::H2(e)) => Err(self.gone(e, what)),
+            Err(Stalled::Closed) => {
+                Error::e_explain(ErrorType::WriteError, "the HTTP/2 stream closed")
                     .map_err(|e| e.into_down())
-                }
-            };
-            let chunk = data.split_to(n.min(data.len()));
-            let last = end && data.is_empty();
-            if let Err(e) = send.send_data(chunk, last) {
-                return Err(self.gone(e, "writing the response body"));
             }
+            // The connection is gone under the stream (its send clock), or the client
+            // opened no window in time.
+            Err(Stalled::TimedOut) => Error::e_explain(
+                ErrorType::WriteTimedout,
+                if self.conn.clocks.send_timed_out() {
+                    "send_timeout on the connection"
+                } else {
+                    "send_timeout: the client opened no flow-control window in time"
+                },
+            )
+            .map_err(|e| e.into_down()),
         }
-        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@
 //! request is sent again on another connection without counting against the server.
 
 use super::h1::Response;
+use crate::window::{self, Stalled};
 use ::h2::client::{ResponseFuture, SendRequest};
 use ::h2::{RecvStream, SendStream};
 use bytes::Bytes;
@@ -255,43 +256,17 @@ pub struct Upload {
 impl Upload {
     /// Sends a piece of the request body as the server's window lets it (each wait for
     /// window bounded by the upstream's `send_timeout`); `end`: it is the last.
-    pub async fn write(&mut self, mut data: Bytes, end: bool) -> Result<()> {
-        let send = &mut self.send;
-        if data.is_empty() && end {
-            return send
-                .send_data(Bytes::new(), true)
-                .map_err(|e| stream_error(e, "ending the request body"));
+    pub async fn write(&mut self, data: Bytes, end: bool) -> Result<()> {
+        match window::send(&mut self.send, data, end, self.write_timeout, || false).await {
+            Ok(()) => Ok(()),
+            Err(Stalled::H2(e)) => Err(stream_error(e, "sending the request body")),
+            Err(Stalled::Closed) => {
+                Error::e_explain(ErrorType::WriteError, "the server's stream closed")
+            }
+            Err(Stalled::TimedOut) => {
+                Error::e_explain(ErrorType::WriteTimedout, "the server opened no window")
+            }
         }
-        while !data.is_empty() {
-            send.reserve_capacity(data.len());
-            let granted = tokio::time::timeout(
-                self.write_timeout,
-                std::future::poll_fn(|cx| loop {
-                    match send.poll_capacity(cx) {
-                        Poll::Ready(Some(Ok(0))) => continue,
-                        other => return other,
-                    }
-                }),
-            )
-            .await;
-            let n = match granted {
-                Ok(Some(Ok(n))) => n,
-                Ok(Some(Err(e))) => return Err(stream_error(e, "sending the request body")),
-                Ok(None) => {
-                    return Error::e_explain(ErrorType::WriteError, "the server's stream closed")
-                }
-                Err(_) => {
-                    return Error::e_explain(
-                        ErrorType::WriteTimedout,
-                        "the server opened no window",
-                    )
-                }
-            };
-            let chunk = data.split_to(n.min(data.len()));
-            send.send_data(chunk, end && data.is_empty())
-                .map_err(|e| stream_error(e, "sending the request body"))?;
-        }
-        Ok(())
     }
 
     /// Ends the request body, with `trailers` when there are some.
