@@ -5,13 +5,14 @@
 //! clock around every read and write that waits (its pending-time accounting), and every
 //! session built on it allocates a timing digest. On a small kept-alive request that is four
 //! clock reads, two buffer layers and an allocation the edge never uses, on each side of the
-//! proxy. This type passes reads and writes straight to the socket. TLS connections keep
-//! Pingora's stream, which its TLS layer is built on.
+//! proxy. This type passes reads and writes straight to the socket, or to the TLS session
+//! over it toward a server (`upstream/tls.rs`). TLS connections from clients keep Pingora's
+//! stream, which its TLS layer is built on.
 
 use async_trait::async_trait;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
-    TimingDigest, UniqueID, UniqueIDType,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use std::io;
 use std::net::SocketAddr;
@@ -22,24 +23,52 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A TCP connection, unbuffered, with its peer's address.
-#[derive(Debug)]
-pub struct Tcp {
-    socket: TcpStream,
-    digest: Arc<SocketDigest>,
+/// What a [`Tcp`] carries: the socket itself, or TLS toward a server over it.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt::Debug + 'static {
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream;
 }
 
-impl Tcp {
-    /// `socket`, with `nodelay` set (a response's last piece must not wait for an ACK), and
-    /// its peer recorded as `peer`.
-    pub fn new(socket: TcpStream, peer: SocketAddr) -> Tcp {
-        let _ = socket.set_nodelay(true);
-        let digest = SocketDigest::from_raw_fd(socket.as_raw_fd());
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// A TCP connection (or TLS over one), unbuffered, with its peer's address and the protocol
+/// its TLS handshake selected.
+#[derive(Debug)]
+pub struct Tcp<S: Socket = TcpStream> {
+    socket: S,
+    digest: Arc<SocketDigest>,
+    alpn: Option<ALPN>,
+}
+
+impl<S: Socket> Tcp<S> {
+    /// `socket`, with `nodelay` set (a response's last piece must not wait for an ACK), its
+    /// peer recorded as `peer`, and `alpn` the protocol its handshake selected.
+    pub fn with_alpn(socket: S, peer: SocketAddr, alpn: Option<ALPN>) -> Tcp<S> {
+        let _ = socket.tcp().set_nodelay(true);
+        let digest = SocketDigest::from_raw_fd(socket.tcp().as_raw_fd());
         let _ = digest.peer_addr.set(Some(peer.into()));
         Tcp {
             socket,
             digest: Arc::new(digest),
+            alpn,
         }
+    }
+}
+
+impl Tcp {
+    /// A plain TCP connection (see [`Tcp::with_alpn`]).
+    pub fn new(socket: TcpStream, peer: SocketAddr) -> Tcp {
+        Tcp::with_alpn(socket, peer, None)
     }
 
     /// Boxed as the stream Pingora's sessions and the edge's codecs take.
@@ -48,7 +77,7 @@ impl Tcp {
     }
 }
 
-impl AsyncRead for Tcp {
+impl<S: Socket> AsyncRead for Tcp<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -58,7 +87,7 @@ impl AsyncRead for Tcp {
     }
 }
 
-impl AsyncWrite for Tcp {
+impl<S: Socket> AsyncWrite for Tcp<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -88,8 +117,9 @@ impl AsyncWrite for Tcp {
     }
 }
 
+/// Whatever is buffered goes out (TLS: its close_notify), then the FIN.
 #[async_trait]
-impl Shutdown for Tcp {
+impl<S: Socket> Shutdown for Tcp<S> {
     async fn shutdown(&mut self) {
         if let Err(e) = AsyncWriteExt::shutdown(&mut self.socket).await {
             tracing::debug!(error = %e, "shutting down a connection");
@@ -97,39 +127,44 @@ impl Shutdown for Tcp {
     }
 }
 
-impl UniqueID for Tcp {
+impl<S: Socket> UniqueID for Tcp<S> {
     fn id(&self) -> UniqueIDType {
-        self.socket.as_raw_fd()
+        self.socket.tcp().as_raw_fd()
     }
 }
 
-impl Ssl for Tcp {}
+impl<S: Socket> Ssl for Tcp<S> {
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.alpn.clone()
+    }
+}
 
-impl GetTimingDigest for Tcp {
+impl<S: Socket> GetTimingDigest for Tcp<S> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         Vec::new()
     }
 }
 
-impl GetProxyDigest for Tcp {
+impl<S: Socket> GetProxyDigest for Tcp<S> {
     fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
         None
     }
 }
 
-impl GetSocketDigest for Tcp {
+impl<S: Socket> GetSocketDigest for Tcp<S> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         Some(self.digest.clone())
     }
 }
 
 /// Waits for data without taking it (what the upstream pool asks of an idle connection:
-/// has the server said anything, or closed it). A closed connection is an error, as a read
-/// of it would be.
+/// has the server said anything, or closed it). The TCP socket itself is peeked, so for TLS
+/// an alert or close_notify counts as well as a FIN. A closed connection is an error, as a
+/// read of it would be.
 #[async_trait]
-impl Peek for Tcp {
+impl<S: Socket> Peek for Tcp<S> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        let seen = self.socket.peek(buf).await?;
+        let seen = self.socket.tcp().peek(buf).await?;
         if seen == 0 && !buf.is_empty() {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }

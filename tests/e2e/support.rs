@@ -4,9 +4,7 @@
 use bytes::Bytes;
 use http_body_util::{Either, Full, StreamBody};
 use hyper::body::Frame;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use services::{RunningService, ServiceSpec};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -650,52 +648,6 @@ pub fn https_edge(edge_lines: impl EdgeLines, config: TestConfig) -> (Edge, Sock
     (edge, https)
 }
 
-/// Trusts whatever the edge presents: these tests look at which certificate it is.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A TLS client (1.2 and 1.3) offering `alpn`, trusting any certificate; one connector keeps
 /// its sessions, so a second handshake resumes.
 pub fn connector(alpn: &[&[u8]]) -> TlsConnector {
@@ -712,7 +664,10 @@ pub fn connector_for(
         .with_protocol_versions(versions)
         .expect("versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        // Trusts whatever the edge presents: these tests look at which certificate it is.
+        .with_custom_certificate_verifier(Arc::new(edge::upstream::tls::AnyCertificate::new(
+            provider,
+        )))
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(config))

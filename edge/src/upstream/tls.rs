@@ -6,30 +6,22 @@
 //! upstream's `protocol` (`h2`: only h2, and a server that does not select it is refused;
 //! `auto`: h2 and http/1.1, the server's choice used; `http1`: http/1.1).
 //!
-//! The connection is a [`Stream`] like a plain one ([`TlsToServer`]): the exchange and the
-//! pool do not know the difference, but for the protocol it negotiated.
+//! The connection is a [`Stream`] like a plain one ([`crate::tcp::Tcp`] over the TLS
+//! session): the exchange and the pool do not know the difference, but for the protocol it
+//! negotiated.
 
 use crate::config::{UpstreamProtocol, UpstreamTlsSettings};
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
+use pingora::protocols::{Stream, ALPN};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 /// Why an upstream's TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +204,7 @@ impl UpstreamTls {
                 "the server did not select h2 by ALPN (protocol = \"h2\")",
             ));
         }
-        Ok(Box::new(TlsToServer::new(tls, addr, alpn)))
+        Ok(Box::new(crate::tcp::Tcp::with_alpn(tls, addr, alpn)))
     }
 }
 
@@ -249,9 +241,17 @@ fn private_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>,
 }
 
 /// `verify = false`: any certificate is taken (the signatures of the handshake are still
-/// checked, so the connection is encrypted to whoever holds the key it presented).
+/// checked, so the connection is encrypted to whoever holds the key it presented). The
+/// end-to-end tests' TLS clients take the edge's certificates with it too.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+pub struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl AnyCertificate {
+    /// Checking the handshake's signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> AnyCertificate {
+        AnyCertificate(provider)
+    }
+}
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
@@ -295,117 +295,5 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A TLS connection to a server, as the exchange and the pool take a connection.
-#[derive(Debug)]
-pub struct TlsToServer {
-    tls: TlsStream<TcpStream>,
-    digest: Arc<SocketDigest>,
-    alpn: Option<ALPN>,
-}
-
-impl TlsToServer {
-    fn new(tls: TlsStream<TcpStream>, peer: SocketAddr, alpn: Option<ALPN>) -> TlsToServer {
-        let digest = SocketDigest::from_raw_fd(tls.get_ref().0.as_raw_fd());
-        let _ = digest.peer_addr.set(Some(peer.into()));
-        TlsToServer {
-            tls,
-            digest: Arc::new(digest),
-            alpn,
-        }
-    }
-}
-
-impl AsyncRead for TlsToServer {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsToServer {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tls).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tls).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tls.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_shutdown(cx)
-    }
-}
-
-#[async_trait]
-impl Shutdown for TlsToServer {
-    async fn shutdown(&mut self) {
-        if let Err(e) = AsyncWriteExt::shutdown(&mut self.tls).await {
-            tracing::debug!(error = %e, "shutting down a connection to a server");
-        }
-    }
-}
-
-impl UniqueID for TlsToServer {
-    fn id(&self) -> UniqueIDType {
-        self.tls.get_ref().0.as_raw_fd()
-    }
-}
-
-impl Ssl for TlsToServer {
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.alpn.clone()
-    }
-}
-
-impl GetTimingDigest for TlsToServer {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        Vec::new()
-    }
-}
-
-impl GetProxyDigest for TlsToServer {
-    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
-        None
-    }
-}
-
-impl GetSocketDigest for TlsToServer {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        Some(self.digest.clone())
-    }
-}
-
-/// Whether the server has said anything (or closed) on an idle connection: the raw socket is
-/// peeked, so a TLS alert or close_notify counts as well as a FIN.
-#[async_trait]
-impl Peek for TlsToServer {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        let seen = self.tls.get_ref().0.peek(buf).await?;
-        if seen == 0 && !buf.is_empty() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(true)
     }
 }
