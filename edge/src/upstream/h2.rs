@@ -11,6 +11,7 @@
 //! request is sent again on another connection without counting against the server.
 
 use super::h1::Response;
+use super::pool::{lock, Surplus};
 use crate::window::{self, Stalled};
 use ::h2::client::{ResponseFuture, SendRequest};
 use ::h2::{RecvStream, SendStream};
@@ -111,10 +112,10 @@ struct Held {
     trimming: bool,
 }
 
-impl Held {
+impl Surplus for Held {
     /// Drops the connections with no stream beyond `keepalive` (the longest idle first) that
-    /// have had none for the grace.
-    fn trim(&mut self) {
+    /// have had none for the grace; whether more than `keepalive` connections are left.
+    fn trim(&mut self) -> bool {
         let mut idle: Vec<(Instant, usize)> = self
             .list
             .iter()
@@ -123,7 +124,7 @@ impl Held {
             .map(|(i, c)| (*lock(&c.shared.idle_since), i))
             .collect();
         if idle.len() <= self.keepalive {
-            return;
+            return self.list.len() > self.keepalive;
         }
         // The most recently idle stay.
         idle.sort_unstable_by_key(|&(since, _)| std::cmp::Reverse(since));
@@ -136,6 +137,11 @@ impl Held {
         for i in gone.into_iter().rev() {
             self.list.swap_remove(i);
         }
+        self.list.len() > self.keepalive
+    }
+
+    fn trimming(&mut self) -> &mut bool {
+        &mut self.trimming
     }
 }
 
@@ -180,12 +186,11 @@ impl Pool {
             here.keepalive = keepalive;
             here.trim();
             here.list.push(connection);
-            let schedule = here.list.len() > keepalive && !here.trimming;
-            here.trimming |= schedule;
-            schedule
+            let surplus = here.list.len() > keepalive;
+            here.timer_wanted(surplus)
         };
         if schedule {
-            schedule_trim(held.clone());
+            super::pool::trim_later(held.clone());
         }
     }
 
@@ -197,29 +202,6 @@ impl Pool {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// Trims `held` every grace while it holds more than `keepalive` connections.
-fn schedule_trim(held: Arc<Mutex<Held>>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        lock(&held).trimming = false;
-        return;
-    };
-    runtime.spawn(async move {
-        loop {
-            tokio::time::sleep(super::pool::SURPLUS_GRACE).await;
-            let mut here = lock(&held);
-            here.trim();
-            if here.list.len() <= here.keepalive {
-                here.trimming = false;
-                return;
-            }
-        }
-    });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A stream's window for an answer's body, and the connection's (h2's defaults are 64 KiB:

@@ -54,8 +54,8 @@ struct Stack {
 
 impl Stack {
     /// Drops the connections beyond `capacity` that have been idle for [`SURPLUS_GRACE`]
-    /// (the oldest go first); whether some surplus is left.
-    fn trim(&mut self, now: Instant) -> bool {
+    /// at `now` (the oldest go first); whether some surplus is left.
+    fn trim_at(&mut self, now: Instant) -> bool {
         let surplus = self.idle.len().saturating_sub(self.capacity);
         let expired = self.idle[..surplus]
             .iter()
@@ -108,7 +108,7 @@ impl Pool {
         let schedule = {
             let mut here = lock(stack);
             here.capacity = capacity;
-            here.trim(now);
+            here.trim_at(now);
             if here.idle.len() >= MAX_IDLE {
                 // The oldest goes: it is the likeliest to be closed by the server.
                 here.idle.remove(0);
@@ -117,12 +117,11 @@ impl Pool {
                 connection,
                 since: now,
             });
-            let schedule = here.idle.len() > capacity && !here.trimming;
-            here.trimming |= schedule;
-            schedule
+            let surplus = here.idle.len() > capacity;
+            here.timer_wanted(surplus)
         };
         if schedule {
-            schedule_trim(stack.clone());
+            trim_later(stack.clone());
         }
     }
 
@@ -142,29 +141,56 @@ impl Pool {
     }
 }
 
-/// Trims `stack` back to its capacity once its surplus has sat for [`SURPLUS_GRACE`] (again
-/// while some is left), on this thread's runtime.
-fn schedule_trim(stack: Arc<Mutex<Stack>>) {
+/// One thread's connections to a server that a timer trims back to `keepalive` after a
+/// burst: this pool's idle stack, and the HTTP/2 pool's connections.
+pub(super) trait Surplus: Send + 'static {
+    /// Drops the connections beyond `keepalive` that have sat idle for [`SURPLUS_GRACE`];
+    /// whether more than `keepalive` are left.
+    fn trim(&mut self) -> bool;
+    /// Whether a trim timer is running.
+    fn trimming(&mut self) -> &mut bool;
+
+    /// After a put: whether a timer must be started for the `surplus` it left (one at a time).
+    fn timer_wanted(&mut self, surplus: bool) -> bool {
+        let start = surplus && !*self.trimming();
+        *self.trimming() |= start;
+        start
+    }
+}
+
+impl Surplus for Stack {
+    fn trim(&mut self) -> bool {
+        self.trim_at(Instant::now())
+    }
+
+    fn trimming(&mut self) -> &mut bool {
+        &mut self.trimming
+    }
+}
+
+/// Trims `held` back to its `keepalive` once its surplus has sat for [`SURPLUS_GRACE`]
+/// (again while some is left), on this thread's runtime.
+pub(super) fn trim_later<S: Surplus>(held: Arc<Mutex<S>>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        lock(&stack).trimming = false;
+        *lock(&held).trimming() = false;
         return;
     };
     runtime.spawn(async move {
         loop {
             tokio::time::sleep(SURPLUS_GRACE).await;
-            let mut here = lock(&stack);
-            if !here.trim(Instant::now()) {
-                here.trimming = false;
+            let mut here = lock(&held);
+            if !here.trim() {
+                *here.trimming() = false;
                 return;
             }
         }
     });
 }
 
-/// A stack's lock; a panic while it was held leaves nothing half-done in a `Vec` of idle
+/// A pool's lock; a panic while it was held leaves nothing half-done in a `Vec` of
 /// connections, so a poisoned lock is used as it is.
-fn lock(stack: &Mutex<Stack>) -> std::sync::MutexGuard<'_, Stack> {
-    stack.lock().unwrap_or_else(|p| p.into_inner())
+pub(super) fn lock<T>(held: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    held.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether an idle connection can carry a request: nothing has arrived on it since it went
