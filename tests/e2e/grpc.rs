@@ -192,18 +192,15 @@ async fn grpc_health_probes_take_a_not_serving_server_out_and_back() {
         )
         .route("/test.Echo/", "grpc");
     let edge = Edge::start("http2_cleartext = true", config);
-    wait_until(Duration::from_secs(10), "probed up", async || {
-        crate::support::server(&edge, "grpc", 0).await["state"] == "up"
-    })
-    .await;
+    let state_becomes = async |state: &str, why: &str| {
+        wait_until(Duration::from_secs(10), why, async || {
+            crate::support::server(&edge, "grpc", 0).await["state"] == state
+        })
+        .await
+    };
+    state_becomes("up", "probed up").await;
     server.set_serving(false);
-    wait_until(Duration::from_secs(10), "taken out", async || {
-        crate::support::server(&edge, "grpc", 0).await["state"] == "down (active probe)"
-    })
-    .await;
+    state_becomes("down (active probe)", "taken out").await;
     server.set_serving(true);
-    wait_until(Duration::from_secs(10), "back", async || {
-        crate::support::server(&edge, "grpc", 0).await["state"] == "up"
-    })
-    .await;
+    state_becomes("up", "back").await;
 }

@@ -3,7 +3,9 @@
 //! "PRI ". Each costs the edge a bounded time and no backend connection.
 
 use crate::http2::frames_until_close;
-use crate::slow_clients::closed_after_send_timeout;
+use crate::slow_clients::{
+    closed_after_send_timeout, streams_never_read, streams_reset_and_counted,
+};
 use crate::support::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,23 +27,7 @@ async fn cleartext_streams_whose_window_never_opens_are_reset_within_send_timeou
         let tcp = tokio::net::TcpStream::connect(edge.http)
             .await
             .expect("tcp");
-        let (client, connection) = h2::client::Builder::new()
-            .initial_window_size(0)
-            .handshake::<_, bytes::Bytes>(tcp)
-            .await
-            .expect("h2c handshake");
-        tokio::spawn(connection);
-        for n in 0..10 {
-            let mut client = client.clone().ready().await.expect("ready");
-            let request = http::Request::get(format!("http://edge.test/big/{n}"))
-                .body(())
-                .expect("request");
-            let (response, _) = client.send_request(request, true).expect("send");
-            let response = response.await.expect("the head is not flow-controlled");
-            assert_eq!(response.status(), 200);
-            bodies.push(response.into_body());
-        }
-        clients.push(client);
+        clients.push(streams_never_read(tcp, "http://edge.test", 10, &mut bodies).await);
     }
     wait_until(
         Duration::from_secs(10),
@@ -50,15 +36,7 @@ async fn cleartext_streams_whose_window_never_opens_are_reset_within_send_timeou
     )
     .await;
     closed_after_send_timeout(&bulk, 20, stopped);
-    for mut body in bodies {
-        let end = tokio::time::timeout(Duration::from_secs(2), body.data())
-            .await
-            .expect("the stream is over");
-        assert!(matches!(end, Some(Err(_))), "{end:?}");
-    }
-    let send = ["phase=\"send\""];
-    let timeouts = metric_reaching(&edge, "edge_client_timeouts_total", &send, 20.0);
-    assert_eq!(timeouts.await, 20.0);
+    streams_reset_and_counted(&edge, bodies, 20.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

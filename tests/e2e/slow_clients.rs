@@ -201,28 +201,51 @@ async fn http2_streams_whose_window_never_opens_are_reset_within_send_timeout() 
     let mut clients = Vec::new();
     for _ in 0..5 {
         let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
-        let (client, connection) = h2::client::Builder::new()
-            .initial_window_size(0)
-            .handshake::<_, bytes::Bytes>(stream)
-            .await
-            .expect("h2 handshake");
-        tokio::spawn(connection);
-        for n in 0..10 {
-            let mut client = client.clone().ready().await.expect("ready");
-            let request = http::Request::get(format!("https://a.example/big/{n}"))
-                .body(())
-                .expect("request");
-            let (response, _) = client.send_request(request, true).expect("send");
-            let response = response.await.expect("the head is not flow-controlled");
-            assert_eq!(response.status(), 200);
-            bodies.push(response.into_body());
-        }
-        clients.push(client);
+        clients.push(streams_never_read(stream, "https://a.example", 10, &mut bodies).await);
     }
-
     others_are_served_until_closed(https, &bulk, 50).await;
     closed_after_send_timeout(&bulk, 50, stopped);
     // Each stream was reset: its body ends in an error, having carried nothing.
+    streams_reset_and_counted(&edge, bodies, 50.0).await;
+    let server = server(&edge, "bulk", 0).await;
+    assert_eq!(server["failures"], 0, "{server}");
+    assert_eq!(server["in_flight"], 0, "{server}");
+}
+
+/// An HTTP/2 client on `io` whose streams' window is 0 and never opened: `n` GETs of
+/// `{origin}/big/{i}`, each answered 200 (a head is not flow-controlled), their bodies added
+/// to `bodies` unread. The client, kept for as long as the connection should stay open.
+pub(crate) async fn streams_never_read<T>(
+    io: T,
+    origin: &str,
+    n: usize,
+    bodies: &mut Vec<h2::RecvStream>,
+) -> h2::client::SendRequest<bytes::Bytes>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(io)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(connection);
+    for i in 0..n {
+        let mut client = client.clone().ready().await.expect("ready");
+        let request = http::Request::get(format!("{origin}/big/{i}"))
+            .body(())
+            .expect("request");
+        let (response, _) = client.send_request(request, true).expect("send");
+        let response = response.await.expect("the head is not flow-controlled");
+        assert_eq!(response.status(), 200);
+        bodies.push(response.into_body());
+    }
+    client
+}
+
+/// Each of `bodies` was reset (it ends in an error, having carried nothing), and the edge
+/// counted `n` send timeouts.
+pub(crate) async fn streams_reset_and_counted(edge: &Edge, bodies: Vec<h2::RecvStream>, n: f64) {
     for mut body in bodies {
         let end = tokio::time::timeout(Duration::from_secs(2), body.data())
             .await
@@ -230,11 +253,8 @@ async fn http2_streams_whose_window_never_opens_are_reset_within_send_timeout() 
         assert!(matches!(end, Some(Err(_))), "{end:?}");
     }
     let send = ["phase=\"send\""];
-    let timeouts = metric_reaching(&edge, "edge_client_timeouts_total", &send, 50.0);
-    assert_eq!(timeouts.await, 50.0);
-    let server = server(&edge, "bulk", 0).await;
-    assert_eq!(server["failures"], 0, "{server}");
-    assert_eq!(server["in_flight"], 0, "{server}");
+    let timeouts = metric_reaching(edge, "edge_client_timeouts_total", &send, n);
+    assert_eq!(timeouts.await, n);
 }
 
 /// A stream whose reads can be stopped (and started again): the client that stops reading

@@ -988,6 +988,25 @@ pub fn stalling_backend() -> SocketAddr {
     )
 }
 
+/// A server on an ephemeral loopback port that runs `handle` on a task of its own for each
+/// connection it accepts, for as long as the test runs; its address.
+pub async fn serve_each<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(handle(tcp));
+        }
+    });
+    addr
+}
+
 /// A backend as strict as nginx or Go's net/http about what it is sent: one Host header of
 /// host characters and an optional port, or 400. It answers `/health` with the health JSON
 /// in a chunked body (as most frameworks stream JSON) saying `healthy` or, after

@@ -64,27 +64,19 @@ async fn a_refused_upgrade_is_relayed_and_plain_requests_still_proxy() {
 /// A websocket backend that completes the handshake, then either reads and never answers
 /// (`push` false) or sends a message every 100 ms and reads nothing (`push` true).
 async fn one_sided_backend(push: bool) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                if push {
-                    while ws.send(Message::text("tick")).await.is_ok() {
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                } else {
-                    while let Some(Ok(_)) = ws.next().await {}
-                }
-            });
+    serve_each(move |tcp| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        if push {
+            while ws.send(Message::text("tick")).await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        } else {
+            while let Some(Ok(_)) = ws.next().await {}
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A websocket client's connection.
