@@ -68,7 +68,7 @@ impl ConnectionGate {
         shutdown: &ShutdownWatch,
     ) {
         let peer = peer_ip(&stream);
-        let (limit, header_timeout, send_timeout) = {
+        let (limit, header_timeout, send_timeout, h2c) = {
             let snapshot = self.snapshot.load();
             let edge = &snapshot.config.edge;
             let trusted =
@@ -78,7 +78,12 @@ impl ConnectionGate {
                 _ if trusted => None,
                 n => Some(n),
             };
-            (limit, edge.client_header_timeout, edge.send_timeout)
+            (
+                limit,
+                edge.client_header_timeout,
+                edge.send_timeout,
+                edge.http2_cleartext,
+            )
         };
         let tls = stream.get_ssl_digest();
         if let Some(digest) = &tls {
@@ -107,7 +112,7 @@ impl ConnectionGate {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return Box::pin(self.h2_connection(stream, clock, first_head_by)).await;
         }
-        if tls.is_none() && self.snapshot.load().config.edge.http2_cleartext {
+        if tls.is_none() && h2c {
             // HTTP/2 with prior knowledge: its preface starts "PRI ", which no HTTP/1
             // request does. The bytes peeked stay for whichever reads the connection.
             let mut start = [0u8; 4];
