@@ -198,18 +198,13 @@ pub fn upstream_h2_request(
     let host = req
         .uri
         .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or_default();
     let target = std::str::from_utf8(req.raw_path()).unwrap_or("/");
     let uri = http::Uri::builder()
         .scheme(scheme)
-        .authority(host.as_str())
+        .authority(host)
         .path_and_query(target)
         .build()
         .map_err(|e| {
