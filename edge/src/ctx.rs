@@ -42,6 +42,9 @@ pub struct RequestCtx {
     /// A gRPC call (`content-type: application/grpc*` over HTTP/2): what the edge answers
     /// itself is a gRPC status, and its body streams both ways.
     pub grpc: bool,
+    /// The request came in TLS early data (0-RTT, HTTP/3): it may be a replay, and says so
+    /// upstream (`Early-Data: 1`).
+    pub early_data: bool,
     /// The protocol the last attempt spoke to its server, for the access log.
     pub upstream_protocol: Option<&'static str>,
     _in_flight: InFlight,
@@ -82,6 +85,7 @@ impl RequestCtx {
             upstream_elapsed: None,
             limit: None,
             grpc: false,
+            early_data: false,
             upstream_protocol: None,
             _in_flight: InFlight::new(),
         }
@@ -132,13 +136,38 @@ impl RequestCtx {
         }
     }
 
-    /// Strict-Transport-Security for responses on TLS connections (none on plain HTTP).
-    pub fn hsts(&self) -> Vec<(&'static str, String)> {
-        self.hsts_value()
-            .map(|v| ("strict-transport-security", v.to_string()))
-            .into_iter()
-            .collect()
+    /// The `Alt-Svc` value for this request's responses: on TLS connections, while the
+    /// QUIC listener is up.
+    pub fn alt_svc(&self) -> Option<Arc<HeaderValue>> {
+        if self.tls {
+            ALT_SVC.load_full()
+        } else {
+            None
+        }
     }
+
+    /// The fields of the edge's own answers on TLS connections (none on plain HTTP):
+    /// Strict-Transport-Security and, while the QUIC listener is up, `Alt-Svc`.
+    pub fn https_fields(&self) -> Vec<(&'static str, String)> {
+        let hsts = self
+            .hsts_value()
+            .map(|v| ("strict-transport-security", v.to_string()));
+        let alt_svc = self
+            .alt_svc()
+            .and_then(|v| v.to_str().ok().map(|v| ("alt-svc", v.to_string())));
+        hsts.into_iter().chain(alt_svc).collect()
+    }
+}
+
+/// What TLS responses advertise while a QUIC listener is up ([`advertise_http3`]).
+static ALT_SVC: arc_swap::ArcSwapOption<HeaderValue> = arc_swap::ArcSwapOption::const_empty();
+
+/// HTTP/3 at UDP `port` is advertised on TLS responses from now on (`Alt-Svc`, a day), or no
+/// longer with `None`.
+pub fn advertise_http3(port: Option<u16>) {
+    ALT_SVC.store(port.map(|port| {
+        Arc::new(HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).expect("ascii"))
+    }));
 }
 
 // The names of the forwarding headers, as constants: a name built from a string is parsed,

@@ -22,7 +22,7 @@
 //! ```text
 //! server, admin, scrape, reload,     the process: wiring, the admin listener, config swaps,
 //!   explain, health                    side systems, what the edge would do with a request
-//! listen, gate                       client connections: accept, TLS, clocks, the loop
+//! listen, gate, quic                 client connections: accept, TLS, QUIC, clocks, the loop
 //! proxy, forward, ctx, request,      one request: its context, checks, answers, the phases,
 //!   respond, websocket, downstream     and the client sessions it runs on
 //! snapshot                           the compiled config, one ArcSwap
@@ -52,6 +52,7 @@ pub mod listen;
 pub mod observe;
 pub mod ocsp;
 pub mod proxy;
+pub mod quic;
 pub mod ratelimit;
 pub mod reload;
 pub mod request;

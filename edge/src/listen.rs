@@ -35,6 +35,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Endpoint {
     pub addr: String,
     pub tls: Option<Arc<Acceptor>>,
+    /// HTTP/3 on UDP at the same address and port (an https listener with `http3`).
+    pub quic: Option<quinn::ServerConfig>,
 }
 
 /// The client-facing service: every listener of the edge, in front of one gate.
@@ -44,6 +46,8 @@ pub struct ClientListeners {
     /// The worker threads the connections are spread over (`threads`).
     pub threads: usize,
     pub bound: Arc<Bound>,
+    /// On a binary upgrade, the process that handed the sockets over.
+    pub predecessor: Option<i32>,
 }
 
 /// The addresses the edge's listeners bound, by kind (`http`, `https`, `admin`), kept in
@@ -83,32 +87,8 @@ impl Bound {
     }
 }
 
-/// The longest a shutdown or an upgrade waits for requests in flight before cutting them
-/// (Pingora's grace period); the process ends as soon as none is left.
-pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
-
-/// Client connections being served (handshakes included).
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one connection in [`LIVE`], and in its worker's count, while it lives.
-struct Live {
-    worker: Arc<AtomicUsize>,
-}
-
-impl Live {
-    fn new(worker: Arc<AtomicUsize>) -> Live {
-        LIVE.fetch_add(1, Ordering::AcqRel);
-        worker.fetch_add(1, Ordering::Relaxed);
-        Live { worker }
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.worker.fetch_sub(1, Ordering::Relaxed);
-        LIVE.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+use crate::gate::LIVE;
+pub use crate::gate::{Live, DRAIN_LIMIT};
 
 /// The worker threads' runtimes, each with the connections it serves now. A new connection
 /// goes to the worker that serves the fewest (HAProxy spreads its connections the same
@@ -191,6 +171,26 @@ impl Service for ClientListeners {
                         Ordering::Relaxed,
                     );
                 }
+                if let Some(config) = endpoint.quic.clone() {
+                    // UDP at the port the TCP listener got (the config's may be 0).
+                    let quic_key = crate::quic::fd_key(&key);
+                    match crate::quic::socket(addr, &quic_key, fds.as_ref()) {
+                        Ok((socket, inherited)) => {
+                            self.bound.record("quic", addr);
+                            let predecessor = self.predecessor.filter(|_| inherited);
+                            accepting.push(tokio::spawn(crate::quic::serve(
+                                socket,
+                                config,
+                                self.gate.clone(),
+                                predecessor,
+                            )));
+                        }
+                        Err(e) => {
+                            tracing::error!(%addr, error = %e, "cannot listen on UDP for HTTP/3");
+                            std::process::exit(1);
+                        }
+                    }
+                }
             }
             accepting.push(tokio::spawn(accept_loop(
                 listener,
@@ -221,15 +221,28 @@ impl Service for ClientListeners {
     /// The names the sockets have in the upgrade fd table: Pingora closes the inherited
     /// sockets that no service names here.
     fn listen_addresses(&self) -> Option<Vec<String>> {
-        Some(self.fd_keys())
+        Some(self.all_fd_keys())
     }
 }
 
 impl ClientListeners {
+    /// The sockets' names: each listener's, and the UDP socket's beside an HTTP/3 one.
     fn fd_keys(&self) -> Vec<String> {
-        let keys = self.endpoints.iter().enumerate();
-        keys.map(|(n, e)| fd_key(&e.addr, &format!("{}{n}", kind_of(e))))
+        self.endpoints
+            .iter()
+            .enumerate()
+            .map(|(n, e)| fd_key(&e.addr, &format!("{}{n}", kind_of(e))))
             .collect()
+    }
+
+    fn all_fd_keys(&self) -> Vec<String> {
+        let mut keys = self.fd_keys();
+        for (endpoint, key) in self.endpoints.iter().zip(self.fd_keys()) {
+            if endpoint.quic.is_some() {
+                keys.push(crate::quic::fd_key(&key));
+            }
+        }
+        keys
     }
 }
 

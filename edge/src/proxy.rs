@@ -102,6 +102,24 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
     // Who is asking.
     identify(session, ctx, &snapshot);
 
+    // Early data (0-RTT) can be replayed by anyone who saw it: only a safe method is served
+    // from it; the client sends anything else again after its handshake (RFC 8470).
+    if session.early_data() {
+        ctx.early_data = true;
+        if !matches!(
+            session.req_header().method.as_str(),
+            "GET" | "HEAD" | "OPTIONS"
+        ) {
+            return refuse(
+                session,
+                ctx,
+                425,
+                "request sent in early data; send it again",
+            )
+            .await;
+        }
+    }
+
     // What it asks for: one sane Host, a path normalised for matching.
     let (host, path) = match host_and_path(session, edge) {
         Ok(found) => found,
@@ -115,7 +133,7 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
     // Plain HTTP goes to https, except the health check and cleartext HTTP/2 (which a
     // client speaks only when the config opens it: `http2_cleartext`, gRPC inside a
     // cluster, whose clients follow no redirect).
-    let h2c = session.req_header().version == http::Version::HTTP_2;
+    let h2c = session.req_header().version >= http::Version::HTTP_2;
     if !ctx.tls && snapshot.redirects_to_https() && path != "/health" && !h2c {
         let target = session.req_header().uri.path_and_query();
         let location = snapshot.https_location(&host, target.map_or("/", |pq| pq.as_str()));
@@ -228,6 +246,7 @@ pub fn log(session: &impl Downstream, e: Option<&Error>, ctx: &RequestCtx) {
     };
     let elapsed = ctx.started.elapsed();
     let req = session.req_header();
+    METRICS.client_request(req.version);
     let metrics = ctx.route.as_ref().map_or(&*UNROUTED, |r| &r.metrics);
     metrics.observe(&req.method, status, elapsed.as_secs_f64());
     if !access_log::enabled() {
@@ -250,6 +269,7 @@ pub fn log(session: &impl Downstream, e: Option<&Error>, ctx: &RequestCtx) {
         method: req.method.as_str(),
         host: host.or(req.uri.host()).unwrap_or(""),
         path: req.uri.path(),
+        protocol: crate::observe::metrics::protocol_name(req.version),
         status,
         bytes_sent: session.body_bytes_sent(),
         duration_ms: elapsed.as_secs_f64() * 1000.0,

@@ -18,6 +18,7 @@ pub fn error_name(status: u16) -> &'static str {
         408 => "request_timeout",
         413 => "payload_too_large",
         414 => "uri_too_long",
+        425 => "too_early",
         429 => "too_many_requests",
         431 => "request_header_fields_too_large",
         500 => "internal_error",
@@ -50,7 +51,7 @@ pub async fn json_error(
         return grpc_answer(session, status, message, ctx).await;
     }
     let body = error_body(status, message, &ctx.request_id);
-    json_response(session, status, body, ctx, &ctx.hsts()).await
+    json_response(session, status, body, ctx, &ctx.https_fields()).await
 }
 
 /// The gRPC status the edge answers a call with instead of an HTTP error `status`.
@@ -122,7 +123,7 @@ pub async fn rate_limited(
         "zone": zone,
         "request_id": request_id,
     });
-    let mut headers = ctx.hsts();
+    let mut headers = ctx.https_fields();
     headers.push(("retry-after", seconds.max(1).to_string()));
     json_response(
         session,
@@ -222,13 +223,19 @@ pub async fn redirect_to_https(
     session.write_body(None, true).await
 }
 
-/// The fields the edge sets on every upstream response: its request id, and HSTS on https.
+/// The fields the edge sets on every upstream response: its request id, and on https HSTS
+/// and, while the QUIC listener is up, `Alt-Svc`.
 pub fn edge_fields(ctx: &RequestCtx) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
     let hsts = ctx
         .hsts_value()
         .and_then(|v| HeaderValue::from_str(v).ok())
         .map(|v| (header::STRICT_TRANSPORT_SECURITY, v));
-    std::iter::once((X_REQUEST_ID, ctx.request_id_value())).chain(hsts)
+    let alt_svc = ctx
+        .alt_svc()
+        .map(|v| (header::ALT_SVC, HeaderValue::clone(&v)));
+    std::iter::once((X_REQUEST_ID, ctx.request_id_value()))
+        .chain(hsts)
+        .chain(alt_svc)
 }
 
 /// Turns compression off for a response it does not suit ([`compress::wanted`]).

@@ -72,6 +72,13 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         upgrade: options.upgrade,
         ..Default::default()
     };
+    // The process handing its sockets over, read before this one's pid replaces it.
+    let predecessor = match options.upgrade {
+        true => std::fs::read_to_string(&conf.pid_file)
+            .ok()
+            .and_then(|pid| pid.trim().parse::<i32>().ok()),
+        false => None,
+    };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
     let draining = draining(&server);
@@ -109,6 +116,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         .map(|addr| Endpoint {
             addr: addr.to_string(),
             tls: None,
+            quic: None,
         })
         .collect();
     if let Some(tls) = &snapshot.load().config.tls {
@@ -125,9 +133,15 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         settings.set_cert_resolver(Arc::new(SniResolver(certificates.clone())));
         settings.enable_h2();
         let acceptor = Arc::new(settings.build());
+        // HTTP/3 beside every https listener, on the same certificates.
+        let quic = match edge.http3 {
+            true => Some(crate::quic::server_config(certificates.clone(), &edge)?),
+            false => None,
+        };
         endpoints.extend(edge.https_listen.iter().map(|addr| Endpoint {
             addr: addr.to_string(),
             tls: Some(acceptor.clone()),
+            quic: quic.clone(),
         }));
     }
     let bound = Bound::new(&options.runtime_dir);
@@ -136,6 +150,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         endpoints,
         threads: edge.threads,
         bound: bound.clone(),
+        predecessor,
     });
 
     server.add_service(AdminListener {

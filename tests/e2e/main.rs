@@ -12,6 +12,7 @@ mod explain;
 mod failover;
 mod grpc;
 mod h2c;
+mod h3;
 mod headers;
 mod health;
 mod hostile;

@@ -128,7 +128,7 @@ async fn a_client_that_stops_reading_frees_its_connection_and_the_upstream_one_w
 /// An edge on https (a.example) with `bulk` under `/big/` and a content service for everything
 /// else, `send_timeout = "2s"`; its certificate (kept while it runs), the edge and its https
 /// address.
-fn bulk_edge(bulk: &BulkBackend, app: SocketAddr) -> (Certificate, Edge, SocketAddr) {
+pub(crate) fn bulk_edge(bulk: &BulkBackend, app: SocketAddr) -> (Certificate, Edge, SocketAddr) {
     let a = Certificate::self_signed(&["a.example"]);
     let config = TestConfig::new()
         .upstream("bulk", [bulk.addr])

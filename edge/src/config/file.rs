@@ -47,6 +47,8 @@ pub struct EdgeFile {
     pub send_timeout: Option<Text>,
     pub http2_max_concurrent_streams: Option<Int>,
     pub http2_cleartext: Option<bool>,
+    pub http3: Option<bool>,
+    pub http3_early_data: Option<bool>,
     pub client_max_body_size: Option<Text>,
     pub client_body_buffer_size: Option<Text>,
     pub max_connections_per_client: Option<Int>,

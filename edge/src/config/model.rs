@@ -117,6 +117,10 @@ pub struct EdgeSettings {
     pub http2_max_concurrent_streams: u32,
     /// HTTP/2 with prior knowledge (h2c) on the plain listeners too.
     pub http2_cleartext: bool,
+    /// HTTP/3 (QUIC on UDP) at every `https_listen` address; only with `[tls]`.
+    pub http3: bool,
+    /// 0-RTT on the QUIC listeners: safe methods served from early data, others 425.
+    pub http3_early_data: bool,
     pub client_max_body_size: u64,
     /// Request bodies up to this size are read whole before the request goes upstream
     /// (nginx's `client_body_buffer_size` with `proxy_request_buffering on`); larger ones

@@ -18,7 +18,7 @@
 //! stream may queue ahead of the socket.
 
 use super::clocks::Clocks;
-use super::{Compressor, Downstream};
+use super::{idle_for, Active, Compressor, Downstream, StreamGuard};
 use crate::window::{self, Stalled};
 use ::h2::server::{Connection, SendResponse};
 use ::h2::{RecvStream, SendStream};
@@ -30,10 +30,8 @@ use pingora::protocols::tls::SslDigest;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Response bytes one stream may have queued in h2 ahead of the socket (h2's default is
 /// 400 KiB): with 128 streams, a connection whose client stopped reading holds at most 8 MiB
@@ -63,42 +61,6 @@ pub struct Limits {
     pub max_header_list_size: u32,
     /// `keepalive_timeout`: how long a connection may have no stream in flight.
     pub idle: Duration,
-}
-
-/// The streams of a connection being served, and a wake-up for when there are none.
-#[derive(Default)]
-struct Active {
-    count: AtomicUsize,
-    none: Notify,
-}
-
-/// Held by a stream's task for as long as it runs.
-pub struct StreamGuard(Arc<Active>);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.none.notify_waiters();
-        }
-    }
-}
-
-/// Ends once the connection has had no stream for `idle` (nginx closes an idle HTTP/2
-/// connection after keepalive_timeout too).
-async fn idle_for(active: &Active, idle: Duration) {
-    loop {
-        loop {
-            let none = active.none.notified();
-            if active.count.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            none.await;
-        }
-        tokio::time::sleep(idle).await;
-        if active.count.load(Ordering::Acquire) == 0 {
-            return;
-        }
-    }
 }
 
 /// How a connection's accept loop ended, for the caller to count.
@@ -170,10 +132,9 @@ pub async fn serve_connection(
         match accepted {
             Some(Ok((request, respond))) => {
                 first = false;
-                active.count.fetch_add(1, Ordering::AcqRel);
                 serve(
                     Session::new(request, respond, conn.clone()),
-                    StreamGuard(active.clone()),
+                    StreamGuard::of(&active),
                 );
             }
             None => return Ended::Closed,
@@ -517,8 +478,8 @@ impl Downstream for Session {
         self.grpc_status
     }
 
-    fn take_body(&mut self) -> Option<BodyStream> {
-        self.body.take()
+    fn take_body(&mut self) -> Option<super::TakenBody> {
+        self.body.take().map(super::TakenBody::H2)
     }
 
     async fn watch_idle(&mut self) -> Result<()> {

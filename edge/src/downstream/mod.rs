@@ -1,7 +1,7 @@
 //! The client side of one request, as the request's phases ([`crate::proxy`],
 //! [`crate::forward`], [`crate::respond`]) use it, whichever protocol carries it: an HTTP/1
-//! request on the edge's HTTP/1 session ([`h1`]), or an HTTP/2 stream ([`h2`], on the h2
-//! crate). The phases are written once against [`Downstream`]; the sessions differ in what
+//! request on the edge's HTTP/1 session ([`h1`]), an HTTP/2 stream ([`h2`], on the h2
+//! crate), or an HTTP/3 stream ([`h3`], on the h3 crate over quinn). The phases are written once against [`Downstream`]; the sessions differ in what
 //! they read and write, and share the connection's clocks ([`clocks`]).
 //!
 //! Static dispatch: each phase is generic over [`Downstream`], so no call on the request's
@@ -10,6 +10,7 @@
 pub mod clocks;
 pub mod h1;
 pub mod h2;
+pub mod h3;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -20,7 +21,10 @@ use pingora::protocols::tls::SslDigest;
 use pingora::protocols::Stream;
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// What the request's phases need of the client side.
 pub trait Downstream: Send {
@@ -83,8 +87,12 @@ pub trait Downstream: Send {
     /// The request body apart from the session, for a request whose body goes up while its
     /// answer comes down (gRPC's streams); `None` where one session cannot do both at once
     /// (HTTP/1.1), or the body was taken already.
-    fn take_body(&mut self) -> Option<h2::BodyStream> {
+    fn take_body(&mut self) -> Option<TakenBody> {
         None
+    }
+    /// Whether the request came in TLS early data (0-RTT), which can be replayed.
+    fn early_data(&self) -> bool {
+        false
     }
     /// While the server is answering: ends with an error when the client closes or its
     /// connection breaks, and never otherwise (bytes of a next request are kept for it).
@@ -104,6 +112,30 @@ pub trait Downstream: Send {
                 ErrorType::InternalError,
                 "an upgrade on a session that takes none",
             )
+        }
+    }
+}
+
+/// A request body taken apart from its session ([`Downstream::take_body`]).
+pub enum TakenBody {
+    H2(h2::BodyStream),
+    H3(h3::BodyStream),
+}
+
+impl TakenBody {
+    /// The next piece of the body, `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            TakenBody::H2(body) => body.next().await,
+            TakenBody::H3(body) => body.next().await,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn read(&self) -> usize {
+        match self {
+            TakenBody::H2(body) => body.read,
+            TakenBody::H3(body) => body.read,
         }
     }
 }
@@ -158,6 +190,52 @@ impl Compressor {
         match self.0.as_mut().filter(|c| c.is_enabled()) {
             Some(c) => c.response_body_filter(body.as_ref(), end).or(body),
             None => body,
+        }
+    }
+}
+
+// Streams in flight on a multiplexed connection (HTTP/2, HTTP/3), for its idle clock.
+
+/// The streams of a connection being served, and a wake-up for when there are none.
+#[derive(Default)]
+pub struct Active {
+    count: AtomicUsize,
+    none: Notify,
+}
+
+/// Held by a stream's task for as long as it runs.
+pub struct StreamGuard(Arc<Active>);
+
+impl StreamGuard {
+    /// Counts a new stream in `active` for as long as the guard lives.
+    pub fn of(active: &Arc<Active>) -> StreamGuard {
+        active.count.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(active.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
+/// Ends once the connection has had no stream for `idle` (nginx closes an idle HTTP/2
+/// connection after keepalive_timeout too).
+pub async fn idle_for(active: &Active, idle: Duration) {
+    loop {
+        loop {
+            let none = active.none.notified();
+            if active.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            none.await;
+        }
+        tokio::time::sleep(idle).await;
+        if active.count.load(Ordering::Acquire) == 0 {
+            return;
         }
     }
 }

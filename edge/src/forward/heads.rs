@@ -111,10 +111,10 @@ pub fn upstream_request(
     };
     // A body the edge holds or streams goes with the framing the edge writes for it.
     let reframed = !matches!(body, Body::Empty);
-    // HTTP/2 carries the host in `:authority` (the codec has checked that a Host beside it
-    // agrees) and may split `Cookie` into several fields: HTTP/1.1 wants one Host and one
-    // Cookie (RFC 9113 8.3.1, 8.2.3).
-    let h2 = req.version == http::Version::HTTP_2;
+    // HTTP/2 and HTTP/3 carry the host in `:authority` (the codec has checked that a Host
+    // beside it agrees) and may split `Cookie` into several fields: HTTP/1.1 wants one Host
+    // and one Cookie (RFC 9113 8.3.1, 8.2.3; RFC 9114 4.2.1).
+    let h2 = req.version >= http::Version::HTTP_2;
     let authority = req.uri.authority().filter(|_| h2);
     let cookies = h2 && req.headers.get_all(header::COOKIE).iter().nth(1).is_some();
     out.extend_from_slice(req.method.as_str().as_bytes());
@@ -175,6 +175,10 @@ pub fn upstream_request(
     for (name, value) in &forwarding {
         h1::write_field(out, name, value.as_bytes());
     }
+    if ctx.early_data {
+        // RFC 8470 5.1: the server learns the request may be a replay.
+        out.extend_from_slice(b"Early-Data: 1\r\n");
+    }
     if upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     } else if has_hop_by_hop && crate::downstream::h1::takes_trailers(req) {
@@ -184,6 +188,9 @@ pub fn upstream_request(
     out.extend_from_slice(b"\r\n");
     Ok(upload)
 }
+
+/// RFC 8470's field on a request that came in TLS early data.
+const EARLY_DATA: http::HeaderName = http::HeaderName::from_static("early-data");
 
 /// The request head sent upstream over HTTP/2: the client's method, target and fields
 /// without the hop-by-hop ones (HTTP/2 carries none: `TE` only as `trailers`), the host as
@@ -243,6 +250,9 @@ pub fn upstream_h2_request(
     }
     for (name, value) in forwarding {
         headers.insert(name, value);
+    }
+    if ctx.early_data {
+        headers.insert(EARLY_DATA, http::HeaderValue::from_static("1"));
     }
     let mut request = http::Request::new(());
     *request.method_mut() = req.method.clone();

@@ -17,8 +17,8 @@ mod heads;
 
 use crate::config::UpstreamProtocol;
 use crate::ctx::RequestCtx;
-use crate::downstream::h2::BodyStream;
 use crate::downstream::Downstream;
+use crate::downstream::TakenBody;
 use crate::observe::metrics::METRICS;
 use crate::snapshot::Route;
 use crate::upstream::client;
@@ -575,13 +575,13 @@ async fn call(
 
 /// A call's request messages from the client to the server as they come, counted against
 /// `limit` (`client_max_body_size`).
-async fn pump(mut body: BodyStream, mut upload: h2::Upload, limit: u64) -> Result<(), Failed> {
+async fn pump(mut body: TakenBody, mut upload: h2::Upload, limit: u64) -> Result<(), Failed> {
     loop {
         let piece = body.next().await.map_err(|e| Failed {
             body_spent: true,
             ..Failed::client(e)
         })?;
-        if body.read as u64 > limit {
+        if body.read() as u64 > limit {
             return Err(Failed {
                 body_spent: true,
                 ..Failed::client(Error::explain(

@@ -28,11 +28,38 @@ use pingora::protocols::{Shutdown, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+
+/// The longest a shutdown or an upgrade waits for requests in flight before cutting them
+/// (Pingora's grace period); the process ends as soon as none is left.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Client connections being served (handshakes included).
+pub static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one connection in [`LIVE`], and in its worker's count, while it lives.
+pub struct Live {
+    pub worker: Arc<AtomicUsize>,
+}
+
+impl Live {
+    pub fn new(worker: Arc<AtomicUsize>) -> Live {
+        LIVE.fetch_add(1, Ordering::AcqRel);
+        worker.fetch_add(1, Ordering::Relaxed);
+        Live { worker }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.worker.fetch_sub(1, Ordering::Relaxed);
+        LIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The listeners' application: the gate in front of the request path.
 pub struct ConnectionGate {

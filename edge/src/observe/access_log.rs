@@ -30,6 +30,8 @@ pub struct Entry<'a> {
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
+    /// What the client spoke: "HTTP/1.0", "HTTP/1.1", "HTTP/2" or "HTTP/3".
+    pub protocol: &'a str,
     pub status: u16,
     pub bytes_sent: usize,
     pub duration_ms: f64,
@@ -285,6 +287,7 @@ mod tests {
             method: "GET",
             host: "a\"b",
             path: "/x\\y\u{1}",
+            protocol: "HTTP/1.1",
             status: 200,
             bytes_sent: 12,
             duration_ms: 1.5,
@@ -325,6 +328,7 @@ mod tests {
             method: "POST",
             host: "a.example",
             path: "/api/",
+            protocol: "HTTP/3",
             status: 502,
             bytes_sent: 18_446_744,
             duration_ms: 12.0,
@@ -342,7 +346,7 @@ mod tests {
             String::from_utf8(out).expect("utf-8"),
             "{\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"request_id\":\"abc\",\
              \"client_ip\":\"2001:db8::7\",\"method\":\"POST\",\"host\":\"a.example\",\
-             \"path\":\"/api/\",\"status\":502,\"bytes_sent\":18446744,\"duration_ms\":12.000,\
+             \"path\":\"/api/\",\"protocol\":\"HTTP/3\",\"status\":502,\"bytes_sent\":18446744,\"duration_ms\":12.000,\
              \"upstream\":\"app\",\"server\":\"app-1:8000\",\"upstream_duration_ms\":null,\
              \"upstream_protocol\":\"HTTP/1.1\",\"grpc_status\":null,\
              \"route\":\"/api/\",\"limit\":\"passed\",\"tls_version\":\"TLSv1.3\",\

@@ -12,6 +12,8 @@ use std::sync::{LazyLock, Mutex};
 pub enum Listener {
     Http,
     Https,
+    /// QUIC (HTTP/3) on the UDP side of an https listener.
+    Quic,
 }
 
 impl Listener {
@@ -19,6 +21,7 @@ impl Listener {
         match self {
             Listener::Http => "http",
             Listener::Https => "https",
+            Listener::Quic => "quic",
         }
     }
 }
@@ -42,6 +45,7 @@ pub static TLS_HANDSHAKES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 static OPEN_HTTP: AtomicI64 = AtomicI64::new(0);
 static OPEN_HTTPS: AtomicI64 = AtomicI64::new(0);
+static OPEN_QUIC: AtomicI64 = AtomicI64::new(0);
 /// Connections refused because their client was at its cap.
 pub static REFUSED: AtomicU64 = AtomicU64::new(0);
 
@@ -130,14 +134,16 @@ fn gauge(listener: Listener) -> &'static AtomicI64 {
     match listener {
         Listener::Http => &OPEN_HTTP,
         Listener::Https => &OPEN_HTTPS,
+        Listener::Quic => &OPEN_QUIC,
     }
 }
 
 /// Connections open now on each listener kind.
-pub fn open_now() -> [(Listener, i64); 2] {
+pub fn open_now() -> [(Listener, i64); 3] {
     [
         (Listener::Http, OPEN_HTTP.load(Ordering::Relaxed)),
         (Listener::Https, OPEN_HTTPS.load(Ordering::Relaxed)),
+        (Listener::Quic, OPEN_QUIC.load(Ordering::Relaxed)),
     ]
 }
 

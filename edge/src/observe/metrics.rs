@@ -24,6 +24,25 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     retries: IntCounterVec,
     client_closed: IntCounterVec,
+    /// `edge_client_requests_total{protocol}`, one handle per protocol.
+    by_protocol: [IntCounter; 4],
+}
+
+/// The protocols a client may speak, in [`protocol_name`]'s words.
+const PROTOCOLS: [&str; 4] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3"];
+
+/// What a client spoke, as the access log and `edge_client_requests_total` name it.
+pub fn protocol_name(version: http::Version) -> &'static str {
+    PROTOCOLS[protocol_index(version)]
+}
+
+fn protocol_index(version: http::Version) -> usize {
+    match version {
+        http::Version::HTTP_09 | http::Version::HTTP_10 => 0,
+        http::Version::HTTP_2 => 2,
+        http::Version::HTTP_3 => 3,
+        _ => 1,
+    }
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -75,8 +94,18 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
+        let protocols = IntCounterVec::new(
+            Opts::new(
+                "edge_client_requests_total",
+                "Requests by the protocol the client spoke",
+            ),
+            &["protocol"],
+        )
+        .expect("valid metric");
+        let by_protocol = PROTOCOLS.map(|p| protocols.with_label_values(&[p]));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(protocols),
             Box::new(client_closed.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
@@ -94,7 +123,13 @@ impl Metrics {
             in_flight,
             retries,
             client_closed,
+            by_protocol,
         }
+    }
+
+    /// Counts a request by the protocol its client spoke.
+    pub fn client_request(&self, version: http::Version) {
+        self.by_protocol[protocol_index(version)].inc();
     }
 
     /// Counts a request whose client left before its response was complete.

@@ -46,6 +46,8 @@ impl Validator<'_> {
             Some(t) => self.size(t),
             None => DEFAULT_CLIENT_BODY_BUFFER_SIZE,
         };
+        // On by default wherever there is a TLS listener to stand beside.
+        let http3 = f.http3.unwrap_or(true) && !https_listen.is_empty();
         EdgeSettings {
             http_listen,
             https_listen,
@@ -75,6 +77,8 @@ impl Validator<'_> {
                 "http2_max_concurrent_streams",
             ),
             http2_cleartext: f.http2_cleartext.unwrap_or(false),
+            http3,
+            http3_early_data: f.http3_early_data.unwrap_or(false),
             client_max_body_size,
             client_body_buffer_size,
             max_connections_per_client: self.int_or(

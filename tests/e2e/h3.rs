@@ -1,0 +1,584 @@
+//! HTTP/3 on the https listeners: a QUIC listener on the same UDP port, reached by a client on
+//! quinn and h3 (and by ngtcp2's, in `peers.rs`), over real UDP on loopback. Each phase that
+//! the other protocols have is shown working over HTTP/3 too, and the listener is attacked as
+//! a public UDP port is.
+
+use crate::support::*;
+use bytes::{Buf, Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An HTTP/3 client connection.
+pub struct H3 {
+    pub quic: quinn::Connection,
+    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    _endpoint: quinn::Endpoint,
+}
+
+/// A QUIC client endpoint on loopback whose TLS trusts any certificate, offers `h3`, and
+/// keeps session tickets (0-RTT on a second connection when `early` is on).
+pub fn h3_endpoint(early: bool) -> quinn::Endpoint {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(edge::upstream::tls::AnyCertificate::new(
+            provider,
+        )))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    tls.enable_early_data = early;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("udp");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
+
+impl H3 {
+    /// A connection to the edge's QUIC listener at `addr`, asking for `sni`.
+    pub async fn connect(addr: SocketAddr, sni: &str) -> H3 {
+        H3::connect_on(h3_endpoint(false), addr, sni).await
+    }
+
+    /// A connection from `endpoint` (whose session tickets it may resume with).
+    pub async fn connect_on(endpoint: quinn::Endpoint, addr: SocketAddr, sni: &str) -> H3 {
+        let quic = endpoint
+            .connect(addr, sni)
+            .expect("connect")
+            .await
+            .expect("QUIC handshake");
+        H3::over(endpoint, quic).await
+    }
+
+    /// HTTP/3 over an established (or 0-RTT) QUIC connection.
+    pub async fn over(endpoint: quinn::Endpoint, quic: quinn::Connection) -> H3 {
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
+            .await
+            .expect("HTTP/3 set-up");
+        tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+        H3 {
+            quic,
+            send,
+            _endpoint: endpoint,
+        }
+    }
+
+    /// One request: its status, head and whole body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
+        request(&mut self.send, method, url, &[], body).await
+    }
+
+    /// A GET of `url`.
+    pub async fn get(&mut self, url: &str) -> (http::StatusCode, http::HeaderMap, Bytes) {
+        self.request("GET", url, None).await.expect("HTTP/3 GET")
+    }
+
+    /// A sender of requests on this connection, for concurrent streams.
+    pub fn sender(&self) -> h3::client::SendRequest<h3_quinn::OpenStreams, Bytes> {
+        self.send.clone()
+    }
+}
+
+/// One request on `send`: its status, head and whole body, or what went wrong.
+pub async fn request(
+    send: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Bytes>,
+) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(()).expect("request");
+    let mut stream = send
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(body) = body {
+        stream.send_data(body).await.map_err(|e| e.to_string())?;
+    }
+    stream.finish().await.map_err(|e| e.to_string())?;
+    let response = stream.recv_response().await.map_err(|e| e.to_string())?;
+    let mut body = BytesMut::new();
+    while let Some(mut chunk) = stream.recv_data().await.map_err(|e| e.to_string())? {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    Ok((response.status(), response.headers().clone(), body.freeze()))
+}
+
+/// An HTTP/1.1 server that answers each request with a JSON echo of what it was sent (method,
+/// path, its `early-data` field, the body's length) and keeps nothing between requests.
+async fn echo() -> SocketAddr {
+    serve_each(|tcp| async move {
+        let service =
+            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                use http_body_util::BodyExt;
+                if req.uri().path() == "/big" {
+                    return Ok(http::Response::builder()
+                        .header("content-type", "application/octet-stream")
+                        .body(http_body_util::Full::new(big()))
+                        .expect("response"));
+                }
+                let method = req.method().to_string();
+                let path = req.uri().path().to_string();
+                let early = req
+                    .headers()
+                    .get("early-data")
+                    .map(|v| v.to_str().unwrap_or("").to_string());
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let answer = serde_json::json!({
+                    "method": method,
+                    "path": path,
+                    "early_data": early,
+                    "body_length": body.len(),
+                    "body_head": String::from_utf8_lossy(&body[..body.len().min(32)]),
+                });
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(Bytes::from(answer.to_string())))
+                        .expect("response"),
+                )
+            });
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await;
+    })
+    .await
+}
+
+/// What `/big` answers: 10 MiB of a pattern that repeats every 251 bytes.
+fn big() -> Bytes {
+    (0..10 * 1024 * 1024).map(|i| (i % 251) as u8).collect()
+}
+
+fn json(body: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(body).expect("JSON body")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_and_post_with_bodies_over_http3_on_the_https_port() {
+    let backend = echo().await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (edge, https) = https_edge("", one_route(backend).certificate(&a));
+    let mut h3 = H3::connect(https, "a.example").await;
+
+    let (status, head, body) = h3.get("https://a.example/hello").await;
+    assert_eq!(status, 200, "{}", edge.log());
+    assert_eq!(json(&body)["method"], "GET");
+    assert_eq!(json(&body)["path"], "/hello");
+    assert!(head.contains_key("x-request-id"));
+    assert!(head.contains_key("date"));
+
+    let upload = Bytes::from(vec![b'x'; 300_000]);
+    let (status, _, body) = h3
+        .request("POST", "https://a.example/upload", Some(upload))
+        .await
+        .expect("POST");
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["method"], "POST");
+    assert_eq!(json(&body)["body_length"], 300_000);
+    assert_eq!(json(&body)["early_data"], serde_json::Value::Null);
+
+    // The access log and the metrics name the protocol.
+    let (status, _, _) = h3.get("https://a.example/nowhere-else").await;
+    assert_eq!(status, 200);
+    assert!(
+        metric(&edge, "edge_client_requests_total", &["HTTP/3"]).await >= 3.0,
+        "HTTP/3 requests are counted"
+    );
+    let opened = metric(&edge, "edge_client_connections", &["quic"]).await;
+    assert_eq!(opened, 1.0, "the QUIC connection is counted open");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_says_http3() {
+    let backend = echo().await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (_dir, log, line) = access_log_file();
+    let (_edge, https) = https_edge(line, one_route(backend).certificate(&a));
+    let mut h3 = H3::connect(https, "a.example").await;
+    let (status, _, _) = h3.get("https://a.example/logged").await;
+    assert_eq!(status, 200);
+    let entry = logged_line(&log, "/logged", Duration::from_secs(5), "an HTTP/3 request").await;
+    assert_eq!(entry["protocol"], "HTTP/3");
+    assert_eq!(entry["tls_version"], "TLSv1.3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_phase_works_over_http3_as_over_http2() {
+    let backend = echo().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let a = Certificate::self_signed(&["a.example"]);
+    let config = TestConfig::new()
+        .zone("tight", "1r/m")
+        .upstream("app", [backend])
+        .upstream("flaky", [dead, backend])
+        .route("/limited/", "app")
+        .limit(table! { zone = "tight", burst = 1, nodelay = true })
+        .route("/private/", "app")
+        .with("allow", vec!["10.0.0.0/8"])
+        .route("/flaky/", "flaky")
+        .route("/", "app")
+        .certificate(&a);
+    let (edge, https) = https_edge("", config);
+    let mut h3 = H3::connect(https, "a.example").await;
+
+    // 100 streams at once on one connection, each answered whole.
+    let mut streams = Vec::new();
+    for i in 0..100 {
+        let mut send = h3.sender();
+        streams.push(tokio::spawn(async move {
+            let url = format!("https://a.example/stream/{i}");
+            request(&mut send, "GET", &url, &[], None).await
+        }));
+    }
+    for (i, stream) in streams.into_iter().enumerate() {
+        let (status, _, body) = stream.await.expect("task").expect("answered");
+        assert_eq!(status, 200);
+        assert_eq!(json(&body)["path"], format!("/stream/{i}"));
+    }
+
+    // 10 MiB, byte for byte.
+    let (status, head, body) = h3.get("https://a.example/big").await;
+    assert_eq!(status, 200);
+    assert_eq!(head["content-length"], "10485760");
+    assert!(
+        body == big(),
+        "the download arrived intact ({} bytes)",
+        body.len()
+    );
+
+    // Rate limits: the burst passes, the next is 429 with Retry-After.
+    let (first, _, _) = h3.get("https://a.example/limited/1").await;
+    let (second, _, _) = h3.get("https://a.example/limited/2").await;
+    let (third, head, _) = h3.get("https://a.example/limited/3").await;
+    assert_eq!((first.as_u16(), second.as_u16()), (200, 200));
+    assert_eq!(third, 429);
+    assert!(head.contains_key("retry-after"));
+
+    // A route's allow list.
+    let (status, _, _) = h3.get("https://a.example/private/x").await;
+    assert_eq!(status, 403);
+
+    // A dead server costs no idempotent request: each goes on to the next.
+    for i in 0..4 {
+        let (status, _, _) = h3.get(&format!("https://a.example/flaky/{i}")).await;
+        assert_eq!(status, 200, "{}", edge.log());
+    }
+    assert!(metric(&edge, "edge_upstream_retries_total", &["flaky"]).await >= 1.0);
+
+    // No websocket over HTTP/3 (no extended CONNECT), and CONNECT is no forward proxy.
+    let mut send = h3.sender();
+    let refused = request(&mut send, "CONNECT", "https://a.example:443", &[], None).await;
+    match refused {
+        Ok((status, _, _)) => assert_eq!(status, 405),
+        // h3 may refuse to send a CONNECT without the extended-CONNECT setting.
+        Err(why) => assert!(!why.is_empty()),
+    }
+    let (status, _, _) = h3.get("https://a.example/after").await;
+    assert_eq!(status, 200, "the connection still serves");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_answers_advertise_http3_unless_it_is_off() {
+    let backend = echo().await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (_edge, https) = https_edge(
+        table! { redirect_http_to_https = false },
+        one_route(backend).certificate(&a),
+    );
+    let want = format!("h3=\":{}\"; ma=86400", https.port());
+    // HTTP/1.1 over TLS.
+    let tls = connector(&[b"http/1.1"]);
+    let mut stream = connect(&tls, https, "a.example").await;
+    let (status, head, _) = http1(&mut stream, "/", "").await;
+    assert_eq!(status, "http/1.1 200 ok");
+    assert!(head.contains(&format!("alt-svc: {want}")), "{head}");
+    // HTTP/2.
+    let mut h2 = h2_client(connect(&connector(&[b"h2"]), https, "a.example").await).await;
+    let response = h2_get(&mut h2, "https://a.example/").await;
+    assert_eq!(response.headers()["alt-svc"], want.as_str());
+    // The edge's own answers too (a 404 of no route is not possible here: a refused method).
+    let mut stream = connect(&tls, https, "a.example").await;
+    let (_, head, _) = http1(&mut stream, "/", "X-Forwarded-For: x\r\n").await;
+    assert!(head.contains("alt-svc"), "{head}");
+
+    // Off: no QUIC listener, no advertisement.
+    let (_off, https) = https_edge(
+        table! { redirect_http_to_https = false, http3 = false },
+        one_route(backend).certificate(&a),
+    );
+    let mut stream = connect(&tls, https, "a.example").await;
+    let (status, head, _) = http1(&mut stream, "/", "").await;
+    assert_eq!(status, "http/1.1 200 ok");
+    assert!(!head.contains("alt-svc"), "{head}");
+    let endpoint = h3_endpoint(false);
+    let attempt = endpoint.connect(https, "a.example").expect("connect");
+    let attempt = tokio::time::timeout(Duration::from_secs(2), attempt).await;
+    assert!(
+        !matches!(attempt, Ok(Ok(_))),
+        "no QUIC handshake with http3 = false"
+    );
+    // Nor does a plain-HTTP answer advertise it.
+    let (status, head, _) = http1(
+        &mut tokio::net::TcpStream::connect(_off.http)
+            .await
+            .expect("tcp"),
+        "/",
+        "",
+    )
+    .await;
+    assert_eq!(status, "http/1.1 200 ok");
+    assert!(!head.contains("alt-svc"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_swapped_on_disk_is_what_the_next_quic_handshake_gets() {
+    let backend = echo().await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (edge, https) = https_edge("", one_route(backend).certificate(&a));
+    let names = |h3: &H3| -> Vec<String> {
+        let identity = h3.quic.peer_identity().expect("a peer identity");
+        let chain = identity
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .expect("a certificate chain");
+        let (_, parsed) = x509_parser::parse_x509_certificate(chain[0].as_ref()).expect("x509");
+        let san = parsed
+            .subject_alternative_name()
+            .expect("san")
+            .expect("san");
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut before = H3::connect(https, "a.example").await;
+    assert!(!names(&before).contains(&"renewed.a.example".to_string()));
+
+    a.renew(&["a.example", "renewed.a.example"]);
+    wait_until(
+        Duration::from_secs(10),
+        "a new QUIC handshake gets the renewed certificate",
+        async || {
+            names(&H3::connect(https, "a.example").await).contains(&"renewed.a.example".to_string())
+        },
+    )
+    .await;
+    let (status, _, _) = before.get("https://a.example/still").await;
+    assert_eq!(
+        status,
+        200,
+        "a connection from before keeps working: {}",
+        edge.log()
+    );
+}
+
+/// A UDP relay in front of `target` for one client: every datagram the client sends in the
+/// first `hold_after` goes through at once, later ones only after `hold`. The client's first
+/// flight (its Initial and 0-RTT packets) reaches the edge while the rest of its handshake
+/// waits: what arrived in early data is served before the handshake is complete, as it is
+/// on a long path.
+async fn delaying_relay(target: SocketAddr, hold_after: Duration, hold: Duration) -> SocketAddr {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let back = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    back.connect(target).await.expect("connect");
+    let addr = front.local_addr().expect("addr");
+    let front = Arc::new(front);
+    let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    {
+        let (front, back, client) = (front.clone(), back.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            let mut first: Option<std::time::Instant> = None;
+            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                *client.lock().expect("client") = Some(from);
+                let started = *first.get_or_insert_with(std::time::Instant::now);
+                let datagram = buf[..n].to_vec();
+                let back = back.clone();
+                if started.elapsed() <= hold_after {
+                    let _ = back.send(&datagram).await;
+                } else {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(hold).await;
+                        let _ = back.send(&datagram).await;
+                    });
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = back.recv(&mut buf).await {
+            let to = *client.lock().expect("client");
+            if let Some(to) = to {
+                let _ = front.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    addr
+}
+
+/// A 0-RTT connection from `endpoint` (which holds a ticket from an earlier one) through a
+/// relay that holds back the rest of its handshake, and one request on it.
+async fn in_early_data(
+    endpoint: &quinn::Endpoint,
+    https: SocketAddr,
+    method: &str,
+    path: &str,
+) -> (http::StatusCode, Bytes) {
+    let relay = delaying_relay(https, Duration::from_millis(20), Duration::from_millis(500)).await;
+    let connecting = endpoint.connect(relay, "a.example").expect("connect");
+    let (quic, _accepted) = match connecting.into_0rtt() {
+        Ok(early) => early,
+        Err(_) => panic!("no 0-RTT: the client holds no ticket"),
+    };
+    let mut h3 = H3::over(endpoint.clone(), quic).await;
+    let body = (method == "POST").then(|| Bytes::from_static(b"replayable"));
+    let (status, _, body) = h3
+        .request(method, &format!("https://a.example{path}"), body)
+        .await
+        .expect("an answer");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_rtt_serves_a_safe_method_and_answers_anything_else_425() {
+    let backend = echo().await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (edge, https) = https_edge(
+        table! { http3_early_data = true },
+        one_route(backend).certificate(&a),
+    );
+    // A first connection, for a ticket.
+    let endpoint = h3_endpoint(true);
+    {
+        let mut h3 = H3::connect_on(endpoint.clone(), https, "a.example").await;
+        let (status, _, body) = h3.get("https://a.example/first").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            json(&body)["early_data"],
+            serde_json::Value::Null,
+            "not early"
+        );
+        h3.quic.close(0u32.into(), b"");
+    }
+
+    let (status, body) = in_early_data(&endpoint, https, "GET", "/early").await;
+    assert_eq!(status, 200, "{}", edge.log());
+    assert_eq!(
+        json(&body)["early_data"],
+        "1",
+        "the server is told it may be a replay"
+    );
+
+    let (status, body) = in_early_data(&endpoint, https, "POST", "/early-post").await;
+    assert_eq!(status, 425, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["error"], "too_early");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_http3_early_data_there_is_no_zero_rtt() {
+    let backend = echo().await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (_edge, https) = https_edge("", one_route(backend).certificate(&a));
+    let endpoint = h3_endpoint(true);
+    {
+        let mut h3 = H3::connect_on(endpoint.clone(), https, "a.example").await;
+        assert_eq!(h3.get("https://a.example/first").await.0, 200);
+        // Time for the ticket to arrive.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        h3.quic.close(0u32.into(), b"");
+    }
+    let connecting = endpoint.connect(https, "a.example").expect("connect");
+    match connecting.into_0rtt() {
+        // The client may try; the edge accepts none of it.
+        Ok((_, accepted)) => assert!(!accepted.await, "0-RTT was accepted"),
+        Err(connecting) => {
+            connecting.await.expect("a full handshake");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_under_http3_load_fails_no_request() {
+    let a_backend = backend("a").await;
+    let b_backend = backend("b").await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let config = |addr| one_route(addr).certificate(&a);
+    let (edge, https) = https_edge("", config(a_backend.addr));
+    let path = edge.dir.path().join("upstreams.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let head = text[..text.find("\n[").expect("a table") + 1].to_string();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut h3 = H3::connect(https, "a.example").await;
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match h3
+                    .request("GET", "https://a.example/api/content/x", None)
+                    .await
+                {
+                    Ok((status, _, _)) if status == 200 => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let next = if i % 2 == 0 {
+            b_backend.addr
+        } else {
+            a_backend.addr
+        };
+        write_atomically(&path, &format!("{head}{}", config(next)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut served = 0;
+    for task in load {
+        let (ok, failed) = task.await.expect("load");
+        assert!(failed.is_empty(), "{failed:?}");
+        served += ok;
+    }
+    assert!(served > 50, "only {served} requests served");
+    let generation = admin_json(&edge, "/status").await["reloads"]["generation"].as_u64();
+    assert!(
+        generation >= Some(3),
+        "the reloads were applied: {generation:?}"
+    );
+}
