@@ -74,6 +74,11 @@ static HANDSHAKING: AtomicUsize = AtomicUsize::new(0);
 /// Connection attempts sent a Retry, for metrics and tests.
 pub static RETRIES: AtomicUsize = AtomicUsize::new(0);
 
+/// QUIC handshakes under way now.
+pub fn handshakes_in_progress() -> usize {
+    HANDSHAKING.load(Ordering::Relaxed)
+}
+
 /// Counts one handshake in [`HANDSHAKING`] while it lives.
 struct Handshaking;
 
@@ -286,8 +291,15 @@ fn admit(incoming: quinn::Incoming, gate: &Arc<ConnectionGate>) {
         incoming.refuse();
         return;
     };
+    // Counted here, not in the task: the next attempt's decision sees this one.
+    let handshaking = Handshaking::new();
     let live = Live::new(Arc::default());
-    tokio::spawn(connection(incoming, gate.clone(), (live, open)));
+    tokio::spawn(connection(
+        incoming,
+        gate.clone(),
+        handshaking,
+        (live, open),
+    ));
 }
 
 /// One QUIC connection: its handshake and first request within `client_header_timeout`,
@@ -296,6 +308,7 @@ fn admit(incoming: quinn::Incoming, gate: &Arc<ConnectionGate>) {
 async fn connection(
     incoming: quinn::Incoming,
     gate: Arc<ConnectionGate>,
+    handshaking: Handshaking,
     _held: (Live, connections::OpenConnection),
 ) {
     let peer = incoming.remote_address();
@@ -312,7 +325,6 @@ async fn connection(
         )
     };
     let deadline = tokio::time::Instant::now() + header_timeout;
-    let handshaking = Handshaking::new();
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
         Err(e) => {
@@ -405,6 +417,9 @@ async fn connection(
                 break;
             }
             () = idle_for(&active, idle), if !first => break,
+            // After GOAWAY, the connection ends with its last stream (h3's accept would wait
+            // for the client to close it).
+            () = idle_for(&active, Duration::ZERO), if goaway => break,
         };
         match accepted {
             Ok(Some(resolver)) => {

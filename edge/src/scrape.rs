@@ -63,6 +63,8 @@ struct Families {
     config_info: IntGaugeVec,
     connections: IntGaugeVec,
     connections_refused: IntCounterVec,
+    quic_retries: IntCounterVec,
+    quic_handshakes: IntGaugeVec,
     header_timeouts: IntCounterVec,
     client_timeouts: IntCounterVec,
     log_dropped: IntCounterVec,
@@ -142,6 +144,16 @@ impl Families {
                 "Connections refused because their client held max_connections_per_client",
                 &[],
             ),
+            quic_retries: counter(
+                "edge_quic_retries_total",
+                "QUIC connection attempts sent a Retry to prove their address first",
+                &[],
+            ),
+            quic_handshakes: gauge(
+                "edge_quic_handshakes_in_progress",
+                "QUIC handshakes under way now",
+                &[],
+            ),
             header_timeouts: counter(
                 "edge_client_header_timeouts_total",
                 "Connections closed because a request head took longer than client_header_timeout",
@@ -186,8 +198,9 @@ impl Families {
         }
     }
 
-    fn gauges(&self) -> [&IntGaugeVec; 11] {
+    fn gauges(&self) -> [&IntGaugeVec; 12] {
         [
+            &self.quic_handshakes,
             &self.server_in_flight,
             &self.server_up,
             &self.server_health,
@@ -202,8 +215,9 @@ impl Families {
         ]
     }
 
-    fn counters(&self) -> [&IntCounterVec; 10] {
+    fn counters(&self) -> [&IntCounterVec; 11] {
         [
+            &self.quic_retries,
             &self.server_failures,
             &self.zone_decisions,
             &self.redis_fallbacks,
@@ -303,6 +317,12 @@ impl State {
         f.header_timeouts
             .with_label_values::<&str>(&[])
             .inc_by(HEADER_TIMEOUTS.load(Ordering::Relaxed));
+        f.quic_retries
+            .with_label_values::<&str>(&[])
+            .inc_by(crate::quic::RETRIES.load(Ordering::Relaxed) as u64);
+        f.quic_handshakes
+            .with_label_values::<&str>(&[])
+            .set(crate::quic::handshakes_in_progress() as i64);
         for phase in TimeoutPhase::ALL {
             f.client_timeouts
                 .with_label_values(&[phase.name()])

@@ -19,6 +19,17 @@ pub struct H3 {
 /// A QUIC client endpoint on loopback whose TLS trusts any certificate, offers `h3`, and
 /// keeps session tickets (0-RTT on a second connection when `early` is on).
 pub fn h3_endpoint(early: bool) -> quinn::Endpoint {
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("udp");
+    endpoint.set_default_client_config(client_config(early));
+    endpoint
+}
+
+/// The client side's QUIC settings of [`h3_endpoint`], without 0-RTT.
+pub fn endpoint_config() -> quinn::ClientConfig {
+    client_config(false)
+}
+
+fn client_config(early: bool) -> quinn::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -31,9 +42,7 @@ pub fn h3_endpoint(early: bool) -> quinn::Endpoint {
     tls.alpn_protocols = vec![b"h3".to_vec()];
     tls.enable_early_data = early;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("udp");
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
+    quinn::ClientConfig::new(Arc::new(crypto))
 }
 
 impl H3 {
@@ -581,4 +590,309 @@ async fn a_reload_under_http3_load_fails_no_request() {
         generation >= Some(3),
         "the reloads were applied: {generation:?}"
     );
+}
+
+// Hostile clients: what a public UDP port gets.
+
+/// The edge's resident memory, in KiB.
+fn rss_kib(edge: &Edge) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", edge.pid())).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// The first datagram a real QUIC client sends to `to`: an Initial with a ClientHello, for a
+/// connection of its own (a new connection id each time).
+fn initial_packet(to: SocketAddr) -> Vec<u8> {
+    let mut endpoint = quinn_proto::Endpoint::new(Arc::default(), None, false, None);
+    let config = client_config(false);
+    let now = std::time::Instant::now();
+    let (_, mut connection) = endpoint
+        .connect(now, config, to, "a.example")
+        .expect("a connection");
+    let mut datagram = Vec::new();
+    let transmit = connection
+        .poll_transmit(now, 1, &mut datagram)
+        .expect("an Initial");
+    datagram.truncate(transmit.size);
+    datagram
+}
+
+/// Whether `datagram` is a QUIC v1 Retry packet (long header, type 3).
+fn is_retry(datagram: &[u8]) -> bool {
+    datagram
+        .first()
+        .is_some_and(|b| b & 0x80 != 0 && (b >> 4) & 0x3 == 3)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_initials_from_many_ports_gets_retries_and_bounded_memory() {
+    let backend = echo().await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (edge, https) = https_edge(
+        table! { client_header_timeout = "2s" },
+        one_route(backend).certificate(&a),
+    );
+    let mut h3 = H3::connect(https, "a.example").await;
+    assert_eq!(h3.get("https://a.example/warm").await.0, 200);
+    let before = rss_kib(&edge);
+
+    // 1,000 connection attempts from 1,000 source ports, none of which goes on.
+    let mut sources = Vec::new();
+    for _ in 0..1000 {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.send_to(&initial_packet(https), https).expect("send");
+        sources.push(socket);
+    }
+    let mut retries = 0;
+    for socket in &sources {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 2048];
+        if let Ok(n) = socket.recv(&mut buf) {
+            retries += usize::from(is_retry(&buf[..n]));
+        }
+    }
+    let in_progress = metric(&edge, "edge_quic_handshakes_in_progress", &[]).await;
+    assert!(
+        in_progress <= edge::quic::RETRY_ABOVE as f64 + 1.0,
+        "{in_progress} handshakes in progress"
+    );
+    assert!(retries >= 900, "only {retries} attempts were sent a Retry");
+    assert!(metric(&edge, "edge_quic_retries_total", &[]).await >= 900.0);
+    let grown = rss_kib(&edge).saturating_sub(before);
+    assert!(grown < 32 * 1024, "the flood cost {grown} KiB");
+
+    // Clients that prove their address (quinn's client follows a Retry) are served, during
+    // the flood's handshakes and after they have timed out.
+    let mut during = H3::connect(https, "a.example").await;
+    assert_eq!(during.get("https://a.example/during").await.0, 200);
+    assert_eq!(h3.get("https://a.example/still").await.0, 200);
+    wait_until(
+        Duration::from_secs(10),
+        "the flood's handshakes end with client_header_timeout",
+        async || metric(&edge, "edge_quic_handshakes_in_progress", &[]).await == 0.0,
+    )
+    .await;
+    let retried = metric(&edge, "edge_quic_retries_total", &[]).await;
+    let mut after = H3::connect(https, "a.example").await;
+    assert_eq!(after.get("https://a.example/after").await.0, 200);
+    assert_eq!(
+        metric(&edge, "edge_quic_retries_total", &[]).await,
+        retried,
+        "with few handshakes under way, no Retry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_datagrams_change_nothing() {
+    let backend = echo().await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (edge, https) = https_edge("", one_route(backend).certificate(&a));
+    let mut h3 = H3::connect(https, "a.example").await;
+    assert_eq!(h3.get("https://a.example/before").await.0, 200);
+    let before = rss_kib(&edge);
+
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let initial = initial_packet(https);
+    for i in 0..5000 {
+        let len = (next() % 1400) as usize + 1;
+        let mut datagram: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        match i % 4 {
+            // A long header of version 1 with random contents.
+            0 => {
+                datagram[0] = 0xc0 | (datagram[0] & 0x3f);
+                if datagram.len() > 5 {
+                    datagram[1..5].copy_from_slice(&[0, 0, 0, 1]);
+                }
+            }
+            // A real Initial with bytes flipped.
+            1 => {
+                datagram = initial.clone();
+                let at = (next() as usize) % datagram.len();
+                datagram[at] ^= 0xff;
+            }
+            // An unknown version (the edge may answer with Version Negotiation).
+            2 if datagram.len() > 5 => {
+                datagram[0] |= 0x80;
+                datagram[1..5].copy_from_slice(&[0x1a, 0x2a, 0x3a, 0x4a]);
+            }
+            _ => {}
+        }
+        let _ = socket.send_to(&datagram, https);
+    }
+    assert_eq!(
+        h3.get("https://a.example/after").await.0,
+        200,
+        "{}",
+        edge.log()
+    );
+    let mut fresh = H3::connect(https, "a.example").await;
+    assert_eq!(fresh.get("https://a.example/fresh").await.0, 200);
+    let grown = rss_kib(&edge).saturating_sub(before);
+    assert!(grown < 16 * 1024, "garbage cost {grown} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_that_are_never_read_are_reset_within_send_timeout_and_free_their_upstream() {
+    let bulk = BulkBackend::start(32 << 20);
+    let app = backend("app").await;
+    let (_a, edge, https) = crate::slow_clients::bulk_edge(&bulk, app.addr);
+
+    // A client with small windows that asks for 10 large bodies and reads none of them.
+    let endpoint = h3_endpoint(false);
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window(64_000u32.into())
+        .receive_window(1_000_000u32.into());
+    let mut config = endpoint_config();
+    config.transport_config(Arc::new(transport));
+    let quic = endpoint
+        .connect_with(config, https, "a.example")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let h3 = H3::over(endpoint, quic).await;
+    let stopped = std::time::Instant::now();
+    let mut streams = Vec::new();
+    for i in 0..10 {
+        let mut send = h3.sender();
+        let request = http::Request::get(format!("https://a.example/big/{i}"))
+            .body(())
+            .expect("request");
+        let mut stream = send.send_request(request).await.expect("send");
+        stream.finish().await.expect("finish");
+        let response = stream.recv_response().await.expect("a head");
+        assert_eq!(response.status(), 200);
+        streams.push(stream);
+    }
+    // Others are served meanwhile, on the same connection and on another.
+    let mut other = H3::connect(https, "a.example").await;
+    assert_eq!(other.get("https://a.example/api/content/x").await.0, 200);
+    wait_until(
+        Duration::from_secs(10),
+        "an upstream connection is still open",
+        async || bulk.closed_mid_response(10),
+    )
+    .await;
+    crate::slow_clients::closed_after_send_timeout(&bulk, 10, stopped);
+    let send = ["phase=\"send\""];
+    let timeouts = metric_reaching(&edge, "edge_client_timeouts_total", &send, 10.0).await;
+    assert_eq!(timeouts, 10.0);
+    // Each stream was reset: reading it now ends in an error.
+    for mut stream in streams {
+        let mut ended = None;
+        for _ in 0..10_000 {
+            match stream.recv_data().await {
+                Ok(Some(_)) => continue,
+                end => {
+                    ended = Some(end.is_err());
+                    break;
+                }
+            }
+        }
+        assert_eq!(ended, Some(true), "the stream was reset, not ended whole");
+    }
+    let server = server(&edge, "bulk", 0).await;
+    assert_eq!(server["failures"], 0, "{server}");
+    assert_eq!(server["in_flight"], 0, "{server}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binary_upgrade_finishes_http3_streams_on_the_old_process_then_the_new_one_serves() {
+    let app = backend("app").await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (mut old, https) = https_edge("", one_route(app.addr).certificate(&a));
+    let mut h3 = H3::connect(https, "a.example").await;
+    assert_eq!(h3.get("https://a.example/before").await.0, 200);
+    // A request in flight across the hand-over.
+    let mut send = h3.sender();
+    let slow = tokio::spawn(async move {
+        request(
+            &mut send,
+            "GET",
+            "https://a.example/slow?sleep_ms=1500",
+            &[],
+            None,
+        )
+        .await
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the slow request is not in flight",
+        async || server(&old, "app", 0).await["in_flight"] == 1,
+    )
+    .await;
+
+    let config = old.dir.path().join("upstreams.toml");
+    let upgrade_socket = old.dir.path().join("edge-upgrade.sock");
+    let mut new = std::process::Command::new(edge_bin())
+        .args(["run", "--upgrade", "--config"])
+        .arg(&config)
+        .arg("--runtime-dir")
+        .arg(old.dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the new edge");
+    wait_until(
+        Duration::from_secs(10),
+        "the new edge waits for the sockets",
+        async || upgrade_socket.exists(),
+    )
+    .await;
+    old.signal("QUIT");
+
+    // The stream in flight is answered whole by the old process.
+    let (status, _, _) = slow
+        .await
+        .expect("task")
+        .expect("the slow request is answered");
+    assert_eq!(status, 200);
+    // While the old process drains, a new QUIC connection is refused at once (a browser goes
+    // on over TCP, which the new process already serves).
+    let refused = tokio::time::timeout(Duration::from_secs(3), async {
+        h3_endpoint(false)
+            .connect(https, "a.example")
+            .expect("connect")
+            .await
+    })
+    .await;
+    if let Ok(attempt) = refused {
+        // Refused, or (if the old process was already gone) served by the new one.
+        if let Ok(quic) = attempt {
+            let mut fresh = H3::over(h3_endpoint(false), quic).await;
+            assert_eq!(fresh.get("https://a.example/fresh").await.0, 200);
+        }
+    }
+    // The old process ends once its connections are done; then HTTP/3 is the new one's.
+    wait_until(
+        Duration::from_secs(20),
+        "the old edge still runs",
+        async || old.exited().is_some(),
+    )
+    .await;
+    let served = app.requests();
+    let mut after = H3::connect(https, "a.example").await;
+    assert_eq!(after.get("https://a.example/after").await.0, 200);
+    assert!(app.requests() > served);
+    assert!(
+        new.try_wait().expect("status").is_none(),
+        "the new edge runs"
+    );
+    let _ = new.kill();
+    let _ = new.wait();
 }
