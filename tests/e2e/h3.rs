@@ -896,3 +896,81 @@ async fn a_binary_upgrade_finishes_http3_streams_on_the_old_process_then_the_new
     let _ = new.kill();
     let _ = new.wait();
 }
+
+/// ngtcp2's example HTTP/3 client (Debian's `ngtcp2-client`, on GnuTLS) against the edge at
+/// `addr` with `options`, asking for `url`: whether it ended well, and what it printed.
+fn ngtcp2(addr: SocketAddr, options: &[&str], url: &str) -> (bool, String) {
+    let output = std::process::Command::new("gtlsclient")
+        .args([
+            "--exit-on-all-streams-close",
+            "--no-quic-dump",
+            "--sni=a.example",
+            "--timeout=5s",
+        ])
+        .args(options)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(url)
+        .output()
+        .expect("gtlsclient (apt install ngtcp2-client)");
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_independent_client_ngtcp2_downloads_uploads_and_migrates() {
+    let backend = echo().await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (edge, https) = https_edge("", one_route(backend).certificate(&a));
+    let dir = tempfile::tempdir().expect("dir");
+
+    // 10 MiB, byte for byte.
+    let download = format!("--download={}", dir.path().display());
+    let (ok, text) = blocking(|| {
+        ngtcp2(
+            https,
+            &["--no-http-dump", &download],
+            "https://a.example/big",
+        )
+    });
+    assert!(ok, "{text}\n{}", edge.log());
+    let got = std::fs::read(dir.path().join("big")).expect("the download");
+    assert!(
+        got == big(),
+        "the download arrived intact ({} bytes)",
+        got.len()
+    );
+
+    // An upload.
+    let upload = dir.path().join("body");
+    std::fs::write(&upload, vec![b'u'; 100_000]).expect("write");
+    let data = format!("--data={}", upload.display());
+    let (ok, text) = blocking(|| {
+        ngtcp2(
+            https,
+            &["-m", "POST", &data, &download],
+            "https://a.example/upload",
+        )
+    });
+    assert!(ok, "{text}");
+    assert!(text.contains("[:status: 200]"), "{text}");
+    let answer = std::fs::read(dir.path().join("upload")).expect("the answer");
+    let answer = json(&Bytes::from(answer));
+    assert_eq!(answer["method"], "POST");
+    assert_eq!(answer["body_length"], 100_000);
+
+    // The client moves to a new address (a new port) before its request: the edge validates
+    // the new path and answers there.
+    let (ok, text) = blocking(|| {
+        ngtcp2(
+            https,
+            &["--change-local-addr=200ms", "--delay-stream=600ms"],
+            "https://a.example/moved",
+        )
+    });
+    assert!(ok, "{text}");
+    assert!(text.contains("Local address is now"), "{text}");
+    assert!(text.contains("succeeded"), "path validation: {text}");
+    assert!(text.contains("[:status: 200]"), "{text}");
+}
