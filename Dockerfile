@@ -11,7 +11,8 @@ COPY --from=build /src/target/release/edge /usr/local/bin/edge
 COPY --from=build /src/target/release/services /usr/local/bin/services
 COPY upstreams.toml /etc/edge/upstreams.toml
 USER edge
-EXPOSE 80 443
+# 443/udp: HTTP/3 beside HTTPS on the same port.
+EXPOSE 80 443 443/udp
 HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
     CMD ["edge", "healthcheck"]
 ENTRYPOINT ["edge"]

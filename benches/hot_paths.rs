@@ -284,6 +284,7 @@ fn bench_access_log(c: &mut Criterion) {
         method: "GET",
         host: "content.example.com",
         path: "/api/content/articles/42",
+        protocol: "HTTP/1.1",
         status: 200,
         bytes_sent: 1834,
         duration_ms: 1.834,

@@ -131,6 +131,16 @@ fn compose_routes_every_upstream_to_a_service_on_the_edge_network_and_port() {
             "{published} not published: {ports:?}"
         );
     }
+    // HTTP/3 listens on UDP at every https port.
+    if config.edge.http3 {
+        for addr in &config.edge.https_listen {
+            let published = format!("{}:{}/udp", addr.port(), addr.port());
+            assert!(
+                ports.contains(&published),
+                "{published} (HTTP/3) not published: {ports:?}"
+            );
+        }
+    }
     let workdir = edge["working_dir"].as_str().unwrap_or("/");
     for cert in config.tls.iter().flat_map(|t| &t.certificates) {
         for file in [&cert.cert, &cert.key] {
@@ -242,6 +252,15 @@ fn kubernetes_manifests_run_replicas_that_share_limits_and_probe_the_admin_healt
             "listener {addr} has no container port"
         );
     }
+    if config.edge.http3 {
+        for addr in &config.edge.https_listen {
+            assert!(
+                ports.iter().any(|p| p["protocol"] == "UDP"
+                    && p["containerPort"].as_u64() == Some(u64::from(addr.port()))),
+                "HTTP/3 at {addr} has no UDP container port"
+            );
+        }
+    }
     assert!(
         container["resources"]["requests"].is_mapping(),
         "resource requests"
@@ -288,6 +307,14 @@ fn kubernetes_manifests_run_replicas_that_share_limits_and_probe_the_admin_healt
         .filter_map(|p| p["port"].as_u64())
         .collect();
     assert_eq!(service_ports, BTreeSet::from([80, 443]));
+    let udp: BTreeSet<u64> = service["spec"]["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .filter(|p| p["protocol"] == "UDP")
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    assert_eq!(udp, BTreeSet::from([443]), "HTTP/3 on 443/udp");
     for selector in [
         &service["spec"]["selector"],
         &find("PodDisruptionBudget")[0]["spec"]["selector"]["matchLabels"],

@@ -386,7 +386,7 @@ impl Downstream for Session {
     }
 
     fn take_body(&mut self) -> Option<super::TakenBody> {
-        self.body.take().map(super::TakenBody::H3)
+        self.body.take().map(|b| super::TakenBody::H3(Box::new(b)))
     }
 
     async fn watch_idle(&mut self) -> Result<()> {
