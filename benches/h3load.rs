@@ -125,9 +125,9 @@ async fn run(args: Args) -> Result<String, String> {
         let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(quic))
             .await
             .map_err(|e| format!("HTTP/3 set-up: {e}"))?;
-        tokio::task::spawn_local(async move {
-            std::future::poll_fn(|cx| driver.poll_close(cx)).await
-        });
+        tokio::task::spawn_local(
+            async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await },
+        );
         for _ in 0..args.streams {
             tasks.push(tokio::task::spawn_local(stream_loop(
                 send.clone(),
@@ -168,7 +168,9 @@ fn main() {
     let args = match args() {
         Ok(args) => args,
         Err(why) => {
-            eprintln!("h3load: {why}\nusage: h3load URL --connect HOST:PORT [-c N] [-m N] [-d SECONDS]");
+            eprintln!(
+                "h3load: {why}\nusage: h3load URL --connect HOST:PORT [-c N] [-m N] [-d SECONDS]"
+            );
             std::process::exit(2);
         }
     };

@@ -505,3 +505,39 @@ fn tls_and_grpc_upstreams_and_cleartext_http2_are_carried_and_check() {
     assert_eq!(secure.protocol, config::UpstreamProtocol::H2);
     assert!(secure.tls.as_ref().expect("tls").verify);
 }
+
+#[test]
+fn http3_is_carried_from_quic_listeners_and_stays_off_without_them() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+    edge::tls::generate_self_signed(&["a.example"], &cert, &key).expect("certificate");
+    let (cert, key) = (cert.display(), key.display());
+    let server = |listens: &str, extra: &str| {
+        format!(
+            "http {{\n server {{ {listens}\n  ssl_certificate {cert}; ssl_certificate_key {key};\n  \
+             {extra}\n  location / {{ proxy_pass http://127.0.0.1:8000; }} }}\n}}\n"
+        )
+    };
+    // nginx 1.25's HTTP/3: a QUIC listener beside the TLS one, early data, its Alt-Svc.
+    let with_quic = imported(&server(
+        "listen 127.0.0.1:8443 ssl; listen 127.0.0.1:8443 quic reuseport;",
+        "ssl_early_data on; quic_retry on; add_header Alt-Svc 'h3=\":8443\"; ma=86400';",
+    ));
+    let config = valid(&with_quic);
+    assert!(config.edge.http3);
+    assert!(config.edge.http3_early_data);
+    assert_eq!(
+        config.edge.https_listen.len(),
+        1,
+        "one address, TCP and UDP"
+    );
+    assert_eq!(note_for(&with_quic, "quic_retry").kind, Kind::ByDefault);
+    assert_eq!(note_for(&with_quic, "add_header").kind, Kind::ByDefault);
+    assert_eq!(note_for(&with_quic, "ssl_early_data").kind, Kind::Differs);
+
+    // No QUIC listener: nginx served no HTTP/3, and neither does the import's edge.
+    let without = imported(&server("listen 127.0.0.1:8443 ssl;", ""));
+    let config = valid(&without);
+    assert!(!config.edge.http3, "{}", without.toml);
+    assert!(without.toml.contains("http3 = false"), "{}", without.toml);
+}

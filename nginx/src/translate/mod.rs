@@ -131,6 +131,10 @@ struct Translator<'a> {
     unset_defaults: Vec<String>,
     /// Whether any server listens with TLS (known before the servers are read).
     any_tls: bool,
+    /// The first `listen ... quic`: nginx served HTTP/3.
+    quic: Option<Place>,
+    /// `ssl_early_data on`.
+    early_data: Option<Place>,
 }
 
 pub fn translate(source: &str, tree: &[Directive], paths: &Paths) -> Imported {
@@ -152,6 +156,8 @@ pub fn translate(source: &str, tree: &[Directive], paths: &Paths) -> Imported {
         servers: Vec::new(),
         unset_defaults: Vec::new(),
         any_tls: false,
+        quic: None,
+        early_data: None,
     };
     for d in tree {
         match d.name.as_str() {
@@ -311,6 +317,7 @@ impl Translator<'_> {
 
     fn finish(mut self, source: &str) -> Imported {
         self.tls();
+        self.http3();
         self.redirect();
         self.gzip_defaults();
         self.unset_defaults();
@@ -335,6 +342,39 @@ impl Translator<'_> {
         Imported {
             toml: emit::write(&preamble, &sections),
             notes: self.notes.into_iter().collect(),
+        }
+    }
+
+    /// `http3` and `http3_early_data`: what nginx served over QUIC. The edge offers HTTP/3
+    /// wherever it has TLS unless told not to, so a config that had no `listen ... quic` says
+    /// `http3 = false` (the move changes nothing until someone opens UDP and turns it on).
+    fn http3(&mut self) {
+        if !self.servers.iter().any(|s| s.tls) {
+            return;
+        }
+        match self.quic.clone() {
+            Some(at) => self.edge.set("http3", Value::Line("true".into()), Some(at)),
+            None => self.edge.set_commented(
+                "http3",
+                Value::Line("false".into()),
+                None,
+                Some("nginx served no HTTP/3 (no `listen ... quic`); true offers it on UDP".into()),
+            ),
+        }
+        if let Some(at) = self.early_data.clone() {
+            let on = self.quic.is_some();
+            self.edge.set(
+                "http3_early_data",
+                Value::Line(on.to_string()),
+                Some(at.clone()),
+            );
+            self.notes.insert(Note {
+                at,
+                directive: "ssl_early_data".into(),
+                kind: Kind::Differs,
+                decide: false,
+                why: "the edge takes early data (0-RTT) over HTTP/3 only, where it serves GET, HEAD and OPTIONS from it and answers anything else 425; TLS over TCP gets a full handshake".into(),
+            });
         }
     }
 

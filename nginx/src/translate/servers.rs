@@ -72,7 +72,10 @@ impl Translator<'_> {
             );
             return;
         }
-        let tls = d.args.iter().any(|a| a == "ssl");
+        // A QUIC listener is TLS too: nginx pairs it with a `listen ... ssl` on the same port,
+        // which the edge's https listener (TCP and, with http3, UDP) stands for.
+        let quic = d.args.iter().any(|a| a == "quic");
+        let tls = quic || d.args.iter().any(|a| a == "ssl");
         for param in &d.args[1..] {
             match param.split_once('=').map(|(k, _)| k).unwrap_or(param) {
                 "ssl" => {}
@@ -80,7 +83,10 @@ impl Translator<'_> {
                 "http2" => self.edge.set("http2_cleartext", Value::Line("true".into()), Some(d.at.clone())),
                 "default_server" | "default" => {}
                 "proxy_protocol" => self.note(d, Kind::NoEquivalent, true, "the edge does not read the PROXY protocol; trust the proxy with trusted_proxies and X-Forwarded-For"),
-                "quic" => self.note(d, Kind::NoEquivalent, true, "the edge does not speak HTTP/3"),
+                "quic" => {
+                    self.quic.get_or_insert_with(|| d.at.clone());
+                    self.note(d, Kind::ByDefault, false, "HTTP/3 on UDP at every https_listen address (`http3 = true`), with Alt-Svc on HTTPS answers");
+                }
                 "reuseport" | "backlog" | "rcvbuf" | "sndbuf" | "deferred" | "bind" | "ipv6only"
                 | "so_keepalive" | "fastopen" | "accept_filter" | "setfib" => self.note(d, Kind::ByDefault, false, format!("`{param}`: the edge sets its listening sockets' options itself")),
                 _ => self.note(d, Kind::NoEquivalent, true, format!("`{param}` is not a listen parameter (nginx -t refuses it; a missing `;`?)")),

@@ -328,8 +328,10 @@ impl Translator<'_> {
                         self.note(d, Kind::Differs, false, "the edge sends Strict-Transport-Security on every HTTPS response, not only on 2xx and 3xx");
                     }
                     scope.hsts = Some((value, at));
+                } else if first.eq_ignore_ascii_case("alt-svc") {
+                    self.note(d, Kind::ByDefault, false, "the edge advertises HTTP/3 itself (Alt-Svc: h3=\":PORT\"; ma=86400) on HTTPS answers while its QUIC listener is up");
                 } else {
-                    self.note(d, Kind::NoEquivalent, true, "the edge adds no response headers of its own choosing (only Strict-Transport-Security, [tls] hsts)");
+                    self.note(d, Kind::NoEquivalent, true, "the edge adds no response headers of its own choosing (only Strict-Transport-Security, [tls] hsts, and Alt-Svc for HTTP/3)");
                 }
             }
             _ => return self.tls_scoped(d, scope),
@@ -347,6 +349,11 @@ impl Translator<'_> {
             "ssl_protocols" => scope.protocols = Some((d.args.clone(), at)),
             "ssl_ciphers" => scope.ciphers = Some((first.to_string(), at)),
             "ssl_stapling" => scope.stapling = first == "on",
+            "ssl_early_data" => {
+                if first == "on" {
+                    self.early_data.get_or_insert(at);
+                }
+            }
             "ssl_reject_handshake" => {
                 scope.reject_handshake = first == "on";
                 self.note(d, Kind::Differs, false, "the edge has no handshake refusal: a client naming an unknown host gets the first certificate (the default)");
