@@ -146,6 +146,16 @@ impl AdminApp {
                 "details": e.details,
             })).collect::<Vec<_>>(),
         });
+        let edge = &snapshot.config.edge;
+        let open = crate::observe::connections::open_now();
+        body["http3"] = json!({
+            "enabled": edge.http3,
+            "early_data": edge.http3_early_data,
+            "udp_port": crate::quic::serving_port(),
+            "connections": open.iter().find(|(l, _)| l.as_str() == "quic").map_or(0, |(_, n)| *n),
+            "handshakes_in_progress": crate::quic::handshakes_in_progress(),
+            "retries": crate::quic::RETRIES.load(Ordering::Relaxed),
+        });
         body["time"] = Value::from(rfc3339_now());
         body["uptime_seconds"] = Value::from(self.started.elapsed().as_secs());
         body

@@ -39,7 +39,7 @@ use pingora::protocols::tls::SslDigest;
 use pingora::server::ListenFds;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,17 @@ static HANDSHAKING: AtomicUsize = AtomicUsize::new(0);
 
 /// Connection attempts sent a Retry, for metrics and tests.
 pub static RETRIES: AtomicUsize = AtomicUsize::new(0);
+
+/// The UDP port of the first QUIC listener serving now (0: none).
+static SERVING: AtomicU16 = AtomicU16::new(0);
+
+/// The UDP port HTTP/3 is served on now, if it is.
+pub fn serving_port() -> Option<u16> {
+    match SERVING.load(Ordering::Relaxed) {
+        0 => None,
+        port => Some(port),
+    }
+}
 
 /// QUIC handshakes under way now.
 pub fn handshakes_in_progress() -> usize {
@@ -228,6 +239,7 @@ pub async fn serve(
     };
     let port = endpoint.local_addr().map(|a| a.port()).unwrap_or(0);
     advertise(port);
+    let _ = SERVING.compare_exchange(0, port, Ordering::Relaxed, Ordering::Relaxed);
     let mut draining = gate.draining.clone();
     loop {
         let incoming = tokio::select! {
@@ -246,6 +258,7 @@ pub async fn serve(
     // Draining: no new connection (quinn refuses them), no more advertising; the connections
     // finish their streams after their GOAWAY.
     crate::ctx::advertise_http3(None);
+    SERVING.store(0, Ordering::Relaxed);
     endpoint.set_server_config(None);
     endpoint.wait_idle().await;
 }

@@ -213,6 +213,10 @@ async fn get_and_post_with_bodies_over_http3_on_the_https_port() {
     );
     let opened = metric(&edge, "edge_client_connections", &["quic"]).await;
     assert_eq!(opened, 1.0, "the QUIC connection is counted open");
+    let status = admin_json(&edge, "/status").await;
+    assert_eq!(status["http3"]["enabled"], true, "{status}");
+    assert_eq!(status["http3"]["udp_port"], https.port());
+    assert_eq!(status["http3"]["connections"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -44,6 +44,10 @@ pub struct Explanation {
     pub compression: Compression,
     /// Whether this came from a running edge (zone standing, in-flight counts, health).
     pub live: bool,
+    /// What the client may speak to reach the edge for this request: HTTP/1.1, HTTP/2 and,
+    /// on https with `http3`, HTTP/3 (and what early data gets).
+    #[serde(default)]
+    pub client_protocols: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -212,6 +216,7 @@ pub async fn explain(
         upstream_headers: Vec::new(),
         compression: compression::compression(snapshot, &req),
         live,
+        client_protocols: client_protocols(snapshot, tls, &question.method),
     };
     if let Err((status, why)) = checked {
         e.refuse(status, format!("the request head is refused: {why}"));
@@ -266,6 +271,35 @@ pub async fn explain(
 
 /// The request head the upstream would receive (`forward::upstream_request` itself), with
 /// the Connection and Upgrade a websocket route relays.
+/// How a client may bring this request: the protocols of its listener, and over HTTP/3 what
+/// 0-RTT early data gets.
+fn client_protocols(snapshot: &Snapshot, tls: bool, method: &str) -> String {
+    let edge = &snapshot.config.edge;
+    if !tls {
+        return match edge.http2_cleartext {
+            true => "HTTP/1.1, or HTTP/2 with prior knowledge (http2_cleartext)".into(),
+            false => "HTTP/1.1".into(),
+        };
+    }
+    if !edge.http3 {
+        return "HTTP/1.1 or HTTP/2 (by ALPN); no HTTP/3 (http3 = false)".into();
+    }
+    let ports: Vec<String> = edge
+        .https_listen
+        .iter()
+        .map(|a| a.port().to_string())
+        .collect();
+    let early = match (edge.http3_early_data, matches!(method, "GET" | "HEAD" | "OPTIONS")) {
+        (false, _) => "no 0-RTT (http3_early_data = false)",
+        (true, true) => "in 0-RTT early data it is served, with Early-Data: 1 upstream",
+        (true, false) => "in 0-RTT early data it is answered 425 Too Early (the client sends it again after its handshake)",
+    };
+    format!(
+        "HTTP/1.1 or HTTP/2 (by ALPN), or HTTP/3 on UDP port {} (advertised by Alt-Svc); {early}",
+        ports.join(", ")
+    )
+}
+
 fn upstream_headers(
     snapshot: &Arc<Snapshot>,
     req: &RequestHeader,

@@ -30,6 +30,9 @@ pub fn render(e: &Explanation) -> String {
     if !e.live {
         out.push_str("   (from the config file: no live zone state, in-flight counts or health)\n");
     }
+    if !e.client_protocols.is_empty() {
+        let _ = writeln!(out, "   over: {}", e.client_protocols);
+    }
     match &e.route {
         Some(route) => {
             let _ = writeln!(

@@ -278,3 +278,54 @@ async fn how_the_servers_are_reached_is_said() {
     );
     assert!(render::render(&admin).contains("reached: HTTP/2 over TLS"));
 }
+
+#[tokio::test]
+async fn what_a_client_may_speak_is_said_with_http3_and_early_data() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    crate::tls::generate_self_signed(&["edge.test"], &cert, &key).expect("certificate");
+    let with_tls = |edge: &str| {
+        CONFIG.replace(
+            "admin_listen = \"127.0.0.1:2\"\n",
+            &format!(
+                "admin_listen = \"127.0.0.1:2\"\nhttps_listen = [\"127.0.0.1:8443\"]\n{edge}\n\
+                 [tls]\ncertificates = [ {{ cert = \"{}\", key = \"{}\" }} ]\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+    };
+    let s = snapshot(&with_tls("http3_early_data = true"));
+    let get = explain(&s, &Question::new("GET", "https://edge.test/x"), false)
+        .await
+        .expect("explains");
+    assert!(
+        get.client_protocols.contains("HTTP/3 on UDP port 8443"),
+        "{}",
+        get.client_protocols
+    );
+    assert!(get.client_protocols.contains("early data it is served"));
+    let post = explain(&s, &Question::new("POST", "https://edge.test/x"), false)
+        .await
+        .expect("explains");
+    assert!(
+        post.client_protocols.contains("425"),
+        "{}",
+        post.client_protocols
+    );
+    assert!(render::render(&post).contains("over: HTTP/1.1 or HTTP/2"));
+
+    let off = snapshot(&with_tls("http3 = false"));
+    let get = explain(&off, &Question::new("GET", "https://edge.test/x"), false)
+        .await
+        .expect("explains");
+    assert!(
+        get.client_protocols.contains("no HTTP/3"),
+        "{}",
+        get.client_protocols
+    );
+    let plain = explain(&off, &Question::new("GET", "http://edge.test/x"), false)
+        .await
+        .expect("explains");
+    assert_eq!(plain.client_protocols, "HTTP/1.1");
+}
