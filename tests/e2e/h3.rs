@@ -193,6 +193,10 @@ async fn get_and_post_with_bodies_over_http3_on_the_https_port() {
     assert_eq!(json(&body)["path"], "/hello");
     assert!(head.contains_key("x-request-id"));
     assert!(head.contains_key("date"));
+    assert!(
+        head.contains_key("strict-transport-security"),
+        "HSTS as on HTTPS"
+    );
 
     let upload = Bytes::from(vec![b'x'; 300_000]);
     let (status, _, body) = h3
@@ -236,6 +240,7 @@ async fn the_access_log_says_http3() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_phase_works_over_http3_as_over_http2() {
     let backend = echo().await;
+    let content = crate::support::backend("content").await;
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr")
@@ -250,6 +255,8 @@ async fn every_phase_works_over_http3_as_over_http2() {
         .route("/private/", "app")
         .with("allow", vec!["10.0.0.0/8"])
         .route("/flaky/", "flaky")
+        .upstream("content", [content.addr])
+        .route("/api/", "content")
         .route("/", "app")
         .certificate(&a);
     let (edge, https) = https_edge("", config);
@@ -309,6 +316,23 @@ async fn every_phase_works_over_http3_as_over_http2() {
     }
     let (status, _, _) = h3.get("https://a.example/after").await;
     assert_eq!(status, 200, "the connection still serves");
+
+    // Compression, as the client asks.
+    let (status, head, body) = request(
+        &mut h3.sender(),
+        "GET",
+        "https://a.example/api/content/x?bytes=32768",
+        &[("accept-encoding", "gzip")],
+        None,
+    )
+    .await
+    .expect("a compressed answer");
+    assert_eq!(status, 200);
+    assert_eq!(head["content-encoding"], "gzip");
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+        .expect("gzip");
+    assert!(plain.len() >= 32768, "{} bytes", plain.len());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -409,15 +433,16 @@ async fn a_certificate_swapped_on_disk_is_what_the_next_quic_handshake_gets() {
     );
 }
 
-/// A UDP relay in front of `target` for one client: every datagram the client sends in the
-/// first `hold_after` goes through at once, later ones only after `hold`. The client's first
-/// flight (its Initial and 0-RTT packets) reaches the edge while the rest of its handshake
-/// waits: what arrived in early data is served before the handshake is complete, as it is
-/// on a long path.
-async fn delaying_relay(target: SocketAddr, hold_after: Duration, hold: Duration) -> SocketAddr {
-    let front = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+/// A UDP relay in front of `target` for one client that holds back what the edge sends
+/// during the first `hold`: the client cannot complete its handshake before then, so what it
+/// sends meanwhile goes in 0-RTT packets, and the edge reads it before the handshake is
+/// complete, as it does on a long path.
+async fn delaying_relay(target: SocketAddr, hold: Duration) -> SocketAddr {
+    let front = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
     let back = Arc::new(
         tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
@@ -425,36 +450,37 @@ async fn delaying_relay(target: SocketAddr, hold_after: Duration, hold: Duration
     );
     back.connect(target).await.expect("connect");
     let addr = front.local_addr().expect("addr");
-    let front = Arc::new(front);
     let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    let release = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
     {
-        let (front, back, client) = (front.clone(), back.clone(), client.clone());
+        let (front, back, client, release) =
+            (front.clone(), back.clone(), client.clone(), release.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
-            let mut first: Option<std::time::Instant> = None;
             while let Ok((n, from)) = front.recv_from(&mut buf).await {
                 *client.lock().expect("client") = Some(from);
-                let started = *first.get_or_insert_with(std::time::Instant::now);
-                let datagram = buf[..n].to_vec();
-                let back = back.clone();
-                if started.elapsed() <= hold_after {
-                    let _ = back.send(&datagram).await;
-                } else {
-                    tokio::spawn(async move {
-                        tokio::time::sleep(hold).await;
-                        let _ = back.send(&datagram).await;
-                    });
-                }
+                release
+                    .lock()
+                    .expect("release")
+                    .get_or_insert_with(|| tokio::time::Instant::now() + hold);
+                let _ = back.send(&buf[..n]).await;
             }
         });
     }
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         while let Ok(n) = back.recv(&mut buf).await {
-            let to = *client.lock().expect("client");
-            if let Some(to) = to {
-                let _ = front.send_to(&buf[..n], to).await;
-            }
+            let (Some(to), Some(at)) = (
+                *client.lock().expect("client"),
+                *release.lock().expect("release"),
+            ) else {
+                continue;
+            };
+            let (front, datagram) = (front.clone(), buf[..n].to_vec());
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let _ = front.send_to(&datagram, to).await;
+            });
         }
     });
     addr
@@ -468,7 +494,7 @@ async fn in_early_data(
     method: &str,
     path: &str,
 ) -> (http::StatusCode, Bytes) {
-    let relay = delaying_relay(https, Duration::from_millis(20), Duration::from_millis(500)).await;
+    let relay = delaying_relay(https, Duration::from_millis(300)).await;
     let connecting = endpoint.connect(relay, "a.example").expect("connect");
     let (quic, _accepted) = match connecting.into_0rtt() {
         Ok(early) => early,
@@ -975,4 +1001,76 @@ async fn an_independent_client_ngtcp2_downloads_uploads_and_migrates() {
     assert!(text.contains("Local address is now"), "{text}");
     assert!(text.contains("succeeded"), "path validation: {text}");
     assert!(text.contains("[:status: 200]"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quic_connections_count_against_the_per_client_cap_and_the_clocks_close_idle_ones() {
+    let backend = echo().await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (edge, https) = https_edge(
+        table! {
+            max_connections_per_client = 2,
+            client_header_timeout = "1s",
+            keepalive_timeout = "2s",
+        },
+        one_route(backend).certificate(&a),
+    );
+    let silent = H3::connect(https, "a.example").await;
+    let mut busy = H3::connect(https, "a.example").await;
+    let asked = std::time::Instant::now();
+    assert_eq!(busy.get("https://a.example/one").await.0, 200);
+    // A third connection from the same address is refused.
+    let third = h3_endpoint(false)
+        .connect(https, "a.example")
+        .expect("connect")
+        .await;
+    assert!(third.is_err(), "over max_connections_per_client");
+    assert!(metric(&edge, "edge_client_connections_refused_total", &[]).await >= 1.0);
+
+    // No request within client_header_timeout: closed.
+    tokio::time::timeout(Duration::from_secs(4), silent.quic.closed())
+        .await
+        .expect("a connection that asks nothing is closed");
+    assert!(metric(&edge, "edge_client_header_timeouts_total", &[]).await >= 1.0);
+    // No stream in flight for keepalive_timeout: closed, not before.
+    tokio::time::timeout(Duration::from_secs(6), busy.quic.closed())
+        .await
+        .expect("an idle connection is closed");
+    let idle = asked.elapsed();
+    assert!(idle >= Duration::from_millis(1900), "closed after {idle:?}");
+    // The slots are free again.
+    let mut again = H3::connect(https, "a.example").await;
+    assert_eq!(again.get("https://a.example/again").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http3_request_body_that_stops_is_408_before_it_goes_upstream() {
+    let app = crate::support::backend("app").await;
+    let a = Certificate::self_signed(&["a.example"]);
+    let (edge, https) = https_edge(
+        table! { client_body_timeout = "1s" },
+        one_route(app.addr).certificate(&a),
+    );
+    let h3 = H3::connect(https, "a.example").await;
+    let request = http::Request::post("https://a.example/api/content/upload")
+        .header("content-length", "1000")
+        .body(())
+        .expect("request");
+    let mut stream = h3.sender().send_request(request).await.expect("send");
+    stream
+        .send_data(Bytes::from_static(b"ten bytes!"))
+        .await
+        .expect("data");
+    // ... and nothing more.
+    let response = tokio::time::timeout(Duration::from_secs(4), stream.recv_response())
+        .await
+        .expect("answered within client_body_timeout")
+        .expect("a response");
+    assert_eq!(response.status(), 408);
+    assert_eq!(app.requests(), 0, "nothing went upstream");
+    let body = ["phase=\"body\""];
+    assert_eq!(
+        metric_reaching(&edge, "edge_client_timeouts_total", &body, 1.0).await,
+        1.0
+    );
 }
