@@ -3,5 +3,5 @@
 # in tests/ (real edge processes and real backends on ephemeral loopback ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh redis-server openssl prometheus chromium nghttp2-client nginx python3-grpcio iproute2 ngtcp2-client
+scripts/bootstrap.sh redis-server openssl prometheus chromium nghttp2-client nginx python3-grpcio iproute2 ngtcp2-client pebble
 cargo test --workspace --all-targets "$@"

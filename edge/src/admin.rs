@@ -39,6 +39,8 @@ pub struct AdminApp {
     pub started: Instant,
     pub reloader: Arc<Reloader>,
     pub exposition: crate::scrape::Exposition,
+    /// What the TLS listeners serve (for `/status`'s `acme`); none without `[tls]`.
+    pub certificates: Option<Arc<crate::tls::Certificates>>,
 }
 
 #[async_trait]
@@ -75,7 +77,10 @@ impl ServeHttp for AdminApp {
             ("/explain", _) => {
                 let query = session.req_header().uri.query().unwrap_or("");
                 let answer = match crate::explain::Question::from_query(query) {
-                    Ok(q) => crate::explain::explain(&snapshot, &q, true).await,
+                    Ok(q) => {
+                        crate::explain::explain(&snapshot, &q, true, self.certificates.as_deref())
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 match answer {
@@ -156,6 +161,10 @@ impl AdminApp {
             "handshakes_in_progress": crate::quic::handshakes_in_progress(),
             "retries": crate::quic::RETRIES.load(Ordering::Relaxed),
         });
+        let acme = snapshot.config.tls.as_ref().and_then(|t| t.acme.as_ref());
+        if let (Some(acme), Some(certificates)) = (acme, &self.certificates) {
+            body["acme"] = acme_status(acme, certificates);
+        }
         body["time"] = Value::from(rfc3339_now());
         body["uptime_seconds"] = Value::from(self.started.elapsed().as_secs());
         body
@@ -187,6 +196,16 @@ impl AdminApp {
                 unprobed.push(name.clone());
             }
         }
+        // A certificate ACME keeps that is missing or within a week of its end.
+        let acme = crate::acme::STATS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acme_names: Vec<&String> = acme.names.keys().collect();
+        acme_names.sort();
+        for name in acme_names {
+            let word = certificate_health(acme.names[name].expires, unix_now());
+            degraded |= word != "healthy";
+            checks.insert(format!("certificate:{name}"), Value::from(word));
+        }
+        drop(acme);
         let in_flight: u32 = snapshot
             .upstreams
             .values()
@@ -208,6 +227,68 @@ impl AdminApp {
         });
         (200, body)
     }
+}
+
+/// A certificate within this of its end makes `/health` degraded.
+const EXPIRY_WARNING: u64 = 7 * 86400;
+
+/// `/health`'s word for an ACME certificate expiring at `expires` (Unix seconds, 0: none).
+fn certificate_health(expires: u64, now: u64) -> &'static str {
+    if expires <= now {
+        "missing"
+    } else if expires - now <= EXPIRY_WARNING {
+        "expiring"
+    } else {
+        "healthy"
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `/status`'s `acme`: the settings, each name's certificate (which one is served and from
+/// where), and this replica's orders and failures.
+fn acme_status(
+    acme: &crate::config::AcmeSettings,
+    certificates: &crate::tls::Certificates,
+) -> Value {
+    let stats = crate::acme::STATS.lock().unwrap_or_else(|p| p.into_inner());
+    let names: serde_json::Map<String, Value> = acme
+        .domains
+        .iter()
+        .map(|name| {
+            let state = stats.names.get(name).cloned().unwrap_or_default();
+            let served = certificates.served_for(name).map(|(from, _)| from);
+            let at = |t: u64| {
+                if t == 0 {
+                    Value::Null
+                } else {
+                    Value::from(rfc3339(t))
+                }
+            };
+            (
+                name.clone(),
+                json!({
+                    "served_from": served,
+                    "expires": at(state.expires),
+                    "next_renewal": at(state.next_renewal),
+                    "health": certificate_health(state.expires, unix_now()),
+                    "last_error": state.last_error,
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "directory": acme.directory,
+        "challenge": acme.challenge.name(),
+        "store": acme.store.name(),
+        "names": names,
+        "orders": stats.orders,
+        "failures": stats.failures,
+    })
 }
 
 /// Every upstream and server with its state.

@@ -27,12 +27,13 @@
 //!   respond, websocket, downstream     and the client sessions it runs on
 //! snapshot                           the compiled config, one ArcSwap
 //! route, upstream, ratelimit, tls,   runtime parts
-//!   ocsp, discovery, compress
+//!   ocsp, discovery, compress, acme
 //! config, observe                    file ▸ validate ▸ model; counters, access log
 //! units, clock, client, signals,     leaf helpers
 //!   der, tcp, chunked, grpc, window
 //! ```
 
+pub mod acme;
 pub mod admin;
 pub mod chunked;
 pub mod client;

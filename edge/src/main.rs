@@ -230,7 +230,15 @@ fn explain(
                         .build()
                     {
                         Ok(runtime) => {
-                            runtime.block_on(edge::explain::explain(&snapshot, &question, false))
+                            let certificates = snapshot.config.tls.as_ref().and_then(|tls| {
+                                edge::tls::Certificates::load(&tls.certificates).ok()
+                            });
+                            runtime.block_on(edge::explain::explain(
+                                &snapshot,
+                                &question,
+                                false,
+                                certificates.as_deref(),
+                            ))
                         }
                         Err(e) => Err(e.to_string()),
                     }

@@ -130,6 +130,17 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
         }
     };
 
+    // An ACME CA validating a name by HTTP-01: answered before routing and the redirect.
+    if !ctx.tls {
+        let answer = path
+            .strip_prefix("/.well-known/acme-challenge/")
+            .and_then(crate::acme::http01_answer);
+        if let Some(answer) = answer {
+            respond::acme_http01(session, answer, &ctx.request_id).await?;
+            return Ok(Verdict::Answered);
+        }
+    }
+
     // Plain HTTP goes to https, except the health check and cleartext HTTP/2 (which a
     // client speaks only when the config opens it: `http2_cleartext`, gRPC inside a
     // cluster, whose clients follow no redirect).

@@ -209,6 +209,21 @@ async fn json_response(
     Ok(())
 }
 
+/// 200 with the key authorization an ACME CA asked for (HTTP-01), as plain text.
+pub async fn acme_http01(
+    session: &mut impl Downstream,
+    answer: String,
+    request_id: &str,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(200, Some(4))?;
+    header.insert_header("content-type", "text/plain")?;
+    header.insert_header("content-length", answer.len().to_string())?;
+    header.insert_header("x-request-id", request_id)?;
+    session.compression_off();
+    session.write_head(Box::new(header), false).await?;
+    session.write_body(Some(Bytes::from(answer)), true).await
+}
+
 /// 308 to `location`, the same URL on https.
 pub async fn redirect_to_https(
     session: &mut impl Downstream,

@@ -74,6 +74,10 @@ struct Families {
     ocsp_next_update: IntGaugeVec,
     ocsp_failures: IntCounterVec,
     ocsp_revoked: IntCounterVec,
+    acme_expiry: IntGaugeVec,
+    acme_next_renewal: IntGaugeVec,
+    acme_orders: IntCounterVec,
+    acme_failures: IntCounterVec,
 }
 
 impl Families {
@@ -195,11 +199,33 @@ impl Families {
                 "OCSP answers that said the certificate is revoked",
                 certificate,
             ),
+            acme_expiry: gauge(
+                "edge_acme_certificate_expiry_timestamp_seconds",
+                "When the certificate ACME obtained for a name expires (Unix seconds; 0: none yet)",
+                &["name"],
+            ),
+            acme_next_renewal: gauge(
+                "edge_acme_next_renewal_timestamp_seconds",
+                "When a name's certificate is next renewed, or ordered again after a failure (Unix seconds)",
+                &["name"],
+            ),
+            acme_orders: counter(
+                "edge_acme_orders_total",
+                "ACME orders placed by this replica, by result (valid, failed)",
+                &["result"],
+            ),
+            acme_failures: counter(
+                "edge_acme_failures_total",
+                "ACME attempts that failed, by step: account, order, challenge, finalize, store",
+                &["reason"],
+            ),
         }
     }
 
-    fn gauges(&self) -> [&IntGaugeVec; 12] {
+    fn gauges(&self) -> [&IntGaugeVec; 14] {
         [
+            &self.acme_expiry,
+            &self.acme_next_renewal,
             &self.quic_handshakes,
             &self.server_in_flight,
             &self.server_up,
@@ -215,8 +241,10 @@ impl Families {
         ]
     }
 
-    fn counters(&self) -> [&IntCounterVec; 11] {
+    fn counters(&self) -> [&IntCounterVec; 13] {
         [
+            &self.acme_orders,
+            &self.acme_failures,
             &self.quic_retries,
             &self.server_failures,
             &self.zone_decisions,
@@ -335,6 +363,32 @@ impl State {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         self.ocsp();
+        self.acme();
+    }
+
+    /// `edge_acme_*`: each name's certificate and the orders of this replica; none without
+    /// `[tls.acme]`.
+    fn acme(&self) {
+        let f = &self.f;
+        let stats = crate::acme::STATS.lock().unwrap_or_else(|p| p.into_inner());
+        if stats.names.is_empty() && stats.failures.is_empty() {
+            return;
+        }
+        for (name, s) in &stats.names {
+            let l = [name.as_str()];
+            f.acme_expiry.with_label_values(&l).set(s.expires as i64);
+            f.acme_next_renewal
+                .with_label_values(&l)
+                .set(s.next_renewal as i64);
+        }
+        for result in ["valid", "failed"] {
+            let n = stats.orders.get(result).copied().unwrap_or(0);
+            f.acme_orders.with_label_values(&[result]).inc_by(n);
+        }
+        for reason in crate::acme::FAILURE_REASONS {
+            let n = stats.failures.get(reason).copied().unwrap_or(0);
+            f.acme_failures.with_label_values(&[reason]).inc_by(n);
+        }
     }
 
     /// `edge_ocsp_*`: each certificate's stapling (ocsp.rs); none without OCSP.

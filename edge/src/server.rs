@@ -11,8 +11,7 @@ use crate::scrape::Exposition;
 use crate::snapshot::Snapshot;
 use crate::tls::{Certificates, SniResolver};
 use arc_swap::ArcSwap;
-use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::TlsAccept;
+use pingora::listeners::tls::Acceptor;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -119,6 +118,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             quic: None,
         })
         .collect();
+    let mut served_certificates = None;
     if let Some(tls) = &snapshot.load().config.tls {
         // Installed before the acceptor is built, which then uses this provider.
         let provider = crate::tls::crypto_provider(tls)?;
@@ -126,13 +126,14 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             tracing::warn!("a TLS crypto provider was already installed; keeping it");
         }
         let certificates = Certificates::load(&tls.certificates)?;
+        served_certificates = Some(certificates.clone());
         certificates.watch()?;
         certificates.staple(tls.ocsp_refresh)?;
-        let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
-            .map_err(|e| anyhow::anyhow!("TLS listener: {e}"))?;
-        settings.set_cert_resolver(Arc::new(SniResolver(certificates.clone())));
-        settings.enable_h2();
-        let acceptor = Arc::new(settings.build());
+        let acceptor = Arc::new(Acceptor::from_server_config(Arc::new(tls_config(
+            tls,
+            provider_for_listeners(tls)?,
+            certificates.clone(),
+        )?)));
         // HTTP/3 beside every https listener, on the same certificates.
         let quic = match edge.http3 {
             true => Some(crate::quic::server_config(certificates.clone(), &edge)?),
@@ -143,6 +144,17 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             tls: Some(acceptor.clone()),
             quic: quic.clone(),
         }));
+    }
+    // Certificates by ACME, into the same resolver.
+    let mut acme = None;
+    if let (Some(tls), Some(certificates)) = (&snapshot.load().config.tls, &served_certificates) {
+        if let Some(settings) = &tls.acme {
+            acme = Some(crate::acme::AcmeService(crate::acme::Acme::new(
+                settings.clone(),
+                snapshot.load().config.redis.clone(),
+                certificates.clone(),
+            )));
+        }
     }
     let bound = Bound::new(&options.runtime_dir);
     server.add_service(ClientListeners {
@@ -160,10 +172,14 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             snapshot: snapshot.clone(),
             started: Instant::now(),
             reloader,
+            certificates: served_certificates,
         }),
         bound,
     });
     server.add_service(background_service("health", HealthService { snapshot }));
+    if let Some(acme) = acme {
+        server.add_service(background_service("acme", acme));
+    }
 
     tracing::info!(
         config = %options.source,
@@ -209,9 +225,42 @@ fn draining(server: &Server) -> pingora::server::ShutdownWatch {
     watch
 }
 
-/// No post-handshake hooks; Pingora's `with_callbacks` is the constructor that takes a
-/// certificate resolver instead of files.
-struct NoCallbacks;
+/// The crypto provider of the TLS listeners: the ring suites `[tls]` allows.
+fn provider_for_listeners(
+    tls: &crate::config::TlsSettings,
+) -> anyhow::Result<Arc<rustls::crypto::CryptoProvider>> {
+    Ok(Arc::new(crate::tls::crypto_provider(tls)?))
+}
 
-#[async_trait::async_trait]
-impl TlsAccept for NoCallbacks {}
+/// The TLS listeners' rustls config: `[tls] protocols`, certificates by SNI (files, then
+/// ACME's), ALPN `h2` then `http/1.1`, and `acme-tls/1` when ACME validates by TLS-ALPN-01.
+fn tls_config(
+    tls: &crate::config::TlsSettings,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    certificates: Arc<Certificates>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    use crate::config::{AcmeChallenge, TlsVersion};
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = tls
+        .protocols
+        .iter()
+        .map(|v| match v {
+            TlsVersion::Tls12 => &rustls::version::TLS12,
+            TlsVersion::Tls13 => &rustls::version::TLS13,
+        })
+        .collect();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver(certificates)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if tls
+        .acme
+        .as_ref()
+        .is_some_and(|a| a.challenge == AcmeChallenge::TlsAlpn01)
+    {
+        config
+            .alpn_protocols
+            .push(crate::tls::ACME_TLS_ALPN.to_vec());
+    }
+    Ok(config)
+}

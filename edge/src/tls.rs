@@ -93,6 +93,10 @@ struct Loaded {
 pub struct Certificates {
     paths: Vec<CertificatePaths>,
     current: ArcSwap<Vec<Loaded>>,
+    /// Certificates obtained by ACME, by name; the files win for their names.
+    acme: ArcSwap<std::collections::HashMap<String, Arc<CertifiedKey>>>,
+    /// TLS-ALPN-01 answers (RFC 8737), by name, while an order waits for validation.
+    alpn_challenges: ArcSwap<std::collections::HashMap<String, Arc<CertifiedKey>>>,
     /// Per certificate: the leaf a stapled OCSP response is for, and the response.
     staples: Mutex<Vec<Option<Staple>>>,
 }
@@ -112,8 +116,69 @@ impl Certificates {
         Ok(Arc::new(Certificates {
             paths: paths.to_vec(),
             current: ArcSwap::from_pointee(loaded),
+            acme: ArcSwap::default(),
+            alpn_challenges: ArcSwap::default(),
             staples: Mutex::new(vec![None; paths.len()]),
         }))
+    }
+
+    /// Serves `key` (obtained by ACME) for `name` from the next handshake on.
+    pub fn set_acme(&self, name: &str, key: Arc<CertifiedKey>) {
+        self.acme.rcu(|all| {
+            let mut all = std::collections::HashMap::clone(all);
+            all.insert(name.to_ascii_lowercase(), key.clone());
+            all
+        });
+    }
+
+    /// The certificate a handshake for `name` gets, and where it comes from: "file" (a
+    /// configured file names it, exactly or by wildcard), "acme", or "default" (the first
+    /// file, else any ACME certificate: no certificate names it).
+    pub fn served_for(&self, name: &str) -> Option<(&'static str, Arc<CertifiedKey>)> {
+        self.choose(Some(name))
+    }
+
+    /// The certificate ACME obtained for `name`, served or not.
+    pub fn acme_for(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.acme.load().get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// Where a name's certificate comes from, worded for `edge explain`.
+    pub fn describe(&self, name: &str) -> String {
+        let names = |key: &Arc<CertifiedKey>| {
+            key.cert
+                .first()
+                .and_then(|c| names_of(c.as_ref()).ok())
+                .unwrap_or_default()
+                .join(", ")
+        };
+        let file_of = |key: &Arc<CertifiedKey>| {
+            let all = self.current.load();
+            all.iter()
+                .position(|l| Arc::ptr_eq(&l.key, key) || l.key.cert == key.cert)
+                .and_then(|i| self.paths.get(i))
+                .map_or_else(String::new, |p| p.cert.display().to_string())
+        };
+        match self.choose(Some(name)) {
+            Some(("file", key)) => format!("{} (for {})", file_of(&key), names(&key)),
+            Some(("acme", _)) => "obtained by ACME".into(),
+            Some((_, key)) if key.cert.first().is_some() && !file_of(&key).is_empty() => format!(
+                "none names {name}: the default, {} (for {})",
+                file_of(&key),
+                names(&key)
+            ),
+            Some(_) => format!("none names {name}: the default, one obtained by ACME"),
+            None => "none: no certificate is loaded".into(),
+        }
+    }
+
+    /// Sets the TLS-ALPN-01 answers: a challenge certificate per name (none: no challenge
+    /// pending).
+    pub fn set_alpn_challenges(
+        &self,
+        answers: std::collections::HashMap<String, Arc<CertifiedKey>>,
+    ) {
+        self.alpn_challenges.store(Arc::new(answers));
     }
 
     /// The names served by each certificate, in order (the first is the default).
@@ -224,7 +289,13 @@ impl Certificates {
     }
 
     fn pick(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        self.choose(server_name).map(|(_, key)| key)
+    }
+
+    /// Files first (exact name, then wildcard), then ACME's, then the default.
+    fn choose(&self, server_name: Option<&str>) -> Option<(&'static str, Arc<CertifiedKey>)> {
         let all = self.current.load();
+        let acme = self.acme.load();
         if let Some(name) = server_name.map(|n| n.to_ascii_lowercase()) {
             let exact = all.iter().find(|l| l.names.contains(&name));
             let wildcard = || {
@@ -238,10 +309,16 @@ impl Certificates {
                 })
             };
             if let Some(found) = exact.or_else(wildcard) {
-                return Some(found.key.clone());
+                return Some(("file", found.key.clone()));
+            }
+            if let Some(key) = acme.get(&name) {
+                return Some(("acme", key.clone()));
             }
         }
-        all.first().map(|l| l.key.clone())
+        all.first()
+            .map(|l| l.key.clone())
+            .or_else(|| acme.values().next().cloned())
+            .map(|key| ("default", key))
     }
 }
 
@@ -251,9 +328,21 @@ pub struct SniResolver(pub Arc<Certificates>);
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // A CA validating a name by TLS-ALPN-01 offers only `acme-tls/1`: it gets the
+        // challenge certificate, and the connection ends after the handshake.
+        let acme_only = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.all(|p| p == ACME_TLS_ALPN));
+        if acme_only {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self.0.alpn_challenges.load().get(&name).cloned();
+        }
         self.0.pick(hello.server_name())
     }
 }
+
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// The loaded certificates with each one's stapled response, where it is for that leaf.
 fn with_staples(mut loaded: Vec<Loaded>, staples: &[Option<Staple>]) -> Vec<Loaded> {
@@ -397,6 +486,7 @@ mod tests {
             ciphers: vec!["ECDHE-RSA-AES128-GCM-SHA256".into()],
             hsts: None,
             ocsp_refresh: Duration::from_secs(3600),
+            acme: None,
         };
         let provider = crypto_provider(&tls).expect("provider");
         let tls12: Vec<String> = provider

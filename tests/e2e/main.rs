@@ -3,6 +3,7 @@
 mod peers;
 mod support;
 
+mod acme;
 mod balancing;
 mod check;
 mod clients;

@@ -57,9 +57,39 @@ impl TestCa {
         self.issue(file, &[name], rcgen::ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A server certificate for `names` valid from `not_before` to `not_after`.
+    pub fn server_valid(
+        &self,
+        file: &str,
+        names: &[&str],
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> Issued {
+        let usage = rcgen::ExtendedKeyUsagePurpose::ServerAuth;
+        self.issue_valid(file, names, usage, Some((not_before, not_after)))
+    }
+
     fn issue(&self, file: &str, names: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) -> Issued {
+        self.issue_valid(file, names, usage, None)
+    }
+
+    fn issue_valid(
+        &self,
+        file: &str,
+        names: &[&str],
+        usage: rcgen::ExtendedKeyUsagePurpose,
+        validity: Option<(std::time::SystemTime, std::time::SystemTime)>,
+    ) -> Issued {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = rcgen::CertificateParams::new(names.clone()).expect("params");
+        if let Some((from, until)) = validity {
+            let epoch = rcgen::date_time_ymd(1970, 1, 1);
+            let since = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH).expect("after 1970")
+            };
+            params.not_before = epoch + since(from);
+            params.not_after = epoch + since(until);
+        }
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, names[0].as_str());
@@ -79,7 +109,7 @@ impl TestCa {
 }
 
 /// A free port on loopback (bound and let go: the peer binds it next).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -293,4 +323,114 @@ pub fn grpc_call(via: Via<'_>, scenario: &str, method: &str, timeout: f64) -> se
             String::from_utf8_lossy(&output.stderr)
         )
     })
+}
+
+/// Debian's pebble (an ACME test CA, RFC 8555) with `pebble-challtestsrv` as its DNS, which
+/// answers every name with 127.0.0.1: validation is real, on loopback, against the ports
+/// given (`http_port` for HTTP-01, `tls_port` for TLS-ALPN-01). Its own HTTPS is a
+/// certificate of a [`TestCa`], whose root the edge is given as `ca`.
+pub struct Pebble {
+    pebble: Child,
+    dns: Child,
+    /// The directory URL.
+    pub directory: String,
+    /// The root pebble's HTTPS listener is issued by.
+    pub ca: TestCa,
+    /// pebble-challtestsrv's management API (what its DNS answers).
+    dns_management: SocketAddr,
+}
+
+impl Pebble {
+    pub fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::start_with_env(http_port, tls_port, &[])
+    }
+
+    /// With extra environment variables for pebble (its knobs: `PEBBLE_*`).
+    pub fn start_with_env(http_port: u16, tls_port: u16, env: &[(&str, &str)]) -> Pebble {
+        let ca = TestCa::new("pebble front CA");
+        let front = ca.server("pebble", &["127.0.0.1", "localhost"]);
+        let (listen, management, dns) = (free_port(), free_port(), free_port());
+        let dns_management: SocketAddr =
+            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{listen}"),
+                "managementListenAddress": format!("127.0.0.1:{management}"),
+                "certificate": front.cert,
+                "privateKey": front.key,
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+            }
+        });
+        let config_file = ca.dir.path().join("pebble.json");
+        std::fs::write(&config_file, config.to_string()).expect("write pebble config");
+        let mut dns_child = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &dns_management.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pebble-challtestsrv (apt install pebble)");
+        let log = std::fs::File::create(ca.dir.path().join("pebble.log")).expect("log");
+        let mut pebble = Command::new("pebble")
+            .arg("-config")
+            .arg(&config_file)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            // Every order is validated (no authorization reused from an earlier one).
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("pebble (apt install pebble)");
+        let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().expect("addr");
+        wait_for_listener(addr, &mut pebble, "pebble");
+        wait_for_listener(dns_management, &mut dns_child, "pebble-challtestsrv");
+        Pebble {
+            pebble,
+            dns: dns_child,
+            directory: format!("https://127.0.0.1:{listen}/dir"),
+            ca,
+            dns_management,
+        }
+    }
+
+    /// What pebble logged (each order, each validation).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.ca.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+
+    /// Orders pebble was asked for so far (its log's lines for new orders).
+    pub fn orders(&self) -> usize {
+        self.log().matches("POST /order-plz").count()
+    }
+
+    /// Makes the CA's DNS answer `host` with `ip` (instead of 127.0.0.1).
+    pub fn resolve(&self, host: &str, ip: &str) {
+        let body = serde_json::json!({ "host": host, "addresses": [ip] }).to_string();
+        let request = format!(
+            "POST /add-a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = crate::support::raw_request(self.dns_management, request.as_bytes());
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "challtestsrv said {answer}"
+        );
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.pebble.kill();
+        let _ = self.pebble.wait();
+        let _ = self.dns.kill();
+        let _ = self.dns.wait();
+    }
 }

@@ -68,6 +68,27 @@ pub struct TlsFile {
     pub ciphers: Option<Vec<Text>>,
     pub hsts: Option<Text>,
     pub ocsp_refresh: Option<Text>,
+    pub acme: Option<Spanned<AcmeFile>>,
+}
+
+/// `[tls.acme]`: certificates obtained and renewed by the edge (RFC 8555).
+#[derive(Debug, Default, Deserialize)]
+pub struct AcmeFile {
+    pub directory: Option<Text>,
+    pub email: Option<Text>,
+    pub domains: Option<Vec<Text>>,
+    pub challenge: Option<Text>,
+    pub storage: Option<Text>,
+    pub store: Option<Text>,
+    pub ca: Option<Text>,
+    pub eab: Option<Spanned<EabFile>>,
+}
+
+/// `eab = { kid, hmac_key }`: external account binding.
+#[derive(Debug, Default, Deserialize)]
+pub struct EabFile {
+    pub kid: Option<Text>,
+    pub hmac_key: Option<Text>,
 }
 
 /// One `{ cert, key }` pair of PEM files.

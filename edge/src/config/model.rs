@@ -170,6 +170,66 @@ pub struct TlsSettings {
     /// The longest time between two OCSP fetches (responses are also refreshed at half
     /// their validity).
     pub ocsp_refresh: Duration,
+    /// `[tls.acme]`: certificates the edge obtains and renews itself.
+    pub acme: Option<AcmeSettings>,
+}
+
+/// Let's Encrypt's production directory, `[tls.acme] directory`'s default.
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `[tls.acme]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeSettings {
+    pub directory: String,
+    pub email: Option<String>,
+    /// The names a certificate is obtained for, one certificate each.
+    pub domains: Vec<String>,
+    pub challenge: AcmeChallenge,
+    /// Where a local store keeps its files (and a Redis store's key prefix is named from).
+    pub storage: PathBuf,
+    pub store: AcmeStore,
+    /// PEM roots for the directory's HTTPS; `None`: the system's.
+    pub ca: Option<PathBuf>,
+    /// External account binding: the key id and the base64url HMAC key.
+    pub eab: Option<(String, String)>,
+}
+
+/// How the CA checks that the edge answers for a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A certificate for `acme-tls/1` on the TLS listeners (RFC 8737).
+    TlsAlpn01,
+    /// `/.well-known/acme-challenge/` on the plain listeners.
+    Http01,
+}
+
+impl AcmeChallenge {
+    /// The key's value in `upstreams.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        }
+    }
+}
+
+/// Where the account, certificates and pending answers live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeStore {
+    /// Files under `storage` (0600).
+    Local,
+    /// Redis (`[redis]`), shared by every replica.
+    Redis,
+}
+
+impl AcmeStore {
+    /// The key's value in `upstreams.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AcmeStore::Local => "local",
+            AcmeStore::Redis => "redis",
+        }
+    }
 }
 
 /// One certificate chain and its private key, as PEM files.

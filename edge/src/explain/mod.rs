@@ -48,6 +48,10 @@ pub struct Explanation {
     /// on https with `http3`, HTTP/3 (and what early data gets).
     #[serde(default)]
     pub client_protocols: String,
+    /// On https: the certificate the client gets for its host and where it comes from (a
+    /// file, ACME, the default).
+    #[serde(default)]
+    pub certificate: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -160,10 +164,13 @@ pub struct Compression {
 }
 
 /// Explains `question` against `snapshot`; `live` when the snapshot is a running edge's.
+/// `certificates`: what the TLS listeners serve (the running edge's, or loaded from the
+/// config's files).
 pub async fn explain(
     snapshot: &Arc<Snapshot>,
     question: &Question,
     live: bool,
+    certificates: Option<&crate::tls::Certificates>,
 ) -> Result<Explanation, String> {
     let (req, scheme) = request_head(question)?;
     let tls = scheme == "https";
@@ -217,6 +224,10 @@ pub async fn explain(
         compression: compression::compression(snapshot, &req),
         live,
         client_protocols: client_protocols(snapshot, tls, &question.method),
+        certificate: match tls {
+            true => certificate(snapshot, certificates, &normalize_host(&host)),
+            false => String::new(),
+        },
     };
     if let Err((status, why)) = checked {
         e.refuse(status, format!("the request head is refused: {why}"));
@@ -298,6 +309,33 @@ fn client_protocols(snapshot: &Snapshot, tls: bool, method: &str) -> String {
         "HTTP/1.1 or HTTP/2 (by ALPN), or HTTP/3 on UDP port {} (advertised by Alt-Svc); {early}",
         ports.join(", ")
     )
+}
+
+/// The certificate a TLS client asking for `host` gets, and where it comes from.
+fn certificate(
+    snapshot: &Snapshot,
+    certificates: Option<&crate::tls::Certificates>,
+    host: &str,
+) -> String {
+    let Some(certificates) = certificates else {
+        return "none: no [tls] certificate could be loaded".into();
+    };
+    let served = certificates.describe(host);
+    let acme = snapshot.config.tls.as_ref().and_then(|t| t.acme.as_ref());
+    let Some(acme) = acme.filter(|a| a.domains.iter().any(|d| d == host)) else {
+        return served;
+    };
+    let from = format!(
+        "ACME from {} ({}, store {})",
+        acme.directory,
+        acme.challenge.name(),
+        acme.store.name()
+    );
+    match certificates.served_for(host) {
+        Some(("file", _)) => format!("{served}; a file names it, so it wins over {from}"),
+        Some(("acme", _)) => format!("obtained by {from}"),
+        _ => format!("{from}, once ordered; until then {served}"),
+    }
 }
 
 fn upstream_headers(

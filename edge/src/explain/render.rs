@@ -33,6 +33,9 @@ pub fn render(e: &Explanation) -> String {
     if !e.client_protocols.is_empty() {
         let _ = writeln!(out, "   over: {}", e.client_protocols);
     }
+    if !e.certificate.is_empty() {
+        let _ = writeln!(out, "   certificate: {}", e.certificate);
+    }
     match &e.route {
         Some(route) => {
             let _ = writeln!(

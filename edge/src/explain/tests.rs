@@ -43,6 +43,7 @@ async fn the_longest_prefix_wins_and_the_routes_it_beat_are_named() {
         &s,
         &Question::new("GET", "http://edge.test/api/items"),
         false,
+        None,
     )
     .await
     .expect("explains");
@@ -69,6 +70,7 @@ async fn the_longest_prefix_wins_and_the_routes_it_beat_are_named() {
         &s,
         &Question::new("GET", "http://tenant.example/api/x"),
         false,
+        None,
     )
     .await
     .expect("explains");
@@ -95,7 +97,7 @@ async fn an_allow_list_refusal_names_the_client_and_the_list() {
     let s = snapshot(CONFIG);
     let mut q = Question::new("GET", "http://edge.test/admin/x");
     q.peer = "192.168.1.5".parse().expect("ip");
-    let e = explain(&s, &q, false).await.expect("explains");
+    let e = explain(&s, &q, false, None).await.expect("explains");
     assert_eq!(
         (e.verdict.action.as_str(), e.verdict.status),
         ("refuse", Some(403))
@@ -103,7 +105,7 @@ async fn an_allow_list_refusal_names_the_client_and_the_list() {
     let allow = e.allow.as_ref().expect("allow");
     assert!(!allow.admitted && allow.allow == ["10.0.0.0/8"]);
     q.peer = "10.9.9.9".parse().expect("ip");
-    let e = explain(&s, &q, false).await.expect("explains");
+    let e = explain(&s, &q, false, None).await.expect("explains");
     assert_eq!(
         e.allow.as_ref().and_then(|a| a.matched.as_deref()),
         Some("10.0.0.0/8")
@@ -117,7 +119,7 @@ async fn a_live_zone_shows_the_standing_and_would_reject_without_counting() {
     let route = s.router.find("edge.test", "/api/").cloned().expect("route");
     let client: IpAddr = "127.0.0.1".parse().expect("ip");
     let q = Question::new("GET", "http://edge.test/api/x");
-    let first = explain(&s, &q, true).await.expect("explains");
+    let first = explain(&s, &q, true, None).await.expect("explains");
     assert_eq!(
         first.zones[0].standing.as_ref().map(|z| z.next.as_str()),
         Some("pass")
@@ -130,7 +132,7 @@ async fn a_live_zone_shows_the_standing_and_would_reject_without_counting() {
         ));
     }
     for _ in 0..3 {
-        let e = explain(&s, &q, true).await.expect("explains");
+        let e = explain(&s, &q, true, None).await.expect("explains");
         let standing = e.zones[0].standing.as_ref().expect("standing");
         assert_eq!(standing.next, "reject");
         assert!(
@@ -146,7 +148,7 @@ async fn a_live_zone_shows_the_standing_and_would_reject_without_counting() {
     let mut other = q.clone();
     other.peer = "10.0.0.1".parse().expect("ip");
     assert_eq!(
-        explain(&s, &other, true)
+        explain(&s, &other, true, None)
             .await
             .expect("explains")
             .verdict
@@ -162,7 +164,7 @@ async fn the_balancer_preview_is_the_pick_and_moves_nothing() {
     for ip in ["10.1.2.3", "172.16.5.4", "192.168.77.1"] {
         let mut q = Question::new("GET", "http://tenant.example/api/x");
         q.peer = ip.parse().expect("ip");
-        let e = explain(&s, &q, true).await.expect("explains");
+        let e = explain(&s, &q, true, None).await.expect("explains");
         let mut attempts = crate::upstream::Attempts::default();
         let real = sticky.select(q.peer, &mut attempts).expect("a server");
         let b = e.balance.as_ref().expect("balance");
@@ -194,7 +196,7 @@ async fn redirects_body_limits_forwarded_headers_and_compression() {
         "admin_listen = \"127.0.0.1:2\"\nhttps_listen = [\"127.0.0.1:3\"]\n[tls]\ncertificates = [ { cert = \"a.crt\", key = \"a.key\" } ]\n[edge.x]",
     ).replace("[edge.x]\n", ""));
     let mut q = Question::new("GET", "http://edge.test/api/x?y=1");
-    let e = explain(&s, &q, false).await.expect("explains");
+    let e = explain(&s, &q, false, None).await.expect("explains");
     assert_eq!(
         (e.verdict.action.as_str(), e.verdict.status),
         ("redirect", Some(308))
@@ -209,7 +211,7 @@ async fn redirects_body_limits_forwarded_headers_and_compression() {
         ("Accept-Encoding".into(), "br;q=0, gzip".into()),
         ("Connection".into(), "keep-alive".into()),
     ];
-    let e = explain(&s, &q, false).await.expect("explains");
+    let e = explain(&s, &q, false, None).await.expect("explains");
     assert_eq!(e.verdict.status, Some(413));
     assert_eq!(e.compression.accepted, ["gzip"]);
     let timeouts = e.timeouts.as_ref().expect("timeouts");
@@ -244,13 +246,19 @@ async fn redirects_body_limits_forwarded_headers_and_compression() {
         &s,
         &Question::new("GET", "https://edge.test/nothing-here"),
         false,
+        None,
     )
     .await
     .expect("explains");
     assert_eq!(e.route.as_ref().map(|r| r.path.as_str()), Some("/"));
-    let e = explain(&s, &Question::new("CONNECT", "https://edge.test/"), false)
-        .await
-        .expect("explains");
+    let e = explain(
+        &s,
+        &Question::new("CONNECT", "https://edge.test/"),
+        false,
+        None,
+    )
+    .await
+    .expect("explains");
     assert_eq!(e.verdict.status, Some(405));
 }
 
@@ -261,7 +269,7 @@ async fn how_the_servers_are_reached_is_said() {
         "[upstreams.admin]\nprotocol = \"h2\"\ntls = { server_name = \"admin.internal\", verify = false }\n",
     );
     let s = snapshot(&text);
-    let plain = explain(&s, &Question::new("GET", "http://edge.test/x"), false)
+    let plain = explain(&s, &Question::new("GET", "http://edge.test/x"), false, None)
         .await
         .expect("explains");
     assert_eq!(
@@ -270,7 +278,7 @@ async fn how_the_servers_are_reached_is_said() {
     );
     let mut question = Question::new("GET", "http://edge.test/admin/x");
     question.peer = "10.1.2.3".parse().expect("ip");
-    let admin = explain(&s, &question, false).await.expect("explains");
+    let admin = explain(&s, &question, false, None).await.expect("explains");
     let reached = &admin.balance.as_ref().expect("balance").reached;
     assert!(
         reached.starts_with("HTTP/2 over TLS") && reached.contains("NOT verified"),
@@ -296,18 +304,28 @@ async fn what_a_client_may_speak_is_said_with_http3_and_early_data() {
         )
     };
     let s = snapshot(&with_tls("http3_early_data = true"));
-    let get = explain(&s, &Question::new("GET", "https://edge.test/x"), false)
-        .await
-        .expect("explains");
+    let get = explain(
+        &s,
+        &Question::new("GET", "https://edge.test/x"),
+        false,
+        None,
+    )
+    .await
+    .expect("explains");
     assert!(
         get.client_protocols.contains("HTTP/3 on UDP port 8443"),
         "{}",
         get.client_protocols
     );
     assert!(get.client_protocols.contains("early data it is served"));
-    let post = explain(&s, &Question::new("POST", "https://edge.test/x"), false)
-        .await
-        .expect("explains");
+    let post = explain(
+        &s,
+        &Question::new("POST", "https://edge.test/x"),
+        false,
+        None,
+    )
+    .await
+    .expect("explains");
     assert!(
         post.client_protocols.contains("425"),
         "{}",
@@ -316,16 +334,77 @@ async fn what_a_client_may_speak_is_said_with_http3_and_early_data() {
     assert!(render::render(&post).contains("over: HTTP/1.1 or HTTP/2"));
 
     let off = snapshot(&with_tls("http3 = false"));
-    let get = explain(&off, &Question::new("GET", "https://edge.test/x"), false)
-        .await
-        .expect("explains");
+    let get = explain(
+        &off,
+        &Question::new("GET", "https://edge.test/x"),
+        false,
+        None,
+    )
+    .await
+    .expect("explains");
     assert!(
         get.client_protocols.contains("no HTTP/3"),
         "{}",
         get.client_protocols
     );
-    let plain = explain(&off, &Question::new("GET", "http://edge.test/x"), false)
-        .await
-        .expect("explains");
+    let plain = explain(
+        &off,
+        &Question::new("GET", "http://edge.test/x"),
+        false,
+        None,
+    )
+    .await
+    .expect("explains");
     assert_eq!(plain.client_protocols, "HTTP/1.1");
+}
+
+#[tokio::test]
+async fn the_certificate_a_name_gets_is_said_with_where_it_comes_from() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    crate::tls::generate_self_signed(&["edge.test"], &cert, &key).expect("certificate");
+    let config = CONFIG.replace(
+        "admin_listen = \"127.0.0.1:2\"\n",
+        &format!(
+            "admin_listen = \"127.0.0.1:2\"\nhttps_listen = [\"127.0.0.1:8443\"]\n\
+             [tls]\ncertificates = [ {{ cert = \"{}\", key = \"{}\" }} ]\n\
+             [tls.acme]\ndomains = [\"edge.test\", \"shop.test\"]\nstorage = \"{}\"\n",
+            cert.display(),
+            key.display(),
+            dir.path().display()
+        ),
+    );
+    let s = snapshot(&config);
+    let tls = s.config.tls.as_ref().expect("tls");
+    let certificates = crate::tls::Certificates::load(&tls.certificates).expect("loads");
+    let ask = async |url: &str| {
+        explain(&s, &Question::new("GET", url), false, Some(&certificates))
+            .await
+            .expect("explains")
+            .certificate
+    };
+    // A file names edge.test: it wins over ACME's.
+    let file = ask("https://edge.test/x").await;
+    assert!(file.contains(&cert.display().to_string()), "{file}");
+    assert!(
+        file.contains("wins over ACME from https://acme-v02"),
+        "{file}"
+    );
+    // shop.test is ACME's; until its order is done the default file is served.
+    let pending = ask("https://shop.test/x").await;
+    assert!(
+        pending.starts_with("ACME from https://acme-v02.api.letsencrypt.org/directory (tls-alpn-01, store local), once ordered; until then none names shop.test: the default"),
+        "{pending}"
+    );
+    // Once obtained, it is ACME's.
+    let issued = crate::tls::Certificates::load(&tls.certificates).expect("loads");
+    certificates.set_acme(
+        "shop.test",
+        issued.served_for("edge.test").expect("a key").1,
+    );
+    assert!(ask("https://shop.test/x")
+        .await
+        .starts_with("obtained by ACME"));
+    // Plain HTTP has no certificate to speak of.
+    assert_eq!(ask("http://shop.test/x").await, "");
 }

@@ -131,6 +131,11 @@ impl ConnectionGate {
             return;
         };
 
+        // A CA's TLS-ALPN-01 validation (`acme-tls/1`, the only other protocol offered):
+        // the handshake was the answer; nothing follows it.
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
+            return;
+        }
         let first_wait = first_head_by.saturating_duration_since(tokio::time::Instant::now());
         let clock = Arc::new(Clocks::new(header_timeout, send_timeout));
         let mut stream: Stream = Box::new(ClientStream::new(stream, clock.clone(), first_wait));

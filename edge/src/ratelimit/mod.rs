@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-mod redis_store;
+pub mod redis_store;
 pub use redis_store::RedisStore;
 
 const SHARDS: usize = 64;

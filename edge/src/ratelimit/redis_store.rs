@@ -62,7 +62,7 @@ pub struct RedisStore {
 pub const PASSWORD_ENV: &str = "EDGE_REDIS_PASSWORD";
 
 /// The URL's connection settings, with the password from [`PASSWORD_ENV`] if the URL has none.
-fn connection_info(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+pub fn connection_info(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
     let mut info: redis::ConnectionInfo = url.parse()?;
     if info.redis.password.is_none() {
         info.redis.password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());

@@ -174,7 +174,7 @@ impl Validator<'_> {
 
     fn config(&mut self, file: FileConfig) -> Config {
         let edge_file = file.edge.unwrap_or_default();
-        let tls = file.tls.as_ref().map(|t| self.tls(t));
+        let mut tls = file.tls.as_ref().map(|t| self.tls(t));
         let edge = self.edge(&edge_file, tls.is_some());
         let gzip = self.gzip(file.gzip.unwrap_or_default());
         let redis = self.redis(file.redis.unwrap_or_default());
@@ -196,6 +196,36 @@ impl Validator<'_> {
         for route in &file.routes {
             if let Some(r) = self.route(route, &file.upstreams, &file.zones, &mut seen) {
                 routes.push(r);
+            }
+        }
+        // ACME's names, when not listed: every exact host a route names.
+        if let Some(acme) = tls.as_mut().and_then(|t| t.acme.as_mut()) {
+            if acme.domains.is_empty() {
+                for host in routes.iter().filter_map(|r| r.host.as_deref()) {
+                    let host = host.to_ascii_lowercase();
+                    if !host.starts_with('*') && !acme.domains.contains(&host) {
+                        acme.domains.push(host);
+                    }
+                }
+            }
+            if acme.domains.is_empty() {
+                let span = file
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.get_ref().acme.as_ref())
+                    .map_or(0..0, |a| a.span());
+                self.error(
+                    span,
+                    "[tls.acme] has no domains: list them in `domains` or give routes a `host`",
+                );
+            }
+            if acme.challenge == AcmeChallenge::TlsAlpn01 && edge.https_listen.is_empty() {
+                let span = file
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.get_ref().acme.as_ref())
+                    .map_or(0..0, |a| a.span());
+                self.error(span, "challenge = \"tls-alpn-01\" needs an https listener");
             }
         }
         let used: HashSet<&str> = routes.iter().map(|r| r.upstream.as_str()).collect();

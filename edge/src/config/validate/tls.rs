@@ -33,8 +33,11 @@ impl Validator<'_> {
 
     pub(super) fn tls(&mut self, t: &Spanned<TlsFile>) -> TlsSettings {
         let f = t.get_ref();
-        if f.certificates.is_empty() {
-            self.error(t.span(), "[tls] needs at least one certificate");
+        if f.certificates.is_empty() && f.acme.is_none() {
+            self.error(
+                t.span(),
+                "[tls] needs at least one certificate (or [tls.acme] to obtain them)",
+            );
         }
         let mut certificates = Vec::new();
         for c in &f.certificates {
@@ -127,6 +130,90 @@ impl Validator<'_> {
                 }
                 refresh
             },
+            acme: f.acme.as_ref().map(|a| self.acme(a)),
+        }
+    }
+
+    /// `[tls.acme]`; the domains default to the routes' exact hosts (filled in by the caller
+    /// once the routes are read).
+    fn acme(&mut self, a: &Spanned<AcmeFile>) -> AcmeSettings {
+        let f = a.get_ref();
+        let directory = f
+            .directory
+            .as_ref()
+            .map_or(DEFAULT_ACME_DIRECTORY.to_string(), |d| d.get_ref().clone());
+        if let Some(d) = &f.directory {
+            if !d.get_ref().starts_with("https://") {
+                self.error(d.span(), "an ACME directory is an https:// URL");
+            }
+        }
+        let mut domains = Vec::new();
+        for d in f.domains.iter().flatten() {
+            let name = d.get_ref().to_ascii_lowercase();
+            let valid = !name.is_empty()
+                && !name.starts_with('*')
+                && name.split('.').count() >= 2
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !valid {
+                self.error(
+                    d.span(),
+                    format!("`{}` is not a DNS name a certificate can be ordered for (no wildcards: they need DNS-01)", d.get_ref()),
+                );
+            } else if !domains.contains(&name) {
+                domains.push(name);
+            }
+        }
+        let challenge = match f
+            .challenge
+            .as_ref()
+            .map(|c| (c.get_ref().as_str(), c.span()))
+        {
+            None | Some(("tls-alpn-01", _)) => AcmeChallenge::TlsAlpn01,
+            Some(("http-01", _)) => AcmeChallenge::Http01,
+            Some((other, span)) => {
+                self.error(
+                    span,
+                    format!("unknown challenge `{other}` (use \"tls-alpn-01\" or \"http-01\")"),
+                );
+                AcmeChallenge::TlsAlpn01
+            }
+        };
+        let store = match f.store.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
+            None | Some(("local", _)) => AcmeStore::Local,
+            Some(("redis", _)) => AcmeStore::Redis,
+            Some((other, span)) => {
+                self.error(
+                    span,
+                    format!("unknown store `{other}` (use \"local\" or \"redis\")"),
+                );
+                AcmeStore::Local
+            }
+        };
+        let eab = f
+            .eab
+            .as_ref()
+            .and_then(|e| match (&e.get_ref().kid, &e.get_ref().hmac_key) {
+                (Some(kid), Some(key)) => Some((kid.get_ref().clone(), key.get_ref().clone())),
+                _ => {
+                    self.error(e.span(), "eab needs both `kid` and `hmac_key`");
+                    None
+                }
+            });
+        AcmeSettings {
+            directory,
+            email: f.email.as_ref().map(|e| e.get_ref().clone()),
+            domains,
+            challenge,
+            storage: PathBuf::from(
+                f.storage
+                    .as_ref()
+                    .map_or("certs/acme", |s| s.get_ref().as_str()),
+            ),
+            store,
+            ca: f.ca.as_ref().map(|c| PathBuf::from(c.get_ref())),
+            eab,
         }
     }
 }

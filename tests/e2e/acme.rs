@@ -1,0 +1,288 @@
+//! Certificates by ACME, against Debian's pebble (a real RFC 8555 CA) with real validation on
+//! loopback: TLS-ALPN-01 and HTTP-01 each obtain a certificate the edge then serves and
+//! proxies under; a restart serves the stored one without a new order; a stored certificate
+//! near its end is renewed; a CA that refuses leaves the old certificate served and a failure
+//! counted; two edges on one Redis place one order, and the replica that did not order
+//! answers the CA.
+
+use crate::peers::{free_port, Pebble, TestCa};
+use crate::support::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// An edge on fixed ports (the CA must know them before the edge orders), whose `[tls]`
+/// has no certificate file, only `[tls.acme]` with `acme_lines`, routing every path to
+/// `backend`; `sections`: more sections (`[redis]`). `storage`: the ACME store's directory.
+fn acme_edge(
+    (http, https): (u16, u16),
+    pebble: &Pebble,
+    storage: &Path,
+    acme_lines: &str,
+    sections: &str,
+    backend: SocketAddr,
+) -> Edge {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("upstreams.toml");
+    let config = format!(
+        "[edge]\nhttp_listen = [\"127.0.0.1:{http}\"]\nhttps_listen = [\"127.0.0.1:{https}\"]\n\
+         admin_listen = \"127.0.0.1:0\"\nthreads = 2\naccess_log = \"off\"\n\
+         redirect_http_to_https = true\nhttp3 = false\n\n\
+         [tls]\n\n[tls.acme]\ndirectory = \"{}\"\nca = \"{}\"\nstorage = \"{}\"\n\
+         email = \"ops@a.test\"\ndomains = [\"a.test\"]\n{acme_lines}\n\n{sections}\n\n{}",
+        pebble.directory,
+        pebble.ca.pem.display(),
+        storage.display(),
+        one_route(backend)
+    );
+    std::fs::write(&path, config).expect("write config");
+    let edge = Edge::start_with_config_path(&path);
+    std::mem::forget(dir);
+    edge
+}
+
+fn local(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().expect("addr")
+}
+
+/// The certificate the edge serves for a.test: its issuer's common name and its serial.
+async fn served(https: SocketAddr) -> Option<(String, String)> {
+    let tcp = tokio::net::TcpStream::connect(https).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("a.test").ok()?;
+    let tls = connector(&[b"http/1.1"]).connect(name, tcp).await.ok()?;
+    let cert = tls.get_ref().1.peer_certificates()?.first()?.clone();
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let issuer = parsed
+        .issuer()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())?
+        .to_string();
+    Some((issuer, parsed.raw_serial_as_string()))
+}
+
+/// Waits until the edge serves a certificate from pebble's intermediate for a.test; its
+/// serial.
+async fn pebble_issued(https: SocketAddr, edge: &Edge, pebble: &Pebble) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((issuer, serial)) = served(https).await {
+            if issuer.contains("Pebble Intermediate") {
+                return serial;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edge serves no certificate issued by pebble\nedge:\n{}\npebble:\n{}",
+            edge.log(),
+            pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A request over TLS to a.test through the edge: the status line.
+async fn proxied(https: SocketAddr) -> String {
+    let mut tls = connect(&connector(&[b"http/1.1"]), https, "a.test").await;
+    http1(&mut tls, "/api/content/x", "").await.0
+}
+
+/// The edge's `/status` and `/health`.
+async fn admin(edge: &Edge, path: &str) -> serde_json::Value {
+    get_json(&client(), &format!("http://{}{path}", edge.admin), &[])
+        .await
+        .1
+}
+
+/// A certificate for a.test from a CA of the test's own in `storage`, as the edge stores
+/// ACME's, two thirds of its 12 days gone and 2 days left: due for renewal, still valid.
+fn stored_near_its_end(storage: &Path) -> TestCa {
+    let ca = TestCa::new("an earlier CA");
+    let now = SystemTime::now();
+    let issued = ca.server_valid(
+        "old",
+        &["a.test"],
+        now - Duration::from_secs(10 * 86400),
+        now + Duration::from_secs(2 * 86400),
+    );
+    let chain = std::fs::read_to_string(&issued.cert).expect("cert");
+    std::fs::write(storage.join("a.test.crt"), chain).expect("write chain");
+    std::fs::copy(&issued.key, storage.join("a.test.key")).expect("write key");
+    ca
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_alpn_01_obtains_a_certificate_that_is_served_and_a_restart_orders_none() {
+    let app = backend("app").await;
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(ports.0, ports.1);
+    let storage = tempfile::tempdir().expect("storage");
+    let lines = "challenge = \"tls-alpn-01\"";
+    let edge = acme_edge(ports, &pebble, storage.path(), lines, "", app.addr);
+    let https = local(ports.1);
+    let serial = pebble_issued(https, &edge, &pebble).await;
+    assert_eq!(proxied(https).await, "http/1.1 200 ok");
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    assert_eq!(
+        metric(&edge, "edge_acme_orders_total", &["valid"]).await,
+        1.0
+    );
+    assert_eq!(
+        metric(&edge, "edge_acme_failures_total", &["challenge"]).await,
+        0.0
+    );
+    let expiry = metric(
+        &edge,
+        "edge_acme_certificate_expiry_timestamp_seconds",
+        &["a.test"],
+    )
+    .await;
+    let in_a_year = SystemTime::now() + Duration::from_secs(365 * 86400);
+    assert!(
+        expiry
+            > in_a_year
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("now")
+                .as_secs_f64(),
+        "pebble's certificates last five years; the metric says {expiry}"
+    );
+    let status = admin(&edge, "/status").await;
+    assert_eq!(
+        status["acme"]["names"]["a.test"]["served_from"], "acme",
+        "{status}"
+    );
+    assert_eq!(
+        status["acme"]["names"]["a.test"]["health"], "healthy",
+        "{status}"
+    );
+    assert_eq!(
+        admin(&edge, "/health").await["checks"]["certificate:a.test"],
+        "healthy"
+    );
+    // The store holds the key readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(storage.path().join("a.test.key"))
+            .expect("key")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // A client that offers only acme-tls/1 outside an order gets no certificate.
+    let tcp = tokio::net::TcpStream::connect(https)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("a.test").expect("name");
+    let probe = connector(&[b"acme-tls/1"]).connect(name, tcp).await;
+    assert!(
+        probe.is_err(),
+        "a TLS-ALPN-01 handshake with no order pending was answered"
+    );
+    drop(edge);
+
+    // A restart serves the stored certificate at once, with no new order.
+    let edge = acme_edge(ports, &pebble, storage.path(), lines, "", app.addr);
+    assert_eq!(pebble_issued(https, &edge, &pebble).await, serial);
+    assert_eq!(proxied(https).await, "http/1.1 200 ok");
+    assert_eq!(
+        metric(&edge, "edge_acme_orders_total", &["valid"]).await,
+        0.0
+    );
+    assert_eq!(pebble.orders(), 1, "no new order:\n{}", pebble.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_01_is_answered_on_the_plain_listener_before_the_https_redirect() {
+    let app = backend("app").await;
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(ports.0, ports.1);
+    let storage = tempfile::tempdir().expect("storage");
+    let lines = "challenge = \"http-01\"";
+    let edge = acme_edge(ports, &pebble, storage.path(), lines, "", app.addr);
+    let https = local(ports.1);
+    pebble_issued(https, &edge, &pebble).await;
+    assert_eq!(proxied(https).await, "http/1.1 200 ok");
+    assert!(
+        pebble.log().contains("Attempting to validate w/ HTTP"),
+        "{}",
+        pebble.log()
+    );
+    // Other plain requests are still redirected; an unknown token is not answered.
+    let response = raw_request(
+        local(ports.0),
+        b"GET /.well-known/acme-challenge/unknown HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&response), 308, "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_certificate_near_its_end_is_renewed() {
+    let app = backend("app").await;
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(ports.0, ports.1);
+    let storage = tempfile::tempdir().expect("storage");
+    let _old = stored_near_its_end(storage.path());
+    let lines = "challenge = \"tls-alpn-01\"";
+    let edge = acme_edge(ports, &pebble, storage.path(), lines, "", app.addr);
+    let https = local(ports.1);
+    pebble_issued(https, &edge, &pebble).await;
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    let stored = std::fs::read_to_string(storage.path().join("a.test.crt")).expect("chain");
+    let first = rustls_pemfile::certs(&mut stored.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("PEM");
+    let (_, parsed) = x509_parser::parse_x509_certificate(first.as_ref()).expect("x509");
+    let issuer = parsed.issuer().to_string();
+    assert!(
+        issuer.contains("Pebble Intermediate"),
+        "the store kept {issuer}"
+    );
+    assert_eq!(
+        admin(&edge, "/health").await["checks"]["certificate:a.test"],
+        "healthy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_that_refuses_leaves_the_old_certificate_served_and_a_failure_counted() {
+    let app = backend("app").await;
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(ports.0, ports.1);
+    // The CA looks for a.test where nothing answers: its validation fails.
+    pebble.resolve("a.test", "127.0.0.2");
+    let storage = tempfile::tempdir().expect("storage");
+    let _old = stored_near_its_end(storage.path());
+    let lines = "challenge = \"tls-alpn-01\"";
+    let edge = acme_edge(ports, &pebble, storage.path(), lines, "", app.addr);
+    let https = local(ports.1);
+    metric_reaching(&edge, "edge_acme_failures_total", &["challenge"], 1.0).await;
+    assert_eq!(
+        metric(&edge, "edge_acme_orders_total", &["failed"]).await,
+        1.0
+    );
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    let (issuer, _) = served(https).await.expect("a certificate is served");
+    assert_eq!(
+        issuer, "an earlier CA",
+        "the old certificate is still served"
+    );
+    assert_eq!(proxied(https).await, "http/1.1 200 ok");
+    let status = admin(&edge, "/status").await;
+    let state = &status["acme"]["names"]["a.test"];
+    assert!(
+        state["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("challenge:")),
+        "{status}"
+    );
+    assert_eq!(state["health"], "expiring", "{status}");
+    assert!(
+        state["next_renewal"].is_string(),
+        "a next attempt is set: {status}"
+    );
+    let health = admin(&edge, "/health").await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(
+        health["checks"]["certificate:a.test"], "expiring",
+        "{health}"
+    );
+}
