@@ -286,3 +286,126 @@ async fn a_ca_that_refuses_leaves_the_old_certificate_served_and_a_failure_count
         "{health}"
     );
 }
+
+/// Who holds the order lock for a.test in the Redis at `redis_port` (the edge's `host:pid`), if anyone.
+fn lock_owner(redis_port: u16) -> Option<String> {
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis_port.to_string(),
+            "-n",
+            "5",
+            "GET",
+            "edge:acme:lock:a.test",
+        ])
+        .output()
+        .expect("redis-cli");
+    let owner = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!owner.is_empty()).then_some(owner)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_edges_on_one_redis_place_one_order_and_the_other_replica_answers_the_ca() {
+    let app = backend("app").await;
+    let redis = Redis::start();
+    // The CA validates at `front`, a forwarder standing for the load balancer before the
+    // replicas: it sends each validation to the replica that does NOT hold the order lock.
+    let front = free_port();
+    let pebble = Pebble::start(free_port(), front);
+    let replicas = [(free_port(), free_port()), (free_port(), free_port())];
+    let sections = format!("[redis]\nurl = \"{}\"", redis.url());
+    let lines = "challenge = \"tls-alpn-01\"\nstore = \"redis\"";
+    let storage = tempfile::tempdir().expect("storage");
+    let edges = [
+        acme_edge(
+            replicas[0],
+            &pebble,
+            storage.path(),
+            lines,
+            &sections,
+            app.addr,
+        ),
+        acme_edge(
+            replicas[1],
+            &pebble,
+            storage.path(),
+            lines,
+            &sections,
+            app.addr,
+        ),
+    ];
+    let pids = [edges[0].pid(), edges[1].pid()];
+    let forwarded = std::sync::Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+    let listener = tokio::net::TcpListener::bind(local(front))
+        .await
+        .expect("bind");
+    let (redis_port, seen) = (redis.port, forwarded.clone());
+    let forwarder = tokio::spawn(async move {
+        loop {
+            let Ok((mut from_ca, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let owner = tokio::task::spawn_blocking(move || lock_owner(redis_port))
+                    .await
+                    .expect("redis-cli");
+                // No lock held: nobody is ordering, nothing to forward.
+                let Some(owner) = owner else { return };
+                let Some(other) = pids
+                    .iter()
+                    .position(|pid| !owner.ends_with(&format!(":{pid}")))
+                else {
+                    return;
+                };
+                seen.lock().expect("seen").push(other);
+                let Ok(mut to_edge) =
+                    tokio::net::TcpStream::connect(local(replicas[other].1)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut from_ca, &mut to_edge).await;
+            });
+        }
+    });
+    let serials = [
+        pebble_issued(local(replicas[0].1), &edges[0], &pebble).await,
+        pebble_issued(local(replicas[1].1), &edges[1], &pebble).await,
+    ];
+    forwarder.abort();
+    assert_eq!(
+        serials[0], serials[1],
+        "both replicas serve the one certificate"
+    );
+    assert_eq!(
+        pebble.orders(),
+        1,
+        "one order for both replicas:\n{}",
+        pebble.log()
+    );
+    let placed: Vec<f64> = [
+        metric(&edges[0], "edge_acme_orders_total", &["valid"]).await,
+        metric(&edges[1], "edge_acme_orders_total", &["valid"]).await,
+    ]
+    .to_vec();
+    assert_eq!(
+        placed.iter().sum::<f64>(),
+        1.0,
+        "exactly one replica ordered: {placed:?}"
+    );
+    // Every validation went to the replica that did not order, and it answered.
+    let orderer = placed.iter().position(|n| *n == 1.0).expect("an orderer");
+    let seen = forwarded.lock().expect("seen").clone();
+    assert!(
+        !seen.is_empty(),
+        "the CA's validation never reached a replica"
+    );
+    assert!(seen.iter().all(|r| *r != orderer), "{seen:?}");
+    for (edge, ports) in edges.iter().zip(replicas) {
+        assert_eq!(proxied(local(ports.1)).await, "http/1.1 200 ok");
+        let status = admin(edge, "/status").await;
+        assert_eq!(status["acme"]["store"], "redis", "{status}");
+    }
+    // Nothing lands in the local storage with store = "redis".
+    assert!(!storage.path().join("a.test.key").exists());
+}
