@@ -409,3 +409,159 @@ async fn two_edges_on_one_redis_place_one_order_and_the_other_replica_answers_th
     // Nothing lands in the local storage with store = "redis".
     assert!(!storage.path().join("a.test.key").exists());
 }
+
+/// pebble's directory plus renewal information (RFC 9773), which pebble 2.4 lacks, served
+/// over TLS by the test: every other URL is pebble's own. The window it suggests for any
+/// certificate is in 2100, or in 2020 while `past` is set; it says to ask again in 1 s.
+struct AriFront {
+    directory: String,
+    past: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AriFront {
+    async fn start(pebble: &Pebble) -> AriFront {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let issued = pebble.ca.server("ari", &["127.0.0.1"]);
+        let chain =
+            rustls_pemfile::certs(&mut std::fs::read(&issued.cert).expect("cert").as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("PEM");
+        let key =
+            rustls_pemfile::private_key(&mut std::fs::read(&issued.key).expect("key").as_slice())
+                .expect("PEM")
+                .expect("a key");
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let front = format!("https://{}", listener.local_addr().expect("addr"));
+        let base = pebble.directory.trim_end_matches("/dir").to_string();
+        let directory = serde_json::json!({
+            "newNonce": format!("{base}/nonce-plz"),
+            "newAccount": format!("{base}/sign-me-up"),
+            "newOrder": format!("{base}/order-plz"),
+            "revokeCert": format!("{base}/revoke-cert"),
+            "keyChange": format!("{base}/rollover-account-key"),
+            "renewalInfo": format!("{front}/ari"),
+            "meta": { "termsOfService": "data:text/plain,terms" },
+        })
+        .to_string();
+        let past = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (p, a) = (past.clone(), asked.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, directory, past, asked) =
+                    (acceptor.clone(), directory.clone(), p.clone(), a.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match tls.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let body = if path.starts_with("/ari/") {
+                        asked.fetch_add(1, Ordering::SeqCst);
+                        let year = if past.load(Ordering::SeqCst) {
+                            2020
+                        } else {
+                            2100
+                        };
+                        format!(
+                            "{{\"suggestedWindow\":{{\"start\":\"{year}-01-01T00:00:00Z\",\"end\":\"{year}-01-02T00:00:00Z\"}}}}"
+                        )
+                    } else {
+                        directory
+                    };
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRetry-After: 1\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(response.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        AriFront {
+            directory: format!("{front}/dir"),
+            past,
+            asked,
+            task,
+        }
+    }
+}
+
+impl Drop for AriFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_with_renewal_information_decides_when_to_renew() {
+    use std::sync::atomic::Ordering;
+    let app = backend("app").await;
+    let ports = (free_port(), free_port());
+    let mut pebble = Pebble::start(ports.0, ports.1);
+    let front = AriFront::start(&pebble).await;
+    pebble.directory = front.directory.clone();
+    let storage = tempfile::tempdir().expect("storage");
+    let lines = "challenge = \"tls-alpn-01\"";
+    let edge = acme_edge(ports, &pebble, storage.path(), lines, "", app.addr);
+    let https = local(ports.1);
+    let first = pebble_issued(https, &edge, &pebble).await;
+    // The CA's window (2100) decides, not two thirds of the five-year lifetime.
+    wait_until(
+        Duration::from_secs(15),
+        "the edge never took the CA's window",
+        async || {
+            admin(&edge, "/status").await["acme"]["names"]["a.test"]["next_renewal"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("2100-01-0"))
+        },
+    )
+    .await;
+    assert!(front.asked.load(Ordering::SeqCst) >= 1);
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    // The CA moves the window into the past: the edge renews at once.
+    front.past.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let serial = pebble_issued(https, &edge, &pebble).await;
+        if serial != first {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "no renewal (the CA's window asked {} times)\n{}\n{}\n{}",
+                front.asked.load(Ordering::SeqCst),
+                admin(&edge, "/status").await["acme"],
+                edge.log(),
+                pebble.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    front.past.store(false, Ordering::SeqCst);
+    assert!(pebble.orders() >= 2, "{}", pebble.log());
+    assert!(metric(&edge, "edge_acme_orders_total", &["valid"]).await >= 2.0);
+}

@@ -23,8 +23,8 @@ use crate::config::{AcmeChallenge, AcmeSettings, RedisSettings};
 use crate::tls::Certificates;
 use arc_swap::ArcSwap;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
-    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
@@ -112,6 +112,16 @@ pub struct Acme {
     certificates: Arc<Certificates>,
     /// This replica's name in locks.
     owner: String,
+    /// Per name: the CA's last renewal window (RFC 9773) and the time chosen in it.
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+/// A renewal window the CA suggested, and the moment picked at random inside it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Window {
+    start: SystemTime,
+    end: SystemTime,
+    picked: SystemTime,
 }
 
 impl Acme {
@@ -126,6 +136,7 @@ impl Acme {
             redis,
             certificates,
             owner: format!("{}:{}", host.trim(), std::process::id()),
+            windows: Mutex::default(),
         }
     }
 
@@ -191,12 +202,20 @@ impl Acme {
     /// one is due; when it is next due.
     async fn keep(&self, store: &Store, name: &str) -> Result<SystemTime, Failed> {
         let stored = store.certificate(name).await.map_err(failed("store"))?;
-        if let Some(due) = stored.as_ref().and_then(|s| self.install(name, s)) {
-            if due > SystemTime::now() {
-                return Ok(due);
+        let mut replaces = None;
+        if let Some(stored) = &stored {
+            if let Some(due) = self.install(name, stored) {
+                let (due, look_again, id) = self.schedule(store, name, stored, due).await;
+                if due > SystemTime::now() {
+                    return Ok(look_again);
+                }
+                replaces = id;
+                tracing::info!(%name, "ACME: certificate due for renewal");
             }
         }
-        // An order is due. One replica places it; the others wait for what it stores.
+        // An order is due. One replica places it; the others wait for what it stores: a
+        // certificate other than the one found due.
+        let other = |found: Option<Stored>| found.filter(|f| Some(f) != stored.as_ref());
         let deadline = SystemTime::now() + store::LOCK_TTL;
         while !store
             .lock(name, &self.owner)
@@ -204,8 +223,8 @@ impl Acme {
             .map_err(failed("store"))?
         {
             tokio::time::sleep(SYNC_EVERY).await;
-            let stored = store.certificate(name).await.map_err(failed("store"))?;
-            if let Some(due) = stored.as_ref().and_then(|s| self.install(name, s)) {
+            let found = other(store.certificate(name).await.map_err(failed("store"))?);
+            if let Some(due) = found.as_ref().and_then(|s| self.install(name, s)) {
                 if due > SystemTime::now() {
                     tracing::info!(%name, "ACME: certificate ordered by another replica loaded");
                     return Ok(due);
@@ -220,23 +239,24 @@ impl Acme {
         }
         let result = async {
             // Another replica may have finished just before the lock was free.
-            let stored = store.certificate(name).await.map_err(failed("store"))?;
-            if let Some(due) = stored.as_ref().and_then(|s| self.install(name, s)) {
+            let found = other(store.certificate(name).await.map_err(failed("store"))?);
+            if let Some(due) = found.as_ref().and_then(|s| self.install(name, s)) {
                 if due > SystemTime::now() {
                     return Ok(due);
                 }
             }
-            let fresh = self.order(store, name).await;
+            let fresh = self.order(store, name, replaces).await;
             count_order(if fresh.is_ok() { "valid" } else { "failed" });
             let fresh = fresh?;
             store
                 .set_certificate(name, &fresh)
                 .await
                 .map_err(failed("store"))?;
-            self.install(name, &fresh).ok_or_else(|| Failed {
+            let due = self.install(name, &fresh).ok_or_else(|| Failed {
                 reason: "finalize",
                 message: "the CA's certificate cannot be served".into(),
-            })
+            })?;
+            Ok(self.schedule(store, name, &fresh, due).await.1)
         }
         .await;
         let _ = store.unlock(name, &self.owner).await;
@@ -269,15 +289,104 @@ impl Acme {
         Some(due)
     }
 
-    /// One order for `name`, its challenge answered: the chain and its new key.
-    async fn order(&self, store: &Store, name: &str) -> Result<Stored, Failed> {
+    /// When `stored` (served, due at `due` by its lifetime) is renewed: the CA's window
+    /// decides where its directory has one. The renewal time, when to look again, and the
+    /// identifier a renewing order names.
+    async fn schedule(
+        &self,
+        store: &Store,
+        name: &str,
+        stored: &Stored,
+        due: SystemTime,
+    ) -> (
+        SystemTime,
+        SystemTime,
+        Option<CertificateIdentifier<'static>>,
+    ) {
+        match self.renewal_window(store, name, stored).await {
+            Some((picked, ask_again, id)) => {
+                stats()
+                    .names
+                    .entry(name.to_string())
+                    .or_default()
+                    .next_renewal = unix(picked);
+                (picked, ask_again.min(picked), Some(id))
+            }
+            None => (due, due, None),
+        }
+    }
+
+    /// The CA's suggested renewal time for `stored` (RFC 9773 ACME Renewal Information), when
+    /// its directory offers it: a moment picked at random inside the window (kept while the
+    /// window stays the same), when to ask again, and the certificate's identifier for the
+    /// order that replaces it.
+    async fn renewal_window(
+        &self,
+        store: &Store,
+        name: &str,
+        stored: &Stored,
+    ) -> Option<(SystemTime, SystemTime, CertificateIdentifier<'static>)> {
+        let leaf = rustls_pemfile::certs(&mut stored.chain.as_bytes())
+            .next()?
+            .ok()?;
+        let id = CertificateIdentifier::try_from(&leaf).ok()?.into_owned();
+        let account = self.account(store).await.ok()?;
+        let (info, ask_again) = match account.renewal_info(&id).await {
+            Ok(answer) => answer,
+            Err(instant_acme::Error::Unsupported(_)) => return None,
+            Err(e) => {
+                tracing::warn!(%name, error = %e, "ACME: the CA's renewal information is unavailable; renewing at two thirds of the lifetime");
+                return None;
+            }
+        };
+        let at = |unix: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+        let (start, end) = (
+            at(info.suggested_window.start.unix_timestamp()),
+            at(info.suggested_window.end.unix_timestamp()),
+        );
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let window = match windows.get(name) {
+            Some(w) if (w.start, w.end) == (start, end) => *w,
+            _ => {
+                let span = end.duration_since(start).unwrap_or_default();
+                let picked = start + span.mul_f64(random_fraction());
+                let w = Window { start, end, picked };
+                windows.insert(name.to_string(), w);
+                tracing::info!(%name, renew_at = %humantime::format_rfc3339_seconds(picked), "ACME: renewal time chosen in the CA's window");
+                w
+            }
+        };
+        let ask_again = SystemTime::now() + ask_again.clamp(Duration::from_secs(1), LOOK_EVERY);
+        Some((window.picked, ask_again, id))
+    }
+
+    /// One order for `name`, its challenge answered: the chain and its new key. `replaces`:
+    /// the certificate it renews, told to a CA with renewal information.
+    async fn order(
+        &self,
+        store: &Store,
+        name: &str,
+        replaces: Option<CertificateIdentifier<'static>>,
+    ) -> Result<Stored, Failed> {
         let account = self.account(store).await?;
         tracing::info!(%name, challenge = ?self.settings.challenge, "ACME: ordering a certificate");
         let identifiers = [Identifier::Dns(name.to_string())];
-        let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(failed("order"))?;
+        let plain = NewOrder::new(&identifiers);
+        let mut order = match replaces {
+            // A CA may refuse to name the replaced certificate (one an earlier order already
+            // replaces, or a CA that does not echo it): the renewal goes ahead without.
+            Some(id) => match account
+                .new_order(&NewOrder::new(&identifiers).replaces(id))
+                .await
+            {
+                Ok(order) => order,
+                Err(e) => {
+                    tracing::warn!(%name, error = %e, "ACME: the order naming the certificate it replaces was refused; ordering without");
+                    account.new_order(&plain).await.map_err(failed("order"))?
+                }
+            },
+            None => account.new_order(&plain).await.map_err(failed("order"))?,
+        };
         let kind = match self.settings.challenge {
             AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
             AcmeChallenge::Http01 => ChallengeType::Http01,
@@ -426,6 +535,15 @@ fn count_order(result: &'static str) {
 
 fn count_failure(reason: &'static str) {
     *stats().failures.entry(reason).or_default() += 1;
+}
+
+/// A number in [0, 1) from the process's random hasher keys.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn unix(at: SystemTime) -> u64 {
