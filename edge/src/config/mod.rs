@@ -194,6 +194,47 @@ upstream = "app"
         assert!(errors[0].message.contains("never offered"));
     }
 
+    #[test]
+    fn acme_keys_are_checked_with_their_places_and_defaults_follow_the_listeners() {
+        let routes = "[upstreams.app]\nservers = [ { addr = \"app:80\" } ]\n\
+                      [[routes]]\nhost = \"shop.example\"\npath = \"/\"\nupstream = \"app\"\n\
+                      [[routes]]\nhost = \"10.0.0.1\"\npath = \"/\"\nupstream = \"app\"\n";
+        // Defaults: the routes' host names (not addresses), TLS-ALPN-01 with an https listener.
+        let text = format!("[edge]\nhttps_listen = [\"0.0.0.0:443\"]\n[tls]\n[tls.acme]\n{routes}");
+        let acme = validate("t.toml", &text).expect("valid").config.tls.expect("tls").acme;
+        let acme = acme.expect("acme");
+        assert_eq!(acme.domains, vec!["shop.example".to_string()]);
+        assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(acme.directory, DEFAULT_ACME_DIRECTORY);
+        // Without an https listener the default is HTTP-01.
+        let text = format!("[edge]\nhttps_listen = []\n[tls]\n[tls.acme]\n{routes}");
+        let acme = validate("t.toml", &text).expect("valid").config.tls.expect("tls").acme;
+        assert_eq!(acme.expect("acme").challenge, AcmeChallenge::Http01);
+        // Each mistake at its place.
+        let text = "[edge]\nhttps_listen = [\"0.0.0.0:443\"]\n[tls]\n[tls.acme]\n\
+                    directory = \"http://ca.example/dir\"\n\
+                    domains = [\"*.shop.example\", \"ok.example\"]\n\
+                    challenge = \"dns-01\"\nstore = \"redis\"\nca = \"/nonexistent/roots.pem\"\n\
+                    eab = { kid = \"k\", hmac_key = \"not base64!\" }\n";
+        let errors = validate("t.toml", text).expect_err("mistakes").errors;
+        let found: Vec<(usize, usize, &str)> = errors
+            .iter()
+            .map(|e| (e.line, e.column, e.message.as_str()))
+            .collect();
+        let at = |line: usize, words: &str| {
+            assert!(
+                found.iter().any(|(l, _, m)| *l == line && m.contains(words)),
+                "no error at line {line} with `{words}`: {found:#?}"
+            );
+        };
+        at(5, "https:// URL");
+        at(6, "no wildcards");
+        at(7, "unknown challenge `dns-01`");
+        at(9, "/nonexistent/roots.pem");
+        at(10, "base64url");
+        at(4, "needs a [redis] section");
+    }
+
     /// A cheap deterministic fuzz: thousands of byte-level mutations of the shipped config
     /// must each give a result, never a panic.
     #[test]

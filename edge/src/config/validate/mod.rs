@@ -177,6 +177,7 @@ impl Validator<'_> {
         let mut tls = file.tls.as_ref().map(|t| self.tls(t));
         let edge = self.edge(&edge_file, tls.is_some());
         let gzip = self.gzip(file.gzip.unwrap_or_default());
+        let redis_given = file.redis.is_some();
         let redis = self.redis(file.redis.unwrap_or_default());
         let mut zones = BTreeMap::new();
         for (name, zone) in &file.zones {
@@ -203,7 +204,10 @@ impl Validator<'_> {
             if acme.domains.is_empty() {
                 for host in routes.iter().filter_map(|r| r.host.as_deref()) {
                     let host = host.to_ascii_lowercase();
-                    if !host.starts_with('*') && !acme.domains.contains(&host) {
+                    let orderable = !host.starts_with('*')
+                        && host.contains('.')
+                        && host.parse::<std::net::IpAddr>().is_err();
+                    if orderable && !acme.domains.contains(&host) {
                         acme.domains.push(host);
                     }
                 }
@@ -219,13 +223,24 @@ impl Validator<'_> {
                     "[tls.acme] has no domains: list them in `domains` or give routes a `host`",
                 );
             }
+            let acme_file = file.tls.as_ref().and_then(|t| t.get_ref().acme.as_ref());
+            let span = acme_file.map_or(0..0, |a| a.span());
+            let challenge_given = acme_file.is_some_and(|a| a.get_ref().challenge.is_some());
             if acme.challenge == AcmeChallenge::TlsAlpn01 && edge.https_listen.is_empty() {
-                let span = file
-                    .tls
-                    .as_ref()
-                    .and_then(|t| t.get_ref().acme.as_ref())
-                    .map_or(0..0, |a| a.span());
-                self.error(span, "challenge = \"tls-alpn-01\" needs an https listener");
+                match challenge_given {
+                    // The default: TLS-ALPN-01 where an https listener can answer it.
+                    false => acme.challenge = AcmeChallenge::Http01,
+                    true => self.error(
+                        span.clone(),
+                        "challenge = \"tls-alpn-01\" needs an https listener",
+                    ),
+                }
+            }
+            if acme.challenge == AcmeChallenge::Http01 && edge.http_listen.is_empty() {
+                self.error(span.clone(), "challenge = \"http-01\" needs an http listener (port 80)");
+            }
+            if acme.store == AcmeStore::Redis && !redis_given {
+                self.error(span, "store = \"redis\" needs a [redis] section with its url");
             }
         }
         let used: HashSet<&str> = routes.iter().map(|r| r.upstream.as_str()).collect();

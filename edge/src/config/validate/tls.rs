@@ -191,11 +191,34 @@ impl Validator<'_> {
                 AcmeStore::Local
             }
         };
+        if let Some(ca) = &f.ca {
+            let roots = std::fs::read(ca.get_ref()).map(|pem| {
+                rustls_pemfile::certs(&mut pem.as_slice())
+                    .filter(Result::is_ok)
+                    .count()
+            });
+            match roots {
+                Ok(0) => self.error(ca.span(), format!("`{}` holds no PEM certificate", ca.get_ref())),
+                Err(e) => self.error(ca.span(), format!("`{}`: {e}", ca.get_ref())),
+                Ok(_) => {}
+            }
+        }
         let eab = f
             .eab
             .as_ref()
             .and_then(|e| match (&e.get_ref().kid, &e.get_ref().hmac_key) {
-                (Some(kid), Some(key)) => Some((kid.get_ref().clone(), key.get_ref().clone())),
+                (Some(kid), Some(key)) => {
+                    let base64url = |t: &str| {
+                        !t.is_empty()
+                            && t.trim_end_matches('=').bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/')
+                            })
+                    };
+                    if !base64url(key.get_ref()) {
+                        self.error(key.span(), "hmac_key is the CA's key in base64url");
+                    }
+                    Some((kid.get_ref().clone(), key.get_ref().clone()))
+                }
                 _ => {
                     self.error(e.span(), "eab needs both `kid` and `hmac_key`");
                     None
