@@ -438,7 +438,7 @@ pub fn generate_self_signed(names: &[&str], cert: &Path, key: &Path) -> Result<(
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
     std::fs::write(cert, generated.cert.pem()).map_err(io_error(cert))?;
-    write_private(key, &generated.key_pair.serialize_pem())
+    write_private(key, &generated.signing_key.serialize_pem())
 }
 
 fn write_private(path: &Path, pem: &str) -> Result<(), TlsError> {

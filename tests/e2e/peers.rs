@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 /// A certificate authority made for one test: its certificate in `ca.pem` of a temp dir, and
 /// the certificates it issues beside it.
 pub struct TestCa {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
     pub pem: PathBuf,
     pub dir: tempfile::TempDir,
 }
@@ -34,16 +33,11 @@ impl TestCa {
             rcgen::KeyUsagePurpose::CrlSign,
         ];
         let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params.self_signed(&key).expect("CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA");
         let dir = tempfile::tempdir().expect("dir");
         let pem = dir.path().join("ca.pem");
-        std::fs::write(&pem, cert.pem()).expect("write CA");
-        TestCa {
-            cert,
-            key,
-            pem,
-            dir,
-        }
+        std::fs::write(&pem, ca.pem()).expect("write CA");
+        TestCa { ca, pem, dir }
     }
 
     /// A server certificate for `names` (host names or addresses), as `file`.pem and
@@ -96,7 +90,7 @@ impl TestCa {
         params.extended_key_usages = vec![usage];
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = params
-            .signed_by(&key, &self.cert, &self.key)
+            .signed_by(&key, &self.ca)
             .expect("issue");
         let issued = Issued {
             cert: self.dir.path().join(format!("{file}.pem")),
