@@ -370,7 +370,28 @@ impl Diff {
         if oe.access_log != ne.access_log {
             d.needs_upgrade.push("edge.access_log".into());
         }
-        if old.tls != new.tls {
+        // ACME's names follow a reload (a route's new host gets a certificate); its other
+        // keys, like the rest of [tls], take an upgrade.
+        let without_domains = |tls: &Option<crate::config::TlsSettings>| {
+            tls.clone().map(|mut t| {
+                if let Some(a) = t.acme.as_mut() {
+                    a.domains.clear();
+                }
+                t
+            })
+        };
+        let (old_tls, new_tls) = (without_domains(&old.tls), without_domains(&new.tls));
+        let acme_of = |t: &Option<crate::config::TlsSettings>| t.as_ref().map(|t| t.acme.clone());
+        if acme_of(&old_tls) != acme_of(&new_tls) {
+            d.needs_upgrade.push("tls.acme".into());
+        }
+        let without_acme = |tls: Option<crate::config::TlsSettings>| {
+            tls.map(|mut t| {
+                t.acme = None;
+                t
+            })
+        };
+        if without_acme(old_tls) != without_acme(new_tls) {
             d.needs_upgrade.push("[tls]".into());
         }
         for (changed, name) in [

@@ -149,10 +149,17 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut acme = None;
     if let (Some(tls), Some(certificates)) = (&snapshot.load().config.tls, &served_certificates) {
         if let Some(settings) = &tls.acme {
+            let live = snapshot.clone();
+            let domains = move || {
+                let config = &live.load().config;
+                let acme = config.tls.as_ref().and_then(|t| t.acme.as_ref());
+                acme.map_or_else(Vec::new, |a| a.domains.clone())
+            };
             acme = Some(crate::acme::AcmeService(crate::acme::Acme::new(
                 settings.clone(),
                 snapshot.load().config.redis.clone(),
                 certificates.clone(),
+                Box::new(domains),
             )));
         }
     }

@@ -24,7 +24,30 @@ fn acme_edge(
 ) -> Edge {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("upstreams.toml");
-    let config = format!(
+    let config = acme_config(
+        (http, https),
+        pebble,
+        storage,
+        acme_lines,
+        sections,
+        backend,
+    );
+    std::fs::write(&path, config).expect("write config");
+    let edge = Edge::start_with_config_path(&path);
+    std::mem::forget(dir);
+    edge
+}
+
+/// The config of [`acme_edge`].
+fn acme_config(
+    (http, https): (u16, u16),
+    pebble: &Pebble,
+    storage: &Path,
+    acme_lines: &str,
+    sections: &str,
+    backend: SocketAddr,
+) -> String {
+    format!(
         "[edge]\nhttp_listen = [\"127.0.0.1:{http}\"]\nhttps_listen = [\"127.0.0.1:{https}\"]\n\
          admin_listen = \"127.0.0.1:0\"\nthreads = 2\naccess_log = \"off\"\n\
          redirect_http_to_https = true\nhttp3 = false\n\n\
@@ -34,11 +57,7 @@ fn acme_edge(
         pebble.ca.pem.display(),
         storage.display(),
         one_route(backend)
-    );
-    std::fs::write(&path, config).expect("write config");
-    let edge = Edge::start_with_config_path(&path);
-    std::mem::forget(dir);
-    edge
+    )
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -47,8 +66,13 @@ fn local(port: u16) -> SocketAddr {
 
 /// The certificate the edge serves for a.test: its issuer's common name and its serial.
 async fn served(https: SocketAddr) -> Option<(String, String)> {
+    served_for(https, "a.test").await
+}
+
+/// The certificate the edge serves for `host`: its issuer's common name and its serial.
+async fn served_for(https: SocketAddr, host: &str) -> Option<(String, String)> {
     let tcp = tokio::net::TcpStream::connect(https).await.ok()?;
-    let name = rustls::pki_types::ServerName::try_from("a.test").ok()?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
     let tls = connector(&[b"http/1.1"]).connect(name, tcp).await.ok()?;
     let cert = tls.get_ref().1.peer_certificates()?.first()?.clone();
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
@@ -564,4 +588,59 @@ async fn a_ca_with_renewal_information_decides_when_to_renew() {
     front.past.store(false, Ordering::SeqCst);
     assert!(pebble.orders() >= 2, "{}", pebble.log());
     assert!(metric(&edge, "edge_acme_orders_total", &["valid"]).await >= 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_a_reload_adds_is_ordered_without_a_restart() {
+    let app = backend("app").await;
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(ports.0, ports.1);
+    let storage = tempfile::tempdir().expect("storage");
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("upstreams.toml");
+    let lines = "challenge = \"tls-alpn-01\"";
+    let config = acme_config(ports, &pebble, storage.path(), lines, "", app.addr);
+    std::fs::write(&path, &config).expect("write config");
+    let edge = Edge::start_with_config_path(&path);
+    let https = local(ports.1);
+    let a_serial = pebble_issued(https, &edge, &pebble).await;
+    // Before: b.test gets the default, a.test's certificate.
+    let before = served_for(https, "b.test").await.expect("a certificate");
+    assert_eq!(before.1, a_serial);
+
+    let added = config.replace(
+        "domains = [\"a.test\"]",
+        "domains = [\"a.test\", \"b.test\"]",
+    );
+    std::fs::write(&path, added).expect("write config");
+    let (status, body) = reqwest::Client::new()
+        .post(format!("http://{}/reload", edge.admin))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .expect("reload");
+    let body = body.text().await.expect("body");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("tls.acme"),
+        "a new name needs no upgrade: {body}"
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "b.test never got pebble's certificate",
+        async || {
+            served_for(https, "b.test")
+                .await
+                .is_some_and(|(issuer, serial)| {
+                    issuer.contains("Pebble Intermediate") && serial != a_serial
+                })
+        },
+    )
+    .await;
+    assert_eq!(pebble.orders(), 2, "{}", pebble.log());
+    let status = admin(&edge, "/status").await;
+    assert_eq!(
+        status["acme"]["names"]["b.test"]["served_from"], "acme",
+        "{status}"
+    );
 }

@@ -89,9 +89,7 @@ impl TestCa {
             .push(rcgen::DnType::CommonName, names[0].as_str());
         params.extended_key_usages = vec![usage];
         let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params
-            .signed_by(&key, &self.ca)
-            .expect("issue");
+        let cert = params.signed_by(&key, &self.ca).expect("issue");
         let issued = Issued {
             cert: self.dir.path().join(format!("{file}.pem")),
             key: self.dir.path().join(format!("{file}.key")),

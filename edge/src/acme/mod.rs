@@ -40,8 +40,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 /// replica waits after publishing before it tells the CA to validate.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// The longest the manager sleeps between two looks at its names.
+/// The longest between two looks at a name (its store, the CA's window).
 const LOOK_EVERY: Duration = Duration::from_secs(3600);
+
+/// How often the manager reads its names and looks at those that are due.
+const TICK: Duration = Duration::from_secs(1);
 
 /// HTTP-01 answers: token -> key authorization.
 static HTTP01: LazyLock<ArcSwap<HashMap<String, String>>> = LazyLock::new(ArcSwap::default);
@@ -112,6 +115,8 @@ pub struct Acme {
     certificates: Arc<Certificates>,
     /// This replica's name in locks.
     owner: String,
+    /// The names to keep a certificate for: the live config's `domains`.
+    domains: Box<dyn Fn() -> Vec<String> + Send + Sync>,
     /// Per name: the CA's last renewal window (RFC 9773) and the time chosen in it.
     windows: Mutex<HashMap<String, Window>>,
 }
@@ -125,10 +130,12 @@ struct Window {
 }
 
 impl Acme {
+    /// `domains`: the names to keep, read again each second (a reload may change them).
     pub fn new(
         settings: AcmeSettings,
         redis: RedisSettings,
         certificates: Arc<Certificates>,
+        domains: Box<dyn Fn() -> Vec<String> + Send + Sync>,
     ) -> Acme {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         Acme {
@@ -137,13 +144,16 @@ impl Acme {
             certificates,
             owner: format!("{}:{}", host.trim(), std::process::id()),
             windows: Mutex::default(),
+            domains,
         }
     }
 
-    /// Keeps every name's certificate valid until `shutdown`.
+    /// Keeps every name's certificate valid until `shutdown`. The names are read from
+    /// `domains` (the live config's) each [`TICK`]: a name a reload adds is ordered for then,
+    /// one it removes is no longer renewed.
     pub async fn run(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        for name in &self.settings.domains {
-            stats().names.entry(name.clone()).or_default();
+        for name in (self.domains)() {
+            stats().names.entry(name).or_default();
         }
         let store = loop {
             match Store::open(&self.settings, &self.redis).await {
@@ -162,9 +172,17 @@ impl Acme {
             tokio::spawn(sync_answers(store.clone(), self.certificates.clone()));
         }
         let mut backoff: HashMap<String, Duration> = HashMap::new();
+        // Per name: when to look at it next.
+        let mut next: HashMap<String, SystemTime> = HashMap::new();
         loop {
-            let mut next = SystemTime::now() + LOOK_EVERY;
-            for name in &self.settings.domains {
+            let names = (self.domains)();
+            next.retain(|name, _| names.contains(name));
+            stats().names.retain(|name, _| names.contains(name));
+            for name in &names {
+                stats().names.entry(name.clone()).or_default();
+                if next.get(name).is_some_and(|at| *at > SystemTime::now()) {
+                    continue;
+                }
                 let due = match self.keep(&store, name).await {
                     Ok(due) => {
                         backoff.remove(name);
@@ -185,14 +203,10 @@ impl Acme {
                         at
                     }
                 };
-                next = next.min(due);
+                next.insert(name.clone(), due.min(SystemTime::now() + LOOK_EVERY));
             }
-            let wait = next
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-                .max(Duration::from_secs(1));
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(TICK) => {}
                 _ = shutdown.changed() => return,
             }
         }

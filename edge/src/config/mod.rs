@@ -201,14 +201,24 @@ upstream = "app"
                       [[routes]]\nhost = \"10.0.0.1\"\npath = \"/\"\nupstream = \"app\"\n";
         // Defaults: the routes' host names (not addresses), TLS-ALPN-01 with an https listener.
         let text = format!("[edge]\nhttps_listen = [\"0.0.0.0:443\"]\n[tls]\n[tls.acme]\n{routes}");
-        let acme = validate("t.toml", &text).expect("valid").config.tls.expect("tls").acme;
+        let acme = validate("t.toml", &text)
+            .expect("valid")
+            .config
+            .tls
+            .expect("tls")
+            .acme;
         let acme = acme.expect("acme");
         assert_eq!(acme.domains, vec!["shop.example".to_string()]);
         assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
         assert_eq!(acme.directory, DEFAULT_ACME_DIRECTORY);
         // Without an https listener the default is HTTP-01.
         let text = format!("[edge]\nhttps_listen = []\n[tls]\n[tls.acme]\n{routes}");
-        let acme = validate("t.toml", &text).expect("valid").config.tls.expect("tls").acme;
+        let acme = validate("t.toml", &text)
+            .expect("valid")
+            .config
+            .tls
+            .expect("tls")
+            .acme;
         assert_eq!(acme.expect("acme").challenge, AcmeChallenge::Http01);
         // Each mistake at its place.
         let text = "[edge]\nhttps_listen = [\"0.0.0.0:443\"]\n[tls]\n[tls.acme]\n\
@@ -223,7 +233,9 @@ upstream = "app"
             .collect();
         let at = |line: usize, words: &str| {
             assert!(
-                found.iter().any(|(l, _, m)| *l == line && m.contains(words)),
+                found
+                    .iter()
+                    .any(|(l, _, m)| *l == line && m.contains(words)),
                 "no error at line {line} with `{words}`: {found:#?}"
             );
         };

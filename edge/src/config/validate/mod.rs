@@ -237,10 +237,16 @@ impl Validator<'_> {
                 }
             }
             if acme.challenge == AcmeChallenge::Http01 && edge.http_listen.is_empty() {
-                self.error(span.clone(), "challenge = \"http-01\" needs an http listener (port 80)");
+                self.error(
+                    span.clone(),
+                    "challenge = \"http-01\" needs an http listener (port 80)",
+                );
             }
             if acme.store == AcmeStore::Redis && !redis_given {
-                self.error(span, "store = \"redis\" needs a [redis] section with its url");
+                self.error(
+                    span,
+                    "store = \"redis\" needs a [redis] section with its url",
+                );
             }
         }
         let used: HashSet<&str> = routes.iter().map(|r| r.upstream.as_str()).collect();

@@ -198,7 +198,10 @@ impl Validator<'_> {
                     .count()
             });
             match roots {
-                Ok(0) => self.error(ca.span(), format!("`{}` holds no PEM certificate", ca.get_ref())),
+                Ok(0) => self.error(
+                    ca.span(),
+                    format!("`{}` holds no PEM certificate", ca.get_ref()),
+                ),
                 Err(e) => self.error(ca.span(), format!("`{}`: {e}", ca.get_ref())),
                 Ok(_) => {}
             }
