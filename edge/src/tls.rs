@@ -162,7 +162,7 @@ impl Certificates {
         match self.choose(Some(name)) {
             Some(("file", key)) => format!("{} (for {})", file_of(&key), names(&key)),
             Some(("acme", _)) => "obtained by ACME".into(),
-            Some((_, key)) if key.cert.first().is_some() && !file_of(&key).is_empty() => format!(
+            Some((_, key)) if !file_of(&key).is_empty() => format!(
                 "none names {name}: the default, {} (for {})",
                 file_of(&key),
                 names(&key)
