@@ -261,15 +261,29 @@ async fn dashboards_and_alert_rules_only_use_exported_metrics() {
     let app = backend("app").await;
     // A certificate too, so that the edge_ocsp_* series exist (a self-signed one: never
     // stapled, shown as such).
+    // And ACME for a name, against a directory nobody serves: the edge_acme_* series exist
+    // (no certificate, failures counted).
     let certificate = Certificate::self_signed(&["edge.test"]);
+    let storage = tempfile::tempdir().expect("storage");
     let (edge, _) = https_edge(
         table! { redirect_http_to_https = false },
-        observed_config(app.addr).certificate(&certificate),
+        observed_config(app.addr)
+            .certificate(&certificate)
+            .nested(&["tls", "acme"])
+            .with(
+                "directory",
+                format!("https://127.0.0.1:{}/dir", crate::peers::free_port()),
+            )
+            .with("domains", vec!["shop.test"])
+            .with("storage", storage.path().display().to_string()),
     );
     wait_until(
         Duration::from_secs(10),
-        "no edge_ocsp_* series",
-        async || scrape(&edge).await.0.contains("edge_ocsp_stapled"),
+        "no edge_ocsp_* or edge_acme_* series",
+        async || {
+            let text = scrape(&edge).await.0;
+            text.contains("edge_ocsp_stapled") && text.contains("edge_acme_failures_total")
+        },
     )
     .await;
     let c = client();

@@ -330,6 +330,12 @@ impl TestConfig {
         self.added(&[name])
     }
 
+    /// A table nested in another (`["tls", "acme"]` for `[tls.acme]`) for `with` to fill in.
+    pub fn nested(mut self, path: &[&str]) -> Self {
+        self.table_at(path);
+        self.added(path)
+    }
+
     /// Sets `key` on what was added last.
     pub fn with(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
         assert!(!self.last.is_empty(), "nothing to set {key} on");
