@@ -101,6 +101,9 @@ const KNOWN: &[(&str, Kind, &str)] = &[
     ("gzip_http_version", Kind::ByDefault, "the edge compresses for HTTP/1.0 clients too, without chunking"),
     ("gzip_disable", Kind::NoEquivalent, "the edge compresses for every client that accepts gzip"),
     ("gzip_static", Kind::NoEquivalent, "the edge serves no files"),
+    // nginx's ACME module (acme_issuer and acme_certificate are carried).
+    ("acme_shared_zone", Kind::ByDefault, "the edge's ACME state needs no shared memory zone"),
+    ("ssl_certificate_cache", Kind::ByDefault, "the edge parses each certificate once, when it loads or obtains it"),
     // Upstream blocks.
     ("zone", Kind::ByDefault, "the edge's workers share each upstream's state"),
     ("keepalive_time", Kind::NoEquivalent, "the edge retires upstream connections by keepalive_requests and keepalive_timeout, not by age"),

@@ -541,3 +541,53 @@ fn http3_is_carried_from_quic_listeners_and_stays_off_without_them() {
     assert!(!config.edge.http3, "{}", without.toml);
     assert!(without.toml.contains("http3 = false"), "{}", without.toml);
 }
+
+#[test]
+fn nginx_acme_module_becomes_tls_acme() {
+    let dir = tempfile::tempdir().expect("dir");
+    let roots = dir.path().join("roots.pem");
+    edge::tls::generate_self_signed(&["ca.example"], &roots, &dir.path().join("k.pem"))
+        .expect("certificate");
+    let text = format!(
+        "http {{\n\
+         acme_issuer le {{\n  uri https://acme.example/directory;\n  contact mailto:ops@a.example;\n  \
+         state_path /var/cache/nginx/acme-le;\n  accept_terms_of_service;\n  \
+         ssl_trusted_certificate {};\n  external_account_key kid1 /etc/nginx/eab.key;\n }}\n\
+         acme_shared_zone zone=acme:1M;\n\
+         server {{ listen 127.0.0.1:8443 ssl; server_name shop.example .blog.example *.x.example;\n  \
+         acme_certificate le;\n  ssl_certificate $acme_certificate;\n  \
+         ssl_certificate_key $acme_certificate_key;\n  ssl_certificate_cache max=2;\n  \
+         location / {{ proxy_pass http://127.0.0.1:8000; }} }}\n\
+         server {{ listen 127.0.0.1:8080; location / {{ return 404; }} }}\n}}\n",
+        roots.display()
+    );
+    let imported = imported(&text);
+    let config = valid(&imported);
+    let tls = config.tls.expect("tls");
+    assert!(tls.certificates.is_empty(), "{}", imported.toml);
+    let acme = tls.acme.expect("[tls.acme]");
+    assert_eq!(acme.directory, "https://acme.example/directory");
+    assert_eq!(acme.email.as_deref(), Some("ops@a.example"));
+    assert_eq!(acme.domains, vec!["shop.example", "blog.example"]);
+    // nginx's module validates by HTTP-01 unless told otherwise: the import keeps that.
+    assert_eq!(acme.challenge, config::AcmeChallenge::Http01);
+    assert_eq!(acme.storage, Path::new("/var/cache/nginx/acme-le"));
+    assert_eq!(acme.ca.as_deref(), Some(roots.as_path()));
+    assert!(note_for(&imported, "external_account_key").decide);
+    assert!(
+        note_for(&imported, "acme_certificate le").decide,
+        "the wildcard"
+    );
+    assert_eq!(
+        note_for(&imported, "acme_shared_zone").kind,
+        Kind::ByDefault
+    );
+    assert!(
+        !imported
+            .notes
+            .iter()
+            .any(|n| n.directive.starts_with("ssl_certificate $")),
+        "$acme_certificate is carried: {:#?}",
+        imported.notes
+    );
+}

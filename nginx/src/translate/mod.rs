@@ -6,6 +6,7 @@
 //! reported where it matters: timeouts and retries belong to an upstream, not a location; the
 //! edge has one route table for every listener; and client-facing limits are global.
 
+mod acme;
 mod servers;
 mod settings;
 mod tls;
@@ -135,6 +136,11 @@ struct Translator<'a> {
     quic: Option<Place>,
     /// `ssl_early_data on`.
     early_data: Option<Place>,
+    /// nginx's ACME module: the `acme_issuer` blocks by name, the servers' uses of them,
+    /// and the `[tls.acme]` they become.
+    acme_issuers: Vec<(String, Directive)>,
+    acme_uses: Vec<acme::AcmeUse>,
+    acme_section: Option<Section>,
 }
 
 pub fn translate(source: &str, tree: &[Directive], paths: &Paths) -> Imported {
@@ -158,6 +164,9 @@ pub fn translate(source: &str, tree: &[Directive], paths: &Paths) -> Imported {
         any_tls: false,
         quic: None,
         early_data: None,
+        acme_issuers: Vec::new(),
+        acme_uses: Vec::new(),
+        acme_section: None,
     };
     for d in tree {
         match d.name.as_str() {
@@ -214,6 +223,10 @@ impl Translator<'_> {
                 "upstream" => self.upstream(d),
                 "limit_req_zone" => self.zone(d),
                 "map" => self.map(d),
+                "acme_issuer" => {
+                    let name = d.args.first().cloned().unwrap_or_default();
+                    self.acme_issuers.push((name, d.clone()));
+                }
                 _ if self.global(d) => {}
                 _ if self.scoped(d, &mut scope, &mut fresh) => {}
                 _ => self.known_or_not(d),
@@ -317,6 +330,7 @@ impl Translator<'_> {
 
     fn finish(mut self, source: &str) -> Imported {
         self.tls();
+        self.acme();
         self.http3();
         self.redirect();
         self.gzip_defaults();
@@ -330,9 +344,10 @@ impl Translator<'_> {
         ];
         preamble.extend(self.unset_defaults.iter().map(|l| format!("  {l}")));
         let mut sections = vec![self.edge];
-        if !self.tls.entries.is_empty() {
+        if !self.tls.entries.is_empty() || self.acme_section.is_some() {
             sections.push(self.tls);
         }
+        sections.extend(self.acme_section);
         if !self.gzip.entries.is_empty() {
             sections.push(self.gzip);
         }

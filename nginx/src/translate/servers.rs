@@ -25,8 +25,10 @@ impl Translator<'_> {
             locations: Vec::new(),
         };
         let mut fresh = Fresh::default();
+        let mut acme_certificate = None;
         for c in d.children() {
             match c.name.as_str() {
+                "acme_certificate" => acme_certificate = Some(c),
                 "location" => server.locations.push(c.clone()),
                 "listen" => self.listen(c, &mut server),
                 "server_name" => server
@@ -39,6 +41,9 @@ impl Translator<'_> {
                 _ if self.scoped(c, &mut server.scope, &mut fresh) => {}
                 _ => self.known_or_not(c),
             }
+        }
+        if let Some(c) = acme_certificate {
+            self.acme_certificate(c, &server.names.clone());
         }
         if server.listens.is_empty() {
             server.plain = true;

@@ -72,6 +72,10 @@ impl Translator<'_> {
                 ));
                 continue;
             };
+            // nginx's ACME module: carried as [tls.acme] (acme.rs).
+            if cert == "$acme_certificate" {
+                continue;
+            }
             if cert.contains('$') {
                 notes.push((
                     cert_at.clone(),
