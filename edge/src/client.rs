@@ -52,10 +52,69 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// A request id: the client's `X-Request-Id` when it is sane (1 to 128 visible ASCII
 /// characters of `[A-Za-z0-9._:-]`), otherwise a new one.
-pub fn request_id(incoming: Option<&[u8]>) -> String {
+pub fn request_id(incoming: Option<&[u8]>) -> RequestId {
     match incoming {
-        Some(id) if valid_request_id(id) => String::from_utf8_lossy(id).into_owned(),
+        Some(id) if valid_request_id(id) => RequestId::of(id),
         _ => new_request_id(),
+    }
+}
+
+/// The longest request id taken from a client.
+const REQUEST_ID_MAX: usize = 128;
+
+/// A request id in place (every request has one: no allocation for it), read as a `&str`.
+#[derive(Clone)]
+pub struct RequestId {
+    buf: [u8; REQUEST_ID_MAX],
+    len: u8,
+}
+
+impl RequestId {
+    /// `id` must be visible ASCII of at most [`REQUEST_ID_MAX`] bytes (longer is cut).
+    fn of(id: &[u8]) -> RequestId {
+        let mut buf = [0u8; REQUEST_ID_MAX];
+        let len = id.len().min(REQUEST_ID_MAX);
+        buf[..len].copy_from_slice(&id[..len]);
+        RequestId {
+            buf,
+            len: len as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored (`of`'s callers check it).
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> RequestId {
+        RequestId::of(b"")
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &RequestId) -> bool {
+        self.as_str() == other.as_str()
     }
 }
 
@@ -76,7 +135,7 @@ static ID_PREFIX: LazyLock<u64> = LazyLock::new(|| {
 static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// 32 hex digits: a per-process random prefix and a counter (unique, cheap, not a secret).
-pub fn new_request_id() -> String {
+pub fn new_request_id() -> RequestId {
     let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
     // 32 hex digits, written directly: this runs for every request.
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -89,7 +148,7 @@ pub fn new_request_id() -> String {
             id[half * 16 + i] = HEX[(value >> (60 - 4 * i)) as usize & 0xf];
         }
     }
-    id.iter().map(|&b| b as char).collect()
+    RequestId::of(&id)
 }
 
 /// An address as text, on the stack (the longest IPv6 form is 45 bytes).
@@ -192,7 +251,9 @@ mod tests {
 
     #[test]
     fn request_ids_are_kept_when_sane_and_made_otherwise() {
-        assert_eq!(request_id(Some(b"abc-123")), "abc-123");
+        assert_eq!(request_id(Some(b"abc-123")).as_str(), "abc-123");
+        let longest = [b'a'; 128];
+        assert_eq!(request_id(Some(&longest)).as_str().len(), 128);
         let made = request_id(Some(b"bad id\n"));
         assert_eq!(made.len(), 32);
         assert_ne!(new_request_id(), new_request_id());

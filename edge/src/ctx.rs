@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub struct RequestCtx {
     /// The config this request started with; it keeps it to the end.
     pub snapshot: Arc<Snapshot>,
-    pub request_id: String,
+    pub request_id: crate::client::RequestId,
     /// The client as the limits, allow lists and ip_hash see it.
     pub client_ip: IpAddr,
     /// The socket peer (what X-Forwarded-For is extended with).
@@ -71,7 +71,7 @@ impl RequestCtx {
     pub fn new(snapshot: Arc<Snapshot>) -> RequestCtx {
         RequestCtx {
             snapshot,
-            request_id: String::new(),
+            request_id: crate::client::RequestId::default(),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             peer_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             tls: false,

@@ -150,7 +150,7 @@ pub fn closing_answer(
         "error": error,
         "status": status,
         "message": message,
-        "request_id": request_id,
+        "request_id": request_id.as_str(),
     })
     .to_string();
     let reason = http::StatusCode::from_u16(status)

@@ -204,7 +204,7 @@ pub struct Upstream {
 /// What one request has tried so far on its upstream (nginx's `tried` bitmap and ip_hash state).
 #[derive(Debug, Default)]
 pub struct Attempts {
-    tried: Vec<usize>,
+    tried: Tried,
     /// Attempts made, for `next_upstream_tries`.
     pub count: u32,
     pub(crate) ip_hash: Option<u32>,
@@ -223,12 +223,12 @@ impl Attempts {
     }
 
     pub(crate) fn tried(&self, index: usize) -> bool {
-        self.tried.contains(&index)
+        self.tried.contains(index)
     }
 
     /// Records that the request went to `index`.
     pub fn mark(&mut self, index: usize) {
-        if !self.tried.contains(&index) {
+        if !self.tried.contains(index) {
             self.tried.push(index);
         }
         self.count += 1;
@@ -236,13 +236,62 @@ impl Attempts {
 
     /// The server tried last.
     pub fn last(&self) -> Option<usize> {
-        self.tried.last().copied()
+        self.tried.last()
     }
 
     /// Forgets that `index` was tried: a stale pooled connection is no verdict on the server.
     pub fn unmark(&mut self, index: usize) {
-        self.tried.retain(|&i| i != index);
+        self.tried.remove(index);
         self.count = self.count.saturating_sub(1);
+    }
+}
+
+/// The servers a request has tried, in order: the first few in place (a request tries one
+/// server, or a few with retries), more on the heap. Every request has one, so the common
+/// case allocates nothing.
+#[derive(Debug, Default)]
+struct Tried {
+    first: [usize; TRIED_IN_PLACE],
+    len: usize,
+    more: Vec<usize>,
+}
+
+const TRIED_IN_PLACE: usize = 4;
+
+impl Tried {
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.first[..self.len.min(TRIED_IN_PLACE)]
+            .iter()
+            .chain(&self.more)
+            .copied()
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        self.iter().any(|i| i == index)
+    }
+
+    fn push(&mut self, index: usize) {
+        if self.len < TRIED_IN_PLACE {
+            self.first[self.len] = index;
+        } else {
+            self.more.push(index);
+        }
+        self.len += 1;
+    }
+
+    fn last(&self) -> Option<usize> {
+        self.iter().last()
+    }
+
+    fn remove(&mut self, index: usize) {
+        let kept: Vec<usize> = self.iter().filter(|&i| i != index).collect();
+        if kept.len() == self.len {
+            return;
+        }
+        *self = Tried::default();
+        for i in kept {
+            self.push(i);
+        }
     }
 }
 
@@ -418,5 +467,29 @@ impl InFlightGuard {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tried_tests {
+    use super::Tried;
+
+    #[test]
+    fn tried_servers_keep_their_order_in_place_and_beyond() {
+        let mut tried = Tried::default();
+        assert_eq!(tried.last(), None);
+        for i in [3, 1, 4, 0, 5, 9] {
+            tried.push(i);
+        }
+        assert_eq!(tried.iter().collect::<Vec<_>>(), [3, 1, 4, 0, 5, 9]);
+        assert!(tried.contains(9) && tried.contains(3) && !tried.contains(2));
+        assert_eq!(tried.last(), Some(9));
+        tried.remove(9);
+        assert_eq!(tried.last(), Some(5));
+        tried.remove(1);
+        assert_eq!(tried.iter().collect::<Vec<_>>(), [3, 4, 0, 5]);
+        assert!(tried.more.is_empty(), "back in place");
+        tried.remove(7);
+        assert_eq!(tried.len, 4);
     }
 }

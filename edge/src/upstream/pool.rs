@@ -23,7 +23,6 @@
 use super::h1::Connection;
 use pingora::protocols::Stream;
 use std::fmt;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -195,16 +194,18 @@ pub(super) fn lock<T>(held: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Whether an idle connection can carry a request: nothing has arrived on it since it went
 /// idle, neither data (a server has nothing to say between requests) nor its close. One poll
-/// of a one-byte peek, answered from the reactor's readiness without waiting (a stream that
-/// cannot peek answers `false` at once, and is taken as open).
+/// of a one-byte read, answered from the reactor's readiness without waiting; whatever it
+/// reads is lost, and so is the connection then. Over TLS, a record with no data for the
+/// request (a session ticket) is taken in and the connection stays open; a close_notify
+/// closes it. A plain read, not `Peek::try_peek`: that one is boxed per call (async_trait),
+/// and every pooled request would pay the allocation.
 fn still_open(stream: &mut Stream) -> bool {
     let mut byte = [0u8; 1];
-    let peek = stream.try_peek(&mut byte);
-    let mut peek = std::pin::pin!(peek);
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
     let mut cx = Context::from_waker(Waker::noop());
     matches!(
-        peek.as_mut().poll(&mut cx),
-        Poll::Pending | Poll::Ready(Ok(false))
+        tokio::io::AsyncRead::poll_read(std::pin::Pin::new(stream), &mut cx, &mut buf),
+        Poll::Pending
     )
 }
 
