@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use http::StatusCode;
 use pingora::prelude::*;
 use pingora::{ErrorSource, ErrorType};
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -147,13 +148,13 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
     let h2c = session.req_header().version >= http::Version::HTTP_2;
     if !ctx.tls && snapshot.redirects_to_https() && path != "/health" && !h2c {
         let target = session.req_header().uri.path_and_query();
-        let location = snapshot.https_location(&host, target.map_or("/", |pq| pq.as_str()));
+        let location = snapshot.https_location(host, target.map_or("/", |pq| pq.as_str()));
         respond::redirect_to_https(session, &location, &ctx.request_id).await?;
         return Ok(Verdict::Answered);
     }
 
     // Which route.
-    let Some(route) = snapshot.router.find(&normalize_host(&host), &path).cloned() else {
+    let Some(route) = snapshot.router.find(&normalize_host(host), &path).cloned() else {
         return refuse(session, ctx, 404, "no route for this path").await;
     };
 
@@ -227,10 +228,10 @@ fn identify(session: &impl Downstream, ctx: &mut RequestCtx, snapshot: &Snapshot
 
 /// The head's size and framing checked, its one Host, and its path normalised for matching;
 /// or the status and reason it is refused with.
-fn host_and_path(
-    session: &impl Downstream,
+fn host_and_path<'s>(
+    session: &'s impl Downstream,
     edge: &crate::config::EdgeSettings,
-) -> Result<(String, String), (u16, &'static str)> {
+) -> Result<(&'s str, Cow<'s, str>), (u16, &'static str)> {
     let req = session.req_header();
     let raw_head = session.raw_head();
     request::refused_method(req)?;
@@ -239,7 +240,7 @@ fn host_and_path(
     request::framing(req, raw_head.as_deref())?;
     let host = request::host(req)?;
     let path = request::normalize_path(req.uri.path())?;
-    Ok((host.to_string(), path.into_owned()))
+    Ok((host, path))
 }
 
 /// Counts the finished request in its route's metrics and writes its access-log line.
