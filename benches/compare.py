@@ -121,6 +121,21 @@ class Proxy:
             self.proc.kill()
 
 
+def without_access_logs(name, text, work):
+    """The same config with every proxy's access log off (`--logs off`): the request path
+    alone, without the cost of each proxy's log line."""
+    if name == "nginx.conf":
+        out = text.replace(f"access_log {work}/nginx-access.log;", "access_log off;")
+    elif name == "haproxy.cfg":
+        dropped = ("log stdout format raw local0", "log global", "option httplog",
+                   "option dontlognull")
+        out = "\n".join(l for l in text.split("\n") if l.strip() not in dropped)
+    else:
+        out = text.replace(f'access_log = "{work}/edge-access.log"', 'access_log = "off"')
+    assert out != text, f"no access log found to turn off in {name}"
+    return out
+
+
 def nginx_config(work, http, https, backend, cert, key):
     return f"""
 worker_processes auto;
@@ -404,6 +419,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--only")
+    ap.add_argument("--logs", choices=("on", "off"), default="on",
+                    help="every proxy's access log on (the default) or off")
     ap.add_argument("--proxies", default=",".join(PROXIES),
                     help="comma-separated subset of " + ", ".join(PROXIES) + " to run")
     ap.add_argument("--edge", default=EDGE,
@@ -428,14 +445,19 @@ def main():
     backend_addr = f"127.0.0.1:{backend_port}"
 
     ports = {name: (free_port(), free_port()) for name in PROXIES}
-    with open(f"{work}/nginx.conf", "w") as f:
-        f.write(nginx_config(work, *ports["nginx"], backend_addr, cert, key))
-    with open(f"{work}/haproxy.cfg", "w") as f:
-        f.write(haproxy_config(work, *ports["haproxy"], backend_addr, cert, key))
     admin = free_port()
-    with open(f"{work}/edge.toml", "w") as f:
-        f.write(edge_config(work, f"127.0.0.1:{ports['edge'][0]}", f"127.0.0.1:{ports['edge'][1]}",
-                            f"127.0.0.1:{admin}", backend_addr, cert, key))
+    configs = {
+        "nginx.conf": nginx_config(work, *ports["nginx"], backend_addr, cert, key),
+        "haproxy.cfg": haproxy_config(work, *ports["haproxy"], backend_addr, cert, key),
+        "edge.toml": edge_config(work, f"127.0.0.1:{ports['edge'][0]}",
+                                 f"127.0.0.1:{ports['edge'][1]}", f"127.0.0.1:{admin}",
+                                 backend_addr, cert, key),
+    }
+    if args.logs == "off":
+        configs = {name: without_access_logs(name, text, work) for name, text in configs.items()}
+    for name, text in configs.items():
+        with open(f"{work}/{name}", "w") as f:
+            f.write(text)
 
     starts = {
         "edge": lambda: Proxy(
@@ -541,7 +563,8 @@ def render(results, args, names=PROXIES):
         f"# edge vs nginx and HAProxy, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         "",
         f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; "
-        f"{versions}; {args.rounds} rounds of {args.duration} s in rotating order, medians. "
+        f"{versions}; {args.rounds} rounds of {args.duration} s in rotating order, medians; "
+        f"access logs {args.logs} for every proxy. "
         "CPU is the proxy's own processes (nginx master + workers, the HAProxy process and its "
         "threads, the edge process) per request; RSS is their peak resident memory during the "
         "run. \"better anchor\" is the better of nginx and HAProxy for that metric (higher "
