@@ -393,6 +393,49 @@ def measure(proxy, load):
     return {"rps": rps, "p99": p99, "cpu": cpu_us, "rss": peak[0] / 2**20}
 
 
+# The system calls `--syscalls` counts (every one is in `total`).
+SYSCALLS = ("read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
+            "epoll_wait", "epoll_pwait", "epoll_ctl", "futex", "setsockopt", "getsockopt",
+            "accept4", "close", "clock_gettime", "sched_yield")
+
+
+def count_syscalls(proxy, load):
+    """Runs `load` against `proxy` with `perf stat` counting its processes' system calls (the
+    kernel's tracepoints, all threads); per request, by name, and in total."""
+    pids = ",".join(str(p) for p in proxy.pids())
+    events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{n}" for n in SYSCALLS]
+    stat = subprocess.Popen(["perf", "stat", "-x", ",", "-p", pids] +
+                            [a for e in events for a in ("-e", e)],
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    try:
+        _, _, total = load()
+    finally:
+        stat.send_signal(signal.SIGINT)
+        err = stat.communicate()[1]
+    counts = {}
+    for line in err.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].strip().isdigit():
+            name = fields[2].split(":")[-1].replace("sys_enter_", "")
+            counts["total" if name == "sys_enter" else name] = int(fields[0])
+    return {name: n / max(total, 1) for name, n in counts.items()}
+
+
+def syscall_table(scenario, per_proxy):
+    names = list(per_proxy)
+    calls = sorted({c for counts in per_proxy.values() for c in counts},
+                   key=lambda c: (c != "total", -max(p.get(c, 0) for p in per_proxy.values())))
+    lines = [f"System calls per request, {scenario} (perf stat on the proxies' processes)", "",
+             "| syscall | " + " | ".join(LABELS[n] for n in names) + " |",
+             "| --- |" + " ---: |" * len(names)]
+    for c in calls:
+        if all(per_proxy[n].get(c, 0) < 0.005 for n in names):
+            continue
+        lines.append(f"| {c} | " + " | ".join(f"{per_proxy[n].get(c, 0):.2f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
 def idle_connections(proxy, count):
     """Opens `count` keepalive connections that each make one request, then idle; reports the
     proxy's RSS while they are open."""
@@ -421,6 +464,8 @@ def main():
     ap.add_argument("--only")
     ap.add_argument("--logs", choices=("on", "off"), default="on",
                     help="every proxy's access log on (the default) or off")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count each proxy's system calls per request (perf stat) instead")
     ap.add_argument("--proxies", default=",".join(PROXIES),
                     help="comma-separated subset of " + ", ".join(PROXIES) + " to run")
     ap.add_argument("--edge", default=EDGE,
@@ -498,6 +543,14 @@ def main():
     try:
         for who in names:
             proxies[who] = starts[who]()
+        if args.syscalls:
+            for name, load in scenarios.items():
+                if args.only and args.only.lower() not in name.lower():
+                    continue
+                per_proxy = {who: count_syscalls(proxies[who], lambda: load(proxies[who]))
+                             for who in names}
+                print(syscall_table(name, per_proxy) + "\n")
+            return
         for name, load in scenarios.items():
             if args.only and args.only.lower() not in name.lower():
                 continue
@@ -521,7 +574,8 @@ def main():
 
     report = render(results, args, names)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
-    path = os.path.join(ROOT, "benches", "results", f"compare-{stamp}.md")
+    suffix = "-logs-off" if args.logs == "off" else ""
+    path = os.path.join(ROOT, "benches", "results", f"compare-{stamp}{suffix}.md")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(report)
