@@ -33,7 +33,8 @@ fn acme_edge(
         backend,
     );
     std::fs::write(&path, config).expect("write config");
-    let edge = Edge::start_with_config_path(&path);
+    // ACME's log lines (one per order step) are part of what is tested.
+    let edge = Edge::start_with_config_path_env(&path, &[("RUST_LOG", "warn,edge::acme=info")]);
     std::mem::forget(dir);
     edge
 }
@@ -151,6 +152,17 @@ async fn tls_alpn_01_obtains_a_certificate_that_is_served_and_a_restart_orders_n
         metric(&edge, "edge_acme_orders_total", &["valid"]).await,
         1.0
     );
+    // A log line for each step of the order.
+    let log = edge.log();
+    for step in [
+        "ACME: account created",
+        "ACME: ordering a certificate",
+        "ACME: challenge answered; asking the CA to validate",
+        "ACME: certificate issued",
+        "ACME: certificate served",
+    ] {
+        assert!(log.contains(step), "no `{step}` in the log:\n{log}");
+    }
     assert_eq!(
         metric(&edge, "edge_acme_failures_total", &["challenge"]).await,
         0.0

@@ -75,6 +75,12 @@ impl Edge {
         Edge::spawn(tempfile::tempdir().expect("temp dir"), path, &[])
     }
 
+    /// [`Edge::start_with_config_path`] with extra environment variables (`RUST_LOG` among
+    /// them: they come after the test's own).
+    pub fn start_with_config_path_env(path: &std::path::Path, env: &[(&str, &str)]) -> Edge {
+        Edge::spawn(tempfile::tempdir().expect("temp dir"), path, env)
+    }
+
     fn spawn(dir: tempfile::TempDir, path: &std::path::Path, env: &[(&str, &str)]) -> Edge {
         let mut child = Command::new(edge_bin())
             .arg("run")
