@@ -122,6 +122,26 @@ impl RequestCtx {
         ]
     }
 
+    /// The fields of [`Self::forwarding_headers`] written straight into an HTTP/1.1 head:
+    /// the same values, made on the stack (no `HeaderValue` for each).
+    pub fn write_forwarding(&self, prior: Option<&HeaderValue>, out: &mut Vec<u8>) {
+        let mut peer = IpText::default();
+        let peer = peer.format(self.peer_ip);
+        match prior {
+            Some(p) => crate::upstream::h1::write_field_parts(
+                out,
+                &X_FORWARDED_FOR,
+                &[p.as_bytes(), b", ", peer],
+            ),
+            None => crate::upstream::h1::write_field(out, &X_FORWARDED_FOR, peer),
+        }
+        let mut client = IpText::default();
+        crate::upstream::h1::write_field(out, &X_REAL_IP, client.format(self.client_ip));
+        let proto: &[u8] = if self.tls { b"https" } else { b"http" };
+        crate::upstream::h1::write_field(out, &X_FORWARDED_PROTO, proto);
+        crate::upstream::h1::write_field(out, &X_REQUEST_ID, self.request_id.as_bytes());
+    }
+
     /// The request id as a header value (sent upstream and back to the client).
     pub fn request_id_value(&self) -> HeaderValue {
         header_value(self.request_id.as_bytes())
@@ -176,6 +196,10 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The fields the edge sets on every request it forwards (a client's own are replaced).
+pub const FORWARDING: [HeaderName; 4] =
+    [X_FORWARDED_FOR, X_REAL_IP, X_FORWARDED_PROTO, X_REQUEST_ID];
 
 /// A header value from bytes that came from a valid header value or that the edge wrote (an
 /// address, a request id); anything else would be a bug, and is sent as empty.

@@ -146,6 +146,9 @@ impl Workers {
 /// The listen queue, as Pingora and nginx (where the kernel allows) size it.
 const BACKLOG: i32 = 65535;
 
+/// How many ports a port-0 https listener tries before one is free on UDP too.
+const PORT_ZERO_TRIES: usize = 20;
+
 #[async_trait]
 impl Service for ClientListeners {
     async fn start_service(
@@ -159,7 +162,34 @@ impl Service for ClientListeners {
         let keys = self.fd_keys();
         for (endpoint, key) in self.endpoints.drain(..).zip(keys) {
             let kind = kind_of(&endpoint);
-            let listener = listen_or_exit(&endpoint.addr, &key, fds.as_ref()).await;
+            let mut listener = listen_or_exit(&endpoint.addr, &key, fds.as_ref()).await;
+            // Port 0 with HTTP/3: the UDP socket takes the port the TCP listener got, which
+            // another process may hold on UDP; then both move to another port.
+            let mut quic_bound = None;
+            if let (Some(_), true) = (&endpoint.quic, endpoint.addr.ends_with(":0")) {
+                for _ in 0..PORT_ZERO_TRIES {
+                    let Ok(addr) = listener.local_addr() else {
+                        break;
+                    };
+                    match crate::quic::socket(addr, &crate::quic::fd_key(&key), fds.as_ref()) {
+                        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                            // A new socket (not `listen`, which would take the recorded one
+                            // back), recorded in its place for an upgrade.
+                            let Ok(fresh) = bind(&endpoint.addr).await else {
+                                break;
+                            };
+                            if let Some(fds) = fds.as_ref() {
+                                fds.lock().add(key.clone(), fresh.as_raw_fd());
+                            }
+                            listener = fresh;
+                        }
+                        bound => {
+                            quic_bound = Some(bound);
+                            break;
+                        }
+                    }
+                }
+            }
             if let Ok(addr) = listener.local_addr() {
                 self.bound.record(kind, addr);
                 if endpoint.tls.is_some() {
@@ -174,7 +204,10 @@ impl Service for ClientListeners {
                 if let Some(config) = endpoint.quic.clone() {
                     // UDP at the port the TCP listener got (the config's may be 0).
                     let quic_key = crate::quic::fd_key(&key);
-                    match crate::quic::socket(addr, &quic_key, fds.as_ref()) {
+                    let bound = quic_bound
+                        .take()
+                        .unwrap_or_else(|| crate::quic::socket(addr, &quic_key, fds.as_ref()));
+                    match bound {
                         Ok((socket, inherited)) => {
                             self.bound.record("quic", addr);
                             let predecessor = self.predecessor.filter(|_| inherited);

@@ -88,7 +88,6 @@ pub fn upstream_request(
             "a request target with a byte HTTP/1.1 forbids there",
         );
     }
-    let forwarding = ctx.forwarding_headers(req.headers.get(crate::ctx::X_FORWARDED_FOR));
     // Most requests carry no hop-by-hop field: one pass over the names finds out.
     let has_hop_by_hop = req.headers.keys().any(|name| hop_by_hop(name.as_str()));
     let nominated: Vec<String> = if has_hop_by_hop {
@@ -133,7 +132,7 @@ pub fn upstream_request(
         let dropped = (has_hop_by_hop
             && !kept_for_upgrade
             && (hop_by_hop(name.as_str()) || nominated.iter().any(|n| n == name.as_str())))
-            || forwarding.iter().any(|(set, _)| set == name)
+            || crate::ctx::FORWARDING.contains(name)
             || (reframed && name == header::CONTENT_LENGTH)
             || (authority.is_some() && name == header::HOST)
             || (cookies && name == header::COOKIE);
@@ -172,9 +171,7 @@ pub fn upstream_request(
             Upload::Chunked
         }
     };
-    for (name, value) in &forwarding {
-        h1::write_field(out, name, value.as_bytes());
-    }
+    ctx.write_forwarding(req.headers.get(crate::ctx::X_FORWARDED_FOR), out);
     if ctx.early_data {
         // RFC 8470 5.1: the server learns the request may be a replay.
         out.extend_from_slice(b"Early-Data: 1\r\n");
@@ -330,6 +327,48 @@ mod tests {
         let mut out = Vec::new();
         let upload = upstream_request(&req, &ctx(), body, false, &mut out).expect("written");
         (String::from_utf8(out).expect("text"), upload)
+    }
+
+    #[test]
+    fn the_forwarding_fields_written_as_bytes_are_the_ones_http2_upstreams_get() {
+        let mut ctx = ctx();
+        ctx.peer_ip = "10.0.0.7".parse().expect("ip");
+        ctx.client_ip = "203.0.113.9".parse().expect("ip");
+        ctx.tls = true;
+        for prior in [None, Some(http::HeaderValue::from_static("198.51.100.1"))] {
+            let mut written = Vec::new();
+            ctx.write_forwarding(prior.as_ref(), &mut written);
+            let mut expected = Vec::new();
+            for (name, value) in ctx.forwarding_headers(prior.as_ref()) {
+                h1::write_field(&mut expected, &name, value.as_bytes());
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&written),
+                String::from_utf8_lossy(&expected)
+            );
+        }
+        // A client's own are replaced, not passed beside the edge's.
+        let (head, _) = head_for(
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-real-ip", "5.6.7.8"),
+                ("x-forwarded-proto", "gopher"),
+            ],
+            &Body::Empty,
+        );
+        assert_eq!(
+            head.matches("X-Forwarded-For").count() + head.matches("x-forwarded-for").count(),
+            1,
+            "{head}"
+        );
+        assert!(
+            head.contains("1.2.3.4, "),
+            "the prior hops are kept: {head}"
+        );
+        assert!(
+            !head.contains("5.6.7.8") && !head.contains("gopher"),
+            "{head}"
+        );
     }
 
     #[test]

@@ -497,6 +497,16 @@ pub fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// [`write_field`] with a value in parts, written one after the other.
+pub fn write_field_parts(out: &mut Vec<u8>, name: &HeaderName, parts: &[&[u8]]) {
+    out.extend_from_slice(spelling(name).as_bytes());
+    out.extend_from_slice(b": ");
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 fn spelling(name: &HeaderName) -> &str {
     match *name {
         header::HOST => "Host",
