@@ -167,28 +167,21 @@ impl Service for ClientListeners {
             // another process may hold on UDP; then both move to another port.
             let mut quic_bound = None;
             if let (Some(_), true) = (&endpoint.quic, endpoint.addr.ends_with(":0")) {
-                for _ in 0..PORT_ZERO_TRIES {
-                    let Ok(addr) = listener.local_addr() else {
-                        break;
-                    };
-                    match crate::quic::socket(addr, &crate::quic::fd_key(&key), fds.as_ref()) {
-                        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                            // A new socket (not `listen`, which would take the recorded one
-                            // back), recorded in its place for an upgrade.
-                            let Ok(fresh) = bind(&endpoint.addr).await else {
-                                break;
-                            };
-                            if let Some(fds) = fds.as_ref() {
-                                fds.lock().add(key.clone(), fresh.as_raw_fd());
-                            }
-                            listener = fresh;
+                let quic_key = crate::quic::fd_key(&key);
+                let (moved, bound) = same_port_on_udp(
+                    listener,
+                    &endpoint.addr,
+                    |addr| crate::quic::socket(addr, &quic_key, fds.as_ref()),
+                    // A new TCP socket is recorded in the old one's place for an upgrade.
+                    |fresh| {
+                        if let Some(fds) = fds.as_ref() {
+                            fds.lock().add(key.clone(), fresh.as_raw_fd());
                         }
-                        bound => {
-                            quic_bound = Some(bound);
-                            break;
-                        }
-                    }
-                }
+                    },
+                )
+                .await;
+                listener = moved;
+                quic_bound = bound;
             }
             if let Ok(addr) = listener.local_addr() {
                 self.bound.record(kind, addr);
@@ -297,6 +290,35 @@ pub async fn listen_or_exit(addr: &str, key: &str, fds: Option<&ListenFds>) -> T
             std::process::exit(1);
         }
     }
+}
+
+/// For an https listener on port 0 with HTTP/3: `listener` and the UDP socket `udp` binds
+/// at the port it got. While that port is taken on UDP (by another process), both move to
+/// another port, up to [`PORT_ZERO_TRIES`] times; `record` is told of each new TCP socket.
+/// The UDP socket's result, unless no TCP socket could be made.
+async fn same_port_on_udp<U>(
+    mut listener: TcpListener,
+    addr: &str,
+    mut udp: impl FnMut(SocketAddr) -> io::Result<U>,
+    mut record: impl FnMut(&TcpListener),
+) -> (TcpListener, Option<io::Result<U>>) {
+    for _ in 0..PORT_ZERO_TRIES {
+        let Ok(got) = listener.local_addr() else {
+            break;
+        };
+        match udp(got) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                // A new socket (not `listen`, which would take the recorded one back).
+                let Ok(fresh) = bind(addr).await else {
+                    break;
+                };
+                record(&fresh);
+                listener = fresh;
+            }
+            bound => return (listener, Some(bound)),
+        }
+    }
+    (listener, None)
 }
 
 /// The name a listening socket has in the fd table an upgrade hands over: its address, as
@@ -488,6 +510,40 @@ mod tests {
     use super::{Live, Workers};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_port_0_listener_whose_port_is_taken_on_udp_moves_both_to_another() {
+        let listener = super::bind("127.0.0.1:0").await.expect("bind");
+        let got = listener.local_addr().expect("addr");
+        // Another process's UDP socket on that port (if even that is taken, it is taken).
+        let _holder = std::net::UdpSocket::bind(got);
+        let mut recorded = 0;
+        let (moved, udp) =
+            super::same_port_on_udp(listener, "127.0.0.1:0", std::net::UdpSocket::bind, |_| {
+                recorded += 1
+            })
+            .await;
+        let port = moved.local_addr().expect("addr").port();
+        assert_ne!(port, got.port(), "the TCP listener moved");
+        let udp = udp.expect("a UDP result").expect("bound on UDP");
+        assert_eq!(
+            udp.local_addr().expect("addr").port(),
+            port,
+            "UDP on the same port"
+        );
+        assert!(recorded >= 1);
+        // A port free on UDP too stays where it is (unless another process takes it on UDP
+        // in between, when moving is right as well).
+        let listener = super::bind("127.0.0.1:0").await.expect("bind");
+        let (kept, udp) =
+            super::same_port_on_udp(listener, "127.0.0.1:0", std::net::UdpSocket::bind, |_| {})
+                .await;
+        let udp = udp.expect("a UDP result").expect("bound on UDP");
+        assert_eq!(
+            udp.local_addr().expect("addr").port(),
+            kept.local_addr().expect("addr").port()
+        );
+    }
 
     #[test]
     fn every_worker_thread_is_found() {
