@@ -23,7 +23,7 @@ use crate::window::{self, Stalled};
 use ::h2::server::{Connection, SendResponse};
 use ::h2::{RecvStream, SendStream};
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::tls::SslDigest;
@@ -302,40 +302,6 @@ impl Session {
     }
 }
 
-/// Fields that concern only an HTTP/1.1 connection and are malformed in HTTP/2 (RFC 9113
-/// 8.2.2).
-fn connection_specific(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
-/// A response head as h2 sends it: without HTTP/1.1's connection fields; a final head with
-/// the edge's `Date`, as on HTTP/1.1.
-fn h2_response(head: Box<ResponseHeader>) -> http::Response<()> {
-    let parts: Box<http::response::Parts> = head.into();
-    let mut parts = *parts;
-    let names: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|name| connection_specific(name))
-        .cloned()
-        .collect();
-    for name in names {
-        parts.headers.remove(name);
-    }
-    if !parts.status.is_informational() {
-        parts.headers.insert(
-            header::DATE,
-            pingora::protocols::http::date::get_cached_date(),
-        );
-    }
-    parts.version = http::Version::HTTP_2;
-    http::Response::from_parts(parts, ())
-}
-
 impl Downstream for Session {
     fn req_header(&self) -> &RequestHeader {
         &self.req
@@ -393,7 +359,7 @@ impl Downstream for Session {
             // 103 Early Hints and the like; 101 has no meaning in HTTP/2.
             if status != StatusCode::SWITCHING_PROTOCOLS {
                 self.respond
-                    .send_informational(h2_response(head))
+                    .send_informational(super::multiplexed_response(head, http::Version::HTTP_2))
                     .map_err(|e| self.gone(e, "writing an informational head"))?;
                 self.status = Some(status);
             }
@@ -405,7 +371,10 @@ impl Downstream for Session {
         }
         let send = self
             .respond
-            .send_response(h2_response(head), end)
+            .send_response(
+                super::multiplexed_response(head, http::Version::HTTP_2),
+                end,
+            )
             .map_err(|e| self.gone(e, "writing the response head"))?;
         self.status = Some(status);
         self.send = Some(send);

@@ -17,7 +17,7 @@ use super::{Compressor, Downstream};
 use bytes::{Buf, Bytes};
 use h3::error::Code;
 use h3::server::RequestStream;
-use http::{header, HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::tls::SslDigest;
@@ -223,40 +223,6 @@ impl Session {
     }
 }
 
-/// Fields that concern only an HTTP/1.1 connection and are malformed in HTTP/3 (RFC 9114
-/// 4.2).
-fn connection_specific(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
-/// A response head as h3 sends it: without HTTP/1.1's connection fields; a final head with
-/// the edge's `Date`, as on the other protocols.
-fn h3_response(head: Box<ResponseHeader>) -> http::Response<()> {
-    let parts: Box<http::response::Parts> = head.into();
-    let mut parts = *parts;
-    let names: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|name| connection_specific(name))
-        .cloned()
-        .collect();
-    for name in names {
-        parts.headers.remove(name);
-    }
-    if !parts.status.is_informational() {
-        parts.headers.insert(
-            header::DATE,
-            pingora::protocols::http::date::get_cached_date(),
-        );
-    }
-    parts.version = http::Version::HTTP_3;
-    http::Response::from_parts(parts, ())
-}
-
 impl Downstream for Session {
     fn req_header(&self) -> &RequestHeader {
         &self.req
@@ -317,7 +283,7 @@ impl Downstream for Session {
         if status.is_informational() {
             // 103 Early Hints and the like; 101 has no meaning in HTTP/3.
             if status != StatusCode::SWITCHING_PROTOCOLS {
-                let head = h3_response(head);
+                let head = super::multiplexed_response(head, http::Version::HTTP_3);
                 self.write(|s| s.send_response(head)).await?;
                 self.status = Some(status);
             }
@@ -327,7 +293,7 @@ impl Downstream for Session {
         if end {
             self.grpc_status = crate::grpc::status(&head.headers);
         }
-        let head = h3_response(head);
+        let head = super::multiplexed_response(head, http::Version::HTTP_3);
         self.write(|s| s.send_response(head)).await?;
         self.status = Some(status);
         self.answering = true;

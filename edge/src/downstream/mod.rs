@@ -26,6 +26,40 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// Fields that concern only an HTTP/1.1 connection and are malformed in HTTP/2 and HTTP/3
+/// (RFC 9113 8.2.2, RFC 9114 4.2).
+fn connection_specific(name: &http::HeaderName) -> bool {
+    *name == http::header::CONNECTION
+        || *name == http::header::TRANSFER_ENCODING
+        || *name == http::header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// A response head as an HTTP/2 or HTTP/3 stream sends it (`version`): without HTTP/1.1's
+/// connection fields; a final head with the edge's `Date`, as on HTTP/1.1.
+fn multiplexed_response(head: Box<ResponseHeader>, version: http::Version) -> http::Response<()> {
+    let parts: Box<http::response::Parts> = head.into();
+    let mut parts = *parts;
+    let names: Vec<http::HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|name| connection_specific(name))
+        .cloned()
+        .collect();
+    for name in names {
+        parts.headers.remove(name);
+    }
+    if !parts.status.is_informational() {
+        parts.headers.insert(
+            http::header::DATE,
+            pingora::protocols::http::date::get_cached_date(),
+        );
+    }
+    parts.version = version;
+    http::Response::from_parts(parts, ())
+}
+
 /// What the request's phases need of the client side.
 pub trait Downstream: Send {
     /// The request head.
