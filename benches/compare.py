@@ -457,6 +457,68 @@ def idle_connections(proxy, count):
             s.close()
 
 
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def idle_h2_connections(proxy, count):
+    """Opens `count` HTTP/2 connections over TLS that each make one request (stream 1), then
+    idle; reports the proxy's RSS while they are open."""
+    import ssl
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    path, authority = b"/api/content/idle", b"bench"
+    block = (b"\x82\x87" + b"\x44" + bytes([len(path)]) + path
+             + b"\x41" + bytes([len(authority)]) + authority)
+    request = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0)
+               + h2_frame(1, 0x5, 1, block))
+    socks = []
+    try:
+        for _ in range(count):
+            raw = socket.create_connection(("127.0.0.1", proxy.https))
+            s = context.wrap_socket(raw, server_hostname="localhost")
+            if s.selected_alpn_protocol() != "h2":
+                raise SystemExit(f"{proxy.name}: no h2 (ALPN {s.selected_alpn_protocol()})")
+            s.sendall(request)
+            socks.append(s)
+            if len(socks) % 500 == 0:
+                for t in socks[-500:]:
+                    answered_h2(t)
+        for t in socks[len(socks) - len(socks) % 500:]:
+            answered_h2(t)
+        time.sleep(1.0)
+        rss = rss_bytes(proxy.pids()) / 2**20
+        return {"rps": float("nan"), "p99": float("nan"), "cpu": float("nan"), "rss": rss}
+    finally:
+        for s in socks:
+            s.close()
+
+
+def answered_h2(s):
+    """Reads an HTTP/2 connection's frames until stream 1's answer has ended, acknowledging the
+    server's SETTINGS."""
+    s.settimeout(10)
+    data = b""
+    while True:
+        while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+            length = int.from_bytes(data[:3], "big")
+            kind, flags = data[3], data[4]
+            stream = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+            data = data[9 + length:]
+            if kind == 4 and not flags & 0x1:
+                s.sendall(h2_frame(4, 0x1, 0))
+            if stream == 1 and kind in (0, 1) and flags & 0x1:
+                return
+            if kind == 7:
+                raise SystemExit("GOAWAY before the answer")
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit("closed before the answer")
+        data += chunk
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -565,6 +627,13 @@ def main():
             for r in range(args.rounds):
                 for who in order(r):
                     m = idle_connections(proxies[who], 10_000)
+                    results.setdefault(name, {}).setdefault(who, []).append(m)
+                    print(f"{name} [{who}] round {r + 1}: {m['rss']:.1f} MB", file=sys.stderr)
+        name = "10,000 idle HTTP/2 connections over TLS (RSS)"
+        if not args.only or args.only.lower() in name.lower():
+            for r in range(args.rounds):
+                for who in order(r):
+                    m = idle_h2_connections(proxies[who], 10_000)
                     results.setdefault(name, {}).setdefault(who, []).append(m)
                     print(f"{name} [{who}] round {r + 1}: {m['rss']:.1f} MB", file=sys.stderr)
     finally:

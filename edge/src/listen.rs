@@ -226,6 +226,13 @@ impl Service for ClientListeners {
                 shutdown.clone(),
             )));
         }
+        // The connections waiting for their next request learn of the shutdown from the gate.
+        let gate = self.gate.clone();
+        let mut watch = shutdown.clone();
+        tokio::spawn(async move {
+            while !*watch.borrow_and_update() && watch.changed().await.is_ok() {}
+            gate.closing.begin();
+        });
         for task in accepting {
             let _ = task.await;
         }
@@ -485,10 +492,13 @@ async fn serve(
         // Plain HTTP reads and writes the socket itself (see tcp.rs).
         None => crate::tcp::Tcp::boxed(tcp, peer),
         Some(acceptor) => {
-            let stream = l4_stream(tcp, peer);
-            // Boxed: the handshake's state is freed once it is done.
-            let handshake = Box::pin(acceptor.tls_handshake(stream));
-            match tokio::time::timeout_at(deadline, handshake).await {
+            // Boxed, timeout and all: this task lives as long as the connection, and an idle
+            // one would otherwise carry room for the handshake's state.
+            let handshake = Box::pin(async move {
+                let stream = l4_stream(tcp, peer);
+                tokio::time::timeout_at(deadline, acceptor.tls_handshake(stream)).await
+            });
+            match handshake.await {
                 Ok(Ok(tls)) => Box::new(tls),
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -502,7 +512,8 @@ async fn serve(
             }
         }
     };
-    gate.serve(stream, deadline, &shutdown).await;
+    gate.serve(stream, Some(peer.ip()), deadline, &shutdown)
+        .await;
 }
 
 #[cfg(test)]

@@ -108,6 +108,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         edge: Arc::new(EdgeProxy::new(snapshot.clone())),
         snapshot: snapshot.clone(),
         draining,
+        closing: Default::default(),
     });
     let mut endpoints: Vec<Endpoint> = edge
         .http_listen

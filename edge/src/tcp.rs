@@ -18,7 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -46,7 +46,11 @@ impl Socket for tokio_rustls::client::TlsStream<TcpStream> {
 #[derive(Debug)]
 pub struct Tcp<S: Socket = TcpStream> {
     socket: S,
-    digest: Arc<SocketDigest>,
+    peer: SocketAddr,
+    /// Pingora's form of the addresses, made when first asked for: the edge's own paths take
+    /// the peer's address where the connection is accepted, and a digest (392 bytes) held by
+    /// every connection was an eighth of an idle one's memory.
+    digest: OnceLock<Arc<SocketDigest>>,
     alpn: Option<ALPN>,
 }
 
@@ -55,11 +59,10 @@ impl<S: Socket> Tcp<S> {
     /// peer recorded as `peer`, and `alpn` the protocol its handshake selected.
     pub fn with_alpn(socket: S, peer: SocketAddr, alpn: Option<ALPN>) -> Tcp<S> {
         let _ = socket.tcp().set_nodelay(true);
-        let digest = SocketDigest::from_raw_fd(socket.tcp().as_raw_fd());
-        let _ = digest.peer_addr.set(Some(peer.into()));
         Tcp {
             socket,
-            digest: Arc::new(digest),
+            peer,
+            digest: OnceLock::new(),
             alpn,
         }
     }
@@ -153,7 +156,12 @@ impl<S: Socket> GetProxyDigest for Tcp<S> {
 
 impl<S: Socket> GetSocketDigest for Tcp<S> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        Some(self.digest.clone())
+        let digest = self.digest.get_or_init(|| {
+            let digest = SocketDigest::from_raw_fd(self.socket.tcp().as_raw_fd());
+            let _ = digest.peer_addr.set(Some(self.peer.into()));
+            Arc::new(digest)
+        });
+        Some(digest.clone())
     }
 }
 

@@ -438,3 +438,38 @@ async fn a_file_written_slowly_is_reloaded_once_when_the_writes_stop() {
         "a half-written file was read: {reloads}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_alive_connection_waiting_at_shutdown_is_closed_and_the_process_exits() {
+    use std::io::{Read, Write};
+    let app = backend("app").await;
+    let mut edge = Edge::start("", one_route(app.addr));
+    // One request answered, then the connection waits for its next (keepalive_timeout is 65 s).
+    let mut idle = std::net::TcpStream::connect(edge.http).expect("connect");
+    idle.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut head = [0u8; 4096];
+    let n = blocking(|| idle.read(&mut head)).expect("read");
+    assert_eq!(status_of(&String::from_utf8_lossy(&head[..n])), 200);
+    let stopped = Instant::now();
+    edge.signal("TERM");
+    // The wait ends within the shutdown's grace (1 s): the edge closes the connection...
+    let mut rest = Vec::new();
+    let read = blocking(|| idle.read_to_end(&mut rest));
+    assert!(read.is_ok(), "the connection was not closed: {read:?}");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    // ...and the process, with nothing else in flight, ends then, not at the drain limit.
+    wait_until(
+        Duration::from_secs(10),
+        "still running after the shutdown",
+        async || edge.exited().is_some(),
+    )
+    .await;
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+}
