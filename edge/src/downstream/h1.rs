@@ -32,21 +32,11 @@ const MAX_FIELDS: usize = 257;
 /// How much a body read asks the socket for at least.
 const BODY_READ: usize = 16 * 1024;
 
-/// What the connection knows of itself, found once for all its requests.
+/// What the connection knows of itself (its TLS digest, the client's address), given by the
+/// gate once for all its requests.
 pub struct Conn {
     pub ssl: Option<Arc<SslDigest>>,
     pub peer: Option<IpAddr>,
-}
-
-impl Conn {
-    pub fn of(stream: &Stream) -> Conn {
-        Conn {
-            ssl: stream.get_ssl_digest(),
-            peer: stream
-                .get_socket_digest()
-                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
-        }
-    }
 }
 
 /// How a request's body comes.
