@@ -405,7 +405,10 @@ fn bench_request_loop(c: &mut Criterion) {
         .runtime
         .block_on(async { tokio::io::duplex(64 * 1024) });
     let mut stream: pingora::protocols::Stream = Box::new(edge_client);
-    let conn = h1::Conn::of(&stream);
+    let conn = h1::Conn {
+        ssl: None,
+        peer: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+    };
     let limits = edge::config::HeadLimits {
         uri: 8192,
         head: 32768,
