@@ -156,6 +156,11 @@ impl RequestCtx {
         }
     }
 
+    /// [`RequestCtx::hsts_value`] as the field value the snapshot holds.
+    pub fn hsts_header(&self) -> Option<HeaderValue> {
+        self.snapshot.hsts.clone().filter(|_| self.tls)
+    }
+
     /// The `Alt-Svc` value for this request's responses: on TLS connections, while the
     /// QUIC listener is up.
     pub fn alt_svc(&self) -> Option<Arc<HeaderValue>> {

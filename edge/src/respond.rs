@@ -242,8 +242,7 @@ pub async fn redirect_to_https(
 /// and, while the QUIC listener is up, `Alt-Svc`.
 pub fn edge_fields(ctx: &RequestCtx) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
     let hsts = ctx
-        .hsts_value()
-        .and_then(|v| HeaderValue::from_str(v).ok())
+        .hsts_header()
         .map(|v| (header::STRICT_TRANSPORT_SECURITY, v));
     let alt_svc = ctx
         .alt_svc()

@@ -55,6 +55,10 @@ pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub zones: HashMap<String, Arc<Zone>>,
     pub redis: Option<Arc<ratelimit::RedisStore>>,
+    /// `Strict-Transport-Security` as https answers carry it (`[tls] hsts`), made once: each
+    /// answer clones it (a reference count), where converting the text was an allocation per
+    /// answer.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 impl Snapshot {
@@ -147,7 +151,13 @@ impl Snapshot {
             router.add(settings.host.as_deref(), &settings.path, Arc::new(route));
         }
         dns.track(names);
+        let hsts = config
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.hsts.as_deref())
+            .and_then(|v| http::HeaderValue::from_str(v).ok());
         Snapshot {
+            hsts,
             config,
             source: source.to_string(),
             router,
