@@ -417,8 +417,11 @@ pub fn ends_chunked(headers: &http::HeaderMap) -> Option<bool> {
 /// their usual spelling (`Content-Type`), or as the edge spelled those it wrote itself.
 fn write_head(out: &mut Vec<u8>, head: &mut ResponseHeader, keepalive: Option<bool>) {
     if let Some(keepalive) = keepalive {
-        let connection = if keepalive { "keep-alive" } else { "close" };
-        // Neither insert can fail: both values are valid.
+        // Static values: a `&str` would be converted (and copied into an allocation) for
+        // every answer.
+        let connection =
+            http::HeaderValue::from_static(if keepalive { "keep-alive" } else { "close" });
+        // Neither insert can fail: both are values already.
         let _ = head.insert_header(
             header::DATE,
             pingora::protocols::http::date::get_cached_date(),
