@@ -552,6 +552,64 @@ mod tests {
         assert!(size <= 3200, "a request's future is {size} bytes");
     }
 
+    /// The wait for a kept-alive connection's next request: bytes end it, so does its time,
+    /// and a shutdown (begun before the wait or during it) ends it after the grace, with the
+    /// wait's own time the shorter of the two.
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_for_a_next_request_ends_at_bytes_time_or_the_shutdown_grace() {
+        use tokio::io::AsyncWriteExt;
+        use tokio::time::Instant;
+        let long = Duration::from_secs(60);
+
+        let (mut stream, mut client) = crate::tcp::test_pair().await;
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let closing = Closing::default();
+        let got = first_bytes(&mut stream, long, Some(&closing)).await;
+        assert_eq!(&got.ok().expect("bytes")[..], b"GET / HTTP/1.1\r\n");
+
+        let (mut stream, _client) = crate::tcp::test_pair().await;
+        let started = Instant::now();
+        let waited = first_bytes(&mut stream, Duration::from_secs(5), Some(&closing)).await;
+        assert!(waited.err() == Some(Arrival::TimedOut));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+
+        // A shutdown during the wait: it ends a grace after.
+        let (mut stream, _client) = crate::tcp::test_pair().await;
+        let started = Instant::now();
+        let wait = first_bytes(&mut stream, long, Some(&closing));
+        let shutdown = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            closing.begin();
+        };
+        let (waited, ()) = tokio::join!(wait, shutdown);
+        assert!(waited.err() == Some(Arrival::Closed));
+        assert_eq!(started.elapsed(), Duration::from_secs(2) + SHUTDOWN_GRACE);
+
+        // Begun before the wait: the grace from the start.
+        let (mut stream, _client) = crate::tcp::test_pair().await;
+        let started = Instant::now();
+        let waited = first_bytes(&mut stream, long, Some(&closing)).await;
+        assert!(waited.err() == Some(Arrival::Closed));
+        assert_eq!(started.elapsed(), SHUTDOWN_GRACE);
+
+        // The wait's own time when it is the shorter, and a first request's wait (no
+        // shutdown watched) is not shortened.
+        let (mut stream, _client) = crate::tcp::test_pair().await;
+        let started = Instant::now();
+        let short = Duration::from_millis(300);
+        let waited = first_bytes(&mut stream, short, Some(&closing)).await;
+        assert!(waited.err() == Some(Arrival::Closed));
+        assert_eq!(started.elapsed(), short);
+        let (mut stream, _client) = crate::tcp::test_pair().await;
+        let started = Instant::now();
+        let waited = first_bytes(&mut stream, Duration::from_secs(5), None).await;
+        assert!(waited.err() == Some(Arrival::TimedOut));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
     fn gate() -> ConnectionGate {
         let text = "[edge]\nhttp_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n\
                     [upstreams.a]\nservers = [{ addr = \"127.0.0.1:9\" }]\n\
