@@ -624,18 +624,16 @@ def main():
                     results.setdefault(name, {}).setdefault(who, []).append(m)
                     print(f"{name} [{who}] round {r + 1}: {m['rps']:.0f} req/s, p99 {m['p99']:.2f} ms, "
                           f"{m['cpu']:.1f} us CPU/req, {m['rss']:.1f} MB", file=sys.stderr)
-        name = "10,000 idle keepalive connections (RSS)"
-        if not args.only or args.only.lower() in name.lower():
+        idle_rows = {
+            "10,000 idle keepalive connections (RSS)": idle_connections,
+            "10,000 idle HTTP/2 connections over TLS (RSS)": idle_h2_connections,
+        }
+        for name, hold in idle_rows.items():
+            if args.only and args.only.lower() not in name.lower():
+                continue
             for r in range(args.rounds):
                 for who in order(r):
-                    m = idle_connections(proxies[who], 10_000)
-                    results.setdefault(name, {}).setdefault(who, []).append(m)
-                    print(f"{name} [{who}] round {r + 1}: {m['rss']:.1f} MB", file=sys.stderr)
-        name = "10,000 idle HTTP/2 connections over TLS (RSS)"
-        if not args.only or args.only.lower() in name.lower():
-            for r in range(args.rounds):
-                for who in order(r):
-                    m = idle_h2_connections(proxies[who], 10_000)
+                    m = hold(proxies[who], 10_000)
                     results.setdefault(name, {}).setdefault(who, []).append(m)
                     print(f"{name} [{who}] round {r + 1}: {m['rss']:.1f} MB", file=sys.stderr)
     finally:
