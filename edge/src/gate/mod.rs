@@ -262,6 +262,9 @@ impl ConnectionGate {
         let mut served = 0u32;
         // Bytes of the next request that arrived with the previous one (pipelining).
         let mut pipelined: Option<bytes::BytesMut> = None;
+        // One timer for every wait of the connection, moved to each wait's end (see
+        // `first_bytes`).
+        let mut timer = std::pin::pin!(tokio::time::sleep(first_wait));
         loop {
             let buf = match pipelined.take() {
                 Some(buf) => buf,
@@ -277,7 +280,7 @@ impl ConnectionGate {
                             (edge.keepalive_timeout, Some(&self.closing))
                         }
                     };
-                    match first_bytes(&mut stream, wait, watch).await {
+                    match first_bytes(&mut stream, timer.as_mut(), wait, watch).await {
                         Ok(bytes) => bytes,
                         Err(Arrival::TimedOut) if served == 0 => {
                             connections::HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
@@ -389,8 +392,15 @@ enum Arrival {
 /// An idle connection's task holds this future for as long as it waits, so it is one timer
 /// that a shutdown moves, not a select over a timeout and a grace timeout (424 bytes then,
 /// 10,000 idle connections are 10,000 of these).
+///
+/// The timer is the connection's, one for all its waits: moved to a later end, a timer that
+/// is still registered only has its end stored (the runtime's driver finds it at the old end
+/// and sets it again), where a new timer per wait was registered with the driver each time
+/// and, when it was the driver's earliest, woke the driver through its eventfd (0.26 writes
+/// per kept-alive request, BENCHMARKS.md).
 async fn first_bytes(
     stream: &mut Stream,
+    mut timer: Pin<&mut tokio::time::Sleep>,
     wait: Duration,
     closing: Option<&Closing>,
 ) -> Result<bytes::BytesMut, Arrival> {
@@ -399,7 +409,7 @@ async fn first_bytes(
     {
         return read;
     }
-    let mut timer = std::pin::pin!(tokio::time::sleep(wait));
+    timer.as_mut().reset(tokio::time::Instant::now() + wait);
     // Registered before the flag is read, so a shutdown that begins in between still wakes it.
     let mut woken = std::pin::pin!(closing.map(|c| c.waits.notified()));
     let mut begun = match woken.as_mut().as_pin_mut() {
@@ -560,26 +570,37 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         use tokio::time::Instant;
         let long = Duration::from_secs(60);
+        // Each connection's timer, as the loop has it: made once, moved by each wait.
+        let new_timer = || Box::pin(tokio::time::sleep(Duration::ZERO));
 
         let (mut stream, mut client) = crate::tcp::test_pair().await;
+        let mut timer = new_timer();
         client
             .write_all(b"GET / HTTP/1.1\r\n")
             .await
             .expect("write");
         let closing = Closing::default();
-        let got = first_bytes(&mut stream, long, Some(&closing)).await;
+        let got = first_bytes(&mut stream, timer.as_mut(), long, Some(&closing)).await;
         assert_eq!(&got.ok().expect("bytes")[..], b"GET / HTTP/1.1\r\n");
 
         let (mut stream, _client) = crate::tcp::test_pair().await;
+        let mut timer = new_timer();
         let started = Instant::now();
-        let waited = first_bytes(&mut stream, Duration::from_secs(5), Some(&closing)).await;
+        let waited = first_bytes(
+            &mut stream,
+            timer.as_mut(),
+            Duration::from_secs(5),
+            Some(&closing),
+        )
+        .await;
         assert!(waited.err() == Some(Arrival::TimedOut));
         assert_eq!(started.elapsed(), Duration::from_secs(5));
 
         // A shutdown during the wait: it ends a grace after.
         let (mut stream, _client) = crate::tcp::test_pair().await;
+        let mut timer = new_timer();
         let started = Instant::now();
-        let wait = first_bytes(&mut stream, long, Some(&closing));
+        let wait = first_bytes(&mut stream, timer.as_mut(), long, Some(&closing));
         let shutdown = async {
             tokio::time::sleep(Duration::from_secs(2)).await;
             closing.begin();
@@ -590,24 +611,70 @@ mod tests {
 
         // Begun before the wait: the grace from the start.
         let (mut stream, _client) = crate::tcp::test_pair().await;
+        let mut timer = new_timer();
         let started = Instant::now();
-        let waited = first_bytes(&mut stream, long, Some(&closing)).await;
+        let waited = first_bytes(&mut stream, timer.as_mut(), long, Some(&closing)).await;
         assert!(waited.err() == Some(Arrival::Closed));
         assert_eq!(started.elapsed(), SHUTDOWN_GRACE);
 
         // The wait's own time when it is the shorter, and a first request's wait (no
         // shutdown watched) is not shortened.
         let (mut stream, _client) = crate::tcp::test_pair().await;
+        let mut timer = new_timer();
         let started = Instant::now();
         let short = Duration::from_millis(300);
-        let waited = first_bytes(&mut stream, short, Some(&closing)).await;
+        let waited = first_bytes(&mut stream, timer.as_mut(), short, Some(&closing)).await;
         assert!(waited.err() == Some(Arrival::Closed));
         assert_eq!(started.elapsed(), short);
         let (mut stream, _client) = crate::tcp::test_pair().await;
+        let mut timer = new_timer();
         let started = Instant::now();
-        let waited = first_bytes(&mut stream, Duration::from_secs(5), None).await;
+        let waited = first_bytes(&mut stream, timer.as_mut(), Duration::from_secs(5), None).await;
         assert!(waited.err() == Some(Arrival::TimedOut));
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    /// A connection's one timer across its waits: a wait that follows one cut short by
+    /// bytes ends its own time after it began, whether that is later than the end the timer
+    /// was registered for (the stored end) or sooner (registered again).
+    #[tokio::test(start_paused = true)]
+    async fn one_timer_serves_every_wait_of_a_connection() {
+        use tokio::io::AsyncWriteExt;
+        use tokio::time::Instant;
+        let (mut stream, mut client) = crate::tcp::test_pair().await;
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let started = Instant::now();
+        async fn next_request_after(client: &mut (impl AsyncWriteExt + Unpin), secs: u64) {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            client
+                .write_all(b"GET / HTTP/1.1\r\n")
+                .await
+                .expect("write");
+        }
+
+        // Registered for 5 s; bytes at 2 s.
+        let five = Duration::from_secs(5);
+        let (got, ()) = tokio::join!(
+            first_bytes(&mut stream, timer.as_mut(), five, None),
+            next_request_after(&mut client, 2)
+        );
+        assert!(got.is_ok());
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // Later: 5 s from 2 s, not the 5 s first registered.
+        let (got, ()) = tokio::join!(
+            first_bytes(&mut stream, timer.as_mut(), five, None),
+            next_request_after(&mut client, 4)
+        );
+        assert!(got.is_ok(), "the timer fired at its first end");
+        assert_eq!(started.elapsed(), Duration::from_secs(6));
+        // Sooner: 1 s from 6 s, before the 11 s the timer is registered for.
+        let waited = first_bytes(&mut stream, timer.as_mut(), Duration::from_secs(1), None).await;
+        assert!(waited.err() == Some(Arrival::TimedOut));
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+        // After it fired: set again, for the whole wait.
+        let waited = first_bytes(&mut stream, timer.as_mut(), five, None).await;
+        assert!(waited.err() == Some(Arrival::TimedOut));
+        assert_eq!(started.elapsed(), Duration::from_secs(12));
     }
 
     fn gate() -> ConnectionGate {

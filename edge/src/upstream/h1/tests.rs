@@ -431,3 +431,38 @@ fn request_field_names_are_spelt_as_usual() {
     write_field(&mut out, &HeaderName::from_static("x-real-ip"), b"::1");
     assert_eq!(out, b"Host: app\r\nuser-agent: curl\r\nx-real-ip: ::1\r\n");
 }
+
+/// One timer for every wait of a connection: an answer that comes after the end the timer was
+/// first registered for, but within its own read's limit, is read; a read that gets nothing
+/// times out at its own limit, sooner than the end the timer was last registered for.
+#[tokio::test(start_paused = true)]
+async fn one_timer_serves_every_read_of_a_connection() {
+    let (edge, mut server) = tokio::io::duplex(1024);
+    let five = Duration::from_secs(5);
+    let mut exchange = Exchange::new(Connection::new(Box::new(edge)), five, five);
+    let started = tokio::time::Instant::now();
+    for after in [2, 4] {
+        send(&mut exchange, "GET").await;
+        let server_side = async {
+            received_head(&mut server).await;
+            tokio::time::sleep(Duration::from_secs(after)).await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .expect("answer");
+        };
+        let (response, ()) = tokio::join!(exchange.read_response(), server_side);
+        response.expect("answered within its read's limit");
+        assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
+        let connection = exchange.into_reusable().expect("kept");
+        exchange = Exchange::new(connection, five, five);
+    }
+    assert_eq!(started.elapsed(), Duration::from_secs(6));
+
+    exchange.read_timeout = SECOND;
+    send(&mut exchange, "GET").await;
+    received_head(&mut server).await;
+    let error = exchange.read_response().await.expect_err("timeout");
+    assert_eq!(*error.etype(), ErrorType::ReadTimedout);
+    assert_eq!(started.elapsed(), Duration::from_secs(7));
+}
