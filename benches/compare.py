@@ -68,15 +68,17 @@ def children(pid):
 
 
 def cpu_ticks(pids):
-    total = 0
+    """The processes' CPU time so far, in clock ticks: (in user space, in the kernel)."""
+    user = kernel = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            user += int(fields[11])  # utime
+            kernel += int(fields[12])  # stime
         except OSError:
             pass
-    return total
+    return user, kernel
 
 
 def rss_bytes(pids):
@@ -389,8 +391,9 @@ def measure(proxy, load):
     after = cpu_ticks(pids)
     done.set()
     sampler.join()
-    cpu_us = (after - before) * 1_000_000 / CLK_TCK / max(total, 1)
-    return {"rps": rps, "p99": p99, "cpu": cpu_us, "rss": peak[0] / 2**20}
+    user, kernel = ((a - b) * 1_000_000 / CLK_TCK / max(total, 1) for a, b in zip(after, before))
+    return {"rps": rps, "p99": p99, "cpu": user + kernel, "user": user, "kernel": kernel,
+            "rss": peak[0] / 2**20}
 
 
 # The system calls `--syscalls` counts (every one is in `total`).
@@ -655,6 +658,7 @@ def main():
 LABELS = {"edge": "edge", "nginx": "nginx", "haproxy": "HAProxy"}
 # (key, name in the table, format, whether higher is better)
 METRICS = (("rps", "req/s", "{:.0f}", True), ("cpu", "CPU µs/req", "{:.1f}", False),
+           ("user", "of it user space", "{:.1f}", False), ("kernel", "of it kernel", "{:.1f}", False),
            ("p99", "p99 ms", "{:.2f}", False), ("rss", "RSS MB", "{:.1f}", False))
 
 
@@ -671,7 +675,7 @@ def version(name):
 
 def render(results, args, names=PROXIES):
     def med(runs, key):
-        values = [r[key] for r in runs if r[key] == r[key]]
+        values = [r[key] for r in runs if r.get(key, float("nan")) == r.get(key, float("nan"))]
         return statistics.median(values) if values else float("nan")
 
     def cell(v, fmt):
@@ -689,7 +693,8 @@ def render(results, args, names=PROXIES):
         f"{versions}; {args.rounds} rounds of {args.duration} s in rotating order, medians; "
         f"access logs {args.logs} for every proxy. "
         "CPU is the proxy's own processes (nginx master + workers, the HAProxy process and its "
-        "threads, the edge process) per request; RSS is their peak resident memory during the "
+        "threads, the edge process) per request, and its two parts, in user space (the proxy's "
+        "own code and libraries) and in the kernel (system calls, the loopback TCP stack); RSS is their peak resident memory during the "
         "run. \"better anchor\" is the better of nginx and HAProxy for that metric (higher "
         "req/s; lower CPU, p99 and RSS); the ratio is edge / better anchor, so above 1 is better "
         "for the edge in req/s, below 1 in the others.",
