@@ -50,19 +50,18 @@ pub struct RequestCtx {
     _in_flight: InFlight,
 }
 
-/// Counts a request in `edge_requests_in_flight` while it lives.
-struct InFlight;
+/// Counts a request in `edge_requests_in_flight` while it lives (on the stripe it began on).
+struct InFlight(usize);
 
 impl InFlight {
     fn new() -> InFlight {
-        METRICS.in_flight.inc();
-        InFlight
+        InFlight(METRICS.request_began())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        METRICS.in_flight.dec();
+        METRICS.request_ended(self.0);
     }
 }
 

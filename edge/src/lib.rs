@@ -13,7 +13,7 @@
 //! What the edge takes from Pingora: the process (its `Server`: worker threads, one
 //! single-threaded runtime each, daemon-less signals, the graceful binary upgrade that hands
 //! the listening sockets to a successor), the TLS acceptor on rustls, the `Stream` type that
-//! TLS and plain connections share, and its timer wheel for the upstream exchange's timeouts.
+//! TLS and plain connections share, and its timer wheel for the request bodies' timeouts.
 //! Its HTTP sessions and proxy pipeline are not used.
 //!
 //! Layers, each importing only from its own layer or from below (the `layering` test reads
@@ -30,7 +30,8 @@
 //!   ocsp, discovery, compress, acme
 //! config, observe                    file ▸ validate ▸ model; counters, access log
 //! units, clock, client, signals,     leaf helpers
-//!   der, tcp, chunked, grpc, window
+//!   der, tcp, chunked, grpc, window,
+//!   stripe
 //! ```
 
 pub mod acme;
@@ -63,6 +64,7 @@ pub mod scrape;
 pub mod server;
 pub mod signals;
 pub mod snapshot;
+pub mod stripe;
 pub mod tcp;
 pub mod tls;
 pub use edge_syntax::units;

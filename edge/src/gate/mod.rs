@@ -23,6 +23,7 @@ use crate::downstream::{h1, h2};
 use crate::observe::connections::{self, Listener};
 use crate::proxy::{EdgeProxy, Served};
 use crate::snapshot::Snapshot;
+use crate::stripe::{self, Padded, STRIPES};
 use arc_swap::ArcSwap;
 use pingora::protocols::{Shutdown, Stream, ALPN};
 use pingora::server::ShutdownWatch;
@@ -81,18 +82,27 @@ pub struct ConnectionGate {
 
 /// A shutdown flag and the waits it ends. A kept-alive connection's wait for its next request
 /// holds one entry of it (64 bytes); a clone of the shutdown watch and its `changed` future
-/// were 136, held by every idle connection.
+/// were 136, held by every idle connection. The waits are listed by stripe: each wait adds
+/// itself to its thread's list and takes itself off, and one list for all threads was a
+/// lock that both cores took in turn for every kept-alive request.
 #[derive(Default)]
 pub struct Closing {
     begun: AtomicBool,
-    waits: tokio::sync::Notify,
+    waits: [Padded<tokio::sync::Notify>; STRIPES],
 }
 
 impl Closing {
     /// The shutdown began: waiting connections are woken to end their wait.
     pub fn begin(&self) {
         self.begun.store(true, Ordering::Release);
-        self.waits.notify_waiters();
+        for waits in &self.waits {
+            waits.notify_waiters();
+        }
+    }
+
+    /// This thread's list of waits.
+    fn waits(&self) -> &tokio::sync::Notify {
+        &self.waits[stripe::mine()]
     }
 }
 
@@ -316,9 +326,18 @@ impl ConnectionGate {
         served: u32,
         shutdown: &ShutdownWatch,
     ) -> Option<bytes::BytesMut> {
-        let snapshot = self.snapshot.load_full();
-        let edge = &snapshot.config.edge;
-        let limits = edge.head_limits();
+        // What the request needs of the config, read without holding it (a clone of the
+        // snapshot's `Arc` is a write to its count, a line every thread writes in turn).
+        let (limits, keepalive_requests, no_keepalive, body_timeout) = {
+            let snapshot = self.snapshot.load();
+            let edge = &snapshot.config.edge;
+            (
+                edge.head_limits(),
+                edge.keepalive_requests,
+                edge.keepalive_timeout.is_zero(),
+                edge.client_body_timeout,
+            )
+        };
         let request = loop {
             match h1::parse(&mut buf, &limits) {
                 h1::Head::Request(request) => break request,
@@ -331,6 +350,7 @@ impl ConnectionGate {
                     }
                 }
                 h1::Head::Refused(status, why) => {
+                    let snapshot = self.snapshot.load_full();
                     let tls = stream.get_ssl_digest().is_some();
                     let hsts = snapshot.config.tls.as_ref().filter(|_| tls);
                     let hsts = hsts.and_then(|t| t.hsts.as_deref());
@@ -341,11 +361,7 @@ impl ConnectionGate {
                 }
             }
         };
-        let last = served >= edge.keepalive_requests
-            || *shutdown.borrow()
-            || edge.keepalive_timeout.is_zero();
-        let body_timeout = edge.client_body_timeout;
-        drop(snapshot);
+        let last = served >= keepalive_requests || *shutdown.borrow() || no_keepalive;
         let mut session = h1::Session::new(stream, conn, &mut buf, request, last, body_timeout)
             .closing_at(shutdown);
         let outcome = self.edge.serve(&mut session).await;
@@ -411,7 +427,7 @@ async fn first_bytes(
     }
     timer.as_mut().reset(tokio::time::Instant::now() + wait);
     // Registered before the flag is read, so a shutdown that begins in between still wakes it.
-    let mut woken = std::pin::pin!(closing.map(|c| c.waits.notified()));
+    let mut woken = std::pin::pin!(closing.map(|c| c.waits().notified()));
     let mut begun = match woken.as_mut().as_pin_mut() {
         Some(woken) => woken.enable() || closing.is_some_and(|c| c.begun.load(Ordering::Acquire)),
         None => false,
@@ -632,6 +648,26 @@ mod tests {
         let waited = first_bytes(&mut stream, timer.as_mut(), Duration::from_secs(5), None).await;
         assert!(waited.err() == Some(Arrival::TimedOut));
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    /// A shutdown ends the waits of every thread, whichever stripe each is listed on.
+    #[tokio::test]
+    async fn a_shutdown_wakes_the_waits_of_every_stripe() {
+        let closing = Closing::default();
+        let mut waits: Vec<_> = closing
+            .waits
+            .iter()
+            .map(|w| Box::pin(w.notified()))
+            .collect();
+        for wait in &mut waits {
+            assert!(!wait.as_mut().enable(), "nothing began yet");
+        }
+        closing.begin();
+        for wait in waits {
+            tokio::time::timeout(Duration::from_secs(1), wait)
+                .await
+                .expect("woken");
+        }
     }
 
     /// A connection's one timer across its waits: a wait that follows one cut short by

@@ -1,0 +1,75 @@
+//! Stripes: a value that every request updates, kept in one copy per stripe, so that the
+//! worker threads do not write one cache line in turn (each write by one thread takes the
+//! line from the other core: on a kept-alive small request, the shared counters and gauges
+//! of the metrics and the keep-alive wait's wake-up list cost the edge about a tenth of its
+//! user-space time, BENCHMARKS.md). Readers (a `/metrics` scrape, a shutdown) go over every
+//! copy.
+//!
+//! A thread's stripe is fixed at its first use, in the order threads come to it; threads
+//! beyond [`STRIPES`] share stripes (still correct: the copies are atomics or locks, only
+//! no longer one thread's alone).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// How many copies a striped value has: more than the worker threads of a typical edge.
+pub const STRIPES: usize = 8;
+
+/// This thread's stripe, in `0..STRIPES`.
+pub fn mine() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
+
+/// A thread's number, unique in the process for as long as it runs (threads are numbered as
+/// they first ask).
+pub fn thread_number() -> u64 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static NUMBER: u64 = NEXT.fetch_add(1, Ordering::Relaxed) as u64;
+    }
+    NUMBER.with(|n| *n)
+}
+
+/// `T` alone on its cache line(s): two stripes side by side in an array are not one line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Padded<T>(pub T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_keeps_its_stripe() {
+        let here = mine();
+        assert_eq!(mine(), here);
+        assert!(here < STRIPES);
+        let other = std::thread::spawn(mine).join().expect("thread");
+        assert!(other < STRIPES);
+    }
+
+    #[test]
+    fn thread_numbers_are_unique() {
+        let here = thread_number();
+        assert_eq!(thread_number(), here);
+        let other = std::thread::spawn(thread_number).join().expect("thread");
+        assert_ne!(other, here);
+    }
+
+    #[test]
+    fn padded_values_are_a_line_apart() {
+        let two: [Padded<u8>; 2] = Default::default();
+        let gap = std::ptr::addr_of!(two[1]) as usize - std::ptr::addr_of!(two[0]) as usize;
+        assert!(gap >= 128);
+    }
+}
