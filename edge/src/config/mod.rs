@@ -194,6 +194,32 @@ upstream = "app"
         assert!(errors[0].message.contains("never offered"));
     }
 
+    /// `[tls] hsts` is written into answer heads as it is: anything that is not a header
+    /// value (a line break above all, any control character) is refused at its place.
+    #[test]
+    fn hsts_must_be_a_header_value() {
+        let tls = "[tls]\ncertificates = [{ cert = \"a\", key = \"b\" }]\n";
+        let ok = format!("{tls}hsts = \"max-age=60; includeSubDomains\"\n");
+        let hsts = validate("t.toml", &ok)
+            .expect("valid")
+            .config
+            .tls
+            .expect("tls")
+            .hsts;
+        assert_eq!(hsts.as_deref(), Some("max-age=60; includeSubDomains"));
+        for bad in [
+            "max-age=60\\r\\nSet-Cookie: a=b",
+            "max-age=60\\n",
+            "max-age=60\\u0000",
+            "max-age=60\\u007f",
+        ] {
+            let text = format!("{tls}hsts = \"{bad}\"\n");
+            let errors = validate("t.toml", &text).expect_err(bad).errors;
+            assert_eq!((errors[0].line, errors[0].column), (3, 8), "{bad}");
+            assert!(errors[0].message.contains("header value"), "{bad}");
+        }
+    }
+
     #[test]
     fn acme_keys_are_checked_with_their_places_and_defaults_follow_the_listeners() {
         let routes = "[upstreams.app]\nservers = [ { addr = \"app:80\" } ]\n\

@@ -112,6 +112,13 @@ impl Validator<'_> {
                         h.span(),
                         "hsts must start with `max-age=` (or be \"\" to turn it off)",
                     );
+                } else if http::HeaderValue::from_str(h.get_ref()).is_err() {
+                    // It is written into answer heads as it is: a line break would start a
+                    // field of its own.
+                    self.error(
+                        h.span(),
+                        "hsts must be a header value: no line breaks or other control characters",
+                    );
                 }
                 Some(h.get_ref().clone())
             }
