@@ -1,9 +1,9 @@
 //! Stripes: a value that every request updates, kept in one copy per stripe, so that the
 //! worker threads do not write one cache line in turn (each write by one thread takes the
-//! line from the other core: on a kept-alive small request, the shared counters and gauges
-//! of the metrics and the keep-alive wait's wake-up list cost the edge about a tenth of its
-//! user-space time, BENCHMARKS.md). Readers (a `/metrics` scrape, a shutdown) go over every
-//! copy.
+//! line from the other core: taking the per-request metrics and the keep-alive wait's shared
+//! wake-up list out altogether measured about a tenth less user-space time per kept-alive
+//! request, striping them about 3% less CPU in all, BENCHMARKS.md). Readers (a `/metrics`
+//! scrape, a shutdown) go over every copy.
 //!
 //! A thread's stripe is fixed at its first use, in the order threads come to it; threads
 //! beyond [`STRIPES`] share stripes (still correct: the copies are atomics or locks, only
