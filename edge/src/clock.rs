@@ -2,8 +2,24 @@
 //! limits) and RFC 3339 UTC time for JSON and log lines. A leaf: it imports nothing of the
 //! edge.
 
+use std::pin::Pin;
 use std::sync::LazyLock;
 use std::time::{Instant, SystemTime};
+
+/// A timer kept for reuse by the one that waits on it (a connection's reads, its writes),
+/// made at its first wait.
+pub type Reused = Option<Pin<Box<tokio::time::Sleep>>>;
+
+/// Sets `timer` to end at `end`, making it the first time. A timer still registered with the
+/// runtime and moved later only has its end stored (the runtime's driver finds the new end
+/// when the old one comes); a new timer per wait is registered each time, and wakes the
+/// driver through its eventfd when it is the driver's earliest.
+pub fn set_timer(timer: &mut Reused, end: tokio::time::Instant) {
+    match timer {
+        Some(timer) => timer.as_mut().reset(end),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(end))),
+    }
+}
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 

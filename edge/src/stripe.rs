@@ -23,16 +23,6 @@ pub fn mine() -> usize {
     STRIPE.with(|s| *s)
 }
 
-/// A thread's number, unique in the process for as long as it runs (threads are numbered as
-/// they first ask).
-pub fn thread_number() -> u64 {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static NUMBER: u64 = NEXT.fetch_add(1, Ordering::Relaxed) as u64;
-    }
-    NUMBER.with(|n| *n)
-}
-
 /// `T` alone on its cache line(s): two stripes side by side in an array are not one line.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -56,14 +46,6 @@ mod tests {
         assert!(here < STRIPES);
         let other = std::thread::spawn(mine).join().expect("thread");
         assert!(other < STRIPES);
-    }
-
-    #[test]
-    fn thread_numbers_are_unique() {
-        let here = thread_number();
-        assert_eq!(thread_number(), here);
-        let other = std::thread::spawn(thread_number).join().expect("thread");
-        assert_ne!(other, here);
     }
 
     #[test]

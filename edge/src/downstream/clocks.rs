@@ -110,7 +110,7 @@ pub struct ClientStream {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The send clock's timer, made at the first write that had to wait and reset for each
     /// later one.
-    send_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    send_deadline: crate::clock::Reused,
     /// A write is waiting for the client now (the send clock runs).
     send_waiting: bool,
     /// The last bytes read, to find a head's end across reads.
@@ -174,10 +174,7 @@ impl ClientStream {
         if !self.send_waiting {
             self.send_waiting = true;
             let at = tokio::time::Instant::now() + self.clocks.send_timeout();
-            match &mut self.send_deadline {
-                Some(deadline) => deadline.as_mut().reset(at),
-                None => self.send_deadline = Some(Box::pin(tokio::time::sleep_until(at))),
-            }
+            crate::clock::set_timer(&mut self.send_deadline, at);
         }
         if let Some(deadline) = &mut self.send_deadline {
             if deadline.as_mut().poll(cx).is_ready() {

@@ -37,6 +37,7 @@ pub struct Metrics {
 /// A metric kept as one copy per stripe (each its own allocation, so its own cache lines),
 /// shown as one: a scrape sums the copies' series that have the same labels (counters,
 /// gauges, and histograms bucket by bucket).
+#[derive(Clone)]
 pub struct Striped<M> {
     copies: [M; STRIPES],
 }
@@ -179,20 +180,12 @@ impl Metrics {
         let by_protocol =
             PROTOCOLS.map(|p| std::array::from_fn(|s| protocols.copies[s].with_label_values(&[p])));
         for c in [
-            Box::new(Striped {
-                copies: requests.copies.clone(),
-            }) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(protocols),
             Box::new(client_closed.clone()),
-            Box::new(Striped {
-                copies: request_duration.copies.clone(),
-            }),
-            Box::new(Striped {
-                copies: upstream_duration.copies.clone(),
-            }),
-            Box::new(Striped {
-                copies: in_flight.copies.clone(),
-            }),
+            Box::new(request_duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(in_flight.clone()),
             Box::new(retries.clone()),
             Box::new(super::connections::TLS_HANDSHAKES.clone()),
         ] {

@@ -20,6 +20,7 @@
 //! closed a kept-alive connection looks like), timeouts are `ReadTimedout`/`WriteTimedout`,
 //! a broken answer is `InvalidHTTPHeader`.
 
+use crate::clock::{set_timer, Reused};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
@@ -27,7 +28,6 @@ use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result, RetryType};
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::task::{ready, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,10 +61,8 @@ pub struct Connection {
     write: Vec<u8>,
     /// The timer of the reads and writes that wait, made at the first and moved to each
     /// one's end (see [`within`]).
-    timer: Timer,
+    timer: Reused,
 }
-
-type Timer = Option<Pin<Box<tokio::time::Sleep>>>;
 
 impl Connection {
     pub fn new(stream: Stream) -> Connection {
@@ -495,15 +493,13 @@ impl Exchange {
 pub const RESPONSE_ROOM: usize = 4;
 
 /// Runs `io` within `limit`, on the connection's `timer`. An operation the socket does at
-/// once sets no timer. One that waits moves the connection's one timer to its end: while the
-/// timer is registered with the runtime and the end is later than the one it was registered
-/// for (the usual case: each wait ends later than the last), that is a store, and the
-/// runtime's driver finds the new end when the old one comes. A timer per wait (tokio's, or
-/// Pingora's `fast_timeout`: two allocations and a lock per wait, 1.3% of the CPU of a small
-/// request) was registered each time, and a tokio timer earlier than the driver's next
-/// wake-up also woke it through its eventfd.
+/// once sets no timer. One that waits moves the connection's one timer to its end
+/// ([`set_timer`]: a store while each wait ends later than the last). A timer per wait
+/// (tokio's, or Pingora's `fast_timeout`: two allocations and a lock per wait, 1.3% of the
+/// CPU of a small request) was registered each time, and a tokio timer earlier than the
+/// driver's next wake-up also woke it through its eventfd.
 async fn within<T>(
-    timer: &mut Timer,
+    timer: &mut Reused,
     limit: Duration,
     io: impl Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
@@ -515,11 +511,7 @@ async fn within<T>(
         }
         if !armed {
             armed = true;
-            let end = tokio::time::Instant::now() + limit;
-            match timer {
-                Some(timer) => timer.as_mut().reset(end),
-                None => *timer = Some(Box::pin(tokio::time::sleep_until(end))),
-            }
+            set_timer(timer, tokio::time::Instant::now() + limit);
         }
         if let Some(timer) = timer {
             ready!(timer.as_mut().poll(cx));
