@@ -56,6 +56,14 @@ fn multiplexed_response(head: Box<ResponseHeader>, version: http::Version) -> ht
             pingora::protocols::http::date::get_cached_date(),
         );
     }
+    // A request id is new in every answer: entered in the connection's header table (HPACK's
+    // dynamic table, which the h2 crate fills with every field it sends), it would push out
+    // the fields that repeat (the content type, HSTS, alt-svc), which would then be sent and
+    // entered again. Sent as never indexed, the table keeps what repeats, as nginx's and
+    // HAProxy's encoders keep unique values out of it.
+    if let Some(id) = parts.headers.get_mut(crate::ctx::X_REQUEST_ID) {
+        id.set_sensitive(true);
+    }
     parts.version = version;
     http::Response::from_parts(parts, ())
 }
@@ -272,5 +280,27 @@ pub async fn idle_for(active: &Active, idle: Duration) {
         if active.count.load(Ordering::Acquire) == 0 {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multiplexed_answer_sends_its_request_id_never_indexed_and_no_connection_fields() {
+        let mut head = ResponseHeader::build(200, None).expect("head");
+        head.insert_header("x-request-id", "0123456789abcdef")
+            .expect("id");
+        head.insert_header("content-type", "application/json")
+            .expect("type");
+        head.insert_header("connection", "keep-alive")
+            .expect("connection");
+        let response = multiplexed_response(Box::new(head), http::Version::HTTP_2);
+        let headers = response.headers();
+        assert!(headers["x-request-id"].is_sensitive());
+        assert!(!headers["content-type"].is_sensitive());
+        assert!(headers.get("connection").is_none());
+        assert!(headers.get(http::header::DATE).is_some());
     }
 }
