@@ -30,13 +30,8 @@ pub fn wanted(gzip: &GzipSettings, response: &ResponseHeader) -> bool {
     let Some(content_type) = header(http::header::CONTENT_TYPE) else {
         return false;
     };
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    gzip.types.iter().any(|t| t.eq_ignore_ascii_case(&mime))
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    gzip.types.iter().any(|t| t.eq_ignore_ascii_case(mime))
 }
 
 /// The codings an `Accept-Encoding` value asks for, most preferred first, in the form
@@ -139,6 +134,8 @@ mod tests {
         );
         assert!(!wanted(&g, &response(&[json, ("content-length", "500")])));
         assert!(!wanted(&g, &response(&[("content-type", "image/png")])));
+        let shouted = ("content-type", " Application/JSON ;charset=utf-8");
+        assert!(wanted(&g, &response(&[shouted])), "types match in any case");
         assert!(!wanted(&g, &response(&[json, ("content-encoding", "br")])));
         assert!(!wanted(&g, &response(&[("content-length", "5000")])));
         let off = GzipSettings {

@@ -239,7 +239,7 @@ fn host_and_path<'s>(
     request::refused_method(req)?;
     request::size(req, raw_head.as_deref(), edge.head_limits())?;
     request::target(req.raw_path())?;
-    request::framing(req, raw_head.as_deref())?;
+    request::framing(req)?;
     let host = request::host(req)?;
     let path = request::normalize_path(req.uri.path())?;
     Ok((host, path))

@@ -92,9 +92,10 @@ fn parse_in<const N: usize>(
     buf: &mut BytesMut,
     limits: &HeadLimits,
 ) -> Result<Head, httparse::Error> {
-    let mut fields = [httparse::EMPTY_HEADER; N];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf)? {
+    // Not initialised: the parser writes each field it hands back.
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; N];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut fields)? {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial => return Ok(partial(buf, limits)),
     };

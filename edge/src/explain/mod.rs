@@ -184,7 +184,7 @@ pub async fn explain(
     let checked = request::refused_method(&req)
         .and_then(|()| request::size(&req, None, snapshot.config.edge.head_limits()))
         .and_then(|()| request::target(req.raw_path()))
-        .and_then(|()| request::framing(&req, None))
+        .and_then(|()| request::framing(&req))
         .and_then(|()| request::host(&req))
         .and_then(|host| {
             Ok((

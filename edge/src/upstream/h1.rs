@@ -284,10 +284,12 @@ impl Exchange {
     /// Parses a complete head at the start of the read buffer, if there is one.
     fn parse_head(&mut self) -> Result<Option<Response>> {
         let parsed = {
-            let mut few = [httparse::EMPTY_HEADER; FEW_FIELDS];
+            // Not initialised: the parser writes each field it hands back (1 KiB of stores
+            // per answer otherwise).
+            let mut few = [const { std::mem::MaybeUninit::uninit() }; FEW_FIELDS];
             match parse(&self.connection.read, &mut few, self.head_request)? {
                 Parsed::TooMany => {
-                    let mut many = vec![httparse::EMPTY_HEADER; MAX_FIELDS];
+                    let mut many = vec![std::mem::MaybeUninit::uninit(); MAX_FIELDS];
                     parse(&self.connection.read, &mut many, self.head_request)?
                 }
                 parsed => parsed,

@@ -73,13 +73,13 @@ fn span(buffer: &[u8], part: &[u8]) -> (usize, usize) {
 /// whether the connection may be kept after it.
 pub(super) fn parse<'b>(
     buffer: &'b [u8],
-    fields: &mut [httparse::Header<'b>],
+    fields: &mut [std::mem::MaybeUninit<httparse::Header<'b>>],
     head_request: bool,
 ) -> Result<Parsed> {
     let mut config = httparse::ParserConfig::default();
     config.allow_spaces_after_header_name_in_responses(true);
-    let mut response = httparse::Response::new(fields);
-    let len = match config.parse_response(&mut response, buffer) {
+    let mut response = httparse::Response::new(&mut []);
+    let len = match config.parse_response_with_uninit_headers(&mut response, buffer, fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Ok(Parsed::TooMany),
