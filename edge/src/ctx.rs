@@ -134,8 +134,14 @@ impl RequestCtx {
             ),
             None => crate::upstream::h1::write_field(out, &X_FORWARDED_FOR, peer),
         }
+        // The client is the peer unless a trusted proxy named another: written once then.
         let mut client = IpText::default();
-        crate::upstream::h1::write_field(out, &X_REAL_IP, client.format(self.client_ip));
+        let client = if self.client_ip == self.peer_ip {
+            peer
+        } else {
+            client.format(self.client_ip)
+        };
+        crate::upstream::h1::write_field(out, &X_REAL_IP, client);
         let proto: &[u8] = if self.tls { b"https" } else { b"http" };
         crate::upstream::h1::write_field(out, &X_FORWARDED_PROTO, proto);
         crate::upstream::h1::write_field(out, &X_REQUEST_ID, self.request_id.as_bytes());

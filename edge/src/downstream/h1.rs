@@ -59,6 +59,8 @@ pub struct Request {
     pub close: bool,
     /// An HTTP/1.1 upgrade request (`Upgrade`, and `upgrade` in `Connection`).
     pub upgrade: bool,
+    /// The client takes trailer fields (`TE: trailers`).
+    pub te_trailers: bool,
     body: Body,
 }
 
@@ -113,6 +115,7 @@ fn parse_in<const N: usize>(
     let (mut upgrade_token, mut upgrade_field) = (false, false);
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    let mut te_trailers = false;
     for field in req.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
@@ -128,6 +131,8 @@ fn parse_in<const N: usize>(
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             upgrade_field = true;
+        } else if name.eq_ignore_ascii_case(b"te") {
+            te_trailers |= names_trailers(field.value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Whether the body can be read is the framing check's business (`request::framing`
             // refuses any coding but one `chunked`): read as chunked, nothing more is taken
@@ -181,6 +186,7 @@ fn parse_in<const N: usize>(
         raw: head,
         close,
         upgrade: upgrade_token && upgrade_field && version == Version::HTTP_11,
+        te_trailers,
         body,
     }))
 }
@@ -259,7 +265,7 @@ impl<'c> Session<'c> {
             stream,
             conn,
             rest,
-            te_trailers: takes_trailers(&request.head),
+            te_trailers: request.te_trailers,
             keepalive: !last && !request.close,
             req: request.head,
             raw: request.raw,
@@ -378,12 +384,18 @@ impl Session<'_> {
 /// Whether a request's `TE` names `trailers`: the client takes trailer fields after a
 /// chunked body.
 pub fn takes_trailers(req: &RequestHeader) -> bool {
-    req.headers.get_all(header::TE).iter().any(|v| {
-        v.as_bytes().split(|&b| b == b',').any(|t| {
-            t.split(|&b| b == b';')
-                .next()
-                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
-        })
+    req.headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| names_trailers(v.as_bytes()))
+}
+
+/// Whether a `TE` value names `trailers`.
+fn names_trailers(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| {
+        t.split(|&b| b == b';')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
     })
 }
 
@@ -708,6 +720,25 @@ mod tests {
             Head::Refused(status, _) => status,
             _ => panic!("taken: {}", String::from_utf8_lossy(text)),
         }
+    }
+
+    #[test]
+    fn te_trailers_is_read_with_the_head_as_the_map_would_say() {
+        for (te, takes) in [
+            ("trailers", true),
+            ("gzip, Trailers;q=1", true),
+            ("gzip", false),
+            ("trailersx", false),
+        ] {
+            let text = format!("GET / HTTP/1.1\r\nHost: a\r\nTE: {te}\r\n\r\n");
+            let (req, _) = request(text.as_bytes());
+            assert_eq!(req.te_trailers, takes, "{te}");
+            assert_eq!(takes_trailers(&req.head), takes, "{te}");
+        }
+        let (req, _) = request(b"GET / HTTP/1.1\r\nHost: a\r\nTE: gzip\r\nTE: trailers\r\n\r\n");
+        assert!(req.te_trailers, "any of its fields");
+        let (req, _) = request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(!req.te_trailers);
     }
 
     #[test]

@@ -332,10 +332,16 @@ mod tests {
     #[test]
     fn the_forwarding_fields_written_as_bytes_are_the_ones_http2_upstreams_get() {
         let mut ctx = ctx();
-        ctx.peer_ip = "10.0.0.7".parse().expect("ip");
-        ctx.client_ip = "203.0.113.9".parse().expect("ip");
         ctx.tls = true;
-        for prior in [None, Some(http::HeaderValue::from_static("198.51.100.1"))] {
+        // A client named by a trusted proxy, and a client that is the peer.
+        let pairs = [("10.0.0.7", "203.0.113.9"), ("10.0.0.7", "10.0.0.7")];
+        let priors = [None, Some(http::HeaderValue::from_static("198.51.100.1"))];
+        for ((peer, client), prior) in pairs
+            .iter()
+            .flat_map(|p| priors.iter().map(move |v| (p, v)))
+        {
+            ctx.peer_ip = peer.parse().expect("ip");
+            ctx.client_ip = client.parse().expect("ip");
             let mut written = Vec::new();
             ctx.write_forwarding(prior.as_ref(), &mut written);
             let mut expected = Vec::new();
