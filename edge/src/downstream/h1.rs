@@ -429,18 +429,6 @@ pub fn ends_chunked(headers: &http::HeaderMap) -> Option<bool> {
 /// `Connection` set by the edge (replacing the server's); the status line; the fields in
 /// their usual spelling (`Content-Type`), or as the edge spelled those it wrote itself.
 fn write_head(out: &mut Vec<u8>, head: &mut ResponseHeader, keepalive: Option<bool>) {
-    if let Some(keepalive) = keepalive {
-        // Static values: a `&str` would be converted (and copied into an allocation) for
-        // every answer.
-        let connection =
-            http::HeaderValue::from_static(if keepalive { "keep-alive" } else { "close" });
-        // Neither insert can fail: both are values already.
-        let _ = head.insert_header(
-            header::DATE,
-            pingora::protocols::http::date::get_cached_date(),
-        );
-        let _ = head.insert_header(header::CONNECTION, connection);
-    }
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status.as_str().as_bytes());
     out.push(b' ');
@@ -448,8 +436,69 @@ fn write_head(out: &mut Vec<u8>, head: &mut ResponseHeader, keepalive: Option<bo
         out.extend_from_slice(reason.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    head.header_to_h1_wire(out);
+    match keepalive {
+        // An interim head: its fields as they are.
+        None => head.header_to_h1_wire(out),
+        // Fields with their original spellings kept: Pingora writes them in step with those.
+        Some(keepalive) if head.has_case() => {
+            let connection = connection_value(keepalive);
+            // Neither insert can fail: both are values already.
+            let _ = head.insert_header(header::DATE, date());
+            let _ = head.insert_header(header::CONNECTION, connection);
+            head.header_to_h1_wire(out);
+        }
+        // The usual final head: its fields, then the edge's `Date` and `Connection` in place
+        // of any the head has, written without entering them in the map (each insert went
+        // through Pingora's case map and parsed the name again: 370 instructions).
+        Some(keepalive) => {
+            for (name, value) in head.headers.iter() {
+                if name != header::DATE && name != header::CONNECTION {
+                    write_field(out, titled(name), value.as_bytes());
+                }
+            }
+            write_field(out, "Date", date().as_bytes());
+            write_field(out, "Connection", connection_value(keepalive).as_bytes());
+        }
+    }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The date a final head carries (cached per second).
+fn date() -> HeaderValue {
+    pingora::protocols::http::date::get_cached_date()
+}
+
+/// `Connection` as a final head carries it. Static values: a `&str` would be converted (and
+/// copied into an allocation) for every answer.
+fn connection_value(keepalive: bool) -> HeaderValue {
+    HeaderValue::from_static(if keepalive { "keep-alive" } else { "close" })
+}
+
+fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A field name as answers spell it: the common ones in title case (as Pingora's heads and
+/// most servers write them), others as the map holds them (lower case).
+fn titled(name: &HeaderName) -> &str {
+    match *name {
+        header::ACCEPT_RANGES => "Accept-Ranges",
+        header::AGE => "Age",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::CONNECTION => "Connection",
+        header::CONTENT_TYPE => "Content-Type",
+        header::CONTENT_ENCODING => "Content-Encoding",
+        header::CONTENT_LENGTH => "Content-Length",
+        header::DATE => "Date",
+        header::TRANSFER_ENCODING => "Transfer-Encoding",
+        header::HOST => "Host",
+        header::SERVER => "Server",
+        header::SET_COOKIE => "Set-Cookie",
+        _ => name.as_str(),
+    }
 }
 
 impl Downstream for Session<'_> {
@@ -860,6 +909,40 @@ mod tests {
             !text.contains("yesterday") && !text.contains("whatever"),
             "{text}"
         );
+        // Every value of a repeated field on a line of its own; names the table does not
+        // title as the map holds them.
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts
+            .headers
+            .append("set-cookie", HeaderValue::from_static("a=1"));
+        parts
+            .headers
+            .append("set-cookie", HeaderValue::from_static("b=2"));
+        parts
+            .headers
+            .append("x-served-by", HeaderValue::from_static("b"));
+        let mut head = ResponseHeader::from(parts);
+        let mut out = Vec::new();
+        write_head(&mut out, &mut head, Some(false));
+        let text = String::from_utf8(out).expect("text");
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nx-served-by: b\r\nDate: "
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\nConnection: close\r\n\r\n"), "{text}");
+        // A head with its original spellings (the edge's own answers may have them).
+        let mut head = ResponseHeader::build(200, None).expect("head");
+        head.insert_header("X-Custom", "1").expect("field");
+        head.insert_header("Date", "yesterday").expect("field");
+        let mut out = Vec::new();
+        write_head(&mut out, &mut head, Some(true));
+        let text = String::from_utf8(out).expect("text");
+        assert!(text.contains("\r\nX-Custom: 1\r\n"), "{text}");
+        assert!(text.contains("\r\nConnection: keep-alive\r\n"), "{text}");
+        assert_eq!(text.matches("Date: ").count(), 1, "{text}");
+        assert!(!text.contains("yesterday"), "{text}");
         let mut head = ResponseHeader::build(103, None).expect("head");
         head.insert_header("link", "</a.css>").expect("field");
         let mut out = Vec::new();
