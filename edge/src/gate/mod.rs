@@ -303,7 +303,7 @@ impl ConnectionGate {
                 }
             };
             served += 1;
-            let request = Box::pin(self.request(&mut stream, &conn, buf, served, shutdown));
+            let request = boxed(|| self.request(&mut stream, &conn, buf, served, shutdown));
             match request.await {
                 Some(rest) if !rest.is_empty() => pipelined = Some(rest),
                 Some(_) => {}
@@ -384,6 +384,12 @@ impl ConnectionGate {
         }
         Some(buf)
     }
+}
+
+/// `make()`'s future in a box, written there: `Box::pin(f())` makes the future on the stack
+/// and copies all of it into the box (2.9 KB per request).
+fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 /// How long a connection that ends after its answer waits for the answer's last bytes to be
