@@ -62,6 +62,41 @@ pub struct Connection {
     /// The timer of the reads and writes that wait, made at the first and moved to each
     /// one's end (see [`within`]).
     timer: Reused,
+    /// The field names of the server's answers so far.
+    names: Names,
+}
+
+/// The field names a server's answers carry, as it spells them, with their parsed names: a
+/// server sends the same fields in the same order answer after answer, and a name found here
+/// is a compare, where parsing one is a table walk (and, for a name outside the standard
+/// ones, an allocation).
+#[derive(Default)]
+struct Names(Vec<(Box<[u8]>, HeaderName)>);
+
+/// The most names a connection keeps.
+const NAMES_KEPT: usize = 32;
+
+impl Names {
+    /// The name spelled `raw`, the `at`th field of its head; `None` when it is not a name.
+    fn name(&mut self, at: usize, raw: &[u8]) -> Option<HeaderName> {
+        // Where it was in the last answer, then anywhere.
+        let kept = match self.0.get(at) {
+            Some((spelled, name)) if **spelled == *raw => Some(name),
+            _ => self
+                .0
+                .iter()
+                .find(|(spelled, _)| **spelled == *raw)
+                .map(|(_, n)| n),
+        };
+        if let Some(name) = kept {
+            return Some(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw).ok()?;
+        if self.0.len() < NAMES_KEPT {
+            self.0.push((raw.into(), name.clone()));
+        }
+        Some(name)
+    }
 }
 
 impl Connection {
@@ -76,6 +111,7 @@ impl Connection {
             read: BytesMut::new(),
             write: Vec::new(),
             timer: None,
+            names: Names::default(),
         }
     }
 }
@@ -334,9 +370,9 @@ impl Exchange {
         } else {
             Vec::new()
         };
-        for field in &head.fields {
+        for (at, field) in head.fields.iter().enumerate() {
             let name = &bytes[field.name.0 - base..field.name.1 - base];
-            let Ok(name) = HeaderName::from_bytes(name) else {
+            let Some(name) = self.connection.names.name(at, name) else {
                 return Error::e_explain(ErrorType::InvalidHTTPHeader, "a bad response field name");
             };
             let dropped = connection_only(&name)

@@ -466,3 +466,29 @@ async fn one_timer_serves_every_read_of_a_connection() {
     assert_eq!(*error.etype(), ErrorType::ReadTimedout);
     assert_eq!(started.elapsed(), Duration::from_secs(7));
 }
+
+#[test]
+fn a_connection_remembers_the_names_its_server_sends() {
+    let mut names = Names::default();
+    let content_type = names.name(0, b"Content-Type").expect("name");
+    assert_eq!(content_type, header::CONTENT_TYPE);
+    let served_by = names.name(1, b"X-Served-By").expect("name");
+    assert_eq!(served_by.as_str(), "x-served-by");
+    assert_eq!(names.0.len(), 2);
+    // The next answer: in place, out of place, spelled otherwise.
+    assert_eq!(names.name(0, b"Content-Type"), Some(header::CONTENT_TYPE));
+    assert_eq!(names.name(0, b"X-Served-By"), Some(served_by.clone()));
+    assert_eq!(names.name(2, b"content-type"), Some(header::CONTENT_TYPE));
+    assert_eq!(names.0.len(), 3, "each spelling kept once");
+    // Not a name: refused, and not kept.
+    assert_eq!(names.name(3, b"Bad Name"), None);
+    assert_eq!(names.name(3, b""), None);
+    assert_eq!(names.0.len(), 3);
+    // Kept up to the bound; beyond it names are still parsed.
+    for i in 0..100 {
+        let raw = format!("x-field-{i}");
+        let name = names.name(i, raw.as_bytes()).expect("name");
+        assert_eq!(name.as_str(), raw);
+    }
+    assert_eq!(names.0.len(), NAMES_KEPT);
+}
