@@ -157,11 +157,7 @@ fn parse_in<const N: usize>(
     }
     let head = buf.split_to(len).freeze();
     let piece = |(start, len): (usize, usize)| start..start + len;
-    let Ok(mut request) = RequestHeader::build_no_case(method, &head[piece(target)], Some(count))
-    else {
-        return Ok(Head::Refused(400, "a malformed request target"));
-    };
-    request.set_version(version);
+    let mut fields = http::HeaderMap::with_capacity(count);
     for &(name, value) in &places[..count] {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&head[piece(name)]),
@@ -169,10 +165,11 @@ fn parse_in<const N: usize>(
         ) else {
             return Ok(Head::Refused(400, "a malformed header field"));
         };
-        if request.append_header(name, value).is_err() {
-            return Ok(Head::Refused(400, "a malformed header field"));
-        }
+        fields.append(name, value);
     }
+    let Some(request) = request_head(method, &head, piece(target), version, fields) else {
+        return Ok(Head::Refused(400, "a malformed request target"));
+    };
     let body = if chunked {
         Body::Chunked(Decoder::new(limits.head))
     } else {
@@ -182,13 +179,52 @@ fn parse_in<const N: usize>(
         }
     };
     Ok(Head::Request(Request {
-        head: Box::new(request),
+        head: request,
         raw: head,
         close,
         upgrade: upgrade_token && upgrade_field && version == Version::HTTP_11,
         te_trailers,
         body,
     }))
+}
+
+/// The request head as the phases read it. An origin-form target (`/path?query`, the usual
+/// one) becomes the `Uri` as a slice of `head`, and the fields go in as they are; any other
+/// target (absolute-form, `*`, one with a fragment) is read by Pingora's target parser, which
+/// keeps such a target's bytes for the line that goes upstream. The target is text (httparse
+/// refuses one that is not). `None`: not a target.
+fn request_head(
+    method: Method,
+    head: &Bytes,
+    target: std::ops::Range<usize>,
+    version: Version,
+    fields: http::HeaderMap,
+) -> Option<Box<RequestHeader>> {
+    let raw = &head[target.clone()];
+    if raw.first() == Some(&b'/') && !raw.contains(&b'#') {
+        // What Pingora's parser makes of such a target (a `Uri` of its path and query, the
+        // target written from it), without copying it and without entering each field
+        // through its map of original spellings (a name parsed twice per field).
+        let path = http::uri::PathAndQuery::from_maybe_shared(head.slice(target)).ok()?;
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = method;
+        parts.uri = http::Uri::from(path);
+        parts.version = version;
+        parts.headers = fields;
+        return Some(Box::new(RequestHeader::from(parts)));
+    }
+    let mut request = RequestHeader::build_no_case(method, raw, Some(fields.len())).ok()?;
+    request.set_version(version);
+    let mut last = None;
+    for (name, value) in fields {
+        // The map hands a repeated name once, then `None` for its further values.
+        let name = match name {
+            Some(name) => last.insert(name).clone(),
+            None => last.clone()?,
+        };
+        request.append_header(name, value).ok()?;
+    }
+    Some(Box::new(request))
 }
 
 /// A head not whole yet: read on, unless it is already over the limits (414 for a request
@@ -788,6 +824,38 @@ mod tests {
         assert!(req.te_trailers, "any of its fields");
         let (req, _) = request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(!req.te_trailers);
+    }
+
+    #[test]
+    fn every_form_of_target_reads_as_pingoras_parser_reads_it() {
+        // (A target that is not UTF-8 never gets here: httparse refuses it.)
+        let targets: [&[u8]; 7] = [
+            b"/api/x?y=1",
+            b"/",
+            b"/a#frag",
+            b"/caf\xc3\xa9",
+            b"http://a.example/p?q",
+            b"*",
+            b"/%2e%2e/x",
+        ];
+        for target in targets {
+            let mut text = b"OPTIONS ".to_vec();
+            text.extend_from_slice(target);
+            text.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\nX: 1\r\nX: 2\r\nY: 3\r\n\r\n");
+            let (req, _) = request(&text);
+            let mut expected =
+                RequestHeader::build_no_case(Method::OPTIONS, target, None).expect("target");
+            expected.set_version(Version::HTTP_11);
+            let shown = String::from_utf8_lossy(target);
+            assert_eq!(req.head.raw_path(), expected.raw_path(), "{shown}");
+            assert_eq!(req.head.uri, expected.uri, "{shown}");
+            assert_eq!(req.head.method, Method::OPTIONS);
+            assert_eq!(req.head.version, Version::HTTP_11);
+            let xs: Vec<_> = req.head.headers.get_all("x").iter().collect();
+            assert_eq!(xs, ["1", "2"], "{shown}");
+            assert_eq!(req.head.headers["y"], "3");
+            assert_eq!(req.head.headers.len(), 4, "{shown}");
+        }
     }
 
     #[test]
