@@ -124,7 +124,7 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
     }
 
     // What it asks for: one sane Host, a path normalised for matching.
-    let (host, path) = match host_and_path(session, edge) {
+    let (host, path, declared) = match host_and_path(session, edge) {
         Ok(found) => found,
         Err((status, why)) => {
             // Whatever follows on this connection cannot be trusted to be a request.
@@ -186,7 +186,6 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
     }
 
     // How much it may send.
-    let declared = request::declared_length(session.req_header());
     if declared.is_some_and(|len| len > edge.client_max_body_size) {
         let too_large = "request body is larger than client_max_body_size";
         return refuse(session, ctx, 413, too_large).await;
@@ -228,21 +227,21 @@ fn identify(session: &impl Downstream, ctx: &mut RequestCtx) {
     ctx.grpc = crate::grpc::is_call(session.req_header());
 }
 
-/// The head's size and framing checked, its one Host, and its path normalised for matching;
-/// or the status and reason it is refused with.
+/// The head's size and framing checked, its one Host, its path normalised for matching, and
+/// the body length it declares; or the status and reason it is refused with.
 fn host_and_path<'s>(
     session: &'s impl Downstream,
     edge: &crate::config::EdgeSettings,
-) -> Result<(&'s str, Cow<'s, str>), (u16, &'static str)> {
+) -> Result<(&'s str, Cow<'s, str>, Option<u64>), (u16, &'static str)> {
     let req = session.req_header();
     let raw_head = session.raw_head();
     request::refused_method(req)?;
     request::size(req, raw_head.as_deref(), edge.head_limits())?;
     request::target(req.raw_path())?;
-    request::framing(req)?;
+    let declared = request::framing(req)?;
     let host = request::host(req)?;
     let path = request::normalize_path(req.uri.path())?;
-    Ok((host, path))
+    Ok((host, path, declared))
 }
 
 /// Counts the finished request in its route's metrics and writes its access-log line.

@@ -50,19 +50,27 @@ fn uri_len(uri: &http::Uri) -> usize {
 /// Body framing that two parsers could read differently is refused (RFC 9112 §6, as nginx
 /// 1.22 does): a Transfer-Encoding is accepted only in an HTTP/1.1 request, on one header
 /// line, with the one coding `chunked` (no list, no other or repeated coding) and no
-/// Content-Length beside it; Content-Lengths must be digits and agree. Every header line of the
-/// head is a field of its own in `req` (the HTTP/1 parser appends each one; Pingora's dropped a
-/// Content-Length that came with Transfer-Encoding, and the raw head was searched then).
-pub fn framing(req: &RequestHeader) -> Result<(), Refusal> {
+/// Content-Length beside it; Content-Lengths must be numbers (that fit 64 bits) and agree.
+/// Every header line of the head is a field of its own in `req` (the HTTP/1 parser appends
+/// each one; Pingora's dropped a Content-Length that came with Transfer-Encoding, and the raw
+/// head was searched then). The length the request declares, when it declares one.
+pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Refusal> {
     let codings = req.headers.get_all(http::header::TRANSFER_ENCODING);
     let te_fields = codings.iter().count();
-    let lengths: Vec<&[u8]> = req
+    let mut first: Option<&[u8]> = None;
+    let mut conflicting = false;
+    let tokens = req
         .headers
         .get_all(http::header::CONTENT_LENGTH)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(|v| v.trim_ascii())
-        .collect();
+        .map(|v| v.trim_ascii());
+    for token in tokens {
+        match first {
+            None => first = Some(token),
+            Some(first) => conflicting |= first != token,
+        }
+    }
     if te_fields > 0 {
         if req.version != Version::HTTP_11 {
             return Err((400, "Transfer-Encoding in a request that is not HTTP/1.1"));
@@ -77,20 +85,29 @@ pub fn framing(req: &RequestHeader) -> Result<(), Refusal> {
         if !chunked {
             return Err((400, "Transfer-Encoding other than chunked"));
         }
-        if !lengths.is_empty() {
+        if first.is_some() {
             return Err((400, "both Content-Length and Transfer-Encoding"));
         }
     }
-    if lengths.windows(2).any(|w| w[0] != w[1]) {
+    if conflicting {
         return Err((400, "conflicting Content-Length values"));
     }
-    if lengths
-        .first()
-        .is_some_and(|l| l.is_empty() || !l.iter().all(u8::is_ascii_digit))
-    {
-        return Err((400, "invalid Content-Length"));
+    match first {
+        None => Ok(None),
+        // A number too large for 64 bits would be read as no length by the HTTP/1 parser,
+        // and the body taken for the next request.
+        Some(digits) => parse_digits(digits)
+            .map(Some)
+            .ok_or((400, "invalid Content-Length")),
     }
-    Ok(())
+}
+
+/// A decimal number of digits only, when it fits 64 bits.
+fn parse_digits(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The body length the request declares: its Content-Length values, over every field and
@@ -321,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn ambiguous_framing_is_refused() {
+    fn framing_gives_the_declared_length() {
         let with = |headers: &[(&str, &str)]| {
             let mut r = req("/", &["a"], Version::HTTP_11);
             for (k, v) in headers {
@@ -329,8 +346,35 @@ mod tests {
             }
             framing(&r).map_err(|e| e.0)
         };
+        assert_eq!(with(&[]), Ok(None));
+        assert_eq!(with(&[("content-length", "0")]), Ok(Some(0)));
+        assert_eq!(with(&[("content-length", " 12 ")]), Ok(Some(12)));
+        assert_eq!(with(&[("content-length", "7, 7")]), Ok(Some(7)));
+        assert_eq!(
+            with(&[("content-length", "7"), ("content-length", "7")]),
+            Ok(Some(7))
+        );
+        assert_eq!(with(&[("transfer-encoding", "chunked")]), Ok(None));
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let with = |headers: &[(&str, &str)]| {
+            let mut r = req("/", &["a"], Version::HTTP_11);
+            for (k, v) in headers {
+                r.append_header(k.to_string(), *v).expect("header");
+            }
+            framing(&r).map(|_| ()).map_err(|e| e.0)
+        };
         assert_eq!(with(&[("content-length", "4")]), Ok(()));
         assert_eq!(with(&[("transfer-encoding", "chunked")]), Ok(()));
+        // A length too large to be a number is no length to the parser: refused, not read as
+        // a request without a body (its body would be taken for the next request).
+        assert_eq!(
+            with(&[("content-length", "99999999999999999999")]),
+            Err(400)
+        );
+        assert_eq!(with(&[("content-length", "18446744073709551615")]), Ok(()));
         assert_eq!(
             with(&[("content-length", "4"), ("content-length", "4")]),
             Ok(())
@@ -371,7 +415,9 @@ mod tests {
                 fields: 100,
             };
             match crate::downstream::h1::parse(&mut buf, &limits) {
-                crate::downstream::h1::Head::Request(r) => framing(&r.head).map_err(|e| e.0),
+                crate::downstream::h1::Head::Request(r) => {
+                    framing(&r.head).map(|_| ()).map_err(|e| e.0)
+                }
                 _ => panic!("not parsed"),
             }
         };

@@ -185,7 +185,7 @@ pub async fn explain(
         .and_then(|()| request::size(&req, None, snapshot.config.edge.head_limits()))
         .and_then(|()| request::target(req.raw_path()))
         .and_then(|()| request::framing(&req))
-        .and_then(|()| request::host(&req))
+        .and_then(|_| request::host(&req))
         .and_then(|host| {
             Ok((
                 host.to_string(),
