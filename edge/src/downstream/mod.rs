@@ -193,8 +193,12 @@ impl Compressor {
     pub fn new(level: u32, req: &RequestHeader) -> Compressor {
         Compressor((level > 0).then(|| {
             let mut c = ResponseCompressionCtx::new(level, false, false);
-            let accept = req.headers.get(http::header::ACCEPT_ENCODING);
-            match accept.and_then(|v| crate::compress::preferred_codings(v.as_bytes())) {
+            let Some(accept) = req.headers.get(http::header::ACCEPT_ENCODING) else {
+                // No coding asked for: the compressor's list stays empty (it still says
+                // `Vary: Accept-Encoding` on an answer it would have compressed).
+                return c;
+            };
+            match crate::compress::preferred_codings(accept.as_bytes()) {
                 None => c.request_filter(req),
                 // Weights or `*`: the compressor is given the codings in the client's order
                 // of preference, without those it refused.
@@ -286,6 +290,40 @@ pub async fn idle_for(active: &Active, idle: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_the_edge_would_compress_varies_on_accept_encoding_whatever_was_asked() {
+        let answer = || {
+            let mut head = ResponseHeader::build(200, None).expect("head");
+            head.insert_header("content-type", "application/json")
+                .expect("type");
+            head
+        };
+        let request = |accept: Option<&str>| {
+            let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+            if let Some(accept) = accept {
+                req.insert_header("accept-encoding", accept)
+                    .expect("accept");
+            }
+            req
+        };
+        for accept in [None, Some("gzip"), Some("br;q=0, gzip;q=0.5")] {
+            let mut compressor = Compressor::new(6, &request(accept));
+            let mut head = answer();
+            compressor.head(&mut head, false);
+            let vary = head.headers.get("vary").map(|v| v.to_str().expect("text"));
+            assert!(
+                vary.is_some_and(|v| v.eq_ignore_ascii_case("accept-encoding")),
+                "{accept:?}: {vary:?}"
+            );
+            let coded = head.headers.get("content-encoding").is_some();
+            assert_eq!(coded, accept.is_some(), "{accept:?}");
+            let body = compressor.body(Some(Bytes::from_static(b"{}")), true);
+            if accept.is_none() {
+                assert_eq!(body.as_deref(), Some(&b"{}"[..]), "passed as it is");
+            }
+        }
+    }
 
     #[test]
     fn a_multiplexed_answer_sends_its_request_id_never_indexed_and_no_connection_fields() {
