@@ -83,7 +83,13 @@ impl RequestId {
 
     pub fn as_str(&self) -> &str {
         // Only ASCII is ever stored (`of`'s callers check it).
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// The id's bytes, without the text check `as_str` makes (the heads it goes into take
+    /// bytes: twice per request).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
     }
 }
 

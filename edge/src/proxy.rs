@@ -215,13 +215,14 @@ fn identify(session: &impl Downstream, ctx: &mut RequestCtx) {
     ctx.tls = session.ssl_digest().is_some();
     ctx.peer_ip = session.peer_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let headers = &session.req_header().headers;
-    ctx.client_ip = client::client_ip(
-        ctx.peer_ip,
-        headers
-            .get(crate::ctx::X_FORWARDED_FOR)
-            .map(|v| v.as_bytes()),
-        ctx.snapshot.trusted_proxies(),
-    );
+    let trusted = ctx.snapshot.trusted_proxies();
+    // The forwarded chain names the client only behind a trusted proxy: without one it is
+    // not looked up (a map lookup per request).
+    let forwarded_for = match trusted.is_empty() {
+        true => None,
+        false => headers.get(crate::ctx::X_FORWARDED_FOR),
+    };
+    ctx.client_ip = client::client_ip(ctx.peer_ip, forwarded_for.map(|v| v.as_bytes()), trusted);
     ctx.request_id =
         client::request_id(headers.get(crate::ctx::X_REQUEST_ID).map(|v| v.as_bytes()));
     ctx.grpc = crate::grpc::is_call(session.req_header());

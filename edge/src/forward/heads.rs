@@ -123,7 +123,13 @@ pub fn upstream_request(
     if let Some(authority) = authority {
         h1::write_field(out, &header::HOST, authority.as_str().as_bytes());
     }
+    // The client's own X-Forwarded-For (its first field), found on the way: the edge's
+    // goes after it.
+    let mut prior_forwarded_for = None;
     for (name, value) in &req.headers {
+        if *name == crate::ctx::X_FORWARDED_FOR && prior_forwarded_for.is_none() {
+            prior_forwarded_for = Some(value);
+        }
         // An upgrade keeps its `Upgrade` (and the fields its `Connection` names, as the
         // handshake's own): the edge writes `Connection: upgrade` after them.
         let kept_for_upgrade = upgrade
@@ -171,7 +177,7 @@ pub fn upstream_request(
             Upload::Chunked
         }
     };
-    ctx.write_forwarding(req.headers.get(crate::ctx::X_FORWARDED_FOR), out);
+    ctx.write_forwarding(prior_forwarded_for, out);
     if ctx.early_data {
         // RFC 8470 5.1: the server learns the request may be a replay.
         out.extend_from_slice(b"Early-Data: 1\r\n");
@@ -375,6 +381,21 @@ mod tests {
             !head.contains("5.6.7.8") && !head.contains("gopher"),
             "{head}"
         );
+        // Of two fields, the first carries the chain on (as a map lookup of it did).
+        let (head, _) = head_for(
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-for", "9.9.9.9"),
+            ],
+            &Body::Empty,
+        );
+        let chain = head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("x-forwarded-for:"))
+            .collect::<Vec<_>>();
+        assert_eq!(chain.len(), 1, "{head}");
+        assert!(chain[0].contains("1.2.3.4, "), "{head}");
+        assert!(!head.contains("9.9.9.9"), "{head}");
     }
 
     #[test]
