@@ -537,6 +537,21 @@ fn titled(name: &HeaderName) -> &str {
     }
 }
 
+thread_local! {
+    /// The buffer answer heads are written in, one per worker thread, taken for a head and
+    /// given back once it is sent (a head is copied into the connection's own buffer as it is
+    /// sent): no allocation per answer, and no buffer held by a connection. A head whose send
+    /// is given up on drops it, and the next head makes another.
+    static HEAD_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Returns a head's buffer to its thread, unless an unusually large head grew it.
+fn give_back(out: Vec<u8>) {
+    if out.capacity() <= 16 * 1024 {
+        HEAD_BUFFER.set(out);
+    }
+}
+
 impl Downstream for Session<'_> {
     fn req_header(&self) -> &RequestHeader {
         &self.req
@@ -591,7 +606,8 @@ impl Downstream for Session<'_> {
             return Ok(());
         }
         let status = head.status;
-        let mut out = Vec::with_capacity(512);
+        let mut out = HEAD_BUFFER.take();
+        out.clear();
         if status.is_informational() {
             // An interim head as the server sent it; after a 101 the connection is a tunnel
             // (its fields, `Connection: upgrade` among them, were set for it).
@@ -601,7 +617,9 @@ impl Downstream for Session<'_> {
             }
             write_head(&mut out, &mut head, None);
             self.status = Some(status);
-            return self.send(&out, true, "writing response header").await;
+            let sent = self.send(&out, true, "writing response header").await;
+            give_back(out);
+            return sent;
         }
         self.compression.head(&mut head, end);
         if self.shutdown.is_some_and(|s| *s.borrow()) {
@@ -626,7 +644,9 @@ impl Downstream for Session<'_> {
         self.status = Some(status);
         // A head without a length goes out at once: its body may come slowly.
         let flush = self.framing != Framing::Length;
-        self.send(&out, flush, "writing response header").await
+        let sent = self.send(&out, flush, "writing response header").await;
+        give_back(out);
+        sent
     }
 
     async fn write_body(&mut self, mut body: Option<Bytes>, end: bool) -> Result<()> {

@@ -64,6 +64,8 @@ pub struct Connection {
     timer: Reused,
     /// The field names of the server's answers so far.
     names: Names,
+    /// Where the fields of the answer being read lie in `read` (kept: no list per answer).
+    places: Vec<framing::Field>,
 }
 
 /// The field names a server's answers carry, as it spells them, with their parsed names: a
@@ -112,6 +114,7 @@ impl Connection {
             write: Vec::new(),
             timer: None,
             names: Names::default(),
+            places: Vec::new(),
         }
     }
 }
@@ -323,10 +326,17 @@ impl Exchange {
             // Not initialised: the parser writes each field it hands back (1 KiB of stores
             // per answer otherwise).
             let mut few = [const { std::mem::MaybeUninit::uninit() }; FEW_FIELDS];
-            match parse(&self.connection.read, &mut few, self.head_request)? {
+            let connection = &mut self.connection;
+            match parse(
+                &connection.read,
+                &mut few,
+                self.head_request,
+                &mut connection.places,
+            )? {
                 Parsed::TooMany => {
                     let mut many = vec![std::mem::MaybeUninit::uninit(); MAX_FIELDS];
-                    parse(&self.connection.read, &mut many, self.head_request)?
+                    let places = &mut connection.places;
+                    parse(&connection.read, &mut many, self.head_request, places)?
                 }
                 parsed => parsed,
             }
@@ -350,7 +360,8 @@ impl Exchange {
     fn take_head(&mut self, head: Head) -> Result<Response> {
         let bytes = self.connection.read.split_to(head.len).freeze();
         let base = bytes.as_ptr() as usize;
-        let mut headers = HeaderMap::with_capacity(head.fields.len() + RESPONSE_ROOM);
+        let connection = &mut self.connection;
+        let mut headers = HeaderMap::with_capacity(connection.places.len() + RESPONSE_ROOM);
         let upgrade = head.status == StatusCode::SWITCHING_PROTOCOLS;
         // A response without a body carries no framing of one (RFC 9110 8.6, RFC 9112 6.1;
         // a 304's Content-Length describes the representation and stays).
@@ -359,7 +370,8 @@ impl Exchange {
         // Fields `Connection` names concern only the connection to the server (rare: found
         // only when framing saw such a name).
         let nominated: Vec<HeaderName> = if head.nominates && !upgrade {
-            head.fields
+            connection
+                .places
                 .iter()
                 .filter(|f| {
                     bytes[f.name.0 - base..f.name.1 - base].eq_ignore_ascii_case(b"connection")
@@ -370,9 +382,9 @@ impl Exchange {
         } else {
             Vec::new()
         };
-        for (at, field) in head.fields.iter().enumerate() {
+        for (at, field) in connection.places.iter().enumerate() {
             let name = &bytes[field.name.0 - base..field.name.1 - base];
-            let Some(name) = self.connection.names.name(at, name) else {
+            let Some(name) = connection.names.name(at, name) else {
                 return Error::e_explain(ErrorType::InvalidHTTPHeader, "a bad response field name");
             };
             let dropped = connection_only(&name)

@@ -35,12 +35,11 @@ pub(super) struct Field {
     pub(super) value: (usize, usize),
 }
 
-/// What a complete head says, with its fields as addresses into the buffer it was parsed in.
+/// What a complete head says (its fields' places are in the list [`parse`] filled).
 pub(super) struct Head {
     pub(super) len: usize,
     pub(super) status: StatusCode,
     pub(super) reason: (usize, usize),
-    pub(super) fields: Vec<Field>,
     /// `Some` when Transfer-Encoding is present: whether chunked is its last coding.
     pub(super) chunked: Option<bool>,
     /// How the body that follows is read.
@@ -70,11 +69,14 @@ fn span(buffer: &[u8], part: &[u8]) -> (usize, usize) {
 }
 
 /// Parses a response head at the start of `buffer` and decides its body's framing and
-/// whether the connection may be kept after it.
+/// whether the connection may be kept after it. The places of a complete head's fields
+/// (addresses into `buffer`) are put in `places`, emptied first: a list the connection keeps,
+/// so that an answer allocates none.
 pub(super) fn parse<'b>(
     buffer: &'b [u8],
     fields: &mut [std::mem::MaybeUninit<httparse::Header<'b>>],
     head_request: bool,
+    places: &mut Vec<Field>,
 ) -> Result<Parsed> {
     let mut config = httparse::ParserConfig::default();
     config.allow_spaces_after_header_name_in_responses(true);
@@ -98,11 +100,11 @@ pub(super) fn parse<'b>(
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
+    places.clear();
     let mut head = Head {
         len,
         status,
         reason: span(buffer, response.reason.unwrap_or("").as_bytes()),
-        fields: Vec::with_capacity(response.headers.len()),
         chunked: None,
         reader: Reader::Done,
         keepalive: false,
@@ -113,7 +115,7 @@ pub(super) fn parse<'b>(
     let (mut close, mut keep_alive) = (false, false);
     for field in response.headers.iter() {
         let name = field.name.as_bytes();
-        head.fields.push(Field {
+        places.push(Field {
             name: span(buffer, name),
             value: span(buffer, field.value),
         });
