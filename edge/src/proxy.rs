@@ -124,7 +124,11 @@ pub async fn admit(session: &mut impl Downstream, ctx: &mut RequestCtx) -> Resul
     }
 
     // What it asks for: one sane Host, a path normalised for matching.
-    let (host, path, declared) = match host_and_path(session, edge) {
+    let Checked {
+        host,
+        path,
+        declared,
+    } = match host_and_path(session, edge) {
         Ok(found) => found,
         Err((status, why)) => {
             // Whatever follows on this connection cannot be trusted to be a request.
@@ -228,12 +232,20 @@ fn identify(session: &impl Downstream, ctx: &mut RequestCtx) {
     ctx.grpc = crate::grpc::is_call(session.req_header());
 }
 
+/// What the head checks found: the request's one Host, its path normalised for matching,
+/// and the body length it declares.
+struct Checked<'s> {
+    host: &'s str,
+    path: Cow<'s, str>,
+    declared: Option<u64>,
+}
+
 /// The head's size and framing checked, its one Host, its path normalised for matching, and
 /// the body length it declares; or the status and reason it is refused with.
 fn host_and_path<'s>(
     session: &'s impl Downstream,
     edge: &crate::config::EdgeSettings,
-) -> Result<(&'s str, Cow<'s, str>, Option<u64>), (u16, &'static str)> {
+) -> Result<Checked<'s>, (u16, &'static str)> {
     let req = session.req_header();
     let raw_head = session.raw_head();
     request::refused_method(req)?;
@@ -242,7 +254,11 @@ fn host_and_path<'s>(
     let declared = request::framing(req)?;
     let host = request::host(req)?;
     let path = request::normalize_path(req.uri.path())?;
-    Ok((host, path, declared))
+    Ok(Checked {
+        host,
+        path,
+        declared,
+    })
 }
 
 /// Counts the finished request in its route's metrics and writes its access-log line.

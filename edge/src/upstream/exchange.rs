@@ -9,7 +9,9 @@ use bytes::Bytes;
 use http::HeaderMap;
 use pingora::Result;
 
-/// A request in flight on a server.
+/// A request in flight on a server. Unboxed although an HTTP/1.1 exchange is twice an HTTP/2
+/// one: it is the usual one, and lives in the request's own future (boxed once per request).
+#[allow(clippy::large_enum_variant)]
 pub enum Exchange {
     H1(h1::Exchange),
     H2(h2::Exchange),
