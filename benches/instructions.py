@@ -18,7 +18,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--mode", choices=["h1", "h2"], default="h1",
                    help="h1: kept-alive HTTP/1.1 GETs (h2load --h1 -c50); "
-                        "h2: HTTP/2 over TLS, 50 connections of 10 streams (handshakes included)")
+                        "h2: HTTP/2 over TLS, 50 connections of 10 streams (their 50 TLS "
+                        "handshakes are counted too: 10,000 requests or more)")
     p.add_argument("--requests", type=int, default=5000)
     p.add_argument("--logs", choices=["on", "off"], default="off")
     p.add_argument("--keep", help="a directory to keep each callgrind profile in")
