@@ -11,6 +11,7 @@
 use super::{Compressor, Downstream};
 use crate::chunked::{self, Decoder, Step};
 use crate::config::HeadLimits;
+use crate::upstream::h1::write_field;
 use bytes::{Bytes, BytesMut};
 use http::header;
 use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -483,17 +484,19 @@ fn write_head(out: &mut Vec<u8>, head: &mut ResponseHeader, keepalive: Option<bo
             let _ = head.insert_header(header::CONNECTION, connection);
             head.header_to_h1_wire(out);
         }
-        // The usual final head: its fields, then the edge's `Date` and `Connection` in place
+        // The usual final head: its fields (the common names in title case, as the request
+        // heads toward servers are written), then the edge's `Date` and `Connection` in place
         // of any the head has, written without entering them in the map (each insert went
         // through Pingora's case map and parsed the name again: 370 instructions).
         Some(keepalive) => {
             for (name, value) in head.headers.iter() {
                 if name != header::DATE && name != header::CONNECTION {
-                    write_field(out, titled(name), value.as_bytes());
+                    write_field(out, name, value.as_bytes());
                 }
             }
-            write_field(out, "Date", date().as_bytes());
-            write_field(out, "Connection", connection_value(keepalive).as_bytes());
+            write_field(out, &header::DATE, date().as_bytes());
+            let connection = connection_value(keepalive);
+            write_field(out, &header::CONNECTION, connection.as_bytes());
         }
     }
     out.extend_from_slice(b"\r\n");
@@ -508,33 +511,6 @@ fn date() -> HeaderValue {
 /// copied into an allocation) for every answer.
 fn connection_value(keepalive: bool) -> HeaderValue {
     HeaderValue::from_static(if keepalive { "keep-alive" } else { "close" })
-}
-
-fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A field name as answers spell it: the common ones in title case (as Pingora's heads and
-/// most servers write them), others as the map holds them (lower case).
-fn titled(name: &HeaderName) -> &str {
-    match *name {
-        header::ACCEPT_RANGES => "Accept-Ranges",
-        header::AGE => "Age",
-        header::CACHE_CONTROL => "Cache-Control",
-        header::CONNECTION => "Connection",
-        header::CONTENT_TYPE => "Content-Type",
-        header::CONTENT_ENCODING => "Content-Encoding",
-        header::CONTENT_LENGTH => "Content-Length",
-        header::DATE => "Date",
-        header::TRANSFER_ENCODING => "Transfer-Encoding",
-        header::HOST => "Host",
-        header::SERVER => "Server",
-        header::SET_COOKIE => "Set-Cookie",
-        _ => name.as_str(),
-    }
 }
 
 thread_local! {

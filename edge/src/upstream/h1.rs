@@ -571,7 +571,8 @@ async fn within<T>(
     .await
 }
 
-/// Writes a field line `name: value` for the request head; names in their usual spelling
+/// Writes a field line `name: value` (a request head toward a server, an answer head toward a
+/// client, `downstream::h1`); names in their usual spelling
 /// (title case for the common standard ones, the lower case of `http` for the rest: field
 /// names are case-insensitive, RFC 9110 5.1).
 pub fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
