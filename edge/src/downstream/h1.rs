@@ -944,23 +944,30 @@ mod tests {
         assert_eq!(refused(b"GET / HTTP/2.0\r\n\r\n"), 400);
     }
 
+    /// The final head written for a server's answer of 200 with `fields` (in order, repeats
+    /// kept), as the session gets it: a map without original spellings.
+    fn answer_written(fields: &[(&'static str, &'static str)], keepalive: bool) -> String {
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        for &(name, value) in fields {
+            parts.headers.append(name, HeaderValue::from_static(value));
+        }
+        let mut head = ResponseHeader::from(parts);
+        let mut out = Vec::new();
+        write_head(&mut out, &mut head, Some(keepalive));
+        String::from_utf8(out).expect("text")
+    }
+
     #[test]
     fn a_head_is_written_with_the_edges_date_and_connection() {
         // As a server's answer reaches the session: a map without original spellings.
-        let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts
-            .headers
-            .insert("content-length", HeaderValue::from_static("2"));
-        parts
-            .headers
-            .insert("date", HeaderValue::from_static("yesterday"));
-        parts
-            .headers
-            .insert("connection", HeaderValue::from_static("whatever"));
-        let mut head = ResponseHeader::from(parts);
-        let mut out = Vec::new();
-        write_head(&mut out, &mut head, Some(true));
-        let text = String::from_utf8(out).expect("text");
+        let text = answer_written(
+            &[
+                ("content-length", "2"),
+                ("date", "yesterday"),
+                ("connection", "whatever"),
+            ],
+            true,
+        );
         assert!(
             text.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: "),
             "{text}"
@@ -975,20 +982,14 @@ mod tests {
         );
         // Every value of a repeated field on a line of its own; names the table does not
         // title as the map holds them.
-        let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts
-            .headers
-            .append("set-cookie", HeaderValue::from_static("a=1"));
-        parts
-            .headers
-            .append("set-cookie", HeaderValue::from_static("b=2"));
-        parts
-            .headers
-            .append("x-served-by", HeaderValue::from_static("b"));
-        let mut head = ResponseHeader::from(parts);
-        let mut out = Vec::new();
-        write_head(&mut out, &mut head, Some(false));
-        let text = String::from_utf8(out).expect("text");
+        let text = answer_written(
+            &[
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2"),
+                ("x-served-by", "b"),
+            ],
+            false,
+        );
         assert!(
             text.starts_with(
                 "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nx-served-by: b\r\nDate: "
