@@ -50,6 +50,14 @@ pub struct Entry<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// A field's name as it follows the one before it in the line: `,"name":`, made at compile
+/// time (the names are the struct's, none needs an escape).
+macro_rules! key {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":").as_bytes()
+    };
+}
+
 impl Entry<'_> {
     /// Appends the entry as one JSON line, durations in milliseconds with three decimals.
     ///
@@ -61,50 +69,62 @@ impl Entry<'_> {
         let mut ip = IpText::default();
         out.extend_from_slice(b"{\"timestamp\":");
         string(out, self.timestamp);
-        out.extend_from_slice(b",\"request_id\":");
-        string(out, self.request_id);
-        out.extend_from_slice(b",\"client_ip\":\"");
-        // IpText writes ASCII digits, dots, colons and hex only.
+        text(out, key!("request_id"), self.request_id);
+        // IpText writes ASCII digits, dots, colons and hex only: no escape.
+        out.extend_from_slice(key!("client_ip"));
+        out.push(b'"');
         out.extend_from_slice(ip.format(self.client_ip));
-        out.extend_from_slice(b"\",\"method\":");
-        string(out, self.method);
-        out.extend_from_slice(b",\"host\":");
-        string(out, self.host);
-        out.extend_from_slice(b",\"path\":");
-        string(out, self.path);
-        out.extend_from_slice(b",\"protocol\":");
-        string(out, self.protocol);
-        out.extend_from_slice(b",\"status\":");
-        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
-        out.extend_from_slice(b",\"bytes_sent\":");
-        out.extend_from_slice(itoa::Buffer::new().format(self.bytes_sent).as_bytes());
-        out.extend_from_slice(b",\"duration_ms\":");
-        milliseconds(out, self.duration_ms);
-        out.extend_from_slice(b",\"upstream\":");
-        optional(out, self.upstream);
-        out.extend_from_slice(b",\"server\":");
-        optional(out, self.server);
-        out.extend_from_slice(b",\"upstream_duration_ms\":");
-        match self.upstream_duration_ms {
-            Some(ms) => milliseconds(out, ms),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"upstream_protocol\":");
-        optional(out, self.upstream_protocol);
-        out.extend_from_slice(b",\"grpc_status\":");
-        match self.grpc_status {
-            Some(code) => out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"route\":");
-        optional(out, self.route);
-        out.extend_from_slice(b",\"limit\":");
-        optional(out, self.limit);
-        out.extend_from_slice(b",\"tls_version\":");
-        optional(out, self.tls_version);
-        out.extend_from_slice(b",\"user_agent\":");
-        optional(out, self.user_agent);
+        out.push(b'"');
+        text(out, key!("method"), self.method);
+        text(out, key!("host"), self.host);
+        text(out, key!("path"), self.path);
+        text(out, key!("protocol"), self.protocol);
+        number(out, key!("status"), Some(self.status));
+        number(out, key!("bytes_sent"), Some(self.bytes_sent));
+        duration(out, key!("duration_ms"), Some(self.duration_ms));
+        optional(out, key!("upstream"), self.upstream);
+        optional(out, key!("server"), self.server);
+        duration(out, key!("upstream_duration_ms"), self.upstream_duration_ms);
+        optional(out, key!("upstream_protocol"), self.upstream_protocol);
+        number(out, key!("grpc_status"), self.grpc_status);
+        optional(out, key!("route"), self.route);
+        optional(out, key!("limit"), self.limit);
+        optional(out, key!("tls_version"), self.tls_version);
+        optional(out, key!("user_agent"), self.user_agent);
         out.extend_from_slice(b"}\n");
+    }
+}
+
+/// A field with a string value.
+fn text(out: &mut Vec<u8>, key: &[u8], value: &str) {
+    out.extend_from_slice(key);
+    string(out, value);
+}
+
+/// A field with a string value or null.
+fn optional(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
+    out.extend_from_slice(key);
+    match value {
+        Some(value) => string(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A field with a whole number or null.
+fn number(out: &mut Vec<u8>, key: &[u8], value: Option<impl itoa::Integer>) {
+    out.extend_from_slice(key);
+    match value {
+        Some(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A field with a duration in milliseconds, or null.
+fn duration(out: &mut Vec<u8>, key: &[u8], ms: Option<f64>) {
+    out.extend_from_slice(key);
+    match ms {
+        Some(ms) => milliseconds(out, ms),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
@@ -169,13 +189,6 @@ fn plain_len(bytes: &[u8]) -> usize {
         at += 1;
     }
     at
-}
-
-fn optional(out: &mut Vec<u8>, text: Option<&str>) {
-    match text {
-        Some(text) => string(out, text),
-        None => out.extend_from_slice(b"null"),
-    }
 }
 
 /// A duration in milliseconds with three decimals ("1.800"): microsecond precision, the same
