@@ -194,18 +194,22 @@ upstream = "app"
         assert!(errors[0].message.contains("never offered"));
     }
 
+    /// The `[tls]` settings of a valid config text.
+    fn tls_of(text: &str) -> TlsSettings {
+        validate("t.toml", text)
+            .expect("valid")
+            .config
+            .tls
+            .expect("tls")
+    }
+
     /// `[tls] hsts` is written into answer heads as it is: anything that is not a header
     /// value (a line break above all, any control character) is refused at its place.
     #[test]
     fn hsts_must_be_a_header_value() {
         let tls = "[tls]\ncertificates = [{ cert = \"a\", key = \"b\" }]\n";
         let ok = format!("{tls}hsts = \"max-age=60; includeSubDomains\"\n");
-        let hsts = validate("t.toml", &ok)
-            .expect("valid")
-            .config
-            .tls
-            .expect("tls")
-            .hsts;
+        let hsts = tls_of(&ok).hsts;
         assert_eq!(hsts.as_deref(), Some("max-age=60; includeSubDomains"));
         for bad in [
             "max-age=60\\r\\nSet-Cookie: a=b",
@@ -227,24 +231,14 @@ upstream = "app"
                       [[routes]]\nhost = \"10.0.0.1\"\npath = \"/\"\nupstream = \"app\"\n";
         // Defaults: the routes' host names (not addresses), TLS-ALPN-01 with an https listener.
         let text = format!("[edge]\nhttps_listen = [\"0.0.0.0:443\"]\n[tls]\n[tls.acme]\n{routes}");
-        let acme = validate("t.toml", &text)
-            .expect("valid")
-            .config
-            .tls
-            .expect("tls")
-            .acme;
+        let acme = tls_of(&text).acme;
         let acme = acme.expect("acme");
         assert_eq!(acme.domains, vec!["shop.example".to_string()]);
         assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
         assert_eq!(acme.directory, DEFAULT_ACME_DIRECTORY);
         // Without an https listener the default is HTTP-01.
         let text = format!("[edge]\nhttps_listen = []\n[tls]\n[tls.acme]\n{routes}");
-        let acme = validate("t.toml", &text)
-            .expect("valid")
-            .config
-            .tls
-            .expect("tls")
-            .acme;
+        let acme = tls_of(&text).acme;
         assert_eq!(acme.expect("acme").challenge, AcmeChallenge::Http01);
         // Each mistake at its place.
         let text = "[edge]\nhttps_listen = [\"0.0.0.0:443\"]\n[tls]\n[tls.acme]\n\
