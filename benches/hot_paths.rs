@@ -378,6 +378,7 @@ impl LoopBench {
                 edge::upstream::h1::Connection::new(Box::new(edge_side)),
                 32,
                 0,
+                std::time::Instant::now(),
             );
         }
     }
@@ -492,6 +493,7 @@ fn bench_pool(c: &mut Criterion) {
                 )),
                 32,
                 0,
+                std::time::Instant::now(),
             );
         }
         peers
@@ -499,8 +501,12 @@ fn bench_pool(c: &mut Criterion) {
     let _guard = runtime.enter();
     c.bench_function("pool_take_put", |b| {
         b.iter(|| {
-            let connection = pool.take(Duration::from_secs(60)).expect("a connection");
-            pool.put(connection, 32, 0);
+            // As a request does: one reading of the clock for the take and the put.
+            let now = std::time::Instant::now();
+            let connection = pool
+                .take(Duration::from_secs(60), now)
+                .expect("a connection");
+            pool.put(connection, 32, 0, now);
         })
     });
 }

@@ -122,11 +122,12 @@ impl Failed {
 
 /// Picks the server for the next attempt of a request (nginx's `tried` set, bounded by
 /// `next_upstream_tries`) and records the attempt. 502 when none is left.
-pub fn pick_server(ctx: &mut RequestCtx, upstream: &Upstream) -> Result<usize> {
+pub fn pick_server(ctx: &mut RequestCtx, upstream: &Upstream, now: Instant) -> Result<usize> {
     if ctx.attempts.count >= upstream.max_attempts() {
         return Error::e_explain(ErrorType::HTTPStatus(502), "next_upstream_tries exhausted");
     }
-    let Some(index) = upstream.select(ctx.client_ip, &mut ctx.attempts) else {
+    let now = crate::clock::ms_at(now);
+    let Some(index) = upstream.select_at(ctx.client_ip, &mut ctx.attempts, now) else {
         return Error::e_explain(
             ErrorType::HTTPStatus(502),
             format!("no live servers in upstream {}", upstream.name),
@@ -184,14 +185,18 @@ pub async fn forward(
     // that refuses every stream (or a pool of closed connections) cannot hold a request.
     let mut resends = 0u32;
     loop {
-        let index = pick_server(ctx, upstream)?;
+        // One reading of the clock for the attempt: the server's health, the pool's idle
+        // ages and the upstream time all start from it.
+        let now = Instant::now();
+        let index = pick_server(ctx, upstream, now)?;
         let server = &upstream.servers[index];
         let Some(addr) = server.addr else {
             upstream.report_failure(index);
             ctx.server = None;
             continue;
         };
-        let failed = match attempt(session, ctx, upstream, addr, index, &mut body, upgrade).await {
+        let attempt = attempt(session, ctx, upstream, addr, index, &mut body, upgrade, now);
+        let failed = match attempt.await {
             Ok(()) => return Ok(()),
             Err(failed) => failed,
         };
@@ -308,7 +313,8 @@ fn decide(f: &Facts) -> Decision {
     }
 }
 
-/// One attempt on server `index`: the request out, the answer back.
+/// One attempt on server `index`, begun at `now`: the request out, the answer back.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     session: &mut impl Downstream,
     ctx: &mut RequestCtx,
@@ -317,12 +323,13 @@ async fn attempt(
     index: usize,
     body: &mut Body,
     upgrade: bool,
+    now: Instant,
 ) -> Result<(), Failed> {
     let server = &upstream.servers[index];
     let settings = &upstream.settings;
     ctx.server = Some((index, InFlightGuard::new(server.state.clone())));
-    ctx.upstream_started = Some(Instant::now());
-    let (link, reused) = connection_for(upstream, server, addr, body, upgrade).await?;
+    ctx.upstream_started = Some(now);
+    let (link, reused) = connection_for(upstream, server, addr, body, upgrade, now).await?;
     // Only a close or a socket error on a reused HTTP/1.1 connection, before any answer, is
     // taken for a connection the server closed while idle; over HTTP/2, only a stream the
     // server says it did not process (refused, or above its GOAWAY). A timeout or a broken
@@ -419,7 +426,8 @@ async fn attempt(
                 ..stale(e)
             },
         })?;
-    answered(ctx, upstream, index);
+    // When the answer's head was in: the time its connection goes idle from, if it does.
+    let answered_at = answered(ctx, upstream, index);
 
     if upgrade && head.status == http::StatusCode::SWITCHING_PROTOCOLS {
         // The server took the upgrade: the connections are joined until either closes.
@@ -472,27 +480,30 @@ async fn attempt(
     // (An HTTP/2 connection stays in its pool while it has room: the stream ended here.)
     if let Exchange::H1(up) = up {
         if let Some(connection) = up.into_reusable() {
+            let (keepalive, max_requests) = (settings.keepalive, settings.keepalive_requests);
             server
                 .state
                 .pool
-                .put(connection, settings.keepalive, settings.keepalive_requests);
+                .put(connection, keepalive, max_requests, answered_at);
         }
     }
     Ok(())
 }
 
 /// The server's answer has begun: no more retries, the server counted well, the time it
-/// took observed.
-fn answered(ctx: &mut RequestCtx, upstream: &Upstream, index: usize) {
+/// took observed. Returns when.
+fn answered(ctx: &mut RequestCtx, upstream: &Upstream, index: usize) -> Instant {
     ctx.response_started = true;
     upstream.report_success(index);
+    let now = Instant::now();
     if let Some(started) = ctx.upstream_started {
-        let elapsed = started.elapsed();
+        let elapsed = now.saturating_duration_since(started);
         ctx.upstream_elapsed = Some(elapsed);
         if let Some(route) = &ctx.route {
             route.metrics.observe_upstream(elapsed.as_secs_f64());
         }
     }
+    now
 }
 
 /// A gRPC call on its stream: the request's messages go up while the answer's come down
@@ -532,7 +543,7 @@ async fn call(
                     ..Failed::upstream(e)
                 },
             })?;
-        answered(ctx, upstream, index);
+        let _ = answered(ctx, upstream, index);
         let no_body = up.is_body_done();
         let (response, _) = client_response(head, no_body, true, ctx).map_err(Failed::upstream)?;
         session.compression_off();
@@ -618,6 +629,7 @@ async fn connection_for(
     addr: SocketAddr,
     body: &Body,
     upgrade: bool,
+    now: Instant,
 ) -> Result<(Link, bool), Failed> {
     let settings = &upstream.settings;
     if settings.protocol != UpstreamProtocol::Http1 && !upgrade {
@@ -633,7 +645,7 @@ async fn connection_for(
         _ if upgrade => None,
         Body::Streaming(_) => None,
         _ if settings.protocol == UpstreamProtocol::H2 => None,
-        _ => server.state.pool.take(settings.keepalive_timeout),
+        _ => server.state.pool.take(settings.keepalive_timeout, now),
     };
     if let Some(pooled) = pooled {
         return Ok((Link::H1(pooled), true));

@@ -350,7 +350,11 @@ impl Upstream {
     /// Picks a server for a request from `client`, skipping what `attempts` already tried.
     /// `None` when no server is usable (nginx's "no live upstreams").
     pub fn select(&self, client: IpAddr, attempts: &mut Attempts) -> Option<usize> {
-        let now = now_ms();
+        self.select_at(client, attempts, now_ms())
+    }
+
+    /// [`Upstream::select`] at `now` (the process's milliseconds, [`crate::clock::ms_at`]).
+    pub fn select_at(&self, client: IpAddr, attempts: &mut Attempts, now: u64) -> Option<usize> {
         let picked = match self.settings.balance {
             Balance::RoundRobin => self.round_robin(now, attempts, |_| true),
             Balance::LeastConn => self.least_conn(now, attempts),

@@ -78,12 +78,13 @@ impl fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// The newest idle connection younger than `idle_timeout` that the server has not closed.
-    pub fn take(&self, idle_timeout: Duration) -> Option<Connection> {
+    /// The newest idle connection younger than `idle_timeout` at `now` that the server has not
+    /// closed.
+    pub fn take(&self, idle_timeout: Duration, now: Instant) -> Option<Connection> {
         let stack = self.here();
         loop {
             let idle = lock(stack).idle.pop()?;
-            if idle.since.elapsed() >= idle_timeout {
+            if now.saturating_duration_since(idle.since) >= idle_timeout {
                 // Everything below it is older still.
                 lock(stack).idle.clear();
                 return None;
@@ -97,13 +98,13 @@ impl Pool {
 
     /// Keeps `connection` for the next request unless it has carried `max_requests` (0: no
     /// bound) or `capacity` is 0 (keep none). Beyond `capacity` idle connections, it is kept
-    /// for [`SURPLUS_GRACE`] only.
-    pub fn put(&self, connection: Connection, capacity: usize, max_requests: u32) {
+    /// for [`SURPLUS_GRACE`] only. It is idle from `now` (the caller's reading of the clock,
+    /// no later than the truth: an earlier one only ends its idle time sooner).
+    pub fn put(&self, connection: Connection, capacity: usize, max_requests: u32, now: Instant) {
         if capacity == 0 || (max_requests > 0 && connection.served >= max_requests) {
             return;
         }
         let stack = self.here();
-        let now = Instant::now();
         let schedule = {
             let mut here = lock(stack);
             here.capacity = capacity;
@@ -227,13 +228,15 @@ mod tests {
         for served in 1..=3 {
             let (stream, server) = pair().await;
             servers.push(server);
-            pool.put(pooled(stream, served), 8, 0);
+            pool.put(pooled(stream, served), 8, 0, Instant::now());
         }
         for served in [3, 2, 1] {
-            let taken = pool.take(Duration::from_secs(60)).expect("a connection");
+            let taken = pool
+                .take(Duration::from_secs(60), Instant::now())
+                .expect("a connection");
             assert_eq!(taken.served, served);
         }
-        assert!(pool.take(Duration::from_secs(60)).is_none());
+        assert!(pool.take(Duration::from_secs(60), Instant::now()).is_none());
     }
 
     #[tokio::test]
@@ -243,7 +246,7 @@ mod tests {
         for served in 1..=5 {
             let (stream, server) = pair().await;
             servers.push(server);
-            pool.put(pooled(stream, served), 2, 0);
+            pool.put(pooled(stream, served), 2, 0, Instant::now());
         }
         assert_eq!(
             pool.len(),
@@ -253,7 +256,9 @@ mod tests {
         // The grace, and the trim timer's turn.
         tokio::time::sleep(SURPLUS_GRACE + Duration::from_millis(300)).await;
         assert_eq!(pool.len(), 2, "back to keepalive once the burst is over");
-        let taken = pool.take(Duration::from_secs(60)).expect("a connection");
+        let taken = pool
+            .take(Duration::from_secs(60), Instant::now())
+            .expect("a connection");
         assert_eq!(taken.served, 5, "the newest were kept, the oldest went");
     }
 
@@ -261,25 +266,33 @@ mod tests {
     async fn a_connection_is_taken_only_on_the_thread_that_put_it() {
         let pool = std::sync::Arc::new(Pool::default());
         let (stream, _server) = pair().await;
-        pool.put(pooled(stream, 1), 8, 0);
+        pool.put(pooled(stream, 1), 8, 0, Instant::now());
         let other = pool.clone();
-        let taken_elsewhere =
-            std::thread::spawn(move || other.take(Duration::from_secs(60)).is_some())
-                .join()
-                .expect("thread");
+        let taken_elsewhere = std::thread::spawn(move || {
+            other
+                .take(Duration::from_secs(60), Instant::now())
+                .is_some()
+        })
+        .join()
+        .expect("thread");
         assert!(!taken_elsewhere, "another worker must open its own");
         assert_eq!(pool.len(), 1, "len counts every thread's stack");
-        assert_eq!(pool.take(Duration::from_secs(60)).expect("here").served, 1);
+        assert_eq!(
+            pool.take(Duration::from_secs(60), Instant::now())
+                .expect("here")
+                .served,
+            1
+        );
     }
 
     #[tokio::test]
     async fn a_connection_is_retired_after_keepalive_requests() {
         let pool = Pool::default();
         let (stream, _server) = pair().await;
-        pool.put(pooled(stream, 10), 8, 10);
+        pool.put(pooled(stream, 10), 8, 10, Instant::now());
         assert!(pool.is_empty());
         let (stream, _server) = pair().await;
-        pool.put(pooled(stream, 9), 8, 10);
+        pool.put(pooled(stream, 9), 8, 10, Instant::now());
         assert_eq!(pool.len(), 1);
     }
 
@@ -287,9 +300,11 @@ mod tests {
     async fn connections_idle_past_keepalive_timeout_are_not_taken() {
         let pool = Pool::default();
         let (stream, _server) = pair().await;
-        pool.put(pooled(stream, 1), 8, 0);
+        pool.put(pooled(stream, 1), 8, 0, Instant::now());
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(pool.take(Duration::from_millis(50)).is_none());
+        assert!(pool
+            .take(Duration::from_millis(50), Instant::now())
+            .is_none());
         assert!(pool.is_empty());
     }
 
@@ -304,11 +319,13 @@ mod tests {
             .await
             .expect("write");
         let (open, _server3) = pair().await;
-        pool.put(pooled(open, 1), 8, 0);
-        pool.put(pooled(closed, 2), 8, 0);
-        pool.put(pooled(chatty, 3), 8, 0);
+        pool.put(pooled(open, 1), 8, 0, Instant::now());
+        pool.put(pooled(closed, 2), 8, 0, Instant::now());
+        pool.put(pooled(chatty, 3), 8, 0, Instant::now());
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let taken = pool.take(Duration::from_secs(60)).expect("the open one");
+        let taken = pool
+            .take(Duration::from_secs(60), Instant::now())
+            .expect("the open one");
         assert_eq!(taken.served, 1);
         assert!(pool.is_empty());
     }
