@@ -412,14 +412,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        worker.spawn(serve(
-            live,
-            tcp,
-            peer,
-            tls.clone(),
-            gate.clone(),
-            shutdown.clone(),
-        ));
+        worker.spawn(serve(live, tcp, peer, tls.clone(), gate.clone()));
     }
 }
 
@@ -470,7 +463,6 @@ async fn serve(
     peer: SocketAddr,
     tls: Option<Arc<Acceptor>>,
     gate: Arc<ConnectionGate>,
-    shutdown: ShutdownWatch,
 ) {
     // One clock from accept: the handshake and the first request head share
     // client_header_timeout.
@@ -512,8 +504,7 @@ async fn serve(
             }
         }
     };
-    gate.serve(stream, Some(peer.ip()), deadline, &shutdown)
-        .await;
+    gate.serve(stream, Some(peer.ip()), deadline).await;
 }
 
 #[cfg(test)]

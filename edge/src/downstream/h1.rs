@@ -21,6 +21,7 @@ use pingora::protocols::tls::SslDigest;
 use pingora::protocols::Stream;
 use pingora::ErrorType;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -282,7 +283,7 @@ pub struct Session<'c> {
     /// `client_body_timeout`: the longest one body read may wait.
     body_timeout: Duration,
     /// Set when the process shuts down: an answer written after that says `close`.
-    shutdown: Option<&'c pingora::server::ShutdownWatch>,
+    shutdown: Option<&'c AtomicBool>,
 }
 
 impl<'c> Session<'c> {
@@ -319,9 +320,10 @@ impl<'c> Session<'c> {
         }
     }
 
-    /// The connection closes after this request if `shutdown` is set by the time its answer's
-    /// head goes out (the head says so), not only if it was set when the request came.
-    pub fn closing_at(mut self, shutdown: &'c pingora::server::ShutdownWatch) -> Session<'c> {
+    /// The connection closes after this request if `shutdown` (the server's shutdown flag) is
+    /// set by the time its answer's head goes out (the head says so), not only if it was set
+    /// when the request came.
+    pub fn closing_at(mut self, shutdown: &'c AtomicBool) -> Session<'c> {
         self.shutdown = Some(shutdown);
         self
     }
@@ -598,7 +600,7 @@ impl Downstream for Session<'_> {
             return sent;
         }
         self.compression.head(&mut head, end);
-        if self.shutdown.is_some_and(|s| *s.borrow()) {
+        if self.shutdown.is_some_and(|s| s.load(Ordering::Acquire)) {
             self.keepalive = false;
         }
         self.framing = if self.req.method == Method::HEAD

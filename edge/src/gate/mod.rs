@@ -75,8 +75,9 @@ pub struct ConnectionGate {
     /// request. (HTTP/1 connections wait for the shutdown itself: closing an idle one races
     /// a request the client may be sending on it.)
     pub draining: ShutdownWatch,
-    /// The shutdown as the HTTP/1 connections waiting for their next request see it (the
-    /// listeners set it when the shutdown watch they serve under fires).
+    /// The shutdown as HTTP/1 connections see it: their waits for a next request, and each
+    /// answer's `Connection` (the listeners set it when the shutdown watch they serve under
+    /// fires).
     pub closing: Closing,
 }
 
@@ -98,6 +99,13 @@ impl Closing {
         for waits in &self.waits {
             waits.notify_waiters();
         }
+    }
+
+    /// Whether the shutdown began: read by every kept-alive request for its answer's
+    /// `Connection` (a load; the shutdown watch's `borrow` is a lock taken and released, and
+    /// a request looked twice).
+    pub fn begun(&self) -> bool {
+        self.begun.load(Ordering::Acquire)
     }
 
     /// This thread's list of waits.
@@ -127,7 +135,6 @@ impl ConnectionGate {
         stream: Stream,
         peer: Option<IpAddr>,
         first_head_by: tokio::time::Instant,
-        shutdown: &ShutdownWatch,
     ) {
         let (limit, header_timeout, send_timeout, h2c) = {
             let snapshot = self.snapshot.load();
@@ -187,8 +194,7 @@ impl ConnectionGate {
             return Box::pin(h2).await;
         }
         let conn = h1::Conn { ssl: tls, peer };
-        self.http1(stream, conn, first_head_by, &clock, shutdown)
-            .await
+        self.http1(stream, conn, first_head_by, &clock).await
     }
 
     /// An HTTP/2 connection: its streams until it closes.
@@ -270,7 +276,6 @@ impl ConnectionGate {
         conn: h1::Conn,
         first_head_by: tokio::time::Instant,
         clock: &Clocks,
-        shutdown: &ShutdownWatch,
     ) {
         let mut served = 0u32;
         // Bytes of the next request that arrived with the previous one (pipelining).
@@ -285,16 +290,9 @@ impl ConnectionGate {
                     // No snapshot is held across the wait: a waiting connection keeps no
                     // config alive. The first request's wait is not ended by a shutdown: a
                     // client that just connected may have its request on the way, and it is
-                    // served (with keep-alive off).
-                    let watch = match served {
-                        0 => None,
-                        _ => {
-                            let edge = &self.snapshot.load().config.edge;
-                            let end = tokio::time::Instant::now() + edge.keepalive_timeout;
-                            timer.as_mut().reset(end);
-                            Some(&self.closing)
-                        }
-                    };
+                    // served (with keep-alive off). The timer of a later wait was set as the
+                    // request before it ended.
+                    let watch = (served > 0).then_some(&self.closing);
                     match first_bytes(&mut stream, timer.as_mut(), watch).await {
                         Ok(bytes) => bytes,
                         Err(Arrival::TimedOut) if served == 0 => {
@@ -306,15 +304,18 @@ impl ConnectionGate {
                 }
             };
             served += 1;
-            let request = boxed(|| self.request(&mut stream, &conn, buf, served, shutdown));
+            let request = boxed(|| self.request(&mut stream, &conn, buf, served));
             match request.await {
                 Some(rest) if !rest.is_empty() => pipelined = Some(rest),
                 Some(_) => {}
                 None => return,
             }
-            // The next request's head clock starts at its first byte; both timeouts as the
-            // config has them now.
+            // The wait for the next request ends `keepalive_timeout` from now; its head clock
+            // starts at its first byte; the timeouts as the config has them now (one look at
+            // it for all three).
             let edge = &self.snapshot.load().config.edge;
+            let end = tokio::time::Instant::now() + edge.keepalive_timeout;
+            timer.as_mut().reset(end);
             clock.arm(edge.client_header_timeout, edge.send_timeout);
         }
     }
@@ -329,7 +330,6 @@ impl ConnectionGate {
         conn: &h1::Conn,
         mut buf: bytes::BytesMut,
         served: u32,
-        shutdown: &ShutdownWatch,
     ) -> Option<bytes::BytesMut> {
         // What the request needs of the config, read without holding it (a clone of the
         // snapshot's `Arc` is a write to its count, a line every thread writes in turn).
@@ -366,9 +366,9 @@ impl ConnectionGate {
                 }
             }
         };
-        let last = served >= keepalive_requests || *shutdown.borrow() || no_keepalive;
+        let last = served >= keepalive_requests || self.closing.begun() || no_keepalive;
         let mut session = h1::Session::new(stream, conn, &mut buf, request, last, body_timeout)
-            .closing_at(shutdown);
+            .closing_at(&self.closing.begun);
         let outcome = self.edge.serve(&mut session).await;
         if outcome != Served::Cut && session.body_left() {
             // What the answer did not need of the body is read and dropped, so that the
@@ -559,7 +559,7 @@ mod tests {
     async fn a_waiting_connections_future_stays_small() {
         let gate = gate();
         let (stream, _client) = crate::tcp::test_pair().await;
-        let serve = gate.serve(stream, None, tokio::time::Instant::now(), &gate.draining);
+        let serve = gate.serve(stream, None, tokio::time::Instant::now());
         let size = std::mem::size_of_val(&serve);
         // 704 bytes (the same in debug and release builds). It was 1,416 with the request's
         // session inline in the loop, 1,040 with the rest of the head read and the close in
@@ -580,13 +580,7 @@ mod tests {
             ssl: None,
             peer: None,
         };
-        let request = gate.request(
-            &mut stream,
-            &conn,
-            bytes::BytesMut::new(),
-            1,
-            &gate.draining,
-        );
+        let request = gate.request(&mut stream, &conn, bytes::BytesMut::new(), 1);
         let size = std::mem::size_of_val(&request);
         // 2,912 bytes when this was written (2,192 of them the phases'); 5,056 with the
         // refused head's answer inline.
