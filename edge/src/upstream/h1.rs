@@ -126,7 +126,7 @@ impl Connection {
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
-    /// The reason phrase the server sent.
+    /// The reason phrase the server sent, if not the status's usual one (empty then).
     pub reason: Bytes,
     pub headers: HeaderMap,
 }
@@ -367,6 +367,9 @@ impl Exchange {
         // a 304's Content-Length describes the representation and stays).
         let bodiless = head.status.is_informational() || head.status == StatusCode::NO_CONTENT;
         let unframed = bodiless || head.status == StatusCode::NOT_MODIFIED;
+        // A final answer goes out with the edge's own `Date` (as nginx's does): the server's
+        // is not kept to be skipped.
+        let final_head = !head.status.is_informational();
         // Fields `Connection` names concern only the connection to the server (rare: found
         // only when framing saw such a name).
         let nominated: Vec<HeaderName> = if head.nominates && !upgrade {
@@ -391,6 +394,7 @@ impl Exchange {
                 || (name == header::CONTENT_LENGTH && (head.chunked.is_some() || bodiless))
                 || (name == header::TRANSFER_ENCODING && unframed)
                 || (name == header::UPGRADE && !upgrade)
+                || (name == header::DATE && final_head)
                 || nominated.contains(&name);
             if dropped {
                 continue;
@@ -404,7 +408,12 @@ impl Exchange {
             };
             headers.append(name, value);
         }
-        let reason = bytes.slice(head.reason.0 - base..head.reason.1 - base);
+        // The usual phrase ("OK") is the status's own: kept as none, which writes the same.
+        let reason = &bytes[head.reason.0 - base..head.reason.1 - base];
+        let reason = match head.status.canonical_reason() {
+            Some(usual) if usual.as_bytes() == reason => Bytes::new(),
+            _ => bytes.slice(head.reason.0 - base..head.reason.1 - base),
+        };
         let response = Response {
             status: head.status,
             reason,

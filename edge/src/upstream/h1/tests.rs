@@ -176,16 +176,24 @@ async fn informational_heads_come_first_and_the_final_one_after() {
     send(&mut exchange, "GET").await;
     answer(
         &mut server,
-        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nDate: Mon, 07 Dec 2026 06:00:00 GMT\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: Mon, 07 Dec 2026 06:00:00 GMT\r\n\r\nok",
         100,
     )
     .await;
     let hints = exchange.read_response().await.expect("103");
     assert_eq!(hints.status, 103);
     assert_eq!(hints.headers["link"], "</a.css>");
+    assert!(
+        hints.headers.contains_key("date"),
+        "an interim head is relayed as it is"
+    );
     assert!(!exchange.is_body_done(), "no body is read after a 1xx");
     let last = exchange.read_response().await.expect("200");
     assert_eq!(last.status, 200);
+    // The edge writes its own on a final head (every client protocol): the server's is not
+    // kept only to be skipped.
+    assert!(!last.headers.contains_key("date"));
     assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
     assert!(exchange.into_reusable().is_some());
 }
@@ -491,4 +499,21 @@ fn a_connection_remembers_the_names_its_server_sends() {
         assert_eq!(name.as_str(), raw);
     }
     assert_eq!(names.0.len(), NAMES_KEPT);
+}
+
+#[tokio::test]
+async fn a_reason_phrase_is_kept_when_it_is_not_the_usual_one() {
+    for (line, kept) in [
+        ("HTTP/1.1 200 OK", None),
+        ("HTTP/1.1 200 Fine", Some("Fine")),
+        ("HTTP/1.1 404 Nothing Here", Some("Nothing Here")),
+        ("HTTP/1.1 404 Not Found", None),
+    ] {
+        let (mut exchange, mut server) = pair();
+        send(&mut exchange, "GET").await;
+        let reply = format!("{line}\r\nContent-Length: 0\r\n\r\n");
+        answer(&mut server, reply.as_bytes(), 100).await;
+        let head = exchange.read_response().await.expect("an answer");
+        assert_eq!(head.reason(), kept, "{line}");
+    }
 }
