@@ -31,6 +31,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const FEW_FIELDS: usize = 64;
 const MAX_FIELDS: usize = 257;
 
+/// Fields of a request head whose places are kept on the stack while its map is made.
+const PLACES_IN_PLACE: usize = 16;
+
 /// How much a body read asks the socket for at least.
 const BODY_READ: usize = 16 * 1024;
 
@@ -153,14 +156,24 @@ fn parse_in<const N: usize>(
     let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
     let target = at(target.as_bytes());
     let count = req.headers.len();
-    let mut places = [((0, 0), (0, 0)); N];
+    // A usual head's places on the stack, a larger one's on the heap: room for all `N` was
+    // 2 KiB zeroed for every request.
+    let mut few = [((0, 0), (0, 0)); PLACES_IN_PLACE];
+    let mut many = Vec::new();
+    let places = match count {
+        0..=PLACES_IN_PLACE => &mut few[..count],
+        _ => {
+            many.resize(count, ((0, 0), (0, 0)));
+            &mut many[..]
+        }
+    };
     for (place, field) in places.iter_mut().zip(req.headers.iter()) {
         *place = (at(field.name.as_bytes()), at(field.value));
     }
     let head = buf.split_to(len).freeze();
     let piece = |(start, len): (usize, usize)| start..start + len;
     let mut fields = http::HeaderMap::with_capacity(count);
-    for &(name, value) in &places[..count] {
+    for &(name, value) in places.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&head[piece(name)]),
             HeaderValue::from_maybe_shared(head.slice(piece(value))),
@@ -899,6 +912,19 @@ mod tests {
         );
         let (req, _) = request(b"GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(req.head.uri.path(), "/x");
+        // Either side of the fields whose places stay on the stack, and beyond `FEW_FIELDS`.
+        for count in [PLACES_IN_PLACE, PLACES_IN_PLACE + 1, FEW_FIELDS + 1] {
+            let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+            for i in 0..count {
+                head.extend_from_slice(format!("X-{i}: value {i}\r\n").as_bytes());
+            }
+            head.extend_from_slice(b"\r\n");
+            let (req, _) = request(&head);
+            assert_eq!(req.head.headers.len(), count);
+            let last = format!("value {}", count - 1);
+            assert_eq!(req.head.headers[format!("x-{}", count - 1)], last.as_str());
+            assert_eq!(req.head.headers["x-0"], "value 0");
+        }
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..200 {
             many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
