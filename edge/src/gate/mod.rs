@@ -283,6 +283,9 @@ impl ConnectionGate {
         // One timer for every wait of the connection, moved to each wait's end (see
         // `first_bytes`); registered with the runtime at the first wait that has to wait.
         let mut timer = std::pin::pin!(tokio::time::sleep_until(first_head_by));
+        // The connection's entry in the list of waits a shutdown ends, made at its first
+        // wait for a next request and kept until it closes (see `first_bytes`).
+        let mut standing = std::pin::pin!(None);
         loop {
             let buf = match pipelined.take() {
                 Some(buf) => buf,
@@ -293,7 +296,8 @@ impl ConnectionGate {
                     // served (with keep-alive off). The timer of a later wait was set as the
                     // request before it ended.
                     let watch = (served > 0).then_some(&self.closing);
-                    match first_bytes(&mut stream, timer.as_mut(), watch).await {
+                    let wait = first_bytes(&mut stream, timer.as_mut(), watch, standing.as_mut());
+                    match wait.await {
                         Ok(bytes) => bytes,
                         Err(Arrival::TimedOut) if served == 0 => {
                             connections::HEADER_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
@@ -422,6 +426,11 @@ enum Arrival {
 /// that a shutdown moves, not a select over a timeout and a grace timeout (424 bytes then,
 /// 10,000 idle connections are 10,000 of these).
 ///
+/// The connection's entry in its thread's list of waits (`standing`) is made at its first
+/// wait that watches `closing` and kept for the connection's life: made and dropped for each
+/// wait, it was its list's lock taken three times per kept-alive request (entered, polled,
+/// taken off), where a standing entry is only polled.
+///
 /// The timer is the connection's, one for all its waits: moved to a later end, a timer that
 /// is still registered only has its end stored (the runtime's driver finds it at the old end
 /// and sets it again), where a new timer per wait was registered with the driver each time
@@ -429,21 +438,33 @@ enum Arrival {
 /// per kept-alive request, BENCHMARKS.md). Its end is set by the caller, not passed here:
 /// 16 bytes fewer in every waiting connection's task put the task in a smaller allocation
 /// (measured: 10,000 idle connections 1.3 MB more with the wait's length held here).
-async fn first_bytes(
+async fn first_bytes<'c>(
     stream: &mut Stream,
     mut timer: Pin<&mut tokio::time::Sleep>,
-    closing: Option<&Closing>,
+    closing: Option<&'c Closing>,
+    mut standing: Pin<&mut Option<tokio::sync::futures::Notified<'c>>>,
 ) -> Result<bytes::BytesMut, Arrival> {
     if let Poll::Ready(read) =
         std::future::poll_fn(|cx| Poll::Ready(poll_first_bytes(stream, cx))).await
     {
         return read;
     }
-    // Registered before the flag is read, so a shutdown that begins in between still wakes it.
-    let mut woken = std::pin::pin!(closing.map(|c| c.waits().notified()));
-    let mut begun = match woken.as_mut().as_pin_mut() {
-        Some(woken) => woken.enable() || closing.is_some_and(|c| c.begun.load(Ordering::Acquire)),
-        None => false,
+    let mut begun = false;
+    if let Some(closing) = closing {
+        // Entered in the list before the flag is read, so a shutdown that begins in between
+        // still wakes it; an entry already standing is in the list.
+        if standing.is_none() {
+            standing.set(Some(closing.waits().notified()));
+            begun = standing
+                .as_mut()
+                .as_pin_mut()
+                .is_some_and(|entry| entry.enable());
+        }
+        begun = begun || closing.begun();
+    }
+    let mut woken = match closing {
+        Some(_) => standing.as_pin_mut(),
+        None => None,
     };
     let mut shortened = false;
     std::future::poll_fn(|cx| {
@@ -451,8 +472,8 @@ async fn first_bytes(
             return Poll::Ready(read);
         }
         if !begun {
-            if let Some(woken) = woken.as_mut().as_pin_mut() {
-                begun = woken.poll(cx).is_ready();
+            if let Some(woken) = woken.as_mut() {
+                begun = woken.as_mut().poll(cx).is_ready();
             }
         }
         if begun && !shortened {
@@ -596,7 +617,8 @@ mod tests {
         closing: Option<&Closing>,
     ) -> Result<bytes::BytesMut, Arrival> {
         timer.as_mut().reset(tokio::time::Instant::now() + wait);
-        first_bytes(stream, timer, closing).await
+        let standing = std::pin::pin!(None);
+        first_bytes(stream, timer, closing, standing).await
     }
 
     /// The wait for a kept-alive connection's next request: bytes end it, so does its time,
@@ -669,6 +691,89 @@ mod tests {
         let waited = wait_for(&mut stream, timer.as_mut(), Duration::from_secs(5), None).await;
         assert!(waited.err() == Some(Arrival::TimedOut));
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    /// A connection's entry in the list of waits stands from its first wait to its close:
+    /// a shutdown that begins during a later wait, or between two waits (while a request is
+    /// served), still ends the wait a grace after.
+    #[tokio::test(start_paused = true)]
+    async fn a_standing_entry_sees_a_shutdown_in_any_later_wait() {
+        use tokio::io::AsyncWriteExt;
+        use tokio::time::Instant;
+        let closing = Closing::default();
+        let (mut stream, mut client) = crate::tcp::test_pair().await;
+        let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+        let mut standing = std::pin::pin!(None);
+        let long = Duration::from_secs(60);
+
+        // The first wait has to wait: its entry is made, and stays after the bytes end it.
+        timer.as_mut().reset(Instant::now() + long);
+        let wait = first_bytes(
+            &mut stream,
+            timer.as_mut(),
+            Some(&closing),
+            standing.as_mut(),
+        );
+        let bytes = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            client
+                .write_all(b"GET / HTTP/1.1\r\n")
+                .await
+                .expect("write");
+        };
+        let (got, ()) = tokio::join!(wait, bytes);
+        assert_eq!(&got.ok().expect("bytes")[..], b"GET / HTTP/1.1\r\n");
+        assert!(standing.is_some(), "the entry stands");
+
+        // A later wait: a shutdown during it ends it a grace after.
+        timer.as_mut().reset(Instant::now() + long);
+        let started = Instant::now();
+        let wait = first_bytes(
+            &mut stream,
+            timer.as_mut(),
+            Some(&closing),
+            standing.as_mut(),
+        );
+        let shutdown = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            closing.begin();
+        };
+        let (waited, ()) = tokio::join!(wait, shutdown);
+        assert!(waited.err() == Some(Arrival::Closed));
+        assert_eq!(started.elapsed(), Duration::from_secs(2) + SHUTDOWN_GRACE);
+
+        // Begun between two waits, with the entry standing (notified, off the list): the
+        // next wait is the grace.
+        let closing = Closing::default();
+        let mut standing = std::pin::pin!(None);
+        timer.as_mut().reset(Instant::now() + long);
+        let wait = first_bytes(
+            &mut stream,
+            timer.as_mut(),
+            Some(&closing),
+            standing.as_mut(),
+        );
+        let bytes = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            client
+                .write_all(b"GET / HTTP/1.1\r\n")
+                .await
+                .expect("write");
+        };
+        let (got, ()) = tokio::join!(wait, bytes);
+        assert!(got.is_ok() && standing.is_some());
+        closing.begin();
+        timer.as_mut().reset(Instant::now() + long);
+        let started = Instant::now();
+        let waited = first_bytes(
+            &mut stream,
+            timer.as_mut(),
+            Some(&closing),
+            standing.as_mut(),
+        )
+        .await;
+        assert!(waited.err() == Some(Arrival::Closed));
+        assert_eq!(started.elapsed(), SHUTDOWN_GRACE);
     }
 
     /// A shutdown ends the waits of every thread, whichever stripe each is listed on.
