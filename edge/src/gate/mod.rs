@@ -222,13 +222,13 @@ impl ConnectionGate {
             };
             (Arc::new(conn), limits)
         };
-        // Each stream runs on the same phases as an HTTP/1 request, in a task of its own
-        // on a worker drawn at random, as Pingora places them: kept on the connection's
-        // thread, a connection's streams lose the other core (measured in BENCHMARKS.md).
-        // A gRPC call is the exception: its small messages go back and forth between this
-        // connection and an HTTP/2 upstream connection of the stream's thread, and on this
-        // thread it saves two cross-thread wake-ups per message (15% of the CPU per unary
-        // call, BENCHMARKS.md).
+        // Each stream runs on the same phases as an HTTP/1 request, in a task of its own on
+        // the connection's thread (as nginx and HAProxy keep a connection's work on one
+        // worker): its answer goes back to the connection's task without a wake-up across
+        // threads. Drawn at random, as Pingora places streams, the same load cost 15-20% more
+        // CPU per request with 50 connections and 17% less throughput with one connection of
+        // 100 streams (BENCHMARKS.md); a gRPC call's messages, which go back and forth, 15%
+        // more.
         let ended = h2::serve_connection(
             stream,
             conn,
@@ -237,8 +237,6 @@ impl ConnectionGate {
             &self.draining,
             |mut session, guard| {
                 let edge = self.edge.clone();
-                let grpc =
-                    crate::grpc::is_call(crate::downstream::Downstream::req_header(&session));
                 // Built in its box: spawned bare, the stream's future (several KB) was
                 // copied into the task, and its task's stage copied again as it ended
                 // (1,700 instructions of memcpy per stream).
@@ -247,11 +245,7 @@ impl ConnectionGate {
                     let served = edge.serve(&mut session).await;
                     session.finish(served != Served::Cut);
                 });
-                if grpc {
-                    tokio::spawn(serve);
-                } else {
-                    pingora_runtime::current_handle().spawn(serve);
-                }
+                tokio::spawn(serve);
             },
         )
         .await;
