@@ -113,10 +113,11 @@ impl Pool {
                 // The oldest goes: it is the likeliest to be closed by the server.
                 here.idle.remove(0);
             }
-            here.idle.push(Idle {
-                connection,
-                since: now,
-            });
+            // The stack stays oldest first (`take` and the trims rely on it) when the
+            // caller's reading is older than the top's: a request whose answer came first
+            // may be done with its connection last.
+            let since = here.idle.last().map_or(now, |top| top.since.max(now));
+            here.idle.push(Idle { connection, since });
             let surplus = here.idle.len() > capacity;
             here.timer_wanted(surplus)
         };
@@ -237,6 +238,29 @@ mod tests {
             assert_eq!(taken.served, served);
         }
         assert!(pool.take(Duration::from_secs(60), Instant::now()).is_none());
+    }
+
+    /// A connection put with an older reading of the clock than the one below it (its
+    /// request's answer came first, its body was done last) counts as idle from the newer:
+    /// an older one on top would be taken for the stack's oldest, and its age would clear
+    /// the younger ones below.
+    #[tokio::test]
+    async fn the_stack_stays_oldest_first_whatever_the_readings() {
+        let pool = Pool::default();
+        let start = Instant::now();
+        let (stream, _s1) = pair().await;
+        pool.put(pooled(stream, 1), 8, 0, start + Duration::from_secs(10));
+        let (stream, _s2) = pair().await;
+        pool.put(pooled(stream, 2), 8, 0, start);
+        let later = start + Duration::from_secs(12);
+        let taken = pool.take(Duration::from_secs(5), later).expect("2s idle");
+        assert_eq!(taken.served, 2);
+        assert_eq!(
+            pool.take(Duration::from_secs(5), later)
+                .expect("2s idle")
+                .served,
+            1
+        );
     }
 
     #[tokio::test]
