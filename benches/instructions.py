@@ -21,8 +21,8 @@ def main():
                         "h2: HTTP/2 over TLS, 50 connections of 10 streams (their 50 TLS "
                         "handshakes are counted too: 10,000 requests or more)")
     p.add_argument("--requests", type=int, default=20000,
-                   help="requests counted (one binary twice: within 0.1%% at 20,000, 0.6%% at "
-                        "5,000)")
+                   help="requests counted (one binary from run to run: usually within 0.3%% "
+                        "at 20,000, 0.6%% at 5,000; compare alternating pairs)")
     p.add_argument("--logs", choices=["on", "off"], default="off")
     p.add_argument("--keep", help="a directory to keep each callgrind profile in")
     p.add_argument("--locked", type=int, nargs="?", const=15, metavar="TOP",
