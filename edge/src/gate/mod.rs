@@ -740,45 +740,62 @@ mod tests {
     async fn a_standing_entry_sees_a_shutdown_in_any_later_wait() {
         use tokio::io::AsyncWriteExt;
         use tokio::time::Instant;
-        let closing = Closing::default();
+        type Standing<'c> = Option<tokio::sync::futures::Notified<'c>>;
+        /// A wait of the loop's kind: the connection's timer a minute out, its standing entry.
+        async fn wait<'c>(
+            stream: &mut Stream,
+            timer: &mut Pin<Box<tokio::time::Sleep>>,
+            closing: &'c Closing,
+            standing: Pin<&mut Standing<'c>>,
+        ) -> Result<bytes::BytesMut, Arrival> {
+            timer
+                .as_mut()
+                .reset(Instant::now() + Duration::from_secs(60));
+            first_bytes(stream, timer.as_mut(), Some(closing), standing).await
+        }
+        /// A wait that has to wait (so its entry is made), ended by bytes a second in.
+        async fn ended_by_bytes<'c>(
+            stream: &mut Stream,
+            client: &mut tokio::net::TcpStream,
+            timer: &mut Pin<Box<tokio::time::Sleep>>,
+            closing: &'c Closing,
+            standing: Pin<&mut Standing<'c>>,
+        ) -> Result<bytes::BytesMut, Arrival> {
+            let bytes = async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                client
+                    .write_all(b"GET / HTTP/1.1\r\n")
+                    .await
+                    .expect("write");
+            };
+            let (got, ()) = tokio::join!(wait(stream, timer, closing, standing), bytes);
+            got
+        }
         let (mut stream, mut client) = crate::tcp::test_pair().await;
         let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
-        let mut standing = std::pin::pin!(None);
-        let long = Duration::from_secs(60);
 
-        // The first wait has to wait: its entry is made, and stays after the bytes end it.
-        timer.as_mut().reset(Instant::now() + long);
-        let wait = first_bytes(
+        // The first wait's entry stays after the bytes end it.
+        let closing = Closing::default();
+        let mut standing = std::pin::pin!(None);
+        let got = ended_by_bytes(
             &mut stream,
-            timer.as_mut(),
-            Some(&closing),
+            &mut client,
+            &mut timer,
+            &closing,
             standing.as_mut(),
-        );
-        let bytes = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            client
-                .write_all(b"GET / HTTP/1.1\r\n")
-                .await
-                .expect("write");
-        };
-        let (got, ()) = tokio::join!(wait, bytes);
+        )
+        .await;
         assert_eq!(&got.ok().expect("bytes")[..], b"GET / HTTP/1.1\r\n");
         assert!(standing.is_some(), "the entry stands");
 
         // A later wait: a shutdown during it ends it a grace after.
-        timer.as_mut().reset(Instant::now() + long);
         let started = Instant::now();
-        let wait = first_bytes(
-            &mut stream,
-            timer.as_mut(),
-            Some(&closing),
-            standing.as_mut(),
-        );
         let shutdown = async {
             tokio::time::sleep(Duration::from_secs(2)).await;
             closing.begin();
         };
-        let (waited, ()) = tokio::join!(wait, shutdown);
+        let later = wait(&mut stream, &mut timer, &closing, standing.as_mut());
+        let (waited, ()) = tokio::join!(later, shutdown);
         assert!(waited.err() == Some(Arrival::Closed));
         assert_eq!(started.elapsed(), Duration::from_secs(2) + SHUTDOWN_GRACE);
 
@@ -786,32 +803,18 @@ mod tests {
         // next wait is the grace.
         let closing = Closing::default();
         let mut standing = std::pin::pin!(None);
-        timer.as_mut().reset(Instant::now() + long);
-        let wait = first_bytes(
+        let got = ended_by_bytes(
             &mut stream,
-            timer.as_mut(),
-            Some(&closing),
-            standing.as_mut(),
-        );
-        let bytes = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            client
-                .write_all(b"GET / HTTP/1.1\r\n")
-                .await
-                .expect("write");
-        };
-        let (got, ()) = tokio::join!(wait, bytes);
-        assert!(got.is_ok() && standing.is_some());
-        closing.begin();
-        timer.as_mut().reset(Instant::now() + long);
-        let started = Instant::now();
-        let waited = first_bytes(
-            &mut stream,
-            timer.as_mut(),
-            Some(&closing),
+            &mut client,
+            &mut timer,
+            &closing,
             standing.as_mut(),
         )
         .await;
+        assert!(got.is_ok() && standing.is_some());
+        closing.begin();
+        let started = Instant::now();
+        let waited = wait(&mut stream, &mut timer, &closing, standing.as_mut()).await;
         assert!(waited.err() == Some(Arrival::Closed));
         assert_eq!(started.elapsed(), SHUTDOWN_GRACE);
     }

@@ -409,10 +409,10 @@ impl Exchange {
             headers.append(name, value);
         }
         // The usual phrase ("OK") is the status's own: kept as none, which writes the same.
-        let reason = &bytes[head.reason.0 - base..head.reason.1 - base];
+        let reason = head.reason.0 - base..head.reason.1 - base;
         let reason = match head.status.canonical_reason() {
-            Some(usual) if usual.as_bytes() == reason => Bytes::new(),
-            _ => bytes.slice(head.reason.0 - base..head.reason.1 - base),
+            Some(usual) if usual.as_bytes() == &bytes[reason.clone()] => Bytes::new(),
+            _ => bytes.slice(reason),
         };
         let response = Response {
             status: head.status,
