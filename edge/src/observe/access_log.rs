@@ -1,24 +1,25 @@
 //! The access log: one JSON object per request.
 //!
-//! A request formats its line into a shared buffer (a short lock, no wake-up of anything); a
-//! writer thread of its own swaps the buffer out every 100 ms (sooner when it fills) and
-//! writes it, so a slow disk or pipe never slows a request and no syscall is made per line.
-//! If the writer falls behind by more than [`MAX_PENDING`] bytes, lines are dropped and
-//! counted rather than blocking. A file target is reopened on SIGUSR1 and when the file is
+//! A request formats its line into its thread's buffer (a lock no other request takes, no
+//! wake-up of anything); a writer thread of its own swaps the buffers out every 100 ms
+//! (sooner when one fills) and writes them, so a slow disk or pipe never slows a request and
+//! no syscall is made per line. If the writer falls behind by more than [`MAX_PENDING`] bytes,
+//! lines are dropped and counted rather than blocking. A file target is reopened on SIGUSR1 and when the file is
 //! moved or removed (logrotate).
 
 use crate::client::IpText;
 use crate::config::AccessLog;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-/// Bytes that may wait for the writer before lines are dropped.
+/// Bytes that may wait for the writer before lines are dropped (shared out among the threads
+/// that log).
 const MAX_PENDING: usize = 16 << 20;
-/// A buffer this full wakes the writer early.
-const WAKE_AT: usize = 256 << 10;
+/// A thread's buffer this full wakes the writer early.
+const WAKE_AT: usize = 128 << 10;
 
 /// One request, as logged (borrowed from the request), its fields in this order in the line.
 #[derive(Debug)]
@@ -131,9 +132,19 @@ fn duration(out: &mut Vec<u8>, key: &[u8], ms: Option<f64>) {
 /// A JSON string: `"`, `\\` and control characters escaped (the short forms where JSON has
 /// them, `\u00XX` otherwise), everything else as it is (UTF-8 included), as serde_json does.
 fn string(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    // The usual value (a path, a host, a user agent) has nothing to escape: found out a word
+    // at a time and copied whole.
+    if plain(bytes) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    let mut rest = text.as_bytes();
+    let mut rest = bytes;
     loop {
         let plain = plain_len(rest);
         out.extend_from_slice(&rest[..plain]);
@@ -163,21 +174,50 @@ fn string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-/// How many bytes at the start of `bytes` need no escape in a JSON string: eight at a time
-/// (a word has none of `"`, `\\` or a byte below 0x20: the usual word of a log line), then
-/// one at a time.
-fn plain_len(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// Whether a word (eight bytes) has a byte a JSON string escapes: `"`, `\\` or one below
+/// 0x20.
+fn special(word: u64) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Whether any byte of `word` is below `n` (exact for n <= 128).
     let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH != 0;
+    below(word, 0x20)
+        || below(word ^ (ONES * u64::from(b'"')), 1)
+        || below(word ^ (ONES * u64::from(b'\\')), 1)
+}
+
+/// Whether nothing in `bytes` needs an escape: a word at a time, the last word overlapping
+/// the one before it (or, under eight bytes, padded with spaces), so no byte is looked at
+/// alone.
+fn plain(bytes: &[u8]) -> bool {
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    if bytes.len() < 8 {
+        let mut w = [b' '; 8];
+        w[..bytes.len()].copy_from_slice(bytes);
+        return !special(u64::from_le_bytes(w));
+    }
+    let mut at = 0;
+    while at + 8 < bytes.len() {
+        if special(word(at)) {
+            return false;
+        }
+        at += 8;
+    }
+    !special(word(bytes.len() - 8))
+}
+
+/// How many bytes at the start of `bytes` need no escape in a JSON string: eight at a time,
+/// then one at a time.
+fn plain_len(bytes: &[u8]) -> usize {
     let mut at = 0;
     while let Some(chunk) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        let special = below(word, 0x20)
-            || below(word ^ (ONES * u64::from(b'"')), 1)
-            || below(word ^ (ONES * u64::from(b'\\')), 1);
-        if special {
+        if special(word) {
             break;
         }
         at += 8;
@@ -228,11 +268,25 @@ impl serde_json::ser::Formatter for Milliseconds {
 
 /// The process's access log.
 struct AccessLogger {
-    pending: Mutex<Vec<u8>>,
+    /// A buffer for each thread that has logged: a line is formatted straight into its
+    /// thread's, whose lock only the writer ever shares (for a swap). One buffer for all
+    /// threads made every line move the lock's and the buffer's cache lines between cores.
+    shards: Mutex<Vec<Arc<Shard>>>,
+    /// Bytes a thread's buffer may hold: [`MAX_PENDING`] shared by the threads that log
+    /// (changed only when one begins to).
+    shard_cap: AtomicUsize,
+    /// Set (and `wake` notified) by a thread whose buffer filled up.
+    woken: Mutex<bool>,
     wake: Condvar,
     dropped: AtomicU64,
-    /// The writer holds a batch it has not finished writing (set under the `pending` lock).
+    /// The writer holds lines it has taken and not finished writing.
     writing: AtomicBool,
+}
+
+/// One thread's lines not yet taken by the writer.
+#[derive(Default)]
+struct Shard {
+    lines: Mutex<Vec<u8>>,
 }
 
 static LOGGER: OnceLock<Option<Arc<AccessLogger>>> = OnceLock::new();
@@ -254,29 +308,44 @@ pub fn enabled() -> bool {
 }
 
 thread_local! {
-    /// The line being formatted, outside the shared buffer's lock.
-    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+    /// This thread's buffer, made (and handed to the writer) at its first line.
+    static SHARD: std::cell::OnceCell<Arc<Shard>> = const { std::cell::OnceCell::new() };
 }
 
-/// Appends one entry; never blocks on I/O. The line is formatted on the request's thread
-/// and only copied under the lock, so worker threads hold it for a copy.
+/// Appends one entry; never blocks on I/O. Lines reach the file in their thread's order; the
+/// lines of different threads are interleaved a batch at a time (each line has its
+/// timestamp).
 pub fn log(entry: &Entry<'_>) {
     let Some(Some(logger)) = LOGGER.get() else {
         return;
     };
-    LINE.with_borrow_mut(|line| {
-        line.clear();
-        entry.write_json(line);
-        let mut pending = logger.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() > MAX_PENDING {
+    SHARD.with(|shard| {
+        let shard = shard.get_or_init(|| {
+            let shard = Arc::new(Shard::default());
+            let mut shards = lock(&logger.shards);
+            shards.push(shard.clone());
+            logger
+                .shard_cap
+                .store(MAX_PENDING / shards.len(), Ordering::Relaxed);
+            shard
+        });
+        let mut lines = lock(&shard.lines);
+        if lines.len() > logger.shard_cap.load(Ordering::Relaxed) {
             logger.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        pending.extend_from_slice(line);
-        if pending.len() >= WAKE_AT {
+        let before = lines.len();
+        entry.write_json(&mut lines);
+        if before < WAKE_AT && lines.len() >= WAKE_AT {
+            drop(lines);
+            *lock(&logger.woken) = true;
             logger.wake.notify_one();
         }
     });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Waits (up to a second) until every line logged so far is written: before the process exits.
@@ -286,15 +355,16 @@ pub fn flush() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     while std::time::Instant::now() < deadline {
-        let idle = logger
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-            && !logger.writing.load(Ordering::Acquire);
+        // Buffers first, then the writer: one it has just emptied counts as written only
+        // once the writer says so.
+        let shards = lock(&logger.shards).clone();
+        let idle = shards.iter().all(|s| lock(&s.lines).is_empty())
+            && !logger.writing.load(Ordering::SeqCst);
         if idle {
             return;
         }
+        *lock(&logger.woken) = true;
+        logger.wake.notify_one();
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -309,7 +379,9 @@ pub fn dropped() -> u64 {
 
 fn spawn(path: Option<PathBuf>) -> std::io::Result<Arc<AccessLogger>> {
     let logger = Arc::new(AccessLogger {
-        pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
+        shards: Mutex::new(Vec::new()),
+        shard_cap: AtomicUsize::new(MAX_PENDING),
+        woken: Mutex::new(false),
         wake: Condvar::new(),
         dropped: AtomicU64::new(0),
         writing: AtomicBool::new(false),
@@ -326,27 +398,41 @@ fn spawn(path: Option<PathBuf>) -> std::io::Result<Arc<AccessLogger>> {
     Ok(logger)
 }
 
+/// Every 100 ms, or when a thread's buffer fills: takes each thread's lines (a swap with an
+/// emptied buffer, so capacity goes round) and writes them.
 fn write_loop(logger: &AccessLogger, out: &mut Output, reopen: &AtomicBool) {
     let mut batch = Vec::with_capacity(WAKE_AT * 2);
     loop {
         {
-            let pending = logger.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let (mut pending, _) = logger
+            let woken = lock(&logger.woken);
+            let (mut woken, _) = logger
                 .wake
-                .wait_timeout_while(pending, Duration::from_millis(100), |p| p.len() < WAKE_AT)
+                .wait_timeout_while(woken, Duration::from_millis(100), |woken| !*woken)
                 .unwrap_or_else(|p| p.into_inner());
-            std::mem::swap(&mut *pending, &mut batch);
-            logger.writing.store(!batch.is_empty(), Ordering::Release);
+            *woken = false;
         }
         if reopen.swap(false, Ordering::Relaxed) || out.replaced() {
             out.reopen();
         }
-        if !batch.is_empty() {
-            out.write(&batch);
-            out.flush();
-            batch.clear();
-            logger.writing.store(false, Ordering::Release);
+        let shards = {
+            let mut shards = lock(&logger.shards);
+            // A thread that has ended leaves its buffer to be written once more, then let go.
+            shards.retain(|s| Arc::strong_count(s) > 1 || !lock(&s.lines).is_empty());
+            logger
+                .shard_cap
+                .store(MAX_PENDING / shards.len().max(1), Ordering::Relaxed);
+            shards.clone()
+        };
+        logger.writing.store(true, Ordering::SeqCst);
+        for shard in &shards {
+            std::mem::swap(&mut *lock(&shard.lines), &mut batch);
+            if !batch.is_empty() {
+                out.write(&batch);
+                batch.clear();
+            }
         }
+        out.flush();
+        logger.writing.store(false, Ordering::SeqCst);
     }
 }
 
