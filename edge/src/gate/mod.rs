@@ -438,36 +438,33 @@ async fn first_bytes<'c>(
     closing: Option<&'c Closing>,
     mut standing: Pin<&mut Option<tokio::sync::futures::Notified<'c>>>,
 ) -> Result<bytes::BytesMut, Arrival> {
-    if let Poll::Ready(read) =
-        std::future::poll_fn(|cx| Poll::Ready(poll_first_bytes(stream, cx))).await
-    {
-        return read;
-    }
+    let mut waiting = false;
     let mut begun = false;
-    if let Some(closing) = closing {
-        // Entered in the list before the flag is read, so a shutdown that begins in between
-        // still wakes it; an entry already standing is in the list.
-        if standing.is_none() {
-            standing.set(Some(closing.waits().notified()));
-            begun = standing
-                .as_mut()
-                .as_pin_mut()
-                .is_some_and(|entry| entry.enable());
-        }
-        begun = begun || closing.begun();
-    }
-    let mut woken = match closing {
-        Some(_) => standing.as_pin_mut(),
-        None => None,
-    };
     let mut shortened = false;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(read) = poll_first_bytes(stream, cx) {
             return Poll::Ready(read);
         }
-        if !begun {
-            if let Some(woken) = woken.as_mut() {
-                begun = woken.as_mut().poll(cx).is_ready();
+        // Nothing yet (the read's wake-up is registered): the wait is set up once, and only
+        // for a connection that waits.
+        if !waiting {
+            waiting = true;
+            if let Some(closing) = closing {
+                // Entered in the list before the flag is read, so a shutdown that begins in
+                // between still wakes it; an entry already standing is in the list.
+                if standing.is_none() {
+                    standing.set(Some(closing.waits().notified()));
+                    begun = standing
+                        .as_mut()
+                        .as_pin_mut()
+                        .is_some_and(|entry| entry.enable());
+                }
+                begun = begun || closing.begun();
+            }
+        }
+        if !begun && closing.is_some() {
+            if let Some(woken) = standing.as_mut().as_pin_mut() {
+                begun = woken.poll(cx).is_ready();
             }
         }
         if begun && !shortened {
