@@ -31,7 +31,7 @@
 //! config, observe                    file ▸ validate ▸ model; counters, access log
 //! units, clock, client, signals,     leaf helpers
 //!   der, tcp, chunked, grpc, window,
-//!   stripe
+//!   stripe, spare
 //! ```
 
 pub mod acme;
@@ -64,6 +64,7 @@ pub mod scrape;
 pub mod server;
 pub mod signals;
 pub mod snapshot;
+pub mod spare;
 pub mod stripe;
 pub mod tcp;
 pub mod tls;

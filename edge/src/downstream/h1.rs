@@ -172,7 +172,7 @@ fn parse_in<const N: usize>(
     }
     let head = buf.split_to(len).freeze();
     let piece = |(start, len): (usize, usize)| start..start + len;
-    let mut fields = http::HeaderMap::with_capacity(count);
+    let mut fields = crate::spare::header_map(count);
     for &(name, value) in places.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&head[piece(name)]),
@@ -297,6 +297,16 @@ pub struct Session<'c> {
     body_timeout: Duration,
     /// Set when the process shuts down: an answer written after that says `close`.
     shutdown: Option<&'c AtomicBool>,
+}
+
+/// The request's field map serves a later request's head on this thread ([`crate::spare`]).
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // An empty head in its place (no allocation: an empty map allocates nothing).
+        let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
+        let req = std::mem::replace(&mut *self.req, empty);
+        crate::spare::give_back(http::request::Parts::from(req).headers);
+    }
 }
 
 impl<'c> Session<'c> {
@@ -632,6 +642,7 @@ impl Downstream for Session<'_> {
             self.keepalive = false;
         }
         write_head(&mut out, &mut head, Some(self.keepalive));
+        crate::spare::give_back(http::response::Parts::from(*head).headers);
         self.status = Some(status);
         // A head without a length goes out at once: its body may come slowly.
         let flush = self.framing != Framing::Length;

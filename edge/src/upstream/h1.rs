@@ -361,7 +361,7 @@ impl Exchange {
         let bytes = self.connection.read.split_to(head.len).freeze();
         let base = bytes.as_ptr() as usize;
         let connection = &mut self.connection;
-        let mut headers = HeaderMap::with_capacity(connection.places.len() + RESPONSE_ROOM);
+        let mut headers = crate::spare::header_map(connection.places.len() + RESPONSE_ROOM);
         let upgrade = head.status == StatusCode::SWITCHING_PROTOCOLS;
         // A response without a body carries no framing of one (RFC 9110 8.6, RFC 9112 6.1;
         // a 304's Content-Length describes the representation and stays).
