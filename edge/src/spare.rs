@@ -22,7 +22,7 @@ thread_local! {
 
 /// An empty map with room for `fields`: a spare one if the thread has one, else a new one.
 pub fn header_map(fields: usize) -> HeaderMap {
-    match MAPS.with_borrow_mut(Vec::pop) {
+    match MAPS.try_with(|maps| maps.borrow_mut().pop()).ok().flatten() {
         Some(mut map) => {
             map.reserve(fields);
             map
@@ -38,7 +38,10 @@ pub fn give_back(mut map: HeaderMap) {
         return;
     }
     map.clear();
-    MAPS.with_borrow_mut(|maps| {
+    // (Dropped instead while the thread's locals are being torn down: a session can end
+    // then.)
+    let _ = MAPS.try_with(|maps| {
+        let mut maps = maps.borrow_mut();
         if maps.len() < KEPT {
             maps.push(map);
         }

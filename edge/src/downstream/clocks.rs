@@ -196,6 +196,9 @@ impl ClientStream {
             return Poll::Ready(Ok(false));
         }
         if self.out.capacity() == 0 {
+            self.out = SPARE_OUT
+                .try_with(std::cell::Cell::take)
+                .unwrap_or_default();
             self.out.reserve_exact(OUT_BUF);
         }
         Poll::Ready(Ok(true))
@@ -213,7 +216,13 @@ impl ClientStream {
             }
             self.out.drain(..n);
         }
-        self.out = Vec::new();
+        // Empty now: kept for the thread's next gathering (one per thread, as the heads'
+        // buffer), a connection that waits holds none.
+        let out = std::mem::take(&mut self.out);
+        if out.capacity() == OUT_BUF {
+            // (Not at all while the thread's locals are being torn down.)
+            let _ = SPARE_OUT.try_with(|spare| spare.set(out));
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -231,6 +240,12 @@ impl Drop for ClientStream {
 
 /// The most a connection gathers before writing (a response head and a small body).
 const OUT_BUF: usize = 4096;
+
+thread_local! {
+    /// A gathering buffer written out and emptied, for the next connection of this thread
+    /// that writes: made and freed for every answer before.
+    static SPARE_OUT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// Whether `data`, read after `tail`, completes a head (a blank line); updates `tail`.
 fn ends_head(tail: &mut [u8; 3], data: &[u8]) -> bool {
@@ -449,7 +464,49 @@ impl Peek for ClientStream {
 
 #[cfg(test)]
 mod tests {
-    use super::ends_head;
+    use super::{ends_head, ClientStream, Clocks, OUT_BUF, SPARE_OUT};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn small_writes_leave_in_one_and_the_gathering_buffer_goes_to_the_next_answer() {
+        let clocks = || Arc::new(Clocks::new(Duration::from_secs(5), Duration::from_secs(5)));
+        let (a, mut client_a) = crate::tcp::test_pair().await;
+        let (b, mut client_b) = crate::tcp::test_pair().await;
+        let mut a = ClientStream::new(a, clocks(), Duration::from_secs(5));
+        let mut b = ClientStream::new(b, clocks(), Duration::from_secs(5));
+        a.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.expect("head");
+        a.write_all(b"first").await.expect("body");
+        assert_eq!(a.out.len(), 24, "gathered, not written yet");
+        a.flush().await.expect("flush");
+        assert_eq!(
+            a.out.capacity(),
+            0,
+            "a connection that waits holds no buffer"
+        );
+        let spare = SPARE_OUT.with(|s| s.take());
+        assert_eq!(
+            (spare.len(), spare.capacity()),
+            (0, OUT_BUF),
+            "kept, emptied"
+        );
+        SPARE_OUT.with(|s| s.set(spare));
+        b.write_all(b"second").await.expect("write");
+        assert_eq!(
+            SPARE_OUT.with(|s| s.take().capacity()),
+            0,
+            "taken by the next"
+        );
+        assert_eq!(b.out, b"second", "nothing of the last answer in it");
+        b.flush().await.expect("flush");
+        let mut got = vec![0; 24];
+        client_a.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, b"HTTP/1.1 200 OK\r\n\r\nfirst");
+        let mut got = vec![0; 6];
+        client_b.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, b"second");
+    }
 
     #[test]
     fn a_head_ends_at_its_blank_line_even_across_reads() {
