@@ -3,9 +3,9 @@
 //! A request formats its line into its thread's buffer (a lock no other request takes, no
 //! wake-up of anything); a writer thread of its own swaps the buffers out every 100 ms
 //! (sooner when one fills) and writes them, so a slow disk or pipe never slows a request and
-//! no syscall is made per line. If the writer falls behind by more than [`MAX_PENDING`] bytes,
-//! lines are dropped and counted rather than blocking. A file target is reopened on SIGUSR1 and when the file is
-//! moved or removed (logrotate).
+//! no syscall is made per line. If the writer falls behind by more than [`MAX_PENDING`]
+//! bytes, lines are dropped and counted rather than blocking. A file target is reopened on
+//! SIGUSR1 and when the file is moved or removed (logrotate).
 
 use crate::client::IpText;
 use crate::config::AccessLog;
@@ -319,7 +319,8 @@ pub fn log(entry: &Entry<'_>) {
     let Some(Some(logger)) = LOGGER.get() else {
         return;
     };
-    SHARD.with(|shard| {
+    // (Nothing is logged while the thread's locals are being torn down.)
+    let _ = SHARD.try_with(|shard| {
         let shard = shard.get_or_init(|| {
             let shard = Arc::new(Shard::default());
             let mut shards = lock(&logger.shards);
