@@ -319,8 +319,8 @@ pub fn log(entry: &Entry<'_>) {
     let Some(Some(logger)) = LOGGER.get() else {
         return;
     };
-    // (Nothing is logged while the thread's locals are being torn down.)
-    let _ = SHARD.try_with(|shard| {
+    // Nothing is logged while the thread's locals are being torn down: counted as dropped.
+    let logged = SHARD.try_with(|shard| {
         let shard = shard.get_or_init(|| {
             let shard = Arc::new(Shard::default());
             let mut shards = lock(&logger.shards);
@@ -331,18 +331,30 @@ pub fn log(entry: &Entry<'_>) {
             shard
         });
         let mut lines = lock(&shard.lines);
-        if lines.len() > logger.shard_cap.load(Ordering::Relaxed) {
-            logger.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+        let cap = logger.shard_cap.load(Ordering::Relaxed);
+        if lines.len() > cap {
+            return false;
         }
         let before = lines.len();
         entry.write_json(&mut lines);
-        if before < WAKE_AT && lines.len() >= WAKE_AT {
+        let wake_at = wake_at(cap);
+        if before < wake_at && lines.len() >= wake_at {
             drop(lines);
             *lock(&logger.woken) = true;
             logger.wake.notify_one();
         }
+        true
     });
+    if logged != Ok(true) {
+        logger.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How full a thread's buffer wakes the writer early: [`WAKE_AT`], or half the thread's
+/// share of the backlog where many threads log (over 128 threads the share is under
+/// `WAKE_AT`, and a buffer would drop lines without ever waking the writer).
+fn wake_at(cap: usize) -> usize {
+    WAKE_AT.min(cap / 2)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -643,6 +655,19 @@ mod tests {
             let mut out = Vec::new();
             entry.write_json(&mut out);
             assert_eq!(out, serde_line(&entry));
+        }
+    }
+
+    #[test]
+    fn a_thread_wakes_the_writer_before_its_share_of_the_backlog_is_full() {
+        for threads in [1, 2, 64, 128, 129, 192, 1024] {
+            let cap = MAX_PENDING / threads;
+            let wake = wake_at(cap);
+            assert!(
+                wake > 0 && wake < cap,
+                "{threads} threads: wake at {wake} of {cap}"
+            );
+            assert!(wake <= WAKE_AT);
         }
     }
 
