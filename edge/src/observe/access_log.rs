@@ -1,24 +1,25 @@
 //! The access log: one JSON object per request.
 //!
-//! A request formats its line into its thread's buffer (a lock no other request takes, no
-//! wake-up of anything); a writer thread of its own swaps the buffers out every 100 ms
-//! (sooner when one fills) and writes them, so a slow disk or pipe never slows a request and
-//! no syscall is made per line. If the writer falls behind by more than [`MAX_PENDING`]
+//! A request formats its line into its worker thread's buffer (its stripe: a lock no other
+//! worker's request takes, no wake-up of anything); a writer thread of its own swaps the
+//! buffers out every 100 ms (sooner when one fills) and writes them, so a slow disk or pipe
+//! never slows a request and no syscall is made per line. If the writer falls behind by more than [`MAX_PENDING`]
 //! bytes, lines are dropped and counted rather than blocking. A file target is reopened on
 //! SIGUSR1 and when the file is moved or removed (logrotate).
 
 use crate::client::IpText;
 use crate::config::AccessLog;
+use crate::stripe::{self, Padded, STRIPES};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-/// Bytes that may wait for the writer before lines are dropped (shared out among the threads
-/// that log).
+/// Bytes that may wait for the writer before lines are dropped (shared out among the stripes
+/// in use).
 const MAX_PENDING: usize = 16 << 20;
-/// A thread's buffer this full wakes the writer early.
+/// A stripe's buffer this full wakes the writer early.
 const WAKE_AT: usize = 128 << 10;
 
 /// One request, as logged (borrowed from the request), its fields in this order in the line.
@@ -268,13 +269,16 @@ impl serde_json::ser::Formatter for Milliseconds {
 
 /// The process's access log.
 struct AccessLogger {
-    /// A buffer for each thread that has logged: a line is formatted straight into its
-    /// thread's, whose lock only the writer ever shares (for a swap). One buffer for all
-    /// threads made every line move the lock's and the buffer's cache lines between cores.
-    shards: Mutex<Vec<Arc<Shard>>>,
-    /// Bytes a thread's buffer may hold: [`MAX_PENDING`] shared by the threads that log
-    /// (changed only when one begins to).
-    shard_cap: AtomicUsize,
+    /// A buffer per stripe ([`crate::stripe`]: one per worker thread, up to `STRIPES`): a
+    /// line is formatted straight into its thread's, whose lock only the writer otherwise
+    /// takes (for a swap). One buffer for all threads made every line move the lock's and
+    /// the buffer's cache lines between cores.
+    stripes: [Padded<Mutex<Stripe>>; STRIPES],
+    /// Bytes a stripe may hold: [`MAX_PENDING`] shared by the stripes in use (changed only
+    /// when one comes into use).
+    stripe_cap: AtomicUsize,
+    /// Stripes that have had a line.
+    in_use: AtomicUsize,
     /// Set (and `wake` notified) by a thread whose buffer filled up.
     woken: Mutex<bool>,
     wake: Condvar,
@@ -283,11 +287,17 @@ struct AccessLogger {
     writing: AtomicBool,
 }
 
-/// One thread's lines not yet taken by the writer.
+/// One stripe's lines not yet taken by the writer.
 #[derive(Default)]
-struct Shard {
-    lines: Mutex<Vec<u8>>,
+struct Stripe {
+    lines: Vec<u8>,
+    /// It has had a line (it counts in `in_use`).
+    used: bool,
 }
+
+// Every stripe's share of the backlog is room for twice the fill that wakes the writer
+// early, however many stripes log: a buffer wakes the writer before it drops a line.
+const _: () = assert!(MAX_PENDING / STRIPES >= 2 * WAKE_AT);
 
 static LOGGER: OnceLock<Option<Arc<AccessLogger>>> = OnceLock::new();
 
@@ -307,11 +317,6 @@ pub fn enabled() -> bool {
     matches!(LOGGER.get(), Some(Some(_)))
 }
 
-thread_local! {
-    /// This thread's buffer, made (and handed to the writer) at its first line.
-    static SHARD: std::cell::OnceCell<Arc<Shard>> = const { std::cell::OnceCell::new() };
-}
-
 /// Appends one entry; never blocks on I/O. Lines reach the file in their thread's order; the
 /// lines of different threads are interleaved a batch at a time (each line has its
 /// timestamp).
@@ -319,42 +324,25 @@ pub fn log(entry: &Entry<'_>) {
     let Some(Some(logger)) = LOGGER.get() else {
         return;
     };
-    // Nothing is logged while the thread's locals are being torn down: counted as dropped.
-    let logged = SHARD.try_with(|shard| {
-        let shard = shard.get_or_init(|| {
-            let shard = Arc::new(Shard::default());
-            let mut shards = lock(&logger.shards);
-            shards.push(shard.clone());
-            logger
-                .shard_cap
-                .store(MAX_PENDING / shards.len(), Ordering::Relaxed);
-            shard
-        });
-        let mut lines = lock(&shard.lines);
-        let cap = logger.shard_cap.load(Ordering::Relaxed);
-        if lines.len() > cap {
-            return false;
-        }
-        let before = lines.len();
-        entry.write_json(&mut lines);
-        let wake_at = wake_at(cap);
-        if before < wake_at && lines.len() >= wake_at {
-            drop(lines);
-            *lock(&logger.woken) = true;
-            logger.wake.notify_one();
-        }
-        true
-    });
-    if logged != Ok(true) {
-        logger.dropped.fetch_add(1, Ordering::Relaxed);
+    let mut stripe = lock(&logger.stripes[stripe::mine()]);
+    if !stripe.used {
+        stripe.used = true;
+        let in_use = logger.in_use.fetch_add(1, Ordering::Relaxed) + 1;
+        logger
+            .stripe_cap
+            .store(MAX_PENDING / in_use, Ordering::Relaxed);
     }
-}
-
-/// How full a thread's buffer wakes the writer early: [`WAKE_AT`], or half the thread's
-/// share of the backlog where many threads log (over 128 threads the share is under
-/// `WAKE_AT`, and a buffer would drop lines without ever waking the writer).
-fn wake_at(cap: usize) -> usize {
-    WAKE_AT.min(cap / 2)
+    if stripe.lines.len() > logger.stripe_cap.load(Ordering::Relaxed) {
+        logger.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let before = stripe.lines.len();
+    entry.write_json(&mut stripe.lines);
+    if before < WAKE_AT && stripe.lines.len() >= WAKE_AT {
+        drop(stripe);
+        *lock(&logger.woken) = true;
+        logger.wake.notify_one();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -370,8 +358,7 @@ pub fn flush() {
     while std::time::Instant::now() < deadline {
         // Buffers first, then the writer: one it has just emptied counts as written only
         // once the writer says so.
-        let shards = lock(&logger.shards).clone();
-        let idle = shards.iter().all(|s| lock(&s.lines).is_empty())
+        let idle = logger.stripes.iter().all(|s| lock(s).lines.is_empty())
             && !logger.writing.load(Ordering::SeqCst);
         if idle {
             return;
@@ -392,8 +379,9 @@ pub fn dropped() -> u64 {
 
 fn spawn(path: Option<PathBuf>) -> std::io::Result<Arc<AccessLogger>> {
     let logger = Arc::new(AccessLogger {
-        shards: Mutex::new(Vec::new()),
-        shard_cap: AtomicUsize::new(MAX_PENDING),
+        stripes: Default::default(),
+        stripe_cap: AtomicUsize::new(MAX_PENDING),
+        in_use: AtomicUsize::new(0),
         woken: Mutex::new(false),
         wake: Condvar::new(),
         dropped: AtomicU64::new(0),
@@ -411,8 +399,8 @@ fn spawn(path: Option<PathBuf>) -> std::io::Result<Arc<AccessLogger>> {
     Ok(logger)
 }
 
-/// Every 100 ms, or when a thread's buffer fills: takes each thread's lines (a swap with an
-/// emptied buffer, so capacity goes round) and writes them.
+/// Every 100 ms, or when a buffer fills: takes each stripe's lines (a swap with an emptied
+/// buffer, so capacity goes round) and writes them.
 fn write_loop(logger: &AccessLogger, out: &mut Output, reopen: &AtomicBool) {
     let mut batch = Vec::with_capacity(WAKE_AT * 2);
     loop {
@@ -427,18 +415,9 @@ fn write_loop(logger: &AccessLogger, out: &mut Output, reopen: &AtomicBool) {
         if reopen.swap(false, Ordering::Relaxed) || out.replaced() {
             out.reopen();
         }
-        let shards = {
-            let mut shards = lock(&logger.shards);
-            // A thread that has ended leaves its buffer to be written once more, then let go.
-            shards.retain(|s| Arc::strong_count(s) > 1 || !lock(&s.lines).is_empty());
-            logger
-                .shard_cap
-                .store(MAX_PENDING / shards.len().max(1), Ordering::Relaxed);
-            shards.clone()
-        };
         logger.writing.store(true, Ordering::SeqCst);
-        for shard in &shards {
-            std::mem::swap(&mut *lock(&shard.lines), &mut batch);
+        for stripe in &logger.stripes {
+            std::mem::swap(&mut lock(stripe).lines, &mut batch);
             if !batch.is_empty() {
                 out.write(&batch);
                 batch.clear();
@@ -655,19 +634,6 @@ mod tests {
             let mut out = Vec::new();
             entry.write_json(&mut out);
             assert_eq!(out, serde_line(&entry));
-        }
-    }
-
-    #[test]
-    fn a_thread_wakes_the_writer_before_its_share_of_the_backlog_is_full() {
-        for threads in [1, 2, 64, 128, 129, 192, 1024] {
-            let cap = MAX_PENDING / threads;
-            let wake = wake_at(cap);
-            assert!(
-                wake > 0 && wake < cap,
-                "{threads} threads: wake at {wake} of {cap}"
-            );
-            assert!(wake <= WAKE_AT);
         }
     }
 
