@@ -1,15 +1,26 @@
-//! A worker thread's spare header maps: the request's and the answer's field maps of a
-//! finished request, emptied, serve the next requests' heads on that thread. A map is two
-//! allocations (its index table and its entries), made and freed for each of the two heads
-//! of every request before.
+//! A worker thread's spares: what a finished request is done with, emptied, serves the next
+//! requests on that thread, in a list of bounded length per kind. Each comes back only from
+//! the places that are done with it; anything else is simply dropped, and a request finds a
+//! new one when none is spare.
 //!
-//! A map comes back only from the places that are done with it (an HTTP/1 session's
-//! request, an answer written to an HTTP/1 client); any other map is simply dropped, and a
-//! head finds a new one when none is spare.
+//! - **Read buffers**, which a connection's request hands back when it is done, for the next
+//!   request that arrives on any connection of the thread: a waiting connection holds no
+//!   buffer (its memory while idle), and a buffer made and freed per request was two
+//!   allocations (the buffer, and its shared storage when the head was split off) and a fresh
+//!   4 KiB for each request. A buffer comes back empty, and is used again only when nothing
+//!   of its last request still holds a slice of it.
+//! - **Header maps**: the request's and the answer's field maps (an HTTP/1 session's request,
+//!   an answer written to an HTTP/1 client). A map is two allocations (its index table and
+//!   its entries), made and freed for each of the two heads of every request before.
 
+use bytes::BytesMut;
 use http::HeaderMap;
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
+/// The most read buffers a thread keeps (128 KiB of 4 KiB ones): the list must cover the
+/// thread's requests in flight (with 8, 39% of requests under load made a new buffer).
+const READ_BUFFERS_KEPT: usize = 32;
 /// The most maps a thread keeps.
 const KEPT: usize = 16;
 /// A map that grew beyond this many fields (an unusually large head) is not kept: the
@@ -17,12 +28,31 @@ const KEPT: usize = 16;
 const LARGEST: usize = 64;
 
 thread_local! {
+    static READ_BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with room for a read of `size`: a spare one if one is free again (nothing
+/// holds a slice of it) and of that size (not one a large head grew), else a new one.
+pub fn read_buffer(size: usize) -> BytesMut {
+    if let Some(mut buf) = take(&READ_BUFFERS) {
+        if buf.try_reclaim(size) && buf.capacity() == size {
+            return buf;
+        }
+    }
+    BytesMut::with_capacity(size)
+}
+
+/// Keeps `spent` (what is left of a request's read buffer: nothing) for a later request.
+pub fn give_back_read_buffer(spent: BytesMut) {
+    if spent.is_empty() {
+        keep(&READ_BUFFERS, spent, READ_BUFFERS_KEPT);
+    }
 }
 
 /// An empty map with room for `fields`: a spare one if the thread has one, else a new one.
 pub fn header_map(fields: usize) -> HeaderMap {
-    match MAPS.try_with(|maps| maps.borrow_mut().pop()).ok().flatten() {
+    match take(&MAPS) {
         Some(mut map) => {
             map.reserve(fields);
             map
@@ -38,12 +68,20 @@ pub fn give_back(mut map: HeaderMap) {
         return;
     }
     map.clear();
-    // (Dropped instead while the thread's locals are being torn down: a session can end
-    // then.)
-    let _ = MAPS.try_with(|maps| {
-        let mut maps = maps.borrow_mut();
-        if maps.len() < KEPT {
-            maps.push(map);
+    keep(&MAPS, map, KEPT);
+}
+
+fn take<T: 'static>(list: &'static LocalKey<RefCell<Vec<T>>>) -> Option<T> {
+    list.try_with(|list| list.borrow_mut().pop()).ok().flatten()
+}
+
+/// Puts `spare` on this thread's `list` unless it holds `most` already (or the thread's
+/// locals are being torn down: a request can end then).
+fn keep<T: 'static>(list: &'static LocalKey<RefCell<Vec<T>>>, spare: T, most: usize) {
+    let _ = list.try_with(|list| {
+        let mut list = list.borrow_mut();
+        if list.len() < most {
+            list.push(spare);
         }
     });
 }
@@ -51,6 +89,50 @@ pub fn give_back(mut map: HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of a read buffer (the connection's first read's).
+    const SIZE: usize = 4096;
+
+    /// A request's buffer comes back for a later request once nothing holds a slice of it;
+    /// one that is still sliced, or that a large head grew, is not used again; a worker keeps
+    /// a bounded number.
+    #[test]
+    fn read_buffers_are_used_again_only_when_free_and_of_the_usual_size() {
+        let request = |buf: &mut bytes::BytesMut| {
+            buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            buf.split_to(buf.len()).freeze()
+        };
+        // Spent and free: the same storage again, whole.
+        let mut buf = read_buffer(SIZE);
+        let at = buf.as_ptr();
+        drop(request(&mut buf));
+        give_back_read_buffer(buf);
+        let again = read_buffer(SIZE);
+        assert_eq!(again.as_ptr(), at, "the same buffer");
+        assert!(again.is_empty() && again.capacity() == SIZE);
+
+        // Still sliced (a head whose fields live on): a new buffer, and the slice intact.
+        let mut buf = again;
+        let head = request(&mut buf);
+        give_back_read_buffer(buf);
+        let mut other = read_buffer(SIZE);
+        assert_ne!(other.as_ptr(), at);
+        other.extend_from_slice(&[b'x'; SIZE]);
+        assert_eq!(&head[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+
+        // Grown by a large head: not kept for reuse.
+        let mut big = read_buffer(SIZE);
+        big.extend_from_slice(&[b'h'; 3 * SIZE]);
+        drop(big.split_to(big.len()));
+        give_back_read_buffer(big);
+        assert_eq!(read_buffer(SIZE).capacity(), SIZE);
+
+        // Bounded.
+        for _ in 0..100 {
+            give_back_read_buffer(bytes::BytesMut::with_capacity(SIZE));
+        }
+        assert!(READ_BUFFERS.with_borrow(Vec::len) <= 32);
+    }
 
     #[test]
     fn a_map_given_back_comes_back_empty_with_its_room() {

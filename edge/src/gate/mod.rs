@@ -23,6 +23,7 @@ use crate::downstream::{h1, h2};
 use crate::observe::connections::{self, Listener};
 use crate::proxy::{EdgeProxy, Served};
 use crate::snapshot::Snapshot;
+use crate::spare;
 use crate::stripe::{self, Padded, STRIPES};
 use arc_swap::ArcSwap;
 use pingora::protocols::{Shutdown, Stream, ALPN};
@@ -305,7 +306,7 @@ impl ConnectionGate {
             let request = boxed(|| self.request(&mut stream, &conn, buf, served));
             match request.await {
                 Some(rest) if !rest.is_empty() => pipelined = Some(rest),
-                Some(spent) => spare::put(spent),
+                Some(spent) => spare::give_back_read_buffer(spent),
                 None => return,
             }
             // The wait for the next request ends `keepalive_timeout` from now; its head clock
@@ -499,57 +500,11 @@ fn poll_first_bytes(
     let mut space = ReadBuf::uninit(&mut space);
     match ready!(Pin::new(stream).poll_read(cx, &mut space)) {
         Ok(()) if !space.filled().is_empty() => {
-            let mut bytes = spare::take();
+            let mut bytes = spare::read_buffer(STASH_READ);
             bytes.extend_from_slice(space.filled());
             Poll::Ready(Ok(bytes))
         }
         _ => Poll::Ready(Err(Arrival::Closed)),
-    }
-}
-
-/// Read buffers a worker's connections hand back when their request is done, for the next
-/// request that arrives on any of them: a waiting connection holds no buffer (its memory
-/// while idle), and a buffer made and freed per request was two allocations (the buffer, and
-/// its shared storage when the head was split off) and a fresh 4 KiB for each request. A
-/// buffer comes back empty, and is used again only when nothing of its last request still
-/// holds a slice of it.
-mod spare {
-    use super::STASH_READ;
-    use bytes::BytesMut;
-    use std::cell::RefCell;
-
-    /// The most buffers a worker keeps (128 KiB).
-    const KEPT: usize = 32;
-
-    thread_local! {
-        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// An empty buffer with room for a read: a spare one if one is free again (nothing holds
-    /// a slice of it) and of the usual size (not one a large head grew), else a new one.
-    pub(super) fn take() -> BytesMut {
-        if let Some(mut buf) = SPARE.with_borrow_mut(|spare| spare.pop()) {
-            if buf.try_reclaim(STASH_READ) && buf.capacity() == STASH_READ {
-                return buf;
-            }
-        }
-        BytesMut::with_capacity(STASH_READ)
-    }
-
-    /// Keeps `spent` (what is left of a request's buffer: nothing) for a later request.
-    pub(super) fn put(spent: BytesMut) {
-        if spent.is_empty() {
-            SPARE.with_borrow_mut(|spare| {
-                if spare.len() < KEPT {
-                    spare.push(spent);
-                }
-            });
-        }
-    }
-
-    #[cfg(test)]
-    pub(super) fn kept() -> usize {
-        SPARE.with_borrow(|spare| spare.len())
     }
 }
 
@@ -814,47 +769,6 @@ mod tests {
         let waited = wait(&mut stream, &mut timer, &closing, standing.as_mut()).await;
         assert!(waited.err() == Some(Arrival::Closed));
         assert_eq!(started.elapsed(), SHUTDOWN_GRACE);
-    }
-
-    /// A request's buffer comes back for a later request once nothing holds a slice of it;
-    /// one that is still sliced, or that a large head grew, is not used again; a worker keeps
-    /// a bounded number.
-    #[test]
-    fn read_buffers_are_used_again_only_when_free_and_of_the_usual_size() {
-        let request = |buf: &mut bytes::BytesMut| {
-            buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-            buf.split_to(buf.len()).freeze()
-        };
-        // Spent and free: the same storage again, whole.
-        let mut buf = spare::take();
-        let at = buf.as_ptr();
-        drop(request(&mut buf));
-        spare::put(buf);
-        let again = spare::take();
-        assert_eq!(again.as_ptr(), at, "the same buffer");
-        assert!(again.is_empty() && again.capacity() == STASH_READ);
-
-        // Still sliced (a head whose fields live on): a new buffer, and the slice intact.
-        let mut buf = again;
-        let head = request(&mut buf);
-        spare::put(buf);
-        let mut other = spare::take();
-        assert_ne!(other.as_ptr(), at);
-        other.extend_from_slice(&[b'x'; STASH_READ]);
-        assert_eq!(&head[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-
-        // Grown by a large head: not kept for reuse.
-        let mut big = spare::take();
-        big.extend_from_slice(&[b'h'; 3 * STASH_READ]);
-        drop(big.split_to(big.len()));
-        spare::put(big);
-        assert_eq!(spare::take().capacity(), STASH_READ);
-
-        // Bounded.
-        for _ in 0..100 {
-            spare::put(bytes::BytesMut::with_capacity(STASH_READ));
-        }
-        assert!(spare::kept() <= 32);
     }
 
     /// A shutdown ends the waits of every thread, whichever stripe each is listed on.
