@@ -35,12 +35,11 @@ import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 from compare import (  # same directory: benches/
-    children, free_port, nginx_config, raise_nofile, rss_bytes, wait_port)
+    children, free_port, nginx_config, raise_nofile, rss_bytes, wait_port, work_dir)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDGE = os.path.join(ROOT, "target/release/edge")
@@ -423,7 +422,7 @@ def slow_reader_run(name, start, http_port, https_port, bulk_port, send_timeout,
 
 def slow_readers(args):
     raise_nofile()
-    work = tempfile.mkdtemp(prefix="edge-slow-")
+    work = work_dir("edge-slow-")
     cert, key = os.path.join(work, "edge.crt"), os.path.join(work, "edge.key")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
                     "-out", cert, "-days", "1", "-subj", "/CN=edge.test"],
@@ -554,7 +553,7 @@ def main():
         if not os.path.exists(binary):
             raise SystemExit(f"{binary} is missing: run benches/attack.sh")
 
-    work = tempfile.mkdtemp(prefix="edge-attack-")
+    work = work_dir("edge-attack-")
     cert, key = os.path.join(work, "edge.crt"), os.path.join(work, "edge.key")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,

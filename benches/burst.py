@@ -12,11 +12,10 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import EDGE, ROOT, free_port, raise_nofile, wait_port  # noqa: E402
+from compare import EDGE, ROOT, free_port, raise_nofile, wait_port, work_dir  # noqa: E402
 
 BURSTS, CONCURRENT, DELAY = 5, 500, 0.05
 
@@ -62,7 +61,7 @@ async def bursts(port, accepted):
 
 def main():
     raise_nofile()
-    work = tempfile.mkdtemp(prefix="edge-burst-")
+    work = work_dir("edge-burst-")
     results = {}
     for proxy in ("edge", "nginx"):
         backend_port, port = free_port(), free_port()

@@ -7,11 +7,13 @@ two anchors. Run through benches/compare.sh, which installs the tools and builds
 binaries."""
 
 import argparse
+import atexit
 import datetime
 import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -28,6 +30,15 @@ EDGE = os.path.join(ROOT, "target/release/edge")
 SERVICES = os.path.join(ROOT, "target/release/services")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def work_dir(prefix):
+    """A scratch directory for one run (configs, certificates, access logs), removed when the
+    run ends: a run's access logs reach gigabytes. EDGE_BENCH_KEEP=1 keeps it for a look."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    if not os.environ.get("EDGE_BENCH_KEEP"):
+        atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def free_port():
@@ -543,7 +554,7 @@ def main():
         raise SystemExit(f"--proxies: none of {', '.join(PROXIES)}")
     raise_nofile()
 
-    work = tempfile.mkdtemp(prefix="edge-bench-")
+    work = work_dir("edge-bench-")
     cert, key = f"{work}/bench.crt", f"{work}/bench.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
                     "-out", cert, "-days", "2", "-subj", "/CN=localhost",

@@ -13,12 +13,11 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import (EDGE, ROOT, SERVICES, Proxy, free_port, measure, raise_nofile,  # noqa: E402
-                     wait_port)
+                     wait_port, work_dir)
 
 H3LOAD = os.path.join(ROOT, "target/release/examples/h3load")
 CONNECTIONS, STREAMS = 10, 10
@@ -105,7 +104,7 @@ def main():
     ap.add_argument("--edge", default=EDGE)
     args = ap.parse_args()
     raise_nofile()
-    work = tempfile.mkdtemp(prefix="edge-h3-")
+    work = work_dir("edge-h3-")
     cert, key = f"{work}/bench.crt", f"{work}/bench.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days",

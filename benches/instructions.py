@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +32,7 @@ def main():
     args = p.parse_args()
 
     c.raise_nofile()
-    work = tempfile.mkdtemp(prefix="edge-instructions-")
+    work = c.work_dir("edge-instructions-")
     cert, key = f"{work}/b.crt", f"{work}/b.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
                     "-out", cert, "-days", "2", "-subj", "/CN=localhost"],

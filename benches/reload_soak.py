@@ -16,10 +16,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import work_dir  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDGE = os.path.join(ROOT, "target/release/edge")
@@ -44,7 +46,7 @@ def wait_port(port):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="edge-soak-")
+    work = work_dir("edge-soak-")
     backends = {}
     procs = []
     for name in ("a1", "a2", "b1", "never"):

@@ -19,13 +19,12 @@ import datetime
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (the same machinery, measured the same way)
 from compare import (EDGE, PROXIES, ROOT, Proxy, children, free_port, measure, raise_nofile,  # noqa: E402
-                     render, run_wrk, wait_port)
+                     render, run_wrk, wait_port, work_dir)
 
 GRPC_PEER = os.path.join(ROOT, "tests/e2e/peers/grpc_peer.py")
 
@@ -179,7 +178,7 @@ def main():
     ap.add_argument("--edge", default=EDGE)
     args = ap.parse_args()
     raise_nofile()
-    work = tempfile.mkdtemp(prefix="edge-upstreams-")
+    work = work_dir("edge-upstreams-")
     make_certs(work)
     body = f"{work}/call.bin"
     with open(body, "wb") as f:
