@@ -416,10 +416,11 @@ SYSCALLS = ("read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg",
 def count_syscalls(proxy, load):
     """Runs `load` against `proxy` with `perf stat` counting its processes' system calls (the
     kernel's tracepoints, all threads); per request, by name, and in total; and the times its
-    threads were switched out (each a sleep and a wake-up, or a preemption)."""
+    threads were switched out (each a sleep and a wake-up, or a preemption) and the page faults
+    they took (a fault is kernel time too: an allocator that gives pages back takes them again)."""
     pids = ",".join(str(p) for p in proxy.pids())
     events = (["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{n}" for n in SYSCALLS]
-              + ["context-switches"])
+              + ["context-switches", "page-faults"])
     stat = subprocess.Popen(["perf", "stat", "-x", ",", "-p", pids] +
                             [a for e in events for a in ("-e", e)],
                             stderr=subprocess.PIPE, text=True)
