@@ -4,6 +4,7 @@
 //! Loopback by default; validation refuses a public address without `admin_allow_public`.
 
 use crate::clock::{rfc3339, rfc3339_now};
+use crate::held;
 use crate::reload::{Outcome, Reloader};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
@@ -197,7 +198,7 @@ impl AdminApp {
             }
         }
         // A certificate ACME keeps that is missing or within a week of its end.
-        let acme = crate::acme::STATS.lock().unwrap_or_else(|p| p.into_inner());
+        let acme = held::lock(&crate::acme::STATS);
         let mut acme_names: Vec<&String> = acme.names.keys().collect();
         acme_names.sort();
         for name in acme_names {
@@ -255,7 +256,7 @@ fn acme_status(
     acme: &crate::config::AcmeSettings,
     certificates: &crate::tls::Certificates,
 ) -> Value {
-    let stats = crate::acme::STATS.lock().unwrap_or_else(|p| p.into_inner());
+    let stats = held::lock(&crate::acme::STATS);
     let names: serde_json::Map<String, Value> = acme
         .domains
         .iter()

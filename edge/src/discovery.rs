@@ -10,6 +10,7 @@
 //! their state. A failed lookup keeps the addresses last known; a name never resolved has no
 //! address and its server takes no traffic until it resolves.
 
+use crate::held;
 use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
@@ -147,11 +148,11 @@ impl Discovery {
 
     /// Sets what runs when a refreshed answer differs (recompiling the running config).
     pub fn on_change(&self, callback: impl Fn(&str) + Send + Sync + 'static) {
-        *self.on_change.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(callback));
+        *held::lock(&self.on_change) = Some(Arc::new(callback));
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Answer>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        held::lock(&self.cache)
     }
 }
 
@@ -211,7 +212,7 @@ impl Worker {
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Answer>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        held::lock(&self.cache)
     }
 
     fn next_refresh(&self) -> Option<Instant> {
@@ -244,11 +245,7 @@ impl Worker {
         if changes.is_empty() {
             return;
         }
-        let callback = self
-            .on_change
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let callback = held::lock(&self.on_change).clone();
         if let Some(callback) = callback {
             // Off this thread: recompiling asks this thread for any name it has not seen.
             let what = changes.join("; ");
@@ -266,7 +263,7 @@ impl Worker {
         let resolver = self.resolver.as_ref().expect("built above");
         let result = runtime.block_on(resolver.lookup_ip(host));
         let now = Instant::now();
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = held::lock(&self.cache);
         let previous = cache.get(host).map(|a| a.ips.clone());
         match result {
             Ok(lookup) => {

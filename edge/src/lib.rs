@@ -31,7 +31,7 @@
 //! config, observe                    file ▸ validate ▸ model; counters, access log
 //! units, clock, client, signals,     leaf helpers
 //!   der, tcp, chunked, grpc, window,
-//!   stripe, spare
+//!   stripe, spare, held
 //! ```
 
 pub mod acme;
@@ -50,6 +50,7 @@ pub mod forward;
 pub mod gate;
 pub mod grpc;
 pub mod health;
+pub mod held;
 pub mod listen;
 pub mod observe;
 pub mod ocsp;

@@ -14,6 +14,7 @@
 //! a listener configured on port 0 can be found.
 
 use crate::gate::ConnectionGate;
+use crate::held;
 use async_trait::async_trait;
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -72,7 +73,7 @@ impl Bound {
     /// Records one bound listener and rewrites the file (atomically: readers never see half).
     pub fn record(&self, kind: &'static str, addr: SocketAddr) {
         tracing::info!(%kind, %addr, "listening");
-        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kinds = held::lock(&self.kinds);
         kinds.entry(kind).or_default().push(addr.to_string());
         self.write(&kinds);
     }

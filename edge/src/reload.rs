@@ -7,6 +7,7 @@
 //! Requests in flight keep the snapshot they started with.
 
 use crate::config::{self, Config, ConfigErrors};
+use crate::held;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use notify_debouncer_mini::{notify, DebouncedEvent, DebouncedEventKind};
@@ -51,7 +52,7 @@ pub struct ReloadEvent {
 
 impl ReloadStats {
     fn record(&self, event: ReloadEvent) {
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = held::lock(&self.history);
         if history.len() == HISTORY {
             history.pop_front();
         }
@@ -60,7 +61,7 @@ impl ReloadStats {
 
     /// The remembered reloads, oldest first.
     pub fn history(&self) -> Vec<ReloadEvent> {
-        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let history = held::lock(&self.history);
         history.iter().cloned().collect()
     }
 }
@@ -103,7 +104,7 @@ impl Reloader {
 
     /// Reloads from the file; `why` names the trigger in the log.
     pub fn reload(&self, why: &str) -> Result<Outcome, ConfigErrors> {
-        let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = held::lock(&self.lock);
         let Some(path) = &self.path else {
             return Ok(Outcome::Unchanged);
         };
@@ -166,7 +167,7 @@ impl Reloader {
     /// Compiles the running config again, for changes that come from outside the file (a
     /// name's DNS answer): servers whose address stayed keep their state.
     pub fn recompile(&self, why: &str) {
-        let _serial = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = held::lock(&self.lock);
         let current = self.snapshot.load_full();
         let next = Snapshot::compile(&current.source, current.config.clone(), Some(&current));
         let servers = |s: &Snapshot| -> BTreeSet<String> {

@@ -3,6 +3,7 @@
 //! reloads, connections, OCSP) is a [`Collector`] registered once, which reads it at each
 //! scrape from the running snapshot and the reload stats.
 
+use crate::held;
 use crate::observe::metrics::METRICS;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
@@ -370,7 +371,7 @@ impl State {
     /// `[tls.acme]`.
     fn acme(&self) {
         let f = &self.f;
-        let stats = crate::acme::STATS.lock().unwrap_or_else(|p| p.into_inner());
+        let stats = held::lock(&crate::acme::STATS);
         if stats.names.is_empty() && stats.failures.is_empty() {
             return;
         }
@@ -394,10 +395,7 @@ impl State {
     /// `edge_ocsp_*`: each certificate's stapling (ocsp.rs); none without OCSP.
     fn ocsp(&self) {
         let f = &self.f;
-        let stats = crate::ocsp::STATS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let stats = held::lock(&crate::ocsp::STATS).clone();
         for (cert, s) in &stats {
             let l = [cert.as_str()];
             f.ocsp_stapled
@@ -422,7 +420,7 @@ impl Collector for State {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let _one_scrape = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_scrape = held::lock(&self.filling);
         self.fill();
         let gauges = self.f.gauges().into_iter().flat_map(Collector::collect);
         gauges

@@ -1,6 +1,7 @@
 //! Signal handlers outside Pingora's own (which handles SIGTERM, SIGINT and SIGQUIT): one
 //! thread with a small runtime of its own waits for all of them.
 
+use crate::held;
 use std::sync::Mutex;
 use tokio::runtime::Handle;
 use tokio::signal::unix::{signal, SignalKind};
@@ -28,7 +29,7 @@ pub fn on_signal(
 /// The signal thread's runtime, started by the first handler.
 fn signal_thread() -> std::io::Result<Handle> {
     static HANDLE: Mutex<Option<Handle>> = Mutex::new(None);
-    let mut handle = HANDLE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut handle = held::lock(&HANDLE);
     if let Some(running) = &*handle {
         return Ok(running.clone());
     }

@@ -8,6 +8,7 @@
 //! keeps it.
 
 use crate::config::{cipher_policy, CertificatePaths, OcspSource, TlsSettings, TlsVersion};
+use crate::held;
 use crate::ocsp::stapler::{CertView, Staple};
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -193,7 +194,7 @@ impl Certificates {
     /// Re-reads the files; a broken file keeps the certificates in use.
     pub fn reload(&self) -> Result<(), TlsError> {
         let loaded = load_all(&self.paths)?;
-        let staples = self.staples.lock().unwrap_or_else(|p| p.into_inner());
+        let staples = held::lock(&self.staples);
         self.current.store(Arc::new(with_staples(loaded, &staples)));
         Ok(())
     }
@@ -201,7 +202,7 @@ impl Certificates {
     /// Staples `staple` (the leaf it is for, and the DER response) to certificate `index`
     /// from the next handshake on; `None` stops stapling it.
     pub fn set_staple(&self, index: usize, staple: Option<Staple>) {
-        let mut staples = self.staples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut staples = held::lock(&self.staples);
         if let Some(slot) = staples.get_mut(index) {
             *slot = staple;
         }

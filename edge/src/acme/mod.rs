@@ -20,6 +20,7 @@
 pub mod store;
 
 use crate::config::{AcmeChallenge, AcmeSettings, RedisSettings};
+use crate::held;
 use crate::tls::Certificates;
 use arc_swap::ArcSwap;
 use instant_acme::{
@@ -81,7 +82,7 @@ pub const FAILURE_REASONS: [&str; 5] = ["account", "order", "challenge", "finali
 pub static STATS: LazyLock<Mutex<Stats>> = LazyLock::new(Mutex::default);
 
 fn stats() -> std::sync::MutexGuard<'static, Stats> {
-    STATS.lock().unwrap_or_else(|p| p.into_inner())
+    held::lock(&STATS)
 }
 
 /// A failure of one step of an order, with the reason it is counted under.
@@ -358,7 +359,7 @@ impl Acme {
             at(info.suggested_window.start.unix_timestamp()),
             at(info.suggested_window.end.unix_timestamp()),
         );
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut windows = held::lock(&self.windows);
         let window = match windows.get(name) {
             Some(w) if (w.start, w.end) == (start, end) => *w,
             _ => {
@@ -580,7 +581,7 @@ fn answer_http01(token: &str, answer: Option<&str>) {
 /// certificate for it with the key authorization's SHA-256 `digest` in a critical
 /// acmeIdentifier extension (RFC 8737 3).
 fn answer_tls_alpn01(certificates: &Certificates, name: &str, digest: Option<&[u8]>) {
-    let mut all = ALPN_ANSWERS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut all = held::lock(&ALPN_ANSWERS);
     match digest.and_then(|d| challenge_certificate(name, d)) {
         Some(key) => {
             all.insert(name.to_string(), Arc::new(key));

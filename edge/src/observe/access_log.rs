@@ -9,6 +9,7 @@
 
 use crate::client::IpText;
 use crate::config::AccessLog;
+use crate::held::lock;
 use crate::stripe::{self, Padded, STRIPES};
 use std::io::Write;
 use std::path::PathBuf;
@@ -343,10 +344,6 @@ pub fn log(entry: &Entry<'_>) {
         *lock(&logger.woken) = true;
         logger.wake.notify_one();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Waits (up to a second) until every line logged so far is written: before the process exits.

@@ -1,6 +1,7 @@
 //! Client connections as the connection gate (gate.rs) sees them: open now per listener and
 //! per client, refused over the per-client cap, and TLS handshakes by negotiated version.
 
+use crate::held;
 use prometheus::IntCounterVec;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -67,7 +68,7 @@ impl PerClient {
             IpAddr::V4(v4) => u32::from(v4) as usize,
             IpAddr::V6(v6) => (u128::from(v6) >> 64) as usize ^ (u128::from(v6) as usize),
         } % SHARDS;
-        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
+        held::lock(&self.shards[index])
     }
 }
 

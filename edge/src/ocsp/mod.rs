@@ -11,6 +11,7 @@
 pub mod response;
 pub mod stapler;
 
+use crate::held;
 use crate::upstream::client::{self, Ask};
 use response::{Good, OcspError, Query};
 use std::collections::BTreeMap;
@@ -42,7 +43,7 @@ pub static STATS: LazyLock<Mutex<BTreeMap<String, Stats>>> = LazyLock::new(Defau
 
 /// Updates the stats of `cert` with `change`.
 pub fn record(cert: &str, change: impl FnOnce(&mut Stats)) {
-    let mut all = STATS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut all = held::lock(&STATS);
     change(all.entry(cert.to_string()).or_default());
 }
 

@@ -15,6 +15,7 @@
 //! client, as nginx expires its zone.
 
 use crate::config::{RedisOnError, RedisSettings, ZoneSettings, ZoneStore};
+use crate::held;
 use crate::units::Rate;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -91,7 +92,7 @@ impl LocalStore {
 
     /// nginx's `ngx_http_limit_req_lookup` with accounting, at `now` (ms).
     pub fn check(&self, key: IpAddr, rate: Rate, burst: u32, now: u64) -> Verdict {
-        let mut map = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = held::lock(self.shard(key));
         let rate_milli = rate_milli(rate);
         if let Some(entry) = map.get_mut(&key) {
             let (verdict, next) = leak_and_add(Some(*entry), rate_milli, burst, now);
@@ -123,12 +124,7 @@ pub struct Standing {
 impl LocalStore {
     /// Where `key` stands at `now`, and what its next request would get; nothing is stored.
     pub fn peek(&self, key: IpAddr, rate: Rate, burst: u32, now: u64) -> Standing {
-        let entry = self
-            .shard(key)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .copied();
+        let entry = held::lock(self.shard(key)).get(&key).copied();
         let rate_milli = rate_milli(rate);
         let excess = entry.map_or(0, |e| {
             e.excess

@@ -4,6 +4,7 @@
 
 use super::Verdict;
 use crate::config::{RedisOnError, RedisSettings};
+use crate::held;
 use crate::units::Rate;
 use redis::aio::ConnectionManager;
 use std::net::IpAddr;
@@ -124,7 +125,7 @@ impl RedisStore {
             return Ok(c.clone());
         }
         {
-            let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = held::lock(&self.last_attempt);
             if last.is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF) {
                 return Err("Redis is down (waiting to reconnect)".into());
             }

@@ -8,6 +8,7 @@
 //!   with nginx's constants, rehashing past unusable servers, round robin after 20 misses.
 
 use super::{Attempts, Upstream};
+use crate::held;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
@@ -20,7 +21,7 @@ impl Upstream {
         eligible: impl Fn(usize) -> bool,
     ) -> Option<usize> {
         let single = self.servers.len() == 1;
-        let mut guard = self.weights.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = held::lock(&self.weights);
         let mut copy;
         let weights: &mut [super::Weights] = if attempts.preview {
             copy = guard.clone();

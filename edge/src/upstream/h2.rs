@@ -11,7 +11,8 @@
 //! request is sent again on another connection without counting against the server.
 
 use super::h1::Response;
-use super::pool::{lock, Surplus};
+use super::pool::Surplus;
+use crate::held::lock;
 use crate::window::{self, Stalled};
 use ::h2::client::{ResponseFuture, SendRequest};
 use ::h2::{RecvStream, SendStream};

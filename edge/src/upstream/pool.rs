@@ -21,6 +21,7 @@
 //! the server, and goes with the server when a reload removes it.
 
 use super::h1::Connection;
+use crate::held::lock;
 use pingora::protocols::Stream;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -186,12 +187,6 @@ pub(super) fn trim_later<S: Surplus>(held: Arc<Mutex<S>>) {
             }
         }
     });
-}
-
-/// A pool's lock; a panic while it was held leaves nothing half-done in a `Vec` of
-/// connections, so a poisoned lock is used as it is.
-pub(super) fn lock<T>(held: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    held.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether an idle connection can carry a request: nothing has arrived on it since it went

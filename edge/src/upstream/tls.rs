@@ -11,6 +11,7 @@
 //! negotiated.
 
 use crate::config::{UpstreamProtocol, UpstreamTlsSettings};
+use crate::held;
 use arc_swap::ArcSwap;
 use pingora::protocols::{Stream, ALPN};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -82,7 +83,7 @@ impl UpstreamTls {
     /// last looked at (at most every [`CHECK_EVERY`]); a change that cannot be loaded keeps
     /// the old configs and says why.
     fn configs(&self) -> Arc<Configs> {
-        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        let mut checked = held::lock(&self.checked);
         if checked.0.elapsed() >= CHECK_EVERY {
             let now = stamps(&self.settings);
             checked.0 = Instant::now();
