@@ -12,10 +12,15 @@
 //! - **Header maps**: the request's and the answer's field maps (an HTTP/1 session's request,
 //!   an answer written to an HTTP/1 client). A map is two allocations (its index table and
 //!   its entries), made and freed for each of the two heads of every request before.
+//! - **Out buffers**, one of each kind per thread: the buffer an HTTP/1 answer's head is
+//!   written in, and a client connection's gathering buffer (what it writes is gathered and
+//!   leaves in one write). Taken for a head or a gathering, given back once written out: no
+//!   allocation per answer, and no buffer held by a connection that waits. One given up on
+//!   (a send that failed) is dropped, and the next takes a new one.
 
 use bytes::BytesMut;
 use http::HeaderMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::thread::LocalKey;
 
 /// The most read buffers a thread keeps (128 KiB of 4 KiB ones): the list must cover the
@@ -26,10 +31,14 @@ const KEPT: usize = 16;
 /// A map that grew beyond this many fields (an unusually large head) is not kept: the
 /// spares' memory stays small (about 2 KiB each at the usual capacity).
 const LARGEST: usize = 64;
+/// A head buffer that an unusually large head grew beyond this is not kept.
+const HEAD_BUFFER_LARGEST: usize = 16 * 1024;
 
 thread_local! {
     static READ_BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    static HEAD_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static GATHERING: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// An empty buffer with room for a read of `size`: a spare one if one is free again (nothing
@@ -69,6 +78,37 @@ pub fn give_back(mut map: HeaderMap) {
     }
     map.clear();
     keep(&MAPS, map, KEPT);
+}
+
+/// An empty buffer to write an answer's head in: the thread's spare one, or a new one.
+pub fn head_buffer() -> Vec<u8> {
+    let mut buf = HEAD_BUFFER.try_with(Cell::take).unwrap_or_default();
+    buf.clear();
+    buf
+}
+
+/// Keeps a head's buffer for the thread's next head, unless an unusually large head grew it.
+pub fn give_back_head_buffer(buf: Vec<u8>) {
+    if buf.capacity() <= HEAD_BUFFER_LARGEST {
+        let _ = HEAD_BUFFER.try_with(|spare| spare.set(buf));
+    }
+}
+
+/// An empty gathering buffer of exactly `size` bytes: the thread's spare one, or a new one.
+pub fn gathering_buffer(size: usize) -> Vec<u8> {
+    let mut buf = GATHERING.try_with(Cell::take).unwrap_or_default();
+    buf.clear();
+    buf.reserve_exact(size);
+    buf
+}
+
+/// Keeps a gathering buffer written out for the thread's next connection that writes, if it
+/// is of the usual `size`.
+pub fn give_back_gathering_buffer(mut buf: Vec<u8>, size: usize) {
+    if buf.capacity() == size {
+        buf.clear();
+        let _ = GATHERING.try_with(|spare| spare.set(buf));
+    }
 }
 
 fn take<T: 'static>(list: &'static LocalKey<RefCell<Vec<T>>>) -> Option<T> {
@@ -164,5 +204,39 @@ mod tests {
         }
         assert_eq!(MAPS.with_borrow(Vec::len), KEPT);
         MAPS.with_borrow_mut(Vec::clear);
+    }
+
+    /// A head's buffer and a gathering buffer come back empty, the same storage; one grown
+    /// beyond its kind's bound (a large head, a gathering of another size) is not kept.
+    #[test]
+    fn out_buffers_come_back_empty_and_only_of_their_usual_size() {
+        let mut head = head_buffer();
+        head.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+        let at = head.as_ptr();
+        give_back_head_buffer(head);
+        let again = head_buffer();
+        assert_eq!((again.as_ptr(), again.len()), (at, 0));
+        give_back_head_buffer(Vec::with_capacity(HEAD_BUFFER_LARGEST + 1));
+        assert_eq!(head_buffer().capacity(), 0, "a large one is not kept");
+
+        let mut out = gathering_buffer(SIZE);
+        assert_eq!(out.capacity(), SIZE);
+        out.extend_from_slice(b"an answer");
+        let at = out.as_ptr();
+        give_back_gathering_buffer(out, SIZE);
+        // Had the buffer been freed, this would take its storage.
+        let decoy = Vec::<u8>::with_capacity(SIZE);
+        let again = gathering_buffer(SIZE);
+        assert_ne!(decoy.as_ptr(), at);
+        assert_eq!(
+            (again.as_ptr(), again.len(), again.capacity()),
+            (at, 0, SIZE)
+        );
+        give_back_gathering_buffer(Vec::with_capacity(SIZE * 2), SIZE);
+        assert_eq!(
+            GATHERING.with(Cell::take).capacity(),
+            0,
+            "another size is not kept"
+        );
     }
 }

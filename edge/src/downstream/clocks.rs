@@ -196,10 +196,7 @@ impl ClientStream {
             return Poll::Ready(Ok(false));
         }
         if self.out.capacity() == 0 {
-            self.out = SPARE_OUT
-                .try_with(std::cell::Cell::take)
-                .unwrap_or_default();
-            self.out.reserve_exact(OUT_BUF);
+            self.out = crate::spare::gathering_buffer(OUT_BUF);
         }
         Poll::Ready(Ok(true))
     }
@@ -216,13 +213,8 @@ impl ClientStream {
             }
             self.out.drain(..n);
         }
-        // Empty now: kept for the thread's next gathering (one per thread, as the heads'
-        // buffer), a connection that waits holds none.
-        let out = std::mem::take(&mut self.out);
-        if out.capacity() == OUT_BUF {
-            // (Not at all while the thread's locals are being torn down.)
-            let _ = SPARE_OUT.try_with(|spare| spare.set(out));
-        }
+        // Empty now: kept for the thread's next gathering; a connection that waits holds none.
+        crate::spare::give_back_gathering_buffer(std::mem::take(&mut self.out), OUT_BUF);
         Poll::Ready(Ok(()))
     }
 }
@@ -240,12 +232,6 @@ impl Drop for ClientStream {
 
 /// The most a connection gathers before writing (a response head and a small body).
 const OUT_BUF: usize = 4096;
-
-thread_local! {
-    /// A gathering buffer written out and emptied, for the next connection of this thread
-    /// that writes: made and freed for every answer before.
-    static SPARE_OUT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
 
 /// Whether `data`, read after `tail`, completes a head (a blank line); updates `tail`.
 fn ends_head(tail: &mut [u8; 3], data: &[u8]) -> bool {
@@ -464,7 +450,7 @@ impl Peek for ClientStream {
 
 #[cfg(test)]
 mod tests {
-    use super::{ends_head, ClientStream, Clocks, OUT_BUF, SPARE_OUT};
+    use super::{ends_head, ClientStream, Clocks};
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -479,24 +465,21 @@ mod tests {
         a.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.expect("head");
         a.write_all(b"first").await.expect("body");
         assert_eq!(a.out.len(), 24, "gathered, not written yet");
+        let buffer = a.out.as_ptr();
         a.flush().await.expect("flush");
         assert_eq!(
             a.out.capacity(),
             0,
             "a connection that waits holds no buffer"
         );
-        let spare = SPARE_OUT.with(|s| s.take());
-        assert_eq!(
-            (spare.len(), spare.capacity()),
-            (0, OUT_BUF),
-            "kept, emptied"
-        );
-        SPARE_OUT.with(|s| s.set(spare));
+        // Had the buffer been freed, this would take its storage.
+        let decoy = Vec::<u8>::with_capacity(super::OUT_BUF);
         b.write_all(b"second").await.expect("write");
+        assert_ne!(decoy.as_ptr(), buffer);
         assert_eq!(
-            SPARE_OUT.with(|s| s.take().capacity()),
-            0,
-            "taken by the next"
+            b.out.as_ptr(),
+            buffer,
+            "the next connection's answer takes it"
         );
         assert_eq!(b.out, b"second", "nothing of the last answer in it");
         b.flush().await.expect("flush");

@@ -538,21 +538,6 @@ fn connection_value(keepalive: bool) -> HeaderValue {
     HeaderValue::from_static(if keepalive { "keep-alive" } else { "close" })
 }
 
-thread_local! {
-    /// The buffer answer heads are written in, one per worker thread, taken for a head and
-    /// given back once it is sent (a head is copied into the connection's own buffer as it is
-    /// sent): no allocation per answer, and no buffer held by a connection. A head whose send
-    /// is given up on drops it, and the next head makes another.
-    static HEAD_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// Returns a head's buffer to its thread, unless an unusually large head grew it.
-fn give_back(out: Vec<u8>) {
-    if out.capacity() <= 16 * 1024 {
-        HEAD_BUFFER.set(out);
-    }
-}
-
 impl Downstream for Session<'_> {
     fn req_header(&self) -> &RequestHeader {
         &self.req
@@ -607,8 +592,9 @@ impl Downstream for Session<'_> {
             return Ok(());
         }
         let status = head.status;
-        let mut out = HEAD_BUFFER.take();
-        out.clear();
+        // (A head is copied into the connection's gathering buffer as it is sent: its own
+        // buffer goes back to the thread then.)
+        let mut out = crate::spare::head_buffer();
         if status.is_informational() {
             // An interim head as the server sent it; after a 101 the connection is a tunnel
             // (its fields, `Connection: upgrade` among them, were set for it).
@@ -619,7 +605,7 @@ impl Downstream for Session<'_> {
             write_head(&mut out, &mut head, None);
             self.status = Some(status);
             let sent = self.send(&out, true, "writing response header").await;
-            give_back(out);
+            crate::spare::give_back_head_buffer(out);
             return sent;
         }
         self.compression.head(&mut head, end);
@@ -647,7 +633,7 @@ impl Downstream for Session<'_> {
         // A head without a length goes out at once: its body may come slowly.
         let flush = self.framing != Framing::Length;
         let sent = self.send(&out, flush, "writing response header").await;
-        give_back(out);
+        crate::spare::give_back_head_buffer(out);
         sent
     }
 
