@@ -10,12 +10,12 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::held;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
-use notify_debouncer_mini::{notify, DebouncedEvent, DebouncedEventKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -211,10 +211,12 @@ impl Reloader {
     }
 
     /// Watches the config file's directory and reloads on changes until the process ends.
-    /// Events are debounced: an editor's write, rename and chmod within 100 ms of each
-    /// other make one reload.
+    /// A change is reloaded once the file has been quiet for [`QUIET`]: an editor's write,
+    /// rename and chmod make one reload, and a slow copy is read whole. Reads of the file
+    /// are not changes: the edge's own read of it (each reload's, whatever its trigger) would
+    /// otherwise be seen as one, and the file read again ten times a second for ever.
     pub fn watch(self: &Arc<Self>) -> notify::Result<()> {
-        use notify::RecursiveMode;
+        use notify::{RecursiveMode, Watcher};
         let Some(path) = self.path.clone() else {
             return Ok(());
         };
@@ -223,34 +225,43 @@ impl Reloader {
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut debouncer = notify_debouncer_mini::new_debouncer(Duration::from_millis(100), tx)?;
-        debouncer
-            .watcher()
-            .watch(&dir, RecursiveMode::NonRecursive)?;
+        let mut watcher = notify::recommended_watcher(tx)?;
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         // Only the config file itself matters, and the `..data` / `..2024_...` entries of a
         // Kubernetes ConfigMap volume that it links through; logs or other files written
         // beside it must not cause reloads.
         let name = path.file_name().map(|n| n.to_os_string());
-        let relevant = move |changed: &Path| {
-            changed.file_name().is_some_and(|f| {
-                Some(f) == name.as_deref() || f.to_string_lossy().starts_with("..")
-            })
+        let changes = move |event: &notify::Event| {
+            !matches!(event.kind, notify::EventKind::Access(_))
+                && event.paths.iter().any(|changed| {
+                    changed.file_name().is_some_and(|f| {
+                        Some(f) == name.as_deref() || f.to_string_lossy().starts_with("..")
+                    })
+                })
         };
         let reloader = self.clone();
         std::thread::Builder::new()
             .name("config-watch".into())
             .spawn(move || {
-                let _debouncer = debouncer; // kept alive by this thread
-                for batch in rx {
-                    // `Any`: the path has been quiet for the timeout (`AnyContinuous` comes
-                    // every timeout while a slow write goes on; the file is not whole yet).
-                    let done = |e: &DebouncedEvent| e.kind == DebouncedEventKind::Any;
-                    match batch {
-                        Ok(events) if !events.iter().any(|e| done(e) && relevant(&e.path)) => {
-                            continue
+                let _watcher = watcher; // kept alive by this thread
+                loop {
+                    match rx.recv() {
+                        Ok(Ok(event)) if changes(&event) => {}
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "config watcher error");
+                            continue;
                         }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "config watcher error"),
+                        Err(_) => return,
+                    }
+                    // Until the directory is quiet (a write in several steps is not whole
+                    // before its last).
+                    loop {
+                        match rx.recv_timeout(QUIET) {
+                            Ok(_) => {}
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
                     }
                     let _ = reloader.reload("file changed");
                 }
@@ -259,6 +270,9 @@ impl Reloader {
         Ok(())
     }
 }
+
+/// How long the config file's directory must be quiet after a change before it is read.
+const QUIET: Duration = Duration::from_millis(100);
 
 /// Reloads on SIGHUP (Pingora leaves SIGHUP at its default, which would end the process).
 pub fn reload_on_sighup(reloader: Arc<Reloader>) -> std::io::Result<()> {
