@@ -179,7 +179,7 @@ fn check(file: &std::path::Path) -> ExitCode {
     match config::load_file(file) {
         Ok(validated) => {
             print_warnings(&validated);
-            println!("{}: configuration is valid", file.display());
+            out(&format!("{}: configuration is valid\n", file.display()));
             ExitCode::SUCCESS
         }
         Err(errors) => report_errors(&errors),
@@ -249,11 +249,14 @@ fn explain(
     };
     match explained {
         Ok(e) if json => {
-            println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
+            out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&e).unwrap_or_default()
+            ));
             ExitCode::SUCCESS
         }
         Ok(e) => {
-            print!("{}", edge::explain::render(&e));
+            out(&edge::explain::render(&e));
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -327,7 +330,7 @@ fn import_nginx(
                 return ExitCode::from(2);
             }
         }
-        None => print!("{}", imported.toml),
+        None => out(&imported.toml),
     }
     let decide = imported.notes.iter().filter(|n| n.decide).count();
     eprintln!(
@@ -374,7 +377,7 @@ fn report_errors(errors: &ConfigErrors) -> ExitCode {
 fn healthcheck(admin: &str) -> ExitCode {
     match ask_admin(admin, "/health") {
         Ok((200, body)) => {
-            println!("{}", String::from_utf8_lossy(&body));
+            out(&format!("{}\n", String::from_utf8_lossy(&body)));
             ExitCode::SUCCESS
         }
         Ok((status, _)) => {
@@ -393,7 +396,7 @@ fn diff(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
         (Ok(o), Ok(n)) => (o.config, n.config),
         (Err(e), _) | (_, Err(e)) => return report_errors(&e),
     };
-    println!("{}", edge::reload::Diff::between(&old, &new));
+    out(&format!("{}\n", edge::reload::Diff::between(&old, &new)));
     ExitCode::SUCCESS
 }
 
@@ -412,4 +415,22 @@ fn ensure_dev_certificates(validated: &Validated) -> Result<(), edge::tls::TlsEr
         );
     }
     Ok(())
+}
+
+/// Writes a command's output to stdout. A reader that has gone (`edge explain ... | head`)
+/// ends the command quietly, as it ends any Unix tool; another failure to write is an error.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: writing the output: {e}");
+            std::process::exit(1);
+        }
+    }
 }

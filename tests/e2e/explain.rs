@@ -129,3 +129,32 @@ async fn explain_predicts_the_ip_hash_server_and_a_zone_rejection_without_counti
     let bad = admin_json(&edge, "/explain?nope=1").await;
     assert_eq!(bad["status"], 400, "{bad}");
 }
+
+/// A reader that goes before the answer is written (`edge explain ... | head -0`) ends the
+/// command quietly: no panic, exit 0, as any Unix tool ends then.
+#[test]
+fn a_reader_that_goes_early_ends_explain_quietly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("upstreams.toml");
+    std::fs::write(
+        &config,
+        "[upstreams.one]\nservers = [{ addr = \"127.0.0.1:9\" }]\n\n\
+         [[routes]]\npath = \"/\"\nupstream = \"one\"\n",
+    )
+    .expect("write");
+    let mut child = Command::new(edge_bin())
+        .args(["explain", "--config"])
+        .arg(&config)
+        .args(["http://a.test/x", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run edge explain");
+    // The read end closed before the command writes (it reads and compiles the config
+    // first): its write finds no reader.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
