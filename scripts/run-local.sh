@@ -13,4 +13,20 @@ services_pid=$!
 trap 'kill "$services_pid" 2>/dev/null; wait "$services_pid" 2>/dev/null || true' EXIT INT TERM
 
 echo "edge: http://127.0.0.1:8080  admin: http://127.0.0.1:9180/status" >&2
-target/release/edge run "$@"
+status=0
+target/release/edge run "$@" || status=$?
+
+# A graceful binary upgrade (docs/configuration.md) hands over to a successor, whose pid is
+# then in the runtime directory's pid file: the services stay up while it runs.
+runtime_dir=/tmp/edge
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[i]}" in
+        --runtime-dir) runtime_dir="${args[i + 1]:-$runtime_dir}" ;;
+        --runtime-dir=*) runtime_dir="${args[i]#*=}" ;;
+    esac
+done
+while pid=$(cat "$runtime_dir/edge.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+done
+exit "$status"

@@ -51,6 +51,10 @@ pub struct ClientListeners {
     pub predecessor: Option<i32>,
 }
 
+/// The pid file's name in the runtime directory: the process to signal (SIGHUP reload, SIGQUIT
+/// upgrade, SIGTERM stop).
+pub const PID_FILE: &str = "edge.pid";
+
 /// The addresses the edge's listeners bound, by kind (`http`, `https`, `admin`), kept in
 /// `listening.json` in the runtime directory and rewritten as each listener binds. With port
 /// 0 in the config, this is where to find the port the kernel chose.
@@ -68,6 +72,19 @@ impl Bound {
         });
         bound.write(&BTreeMap::new());
         bound
+    }
+
+    /// At the process's end: this record and the pid file go, unless a successor (a binary
+    /// upgrade) has written its own pid already. Left behind, a pid file names a process that
+    /// is gone, or one that took its number since.
+    pub fn remove_with_pid_file(&self) {
+        let pid_file = self.file.with_file_name(PID_FILE);
+        let ours = std::fs::read_to_string(&pid_file)
+            .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.file);
+            let _ = std::fs::remove_file(&pid_file);
+        }
     }
 
     /// Records one bound listener and rewrites the file (atomically: readers never see half).
@@ -245,6 +262,7 @@ impl Service for ClientListeners {
         }
         tracing::info!("every client connection is done; exiting");
         crate::observe::access_log::flush();
+        self.bound.remove_with_pid_file();
         std::process::exit(0);
     }
 

@@ -54,7 +54,11 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         // worker: a connection's task, its timers and its sockets stay on one thread, so a
         // wake-up never crosses threads.
         work_stealing: false,
-        pid_file: options.runtime_dir.join("edge.pid").display().to_string(),
+        pid_file: options
+            .runtime_dir
+            .join(crate::listen::PID_FILE)
+            .display()
+            .to_string(),
         upgrade_sock: options
             .runtime_dir
             .join("edge-upgrade.sock")
@@ -82,7 +86,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     server.bootstrap();
     let draining = draining(&server);
 
-    // The pid file names the process to signal (SIGHUP reload, SIGQUIT upgrade, SIGTERM stop).
+    // The pid file names the process to signal (removed at a graceful end, `Bound`).
     std::fs::write(
         &server.configuration.pid_file,
         format!("{}\n", std::process::id()),

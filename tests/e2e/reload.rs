@@ -333,6 +333,14 @@ async fn a_graceful_binary_upgrade_drops_no_request() {
     );
     let (status, _) = get_json(&client(), &old.url("/after"), &[]).await;
     assert_eq!(status, 200, "the new edge serves on the same port");
+    // The old edge, ending, left the new one's pid file and record in place.
+    let pid = std::fs::read_to_string(old.dir.path().join("edge.pid")).expect("pid file");
+    assert_eq!(
+        pid.trim(),
+        new.id().to_string(),
+        "the pid file names the new edge"
+    );
+    assert!(old.dir.path().join("listening.json").exists());
     // Listeners on port 0 are handed over too: the admin one is served on its old port.
     assert_eq!(admin_json(&old, "/health").await["status"], "healthy");
     let _ = new.kill();
@@ -409,6 +417,11 @@ async fn a_shutdown_lets_a_slow_request_finish_then_the_process_exits() {
     let took = stopped.elapsed();
     let exit = edge.exited().expect("ended");
     assert!(exit.success(), "{exit:?}");
+    // Its pid file and its listeners' record go with it: a pid file left behind would name a
+    // process that is gone (or another that took its number) to the next `kill -HUP`.
+    for file in ["edge.pid", "listening.json"] {
+        assert!(!edge.dir.path().join(file).exists(), "{file} left behind");
+    }
     assert!(
         took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
         "exited {took:?} after SIGTERM"
