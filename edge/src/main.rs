@@ -145,7 +145,12 @@ fn main() -> ExitCode {
                     config::LOCAL_DEFAULT.to_string(),
                 ),
             };
-            let loaded = config::validate(&source, &text);
+            // The embedded default's certificate is made below when it is missing.
+            let start_files = match config {
+                Some(_) => config::StartFiles::Require,
+                None => config::StartFiles::Skip,
+            };
+            let loaded = config::validate_with(&source, &text, start_files);
             let validated = match loaded {
                 Ok(v) => v,
                 Err(errors) => return report_errors(&errors),
@@ -176,7 +181,7 @@ fn main() -> ExitCode {
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
-    match config::load_file(file) {
+    match config::load_file_with(file, config::StartFiles::Warn) {
         Ok(validated) => {
             print_warnings(&validated);
             out(&format!("{}: configuration is valid\n", file.display()));

@@ -27,11 +27,9 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 pub enum TlsError {
     #[error("[tls] leaves no cipher suite to offer")]
     NoCipherSuite,
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// (The error is in the message, not a `source`: a report of the chain said it twice.)
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: no certificate in the file")]
     NoCertificate { path: String },
     #[error("{path}: no private key in the file")]
@@ -50,9 +48,9 @@ pub enum TlsError {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
-    move |source| TlsError::Io {
+    move |error| TlsError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 

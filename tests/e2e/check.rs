@@ -98,3 +98,56 @@ async fn healthcheck_asks_the_admin_health_endpoint() {
         .expect("run healthcheck");
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// The `[tls]` certificate files, which only a starting edge reads: `edge check` reads them
+/// (as `nginx -t` does) and warns at their place, exit 0 (a file is often checked where its
+/// deployment's certificates are not); `edge run` refuses to start with the same places.
+#[test]
+fn missing_certificate_files_are_placed_a_warning_for_check_an_error_for_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing");
+    let text = format!(
+        "[edge]\nhttp_listen = [\"127.0.0.1:0\"]\nhttps_listen = [\"127.0.0.1:0\"]\n\
+         admin_listen = \"127.0.0.1:0\"\n\n\
+         [tls]\ncertificates = [ {{ cert = \"{m}.crt\", key = \"{m}.key\" }} ]\n\n\
+         [upstreams.app]\nservers = [{{ addr = \"127.0.0.1:9\" }}]\n\n\
+         [[routes]]\npath = \"/\"\nupstream = \"app\"\n",
+        m = missing.display()
+    );
+    let path = dir.path().join("upstreams.toml");
+    std::fs::write(&path, &text).expect("write");
+    let file = path.display().to_string();
+    let places = [place_of_value(&text, "cert"), place_of_value(&text, "key")];
+
+    let check = Command::new(edge_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run edge check");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{stderr}");
+    for place in &places {
+        assert!(
+            stderr.contains(&format!("warning: {file}:{place}: cannot read")),
+            "{place} in:\n{stderr}"
+        );
+    }
+
+    let run = Command::new(edge_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .arg("--runtime-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run edge run");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    for place in &places {
+        assert!(
+            stderr.contains(&format!("error: {file}:{place}: cannot read")),
+            "{place} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("nothing was started"), "{stderr}");
+}

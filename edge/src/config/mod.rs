@@ -10,7 +10,7 @@ pub mod validate;
 
 pub use edge_syntax::ciphers::cipher_policy;
 pub use model::*;
-pub use validate::{validate, ConfigErrors, Diagnostic, Validated};
+pub use validate::{validate, validate_with, ConfigErrors, Diagnostic, StartFiles, Validated};
 
 use std::path::Path;
 
@@ -21,9 +21,15 @@ pub const LOCAL_DEFAULT_NAME: &str = "<embedded local.toml>";
 
 /// Reads and validates a config file.
 pub fn load_file(path: &Path) -> Result<Validated, ConfigErrors> {
+    load_file_with(path, StartFiles::Skip)
+}
+
+/// Reads and validates a config file, with the files a starting edge reads treated as
+/// `start_files` says.
+pub fn load_file_with(path: &Path, start_files: StartFiles) -> Result<Validated, ConfigErrors> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => validate(&name, &text),
+        Ok(text) => validate_with(&name, &text, start_files),
         Err(e) => Err(ConfigErrors {
             errors: vec![Diagnostic {
                 file: name,

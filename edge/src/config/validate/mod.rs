@@ -63,9 +63,32 @@ pub struct Validated {
 
 /// Parses and validates config text. `file` names it in messages.
 pub fn validate(file: &str, source: &str) -> Result<Validated, ConfigErrors> {
+    validate_with(file, source, StartFiles::Skip)
+}
+
+/// What becomes of the files only a starting edge reads (the `[tls]` certificates and keys:
+/// a reload does not read them, they are bound at start and their files watched apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFiles {
+    /// Not read: a reload, an import, `explain`, `diff`.
+    Skip,
+    /// Read; one missing or unreadable is a warning at its place (`edge check`: a file is
+    /// often checked where the certificates of its deployment are not).
+    Warn,
+    /// Read; one missing or unreadable is an error at its place (`edge run`).
+    Require,
+}
+
+/// [`validate`], with the files a starting edge reads treated as `start_files` says.
+pub fn validate_with(
+    file: &str,
+    source: &str,
+    start_files: StartFiles,
+) -> Result<Validated, ConfigErrors> {
     let mut v = Validator {
         file,
         source,
+        start_files,
         inserted: Vec::new(),
         errors: Vec::new(),
         warnings: Vec::new(),
@@ -87,6 +110,8 @@ pub fn validate(file: &str, source: &str) -> Result<Validated, ConfigErrors> {
 struct Validator<'a> {
     file: &'a str,
     source: &'a str,
+    /// What becomes of the files a starting edge reads.
+    start_files: StartFiles,
     /// Headers added to the text that is deserialized ([`explicit_tables`]), as (position in
     /// that text, length): spans are mapped back to the file through them.
     inserted: Vec<(usize, usize)>,
@@ -114,6 +139,30 @@ impl Validator<'_> {
             line,
             column,
             message,
+        }
+    }
+
+    /// A PEM file that must hold at least one `what` ("certificate" or "key"): an error at
+    /// its place if it cannot be read or holds none.
+    fn pem_file(&mut self, path: &Spanned<String>, what: &str) {
+        if let Some(problem) = pem_problem(path.get_ref(), what) {
+            self.error(path.span(), problem);
+        }
+    }
+
+    /// A `[tls]` certificate's file, read as [`StartFiles`] says.
+    fn start_file(&mut self, path: &Spanned<String>, what: &str) {
+        if self.start_files == StartFiles::Skip {
+            return;
+        }
+        if let Some(problem) = pem_problem(path.get_ref(), what) {
+            match self.start_files {
+                StartFiles::Require => self.error(path.span(), problem),
+                _ => self.warn(
+                    path.span(),
+                    format!("{problem}: `edge run` would not start with this file here"),
+                ),
+            }
         }
     }
 
@@ -518,4 +567,22 @@ fn key_span(item: &toml_edit::Item, segments: &[String]) -> Option<Range<usize>>
         return child.span();
     }
     key_span(&child, rest)
+}
+
+/// What is wrong with `name` as a PEM file that must hold at least one `what` ("certificate"
+/// or "key"), if anything.
+fn pem_problem(name: &str, what: &str) -> Option<String> {
+    match std::fs::read(name) {
+        Err(e) => Some(format!("cannot read `{name}`: {e}")),
+        Ok(pem) => {
+            let found = match what {
+                "key" => matches!(
+                    rustls_pemfile::private_key(&mut pem.as_slice()),
+                    Ok(Some(_))
+                ),
+                _ => rustls_pemfile::certs(&mut pem.as_slice()).any(|c| c.is_ok()),
+            };
+            (!found).then(|| format!("`{name}` holds no PEM {what}"))
+        }
+    }
 }

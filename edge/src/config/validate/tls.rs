@@ -47,6 +47,10 @@ impl Validator<'_> {
                 .ocsp
                 .as_ref()
                 .map_or(OcspSource::Auto, |o| self.ocsp(o));
+            if let (Some(cert), Some(key)) = (cert, key) {
+                self.start_file(cert, "certificate");
+                self.start_file(key, "key");
+            }
             match (cert, key) {
                 (Some(cert), Some(key)) => certificates.push(CertificatePaths {
                     cert: PathBuf::from(cert.get_ref()),

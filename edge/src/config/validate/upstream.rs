@@ -163,27 +163,6 @@ impl Validator<'_> {
         }
     }
 
-    /// A PEM file that must hold at least one `what` ("certificate" or "key").
-    fn pem_file(&mut self, path: &Spanned<String>, what: &str) {
-        let name = path.get_ref();
-        let problem = match std::fs::read(name) {
-            Err(e) => Some(format!("cannot read `{name}`: {e}")),
-            Ok(pem) => {
-                let found = match what {
-                    "key" => matches!(
-                        rustls_pemfile::private_key(&mut pem.as_slice()),
-                        Ok(Some(_))
-                    ),
-                    _ => rustls_pemfile::certs(&mut pem.as_slice()).any(|c| c.is_ok()),
-                };
-                (!found).then(|| format!("`{name}` holds no PEM {what}"))
-            }
-        };
-        if let Some(problem) = problem {
-            self.error(path.span(), problem);
-        }
-    }
-
     fn health(&mut self, h: &Spanned<HealthFile>) -> HealthSettings {
         let f = h.get_ref();
         let path = match &f.path {
