@@ -63,7 +63,8 @@ fn the_reference_nginx_edge_imports_as_the_hand_translation_routes_and_limits() 
         ours.upstreams["ai_processor"].read_timeout,
         Duration::from_secs(300)
     );
-    // Routes: the same paths to the same upstreams with the same zones and allow lists.
+    // Routes: the same paths to the same upstreams with the same zones, allow lists and
+    // statuses of a refusal by a zone.
     let key = |c: &Config| {
         let mut routes: Vec<_> = c
             .routes
@@ -75,6 +76,7 @@ fn the_reference_nginx_edge_imports_as_the_hand_translation_routes_and_limits() 
                     r.limit.clone(),
                     r.allow.clone(),
                     r.websocket,
+                    r.limit_status,
                 )
             })
             .collect();
