@@ -174,6 +174,16 @@ async fn every_metric_family_moves_with_traffic_failures_limits_and_reloads() {
     let problems =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "promtool check metrics:\n{problems}");
+
+    // Every family served is in docs/observability.md's table.
+    let docs = std::fs::read_to_string(repo().join("docs/observability.md")).expect("docs");
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().expect("a name");
+        assert!(
+            docs.contains(&format!("| `{name}` |")),
+            "{name} is served but not in docs/observability.md"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -214,6 +224,14 @@ async fn access_log_lines_carry_every_field() {
         "tls_version",
         "user_agent",
     ];
+    // Every field logged is in docs/observability.md's example line.
+    let docs = std::fs::read_to_string(repo().join("docs/observability.md")).expect("docs");
+    for field in lines[0].as_object().expect("an object").keys() {
+        assert!(
+            docs.contains(&format!("\"{field}\":")),
+            "{field} is logged but not in docs/observability.md"
+        );
+    }
     for line in &lines {
         for f in fields {
             assert!(line.get(f).is_some(), "{f} missing in {line}");

@@ -253,7 +253,17 @@ impl std::fmt::Debug for RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// A route's series; its two counters of rare events (a client that left, a request
+    /// moved to another server) shown at 0 from the start, not only from their first count
+    /// (an absent series is no rate to alert on).
     pub fn new(route: &str, upstream: &str) -> RouteMetrics {
+        METRICS.client_closed.with_label_values(&[route]);
+        METRICS.retries.with_label_values(&[upstream]);
+        RouteMetrics::bare(route, upstream)
+    }
+
+    /// A route's series, none made before its first count.
+    fn bare(route: &str, upstream: &str) -> RouteMetrics {
         RouteMetrics {
             route: route.to_string(),
             upstream: upstream.to_string(),
@@ -326,7 +336,7 @@ pub fn route_counts() -> std::collections::HashMap<String, [u64; 2]> {
 }
 
 /// Requests that matched no route.
-pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("none", "none"));
+pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::bare("none", "none"));
 
 #[cfg(test)]
 mod tests {
@@ -338,6 +348,22 @@ mod tests {
             .iter()
             .find(|m| m.get_label()[0].value() == label)
             .expect("a series")
+    }
+
+    /// A route's rare-event counters are there at 0 before anything counted.
+    #[test]
+    fn a_routes_client_closed_and_retry_counters_start_at_zero() {
+        let _route = RouteMetrics::new("/zero/", "zero_upstream");
+        let families = METRICS.registry.gather();
+        let zero = |name: &str, label: &str| {
+            let family = families
+                .iter()
+                .find(|f| f.name() == name)
+                .unwrap_or_else(|| panic!("no {name}"));
+            value(family, label).get_counter().value()
+        };
+        assert_eq!(zero("edge_client_closed_requests_total", "/zero/"), 0.0);
+        assert_eq!(zero("edge_upstream_retries_total", "zero_upstream"), 0.0);
     }
 
     /// Counts made on any stripe, by any thread, show as one series per label set.
