@@ -153,7 +153,7 @@ fn main() -> ExitCode {
             let loaded = config::validate_with(&source, &text, start_files);
             let validated = match loaded {
                 Ok(v) => v,
-                Err(errors) => return report_errors(&errors),
+                Err(errors) => return report_errors(&errors, "; nothing was started"),
             };
             if config.is_none() {
                 if let Err(e) = ensure_dev_certificates(&validated) {
@@ -187,7 +187,7 @@ fn check(file: &std::path::Path) -> ExitCode {
             out(&format!("{}: configuration is valid\n", file.display()));
             ExitCode::SUCCESS
         }
-        Err(errors) => report_errors(&errors),
+        Err(errors) => report_errors(&errors, ""),
     }
 }
 
@@ -248,7 +248,7 @@ fn explain(
                         Err(e) => Err(e.to_string()),
                     }
                 }
-                Err(errors) => return report_errors(&errors),
+                Err(errors) => return report_errors(&errors, ""),
             }
         }
     };
@@ -367,12 +367,13 @@ fn print_warnings(validated: &Validated) {
     }
 }
 
-fn report_errors(errors: &ConfigErrors) -> ExitCode {
+/// Prints a config's errors; `after` ends the count line (what was not done because of them).
+fn report_errors(errors: &ConfigErrors, after: &str) -> ExitCode {
     for e in &errors.errors {
         eprintln!("error: {e}");
     }
     eprintln!(
-        "{} error{} found; nothing was started",
+        "{} error{} found{after}",
         errors.errors.len(),
         if errors.errors.len() == 1 { "" } else { "s" }
     );
@@ -399,7 +400,7 @@ fn healthcheck(admin: &str) -> ExitCode {
 fn diff(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
     let (old, new) = match (config::load_file(old), config::load_file(new)) {
         (Ok(o), Ok(n)) => (o.config, n.config),
-        (Err(e), _) | (_, Err(e)) => return report_errors(&e),
+        (Err(e), _) | (_, Err(e)) => return report_errors(&e, ""),
     };
     out(&format!("{}\n", edge::reload::Diff::between(&old, &new)));
     ExitCode::SUCCESS

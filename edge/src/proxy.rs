@@ -297,7 +297,9 @@ pub fn log(session: &impl Downstream, e: Option<&Error>, ctx: &RequestCtx) {
         request_id: &ctx.request_id,
         client_ip: ctx.client_ip,
         method: req.method.as_str(),
-        host: host.or(req.uri.host()).unwrap_or(""),
+        host: host
+            .or(req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or(""),
         path: req.uri.path(),
         protocol: crate::observe::metrics::protocol_name(req.version),
         status,

@@ -126,6 +126,7 @@ impl Reloader {
         };
         let hash = hash_text(&text);
         if hash == self.stats.config_hash.load(Ordering::Relaxed) {
+            tracing::info!(trigger = why, "config unchanged; nothing to reload");
             return Ok(Outcome::Unchanged);
         }
         let validated = match config::validate(&name, &text) {

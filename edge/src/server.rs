@@ -196,6 +196,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     tracing::info!(
         config = %options.source,
         http = ?edge.http_listen,
+        https = ?edge.https_listen,
         admin = %edge.admin_listen,
         threads = edge.threads,
         "edge starting"

@@ -21,28 +21,40 @@ pub struct Directive {
     pub at: Place,
 }
 
+/// `arg` as nginx would read it back: as it is, or quoted (an empty one, one with spaces or
+/// with characters that end a word).
+pub fn written(arg: &str) -> String {
+    let mut text = String::new();
+    push_written(&mut text, arg);
+    text
+}
+
+fn push_written(text: &mut String, arg: &str) {
+    let plain = !arg.is_empty()
+        && !arg.contains(|c: char| {
+            c.is_whitespace() || matches!(c, ';' | '"' | '\'' | '{' | '}' | '#')
+        });
+    if plain {
+        text.push_str(arg);
+        return;
+    }
+    text.push('"');
+    for c in arg.chars() {
+        if matches!(c, '"' | '\\') {
+            text.push('\\');
+        }
+        text.push(c);
+    }
+    text.push('"');
+}
+
 impl Directive {
     /// The directive as written, without its block: `listen 443 ssl`.
     pub fn text(&self) -> String {
         let mut text = self.name.clone();
         for arg in &self.args {
             text.push(' ');
-            let plain = !arg.is_empty()
-                && !arg.contains(|c: char| {
-                    c.is_whitespace() || matches!(c, ';' | '"' | '\'' | '{' | '}' | '#')
-                });
-            if plain {
-                text.push_str(arg);
-            } else {
-                text.push('"');
-                for c in arg.chars() {
-                    if matches!(c, '"' | '\\') {
-                        text.push('\\');
-                    }
-                    text.push(c);
-                }
-                text.push('"');
-            }
+            push_written(&mut text, arg);
         }
         text
     }

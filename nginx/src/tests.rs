@@ -133,7 +133,7 @@ fn the_reference_report_explains_every_directive_not_carried_with_its_place() {
         ("proxy_set_header X-Real-IP", Kind::ByDefault),
         ("proxy_set_header X-Forwarded-For", Kind::ByDefault),
         ("proxy_set_header X-Forwarded-Proto", Kind::ByDefault),
-        ("proxy_set_header Connection", Kind::ByDefault),
+        ("proxy_set_header Connection \"\"", Kind::ByDefault),
         ("proxy_next_upstream error timeout", Kind::ByDefault),
         ("location = /health", Kind::Differs),
     ];

@@ -55,6 +55,10 @@ fn five_mistakes_are_all_reported_and_the_exit_code_is_non_zero() {
         );
     }
     assert!(stderr.contains("5 errors found"), "{stderr}");
+    assert!(
+        !stderr.contains("started"),
+        "a check starts nothing: {stderr}"
+    );
 }
 
 #[test]

@@ -230,10 +230,13 @@ async fn the_access_log_says_http3() {
     let (_dir, log, line) = access_log_file();
     let (_edge, https) = https_edge(line, one_route(backend).certificate(&a));
     let mut h3 = H3::connect(https, "a.example").await;
-    let (status, _, _) = h3.get("https://a.example/logged").await;
+    let (status, _, _) = h3.get("https://a.example:8443/logged").await;
     assert_eq!(status, 200);
     let entry = logged_line(&log, "/logged", Duration::from_secs(5), "an HTTP/3 request").await;
     assert_eq!(entry["protocol"], "HTTP/3");
+    // The authority as the client sent it (and the server got it), port and all, as an
+    // HTTP/1.1 request's Host is logged.
+    assert_eq!(entry["host"], "a.example:8443");
     assert_eq!(entry["tls_version"], "TLSv1.3");
 }
 

@@ -369,7 +369,7 @@ impl Translator<'_> {
             self.note(location, Kind::Differs, false, "no `proxy_set_header Host` applies here: nginx sends the upstream's name (`$proxy_host`) as Host, the edge sends the client's Host");
         }
         for (name, value, at) in &scope.headers {
-            let directive = format!("proxy_set_header {name} {value}");
+            let directive = format!("proxy_set_header {name} {}", crate::parse::written(value));
             let (kind, decide, why) = match (name.to_ascii_lowercase().as_str(), value.as_str()) {
                 ("host", "$http_host") => (Kind::ByDefault, false, "the edge passes the client's Host as sent"),
                 ("host", "$host" | "$host:$server_port") => (Kind::Differs, false, "the edge passes the client's Host as sent (nginx's $http_host): a port and upper case stay, where $host has neither"),
