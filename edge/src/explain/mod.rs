@@ -318,7 +318,8 @@ fn certificate(
     host: &str,
 ) -> String {
     let Some(certificates) = certificates else {
-        return "none: no [tls] certificate could be loaded".into();
+        return "none: the [tls] certificate files cannot be loaded here (`edge run` would not start)"
+            .into();
     };
     let served = certificates.describe(host);
     let acme = snapshot.config.tls.as_ref().and_then(|t| t.acme.as_ref());
@@ -466,7 +467,7 @@ impl Explanation {
                     if self.live {
                         ""
                     } else {
-                        " (as a fresh edge with every server up would)"
+                        " (as a fresh edge would: no failures counted, no probe answered yet)"
                     }
                 ),
                 location: None,
