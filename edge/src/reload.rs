@@ -386,6 +386,13 @@ impl Diff {
         if oe.access_log != ne.access_log {
             d.needs_upgrade.push("edge.access_log".into());
         }
+        // The QUIC endpoints and their TLS config (0-RTT among it) are made at start.
+        if oe.http3 != ne.http3 {
+            d.needs_upgrade.push("edge.http3".into());
+        }
+        if oe.http3_early_data != ne.http3_early_data {
+            d.needs_upgrade.push("edge.http3_early_data".into());
+        }
         // ACME's names follow a reload (a route's new host gets a certificate); its other
         // keys, like the rest of [tls], take an upgrade.
         let without_domains = |tls: &Option<crate::config::TlsSettings>| {
@@ -550,5 +557,19 @@ mod tests {
         assert_eq!(d.needs_upgrade, vec!["edge.http_listen"]);
         assert!(Diff::between(&old, &old).is_empty());
         assert!(d.to_string().contains("routes added: /z/"));
+    }
+
+    /// HTTP/3's keys are bound at start (its endpoints and their TLS config): a change says
+    /// it needs an upgrade, not "no changes".
+    #[test]
+    fn http3_changes_need_an_upgrade() {
+        let base = "[tls]\ncertificates = [{ cert = \"a.crt\", key = \"a.key\" }]\n[upstreams.a]\nservers = [{ addr = \"10.0.0.1:80\" }]\n[[routes]]\npath = \"/\"\nupstream = \"a\"\n";
+        let old = cfg(base);
+        for (key, value) in [("http3", "false"), ("http3_early_data", "true")] {
+            let new = cfg(&format!("[edge]\n{key} = {value}\n{base}"));
+            let d = Diff::between(&old, &new);
+            assert_eq!(d.needs_upgrade, vec![format!("edge.{key}")], "{key}");
+            assert!(d.to_string().contains("needs a binary upgrade"), "{d}");
+        }
     }
 }
