@@ -31,7 +31,22 @@ pub fn wanted(gzip: &GzipSettings, response: &ResponseHeader) -> bool {
         return false;
     };
     let mime = content_type.split(';').next().unwrap_or("").trim();
-    gzip.types.iter().any(|t| t.eq_ignore_ascii_case(mime))
+    mime.eq_ignore_ascii_case(ALWAYS) || gzip.types.iter().any(|t| t.eq_ignore_ascii_case(mime))
+}
+
+/// The type compressed whatever `types` lists, as nginx's gzip always compresses it
+/// (`gzip_types` adds to it).
+pub const ALWAYS: &str = "text/html";
+
+/// The media types compressed under `gzip`: [`ALWAYS`], then the configured ones.
+pub fn types(gzip: &GzipSettings) -> Vec<String> {
+    let listed = gzip
+        .types
+        .iter()
+        .filter(|t| !t.eq_ignore_ascii_case(ALWAYS));
+    std::iter::once(ALWAYS.to_string())
+        .chain(listed.cloned())
+        .collect()
 }
 
 /// The codings an `Accept-Encoding` value asks for, most preferred first, in the form
@@ -134,6 +149,10 @@ mod tests {
         );
         assert!(!wanted(&g, &response(&[json, ("content-length", "500")])));
         assert!(!wanted(&g, &response(&[("content-type", "image/png")])));
+        // HTML whatever the list says, as nginx.
+        let html = ("content-type", "text/html; charset=utf-8");
+        assert!(wanted(&g, &response(&[html, ("content-length", "2000")])));
+        assert_eq!(types(&g), ["text/html", "application/json", "text/plain"]);
         let shouted = ("content-type", " Application/JSON ;charset=utf-8");
         assert!(wanted(&g, &response(&[shouted])), "types match in any case");
         assert!(!wanted(&g, &response(&[json, ("content-encoding", "br")])));

@@ -235,6 +235,16 @@ async fn large_json_is_gzipped_and_small_json_is_not() {
     assert!(!head.contains("content-encoding"), "{head}");
     assert_eq!(body.len(), 500);
 
+    // HTML, which the config's types do not list: compressed, as nginx always compresses it.
+    let (_, head, _) = http1(
+        &mut s,
+        "/data?bytes=4096&type=text/html",
+        "Accept-Encoding: gzip\r\n",
+    )
+    .await;
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+
     // Without Accept-Encoding, the large body comes as is.
     let (_, head, body) = http1(&mut s, "/data?bytes=32768", "").await;
     assert!(!head.contains("content-encoding"), "{head}");

@@ -25,7 +25,7 @@ pub(super) fn compression(snapshot: &Snapshot, req: &RequestHeader) -> Compressi
     } else {
         format!(
             "yes, for responses of {} of at least {} bytes without a Content-Encoding ({} preferred by the client)",
-            gzip.types.join(", "),
+            crate::compress::types(gzip).join(", "),
             gzip.min_length,
             accepted.join(", ")
         )
@@ -34,7 +34,7 @@ pub(super) fn compression(snapshot: &Snapshot, req: &RequestHeader) -> Compressi
         enabled: gzip.enabled,
         accepted,
         min_length: gzip.min_length,
-        types: gzip.types.clone(),
+        types: crate::compress::types(gzip),
         says,
     }
 }
