@@ -270,7 +270,27 @@ upstream = "app"
         at(7, "unknown challenge `dns-01`");
         at(9, "/nonexistent/roots.pem");
         at(10, "base64url");
-        at(4, "needs a [redis] section");
+        assert!(found.len() == 5, "{found:#?}");
+
+        // The contract's own lines: an empty binding is none; store = "redis" without a
+        // [redis] section takes its default url, as a zone does, with a warning.
+        let text = format!(
+            "[edge]\nhttps_listen = [\"0.0.0.0:443\"]\n[tls]\n[tls.acme]\nstore = \"redis\"\n\
+             eab = {{ kid = \"\", hmac_key = \"\" }}\n{routes}"
+        );
+        let validated = validate("t.toml", &text).expect("valid");
+        let acme = validated.config.tls.expect("tls").acme.expect("acme");
+        assert_eq!(acme.eab, None);
+        assert_eq!(acme.store, AcmeStore::Redis);
+        assert_eq!(validated.config.redis.url, DEFAULT_REDIS_URL);
+        assert!(
+            validated
+                .warnings
+                .iter()
+                .any(|w| w.message.contains(DEFAULT_REDIS_URL)),
+            "{:?}",
+            validated.warnings
+        );
     }
 
     /// A cheap deterministic fuzz: thousands of byte-level mutations of the shipped config

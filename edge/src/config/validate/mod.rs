@@ -292,9 +292,12 @@ impl Validator<'_> {
                 );
             }
             if acme.store == AcmeStore::Redis && !redis_given {
-                self.error(
+                self.warn(
                     span,
-                    "store = \"redis\" needs a [redis] section with its url",
+                    format!(
+                        "store = \"redis\" without a [redis] section: the default url {} is used",
+                        crate::config::DEFAULT_REDIS_URL
+                    ),
                 );
             }
         }

@@ -221,6 +221,10 @@ impl Validator<'_> {
             .eab
             .as_ref()
             .and_then(|e| match (&e.get_ref().kid, &e.get_ref().hmac_key) {
+                // Both empty (the contract's own placeholder): no binding.
+                (Some(kid), Some(key)) if kid.get_ref().is_empty() && key.get_ref().is_empty() => {
+                    None
+                }
                 (Some(kid), Some(key)) => {
                     let base64url = |t: &str| {
                         !t.is_empty()
