@@ -294,7 +294,7 @@ impl Worker {
                     host,
                     error = %e,
                     kept = ?ips,
-                    "upstream name does not resolve; keeping the addresses last known"
+                    "upstream name does not resolve (asked for A and AAAA; the error is the last answer's); keeping the addresses last known"
                 );
                 cache.insert(
                     host.to_string(),
