@@ -378,6 +378,7 @@ impl LoopBench {
                 edge::upstream::h1::Connection::new(Box::new(edge_side)),
                 32,
                 0,
+                Duration::from_secs(60),
                 std::time::Instant::now(),
             );
         }
@@ -493,6 +494,7 @@ fn bench_pool(c: &mut Criterion) {
                 )),
                 32,
                 0,
+                Duration::from_secs(60),
                 std::time::Instant::now(),
             );
         }
@@ -506,7 +508,7 @@ fn bench_pool(c: &mut Criterion) {
             let connection = pool
                 .take(Duration::from_secs(60), now)
                 .expect("a connection");
-            pool.put(connection, 32, 0, now);
+            pool.put(connection, 32, 0, Duration::from_secs(60), now);
         })
     });
 }

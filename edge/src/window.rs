@@ -21,13 +21,15 @@ pub enum Stalled {
 
 /// Sends `data` on `stream` (`end`: the last of the body) as the peer's window lets it, each
 /// wait for window at most `timeout`; `give_up` is asked before each wait (the connection's
-/// own clock may have run out under the stream while h2 still grants window).
+/// own clock may have run out under the stream while h2 still grants window). Each byte handed
+/// to the stream is added to `sent` as it goes (a send cut short still counts what went).
 pub async fn send(
     stream: &mut SendStream<Bytes>,
     mut data: Bytes,
     end: bool,
     timeout: Duration,
     give_up: impl Fn() -> bool,
+    sent: &mut usize,
 ) -> Result<(), Stalled> {
     if data.is_empty() {
         return stream.send_data(data, end).map_err(Stalled::H2);
@@ -56,9 +58,11 @@ pub async fn send(
             Err(_) => return Err(Stalled::TimedOut),
         };
         let chunk = data.split_to(n.min(data.len()));
+        let len = chunk.len();
         stream
             .send_data(chunk, end && data.is_empty())
             .map_err(Stalled::H2)?;
+        *sent += len;
     }
     Ok(())
 }

@@ -249,3 +249,48 @@ async fn a_bursts_surplus_connections_serve_the_next_burst_then_go() {
     })
     .await;
 }
+
+/// A server that closes a kept-alive connection as the next request arrives (the race of its
+/// idle close): a GET is sent again on a new connection; a POST whose body went out is not
+/// (502, as from nginx: the server may have acted on it); neither counts against the server,
+/// which stays in use with no failure counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_closing_a_kept_alive_connection_under_a_request_is_not_blamed() {
+    // Answers each connection's first request; on its second, closes without a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut served = 0;
+                each_request_head(&mut stream, |stream, _head| {
+                    served += 1;
+                    served == 1
+                        && std::io::Write::write_all(
+                            stream,
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+                        )
+                        .is_ok()
+                });
+            });
+        }
+    });
+    let edge = Edge::start("", upstream(backend, 100));
+    let c = client();
+    assert_eq!(get_json(&c, &edge.url("/first"), &[]).await.0, 200);
+    // On the kept-alive connection: closed under it, sent again on a new one.
+    assert_eq!(get_json(&c, &edge.url("/again"), &[]).await.0, 200);
+    // On the new one, kept alive in turn: closed under the POST, whose body went with its head.
+    let post = c
+        .post(edge.url("/post"))
+        .body("x=1")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(post.status().as_u16(), 502);
+    let status = admin_json(&edge, "/status").await;
+    let server = &status["upstreams"]["app"]["servers"][0];
+    assert_eq!(server["failures"], 0, "{status}");
+    assert_eq!(get_json(&c, &edge.url("/after"), &[]).await.0, 200);
+}

@@ -595,3 +595,56 @@ async fn an_http2_request_body_that_stops_is_408_before_upstream_and_frees_the_u
     assert_eq!(timeouts.await, 2.0);
     assert_eq!(server(&edge, "up", 0).await["failures"], 0);
 }
+
+/// An HTTP/2 client that takes a stream's window's worth of a large body and resets the
+/// stream: logged 499 with the bytes that went, all of them (a chunk cut short by the reset
+/// was left out), and nothing counted against the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_stream_reset_mid_body_logs_every_byte_that_went() {
+    const WINDOW: u32 = 100_000;
+    let bulk = BulkBackend::start(32 << 20);
+    let a = Certificate::self_signed(&["a.example"]);
+    let (_dir, log, line) = access_log_file();
+    let config = TestConfig::new()
+        .upstream("bulk", [bulk.addr])
+        .route("/big/", "bulk")
+        .certificate(&a);
+    let (edge, https) = https_edge(line, config);
+    let io = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(WINDOW)
+        .initial_connection_window_size(4 << 20)
+        .handshake::<_, bytes::Bytes>(io)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get("https://a.example/big/reset")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    let mut body = response.await.expect("head").into_body();
+    // The window's worth, never released: the edge can send no more.
+    let mut got = 0;
+    while got < WINDOW as usize {
+        let data = tokio::time::timeout(Duration::from_secs(5), body.data())
+            .await
+            .expect("data within 5 s")
+            .expect("more data")
+            .expect("data");
+        got += data.len();
+    }
+    assert_eq!(got, WINDOW as usize);
+    drop(body); // RST_STREAM(CANCEL)
+    let entry = logged_line(
+        &log,
+        "/big/reset",
+        Duration::from_secs(5),
+        "the reset stream",
+    )
+    .await;
+    assert_eq!(entry["status"], 499, "{entry}");
+    assert_eq!(entry["bytes_sent"], WINDOW, "{entry}");
+    let server = server(&edge, "bulk", 0).await;
+    assert_eq!(server["failures"], 0, "{server}");
+}

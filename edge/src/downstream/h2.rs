@@ -276,9 +276,15 @@ impl Session {
         } else {
             "writing the response body"
         };
-        let sent = window::send(send, data, end, conn.send_timeout, || {
-            conn.clocks.send_timed_out()
-        })
+        // Counted as it goes: a client that resets the stream mid-body got what went before.
+        let sent = window::send(
+            send,
+            data,
+            end,
+            conn.send_timeout,
+            || conn.clocks.send_timed_out(),
+            &mut self.body_sent,
+        )
         .await;
         match sent {
             Ok(()) => Ok(()),
@@ -390,9 +396,7 @@ impl Downstream for Session {
         if data.is_empty() && !end {
             return Ok(());
         }
-        let len = data.len();
         self.send_data(data, end).await?;
-        self.body_sent += len;
         self.ended = end;
         Ok(())
     }
@@ -404,9 +408,7 @@ impl Downstream for Session {
         // What the compressor still holds goes before the trailers.
         let tail = self.compression.body(None, true).unwrap_or_default();
         if !tail.is_empty() {
-            let len = tail.len();
             self.send_data(tail, false).await?;
-            self.body_sent += len;
         }
         let Some(send) = self.send.as_mut() else {
             return Error::e_explain(ErrorType::InternalError, "trailers before a head");

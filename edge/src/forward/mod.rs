@@ -290,9 +290,11 @@ enum Decision {
 /// saw nothing), as long as no streamed body was spent; a failure after the request went out
 /// moves an idempotent request whose body can be sent again; a kept-alive connection that
 /// failed before any answer is sent again without counting against the server (for any
-/// request whose body did not go out); once the answer began, nothing is sent again and the
-/// server is not blamed for what follows; a client that left ends the request and blames
-/// nobody.
+/// request whose body did not go out), and is never counted against it (a POST whose body
+/// went out ends with 502, as in nginx: the server closing a connection it kept idle is no
+/// sign of its health, and counting it took healthy servers out under POSTs); once the
+/// answer began, nothing is sent again and the server is not blamed for what follows; a
+/// client that left ends the request and blames nobody.
 fn decide(f: &Facts) -> Decision {
     if f.client {
         return Decision::End { blame: false };
@@ -304,7 +306,7 @@ fn decide(f: &Facts) -> Decision {
     if f.stale && resendable {
         return Decision::Resend;
     }
-    let blame = !f.response_started;
+    let blame = !f.response_started && !f.stale;
     let may_retry = (f.connect_failed && !f.body_spent) || resendable;
     if may_retry && f.attempts_left {
         Decision::NextServer
@@ -481,10 +483,14 @@ async fn attempt(
     if let Exchange::H1(up) = up {
         if let Some(connection) = up.into_reusable() {
             let (keepalive, max_requests) = (settings.keepalive, settings.keepalive_requests);
-            server
-                .state
-                .pool
-                .put(connection, keepalive, max_requests, answered_at);
+            let idle_timeout = settings.keepalive_timeout;
+            server.state.pool.put(
+                connection,
+                keepalive,
+                max_requests,
+                idle_timeout,
+                answered_at,
+            );
         }
     }
     Ok(())
@@ -943,7 +949,11 @@ mod tests {
             body_sent: true,
             ..post
         };
-        assert_eq!(decide(&sent), Decision::End { blame: true });
+        assert_eq!(
+            decide(&sent),
+            Decision::End { blame: false },
+            "not sent again, and the server that closed its idle connection not blamed"
+        );
         let last = Facts {
             attempts_left: false,
             ..stale

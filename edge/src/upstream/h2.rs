@@ -191,7 +191,7 @@ impl Pool {
             here.timer_wanted(surplus)
         };
         if schedule {
-            super::pool::trim_later(held.clone());
+            super::pool::trim_later(Arc::downgrade(held));
         }
     }
 
@@ -240,7 +240,17 @@ impl Upload {
     /// Sends a piece of the request body as the server's window lets it (each wait for
     /// window bounded by the upstream's `send_timeout`); `end`: it is the last.
     pub async fn write(&mut self, data: Bytes, end: bool) -> Result<()> {
-        match window::send(&mut self.send, data, end, self.write_timeout, || false).await {
+        let mut sent = 0;
+        match window::send(
+            &mut self.send,
+            data,
+            end,
+            self.write_timeout,
+            || false,
+            &mut sent,
+        )
+        .await
+        {
             Ok(()) => Ok(()),
             Err(Stalled::H2(e)) => Err(stream_error(e, "sending the request body")),
             Err(Stalled::Closed) => {

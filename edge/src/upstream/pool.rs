@@ -3,7 +3,11 @@
 //! keepalive cache does), at most the upstream's `keepalive` of them on each thread for long,
 //! each retired after `keepalive_requests` requests or `keepalive_timeout` idle. A connection
 //! the server closed while it sat idle is noticed when it is taken and dropped, without a
-//! request lost.
+//! request lost; while a thread holds idle connections, a timer looks at them every second
+//! and closes those idle past `keepalive_timeout` and those the server closed (as nginx's
+//! keepalive cache closes a connection on its timeout or on the server's close: left to the
+//! next take, they sat in CLOSE-WAIT, their servers' sockets in FIN-WAIT-2, for as long as
+//! no request came).
 //!
 //! A burst of more concurrent requests than `keepalive` needs more connections than the pool
 //! keeps. nginx closes each surplus connection as its request ends, and the burst's next
@@ -24,7 +28,7 @@ use super::h1::Connection;
 use crate::held::lock;
 use pingora::protocols::Stream;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use thread_local::ThreadLocal;
@@ -48,14 +52,23 @@ struct Stack {
     idle: Vec<Idle>,
     /// The `keepalive` the last put was made with (what a trim keeps).
     capacity: usize,
+    /// The `keepalive_timeout` the last put was made with.
+    timeout: Duration,
     /// A trim is scheduled.
     trimming: bool,
 }
 
 impl Stack {
-    /// Drops the connections beyond `capacity` that have been idle for [`SURPLUS_GRACE`]
-    /// at `now` (the oldest go first); whether some surplus is left.
+    /// Drops the connections idle for `timeout` at `now`, and those beyond `capacity` idle for
+    /// [`SURPLUS_GRACE`] (the oldest go first); whether some surplus is left.
     fn trim_at(&mut self, now: Instant) -> bool {
+        let timeout = self.timeout;
+        let expired = self
+            .idle
+            .iter()
+            .take_while(|i| now.saturating_duration_since(i.since) >= timeout)
+            .count();
+        self.idle.drain(..expired);
         let surplus = self.idle.len().saturating_sub(self.capacity);
         let expired = self.idle[..surplus]
             .iter()
@@ -98,10 +111,18 @@ impl Pool {
     }
 
     /// Keeps `connection` for the next request unless it has carried `max_requests` (0: no
-    /// bound) or `capacity` is 0 (keep none). Beyond `capacity` idle connections, it is kept
-    /// for [`SURPLUS_GRACE`] only. It is idle from `now` (the caller's reading of the clock,
-    /// no later than the truth: an earlier one only ends its idle time sooner).
-    pub fn put(&self, connection: Connection, capacity: usize, max_requests: u32, now: Instant) {
+    /// bound) or `capacity` is 0 (keep none), for `idle_timeout` at most. Beyond `capacity`
+    /// idle connections, it is kept for [`SURPLUS_GRACE`] only. It is idle from `now` (the
+    /// caller's reading of the clock, no later than the truth: an earlier one only ends its
+    /// idle time sooner).
+    pub fn put(
+        &self,
+        connection: Connection,
+        capacity: usize,
+        max_requests: u32,
+        idle_timeout: Duration,
+        now: Instant,
+    ) {
         if capacity == 0 || (max_requests > 0 && connection.served >= max_requests) {
             return;
         }
@@ -109,6 +130,7 @@ impl Pool {
         let schedule = {
             let mut here = lock(stack);
             here.capacity = capacity;
+            here.timeout = idle_timeout;
             here.trim_at(now);
             if here.idle.len() >= MAX_IDLE {
                 // The oldest goes: it is the likeliest to be closed by the server.
@@ -119,11 +141,11 @@ impl Pool {
             // may be done with its connection last.
             let since = here.idle.last().map_or(now, |top| top.since.max(now));
             here.idle.push(Idle { connection, since });
-            let surplus = here.idle.len() > capacity;
-            here.timer_wanted(surplus)
+            // The timer runs while anything is idle (see `Surplus for Stack`).
+            here.timer_wanted(true)
         };
         if schedule {
-            trim_later(stack.clone());
+            trim_later(Arc::downgrade(stack));
         }
     }
 
@@ -146,8 +168,8 @@ impl Pool {
 /// One thread's connections to a server that a timer trims back to `keepalive` after a
 /// burst: this pool's idle stack, and the HTTP/2 pool's connections.
 pub(super) trait Surplus: Send + 'static {
-    /// Drops the connections beyond `keepalive` that have sat idle for [`SURPLUS_GRACE`];
-    /// whether more than `keepalive` are left.
+    /// Drops the connections beyond `keepalive` that have sat idle for [`SURPLUS_GRACE`]
+    /// (and whatever else the timer is for); whether the timer must look again.
     fn trim(&mut self) -> bool;
     /// Whether a trim timer is running.
     fn trimming(&mut self) -> &mut bool;
@@ -161,8 +183,13 @@ pub(super) trait Surplus: Send + 'static {
 }
 
 impl Surplus for Stack {
+    /// The surplus past its grace, the connections idle past the timeout and those the
+    /// server closed (or wrote on) go; the timer looks again while any is idle.
     fn trim(&mut self) -> bool {
-        self.trim_at(Instant::now())
+        self.trim_at(Instant::now());
+        self.idle
+            .retain_mut(|idle| still_open(&mut idle.connection.stream));
+        !self.idle.is_empty()
     }
 
     fn trimming(&mut self) -> &mut bool {
@@ -170,16 +197,19 @@ impl Surplus for Stack {
     }
 }
 
-/// Trims `held` back to its `keepalive` once its surplus has sat for [`SURPLUS_GRACE`]
-/// (again while some is left), on this thread's runtime.
-pub(super) fn trim_later<S: Surplus>(held: Arc<Mutex<S>>) {
+/// Trims `held` every [`SURPLUS_GRACE`] while its trim says to, on this thread's runtime (its
+/// sockets are registered there); it ends with the pool that holds `held`.
+pub(super) fn trim_later<S: Surplus>(held: Weak<Mutex<S>>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        *lock(&held).trimming() = false;
+        if let Some(held) = held.upgrade() {
+            *lock(&held).trimming() = false;
+        }
         return;
     };
     runtime.spawn(async move {
         loop {
             tokio::time::sleep(SURPLUS_GRACE).await;
+            let Some(held) = held.upgrade() else { return };
             let mut here = lock(&held);
             if !here.trim() {
                 *here.trimming() = false;
@@ -224,7 +254,13 @@ mod tests {
         for served in 1..=3 {
             let (stream, server) = pair().await;
             servers.push(server);
-            pool.put(pooled(stream, served), 8, 0, Instant::now());
+            pool.put(
+                pooled(stream, served),
+                8,
+                0,
+                Duration::from_secs(60),
+                Instant::now(),
+            );
         }
         for served in [3, 2, 1] {
             let taken = pool
@@ -244,9 +280,15 @@ mod tests {
         let pool = Pool::default();
         let start = Instant::now();
         let (stream, _s1) = pair().await;
-        pool.put(pooled(stream, 1), 8, 0, start + Duration::from_secs(10));
+        pool.put(
+            pooled(stream, 1),
+            8,
+            0,
+            Duration::from_secs(60),
+            start + Duration::from_secs(10),
+        );
         let (stream, _s2) = pair().await;
-        pool.put(pooled(stream, 2), 8, 0, start);
+        pool.put(pooled(stream, 2), 8, 0, Duration::from_secs(60), start);
         let later = start + Duration::from_secs(12);
         let taken = pool.take(Duration::from_secs(5), later).expect("2s idle");
         assert_eq!(taken.served, 2);
@@ -265,7 +307,13 @@ mod tests {
         for served in 1..=5 {
             let (stream, server) = pair().await;
             servers.push(server);
-            pool.put(pooled(stream, served), 2, 0, Instant::now());
+            pool.put(
+                pooled(stream, served),
+                2,
+                0,
+                Duration::from_secs(60),
+                Instant::now(),
+            );
         }
         assert_eq!(
             pool.len(),
@@ -285,7 +333,13 @@ mod tests {
     async fn a_connection_is_taken_only_on_the_thread_that_put_it() {
         let pool = std::sync::Arc::new(Pool::default());
         let (stream, _server) = pair().await;
-        pool.put(pooled(stream, 1), 8, 0, Instant::now());
+        pool.put(
+            pooled(stream, 1),
+            8,
+            0,
+            Duration::from_secs(60),
+            Instant::now(),
+        );
         let other = pool.clone();
         let taken_elsewhere = std::thread::spawn(move || {
             other
@@ -308,10 +362,22 @@ mod tests {
     async fn a_connection_is_retired_after_keepalive_requests() {
         let pool = Pool::default();
         let (stream, _server) = pair().await;
-        pool.put(pooled(stream, 10), 8, 10, Instant::now());
+        pool.put(
+            pooled(stream, 10),
+            8,
+            10,
+            Duration::from_secs(60),
+            Instant::now(),
+        );
         assert!(pool.is_empty());
         let (stream, _server) = pair().await;
-        pool.put(pooled(stream, 9), 8, 10, Instant::now());
+        pool.put(
+            pooled(stream, 9),
+            8,
+            10,
+            Duration::from_secs(60),
+            Instant::now(),
+        );
         assert_eq!(pool.len(), 1);
     }
 
@@ -319,7 +385,13 @@ mod tests {
     async fn connections_idle_past_keepalive_timeout_are_not_taken() {
         let pool = Pool::default();
         let (stream, _server) = pair().await;
-        pool.put(pooled(stream, 1), 8, 0, Instant::now());
+        pool.put(
+            pooled(stream, 1),
+            8,
+            0,
+            Duration::from_secs(60),
+            Instant::now(),
+        );
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(pool
             .take(Duration::from_millis(50), Instant::now())
@@ -338,14 +410,64 @@ mod tests {
             .await
             .expect("write");
         let (open, _server3) = pair().await;
-        pool.put(pooled(open, 1), 8, 0, Instant::now());
-        pool.put(pooled(closed, 2), 8, 0, Instant::now());
-        pool.put(pooled(chatty, 3), 8, 0, Instant::now());
+        pool.put(
+            pooled(open, 1),
+            8,
+            0,
+            Duration::from_secs(60),
+            Instant::now(),
+        );
+        pool.put(
+            pooled(closed, 2),
+            8,
+            0,
+            Duration::from_secs(60),
+            Instant::now(),
+        );
+        pool.put(
+            pooled(chatty, 3),
+            8,
+            0,
+            Duration::from_secs(60),
+            Instant::now(),
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         let taken = pool
             .take(Duration::from_secs(60), Instant::now())
             .expect("the open one");
         assert_eq!(taken.served, 1);
         assert!(pool.is_empty());
+    }
+
+    /// Without any take, the timer closes a connection idle past its timeout and one the
+    /// server closed (nginx's keepalive cache does both; left, they sat in CLOSE-WAIT), and
+    /// keeps one that is neither.
+    #[tokio::test]
+    async fn the_timer_closes_connections_idle_past_the_timeout_or_closed_by_the_server() {
+        use tokio::io::AsyncReadExt;
+        let minute = Duration::from_secs(60);
+        let pool = Pool::default();
+        let (closed, server) = pair().await;
+        pool.put(pooled(closed, 1), 8, 0, minute, Instant::now());
+        drop(server);
+        let (open, _server) = pair().await;
+        pool.put(pooled(open, 2), 8, 0, minute, Instant::now());
+
+        let expiring_pool = Pool::default();
+        let (expiring, mut its_server) = pair().await;
+        let short = Duration::from_millis(200);
+        expiring_pool.put(pooled(expiring, 3), 8, 0, short, Instant::now());
+
+        tokio::time::sleep(SURPLUS_GRACE + Duration::from_millis(300)).await;
+        assert_eq!(pool.len(), 1, "the closed one went, without a take");
+        assert!(expiring_pool.is_empty(), "the expired one went");
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(1), its_server.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "the expired connection was closed: {read:?}"
+        );
+        let taken = pool.take(minute, Instant::now()).expect("the open one");
+        assert_eq!(taken.served, 2);
     }
 }
