@@ -184,11 +184,16 @@ pub(super) trait Surplus: Send + 'static {
 
 impl Surplus for Stack {
     /// The surplus past its grace, the connections idle past the timeout and those the
-    /// server closed (or wrote on) go; the timer looks again while any is idle.
+    /// server closed (or wrote on) go; the timer looks again while any is idle. Only those
+    /// idle for a tick are looked at: under load a connection goes back and forth many times
+    /// a second, and its next take looks anyway.
     fn trim(&mut self) -> bool {
-        self.trim_at(Instant::now());
-        self.idle
-            .retain_mut(|idle| still_open(&mut idle.connection.stream));
+        let now = Instant::now();
+        self.trim_at(now);
+        self.idle.retain_mut(|idle| {
+            now.saturating_duration_since(idle.since) < SURPLUS_GRACE
+                || still_open(&mut idle.connection.stream)
+        });
         !self.idle.is_empty()
     }
 
