@@ -82,33 +82,41 @@ pub fn give_back(mut map: HeaderMap) {
 
 /// An empty buffer to write an answer's head in: the thread's spare one, or a new one.
 pub fn head_buffer() -> Vec<u8> {
-    let mut buf = HEAD_BUFFER.try_with(Cell::take).unwrap_or_default();
-    buf.clear();
-    buf
+    take_slot(&HEAD_BUFFER)
 }
 
 /// Keeps a head's buffer for the thread's next head, unless an unusually large head grew it.
 pub fn give_back_head_buffer(buf: Vec<u8>) {
     if buf.capacity() <= HEAD_BUFFER_LARGEST {
-        let _ = HEAD_BUFFER.try_with(|spare| spare.set(buf));
+        keep_in_slot(&HEAD_BUFFER, buf);
     }
 }
 
 /// An empty gathering buffer of exactly `size` bytes: the thread's spare one, or a new one.
 pub fn gathering_buffer(size: usize) -> Vec<u8> {
-    let mut buf = GATHERING.try_with(Cell::take).unwrap_or_default();
-    buf.clear();
+    let mut buf = take_slot(&GATHERING);
     buf.reserve_exact(size);
     buf
 }
 
 /// Keeps a gathering buffer written out for the thread's next connection that writes, if it
 /// is of the usual `size`.
-pub fn give_back_gathering_buffer(mut buf: Vec<u8>, size: usize) {
+pub fn give_back_gathering_buffer(buf: Vec<u8>, size: usize) {
     if buf.capacity() == size {
-        buf.clear();
-        let _ = GATHERING.try_with(|spare| spare.set(buf));
+        keep_in_slot(&GATHERING, buf);
     }
+}
+
+/// The buffer in this thread's one-buffer `slot`, emptied (an empty new one if none).
+fn take_slot(slot: &'static LocalKey<Cell<Vec<u8>>>) -> Vec<u8> {
+    let mut buf = slot.try_with(Cell::take).unwrap_or_default();
+    buf.clear();
+    buf
+}
+
+/// Puts `buf` in this thread's `slot` (not while the thread's locals are being torn down).
+fn keep_in_slot(slot: &'static LocalKey<Cell<Vec<u8>>>, buf: Vec<u8>) {
+    let _ = slot.try_with(|spare| spare.set(buf));
 }
 
 fn take<T: 'static>(list: &'static LocalKey<RefCell<Vec<T>>>) -> Option<T> {

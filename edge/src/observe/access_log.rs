@@ -3,9 +3,9 @@
 //! A request formats its line into its worker thread's buffer (its stripe: a lock no other
 //! worker's request takes, no wake-up of anything); a writer thread of its own swaps the
 //! buffers out every 100 ms (sooner when one fills) and writes them, so a slow disk or pipe
-//! never slows a request and no syscall is made per line. If the writer falls behind by more than [`MAX_PENDING`]
-//! bytes, lines are dropped and counted rather than blocking. A file target is reopened on
-//! SIGUSR1 and when the file is moved or removed (logrotate).
+//! never slows a request and no syscall is made per line. If the writer falls behind by more
+//! than [`MAX_PENDING`] bytes, lines are dropped and counted rather than blocking. A file
+//! target is reopened on SIGUSR1 and when the file is moved or removed (logrotate).
 
 use crate::client::IpText;
 use crate::config::AccessLog;
