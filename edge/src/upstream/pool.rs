@@ -248,6 +248,9 @@ mod tests {
     // (the edge's side, as forward::connect opens it, and the server's side)
     use crate::tcp::test_pair as pair;
 
+    /// The `keepalive_timeout` of the tests that are not about it.
+    const MINUTE: Duration = Duration::from_secs(60);
+
     fn pooled(stream: Stream, served: u32) -> Connection {
         Connection::with_served(stream, served)
     }
@@ -259,21 +262,13 @@ mod tests {
         for served in 1..=3 {
             let (stream, server) = pair().await;
             servers.push(server);
-            pool.put(
-                pooled(stream, served),
-                8,
-                0,
-                Duration::from_secs(60),
-                Instant::now(),
-            );
+            pool.put(pooled(stream, served), 8, 0, MINUTE, Instant::now());
         }
         for served in [3, 2, 1] {
-            let taken = pool
-                .take(Duration::from_secs(60), Instant::now())
-                .expect("a connection");
+            let taken = pool.take(MINUTE, Instant::now()).expect("a connection");
             assert_eq!(taken.served, served);
         }
-        assert!(pool.take(Duration::from_secs(60), Instant::now()).is_none());
+        assert!(pool.take(MINUTE, Instant::now()).is_none());
     }
 
     /// A connection put with an older reading of the clock than the one below it (its
@@ -289,11 +284,11 @@ mod tests {
             pooled(stream, 1),
             8,
             0,
-            Duration::from_secs(60),
+            MINUTE,
             start + Duration::from_secs(10),
         );
         let (stream, _s2) = pair().await;
-        pool.put(pooled(stream, 2), 8, 0, Duration::from_secs(60), start);
+        pool.put(pooled(stream, 2), 8, 0, MINUTE, start);
         let later = start + Duration::from_secs(12);
         let taken = pool.take(Duration::from_secs(5), later).expect("2s idle");
         assert_eq!(taken.served, 2);
@@ -312,13 +307,7 @@ mod tests {
         for served in 1..=5 {
             let (stream, server) = pair().await;
             servers.push(server);
-            pool.put(
-                pooled(stream, served),
-                2,
-                0,
-                Duration::from_secs(60),
-                Instant::now(),
-            );
+            pool.put(pooled(stream, served), 2, 0, MINUTE, Instant::now());
         }
         assert_eq!(
             pool.len(),
@@ -328,9 +317,7 @@ mod tests {
         // The grace, and the trim timer's turn.
         tokio::time::sleep(SURPLUS_GRACE + Duration::from_millis(300)).await;
         assert_eq!(pool.len(), 2, "back to keepalive once the burst is over");
-        let taken = pool
-            .take(Duration::from_secs(60), Instant::now())
-            .expect("a connection");
+        let taken = pool.take(MINUTE, Instant::now()).expect("a connection");
         assert_eq!(taken.served, 5, "the newest were kept, the oldest went");
     }
 
@@ -338,51 +325,25 @@ mod tests {
     async fn a_connection_is_taken_only_on_the_thread_that_put_it() {
         let pool = std::sync::Arc::new(Pool::default());
         let (stream, _server) = pair().await;
-        pool.put(
-            pooled(stream, 1),
-            8,
-            0,
-            Duration::from_secs(60),
-            Instant::now(),
-        );
+        pool.put(pooled(stream, 1), 8, 0, MINUTE, Instant::now());
         let other = pool.clone();
-        let taken_elsewhere = std::thread::spawn(move || {
-            other
-                .take(Duration::from_secs(60), Instant::now())
-                .is_some()
-        })
-        .join()
-        .expect("thread");
+        let taken_elsewhere =
+            std::thread::spawn(move || other.take(MINUTE, Instant::now()).is_some())
+                .join()
+                .expect("thread");
         assert!(!taken_elsewhere, "another worker must open its own");
         assert_eq!(pool.len(), 1, "len counts every thread's stack");
-        assert_eq!(
-            pool.take(Duration::from_secs(60), Instant::now())
-                .expect("here")
-                .served,
-            1
-        );
+        assert_eq!(pool.take(MINUTE, Instant::now()).expect("here").served, 1);
     }
 
     #[tokio::test]
     async fn a_connection_is_retired_after_keepalive_requests() {
         let pool = Pool::default();
         let (stream, _server) = pair().await;
-        pool.put(
-            pooled(stream, 10),
-            8,
-            10,
-            Duration::from_secs(60),
-            Instant::now(),
-        );
+        pool.put(pooled(stream, 10), 8, 10, MINUTE, Instant::now());
         assert!(pool.is_empty());
         let (stream, _server) = pair().await;
-        pool.put(
-            pooled(stream, 9),
-            8,
-            10,
-            Duration::from_secs(60),
-            Instant::now(),
-        );
+        pool.put(pooled(stream, 9), 8, 10, MINUTE, Instant::now());
         assert_eq!(pool.len(), 1);
     }
 
@@ -390,13 +351,7 @@ mod tests {
     async fn connections_idle_past_keepalive_timeout_are_not_taken() {
         let pool = Pool::default();
         let (stream, _server) = pair().await;
-        pool.put(
-            pooled(stream, 1),
-            8,
-            0,
-            Duration::from_secs(60),
-            Instant::now(),
-        );
+        pool.put(pooled(stream, 1), 8, 0, MINUTE, Instant::now());
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(pool
             .take(Duration::from_millis(50), Instant::now())
@@ -415,31 +370,11 @@ mod tests {
             .await
             .expect("write");
         let (open, _server3) = pair().await;
-        pool.put(
-            pooled(open, 1),
-            8,
-            0,
-            Duration::from_secs(60),
-            Instant::now(),
-        );
-        pool.put(
-            pooled(closed, 2),
-            8,
-            0,
-            Duration::from_secs(60),
-            Instant::now(),
-        );
-        pool.put(
-            pooled(chatty, 3),
-            8,
-            0,
-            Duration::from_secs(60),
-            Instant::now(),
-        );
+        pool.put(pooled(open, 1), 8, 0, MINUTE, Instant::now());
+        pool.put(pooled(closed, 2), 8, 0, MINUTE, Instant::now());
+        pool.put(pooled(chatty, 3), 8, 0, MINUTE, Instant::now());
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let taken = pool
-            .take(Duration::from_secs(60), Instant::now())
-            .expect("the open one");
+        let taken = pool.take(MINUTE, Instant::now()).expect("the open one");
         assert_eq!(taken.served, 1);
         assert!(pool.is_empty());
     }
@@ -450,13 +385,12 @@ mod tests {
     #[tokio::test]
     async fn the_timer_closes_connections_idle_past_the_timeout_or_closed_by_the_server() {
         use tokio::io::AsyncReadExt;
-        let minute = Duration::from_secs(60);
         let pool = Pool::default();
         let (closed, server) = pair().await;
-        pool.put(pooled(closed, 1), 8, 0, minute, Instant::now());
+        pool.put(pooled(closed, 1), 8, 0, MINUTE, Instant::now());
         drop(server);
         let (open, _server) = pair().await;
-        pool.put(pooled(open, 2), 8, 0, minute, Instant::now());
+        pool.put(pooled(open, 2), 8, 0, MINUTE, Instant::now());
 
         let expiring_pool = Pool::default();
         let (expiring, mut its_server) = pair().await;
@@ -472,7 +406,7 @@ mod tests {
             matches!(read, Ok(Ok(0))),
             "the expired connection was closed: {read:?}"
         );
-        let taken = pool.take(minute, Instant::now()).expect("the open one");
+        let taken = pool.take(MINUTE, Instant::now()).expect("the open one");
         assert_eq!(taken.served, 2);
     }
 }
