@@ -10,21 +10,13 @@ use std::time::Duration;
 /// An HTTP/1.1 server that answers every request with `answer` and keeps each request head
 /// it was sent.
 fn answering(answer: &'static [u8]) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let heads = Arc::new(Mutex::new(Vec::new()));
     let seen = heads.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                each_request_head(&mut stream, |stream, head| {
-                    seen.lock().expect("heads").push(head.to_string());
-                    stream.write_all(answer).is_ok()
-                });
-            });
-        }
+    let addr = each_connection(move |mut stream| {
+        each_request_head(&mut stream, |stream, head| {
+            seen.lock().expect("heads").push(head.to_string());
+            stream.write_all(answer).is_ok()
+        });
     });
     (addr, heads)
 }
@@ -155,29 +147,21 @@ async fn an_upstream_head_over_64_kib_is_a_502_over_http2_as_over_http11() {
 /// An HTTP/1.1 server that answers `done` after the number of milliseconds the request's
 /// last path segment says.
 fn slow_server() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                each_request_head(&mut stream, |stream, head| {
-                    let wait = head
-                        .split_whitespace()
-                        .nth(1)
-                        .and_then(|target| target.rsplit('/').next())
-                        .and_then(|ms| ms.parse::<u64>().ok())
-                        .unwrap_or(0);
-                    // A time wait: the server is this slow on purpose.
-                    std::thread::sleep(Duration::from_millis(wait));
-                    stream
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
-                        .is_ok()
-                });
-            });
-        }
-    });
-    addr
+    each_connection(|mut stream| {
+        each_request_head(&mut stream, |stream, head| {
+            let wait = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|target| target.rsplit('/').next())
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .unwrap_or(0);
+            // A time wait: the server is this slow on purpose.
+            std::thread::sleep(Duration::from_millis(wait));
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+                .is_ok()
+        });
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]

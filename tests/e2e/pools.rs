@@ -257,24 +257,17 @@ async fn a_bursts_surplus_connections_serve_the_next_burst_then_go() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_closing_a_kept_alive_connection_under_a_request_is_not_blamed() {
     // Answers each connection's first request; on its second, closes without a word.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let backend = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut served = 0;
-                each_request_head(&mut stream, |stream, _head| {
-                    served += 1;
-                    served == 1
-                        && std::io::Write::write_all(
-                            stream,
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
-                        )
-                        .is_ok()
-                });
-            });
-        }
+    let backend = each_connection(|mut stream| {
+        let mut served = 0;
+        each_request_head(&mut stream, |stream, _head| {
+            served += 1;
+            served == 1
+                && std::io::Write::write_all(
+                    stream,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+                )
+                .is_ok()
+        });
     });
     let edge = Edge::start("", upstream(backend, 100));
     let c = client();

@@ -967,27 +967,33 @@ pub fn dropper() -> Dropper {
     Dropper { addr, requests }
 }
 
-/// A misbehaving backend: reads each request, writes `answer` and closes (or, with
-/// `hang`, writes it and then keeps the connection open without a word more).
-pub fn scripted_backend(answer: Vec<u8>, hang: bool) -> SocketAddr {
+/// A server on an ephemeral loopback port that gives each connection it accepts to `serve`,
+/// on a thread of its own; its address.
+pub fn each_connection(serve: impl Fn(StdTcpStream) + Clone + Send + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let answer = answer.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                let _ = stream.read(&mut buf);
-                let _ = stream.write_all(&answer);
-                if hang {
-                    // A time wait: the connection is held open, with nothing more said.
-                    std::thread::sleep(Duration::from_secs(30));
-                }
-            });
+            let Ok(stream) = stream else { return };
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(stream));
         }
     });
     addr
+}
+
+/// A misbehaving backend: reads each request, writes `answer` and closes (or, with
+/// `hang`, writes it and then keeps the connection open without a word more).
+pub fn scripted_backend(answer: Vec<u8>, hang: bool) -> SocketAddr {
+    each_connection(move |mut stream| {
+        let mut buf = [0u8; 8192];
+        let _ = stream.read(&mut buf);
+        let _ = stream.write_all(&answer);
+        if hang {
+            // A time wait: the connection is held open, with nothing more said.
+            std::thread::sleep(Duration::from_secs(30));
+        }
+    })
 }
 
 /// An HTTP/1.1 server that sends a head and the first 5 of 100,000 body bytes, then goes

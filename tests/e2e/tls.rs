@@ -567,24 +567,16 @@ async fn malformed_http2_requests_are_refused_before_any_backend() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_requests_reach_an_http11_server_with_one_host_and_one_cookie() {
     // A server that keeps every head it is sent and answers each with a small JSON.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let upstream = listener.local_addr().expect("addr");
     let heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = heads.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                each_request_head(&mut stream, |stream, head| {
-                    seen.lock().expect("heads").push(head.to_string());
-                    use std::io::Write;
-                    stream
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
-                        .is_ok()
-                });
-            });
-        }
+    let upstream = each_connection(move |mut stream| {
+        each_request_head(&mut stream, |stream, head| {
+            seen.lock().expect("heads").push(head.to_string());
+            use std::io::Write;
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
+                .is_ok()
+        });
     });
     let a = Certificate::self_signed(&["a.example"]);
     let (_edge, https) = https_edge("", one_route(upstream).certificate(&a));
