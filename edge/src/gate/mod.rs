@@ -131,71 +131,85 @@ impl ConnectionGate {
     ///
     /// Every await here but the HTTP/1 loop's is on a boxed future: this future is part of
     /// every connection's task, idle ones included, and is as large as its largest state.
-    pub async fn serve(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    pub fn serve(
         &self,
-        stream: Stream,
+        mut stream: Stream,
         peer: Option<IpAddr>,
         first_head_by: tokio::time::Instant,
-    ) {
-        let (limit, header_timeout, send_timeout, h2c) = {
-            let snapshot = self.snapshot.load();
-            let edge = &snapshot.config.edge;
-            let trusted =
-                peer.is_some_and(|ip| edge.trusted_proxies.iter().any(|net| net_contains(net, ip)));
-            let limit = match edge.max_connections_per_client {
-                0 => None,
-                _ if trusted => None,
-                n => Some(n),
+    ) -> impl Future<Output = ()> + '_ {
+        async move {
+            let (limit, header_timeout, send_timeout, h2c) = {
+                let snapshot = self.snapshot.load();
+                let edge = &snapshot.config.edge;
+                let trusted = peer
+                    .is_some_and(|ip| edge.trusted_proxies.iter().any(|net| net_contains(net, ip)));
+                let limit = match edge.max_connections_per_client {
+                    0 => None,
+                    _ if trusted => None,
+                    n => Some(n),
+                };
+                (
+                    limit,
+                    edge.client_header_timeout,
+                    edge.send_timeout,
+                    edge.http2_cleartext,
+                )
             };
-            (
-                limit,
-                edge.client_header_timeout,
-                edge.send_timeout,
-                edge.http2_cleartext,
-            )
-        };
-        let tls = stream.get_ssl_digest();
-        if let Some(digest) = &tls {
-            connections::handshake(&digest.version);
-        }
-        let listener = if tls.is_some() {
-            Listener::Https
-        } else {
-            Listener::Http
-        };
-        let Some(_open) = connections::open(listener, peer, limit) else {
-            // Strict-Transport-Security as on every other https response.
-            let hsts = match (tls.is_some(), &self.snapshot.load().config.tls) {
-                (true, Some(settings)) => settings.hsts.clone(),
-                _ => None,
+            let listener = match stream.get_ssl_digest() {
+                Some(digest) => {
+                    connections::handshake(&digest.version);
+                    Listener::Https
+                }
+                None => Listener::Http,
             };
-            return Box::pin(refuse(stream, hsts)).await;
-        };
+            let tls = listener == Listener::Https;
+            let Some(_open) = connections::open(listener, peer, limit) else {
+                // Strict-Transport-Security as on every other https response.
+                let hsts = match (tls, &self.snapshot.load().config.tls) {
+                    (true, Some(settings)) => settings.hsts.clone(),
+                    _ => None,
+                };
+                return Box::pin(refuse(stream, hsts)).await;
+            };
 
-        // A CA's TLS-ALPN-01 validation (`acme-tls/1`, the only other protocol offered):
-        // the handshake was the answer; nothing follows it.
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
-            return;
-        }
-        let first_wait = first_head_by.saturating_duration_since(tokio::time::Instant::now());
-        let clock = Arc::new(Clocks::new(header_timeout, send_timeout));
-        let mut stream: Stream = Box::new(ClientStream::new(stream, clock.clone(), first_wait));
-        let h2 = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            true
-        } else if tls.is_none() && h2c {
-            match Box::pin(prior_knowledge(&mut stream, first_head_by)).await {
-                Some(h2) => h2,
-                None => return,
+            // A CA's TLS-ALPN-01 validation (`acme-tls/1`, the only other protocol offered):
+            // the handshake was the answer; nothing follows it.
+            if matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
+                return;
             }
-        } else {
-            false
-        };
-        if h2 {
-            let h2 = self.h2_connection(stream, peer, clock, first_head_by);
-            return Box::pin(h2).await;
+            let clock = Arc::new(Clocks::new(header_timeout, send_timeout));
+            let h2 = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                true
+            } else if !tls && h2c {
+                match Box::pin(prior_knowledge(&mut stream, first_head_by)).await {
+                    Some(h2) => h2,
+                    None => return,
+                }
+            } else {
+                false
+            };
+            let first_wait = first_head_by.saturating_duration_since(tokio::time::Instant::now());
+            // The client's stream under the clocks, made in each branch's own block: moved
+            // into a future that is awaited in the same scope, it would keep its place in
+            // this one for the connection's life (16 bytes of every connection's task).
+            if h2 {
+                let stream = Box::new(ClientStream::new(stream, clock.clone(), first_wait));
+                return Box::pin(self.h2_connection(stream, peer, clock, first_head_by)).await;
+            }
+            let http1 = {
+                let stream: Stream = Box::new(ClientStream::new(stream, clock.clone(), first_wait));
+                let conn = h1::Conn {
+                    ssl: stream.get_ssl_digest(),
+                    peer,
+                };
+                self.http1(stream, conn, first_head_by, &clock)
+            };
+            http1.await
         }
-        let conn = h1::Conn { ssl: tls, peer };
-        self.http1(stream, conn, first_head_by, &clock).await
     }
 
     /// An HTTP/2 connection: its streams until it closes.
@@ -265,26 +279,33 @@ impl ConnectionGate {
     /// when the answer is out: a task is as large as its largest state, and an idle connection
     /// would otherwise carry room for all of it (10,000 idle connections: 132 MB with the
     /// session inline, BENCHMARKS.md).
-    async fn http1(
-        &self,
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    fn http1<'a>(
+        &'a self,
         mut stream: Stream,
         conn: h1::Conn,
         first_head_by: tokio::time::Instant,
-        clock: &Clocks,
-    ) {
-        let mut served = 0u32;
-        // Bytes of the next request that arrived with the previous one (pipelining).
-        let mut pipelined: Option<bytes::BytesMut> = None;
-        // One timer for every wait of the connection, moved to each wait's end (see
-        // `first_bytes`); registered with the runtime at the first wait that has to wait.
-        let mut timer = std::pin::pin!(tokio::time::sleep_until(first_head_by));
-        // The connection's entry in the list of waits a shutdown ends, made at its first
-        // wait for a next request and kept until it closes (see `first_bytes`).
-        let mut standing = std::pin::pin!(None);
-        loop {
-            let buf = match pipelined.take() {
-                Some(buf) => buf,
-                None => {
+        clock: &'a Clocks,
+    ) -> impl Future<Output = ()> + 'a {
+        async move {
+            let mut served = 0u32;
+            // Bytes of the next request that arrived with the previous one (pipelining);
+            // empty (and unallocated) when none did. Not an `Option`: a `match` on its `take()`
+            // kept the taken value's slot in the task across the wait, 32 bytes.
+            let mut pipelined = bytes::BytesMut::new();
+            // One timer for every wait of the connection, moved to each wait's end (see
+            // `first_bytes`); registered with the runtime at the first wait that has to wait.
+            let mut timer = std::pin::pin!(tokio::time::sleep_until(first_head_by));
+            // The connection's entry in the list of waits a shutdown ends, made at its first
+            // wait for a next request and kept until it closes (see `first_bytes`).
+            let mut standing = std::pin::pin!(None);
+            loop {
+                let buf = if !pipelined.is_empty() {
+                    std::mem::take(&mut pipelined)
+                } else {
                     // No snapshot is held across the wait: a waiting connection keeps no
                     // config alive. The first request's wait is not ended by a shutdown: a
                     // client that just connected may have its request on the way, and it is
@@ -300,22 +321,22 @@ impl ConnectionGate {
                         }
                         Err(_) => return,
                     }
+                };
+                served += 1;
+                let request = boxed(|| self.request(&mut stream, &conn, buf, served));
+                match request.await {
+                    Some(rest) if !rest.is_empty() => pipelined = rest,
+                    Some(spent) => spare::give_back_read_buffer(spent),
+                    None => return,
                 }
-            };
-            served += 1;
-            let request = boxed(|| self.request(&mut stream, &conn, buf, served));
-            match request.await {
-                Some(rest) if !rest.is_empty() => pipelined = Some(rest),
-                Some(spent) => spare::give_back_read_buffer(spent),
-                None => return,
+                // The wait for the next request ends `keepalive_timeout` from now; its head clock
+                // starts at its first byte; the timeouts as the config has them now (one look at
+                // it for all three).
+                let edge = &self.snapshot.load().config.edge;
+                let end = tokio::time::Instant::now() + edge.keepalive_timeout;
+                timer.as_mut().reset(end);
+                clock.arm(edge.client_header_timeout, edge.send_timeout);
             }
-            // The wait for the next request ends `keepalive_timeout` from now; its head clock
-            // starts at its first byte; the timeouts as the config has them now (one look at
-            // it for all three).
-            let edge = &self.snapshot.load().config.edge;
-            let end = tokio::time::Instant::now() + edge.keepalive_timeout;
-            timer.as_mut().reset(end);
-            clock.arm(edge.client_header_timeout, edge.send_timeout);
         }
     }
 
@@ -433,55 +454,84 @@ enum Arrival {
 /// per kept-alive request, BENCHMARKS.md). Its end is set by the caller, not passed here:
 /// 16 bytes fewer in every waiting connection's task put the task in a smaller allocation
 /// (measured: 10,000 idle connections 1.3 MB more with the wait's length held here).
-async fn first_bytes<'c>(
-    stream: &mut Stream,
-    mut timer: Pin<&mut tokio::time::Sleep>,
+fn first_bytes<'s, 'c>(
+    stream: &'s mut Stream,
+    timer: Pin<&'s mut tokio::time::Sleep>,
     closing: Option<&'c Closing>,
-    mut standing: Pin<&mut Option<tokio::sync::futures::Notified<'c>>>,
-) -> Result<bytes::BytesMut, Arrival> {
-    let mut waiting = false;
-    let mut begun = false;
-    let mut shortened = false;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(read) = poll_first_bytes(stream, cx) {
+    standing: Pin<&'s mut Option<tokio::sync::futures::Notified<'c>>>,
+) -> FirstBytes<'s, 'c> {
+    FirstBytes {
+        stream,
+        timer,
+        closing,
+        standing,
+        waiting: false,
+        begun: false,
+        shortened: false,
+    }
+}
+
+/// [`first_bytes`]'s wait: its references and three flags, written out rather than an
+/// `async fn` over a `poll_fn`, which held each reference twice more (120 bytes against 40
+/// in every waiting connection's task).
+struct FirstBytes<'s, 'c> {
+    stream: &'s mut Stream,
+    timer: Pin<&'s mut tokio::time::Sleep>,
+    closing: Option<&'c Closing>,
+    standing: Pin<&'s mut Option<tokio::sync::futures::Notified<'c>>>,
+    /// The wait is set up (it is, once, for a connection that has to wait).
+    waiting: bool,
+    /// A shutdown has begun.
+    begun: bool,
+    /// The timer was moved to the shutdown's grace.
+    shortened: bool,
+}
+
+impl Future for FirstBytes<'_, '_> {
+    type Output = Result<bytes::BytesMut, Arrival>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is a reference or a flag: nothing here is pinned structurally.
+        let this = self.get_mut();
+        if let Poll::Ready(read) = poll_first_bytes(this.stream, cx) {
             return Poll::Ready(read);
         }
         // Nothing yet (the read's wake-up is registered): the wait is set up once, and only
         // for a connection that waits.
-        if !waiting {
-            waiting = true;
-            if let Some(closing) = closing {
+        if !this.waiting {
+            this.waiting = true;
+            if let Some(closing) = this.closing {
                 // Entered in the list before the flag is read, so a shutdown that begins in
                 // between still wakes it; an entry already standing is in the list.
-                if standing.is_none() {
-                    standing.set(Some(closing.waits().notified()));
-                    begun = standing
+                if this.standing.is_none() {
+                    this.standing.set(Some(closing.waits().notified()));
+                    this.begun = this
+                        .standing
                         .as_mut()
                         .as_pin_mut()
                         .is_some_and(|entry| entry.enable());
                 }
-                begun = begun || closing.begun();
+                this.begun = this.begun || closing.begun();
             }
         }
-        if !begun && closing.is_some() {
-            if let Some(woken) = standing.as_mut().as_pin_mut() {
-                begun = woken.poll(cx).is_ready();
+        if !this.begun && this.closing.is_some() {
+            if let Some(woken) = this.standing.as_mut().as_pin_mut() {
+                this.begun = woken.poll(cx).is_ready();
             }
         }
-        if begun && !shortened {
-            shortened = true;
+        if this.begun && !this.shortened {
+            this.shortened = true;
             let grace = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-            let at = grace.min(timer.deadline());
-            timer.as_mut().reset(at);
+            let at = grace.min(this.timer.deadline());
+            this.timer.as_mut().reset(at);
         }
-        ready!(timer.as_mut().poll(cx));
-        Poll::Ready(Err(if begun {
+        ready!(this.timer.as_mut().poll(cx));
+        Poll::Ready(Err(if this.begun {
             Arrival::Closed
         } else {
             Arrival::TimedOut
         }))
-    })
-    .await
+    }
 }
 
 /// How long a kept-alive connection still waits for its next request once a shutdown began.
@@ -562,24 +612,26 @@ async fn answer_and_close(stream: &mut Stream, status: u16, why: &str, hsts: Opt
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// What an idle connection costs the edge is mostly its task: the future of the
     /// connection's loop, sized by its largest state. A request's state is boxed apart, so
-    /// this stays small (10,000 idle connections are 10,000 of these).
+    /// this stays small (10,000 idle connections are 10,000 of these); the task as a whole is
+    /// `listen::tests::a_connections_task_fits_a_640_byte_allocation`.
     #[tokio::test]
     async fn a_waiting_connections_future_stays_small() {
         let gate = gate();
         let (stream, _client) = crate::tcp::test_pair().await;
         let serve = gate.serve(stream, None, tokio::time::Instant::now());
         let size = std::mem::size_of_val(&serve);
-        // 704 bytes (the same in debug and release builds). It was 1,416 with the request's
-        // session inline in the loop, 1,040 with the rest of the head read and the close in
-        // the loop and the wait a select over a shutdown watch's `changed` and two timeouts.
-        // At 752 (the wait's length held by the wait) the task took a larger allocation:
-        // 10,000 idle connections measured 1-2 MB more than at 736.
-        assert!(size <= 736, "a waiting connection's future is {size} bytes");
+        // 440 bytes (the same in debug and release builds). It was 704 as three nested
+        // `async fn`s, each holding its arguments twice, with the wait an `async fn` over a
+        // `poll_fn` (120 bytes for 40 of references and flags) and values moved into the loop
+        // still holding their places here; 1,416 with the request's session inline in the
+        // loop; 1,040 with the rest of the head read and the close in the loop and the wait a
+        // select over a shutdown watch's `changed` and two timeouts.
+        assert!(size <= 440, "a waiting connection's future is {size} bytes");
     }
 
     /// A request's future is made on the stack and moved into its box for every request, all
@@ -834,7 +886,7 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(12));
     }
 
-    fn gate() -> ConnectionGate {
+    pub(crate) fn gate() -> ConnectionGate {
         let text = "[edge]\nhttp_listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n\
                     [upstreams.a]\nservers = [{ addr = \"127.0.0.1:9\" }]\n\
                     [[routes]]\npath = \"/\"\nupstream = \"a\"\n";
