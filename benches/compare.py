@@ -413,6 +413,21 @@ SYSCALLS = ("read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg",
             "accept4", "close", "clock_gettime", "sched_yield")
 
 
+# The kernel's TCP counters `--syscalls` also reports per request (the whole machine's: on
+# loopback every segment is counted once out and once in): segments sent, and of the segments
+# received those that carried only an acknowledgment; and the acknowledgments the kernel
+# delayed. Each segment is a pass through the loopback and the peer's TCP receive path, which
+# the sender's CPU pays.
+TCP_COUNTERS = ("TcpOutSegs", "TcpExtTCPPureAcks", "TcpExtDelayedACKs")
+
+
+def tcp_counters():
+    out = subprocess.run(["nstat", "-az", *TCP_COUNTERS], capture_output=True, text=True).stdout
+    found = {f[0]: int(f[1]) for f in (line.split() for line in out.splitlines()) if len(f) > 1
+             and f[0] in TCP_COUNTERS}
+    return {name: found.get(name, 0) for name in TCP_COUNTERS}
+
+
 def count_syscalls(proxy, load):
     """Runs `load` against `proxy` with `perf stat` counting its processes' system calls (the
     kernel's tracepoints, all threads); per request, by name, and in total; and the times its
@@ -425,12 +440,14 @@ def count_syscalls(proxy, load):
                             [a for e in events for a in ("-e", e)],
                             stderr=subprocess.PIPE, text=True)
     time.sleep(0.3)
+    segments_before = tcp_counters()
     try:
         _, _, total = load()
     finally:
+        segments_after = tcp_counters()
         stat.send_signal(signal.SIGINT)
         err = stat.communicate()[1]
-    counts = {}
+    counts = {f"tcp: {name}": segments_after[name] - segments_before[name] for name in TCP_COUNTERS}
     for line in err.splitlines():
         fields = line.split(",")
         if len(fields) > 2 and fields[0].strip().isdigit():
