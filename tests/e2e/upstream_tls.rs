@@ -357,6 +357,29 @@ async fn an_h2_upstreams_surplus_connections_are_closed_after_a_burst() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_upstream_connection_without_a_stream_for_keepalive_timeout_is_closed() {
+    // nginx keeps an idle HTTP/2 connection for its keepalive_timeout (75 s): only the edge
+    // closes this one.
+    let nginx = Nginx::start("http2", "location = /nginx_status { stub_status; }");
+    let config = TestConfig::new()
+        .upstream("h2c", [nginx.addr])
+        .with("protocol", "h2")
+        .with("keepalive_timeout", "1s")
+        .route("/", "h2c");
+    let edge = Edge::start("", config);
+    assert_eq!(get_json(&client(), &edge.url("/first"), &[]).await.0, 200);
+    // The edge's connection and the status request's own.
+    assert_eq!(nginx_active_connections(nginx.addr).await, 2);
+    // No request comes to look at the pool: its timer closes the connection.
+    wait_until(
+        Duration::from_secs(5),
+        "the idle connection closed",
+        async || nginx_active_connections(nginx.addr).await <= 1,
+    )
+    .await;
+}
+
 /// nginx's count of its open client connections (stub_status on an h2c listener), this
 /// request's own included.
 async fn nginx_active_connections(addr: std::net::SocketAddr) -> usize {

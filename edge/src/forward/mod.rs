@@ -670,7 +670,11 @@ async fn connection_for(
     Ok(match opened {
         client::Opened::H1(stream) => (Link::H1(Connection::new(stream)), false),
         client::Opened::H2(connection) => {
-            server.state.h2.put(connection.clone(), settings.keepalive);
+            let idle_timeout = settings.keepalive_timeout;
+            server
+                .state
+                .h2
+                .put(connection.clone(), settings.keepalive, idle_timeout);
             (Link::H2(connection), false)
         }
     })

@@ -92,12 +92,24 @@ impl Connection {
     pub fn active(&self) -> usize {
         self.shared.active.load(Ordering::Relaxed)
     }
+
+    /// Whether it has had no stream for `timeout` or longer.
+    fn idle_for(&self, timeout: Duration) -> bool {
+        self.active() == 0 && lock(&self.shared.idle_since).elapsed() >= timeout
+    }
+
+    /// Whether it has closed (the server's GOAWAY or close, or an error on it).
+    fn closed(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(self.send.poll_ready(&mut cx), Poll::Ready(Err(_)))
+    }
 }
 
 /// The HTTP/2 connections of one server, per worker thread (as the HTTP/1.1 pool keeps its
 /// idle connections): a request takes one with room, or opens a new one. Connections with no
 /// stream beyond `keepalive` are closed once they have had none for
-/// [`super::pool::SURPLUS_GRACE`] (a timer trims them after a burst).
+/// [`super::pool::SURPLUS_GRACE`], and any after `keepalive_timeout` without one: a timer
+/// looks every grace while the thread holds a connection (as the HTTP/1.1 pool's does).
 #[derive(Default)]
 pub struct Pool {
     connections: ThreadLocal<Arc<Mutex<Held>>>,
@@ -109,14 +121,20 @@ struct Held {
     list: Vec<Connection>,
     /// The `keepalive` of the last put: how many idle ones stay.
     keepalive: usize,
+    /// The `keepalive_timeout` of the last put: how long one stays without a stream.
+    timeout: Duration,
     /// A trim is scheduled.
     trimming: bool,
 }
 
 impl Surplus for Held {
-    /// Drops the connections with no stream beyond `keepalive` (the longest idle first) that
-    /// have had none for the grace; whether more than `keepalive` connections are left.
+    /// Drops the connections the server closed, those without a stream for `timeout`, and
+    /// those with no stream beyond `keepalive` (the longest idle first) that have had none for
+    /// the grace; whether any is left (the timer looks again while one is).
     fn trim(&mut self) -> bool {
+        let timeout = self.timeout;
+        self.list
+            .retain_mut(|c| !(c.idle_for(timeout) || c.closed()));
         let mut idle: Vec<(Instant, usize)> = self
             .list
             .iter()
@@ -125,7 +143,7 @@ impl Surplus for Held {
             .map(|(i, c)| (*lock(&c.shared.idle_since), i))
             .collect();
         if idle.len() <= self.keepalive {
-            return self.list.len() > self.keepalive;
+            return !self.list.is_empty();
         }
         // The most recently idle stay.
         idle.sort_unstable_by_key(|&(since, _)| std::cmp::Reverse(since));
@@ -138,7 +156,7 @@ impl Surplus for Held {
         for i in gone.into_iter().rev() {
             self.list.swap_remove(i);
         }
-        self.list.len() > self.keepalive
+        !self.list.is_empty()
     }
 
     fn trimming(&mut self) -> &mut bool {
@@ -160,24 +178,19 @@ impl Pool {
     pub fn take(&self, idle_timeout: Duration, max_requests: u32) -> Option<Connection> {
         let mut here = lock(self.connections.get_or_default());
         here.list.retain_mut(|c| {
-            let idle_too_long =
-                c.active() == 0 && lock(&c.shared.idle_since).elapsed() >= idle_timeout;
             let retired =
                 max_requests > 0 && c.shared.served.load(Ordering::Relaxed) >= max_requests;
-            let closed = matches!(
-                c.send.poll_ready(&mut Context::from_waker(Waker::noop())),
-                Poll::Ready(Err(_))
-            );
-            !(idle_too_long || retired || closed)
+            !(c.idle_for(idle_timeout) || retired || c.closed())
         });
         here.list
             .iter_mut()
             .find_map(|c| c.has_room().then(|| c.clone()))
     }
 
-    /// Keeps a new connection for the requests after this one (none with `keepalive` 0); the
-    /// surplus beyond `keepalive` idle ones is trimmed after the grace.
-    pub fn put(&self, connection: Connection, keepalive: usize) {
+    /// Keeps a new connection for the requests after this one (none with `keepalive` 0), for
+    /// `idle_timeout` without a stream at most; the surplus beyond `keepalive` idle ones is
+    /// trimmed after the grace.
+    pub fn put(&self, connection: Connection, keepalive: usize, idle_timeout: Duration) {
         if keepalive == 0 {
             return;
         }
@@ -185,10 +198,10 @@ impl Pool {
         let schedule = {
             let mut here = lock(held);
             here.keepalive = keepalive;
+            here.timeout = idle_timeout;
             here.trim();
             here.list.push(connection);
-            let surplus = here.list.len() > keepalive;
-            here.timer_wanted(surplus)
+            here.timer_wanted(true)
         };
         if schedule {
             super::pool::trim_later(Arc::downgrade(held));
