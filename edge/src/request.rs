@@ -117,7 +117,10 @@ pub fn declared_length(req: &RequestHeader) -> Option<u64> {
 }
 
 /// The request's Host, validated: exactly one Host header in HTTP/1.1 (RFC 9112 §3.2), the
-/// same host as an absolute-form target, and only host characters.
+/// same host as an absolute-form target, and only host characters; a Host header with no
+/// host in it is refused as nginx refuses it (no server can be named by it, and HTTP/2
+/// cannot carry it upstream as `:authority`). Empty only for an HTTP/1.0 request that names
+/// no host at all (the edge names one upstream, see `forward::heads`).
 pub fn host(req: &RequestHeader) -> Result<&str, Refusal> {
     let mut hosts = req.headers.get_all(http::header::HOST).iter();
     let header = hosts.next();
@@ -143,6 +146,9 @@ pub fn host(req: &RequestHeader) -> Result<&str, Refusal> {
     let host = match (header, authority) {
         (Some(h), target) => {
             let h = h.to_str().map_err(|_| (400, "invalid Host header"))?;
+            if h.is_empty() {
+                return Err((400, "empty Host header"));
+            }
             if let Some(target) = target {
                 if !target.eq_ignore_ascii_case(h) {
                     return Err((400, "Host differs from the request target's host"));
@@ -458,6 +464,13 @@ mod tests {
             Ok("A.example")
         );
         assert!(host(&req("/", &["a b"], Version::HTTP_11)).is_err());
+        // An empty Host names nothing, in any version (nginx: "invalid host header").
+        for version in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
+            assert_eq!(
+                host(&req("/", &[""], version)),
+                Err((400, "empty Host header"))
+            );
+        }
         assert!(host(&req("/", &[], Version::HTTP_2)).is_err());
         assert!(host(&req("/", &["u@a.example"], Version::HTTP_2)).is_err());
     }

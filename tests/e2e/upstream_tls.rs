@@ -380,6 +380,49 @@ async fn an_h2_upstream_connection_without_a_stream_for_keepalive_timeout_is_clo
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_that_name_no_host_reach_strict_servers_and_an_empty_host_takes_no_server_out() {
+    // nginx as the servers: it refuses an HTTP/1.1 request without Host, and its h2c listener
+    // takes no stream without `:authority`.
+    let h1 = Nginx::start("", "");
+    let h2 = [Nginx::start("http2", ""), Nginx::start("http2", "")];
+    let config = TestConfig::new()
+        .upstream("plain", [h1.addr])
+        .route("/plain/", "plain")
+        .upstream("h2c", [h2[0].addr, h2[1].addr])
+        .with("protocol", "h2")
+        .route("/", "h2c");
+    let edge = Edge::start("", config);
+    let status = |response: &str| -> u16 {
+        let code = response.split(' ').nth(1).and_then(|c| c.parse().ok());
+        code.unwrap_or(0)
+    };
+    // HTTP/1.0 may name no host: the server gets its own name, as its clients send it
+    // (nginx's `$host` drops the port; without a Host it answers HTTP/1.1 with 400).
+    for path in ["/plain/x", "/x"] {
+        let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+        let response = raw_request(edge.http, request.as_bytes());
+        assert_eq!(status(&response), 200, "{response}\n{}", edge.log());
+        assert!(response.contains("\"host\":\"127.0.0.1\""), "{response}");
+    }
+    // An absolute-form target goes to an HTTP/2 server as its path and authority.
+    let absolute =
+        b"GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n";
+    let response = raw_request(edge.http, absolute);
+    assert_eq!(status(&response), 200, "{response}\n{}", edge.log());
+    assert!(response.contains("\"host\":\"a.example\""), "{response}");
+    // An empty Host names nothing: 400 from the edge (as nginx answers it), and no server is
+    // counted failed for it (it took both out, and the next requests got 502).
+    for _ in 0..5 {
+        let empty = b"GET /x HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n";
+        assert_eq!(status(&raw_request(edge.http, empty)), 400);
+        assert_eq!(get_json(&client(), &edge.url("/x"), &[]).await.0, 200);
+    }
+    for index in 0..2 {
+        assert_eq!(server(&edge, "h2c", index).await["failures"], 0);
+    }
+}
+
 /// nginx's count of its open client connections (stub_status on an h2c listener), this
 /// request's own included.
 async fn nginx_active_connections(addr: std::net::SocketAddr) -> usize {

@@ -360,7 +360,9 @@ fn upstream_headers(
         && text("upgrade").is_some()
         && text("connection").is_some_and(|c| c.split(',').any(|t| t.trim() == "upgrade"));
     let mut out = Vec::new();
-    if forward::upstream_request(req, &ctx, &forward::Body::Empty, upgrade, &mut out).is_ok() {
+    // The query always has a Host (see `request_head`): no server name is needed for one.
+    let body = &forward::Body::Empty;
+    if forward::upstream_request(req, &ctx, body, upgrade, "", &mut out).is_ok() {
         headers = head_fields(&out);
     }
     headers

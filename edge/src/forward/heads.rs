@@ -71,11 +71,17 @@ fn hop_by_hop(name: &str) -> bool {
 /// (a map built and then serialised cost 1.9% of a small request's CPU, a cloned one 4.6%).
 /// Names go upstream in their usual spelling ([`h1::write_field`]): HTTP field names are
 /// case-insensitive (RFC 9110 5.1). The target goes as the client sent it.
+///
+/// HTTP/1.1 requires a Host on every request (RFC 9112 3.2, and nginx as a server refuses
+/// one without): an HTTP/1.0 request that named no host gets the host of its absolute-form
+/// target, or else `server_host`, the server's configured name, as a client of that server
+/// would send.
 pub fn upstream_request(
     req: &RequestHeader,
     ctx: &RequestCtx,
     body: &Body,
     upgrade: bool,
+    server_host: &str,
     out: &mut Vec<u8>,
 ) -> Result<Upload> {
     let target = req.raw_path();
@@ -122,6 +128,8 @@ pub fn upstream_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if let Some(authority) = authority {
         h1::write_field(out, &header::HOST, authority.as_str().as_bytes());
+    } else if !req.headers.contains_key(header::HOST) {
+        h1::write_field(out, &header::HOST, named_host(req, server_host).as_bytes());
     }
     // The client's own X-Forwarded-For (its first field), found on the way: the edge's
     // goes after it.
@@ -192,6 +200,15 @@ pub fn upstream_request(
     Ok(upload)
 }
 
+/// The host a request names (its Host, or its absolute-form target's), or `server_host` when
+/// it names none (HTTP/1.0 allows that; HTTP/1.1 and HTTP/2 toward the server do not).
+fn named_host<'r>(req: &'r RequestHeader, server_host: &'r str) -> &'r str {
+    match crate::request::host(req) {
+        Ok(host) if !host.is_empty() => host,
+        _ => server_host,
+    }
+}
+
 /// RFC 8470's field on a request that came in TLS early data.
 const EARLY_DATA: http::HeaderName = http::HeaderName::from_static("early-data");
 
@@ -204,14 +221,19 @@ pub fn upstream_h2_request(
     ctx: &RequestCtx,
     body: &Body,
     scheme: &str,
+    server_host: &str,
 ) -> Result<http::Request<()>> {
-    let host = req
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or_default();
-    let target = std::str::from_utf8(req.raw_path()).unwrap_or("/");
+    let host = match req.uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => named_host(req, server_host),
+    };
+    // An absolute-form target (HTTP/1.1's, to a proxy) goes as its path: `:path` carries no
+    // scheme or authority (RFC 9113 8.3.1).
+    let raw = std::str::from_utf8(req.raw_path()).unwrap_or("/");
+    let target = match raw.starts_with('/') || raw == "*" {
+        true => raw,
+        false => req.uri.path_and_query().map_or("/", |p| p.as_str()),
+    };
     let uri = http::Uri::builder()
         .scheme(scheme)
         .authority(host)
@@ -331,8 +353,61 @@ mod tests {
             req.append_header(name.to_string(), *value).expect("field");
         }
         let mut out = Vec::new();
-        let upload = upstream_request(&req, &ctx(), body, false, &mut out).expect("written");
+        let upload =
+            upstream_request(&req, &ctx(), body, false, "app.internal", &mut out).expect("written");
         (String::from_utf8(out).expect("text"), upload)
+    }
+
+    /// HTTP/1.1 and HTTP/2 toward a server need a host; HTTP/1.0 from a client may name
+    /// none. The server gets the absolute-form target's host, or its own configured name.
+    #[test]
+    fn a_request_that_names_no_host_gets_one_upstream() {
+        let request = |target: &[u8], host: Option<&str>| {
+            let mut req = RequestHeader::build("GET", target, None).expect("head");
+            req.set_version(http::Version::HTTP_10);
+            if let Some(host) = host {
+                req.append_header("host", host).expect("host");
+            }
+            req
+        };
+        let h1 = |req: &RequestHeader| {
+            let mut out = Vec::new();
+            upstream_request(
+                req,
+                &ctx(),
+                &Body::Empty,
+                false,
+                "app.internal:8080",
+                &mut out,
+            )
+            .expect("written");
+            String::from_utf8(out).expect("text")
+        };
+        let h2 = |req: &RequestHeader| {
+            upstream_h2_request(req, &ctx(), &Body::Empty, "http", "app.internal:8080")
+                .expect("written")
+                .uri()
+                .clone()
+        };
+        let bare = request(b"/x?a=1", None);
+        assert!(
+            h1(&bare).contains("\r\nHost: app.internal:8080\r\n"),
+            "{}",
+            h1(&bare)
+        );
+        assert_eq!(h2(&bare), "http://app.internal:8080/x?a=1");
+        let absolute = request(b"http://a.example/x?a=1", None);
+        assert!(h1(&absolute).contains("\r\nHost: a.example\r\n"));
+        assert_eq!(
+            h2(&absolute),
+            "http://a.example/x?a=1",
+            "no scheme in :path"
+        );
+        // A client's own Host goes as it is, once.
+        let named = request(b"/x", Some("b.example"));
+        assert_eq!(h1(&named).matches("Host: ").count(), 1);
+        assert!(h1(&named).contains("\r\nHost: b.example\r\n"));
+        assert_eq!(h2(&named), "http://b.example/x");
     }
 
     #[test]

@@ -96,6 +96,9 @@ struct Failed {
     body_spent: bool,
     /// Some of the body went to this server: a non-idempotent request is not sent again.
     body_sent: bool,
+    /// The request could not be written for this server (nothing went out): no server is
+    /// to blame, and no other server would take it either.
+    unsendable: bool,
 }
 
 impl Failed {
@@ -106,6 +109,7 @@ impl Failed {
             stale: false,
             body_spent: false,
             body_sent: false,
+            unsendable: false,
         }
     }
 
@@ -116,6 +120,16 @@ impl Failed {
             stale: false,
             body_spent: false,
             body_sent: false,
+            unsendable: false,
+        }
+    }
+
+    /// The request head could not be written for the server (a target or field its protocol
+    /// cannot carry): found before anything was sent.
+    fn unsendable(error: Box<Error>) -> Failed {
+        Failed {
+            unsendable: true,
+            ..Failed::upstream(error)
         }
     }
 }
@@ -203,6 +217,7 @@ pub async fn forward(
         ctx.server = None;
         let facts = Facts {
             client: failed.client,
+            unsendable: failed.unsendable,
             stale: failed.stale
                 && resends < MAX_RESENDS.max(upstream.settings.keepalive as u32 + 1),
             body_spent: failed.body_spent,
@@ -257,6 +272,8 @@ const MAX_RESENDS: u32 = 32;
 struct Facts {
     /// The client failed or left.
     client: bool,
+    /// The request could not be written for the server.
+    unsendable: bool,
     /// A kept-alive connection that failed before any byte of an answer.
     stale: bool,
     /// Some of a streamed body was read from the client and sent.
@@ -294,9 +311,11 @@ enum Decision {
 /// went out ends with 502, as in nginx: the server closing a connection it kept idle is no
 /// sign of its health, and counting it took healthy servers out under POSTs); once the
 /// answer began, nothing is sent again and the server is not blamed for what follows; a
-/// client that left ends the request and blames nobody.
+/// client that left ends the request and blames nobody, and so does a request the edge
+/// could not write for the server (nothing went out, and the next server would get the same
+/// head: counted, one such request took every server of an upstream out).
 fn decide(f: &Facts) -> Decision {
-    if f.client {
+    if f.client || f.unsendable {
         return Decision::End { blame: false };
     }
     let resendable = !f.response_started
@@ -362,8 +381,9 @@ async fn attempt(
         Link::H1(connection) => {
             let mut up =
                 h1::Exchange::new(connection, settings.read_timeout, settings.send_timeout);
-            let upload = upstream_request(req, ctx, body, upgrade, up.head_buffer())
-                .map_err(Failed::upstream)?;
+            let host = &server.host;
+            let upload = upstream_request(req, ctx, body, upgrade, host, up.head_buffer())
+                .map_err(Failed::unsendable)?;
             up.send_head(upload, head_request, whole.as_deref())
                 .await
                 .map_err(|e| Failed {
@@ -378,7 +398,9 @@ async fn attempt(
             } else {
                 "http"
             };
-            let request = upstream_h2_request(req, ctx, body, scheme).map_err(Failed::upstream)?;
+            let host = &server.host;
+            let request =
+                upstream_h2_request(req, ctx, body, scheme, host).map_err(Failed::unsendable)?;
             let end = matches!(body, Body::Empty);
             let read_timeout = match crate::grpc::timeout(req) {
                 Some(deadline) if ctx.grpc => deadline.min(settings.read_timeout),
@@ -935,6 +957,15 @@ mod tests {
             ..facts()
         };
         assert_eq!(decide(&streaming), Decision::End { blame: true });
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_written_for_the_server_ends_and_blames_none() {
+        let unsendable = Facts {
+            unsendable: true,
+            ..facts()
+        };
+        assert_eq!(decide(&unsendable), Decision::End { blame: false });
     }
 
     #[test]
