@@ -62,7 +62,48 @@ async fn a_cleartext_preface_that_opens_no_stream_is_closed_after_client_header_
         "closed after {after:?}"
     );
     assert!(kinds.contains(&4), "it answered as HTTP/2: {kinds:?}");
+    assert_eq!(
+        kinds.last(),
+        Some(&7),
+        "a GOAWAY before the close: {kinds:?}"
+    );
     assert_eq!(app.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_connection_idle_for_keepalive_timeout_ends_with_a_goaway() {
+    let app = StrictBackend::start("app").await;
+    let edge = Edge::start(
+        table! { http2_cleartext = true, keepalive_timeout = "1s" },
+        one_route(app.addr),
+    );
+    let mut tcp = tokio::net::TcpStream::connect(edge.http)
+        .await
+        .expect("tcp");
+    let mut hello = H2_PREFACE.to_vec();
+    hello.extend(h2_frame(4, 0, 0, &[])); // SETTINGS
+                                          // GET / on stream 1 (HPACK: :method GET, :path /, :scheme http, :authority "a").
+    let fields = [0x82, 0x84, 0x86, 0x41, 0x01, b'a'];
+    hello.extend(h2_frame(1, 0x5, 1, &fields)); // HEADERS, END_STREAM | END_HEADERS
+    tcp.write_all(&hello).await.expect("request");
+    let sent = Instant::now();
+    let (kinds, closed) = frames_until_close(&mut tcp, Duration::from_secs(10)).await;
+    let after = closed
+        .expect("the edge kept the connection")
+        .duration_since(sent);
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "closed after {after:?}"
+    );
+    assert!(kinds.contains(&1), "the answer's HEADERS: {kinds:?}");
+    // RFC 9113 6.8: a GOAWAY (naming stream 1 as the last taken) before the close, so a
+    // request that crosses it is known not to have been taken.
+    assert_eq!(
+        kinds.last(),
+        Some(&7),
+        "a GOAWAY before the close: {kinds:?}"
+    );
+    assert_eq!(app.requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -123,11 +123,14 @@ pub async fn serve_connection(
             // Cancel-safe: the accept is made again on the next turn.
             accepted = connection.accept() => accepted,
             () = tokio::time::sleep_until(first_stream_by), if first && !draining => {
+                go_away(&mut connection).await;
                 return Ended::HeaderTimeout;
             }
-            // Nothing in flight for that long: the socket is dropped (no GOAWAY to wait on,
-            // from a peer that may be gone).
-            () = idle_for(&active, limits.idle), if !first => return Ended::Idle,
+            // Nothing in flight for that long.
+            () = idle_for(&active, limits.idle), if !first => {
+                go_away(&mut connection).await;
+                return Ended::Idle;
+            }
         };
         match accepted {
             Some(Ok((request, respond))) => {
@@ -147,6 +150,24 @@ pub async fn serve_connection(
         }
     }
 }
+
+/// Ends a connection the edge closes (no first stream in time, or none in flight for
+/// `keepalive_timeout`) with a GOAWAY naming the last stream it took, as RFC 9113 6.8 asks and
+/// nginx does: a client whose request crosses the close learns that it was not taken, and
+/// may send it again. The GOAWAY is written and the connection ends with it, without waiting
+/// on the client; one that does not take it is left after [`GOAWAY_WAIT`] (the socket's own
+/// send clock bounds a write too).
+async fn go_away(connection: &mut Connection<Stream, Bytes>) {
+    connection.abrupt_shutdown(::h2::Reason::NO_ERROR);
+    let flushed = async {
+        // Streams above the last one are refused by the GOAWAY; `None` once it is out.
+        while let Some(Ok(_)) = connection.accept().await {}
+    };
+    let _ = tokio::time::timeout(GOAWAY_WAIT, flushed).await;
+}
+
+/// How long an ending connection's GOAWAY may take to go out.
+const GOAWAY_WAIT: Duration = Duration::from_secs(1);
 
 /// The request body of a stream, read under `client_body_timeout` (each read may wait that
 /// long); the window is opened again as the edge takes the bytes.
