@@ -34,12 +34,17 @@ pub struct Discovery {
     jobs: mpsc::Sender<Job>,
     cache: Arc<Mutex<HashMap<String, Answer>>>,
     on_change: Arc<Mutex<Option<OnChange>>>,
+    /// Names a prefetch asked for whose answers have not come: a caller does not wait for
+    /// them again (their answers are reported as changes when they come).
+    pending: Arc<Mutex<HashSet<String>>>,
 }
 
 #[derive(Clone, Debug)]
 struct Answer {
     ips: Vec<IpAddr>,
     refresh_at: Instant,
+    /// The last lookup failed (its warning was logged; the next failures are not).
+    failing: bool,
 }
 
 enum Job {
@@ -52,6 +57,11 @@ enum Job {
     Lookup {
         host: String,
         reply: mpsc::Sender<Vec<IpAddr>>,
+    },
+    /// Resolve the names not known yet, all at once; `reply` when all have answered.
+    Prefetch {
+        hosts: Vec<String>,
+        reply: mpsc::Sender<()>,
     },
     /// The names the running config uses; others are forgotten.
     Track(HashSet<String>),
@@ -92,9 +102,11 @@ impl Discovery {
         let (jobs, queue) = mpsc::channel();
         let cache = Arc::new(Mutex::new(HashMap::new()));
         let on_change: Arc<Mutex<Option<OnChange>>> = Arc::new(Mutex::new(None));
+        let pending = Arc::new(Mutex::new(HashSet::new()));
         let worker = Worker {
             cache: cache.clone(),
             on_change: on_change.clone(),
+            pending: pending.clone(),
             tracked: HashSet::new(),
             min_ttl: crate::config::DEFAULT_DNS_MIN_TTL,
             servers: Vec::new(),
@@ -110,6 +122,7 @@ impl Discovery {
             jobs,
             cache,
             on_change,
+            pending,
         }
     }
 
@@ -127,6 +140,10 @@ impl Discovery {
         if let Some(answer) = self.lock_cache().get(host) {
             return answer.ips.clone();
         }
+        if held::lock(&self.pending).contains(host) {
+            // A prefetch gave up waiting for it: its answer is applied when it comes.
+            return Vec::new();
+        }
         let (reply, answer) = mpsc::channel();
         if self
             .jobs
@@ -139,6 +156,36 @@ impl Discovery {
             return Vec::new();
         }
         answer.recv_timeout(FIRST_LOOKUP_WAIT).unwrap_or_default()
+    }
+
+    /// Resolves the names of `hosts` not known yet, all at once, waiting up to a few seconds
+    /// for all of them (a config with many names waits for the slowest, not for their sum:
+    /// one by one, a resolver that did not answer held the start 5 s per name). Those that
+    /// answer later are reported as changes, as a refreshed answer that differs is.
+    pub fn prefetch(&self, hosts: &HashSet<String>) {
+        let unknown: Vec<String> = {
+            let cache = self.lock_cache();
+            hosts
+                .iter()
+                .filter(|h| !cache.contains_key(*h))
+                .cloned()
+                .collect()
+        };
+        if unknown.is_empty() {
+            return;
+        }
+        held::lock(&self.pending).extend(unknown.iter().cloned());
+        let (reply, done) = mpsc::channel();
+        if self
+            .jobs
+            .send(Job::Prefetch {
+                hosts: unknown,
+                reply,
+            })
+            .is_ok()
+        {
+            let _ = done.recv_timeout(FIRST_LOOKUP_WAIT);
+        }
     }
 
     /// The names the running config uses: they are kept fresh, others forgotten.
@@ -160,6 +207,7 @@ impl Discovery {
 struct Worker {
     cache: Arc<Mutex<HashMap<String, Answer>>>,
     on_change: Arc<Mutex<Option<OnChange>>>,
+    pending: Arc<Mutex<HashSet<String>>>,
     tracked: HashSet<String>,
     min_ttl: Duration,
     servers: Vec<SocketAddr>,
@@ -198,8 +246,12 @@ impl Worker {
                 }
                 Ok(Job::Lookup { host, reply }) => {
                     let ips = self.refresh(&runtime, &host).0;
-                    let _ = reply.send(ips);
+                    if reply.send(ips.clone()).is_err() && !ips.is_empty() {
+                        // Its caller stopped waiting and compiled the server as unresolved.
+                        self.report(vec![described(&host, &ips)]);
+                    }
                 }
+                Ok(Job::Prefetch { hosts, reply }) => self.prefetch(&runtime, hosts, reply),
                 Ok(Job::Track(hosts)) => {
                     self.lock_cache().retain(|h, _| hosts.contains(h));
                     self.tracked = hosts;
@@ -238,10 +290,53 @@ impl Worker {
         for host in due {
             let (ips, changed) = self.refresh(runtime, &host);
             if changed {
-                let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
-                changes.push(format!("{host}: {}", list.join(", ")));
+                changes.push(described(&host, &ips));
             }
         }
+        self.report(changes);
+    }
+
+    /// Resolves the names of `hosts` not known yet at once, then says so on `reply`; when
+    /// its caller stopped waiting, the names that resolved are reported as changes (the
+    /// caller compiled them as unresolved).
+    fn prefetch(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        hosts: Vec<String>,
+        reply: mpsc::Sender<()>,
+    ) {
+        let resolver = self
+            .resolver
+            .get_or_insert_with(|| build_resolver(&self.servers))
+            .clone();
+        let lookups = hosts.iter().map(|host| resolver.lookup_ip(host.as_str()));
+        let results = runtime.block_on(futures_util::future::join_all(lookups));
+        let answered: Vec<(String, Vec<IpAddr>)> = hosts
+            .into_iter()
+            .zip(results)
+            .map(|(host, result)| {
+                let ips = self.store(&host, result).0;
+                (host, ips)
+            })
+            .collect();
+        {
+            let mut pending = held::lock(&self.pending);
+            for (host, _) in &answered {
+                pending.remove(host);
+            }
+        }
+        if reply.send(()).is_err() {
+            let late = answered
+                .iter()
+                .filter(|(_, ips)| !ips.is_empty())
+                .map(|(host, ips)| described(host, ips))
+                .collect();
+            self.report(late);
+        }
+    }
+
+    /// Runs the change callback (recompiling the running config) for `changes`, if any.
+    fn report(&self, changes: Vec<String>) {
         if changes.is_empty() {
             return;
         }
@@ -257,14 +352,24 @@ impl Worker {
 
     /// Resolves `host` now and stores the answer: (its addresses, whether they changed).
     fn refresh(&mut self, runtime: &tokio::runtime::Runtime, host: &str) -> (Vec<IpAddr>, bool) {
-        if self.resolver.is_none() {
-            self.resolver = Some(build_resolver(&self.servers));
-        }
-        let resolver = self.resolver.as_ref().expect("built above");
+        let resolver = self
+            .resolver
+            .get_or_insert_with(|| build_resolver(&self.servers));
         let result = runtime.block_on(resolver.lookup_ip(host));
+        self.store(host, result)
+    }
+
+    /// Stores a lookup's answer for `host`: (its addresses, whether they changed). A failed
+    /// lookup keeps the addresses last known.
+    fn store(
+        &self,
+        host: &str,
+        result: Result<hickory_resolver::lookup_ip::LookupIp, hickory_resolver::ResolveError>,
+    ) -> (Vec<IpAddr>, bool) {
         let now = Instant::now();
         let mut cache = held::lock(&self.cache);
         let previous = cache.get(host).map(|a| a.ips.clone());
+        let was_failing = cache.get(host).is_some_and(|a| a.failing);
         match result {
             Ok(lookup) => {
                 let mut ips: Vec<IpAddr> = lookup.iter().collect();
@@ -277,36 +382,48 @@ impl Worker {
                 let changed = previous.as_ref().is_some_and(|p| *p != ips);
                 if changed {
                     tracing::info!(host, addresses = ?ips, "upstream name has new addresses");
+                } else if was_failing {
+                    tracing::info!(host, addresses = ?ips, "upstream name resolves again");
                 }
                 cache.insert(
                     host.to_string(),
                     Answer {
                         ips: ips.clone(),
                         refresh_at: now + ttl,
+                        failing: false,
                     },
                 );
                 (ips, changed)
             }
             Err(e) => {
-                // Keep what was known; try again after the floor.
+                // Keep what was known; try again after the floor. Said once per outage (a
+                // name that never resolves was a warning every dns_min_ttl, for ever); its
+                // end is said too.
                 let ips = previous.unwrap_or_default();
-                tracing::warn!(
-                    host,
-                    error = %e,
-                    kept = ?ips,
-                    "upstream name does not resolve (asked for A and AAAA; the error is the last answer's); keeping the addresses last known"
-                );
+                let what = "upstream name does not resolve (asked for A and AAAA; the error is the last answer's); keeping the addresses last known, asking again every dns_min_ttl";
+                if was_failing {
+                    tracing::debug!(host, error = %e, kept = ?ips, "{what}");
+                } else {
+                    tracing::warn!(host, error = %e, kept = ?ips, "{what}");
+                }
                 cache.insert(
                     host.to_string(),
                     Answer {
                         ips: ips.clone(),
                         refresh_at: now + self.min_ttl,
+                        failing: true,
                     },
                 );
                 (ips, false)
             }
         }
     }
+}
+
+/// How a change is described to the callback and in its log ("app.internal: 10.0.0.1").
+fn described(host: &str, ips: &[IpAddr]) -> String {
+    let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+    format!("{host}: {}", list.join(", "))
 }
 
 /// A resolver on `servers`, or on the system's configuration when there are none.
@@ -346,7 +463,55 @@ fn build_resolver(servers: &[SocketAddr]) -> TokioResolver {
 
 #[cfg(test)]
 mod tests {
-    use super::Target;
+    use super::{Target, Worker};
+    use std::sync::{Arc, Mutex};
+
+    /// What a test's subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            crate::held::lock(&self.0).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A name that stops resolving is warned about once per outage: every dns_min_ttl, for
+    /// ever, it was a warning for each failed lookup (720 an hour at the default floor).
+    #[test]
+    fn a_name_that_does_not_resolve_is_warned_about_once_per_outage() {
+        let captured = Captured::default();
+        let writer = {
+            let captured = captured.clone();
+            move || captured.clone()
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .finish();
+        let worker = Worker {
+            cache: Default::default(),
+            on_change: Default::default(),
+            pending: Default::default(),
+            tracked: Default::default(),
+            min_ttl: std::time::Duration::from_secs(5),
+            servers: Vec::new(),
+            resolver: None,
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..3 {
+                let (kept, changed) = worker.store("gone.test", Err("no answer".into()));
+                assert!(kept.is_empty() && !changed);
+            }
+        });
+        let text = String::from_utf8(crate::held::lock(&captured.0).clone()).expect("text");
+        assert_eq!(text.matches("does not resolve").count(), 1, "{text}");
+        assert!(text.contains("WARN"), "{text}");
+    }
 
     #[test]
     fn addresses_split_into_literals_and_names() {

@@ -66,12 +66,19 @@ impl Snapshot {
     pub fn compile(source: &str, config: Config, previous: Option<&Snapshot>) -> Snapshot {
         let dns = crate::discovery::global();
         let mut names = HashSet::new();
-        if config.upstreams.values().any(|u| {
-            u.servers
-                .iter()
-                .any(|s| matches!(Target::parse(&s.addr), Target::Name { .. }))
-        }) {
+        let named: HashSet<String> = config
+            .upstreams
+            .values()
+            .flat_map(|u| &u.servers)
+            .filter_map(|s| match Target::parse(&s.addr) {
+                Target::Name { host, .. } => Some(host.to_string()),
+                _ => None,
+            })
+            .collect();
+        if !named.is_empty() {
             dns.configure(&config.edge.resolver, config.edge.dns_min_ttl);
+            // Every name at once; the servers below find their answers known.
+            dns.prefetch(&named);
         }
         let mut upstreams = HashMap::new();
         for (name, settings) in &config.upstreams {

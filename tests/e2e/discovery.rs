@@ -49,11 +49,13 @@ async fn a_hostname_upstream_follows_its_dns_answers_without_failed_requests() {
     let b = backend_at("b", SocketAddr::new(two.into(), port)).await;
     let c = backend_at("c", SocketAddr::new(three.into(), port)).await;
     let dns = TestDns::start(&[one]);
-    let edge = Edge::start(
+    // At info: the end of a DNS outage is said there.
+    let edge = Edge::start_with_env(
         table! { resolver = vec![dns.addr.to_string()], dns_min_ttl = "1s" },
         TestConfig::new()
             .upstream("app", [format!("app.edge.test:{port}")])
             .route("/", "app"),
+        &[("RUST_LOG", "info")],
     );
 
     // Requests without pause for the whole test, on kept-alive connections.
@@ -129,6 +131,12 @@ async fn a_hostname_upstream_follows_its_dns_answers_without_failed_requests() {
     )
     .await;
     until_served(&traffic, "b and c while DNS is down", &["b", "c"]).await;
+    // The outage's end is said (its failed lookups once, `discovery::tests`).
+    dns.mute.store(false, Ordering::Relaxed);
+    wait_until(Duration::from_secs(20), "the end said", async || {
+        edge.log().contains("upstream name resolves again")
+    })
+    .await;
 
     running.store(false, Ordering::Relaxed);
     for client in clients {
@@ -162,4 +170,63 @@ async fn a_hostname_upstream_follows_its_dns_answers_without_failed_requests() {
         .iter()
         .all(|q| q == "app.edge.test"));
     drop((a, b, c));
+}
+
+/// A resolver that takes every question and answers none (UDP and TCP on one port): a DNS
+/// server that is down or not ready yet, as at a cluster's boot.
+struct SilentResolver {
+    addr: SocketAddr,
+    _udp: std::net::UdpSocket,
+    _tcp: std::net::TcpListener,
+}
+
+impl SilentResolver {
+    fn start() -> SilentResolver {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let addr = udp.local_addr().expect("addr");
+        let tcp = std::net::TcpListener::bind(addr).expect("tcp on the same port");
+        SilentResolver {
+            addr,
+            _udp: udp,
+            _tcp: tcp,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resolver_that_does_not_answer_holds_the_start_once_and_hosts_names_still_serve() {
+    let app = backend("app").await;
+    let dns = SilentResolver::start();
+    // Names the resolver will never answer, and one /etc/hosts has.
+    let mut config = TestConfig::new()
+        .upstream("local", [format!("localhost:{}", app.addr.port())])
+        .route("/", "local");
+    for (i, name) in ["one.edge.test", "two.edge.test", "three.edge.test"]
+        .iter()
+        .enumerate()
+    {
+        config = config
+            .upstream(&format!("u{i}"), [format!("{name}:1")])
+            .route(&format!("/u{i}/"), &format!("u{i}"));
+    }
+    let started = std::time::Instant::now();
+    let edge = Edge::start(
+        table! { resolver = vec![dns.addr.to_string()], dns_min_ttl = "1s" },
+        config,
+    );
+    // One by one, each name held the start 5 s (20 s here, and `localhost`, queued behind
+    // them, stayed without an address for good); together they wait for the slowest.
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(12),
+        "listening after {waited:?}"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the hosts name serves",
+        async || get_json(&client(), &edge.url("/x"), &[]).await.0 == 200,
+    )
+    .await;
+    let (status, _) = get_json(&client(), &edge.url("/u0/x"), &[]).await;
+    assert_eq!(status, 502, "a name with no address takes no traffic");
 }
