@@ -70,7 +70,8 @@ pub fn grpc_code(status: u16) -> u8 {
 
 /// What the edge answers a gRPC call itself: HTTP 200 with the status in a trailers-only
 /// answer (one HEADERS frame that ends the stream), `grpc-message` percent-encoded as the
-/// gRPC spec asks, and the request id.
+/// gRPC spec asks, and the fields of every answer (the request id; on https HSTS, as on
+/// every https answer, and `Alt-Svc`).
 pub async fn grpc_answer(
     session: &mut impl Downstream,
     status: u16,
@@ -81,7 +82,9 @@ pub async fn grpc_answer(
     head.insert_header("content-type", "application/grpc")?;
     head.insert_header("grpc-status", grpc_code(status).to_string())?;
     head.insert_header("grpc-message", grpc_message(message))?;
-    head.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (name, value) in edge_fields(ctx) {
+        head.insert_header(name, value)?;
+    }
     session.compression_off();
     session.write_head(Box::new(head), true).await
 }

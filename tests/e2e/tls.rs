@@ -805,3 +805,29 @@ async fn an_idle_http2_connection_is_closed_after_keepalive_timeout_and_a_busy_o
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_edge_answers_a_grpc_call_itself_on_https_carries_hsts() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let a = Certificate::self_signed(&["a.example"]);
+    let (_edge, https) = https_edge("", one_route(dead).certificate(&a));
+    let stream = connect(&connector(&[b"h2"]), https, "a.example").await;
+    let mut sender = h2_client(stream).await;
+    let request = http::Request::post("https://a.example/test.Echo/Unary")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("h2 response");
+    let headers = response.headers();
+    assert_eq!(headers["grpc-status"], "14", "UNAVAILABLE: {headers:?}");
+    // As on every https answer, errors included (the JSON 502 had it; this had not).
+    assert!(
+        headers.contains_key("strict-transport-security"),
+        "{headers:?}"
+    );
+    assert!(headers.contains_key("x-request-id"), "{headers:?}");
+}
