@@ -92,10 +92,30 @@ struct Failed {
     message: String,
 }
 
-fn failed<E: std::fmt::Display>(reason: &'static str) -> impl FnOnce(E) -> Failed {
-    move |e| Failed {
-        reason,
-        message: e.to_string(),
+/// A failed step with the error and every cause under it: the CA's client says only
+/// "client error (Connect)" where its causes say "Connection refused" or which name did not
+/// resolve.
+fn failed<E: std::error::Error>(reason: &'static str) -> impl FnOnce(E) -> Failed {
+    move |e| {
+        let mut message = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            let said = c.to_string();
+            if !message.contains(&said) {
+                message.push_str(": ");
+                message.push_str(&said);
+            }
+            cause = c.source();
+        }
+        Failed { reason, message }
+    }
+}
+
+/// The store's failures (its messages are whole sentences already).
+fn store_failed(message: String) -> Failed {
+    Failed {
+        reason: "store",
+        message,
     }
 }
 
@@ -194,7 +214,7 @@ impl Acme {
                             .get(name)
                             .map_or(FIRST_BACKOFF, |b| (*b * 2).min(MAX_BACKOFF));
                         backoff.insert(name.clone(), wait);
-                        tracing::warn!(%name, reason = e.reason, error = %e.message, retry_in = ?wait, "ACME: no certificate obtained");
+                        tracing::warn!(%name, reason = e.reason, error = %e.message, directory = %self.settings.directory, retry_in = ?wait, "ACME: no certificate obtained (one already stored stays in use)");
                         count_failure(e.reason);
                         let at = SystemTime::now() + wait;
                         let mut s = stats();
@@ -216,7 +236,7 @@ impl Acme {
     /// Serves a valid certificate for `name`, ordering one if there is none or the stored
     /// one is due; when it is next due.
     async fn keep(&self, store: &Store, name: &str) -> Result<SystemTime, Failed> {
-        let stored = store.certificate(name).await.map_err(failed("store"))?;
+        let stored = store.certificate(name).await.map_err(store_failed)?;
         let mut replaces = None;
         if let Some(stored) = &stored {
             if let Some(due) = self.install(name, stored) {
@@ -232,13 +252,9 @@ impl Acme {
         // certificate other than the one found due.
         let other = |found: Option<Stored>| found.filter(|f| Some(f) != stored.as_ref());
         let deadline = SystemTime::now() + store::LOCK_TTL;
-        while !store
-            .lock(name, &self.owner)
-            .await
-            .map_err(failed("store"))?
-        {
+        while !store.lock(name, &self.owner).await.map_err(store_failed)? {
             tokio::time::sleep(SYNC_EVERY).await;
-            let found = other(store.certificate(name).await.map_err(failed("store"))?);
+            let found = other(store.certificate(name).await.map_err(store_failed)?);
             if let Some(due) = found.as_ref().and_then(|s| self.install(name, s)) {
                 if due > SystemTime::now() {
                     tracing::info!(%name, "ACME: certificate ordered by another replica loaded");
@@ -254,7 +270,7 @@ impl Acme {
         }
         let result = async {
             // Another replica may have finished just before the lock was free.
-            let found = other(store.certificate(name).await.map_err(failed("store"))?);
+            let found = other(store.certificate(name).await.map_err(store_failed)?);
             if let Some(due) = found.as_ref().and_then(|s| self.install(name, s)) {
                 if due > SystemTime::now() {
                     return Ok(due);
@@ -266,7 +282,7 @@ impl Acme {
             store
                 .set_certificate(name, &fresh)
                 .await
-                .map_err(failed("store"))?;
+                .map_err(store_failed)?;
             let due = self.install(name, &fresh).ok_or_else(|| Failed {
                 reason: "finalize",
                 message: "the CA's certificate cannot be served".into(),
@@ -442,7 +458,7 @@ impl Acme {
                         store
                             .publish(&field, key_authorization.as_str())
                             .await
-                            .map_err(failed("store"))?;
+                            .map_err(store_failed)?;
                         field
                     }
                     AcmeChallenge::TlsAlpn01 => {
@@ -452,7 +468,7 @@ impl Acme {
                         store
                             .publish(&field, &hex(digest.as_ref()))
                             .await
-                            .map_err(failed("store"))?;
+                            .map_err(store_failed)?;
                         field
                     }
                 };
@@ -500,7 +516,7 @@ impl Acme {
             Some(ca) => Account::builder_with_root(ca).map_err(failed("account")),
             None => Account::builder().map_err(failed("account")),
         };
-        if let Some(json) = store.account().await.map_err(failed("store"))? {
+        if let Some(json) = store.account().await.map_err(store_failed)? {
             let credentials: AccountCredentials =
                 serde_json::from_str(&json).map_err(failed("account"))?;
             return builder()?
@@ -538,7 +554,7 @@ impl Acme {
             .await
             .map_err(failed("account"))?;
         let json = serde_json::to_string(&credentials).map_err(failed("account"))?;
-        store.set_account(&json).await.map_err(failed("store"))?;
+        store.set_account(&json).await.map_err(store_failed)?;
         tracing::info!(directory = %self.settings.directory, "ACME: account created");
         Ok(account)
     }
@@ -700,6 +716,30 @@ fn base64url_decode(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The CA's client says only "client error (Connect)"; the causes under it say why.
+    #[test]
+    fn a_failed_steps_message_carries_every_cause() {
+        #[derive(Debug)]
+        struct Client(std::io::Error);
+        impl std::fmt::Display for Client {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Client {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let failure = super::failed("account")(Client(refused));
+        assert_eq!(failure.reason, "account");
+        assert_eq!(
+            failure.message,
+            "client error (Connect): connection refused"
+        );
+    }
     use super::*;
 
     #[test]
