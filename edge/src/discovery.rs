@@ -33,7 +33,7 @@ type OnChange = Arc<dyn Fn(&str) + Send + Sync>;
 pub struct Discovery {
     jobs: mpsc::Sender<Job>,
     cache: Arc<Mutex<HashMap<String, Answer>>>,
-    on_change: Arc<Mutex<Option<OnChange>>>,
+    on_change: Arc<Mutex<Changes>>,
     /// Names a prefetch asked for whose answers have not come: a caller does not wait for
     /// them again (their answers are reported as changes when they come).
     pending: Arc<Mutex<HashSet<String>>>,
@@ -101,7 +101,7 @@ impl Discovery {
     fn start() -> Discovery {
         let (jobs, queue) = mpsc::channel();
         let cache = Arc::new(Mutex::new(HashMap::new()));
-        let on_change: Arc<Mutex<Option<OnChange>>> = Arc::new(Mutex::new(None));
+        let on_change: Arc<Mutex<Changes>> = Arc::default();
         let pending = Arc::new(Mutex::new(HashSet::new()));
         let worker = Worker {
             cache: cache.clone(),
@@ -195,7 +195,10 @@ impl Discovery {
 
     /// Sets what runs when a refreshed answer differs (recompiling the running config).
     pub fn on_change(&self, callback: impl Fn(&str) + Send + Sync + 'static) {
-        *held::lock(&self.on_change) = Some(Arc::new(callback));
+        let due = held::lock(&self.on_change).set(Arc::new(callback));
+        if let Some((callback, what)) = due {
+            apply(callback, what);
+        }
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Answer>> {
@@ -206,7 +209,7 @@ impl Discovery {
 /// The DNS thread's state.
 struct Worker {
     cache: Arc<Mutex<HashMap<String, Answer>>>,
-    on_change: Arc<Mutex<Option<OnChange>>>,
+    on_change: Arc<Mutex<Changes>>,
     pending: Arc<Mutex<HashSet<String>>>,
     tracked: HashSet<String>,
     min_ttl: Duration,
@@ -337,16 +340,9 @@ impl Worker {
 
     /// Runs the change callback (recompiling the running config) for `changes`, if any.
     fn report(&self, changes: Vec<String>) {
-        if changes.is_empty() {
-            return;
-        }
-        let callback = held::lock(&self.on_change).clone();
-        if let Some(callback) = callback {
-            // Off this thread: recompiling asks this thread for any name it has not seen.
-            let what = changes.join("; ");
-            let _ = std::thread::Builder::new()
-                .name("edge-dns-apply".into())
-                .spawn(move || callback(&what));
+        let due = held::lock(&self.on_change).report(changes);
+        if let Some((callback, what)) = due {
+            apply(callback, what);
         }
     }
 
@@ -420,6 +416,47 @@ impl Worker {
     }
 }
 
+/// The change callback, and the changes found before there was one: an answer that came
+/// after its caller stopped waiting at start, before the running config was there to
+/// recompile, is applied once it is (the refreshes after it find nothing changed).
+#[derive(Default)]
+struct Changes {
+    callback: Option<OnChange>,
+    unreported: Vec<String>,
+}
+
+impl Changes {
+    /// What to run for `changes` now: the callback and their description, or nothing (none,
+    /// or no callback yet: kept for it).
+    fn report(&mut self, changes: Vec<String>) -> Option<(OnChange, String)> {
+        if changes.is_empty() {
+            return None;
+        }
+        match &self.callback {
+            Some(callback) => Some((callback.clone(), changes.join("; "))),
+            None => {
+                self.unreported.extend(changes);
+                None
+            }
+        }
+    }
+
+    /// Sets the callback; what to run now for the changes kept until it came.
+    fn set(&mut self, callback: OnChange) -> Option<(OnChange, String)> {
+        self.callback = Some(callback.clone());
+        let kept = std::mem::take(&mut self.unreported);
+        (!kept.is_empty()).then(|| (callback, kept.join("; ")))
+    }
+}
+
+/// Runs the change callback off the DNS thread (recompiling asks that thread for any name it
+/// has not seen).
+fn apply(callback: OnChange, what: String) {
+    let _ = std::thread::Builder::new()
+        .name("edge-dns-apply".into())
+        .spawn(move || callback(&what));
+}
+
 /// How a change is described to the callback and in its log ("app.internal: 10.0.0.1").
 fn described(host: &str, ips: &[IpAddr]) -> String {
     let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
@@ -478,6 +515,24 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A change found before the callback exists (a late first answer at start) is run when
+    /// it is set, once; later ones at once.
+    #[test]
+    fn changes_found_before_the_callback_are_applied_when_it_comes() {
+        let mut changes = super::Changes::default();
+        assert!(changes.report(vec!["a.test: 10.0.0.1".into()]).is_none());
+        assert!(changes.report(Vec::new()).is_none());
+        let callback: super::OnChange = Arc::new(|_: &str| {});
+        let due = changes.set(callback.clone()).map(|(_, what)| what);
+        assert_eq!(due.as_deref(), Some("a.test: 10.0.0.1"));
+        assert!(changes.set(callback).is_none(), "once");
+        let now = changes.report(vec!["b.test: 10.0.0.2".into()]);
+        assert_eq!(
+            now.map(|(_, what)| what).as_deref(),
+            Some("b.test: 10.0.0.2")
+        );
     }
 
     /// A name that stops resolving is warned about once per outage: every dns_min_ttl, for
