@@ -364,8 +364,10 @@ impl Worker {
     ) -> (Vec<IpAddr>, bool) {
         let now = Instant::now();
         let mut cache = held::lock(&self.cache);
-        let previous = cache.get(host).map(|a| a.ips.clone());
-        let was_failing = cache.get(host).is_some_and(|a| a.failing);
+        let (previous, was_failing) = match cache.get(host) {
+            Some(answer) => (Some(answer.ips.clone()), answer.failing),
+            None => (None, false),
+        };
         match result {
             Ok(lookup) => {
                 let mut ips: Vec<IpAddr> = lookup.iter().collect();

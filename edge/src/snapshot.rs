@@ -65,8 +65,8 @@ impl Snapshot {
     /// Compiles `config`, reusing the server state of `previous` for servers it still has.
     pub fn compile(source: &str, config: Config, previous: Option<&Snapshot>) -> Snapshot {
         let dns = crate::discovery::global();
-        let mut names = HashSet::new();
-        let named: HashSet<String> = config
+        // The names the servers are given by: resolved at once, then kept fresh.
+        let names: HashSet<String> = config
             .upstreams
             .values()
             .flat_map(|u| &u.servers)
@@ -75,16 +75,16 @@ impl Snapshot {
                 _ => None,
             })
             .collect();
-        if !named.is_empty() {
+        if !names.is_empty() {
             dns.configure(&config.edge.resolver, config.edge.dns_min_ttl);
             // Every name at once; the servers below find their answers known.
-            dns.prefetch(&named);
+            dns.prefetch(&names);
         }
         let mut upstreams = HashMap::new();
         for (name, settings) in &config.upstreams {
             let mut servers = Vec::new();
             for s in &settings.servers {
-                for Expanded { label, host, addr } in expand(&s.addr, dns, &mut names) {
+                for Expanded { label, host, addr } in expand(&s.addr, dns) {
                     // The same address of the same upstream keeps its state across reloads
                     // (not when the way to it changed: its pooled connections speak the old
                     // protocol or TLS).
@@ -215,11 +215,7 @@ struct Expanded {
 /// server per address it resolves to, labelled "name:port (ip)", or one server without an
 /// address (taking no traffic) while it resolves to none. Each keeps the configured host as
 /// the Host of the edge's own requests to it.
-fn expand(
-    addr: &str,
-    dns: &crate::discovery::Discovery,
-    names: &mut HashSet<String>,
-) -> Vec<Expanded> {
+fn expand(addr: &str, dns: &crate::discovery::Discovery) -> Vec<Expanded> {
     let unresolved = |host: String| {
         vec![Expanded {
             label: addr.to_string(),
@@ -234,7 +230,6 @@ fn expand(
             addr: Some(a),
         }],
         Target::Name { host, port } => {
-            names.insert(host.to_string());
             let ips = dns.addresses(host);
             if ips.is_empty() {
                 tracing::warn!(
@@ -334,7 +329,7 @@ mod tests {
         assert_eq!(host_header("127.0.0.1", false, 9), "127.0.0.1:9");
         assert_eq!(host_header("::1", true, 8080), "[::1]:8080");
         let dns = crate::discovery::global();
-        let literal = expand("[::1]:8080", dns, &mut HashSet::new());
+        let literal = expand("[::1]:8080", dns);
         assert_eq!(literal[0].host, "[::1]:8080");
         assert_eq!(literal[0].label, "[::1]:8080");
     }

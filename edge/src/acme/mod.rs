@@ -716,6 +716,7 @@ fn base64url_decode(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// The CA's client says only "client error (Connect)"; the causes under it say why.
     #[test]
@@ -733,14 +734,13 @@ mod tests {
             }
         }
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        let failure = super::failed("account")(Client(refused));
+        let failure = failed("account")(Client(refused));
         assert_eq!(failure.reason, "account");
         assert_eq!(
             failure.message,
             "client error (Connect): connection refused"
         );
     }
-    use super::*;
 
     #[test]
     fn encodings_round_trip() {

@@ -60,8 +60,8 @@ struct Stack {
 
 impl Stack {
     /// Drops the connections idle for `timeout` at `now`, and those beyond `capacity` idle for
-    /// [`SURPLUS_GRACE`] (the oldest go first); whether some surplus is left.
-    fn trim_at(&mut self, now: Instant) -> bool {
+    /// [`SURPLUS_GRACE`] (the oldest go first).
+    fn trim_at(&mut self, now: Instant) {
         let timeout = self.timeout;
         let expired = self
             .idle
@@ -75,7 +75,6 @@ impl Stack {
             .take_while(|i| now.duration_since(i.since) >= SURPLUS_GRACE)
             .count();
         self.idle.drain(..expired);
-        self.idle.len() > self.capacity
     }
 }
 
