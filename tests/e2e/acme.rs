@@ -448,10 +448,12 @@ async fn two_edges_on_one_redis_place_one_order_and_the_other_replica_answers_th
 
 /// pebble's directory plus renewal information (RFC 9773), which pebble 2.4 lacks, served
 /// over TLS by the test: every other URL is pebble's own. The window it suggests for any
-/// certificate is in 2100, or in 2020 while `past` is set; it says to ask again in 1 s.
+/// certificate is in 2100, or in 2020 while `past` is set; it says to ask again in 1 s. While
+/// `failing` is set it answers renewal information with 503.
 struct AriFront {
     directory: String,
     past: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -494,12 +496,18 @@ impl AriFront {
         })
         .to_string();
         let past = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (p, a) = (past.clone(), asked.clone());
+        let (p, f, a) = (past.clone(), failing.clone(), asked.clone());
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, directory, past, asked) =
-                    (acceptor.clone(), directory.clone(), p.clone(), a.clone());
+                let (acceptor, directory, past, failing, asked) = (
+                    acceptor.clone(),
+                    directory.clone(),
+                    p.clone(),
+                    f.clone(),
+                    a.clone(),
+                );
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
@@ -514,21 +522,31 @@ impl AriFront {
                     }
                     let head = String::from_utf8_lossy(&head).into_owned();
                     let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-                    let body = if path.starts_with("/ari/") {
+                    let ari = path.starts_with("/ari/");
+                    let (status, kind, body) = if ari && failing.load(Ordering::SeqCst) {
+                        asked.fetch_add(1, Ordering::SeqCst);
+                        let problem = r#"{"type":"urn:ietf:params:acme:error:serverInternal","detail":"down for the test"}"#;
+                        (
+                            "503 Service Unavailable",
+                            "application/problem+json",
+                            problem.to_string(),
+                        )
+                    } else if ari {
                         asked.fetch_add(1, Ordering::SeqCst);
                         let year = if past.load(Ordering::SeqCst) {
                             2020
                         } else {
                             2100
                         };
-                        format!(
+                        let window = format!(
                             "{{\"suggestedWindow\":{{\"start\":\"{year}-01-01T00:00:00Z\",\"end\":\"{year}-01-02T00:00:00Z\"}}}}"
-                        )
+                        );
+                        ("200 OK", "application/json", window)
                     } else {
-                        directory
+                        ("200 OK", "application/json", directory)
                     };
                     let response = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRetry-After: 1\r\n\
+                        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nRetry-After: 1\r\n\
                          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
@@ -540,6 +558,7 @@ impl AriFront {
         AriFront {
             directory: format!("{front}/dir"),
             past,
+            failing,
             asked,
             task,
         }
@@ -552,35 +571,68 @@ impl Drop for AriFront {
     }
 }
 
+/// Waits until `/status`'s `acme` section satisfies `holds`; on `within`, fails with what the
+/// edge, its `/status` and pebble said.
+async fn until_acme_status(
+    edge: &Edge,
+    pebble: &Pebble,
+    within: Duration,
+    what: &str,
+    holds: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let acme = admin(edge, "/status").await["acme"].clone();
+        if holds(&acme) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} (waited {within:?})\nstatus: {acme}\nedge:\n{}\npebble:\n{}",
+            edge.log(),
+            pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_ca_with_renewal_information_decides_when_to_renew() {
+async fn a_ca_with_renewal_information_decides_when_to_renew_and_a_failed_ask_is_retried() {
     use std::sync::atomic::Ordering;
     let app = backend("app").await;
     let ports = (free_port(), free_port());
     let mut pebble = Pebble::start(ports.0, ports.1);
     let front = AriFront::start(&pebble).await;
     pebble.directory = front.directory.clone();
+    // The CA's renewal information fails at first.
+    front.failing.store(true, Ordering::SeqCst);
     let storage = tempfile::tempdir().expect("storage");
     let lines = "challenge = \"tls-alpn-01\"";
     let edge = acme_edge(ports, &pebble, storage.path(), lines, "", app.addr);
     let https = local(ports.1);
     let first = pebble_issued(https, &edge, &pebble).await;
-    // The CA's window (2100) decides, not two thirds of the five-year lifetime.
     wait_until(
-        Duration::from_secs(15),
-        "the edge never took the CA's window",
-        async || {
-            admin(&edge, "/status").await["acme"]["names"]["a.test"]["next_renewal"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("2100-01-0"))
-        },
+        Duration::from_secs(30),
+        "the edge never asked for the new certificate's renewal information",
+        async || front.asked.load(Ordering::SeqCst) >= 1,
     )
     .await;
-    assert!(front.asked.load(Ordering::SeqCst) >= 1);
+    // It comes back: the edge asks again soon (not in an hour), and the CA's window (2100)
+    // decides, not two thirds of the five-year lifetime.
+    front.failing.store(false, Ordering::SeqCst);
+    let in_2100 = |acme: &serde_json::Value| {
+        acme["names"]["a.test"]["next_renewal"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2100-01-0"))
+    };
+    let within = Duration::from_secs(60);
+    let what = "the edge never took the CA's window";
+    until_acme_status(&edge, &pebble, within, what, in_2100).await;
     assert_eq!(pebble.orders(), 1, "{}", pebble.log());
     // The CA moves the window into the past: the edge renews at once.
     front.past.store(true, Ordering::SeqCst);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // (Long enough for one failed order and its retry 60 s later.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         let serial = pebble_issued(https, &edge, &pebble).await;
         if serial != first {
@@ -599,7 +651,8 @@ async fn a_ca_with_renewal_information_decides_when_to_renew() {
     }
     front.past.store(false, Ordering::SeqCst);
     assert!(pebble.orders() >= 2, "{}", pebble.log());
-    assert!(metric(&edge, "edge_acme_orders_total", &["valid"]).await >= 2.0);
+    let valid = metric(&edge, "edge_acme_orders_total", &["valid"]).await;
+    assert!(valid >= 2.0, "{valid} valid orders\n{}", edge.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]

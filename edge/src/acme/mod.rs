@@ -47,6 +47,10 @@ const LOOK_EVERY: Duration = Duration::from_secs(3600);
 /// How often the manager reads its names and looks at those that are due.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The first wait after the CA's renewal information could not be had, doubled at each
+/// failure in a row up to [`LOOK_EVERY`] (RFC 9773 4.3.3: retry with backoff).
+const ARI_RETRY: Duration = Duration::from_secs(10);
+
 /// HTTP-01 answers: token -> key authorization.
 static HTTP01: LazyLock<ArcSwap<HashMap<String, String>>> = LazyLock::new(ArcSwap::default);
 
@@ -140,6 +144,23 @@ pub struct Acme {
     domains: Box<dyn Fn() -> Vec<String> + Send + Sync>,
     /// Per name: the CA's last renewal window (RFC 9773) and the time chosen in it.
     windows: Mutex<HashMap<String, Window>>,
+    /// Per name: the wait before asking for the window again after a failed ask.
+    window_retries: Mutex<HashMap<String, Duration>>,
+}
+
+/// What the CA says of a certificate's renewal (RFC 9773).
+enum Renewal {
+    /// Renew at `picked` (chosen in the CA's window); ask again at `ask_again`; the
+    /// certificate's identifier for the order that replaces it.
+    Window {
+        picked: SystemTime,
+        ask_again: SystemTime,
+        id: CertificateIdentifier<'static>,
+    },
+    /// The CA's directory offers no renewal information.
+    NotOffered,
+    /// It offers it, and asking failed (logged): ask again at this time.
+    Unavailable(SystemTime),
 }
 
 /// A renewal window the CA suggested, and the moment picked at random inside it.
@@ -165,6 +186,7 @@ impl Acme {
             certificates,
             owner: format!("{}:{}", host.trim(), std::process::id()),
             windows: Mutex::default(),
+            window_retries: Mutex::default(),
             domains,
         }
     }
@@ -335,7 +357,11 @@ impl Acme {
         Option<CertificateIdentifier<'static>>,
     ) {
         match self.renewal_window(store, name, stored).await {
-            Some((picked, ask_again, id)) => {
+            Renewal::Window {
+                picked,
+                ask_again,
+                id,
+            } => {
                 stats()
                     .names
                     .entry(name.to_string())
@@ -343,33 +369,44 @@ impl Acme {
                     .next_renewal = unix(picked);
                 (picked, ask_again.min(picked), Some(id))
             }
-            None => (due, due, None),
+            Renewal::NotOffered => (due, due, None),
+            Renewal::Unavailable(ask_again) => (due, ask_again.min(due), None),
         }
     }
 
     /// The CA's suggested renewal time for `stored` (RFC 9773 ACME Renewal Information), when
     /// its directory offers it: a moment picked at random inside the window (kept while the
     /// window stays the same), when to ask again, and the certificate's identifier for the
-    /// order that replaces it.
-    async fn renewal_window(
-        &self,
-        store: &Store,
-        name: &str,
-        stored: &Stored,
-    ) -> Option<(SystemTime, SystemTime, CertificateIdentifier<'static>)> {
-        let leaf = rustls_pemfile::certs(&mut stored.chain.as_bytes())
-            .next()?
-            .ok()?;
-        let id = CertificateIdentifier::try_from(&leaf).ok()?.into_owned();
-        let account = self.account(store).await.ok()?;
-        let (info, ask_again) = match account.renewal_info(&id).await {
+    /// order that replaces it. A failed ask is asked again after [`ARI_RETRY`], doubling.
+    async fn renewal_window(&self, store: &Store, name: &str, stored: &Stored) -> Renewal {
+        let Some(id) = rustls_pemfile::certs(&mut stored.chain.as_bytes())
+            .next()
+            .and_then(Result::ok)
+            .and_then(|leaf| Some(CertificateIdentifier::try_from(&leaf).ok()?.into_owned()))
+        else {
+            return Renewal::NotOffered;
+        };
+        let asked = match self.account(store).await {
+            Ok(account) => account.renewal_info(&id).await.map_err(|e| match e {
+                instant_acme::Error::Unsupported(_) => None,
+                e => Some(failed("account")(e).message),
+            }),
+            Err(e) => Err(Some(e.message)),
+        };
+        let (info, ask_again) = match asked {
             Ok(answer) => answer,
-            Err(instant_acme::Error::Unsupported(_)) => return None,
-            Err(e) => {
-                tracing::warn!(%name, error = %e, "ACME: the CA's renewal information is unavailable; renewing at two thirds of the lifetime");
-                return None;
+            Err(None) => return Renewal::NotOffered,
+            Err(Some(error)) => {
+                let mut retries = held::lock(&self.window_retries);
+                let wait = retries
+                    .get(name)
+                    .map_or(ARI_RETRY, |w| (*w * 2).min(LOOK_EVERY));
+                retries.insert(name.to_string(), wait);
+                tracing::warn!(%name, %error, retry_in = ?wait, "ACME: the CA's renewal information is unavailable; renewing at two thirds of the lifetime unless it comes");
+                return Renewal::Unavailable(SystemTime::now() + wait);
             }
         };
+        held::lock(&self.window_retries).remove(name);
         let at = |unix: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
         let (start, end) = (
             at(info.suggested_window.start.unix_timestamp()),
@@ -387,8 +424,11 @@ impl Acme {
                 w
             }
         };
-        let ask_again = SystemTime::now() + ask_again.clamp(Duration::from_secs(1), LOOK_EVERY);
-        Some((window.picked, ask_again, id))
+        Renewal::Window {
+            picked: window.picked,
+            ask_again: SystemTime::now() + ask_again.clamp(Duration::from_secs(1), LOOK_EVERY),
+            id,
+        }
     }
 
     /// One order for `name`, its challenge answered: the chain and its new key. `replaces`:
