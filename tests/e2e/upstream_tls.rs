@@ -358,6 +358,71 @@ async fn an_h2_upstreams_surplus_connections_are_closed_after_a_burst() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cold_burst_to_an_h2_upstream_opens_a_connection_per_thread_not_per_request() {
+    let nginx = Nginx::start("http2", "");
+    let config = TestConfig::new()
+        .upstream("h2c", [nginx.addr])
+        .with("protocol", "h2")
+        .route("/", "h2c");
+    let edge = Edge::start(table! { http2_cleartext = true, threads = 2 }, config);
+    // 100 streams at once on one client connection, before the edge holds any upstream one.
+    let tcp = tokio::net::TcpStream::connect(edge.http)
+        .await
+        .expect("tcp");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2c");
+    tokio::spawn(connection);
+    let mut answers = Vec::new();
+    for i in 0..100 {
+        let mut client = client.clone().ready().await.expect("ready");
+        let request = http::Request::get(format!("http://edge.test/burst{i}"))
+            .body(())
+            .expect("request");
+        answers.push(client.send_request(request, true).expect("send").0);
+    }
+    for answer in answers {
+        let status = answer.await.expect("answer").status();
+        assert_eq!(status, 200, "{}", edge.log());
+    }
+    let served = nginx.served();
+    assert_eq!(served.len(), 100, "{served:?}");
+    // One connection per worker thread, not one per request.
+    let connections: std::collections::HashSet<&str> = served
+        .iter()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert!(
+        connections.len() <= 2,
+        "{} connections for a burst of 100",
+        connections.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_waiting_for_an_h2_connect_that_fails_fail_with_it_without_a_connect_each() {
+    // A server that takes each connection and closes it 300 ms later: the TLS handshake fails.
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let server = each_connection(move |stream| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        drop(stream);
+    });
+    let ca = TestCa::new("internal CA");
+    let tls = table! { server_name = "billing.internal", ca = ca.pem.display().to_string() };
+    let edge = Edge::start(table! { threads = 2 }, tls_upstream(server, tls, "h2"));
+    let burst = (0..40).map(|i| {
+        let url = edge.url(&format!("/w{i}"));
+        tokio::spawn(async move { get_json(&client(), &url, &[]).await.0 })
+    });
+    for status in futures_util::future::join_all(burst).await {
+        assert_eq!(status.expect("task"), 502, "{}", edge.log());
+    }
+    // A connect per worker thread; the requests that waited for it failed with it.
+    let connects = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(connects <= 2, "{connects} connects for a burst of 40");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_h2_upstream_connection_without_a_stream_for_keepalive_timeout_is_closed() {
     // nginx keeps an idle HTTP/2 connection for its keepalive_timeout (75 s): only the edge
     // closes this one.

@@ -660,13 +660,34 @@ async fn connection_for(
     now: Instant,
 ) -> Result<(Link, bool), Failed> {
     let settings = &upstream.settings;
+    // Held while this request opens its thread's HTTP/2 connection: others wait for it.
+    let mut opening = None;
     if settings.protocol != UpstreamProtocol::Http1 && !upgrade {
-        if let Some(connection) = server
-            .state
-            .h2
-            .take(settings.keepalive_timeout, settings.keepalive_requests)
-        {
-            return Ok((Link::H2(connection), true));
+        let pool = &server.state.h2;
+        let mut may_wait = settings.protocol == UpstreamProtocol::H2 || pool.spoke_h2();
+        loop {
+            let (timeout, requests) = (settings.keepalive_timeout, settings.keepalive_requests);
+            if let Some(connection) = pool.take(timeout, requests) {
+                return Ok((Link::H2(connection), true));
+            }
+            match pool.opening(may_wait) {
+                h2::NoRoom::Own(own) => {
+                    opening = own;
+                    break;
+                }
+                h2::NoRoom::Wait(mut done) => {
+                    // Boxed, as the connect below: rare, and kept out of every request's future.
+                    let came = done.wait_for(|o| *o != h2::Outcome::Pending);
+                    let came = Box::pin(tokio::time::timeout(settings.connect_timeout, came)).await;
+                    if let Ok(Ok(came)) = came {
+                        if let h2::Outcome::Failed(kind) = &*came {
+                            let why = "the connection another request was opening to the server";
+                            return Err(Failed::upstream(Error::explain(kind.clone(), why)));
+                        }
+                    }
+                    may_wait = false;
+                }
+            }
         }
     }
     let pooled = match body {
@@ -687,16 +708,24 @@ async fn connection_for(
         upgrade,
         settings.connect_timeout,
     ))
-    .await
-    .map_err(Failed::upstream)?;
+    .await;
     Ok(match opened {
-        client::Opened::H1(stream) => (Link::H1(Connection::new(stream)), false),
-        client::Opened::H2(connection) => {
+        Err(e) => {
+            if let Some(opening) = opening {
+                opening.failed(&e);
+            }
+            return Err(Failed::upstream(e));
+        }
+        Ok(client::Opened::H1(stream)) => (Link::H1(Connection::new(stream)), false),
+        Ok(client::Opened::H2(connection)) => {
             let idle_timeout = settings.keepalive_timeout;
             server
                 .state
                 .h2
                 .put(connection.clone(), settings.keepalive, idle_timeout);
+            if let Some(opening) = opening {
+                opening.ready();
+            }
             (Link::H2(connection), false)
         }
     })

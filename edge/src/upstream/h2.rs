@@ -77,10 +77,16 @@ impl Connection {
         })
     }
 
-    /// Whether it can open one more stream now: the server's stream limit has room, and the
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS`, once its SETTINGS have come and say
+    /// one.
+    fn stated_limit(&self) -> Option<usize> {
+        let limit = self.send.current_max_send_streams();
+        (limit != usize::MAX).then_some(limit.max(1))
+    }
+
+    /// Whether it can open one more stream now: fewer than `limit` are open, and the
     /// connection is neither closed nor going away.
-    fn has_room(&mut self) -> bool {
-        let limit = self.send.current_max_send_streams().max(1);
+    fn has_room(&mut self, limit: usize) -> bool {
         if self.shared.active.load(Ordering::Relaxed) >= limit {
             return false;
         }
@@ -110,9 +116,69 @@ impl Connection {
 /// stream beyond `keepalive` are closed once they have had none for
 /// [`super::pool::SURPLUS_GRACE`], and any after `keepalive_timeout` without one: a timer
 /// looks every grace while the thread holds a connection (as the HTTP/1.1 pool's does).
+///
+/// A request that finds no room while a connection is being opened on its thread waits for
+/// that one once (at most `connect_timeout`) before it opens its own: a burst after an idle
+/// spell opens a connection per thread, not one per request. Until a new connection's server
+/// has stated its stream limit, the limit its other connections stated stands for it (or
+/// [`ASSUMED_STREAMS`]).
 #[derive(Default)]
 pub struct Pool {
     connections: ThreadLocal<Arc<Mutex<Held>>>,
+    /// The last stream limit a connection's server stated (0: none yet).
+    stated: AtomicUsize,
+}
+
+/// The stream limit taken for a server that has stated none yet: the least RFC 9113 6.5.2
+/// recommends servers allow.
+const ASSUMED_STREAMS: usize = 100;
+
+/// A connection being opened on a thread, from [`Pool::opening`]: the requests that wait for it
+/// are told how it went when it is dropped ([`Opening::ready`] once it is in the pool,
+/// [`Opening::failed`]; otherwise [`Outcome::Gone`]).
+pub struct Opening {
+    held: Arc<Mutex<Held>>,
+    done: tokio::sync::watch::Sender<Outcome>,
+    outcome: Outcome,
+}
+
+/// How the connection a request waits for came out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pending,
+    /// It is in the pool.
+    Ready,
+    /// The connect failed so: the waiters' would too.
+    Failed(ErrorType),
+    /// It was not HTTP/2 (ALPN chose HTTP/1.1), or its request went: each opens its own.
+    Gone,
+}
+
+impl Opening {
+    pub fn ready(mut self) {
+        self.outcome = Outcome::Ready;
+    }
+
+    pub fn failed(mut self, error: &Error) {
+        self.outcome = Outcome::Failed(error.etype().clone());
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        // While one is open no other is made (`Pool::opening`): the thread's is this one.
+        lock(&self.held).opening = None;
+        self.done
+            .send_replace(std::mem::replace(&mut self.outcome, Outcome::Gone));
+    }
+}
+
+/// What a request that found no connection with room does: opens one (holding the
+/// [`Opening`] until it is in the pool, if others may wait for it), or waits for the one
+/// being opened.
+pub enum NoRoom {
+    Own(Option<Opening>),
+    Wait(tokio::sync::watch::Receiver<Outcome>),
 }
 
 /// One thread's connections to a server.
@@ -125,6 +191,8 @@ struct Held {
     timeout: Duration,
     /// A trim is scheduled.
     trimming: bool,
+    /// A connection being opened, and how it comes out.
+    opening: Option<tokio::sync::watch::Receiver<Outcome>>,
 }
 
 impl Surplus for Held {
@@ -182,9 +250,51 @@ impl Pool {
                 max_requests > 0 && c.shared.served.load(Ordering::Relaxed) >= max_requests;
             !(c.idle_for(idle_timeout) || retired || c.closed())
         });
-        here.list
-            .iter_mut()
-            .find_map(|c| c.has_room().then(|| c.clone()))
+        let assumed = match self.stated.load(Ordering::Relaxed) {
+            0 => ASSUMED_STREAMS,
+            stated => stated,
+        };
+        here.list.iter_mut().find_map(|c| {
+            // h2 would queue the streams past the server's limit on this connection.
+            let limit = match c.stated_limit() {
+                Some(stated) => {
+                    if stated != assumed {
+                        self.stated.store(stated, Ordering::Relaxed);
+                    }
+                    stated
+                }
+                None => assumed,
+            };
+            c.has_room(limit).then(|| c.clone())
+        })
+    }
+
+    /// For a request that found no connection with room ([`Pool::take`]): wait for the one
+    /// being opened on this thread, or open one, holding [`Opening`] until it is put. With
+    /// `may_wait` false (the request waited once already, or the server may not speak
+    /// HTTP/2) it opens without telling others to wait.
+    pub fn opening(&self, may_wait: bool) -> NoRoom {
+        if !may_wait {
+            return NoRoom::Own(None);
+        }
+        let held = self.connections.get_or_default();
+        let mut here = lock(held);
+        if let Some(opening) = &here.opening {
+            return NoRoom::Wait(opening.clone());
+        }
+        let (done, waiting) = tokio::sync::watch::channel(Outcome::Pending);
+        here.opening = Some(waiting);
+        NoRoom::Own(Some(Opening {
+            held: held.clone(),
+            done,
+            outcome: Outcome::Gone,
+        }))
+    }
+
+    /// Whether a connection to this server has been made over HTTP/2 (for `protocol =
+    /// "auto"`: whether the next connect will likely be HTTP/2 too).
+    pub fn spoke_h2(&self) -> bool {
+        self.stated.load(Ordering::Relaxed) != 0 || !self.is_empty()
     }
 
     /// Keeps a new connection for the requests after this one (none with `keepalive` 0), for
