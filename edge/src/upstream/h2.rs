@@ -250,15 +250,13 @@ impl Pool {
                 max_requests > 0 && c.shared.served.load(Ordering::Relaxed) >= max_requests;
             !(c.idle_for(idle_timeout) || retired || c.closed())
         });
-        let assumed = match self.stated.load(Ordering::Relaxed) {
-            0 => ASSUMED_STREAMS,
-            stated => stated,
-        };
+        let known = self.stated.load(Ordering::Relaxed);
+        let assumed = if known == 0 { ASSUMED_STREAMS } else { known };
         here.list.iter_mut().find_map(|c| {
             // h2 would queue the streams past the server's limit on this connection.
             let limit = match c.stated_limit() {
                 Some(stated) => {
-                    if stated != assumed {
+                    if stated != known {
                         self.stated.store(stated, Ordering::Relaxed);
                     }
                     stated
