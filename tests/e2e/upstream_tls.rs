@@ -357,6 +357,40 @@ async fn an_h2_upstreams_surplus_connections_are_closed_after_a_burst() {
     .await;
 }
 
+/// `n` requests for `path{i}` at once, as streams of one HTTP/2 client connection (prior
+/// knowledge) to the edge's plain listener: their statuses.
+async fn streams_at_once(edge: &Edge, path: &str, n: usize) -> Vec<u16> {
+    let tcp = tokio::net::TcpStream::connect(edge.http)
+        .await
+        .expect("tcp");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2c");
+    tokio::spawn(connection);
+    let mut answers = Vec::new();
+    for i in 0..n {
+        let mut client = client.clone().ready().await.expect("ready");
+        let request = http::Request::get(format!("http://edge.test{path}{i}"))
+            .body(())
+            .expect("request");
+        answers.push(client.send_request(request, true).expect("send").0);
+    }
+    let mut statuses = Vec::new();
+    for answer in answers {
+        statuses.push(answer.await.expect("answer").status().as_u16());
+    }
+    statuses
+}
+
+/// How many requests each connection nginx served carried.
+fn per_connection(nginx: &Nginx) -> std::collections::HashMap<String, usize> {
+    let mut carried = std::collections::HashMap::new();
+    for line in nginx.served() {
+        if let Some(connection) = line.split_whitespace().last() {
+            *carried.entry(connection.to_string()).or_default() += 1;
+        }
+    }
+    carried
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cold_burst_to_an_h2_upstream_opens_a_connection_per_thread_not_per_request() {
     let nginx = Nginx::start("http2", "");
@@ -365,61 +399,101 @@ async fn a_cold_burst_to_an_h2_upstream_opens_a_connection_per_thread_not_per_re
         .with("protocol", "h2")
         .route("/", "h2c");
     let edge = Edge::start(table! { http2_cleartext = true, threads = 2 }, config);
-    // 100 streams at once on one client connection, before the edge holds any upstream one.
-    let tcp = tokio::net::TcpStream::connect(edge.http)
-        .await
-        .expect("tcp");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("h2c");
-    tokio::spawn(connection);
-    let mut answers = Vec::new();
-    for i in 0..100 {
-        let mut client = client.clone().ready().await.expect("ready");
-        let request = http::Request::get(format!("http://edge.test/burst{i}"))
-            .body(())
-            .expect("request");
-        answers.push(client.send_request(request, true).expect("send").0);
-    }
-    for answer in answers {
-        let status = answer.await.expect("answer").status();
-        assert_eq!(status, 200, "{}", edge.log());
-    }
-    let served = nginx.served();
-    assert_eq!(served.len(), 100, "{served:?}");
+    // 100 streams at once, before the edge holds any upstream connection.
+    let statuses = streams_at_once(&edge, "/burst", 100).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let carried = per_connection(&nginx);
+    assert_eq!(carried.values().sum::<usize>(), 100, "{carried:?}");
     // One connection per worker thread, not one per request.
-    let connections: std::collections::HashSet<&str> = served
-        .iter()
-        .filter_map(|l| l.split_whitespace().last())
-        .collect();
     assert!(
-        connections.len() <= 2,
+        carried.len() <= 2,
         "{} connections for a burst of 100",
-        connections.len()
+        carried.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_burst_larger_than_a_servers_stream_limit_opens_the_connections_it_needs() {
+    // nginx runs 10 streams at once per connection, each answer taking 1 s (its upstream's).
+    let slow =
+        KeepaliveBackend::answering_after(0, Duration::from_secs(30), Duration::from_secs(1));
+    let directives = format!(
+        "http2_max_concurrent_streams 10; location /slow/ {{ proxy_pass http://{}; }}",
+        slow.addr
+    );
+    let nginx = Nginx::start("http2", &directives);
+    let config = TestConfig::new()
+        .upstream("h2c", [nginx.addr])
+        .with("protocol", "h2")
+        .route("/", "h2c");
+    let edge = Edge::start(table! { http2_cleartext = true, threads = 1 }, config);
+    let started = std::time::Instant::now();
+    let statuses = streams_at_once(&edge, "/slow/", 100).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let took = started.elapsed();
+    let carried = per_connection(&nginx);
+    assert_eq!(carried.values().sum::<usize>(), 100, "{carried:?}");
+    // The 100 run at once: ten connections of ten, opened together; none queues more than
+    // its server takes (which would run them ten after ten), none is opened per request.
+    assert!(
+        carried.values().all(|&n| n <= 10),
+        "a connection queued streams past the server's limit: {carried:?} (in {took:?})"
+    );
+    assert!(
+        carried.len() <= 12,
+        "{} connections for 100 streams of 10 per connection",
+        carried.len()
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_waiting_for_an_h2_connect_that_fails_fail_with_it_without_a_connect_each() {
-    // A server that takes each connection and closes it 300 ms later: the TLS handshake fails.
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = accepted.clone();
-    let server = each_connection(move |stream| {
-        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(300));
-        drop(stream);
-    });
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Servers that take each connection and say nothing: one closes it 300 ms later (the TLS
+    // handshake fails), one holds it past the upstream's connect_timeout (1 s).
+    let server = |hold: Duration| {
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        let addr = each_connection(move |stream| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(hold);
+            drop(stream);
+        });
+        (addr, accepted)
+    };
+    let (closing, closing_accepted) = server(Duration::from_millis(300));
+    let (silent, silent_accepted) = server(Duration::from_secs(5));
     let ca = TestCa::new("internal CA");
     let tls = table! { server_name = "billing.internal", ca = ca.pem.display().to_string() };
-    let edge = Edge::start(table! { threads = 2 }, tls_upstream(server, tls, "h2"));
-    let burst = (0..40).map(|i| {
-        let url = edge.url(&format!("/w{i}"));
-        tokio::spawn(async move { get_json(&client(), &url, &[]).await.0 })
-    });
-    for status in futures_util::future::join_all(burst).await {
-        assert_eq!(status.expect("task"), 502, "{}", edge.log());
+    let config = TestConfig::new()
+        .upstream("closing", [closing])
+        .with("tls", tls.clone())
+        .with("protocol", "h2")
+        .route("/closing/", "closing")
+        .upstream("silent", [silent])
+        .with("tls", tls)
+        .with("protocol", "h2")
+        .with("connect_timeout", "1s")
+        .route("/silent/", "silent");
+    let edge = Edge::start(table! { threads = 2 }, config);
+    for (path, status, accepted) in [
+        ("/closing/", 502, closing_accepted),
+        ("/silent/", 504, silent_accepted),
+    ] {
+        let burst = (0..40).map(|i| {
+            let url = edge.url(&format!("{path}{i}"));
+            tokio::spawn(async move { get_json(&client(), &url, &[]).await.0 })
+        });
+        for answered in futures_util::future::join_all(burst).await {
+            assert_eq!(answered.expect("task"), status, "{path}\n{}", edge.log());
+        }
+        // A connect per worker thread; the requests that waited for it failed with it.
+        let connects = accepted.load(Ordering::SeqCst);
+        assert!(
+            connects <= 2,
+            "{path}: {connects} connects for a burst of 40"
+        );
     }
-    // A connect per worker thread; the requests that waited for it failed with it.
-    let connects = accepted.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(connects <= 2, "{connects} connects for a burst of 40");
 }
 
 #[tokio::test(flavor = "multi_thread")]

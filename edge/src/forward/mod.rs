@@ -647,6 +647,10 @@ enum Link {
     H2(h2::Connection),
 }
 
+/// How much longer than `connect_timeout` a request waits for a connection another request
+/// is opening (whose connect is bounded by it) before it opens its own.
+const OPENING_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A kept-alive connection to `server` or a new one, and whether it was kept. Over HTTP/2,
 /// a connection with room for one more stream. An HTTP/1.1 request whose body streams can
 /// be sent once only: it gets a new connection, never one the server may have closed while
@@ -660,32 +664,40 @@ async fn connection_for(
     now: Instant,
 ) -> Result<(Link, bool), Failed> {
     let settings = &upstream.settings;
-    // Held while this request opens its thread's HTTP/2 connection: others wait for it.
+    // Held while this request opens an HTTP/2 connection others may wait for.
     let mut opening = None;
     if settings.protocol != UpstreamProtocol::Http1 && !upgrade {
         let pool = &server.state.h2;
-        let mut may_wait = settings.protocol == UpstreamProtocol::H2 || pool.spoke_h2();
+        // (Not with `keepalive = 0`: a connection is then its opener's alone.)
+        let mut may_wait = settings.keepalive > 0
+            && (settings.protocol == UpstreamProtocol::H2 || pool.spoke_h2());
+        // Each wait ends when a connection being opened comes out; a request that found no
+        // room after a few has waited long enough and opens its own.
+        let mut waits = 3;
         loop {
             let (timeout, requests) = (settings.keepalive_timeout, settings.keepalive_requests);
             if let Some(connection) = pool.take(timeout, requests) {
                 return Ok((Link::H2(connection), true));
             }
-            match pool.opening(may_wait) {
+            match pool.no_room(may_wait && waits > 0) {
                 h2::NoRoom::Own(own) => {
                     opening = own;
                     break;
                 }
-                h2::NoRoom::Wait(mut done) => {
-                    // Boxed, as the connect below: rare, and kept out of every request's future.
-                    let came = done.wait_for(|o| *o != h2::Outcome::Pending);
-                    let came = Box::pin(tokio::time::timeout(settings.connect_timeout, came)).await;
-                    if let Ok(Ok(came)) = came {
-                        if let h2::Outcome::Failed(kind) = &*came {
-                            let why = "the connection another request was opening to the server";
-                            return Err(Failed::upstream(Error::explain(kind.clone(), why)));
+                h2::NoRoom::Wait(mut waiting) => {
+                    waits -= 1;
+                    // The connection waited for is opened within connect_timeout; the margin
+                    // lets its outcome arrive first. Boxed, as the connect below: rare, and
+                    // kept out of every request's future.
+                    let within = settings.connect_timeout + OPENING_MARGIN;
+                    match Box::pin(tokio::time::timeout(within, waiting.next())).await {
+                        Ok(Some(failed)) => {
+                            let why = "the connection being opened to the server for it";
+                            return Err(Failed::upstream(Error::explain(failed, why)));
                         }
+                        Ok(None) => {}
+                        Err(_) => may_wait = false,
                     }
-                    may_wait = false;
                 }
             }
         }

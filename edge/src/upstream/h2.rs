@@ -49,24 +49,37 @@ impl Connection {
     /// The HTTP/2 handshake on `stream` (already TLS with ALPN h2, or cleartext with prior
     /// knowledge); the connection's own task runs on the current runtime until the server or
     /// the last handle closes it.
+    ///
+    /// It is ready once the server has answered a PING: its SETTINGS come before that answer,
+    /// so its stream limit is known before requests are put on it (h2 takes it for unbounded
+    /// until then, and would queue on it a burst its server takes one or two at a time).
     pub async fn handshake(stream: Stream, timeout: Duration) -> Result<Connection> {
+        let by = tokio::time::Instant::now() + timeout;
         let handshake = ::h2::client::Builder::new()
             .initial_window_size(WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_send_buffer_size(MAX_SEND_BUFFER)
             .handshake::<_, Bytes>(stream);
-        let (send, connection) = match tokio::time::timeout(timeout, handshake).await {
+        let failed = |e| Error::e_because(ErrorType::ConnectError, "the HTTP/2 handshake", e);
+        let timed_out = || Error::e_explain(ErrorType::ConnectTimedout, "the HTTP/2 handshake");
+        let (send, mut connection) = match tokio::time::timeout_at(by, handshake).await {
             Ok(Ok(done)) => done,
-            Ok(Err(e)) => {
-                return Error::e_because(ErrorType::ConnectError, "the HTTP/2 handshake", e)
-            }
-            Err(_) => return Error::e_explain(ErrorType::ConnectTimedout, "the HTTP/2 handshake"),
+            Ok(Err(e)) => return failed(e),
+            Err(_) => return timed_out(),
         };
+        let pings = connection.ping_pong();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "an HTTP/2 connection to a server ended");
             }
         });
+        if let Some(mut pings) = pings {
+            match tokio::time::timeout_at(by, pings.ping(::h2::Ping::opaque())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return failed(e),
+                Err(_) => return timed_out(),
+            }
+        }
         Ok(Connection {
             send,
             shared: Arc::new(Shared {
@@ -77,11 +90,9 @@ impl Connection {
         })
     }
 
-    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS`, once its SETTINGS have come and say
-    /// one.
-    fn stated_limit(&self) -> Option<usize> {
-        let limit = self.send.current_max_send_streams();
-        (limit != usize::MAX).then_some(limit.max(1))
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` (`usize::MAX`: it states none).
+    fn limit(&self) -> usize {
+        self.send.current_max_send_streams().max(1)
     }
 
     /// Whether it can open one more stream now: fewer than `limit` are open, and the
@@ -117,11 +128,10 @@ impl Connection {
 /// [`super::pool::SURPLUS_GRACE`], and any after `keepalive_timeout` without one: a timer
 /// looks every grace while the thread holds a connection (as the HTTP/1.1 pool's does).
 ///
-/// A request that finds no room while a connection is being opened on its thread waits for
-/// that one once (at most `connect_timeout`) before it opens its own: a burst after an idle
-/// spell opens a connection per thread, not one per request. Until a new connection's server
-/// has stated its stream limit, the limit its other connections stated stands for it (or
-/// [`ASSUMED_STREAMS`]).
+/// A request that finds no room waits for a connection being opened on its thread while the
+/// streams those are expected to take (the server's stated limit, or [`ASSUMED_STREAMS`])
+/// outnumber the requests already waiting; otherwise it opens one: a burst after an idle
+/// spell opens as many connections as its size needs, at once, not one per request.
 #[derive(Default)]
 pub struct Pool {
     connections: ThreadLocal<Arc<Mutex<Held>>>,
@@ -129,56 +139,83 @@ pub struct Pool {
     stated: AtomicUsize,
 }
 
-/// The stream limit taken for a server that has stated none yet: the least RFC 9113 6.5.2
-/// recommends servers allow.
+/// The streams a new connection is expected to take before its server has stated a limit:
+/// the least RFC 9113 6.5.2 recommends servers allow.
 const ASSUMED_STREAMS: usize = 100;
 
-/// A connection being opened on a thread, from [`Pool::opening`]: the requests that wait for it
-/// are told how it went when it is dropped ([`Opening::ready`] once it is in the pool,
-/// [`Opening::failed`]; otherwise [`Outcome::Gone`]).
+/// The most streams a connection being opened is expected to take (a server that states no
+/// limit takes any number).
+const MAX_ROOM: usize = 1024;
+
+/// A connection being opened on a thread, from [`Pool::no_room`]: when it is dropped, the
+/// requests waiting are told it came out ([`Opening::ready`] once it is in the pool,
+/// [`Opening::failed`], or neither: it was not HTTP/2, or its request went).
 pub struct Opening {
     held: Arc<Mutex<Held>>,
-    done: tokio::sync::watch::Sender<Outcome>,
-    outcome: Outcome,
-}
-
-/// How the connection a request waits for came out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Pending,
-    /// It is in the pool.
-    Ready,
-    /// The connect failed so: the waiters' would too.
-    Failed(ErrorType),
-    /// It was not HTTP/2 (ALPN chose HTTP/1.1), or its request went: each opens its own.
-    Gone,
+    /// The streams it was expected to take beyond its own request's.
+    room: usize,
+    failed: Option<ErrorType>,
 }
 
 impl Opening {
-    pub fn ready(mut self) {
-        self.outcome = Outcome::Ready;
-    }
+    pub fn ready(self) {}
 
     pub fn failed(mut self, error: &Error) {
-        self.outcome = Outcome::Failed(error.etype().clone());
+        self.failed = Some(error.etype().clone());
     }
 }
 
 impl Drop for Opening {
     fn drop(&mut self) {
-        // While one is open no other is made (`Pool::opening`): the thread's is this one.
-        lock(&self.held).opening = None;
-        self.done
-            .send_replace(std::mem::replace(&mut self.outcome, Outcome::Gone));
+        let mut here = lock(&self.held);
+        here.connecting -= 1;
+        here.room -= self.room;
+        let failed = self.failed.take();
+        if let Some(came) = &here.came {
+            came.send_modify(|came| {
+                came.count += 1;
+                came.failed = failed;
+            });
+        }
     }
 }
 
-/// What a request that found no connection with room does: opens one (holding the
-/// [`Opening`] until it is in the pool, if others may wait for it), or waits for the one
-/// being opened.
+/// A request waiting for a connection being opened; counted while it waits.
+pub struct Waiting {
+    held: Arc<Mutex<Held>>,
+    came: tokio::sync::watch::Receiver<Came>,
+}
+
+impl Waiting {
+    /// Waits until a connection being opened comes out: the kind of error it failed with, if
+    /// it failed.
+    pub async fn next(&mut self) -> Option<ErrorType> {
+        match self.came.changed().await {
+            Ok(()) => self.came.borrow_and_update().failed.clone(),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        lock(&self.held).waiting -= 1;
+    }
+}
+
+/// The connections being opened on a thread that came out: how many, and whether the last
+/// one failed.
+#[derive(Default)]
+struct Came {
+    count: u64,
+    failed: Option<ErrorType>,
+}
+
+/// What a request that found no connection with room does: opens one (with the
+/// [`Opening`] others may wait for, held until the connection is in the pool), or waits.
 pub enum NoRoom {
     Own(Option<Opening>),
-    Wait(tokio::sync::watch::Receiver<Outcome>),
+    Wait(Waiting),
 }
 
 /// One thread's connections to a server.
@@ -191,8 +228,13 @@ struct Held {
     timeout: Duration,
     /// A trim is scheduled.
     trimming: bool,
-    /// A connection being opened, and how it comes out.
-    opening: Option<tokio::sync::watch::Receiver<Outcome>>,
+    /// Connections being opened now, the streams they are expected to take beyond their own
+    /// requests', and the requests waiting for those.
+    connecting: usize,
+    room: usize,
+    waiting: usize,
+    /// Told each time one of those comes out (made with the first).
+    came: Option<tokio::sync::watch::Sender<Came>>,
 }
 
 impl Surplus for Held {
@@ -250,42 +292,47 @@ impl Pool {
                 max_requests > 0 && c.shared.served.load(Ordering::Relaxed) >= max_requests;
             !(c.idle_for(idle_timeout) || retired || c.closed())
         });
-        let known = self.stated.load(Ordering::Relaxed);
-        let assumed = if known == 0 { ASSUMED_STREAMS } else { known };
         here.list.iter_mut().find_map(|c| {
-            // h2 would queue the streams past the server's limit on this connection.
-            let limit = match c.stated_limit() {
-                Some(stated) => {
-                    if stated != known {
-                        self.stated.store(stated, Ordering::Relaxed);
-                    }
-                    stated
-                }
-                None => assumed,
-            };
+            let limit = c.limit();
+            if limit != self.stated.load(Ordering::Relaxed) {
+                self.stated.store(limit, Ordering::Relaxed);
+            }
             c.has_room(limit).then(|| c.clone())
         })
     }
 
-    /// For a request that found no connection with room ([`Pool::take`]): wait for the one
-    /// being opened on this thread, or open one, holding [`Opening`] until it is put. With
-    /// `may_wait` false (the request waited once already, or the server may not speak
-    /// HTTP/2) it opens without telling others to wait.
-    pub fn opening(&self, may_wait: bool) -> NoRoom {
+    /// For a request that found no connection with room ([`Pool::take`]): wait, while the
+    /// connections being opened on this thread are expected to take more streams than there
+    /// are requests waiting for them, or open one, holding the [`Opening`] until it is put.
+    /// With `may_wait` false (the server may not speak HTTP/2, or the request waited long
+    /// enough) it opens one that others do not wait for.
+    pub fn no_room(&self, may_wait: bool) -> NoRoom {
         if !may_wait {
             return NoRoom::Own(None);
         }
         let held = self.connections.get_or_default();
         let mut here = lock(held);
-        if let Some(opening) = &here.opening {
-            return NoRoom::Wait(opening.clone());
+        let came = here
+            .came
+            .get_or_insert_with(|| tokio::sync::watch::Sender::new(Came::default()))
+            .subscribe();
+        if here.waiting < here.room {
+            here.waiting += 1;
+            return NoRoom::Wait(Waiting {
+                held: held.clone(),
+                came,
+            });
         }
-        let (done, waiting) = tokio::sync::watch::channel(Outcome::Pending);
-        here.opening = Some(waiting);
+        let room = match self.stated.load(Ordering::Relaxed) {
+            0 => ASSUMED_STREAMS,
+            stated => stated.min(MAX_ROOM),
+        } - 1;
+        here.connecting += 1;
+        here.room += room;
         NoRoom::Own(Some(Opening {
             held: held.clone(),
-            done,
-            outcome: Outcome::Gone,
+            room,
+            failed: None,
         }))
     }
 
