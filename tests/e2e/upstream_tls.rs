@@ -413,6 +413,32 @@ async fn a_cold_burst_to_an_h2_upstream_opens_a_connection_per_thread_not_per_re
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cold_burst_over_tls_with_auto_shares_connections_once_the_server_chose_h2() {
+    let ca = TestCa::new("internal CA");
+    let cert = ca.server("billing", &["billing.internal"]);
+    let nginx = Nginx::start("ssl http2", &tls_directives(&cert));
+    let tls = table! { server_name = "billing.internal", ca = ca.pem.display().to_string() };
+    let edge = Edge::start(
+        table! { http2_cleartext = true, threads = 2 },
+        tls_upstream(nginx.addr, tls, "auto"),
+    );
+    let statuses = streams_at_once(&edge, "/burst", 100).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let carried = per_connection(&nginx);
+    assert!(
+        nginx.served().iter().all(|l| l.starts_with("HTTP/2.0")),
+        "{:?}",
+        nginx.served()
+    );
+    // The first connect's ALPN says h2 for the requests that waited for it.
+    assert!(
+        carried.len() <= 2,
+        "{} TLS connections for a burst of 100",
+        carried.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_cold_burst_larger_than_a_servers_stream_limit_opens_the_connections_it_needs() {
     // nginx runs 10 streams at once per connection, each answer taking 1 s (its upstream's).
     let slow =

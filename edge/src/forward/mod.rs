@@ -669,10 +669,9 @@ async fn connection_for(
     if settings.protocol != UpstreamProtocol::Http1 && !upgrade {
         let pool = &server.state.h2;
         // (Not with `keepalive = 0`: a connection is then its opener's alone.)
-        let mut may_wait = settings.keepalive > 0
-            && (settings.protocol == UpstreamProtocol::H2 || pool.spoke_h2());
-        // Each wait ends when a connection being opened comes out; a request that found no
-        // room after a few has waited long enough and opens its own.
+        let mut may_wait = settings.keepalive > 0;
+        // A request whose connection came without room for it looks again; after a few
+        // such waits it opens its own.
         let mut waits = 3;
         loop {
             let (timeout, requests) = (settings.keepalive_timeout, settings.keepalive_requests);
@@ -690,12 +689,12 @@ async fn connection_for(
                     // lets its outcome arrive first. Boxed, as the connect below: rare, and
                     // kept out of every request's future.
                     let within = settings.connect_timeout + OPENING_MARGIN;
-                    match Box::pin(tokio::time::timeout(within, waiting.next())).await {
-                        Ok(Some(failed)) => {
+                    match Box::pin(tokio::time::timeout(within, waiting.outcome())).await {
+                        Ok(h2::Came::Failed(failed)) => {
                             let why = "the connection being opened to the server for it";
                             return Err(Failed::upstream(Error::explain(failed, why)));
                         }
-                        Ok(None) => {}
+                        Ok(_) => {}
                         Err(_) => may_wait = false,
                     }
                 }
@@ -728,8 +727,14 @@ async fn connection_for(
             }
             return Err(Failed::upstream(e));
         }
-        Ok(client::Opened::H1(stream)) => (Link::H1(Connection::new(stream)), false),
+        Ok(client::Opened::H1(stream)) => {
+            if settings.protocol == UpstreamProtocol::Auto && !upgrade {
+                server.state.h2.chose(false);
+            }
+            (Link::H1(Connection::new(stream)), false)
+        }
         Ok(client::Opened::H2(connection)) => {
+            server.state.h2.chose(true);
             let idle_timeout = settings.keepalive_timeout;
             server
                 .state

@@ -22,7 +22,7 @@ use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result, RetryType};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -128,15 +128,17 @@ impl Connection {
 /// [`super::pool::SURPLUS_GRACE`], and any after `keepalive_timeout` without one: a timer
 /// looks every grace while the thread holds a connection (as the HTTP/1.1 pool's does).
 ///
-/// A request that finds no room waits for a connection being opened on its thread while the
-/// streams those are expected to take (the server's stated limit, or [`ASSUMED_STREAMS`])
-/// outnumber the requests already waiting; otherwise it opens one: a burst after an idle
-/// spell opens as many connections as its size needs, at once, not one per request.
+/// A request that finds no room waits for a connection being opened on its thread that is
+/// expected to take more streams (the server's stated limit, or [`ASSUMED_STREAMS`]) than the
+/// requests already waiting for it; otherwise it opens one: a burst after an idle spell opens
+/// the connections its size needs, at once, not one per request.
 #[derive(Default)]
 pub struct Pool {
     connections: ThreadLocal<Arc<Mutex<Held>>>,
-    /// The last stream limit a connection's server stated (0: none yet).
+    /// The last stream limit a connection's server stated (0: none yet; `usize::MAX`: none).
     stated: AtomicUsize,
+    /// With `protocol = "auto"`: the server's last connect chose HTTP/1.1.
+    chose_http1: AtomicBool,
 }
 
 /// The streams a new connection is expected to take before its server has stated a limit:
@@ -148,67 +150,78 @@ const ASSUMED_STREAMS: usize = 100;
 const MAX_ROOM: usize = 1024;
 
 /// A connection being opened on a thread, from [`Pool::no_room`]: when it is dropped, the
-/// requests waiting are told it came out ([`Opening::ready`] once it is in the pool,
-/// [`Opening::failed`], or neither: it was not HTTP/2, or its request went).
+/// requests waiting for it are told how it came out ([`Opening::ready`] once it is in the
+/// pool, [`Opening::failed`], or neither: it was not HTTP/2, or its request went).
 pub struct Opening {
     held: Arc<Mutex<Held>>,
-    /// The streams it was expected to take beyond its own request's.
-    room: usize,
-    failed: Option<ErrorType>,
+    id: u64,
+    came: tokio::sync::watch::Sender<Came>,
+    outcome: Came,
+}
+
+/// How a connection being opened came out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Came {
+    Pending,
+    /// It is in the pool.
+    Ready,
+    /// Its connect failed so: its waiters' would too.
+    Failed(ErrorType),
+    /// It was not HTTP/2, or its request went: its waiters look again.
+    Gone,
 }
 
 impl Opening {
-    pub fn ready(self) {}
+    pub fn ready(mut self) {
+        self.outcome = Came::Ready;
+    }
 
     pub fn failed(mut self, error: &Error) {
-        self.failed = Some(error.etype().clone());
+        self.outcome = Came::Failed(error.etype().clone());
     }
 }
 
 impl Drop for Opening {
     fn drop(&mut self) {
-        let mut here = lock(&self.held);
-        here.connecting -= 1;
-        here.room -= self.room;
-        let failed = self.failed.take();
-        if let Some(came) = &here.came {
-            came.send_modify(|came| {
-                came.count += 1;
-                came.failed = failed;
-            });
-        }
+        lock(&self.held).openings.retain(|o| o.id != self.id);
+        self.came
+            .send_replace(std::mem::replace(&mut self.outcome, Came::Gone));
     }
 }
 
-/// A request waiting for a connection being opened; counted while it waits.
+/// A request waiting for a connection being opened (its claim on one of its streams).
 pub struct Waiting {
     held: Arc<Mutex<Held>>,
+    id: u64,
     came: tokio::sync::watch::Receiver<Came>,
 }
 
 impl Waiting {
-    /// Waits until a connection being opened comes out: the kind of error it failed with, if
-    /// it failed.
-    pub async fn next(&mut self) -> Option<ErrorType> {
-        match self.came.changed().await {
-            Ok(()) => self.came.borrow_and_update().failed.clone(),
-            Err(_) => None,
+    /// Waits until the connection comes out: how.
+    pub async fn outcome(&mut self) -> Came {
+        match self.came.wait_for(|came| *came != Came::Pending).await {
+            Ok(came) => came.clone(),
+            Err(_) => Came::Gone,
         }
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        lock(&self.held).waiting -= 1;
+        // A request that leaves before the connection came gives its stream back.
+        let mut here = lock(&self.held);
+        if let Some(o) = here.openings.iter_mut().find(|o| o.id == self.id) {
+            o.unclaimed += 1;
+        }
     }
 }
 
-/// The connections being opened on a thread that came out: how many, and whether the last
-/// one failed.
-#[derive(Default)]
-struct Came {
-    count: u64,
-    failed: Option<ErrorType>,
+/// A connection being opened, as its thread's pool sees it.
+struct Pending {
+    id: u64,
+    /// The streams it is expected to take that no request has claimed.
+    unclaimed: usize,
+    came: tokio::sync::watch::Receiver<Came>,
 }
 
 /// What a request that found no connection with room does: opens one (with the
@@ -228,13 +241,9 @@ struct Held {
     timeout: Duration,
     /// A trim is scheduled.
     trimming: bool,
-    /// Connections being opened now, the streams they are expected to take beyond their own
-    /// requests', and the requests waiting for those.
-    connecting: usize,
-    room: usize,
-    waiting: usize,
-    /// Told each time one of those comes out (made with the first).
-    came: Option<tokio::sync::watch::Sender<Came>>,
+    /// Connections being opened now, and the last one's number.
+    openings: Vec<Pending>,
+    opened: u64,
 }
 
 impl Surplus for Held {
@@ -301,45 +310,48 @@ impl Pool {
         })
     }
 
-    /// For a request that found no connection with room ([`Pool::take`]): wait, while the
-    /// connections being opened on this thread are expected to take more streams than there
-    /// are requests waiting for them, or open one, holding the [`Opening`] until it is put.
-    /// With `may_wait` false (the server may not speak HTTP/2, or the request waited long
-    /// enough) it opens one that others do not wait for.
+    /// For a request that found no connection with room ([`Pool::take`]): wait for a
+    /// connection being opened on this thread that is expected to take a stream no other
+    /// request claimed, or open one, holding the [`Opening`] until it is put. With `may_wait`
+    /// false (the request waited long enough) it opens one that others do not wait for; so
+    /// it does for a server that chose HTTP/1.1 by ALPN last (`protocol = "auto"`).
     pub fn no_room(&self, may_wait: bool) -> NoRoom {
-        if !may_wait {
+        if !may_wait || self.chose_http1.load(Ordering::Relaxed) {
             return NoRoom::Own(None);
         }
         let held = self.connections.get_or_default();
         let mut here = lock(held);
-        let came = here
-            .came
-            .get_or_insert_with(|| tokio::sync::watch::Sender::new(Came::default()))
-            .subscribe();
-        if here.waiting < here.room {
-            here.waiting += 1;
+        if let Some(o) = here.openings.iter_mut().find(|o| o.unclaimed > 0) {
+            o.unclaimed -= 1;
             return NoRoom::Wait(Waiting {
                 held: held.clone(),
-                came,
+                id: o.id,
+                came: o.came.clone(),
             });
         }
-        let room = match self.stated.load(Ordering::Relaxed) {
+        let expected = match self.stated.load(Ordering::Relaxed) {
             0 => ASSUMED_STREAMS,
             stated => stated.min(MAX_ROOM),
-        } - 1;
-        here.connecting += 1;
-        here.room += room;
+        };
+        here.opened += 1;
+        let id = here.opened;
+        let (came, waiting) = tokio::sync::watch::channel(Came::Pending);
+        here.openings.push(Pending {
+            id,
+            unclaimed: expected - 1,
+            came: waiting,
+        });
         NoRoom::Own(Some(Opening {
             held: held.clone(),
-            room,
-            failed: None,
+            id,
+            came,
+            outcome: Came::Gone,
         }))
     }
 
-    /// Whether a connection to this server has been made over HTTP/2 (for `protocol =
-    /// "auto"`: whether the next connect will likely be HTTP/2 too).
-    pub fn spoke_h2(&self) -> bool {
-        self.stated.load(Ordering::Relaxed) != 0 || !self.is_empty()
+    /// With `protocol = "auto"`: what the server's last connect chose by ALPN.
+    pub fn chose(&self, http2: bool) {
+        self.chose_http1.store(!http2, Ordering::Relaxed);
     }
 
     /// Keeps a new connection for the requests after this one (none with `keepalive` 0), for
@@ -349,6 +361,7 @@ impl Pool {
         if keepalive == 0 {
             return;
         }
+        self.stated.store(connection.limit(), Ordering::Relaxed);
         let held = self.connections.get_or_default();
         let schedule = {
             let mut here = lock(held);
