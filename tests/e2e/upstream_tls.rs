@@ -440,9 +440,10 @@ async fn a_cold_burst_over_tls_with_auto_shares_connections_once_the_server_chos
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cold_burst_larger_than_a_servers_stream_limit_opens_the_connections_it_needs() {
-    // nginx runs 10 streams at once per connection, each answer taking 1 s (its upstream's).
+    // nginx runs 10 streams at once per connection, each answer taking 2 s (its upstream's):
+    // the burst's streams all overlap however slowly the edge takes them in.
     let slow =
-        KeepaliveBackend::answering_after(0, Duration::from_secs(30), Duration::from_secs(1));
+        KeepaliveBackend::answering_after(0, Duration::from_secs(30), Duration::from_secs(2));
     let directives = format!(
         "http2_max_concurrent_streams 10; location /slow/ {{ proxy_pass http://{}; }}",
         slow.addr
