@@ -614,3 +614,84 @@ fn stream_error(e: ::h2::Error, what: &'static str) -> Box<Error> {
     }
     error
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own(pool: &Pool) -> Opening {
+        match pool.no_room(true) {
+            NoRoom::Own(Some(opening)) => opening,
+            _ => panic!("expected to open a connection others wait for"),
+        }
+    }
+
+    fn wait(pool: &Pool) -> Waiting {
+        match pool.no_room(true) {
+            NoRoom::Wait(waiting) => waiting,
+            _ => panic!("expected to wait"),
+        }
+    }
+
+    #[test]
+    fn a_connection_being_opened_is_waited_for_by_as_many_as_its_server_takes_beyond_its_own() {
+        let pool = Pool::default();
+        pool.stated.store(3, Ordering::Relaxed);
+        let _first = own(&pool);
+        let (_a, _b) = (wait(&pool), wait(&pool));
+        // The first connection's three streams are claimed: the next request opens another.
+        let _second = own(&pool);
+        let c = wait(&pool);
+        let _d = wait(&pool);
+        let _third = own(&pool);
+        // One that leaves before its connection came gives its stream back.
+        drop(c);
+        let _e = wait(&pool);
+        // Told not to wait, a request opens one that nobody waits for.
+        assert!(matches!(pool.no_room(false), NoRoom::Own(None)));
+    }
+
+    #[test]
+    fn before_the_server_states_a_limit_a_hundred_wait_for_one_connection() {
+        let pool = Pool::default();
+        let _first = own(&pool);
+        let waiting: Vec<Waiting> = (0..ASSUMED_STREAMS - 1).map(|_| wait(&pool)).collect();
+        let _second = own(&pool);
+        assert_eq!(waiting.len(), 99);
+    }
+
+    #[tokio::test]
+    async fn waiters_learn_how_their_connection_came_out_and_only_theirs() {
+        let pool = Pool::default();
+        pool.stated.store(2, Ordering::Relaxed);
+        let first = own(&pool);
+        let mut on_first = wait(&pool);
+        let second = own(&pool);
+        let mut on_second = wait(&pool);
+        let refused = Error::explain(ErrorType::ConnectRefused, "test");
+        first.failed(&refused);
+        assert_eq!(
+            on_first.outcome().await,
+            Came::Failed(ErrorType::ConnectRefused)
+        );
+        // The other connection is still being opened.
+        let still = tokio::time::timeout(Duration::from_millis(50), on_second.outcome()).await;
+        assert!(still.is_err(), "woken by another connection: {still:?}");
+        second.ready();
+        assert_eq!(on_second.outcome().await, Came::Ready);
+        // Dropped without an outcome (not HTTP/2, or its request went): its waiters look again.
+        let third = own(&pool);
+        let mut on_third = wait(&pool);
+        drop(third);
+        assert_eq!(on_third.outcome().await, Came::Gone);
+    }
+
+    #[test]
+    fn a_server_that_chose_http1_last_is_not_waited_for() {
+        let pool = Pool::default();
+        pool.chose(false);
+        assert!(matches!(pool.no_room(true), NoRoom::Own(None)));
+        pool.chose(true);
+        assert!(matches!(pool.no_room(true), NoRoom::Own(Some(_))));
+    }
+}
