@@ -232,10 +232,7 @@ impl Acme {
                         due
                     }
                     Err(e) => {
-                        let wait = backoff
-                            .get(name)
-                            .map_or(FIRST_BACKOFF, |b| (*b * 2).min(MAX_BACKOFF));
-                        backoff.insert(name.clone(), wait);
+                        let wait = back_off(&mut backoff, name, FIRST_BACKOFF, MAX_BACKOFF);
                         tracing::warn!(%name, reason = e.reason, error = %e.message, directory = %self.settings.directory, retry_in = ?wait, "ACME: no certificate obtained (one already stored stays in use)");
                         count_failure(e.reason);
                         let at = SystemTime::now() + wait;
@@ -398,10 +395,7 @@ impl Acme {
             Err(None) => return Renewal::NotOffered,
             Err(Some(error)) => {
                 let mut retries = held::lock(&self.window_retries);
-                let wait = retries
-                    .get(name)
-                    .map_or(ARI_RETRY, |w| (*w * 2).min(LOOK_EVERY));
-                retries.insert(name.to_string(), wait);
+                let wait = back_off(&mut retries, name, ARI_RETRY, LOOK_EVERY);
                 tracing::warn!(%name, %error, retry_in = ?wait, "ACME: the CA's renewal information is unavailable; renewing at two thirds of the lifetime unless it comes");
                 return Renewal::Unavailable(SystemTime::now() + wait);
             }
@@ -598,6 +592,19 @@ impl Acme {
         tracing::info!(directory = %self.settings.directory, "ACME: account created");
         Ok(account)
     }
+}
+
+/// The wait after one more failure for `name` in a row: `first`, then doubled each time up to
+/// `max` (kept in `waits` until the name succeeds and its entry is removed).
+fn back_off(
+    waits: &mut HashMap<String, Duration>,
+    name: &str,
+    first: Duration,
+    max: Duration,
+) -> Duration {
+    let wait = waits.get(name).map_or(first, |w| (*w * 2).min(max));
+    waits.insert(name.to_string(), wait);
+    wait
 }
 
 fn count_order(result: &'static str) {
