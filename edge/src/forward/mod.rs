@@ -647,10 +647,6 @@ enum Link {
     H2(h2::Connection),
 }
 
-/// How much longer than `connect_timeout` a request waits for a connection another request
-/// is opening (whose connect is bounded by it) before it opens its own.
-const OPENING_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// A kept-alive connection to `server` or a new one, and whether it was kept. Over HTTP/2,
 /// a connection with room for one more stream. An HTTP/1.1 request whose body streams can
 /// be sent once only: it gets a new connection, never one the server may have closed while
@@ -668,36 +664,17 @@ async fn connection_for(
     let mut opening = None;
     if settings.protocol != UpstreamProtocol::Http1 && !upgrade {
         let pool = &server.state.h2;
-        // (Not with `keepalive = 0`: a connection is then its opener's alone.)
-        let mut may_wait = settings.keepalive > 0;
-        // A request whose connection came without room for it looks again; after a few
-        // such waits it opens its own.
-        let mut waits = 3;
-        loop {
-            let (timeout, requests) = (settings.keepalive_timeout, settings.keepalive_requests);
-            if let Some(connection) = pool.take(timeout, requests) {
-                return Ok((Link::H2(connection), true));
-            }
-            match pool.no_room(may_wait && waits > 0) {
-                h2::NoRoom::Own(own) => {
-                    opening = own;
-                    break;
-                }
-                h2::NoRoom::Wait(mut waiting) => {
-                    waits -= 1;
-                    // The connection waited for is opened within connect_timeout; the margin
-                    // lets its outcome arrive first. Boxed, as the connect below: rare, and
-                    // kept out of every request's future.
-                    let within = settings.connect_timeout + OPENING_MARGIN;
-                    match Box::pin(tokio::time::timeout(within, waiting.outcome())).await {
-                        Ok(h2::Came::Failed(failed)) => {
-                            let why = "the connection being opened to the server for it";
-                            return Err(Failed::upstream(Error::explain(failed, why)));
-                        }
-                        Ok(_) => {}
-                        Err(_) => may_wait = false,
-                    }
-                }
+        let (timeout, requests) = (settings.keepalive_timeout, settings.keepalive_requests);
+        if let Some(connection) = pool.take(timeout, requests) {
+            return Ok((Link::H2(connection), true));
+        }
+        // Not with `keepalive = 0` (a connection is then its opener's alone). Boxed, as the
+        // connect below: rare, and kept out of every request's future.
+        if settings.keepalive > 0 && pool.waits_for_openings() {
+            let got = pool.wait_or_open(timeout, requests, settings.connect_timeout);
+            match Box::pin(got).await.map_err(Failed::upstream)? {
+                h2::Got::Connection(connection) => return Ok((Link::H2(connection), true)),
+                h2::Got::Open(own) => opening = own,
             }
         }
     }
@@ -734,7 +711,6 @@ async fn connection_for(
             (Link::H1(Connection::new(stream)), false)
         }
         Ok(client::Opened::H2(connection)) => {
-            server.state.h2.chose(true);
             let idle_timeout = settings.keepalive_timeout;
             server
                 .state

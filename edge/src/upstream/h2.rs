@@ -161,7 +161,7 @@ pub struct Opening {
 
 /// How a connection being opened came out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Came {
+enum Came {
     Pending,
     /// It is in the pool.
     Ready,
@@ -190,7 +190,7 @@ impl Drop for Opening {
 }
 
 /// A request waiting for a connection being opened (its claim on one of its streams).
-pub struct Waiting {
+struct Waiting {
     held: Arc<Mutex<Held>>,
     id: u64,
     came: tokio::sync::watch::Receiver<Came>,
@@ -198,7 +198,7 @@ pub struct Waiting {
 
 impl Waiting {
     /// Waits until the connection comes out: how.
-    pub async fn outcome(&mut self) -> Came {
+    async fn outcome(&mut self) -> Came {
         match self.came.wait_for(|came| *came != Came::Pending).await {
             Ok(came) => came.clone(),
             Err(_) => Came::Gone,
@@ -226,10 +226,25 @@ struct Pending {
 
 /// What a request that found no connection with room does: opens one (with the
 /// [`Opening`] others may wait for, held until the connection is in the pool), or waits.
-pub enum NoRoom {
+enum NoRoom {
     Own(Option<Opening>),
     Wait(Waiting),
 }
+
+/// What [`Pool::wait_or_open`] gives a request: a connection with room that came while it
+/// waited, or the go-ahead to open one (with the [`Opening`] others may wait for).
+pub enum Got {
+    Connection(Connection),
+    Open(Option<Opening>),
+}
+
+/// How much longer than `connect_timeout` a request waits for a connection another request
+/// is opening (whose connect is bounded by it): its outcome comes first.
+const OPENING_MARGIN: Duration = Duration::from_millis(500);
+
+/// How many times a request whose awaited connection came without room for it waits again
+/// before it opens its own.
+const WAITS: u32 = 3;
 
 /// One thread's connections to a server.
 #[derive(Default)]
@@ -310,13 +325,46 @@ impl Pool {
         })
     }
 
+    /// For a request that found no connection with room ([`Pool::take`]): waits for a
+    /// connection being opened on this thread while one is expected to take a stream no other
+    /// request claimed (each wait `connect_timeout` and a margin at most, [`WAITS`] times),
+    /// and takes one with room that came; or says to open one. A connect waited for that
+    /// failed fails the request with the same kind of error.
+    pub async fn wait_or_open(
+        &self,
+        idle_timeout: Duration,
+        max_requests: u32,
+        connect_timeout: Duration,
+    ) -> Result<Got> {
+        let (mut may_wait, mut waits) = (true, WAITS);
+        loop {
+            let mut waiting = match self.no_room(may_wait && waits > 0) {
+                NoRoom::Own(opening) => return Ok(Got::Open(opening)),
+                NoRoom::Wait(waiting) => waiting,
+            };
+            waits -= 1;
+            let within = connect_timeout + OPENING_MARGIN;
+            match tokio::time::timeout(within, waiting.outcome()).await {
+                Ok(Came::Failed(kind)) => {
+                    let why = "the connection being opened to the server for it";
+                    return Error::e_explain(kind, why);
+                }
+                Ok(_) => {}
+                Err(_) => may_wait = false,
+            }
+            drop(waiting);
+            if let Some(connection) = self.take(idle_timeout, max_requests) {
+                return Ok(Got::Connection(connection));
+            }
+        }
+    }
+
     /// For a request that found no connection with room ([`Pool::take`]): wait for a
     /// connection being opened on this thread that is expected to take a stream no other
     /// request claimed, or open one, holding the [`Opening`] until it is put. With `may_wait`
-    /// false (the request waited long enough) it opens one that others do not wait for; so
-    /// it does for a server that chose HTTP/1.1 by ALPN last (`protocol = "auto"`).
-    pub fn no_room(&self, may_wait: bool) -> NoRoom {
-        if !may_wait || self.chose_http1.load(Ordering::Relaxed) {
+    /// false (the request waited long enough) it opens one that others do not wait for.
+    fn no_room(&self, may_wait: bool) -> NoRoom {
+        if !may_wait {
             return NoRoom::Own(None);
         }
         let held = self.connections.get_or_default();
@@ -354,10 +402,18 @@ impl Pool {
         self.chose_http1.store(!http2, Ordering::Relaxed);
     }
 
+    /// Whether a request that finds no room should [`Pool::wait_or_open`]: not for a server
+    /// whose last connect chose HTTP/1.1 (`protocol = "auto"`), whose connects nobody could
+    /// share.
+    pub fn waits_for_openings(&self) -> bool {
+        !self.chose_http1.load(Ordering::Relaxed)
+    }
+
     /// Keeps a new connection for the requests after this one (none with `keepalive` 0), for
     /// `idle_timeout` without a stream at most; the surplus beyond `keepalive` idle ones is
     /// trimmed after the grace.
     pub fn put(&self, connection: Connection, keepalive: usize, idle_timeout: Duration) {
+        self.chose(true);
         if keepalive == 0 {
             return;
         }
@@ -690,8 +746,9 @@ mod tests {
     fn a_server_that_chose_http1_last_is_not_waited_for() {
         let pool = Pool::default();
         pool.chose(false);
-        assert!(matches!(pool.no_room(true), NoRoom::Own(None)));
+        assert!(!pool.waits_for_openings());
         pool.chose(true);
+        assert!(pool.waits_for_openings());
         assert!(matches!(pool.no_room(true), NoRoom::Own(Some(_))));
     }
 }
